@@ -1,0 +1,30 @@
+"""rxbot: databot-style data-flow pipelines on reactivex and asyncio."""
+from .botframe import BotFrame
+from .config import config
+from .errors import StepError
+from .flow import (B, BlockedJoin, Branch, F, Fi, Filter, Fork, J, Join, Loop, P, Pipe,
+                   Return, Route, T, Timer)
+from .node import Node
+from .step import Step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Pipe", "Loop", "Timer", "Branch", "Return", "Filter", "Fork", "Join", "BlockedJoin",
+    "Route", "Step", "Node", "BotFrame", "config", "StepError",
+    "HttpLoader", "HttpRequest", "HttpResponse", "aiofile",
+    "P", "B", "T", "F", "J", "Fi",
+]
+
+
+def __getattr__(name: str):
+    # HTTP and file nodes import aiohttp/aiofiles; load them on first use only.
+    if name in ("HttpLoader", "HttpRequest", "HttpResponse"):
+        from . import http
+
+        return getattr(http, name)
+    if name == "aiofile":
+        from .db.aiofile import aiofile
+
+        return aiofile
+    raise AttributeError(f"module 'rxbot' has no attribute {name!r}")

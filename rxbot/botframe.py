@@ -1,0 +1,80 @@
+"""BotFrame: the registry of built pipes and the entry points that run them."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, List, Sequence
+
+from .errors import PipelineError
+
+
+class BotFrame:
+    """databot's run façade. Every Pipe built and not yet run is registered here;
+    ``BotFrame.run()`` runs them all concurrently and returns when all have finished."""
+
+    _pending: List[Any] = []
+
+    @classmethod
+    def register(cls, pipe: Any) -> None:
+        cls._pending.append(pipe)
+
+    @classmethod
+    def unregister(cls, pipe: Any) -> None:
+        if pipe in cls._pending:
+            cls._pending.remove(pipe)
+
+    @classmethod
+    def pipes(cls) -> List[Any]:
+        """The pipes the next run would run."""
+        return list(cls._pending)
+
+    @classmethod
+    def _take(cls, pipes: Sequence[Any] | None) -> List[Any]:
+        chosen = list(cls._pending) if pipes is None else list(pipes)
+        for p in chosen:
+            cls.unregister(p)
+        return chosen
+
+    @classmethod
+    async def run_async(cls, pipes: Sequence[Any] | None = None):
+        """Run inside an already running event loop (Jupyter, an aiohttp app, ...)."""
+        from .engine import run_pipes
+
+        chosen = cls._take(pipes)
+        if not chosen:
+            from .engine import RunReport
+
+            return RunReport()
+        return await run_pipes(chosen)
+
+    @classmethod
+    def run(cls, pipes: Sequence[Any] | None = None):
+        """Run every pending pipe to completion; return the run report.
+
+        Raises the first exception of a failed run (``raise`` policy), with the step
+        name and item attached as a note.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise PipelineError(
+                "BotFrame.run() was called inside a running event loop; use "
+                "'await BotFrame.run_async()' (or 'await pipe.run_async()') there instead"
+            )
+        return asyncio.run(cls.run_async(pipes))
+
+    @classmethod
+    def render(cls, path: str, format: str | None = None, pipes: Sequence[Any] | None = None, **kwargs: Any):
+        """Draw every pending pipe (they are not run or consumed)."""
+        from .render import render
+
+        return render(list(cls._pending) if pipes is None else list(pipes), path, format=format, **kwargs)
+
+    @classmethod
+    def clear(cls) -> None:
+        """Forget pending pipes without running them."""
+        cls._pending.clear()
+
+
+__all__ = ["BotFrame"]

@@ -1,0 +1,53 @@
+"""Run-wide settings, kept as one mutable object so databot scripts that do
+``config.exception_policy = config.Exception_ignore`` keep working unchanged."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+POLICIES = ("raise", "ignore", "retry", "pipein")
+
+
+@dataclass
+class Config:
+    """Global defaults; every field can be overridden per step with :class:`rxbot.Step`."""
+
+    # databot's constants, so ``config.Exception_ignore`` reads as it did there.
+    Exception_raise: str = "raise"
+    Exception_ignore: str = "ignore"
+    Exception_retry: str = "retry"
+    Exception_pipein: str = "pipein"
+    Exception_default: str = "raise"
+
+    exception_policy: str = "raise"
+    retry_attempts: int = 3
+    retry_backoff: float = 0.05
+    retry_max_backoff: float = 2.0
+    retry_jitter: float = 0.1
+    retry_final_policy: str = "raise"
+
+    # items in flight for an async step unless the step says otherwise (databot used 32)
+    default_concurrency: int = 32
+    # a source yields to the event loop after this many items so timers and other pipes run
+    yield_every: int = 256
+
+    replay_mode: bool = False
+    replay_dir: str | None = None
+    replay_serializer: str = "json"
+
+    dask_address: str | None = field(default_factory=lambda: os.environ.get("RXBOT_DASK_ADDRESS"))
+
+    def policy(self, value: Any = None) -> str:
+        """Normalise a policy name (databot constant or string) and reject unknown ones."""
+        value = self.exception_policy if value is None else value
+        if value not in POLICIES:
+            raise ValueError(
+                f"exception policy must be one of {', '.join(POLICIES)}; got {value!r}"
+            )
+        return value
+
+
+config = Config()
+
+__all__ = ["config", "Config", "POLICIES"]

@@ -1,0 +1,275 @@
+"""Walk the step tree and build the reactivex pipeline for one run.
+
+The walk goes from the last step to the first so that each stage knows which
+flow-control boundaries lie downstream of it (its gate); the operators are then
+returned in flow order for ``source.pipe(*ops)``. Consecutive sync steps are fused.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, List, Sequence, Tuple
+
+import reactivex
+from reactivex import operators as rx_ops
+from reactivex.disposable import CompositeDisposable
+from reactivex.subject import Subject
+
+from ..flow import BlockedJoin, Route
+from ..node import Loop, Node, Timer
+from ..step import Const, RxOp, Step
+from .boost import boosted
+from .fuse import CONST, FN
+from .gate import Boundary, Gate
+from .policy import PIPEIN, RAISE
+from .stages import AsyncStage, IterStage, SyncSegment, iterate, trigger
+
+Ops = List[Callable[[reactivex.Observable], reactivex.Observable]]
+
+
+def _node_overrides_flush(node: Node) -> bool:
+    return type(node).flush is not Node.flush
+
+
+def _fusable(step: Any) -> bool:
+    """Sync steps that can run inline in a fused segment."""
+    if isinstance(step, Const):
+        return True
+    if isinstance(step, Step):
+        if step.is_async or step.option("boost"):
+            return False
+        if isinstance(step.fn, Node):
+            return not isinstance(step.fn, (Loop, Timer)) and not _node_overrides_flush(step.fn)
+        return True
+    if isinstance(step, Node):
+        return not isinstance(step, (Loop, Timer)) and not step.boost and not _is_async_node(step) \
+            and not _node_overrides_flush(step)
+    if isinstance(step, Route) and step.kind == "filter":
+        return True
+    return False
+
+
+def _is_async_node(node: Node) -> bool:
+    from ..node import is_async_callable
+
+    return is_async_callable(node)
+
+
+def _label(step: Any) -> str:
+    return step.label()
+
+
+def _options(step: Any) -> dict:
+    if isinstance(step, Step):
+        return dict(on_error=step.option("on_error"), retries=step.option("retries"),
+                    timeout=step.option("timeout"), concurrency=step.option("concurrency"))
+    if isinstance(step, Node):
+        return dict(on_error=step.on_error, retries=step.retries, timeout=step.timeout,
+                    concurrency=step.concurrency)
+    return {}
+
+
+def matcher(route: Route) -> Callable[[Any], bool]:
+    rtype, rfunc = route.route_type, route.route_func
+    if rfunc is None:
+        if rtype is object:
+            return lambda x: True
+        return lambda x: isinstance(x, rtype)
+    if rtype is object:
+        return lambda x: bool(rfunc(x))
+    return lambda x: isinstance(x, rtype) and bool(rfunc(x))
+
+
+class Builder:
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    # -- public -----------------------------------------------------------------------
+    def build(self, steps: Sequence[Any], downstream: List[Boundary], path: str) -> Tuple[Ops, List[Boundary]]:
+        """Operators for ``steps`` and the boundaries at or below their head."""
+        ops_rev: Ops = []
+        bounds = list(downstream)
+        i = len(steps) - 1
+        while i >= 0:
+            step = steps[i]
+            if _fusable(step):
+                j = i
+                while j - 1 >= 0 and _fusable(steps[j - 1]):
+                    j -= 1
+                seg = self._segment(steps, j, i, bounds, path)
+                ops_rev.append(seg.operator)
+                bounds.append(seg.boundary)
+                i = j - 1
+                continue
+            where = f"{path}[{i + 1}] {_label(step)}"
+            if isinstance(step, RxOp):
+                ops_rev.append(step.op)
+            elif isinstance(step, Route):
+                op, bounds = self._route(step, bounds, where)
+                ops_rev.append(op)
+            else:
+                stage = self._single(step, bounds, where)
+                ops_rev.append(stage.operator)
+                bounds.append(stage.boundary)
+            i -= 1
+        ops_rev.reverse()
+        return ops_rev, bounds
+
+    # -- leaves -----------------------------------------------------------------------
+    def _segment(self, steps: Sequence[Any], first: int, last: int, downstream: List[Boundary], path: str) -> SyncSegment:
+        shape, fns, consts, runtimes = [], [], [], []
+        for k in range(first, last + 1):
+            step = steps[k]
+            where = f"{path}[{k + 1}] {_label(step)}"
+            runtimes.append(self.ctx.runtime(where, _label(step), **_options(step)))
+            if isinstance(step, Const):
+                shape.append(CONST)
+                fns.append(None)
+                consts.append(step.value)
+            else:
+                shape.append(FN)
+                consts.append(None)
+                if isinstance(step, Route):  # Filter: matched items pass
+                    match = matcher(step)
+                    fns.append(lambda x, m=match: x if m(x) else None)
+                else:
+                    fns.append(step.fn if isinstance(step, Step) else step)
+        return SyncSegment(self.ctx, runtimes, shape, fns, consts, downstream)
+
+    def _single(self, step: Any, downstream: List[Boundary], where: str):
+        label = _label(step)
+        node = step.fn if isinstance(step, Step) and isinstance(step.fn, Node) else step
+        rt = self.ctx.runtime(where, label, **_options(step))
+        if isinstance(node, Loop):
+            iterable = node.iterable
+
+            async def produce_loop(item, emit, gate, stats):
+                await iterate(iterable, emit, gate, stats)
+
+            return IterStage(self.ctx, rt, produce_loop, downstream)
+        if isinstance(node, Timer):
+            return IterStage(self.ctx, rt, _ticker(node), downstream)
+        fn = step.fn if isinstance(step, Step) else step
+        boost = step.option("boost") if isinstance(step, Step) else getattr(step, "boost", None)
+        if boost:
+            fn = boosted(fn, boost, self.ctx, label, rt.concurrency)
+        flush = node.flush if isinstance(node, Node) and _node_overrides_flush(node) else None
+        return AsyncStage(self.ctx, rt, fn, downstream, flush=flush)
+
+    # -- routes -----------------------------------------------------------------------
+    def _route(self, route: Route, downstream: List[Boundary], where: str):
+        rt = self.ctx.runtime(where, _label(route))
+        if isinstance(route, BlockedJoin):
+            stage = AsyncStage(self.ctx, rt, self._blocked_join(route, where), downstream)
+            return self._routed(route, rt, [stage.operator], [], downstream, True)[0], downstream + [stage.boundary]
+        branch_ops: List[Ops] = []
+        extra: List[Boundary] = []
+        base = downstream if route.join else []
+        for b, steps in enumerate(route.branches):
+            ops_b, bounds_b = self.build(steps, base, f"{where}/{b + 1}")
+            branch_ops.append(ops_b)
+            extra.extend(bounds_b[len(base):])
+        if not route.join:
+            branch_ops = [ops_b + [rx_ops.ignore_elements()] for ops_b in branch_ops]
+        return self._routed(route, rt, None, branch_ops, downstream, False)[0], downstream + extra
+
+    def _routed(self, route: Route, rt: Any, single: Ops | None, branch_ops: List[Ops],
+                downstream: List[Boundary], blocked: bool):
+        """The route operator: evaluate the match once per item, feed matched items to
+        every branch (a Subject each) and unmatched/shared ones to the main stream, and
+        merge what comes back. Completion waits for every branch to drain."""
+        match = matcher(route)
+        share = route.share
+        if blocked:
+            branch_ops = [single]  # one "branch": the correlating stage
+
+        def op(source: reactivex.Observable) -> reactivex.Observable:
+            def subscribe(observer, scheduler=None):
+                main = Subject()
+                ins = [Subject() for _ in branch_ops]
+                outs = [s.pipe(*ops_b) if ops_b else s for s, ops_b in zip(ins, branch_ops)]
+                merged = reactivex.merge(main, *outs).subscribe(observer, scheduler=scheduler)
+
+                def on_next(x: Any) -> None:
+                    try:
+                        m = match(x)
+                    except Exception as exc:
+                        action, value = rt.final(exc, x)
+                        if action == RAISE:
+                            main.on_error(value)
+                        elif action == PIPEIN:
+                            main.on_next(value)
+                        return
+                    if m:
+                        for s in ins:
+                            s.on_next(x)
+                        if share:
+                            main.on_next(x)
+                    else:
+                        main.on_next(x)
+
+                def on_error(exc: Exception) -> None:
+                    main.on_error(exc)
+
+                def on_completed() -> None:
+                    main.on_completed()
+                    for s in ins:
+                        s.on_completed()
+
+                upstream = source.subscribe(on_next, on_error, on_completed, scheduler=scheduler)
+                return CompositeDisposable(merged, upstream)
+
+            return reactivex.create(subscribe)
+
+        return op, None
+
+    def _blocked_join(self, route: Route, where: str) -> Callable[[Any], Any]:
+        """Per input: run every branch on that one item (a fresh mini pipeline each, so
+        results can never be mixed between inputs) and zip the results in order."""
+        branches = route.branches
+
+        async def correlate(item: Any) -> tuple:
+            results = await asyncio.gather(
+                *(self.run_subflow(steps, item, f"{where}/{b + 1}") for b, steps in enumerate(branches))
+            )
+            return tuple(None if not r else r[0] if len(r) == 1 else r for r in results)
+
+        return correlate
+
+    async def run_subflow(self, steps: Sequence[Any], item: Any, path: str) -> list:
+        ops_, _ = self.build(steps, [], path)
+        done = self.ctx.loop.create_future()
+        out: list = []
+
+        def on_error(exc: Exception) -> None:
+            if not done.done():
+                done.set_exception(exc)
+
+        def on_completed() -> None:
+            if not done.done():
+                done.set_result(out)
+
+        trigger(self.ctx, item).pipe(*ops_).subscribe(out.append, on_error, on_completed,
+                                                     scheduler=self.ctx.scheduler)
+        return await done
+
+
+def _ticker(timer: Timer):
+    async def produce(item: Any, emit: Callable[[Any], None], gate: Gate, stats: Any) -> None:
+        n = 0
+        until = timer.until
+        while timer.max_time is None or n < timer.max_time:
+            if until is not None and until():
+                return
+            await asyncio.sleep(timer.delay)
+            if until is not None and until():
+                return
+            if gate.blocked:
+                await gate.wait()
+            n += 1
+            stats.out += 1
+            emit(n)
+
+    return produce
+
+
+__all__ = ["Builder", "matcher"]

@@ -1,0 +1,120 @@
+"""Everything one run owns: its tasks, its step runtimes, its failure, its report."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
+
+from reactivex.scheduler.eventloop import AsyncIOScheduler
+
+from ..config import config
+from ..errors import StepError
+from .policy import StepRuntime, StepStats
+
+log = logging.getLogger("rxbot")
+
+
+@dataclass
+class RunReport:
+    """Per-step accounting of a finished run (see :class:`~rxbot.engine.policy.StepStats`)."""
+
+    steps: Dict[str, StepStats] = field(default_factory=dict)
+    dead_letters: List[StepError] = field(default_factory=list)
+    seconds: float = 0.0
+    error: BaseException | None = None
+
+    def __getitem__(self, path: str) -> StepStats:
+        return self.steps[path]
+
+    def find(self, label: str) -> StepStats:
+        """The stats of the first step whose path ends with ``label``."""
+        for path, stats in self.steps.items():
+            if path.endswith(" " + label) or path == label:
+                return stats
+        raise KeyError(label)
+
+    def totals(self) -> Dict[str, int]:
+        keys = ("inp", "out", "dropped", "failed", "retried")
+        return {k: sum(getattr(s, k) for s in self.steps.values()) for k in keys}
+
+    def __str__(self) -> str:
+        lines = [f"run finished in {self.seconds:.3f}s"]
+        for path, s in self.steps.items():
+            lines.append(f"  {path}: in={s.inp} out={s.out} dropped={s.dropped} "
+                         f"failed={s.failed} retried={s.retried}")
+        return "\n".join(lines)
+
+
+class RunContext:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.scheduler = AsyncIOScheduler(loop)
+        self.tasks: set = set()
+        self.stopped = False
+        self.error: BaseException | None = None
+        self.failed: asyncio.Future = loop.create_future()
+        self.runtimes: Dict[str, StepRuntime] = {}
+        self.report = RunReport()
+        self.started = time.perf_counter()
+        self.executors: Dict[Any, Any] = {}
+
+    def spawn(self, coro: Any) -> asyncio.Task:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:  # an engine bug or a BaseException: never lose it
+            self.fail(exc)
+
+    def fail(self, exc: BaseException) -> None:
+        """Record the run's first fatal error and stop it."""
+        if self.error is None:
+            self.error = exc
+            self.stopped = True
+            if not self.failed.done():
+                self.failed.set_result(exc)
+
+    def runtime(self, path: str, label: str, **options: Any) -> StepRuntime:
+        rt = self.runtimes.get(path)
+        if rt is None:
+            rt = self.runtimes[path] = StepRuntime(label, path, self, **options)
+            self.report.steps[path] = rt.stats
+        return rt
+
+    def dead_letter(self, error: StepError) -> None:
+        self.report.dead_letters.append(error)
+        sink = getattr(config, "dead_letters", None)
+        if sink is None:
+            return
+        if isinstance(sink, list):
+            sink.append(error)
+        elif callable(sink):
+            sink(error)
+
+    async def shutdown(self) -> None:
+        """Cancel whatever is still running and wait for it, so nothing is left pending."""
+        self.stopped = True
+        while self.tasks:
+            pending = list(self.tasks)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for ex in self.executors.values():
+            shutdown = getattr(ex, "shutdown", None)
+            if shutdown is not None:
+                try:
+                    shutdown(wait=False, cancel_futures=True)
+                except TypeError:
+                    shutdown(wait=False)
+        self.report.seconds = time.perf_counter() - self.started
+
+
+__all__ = ["RunContext", "RunReport"]

@@ -1,0 +1,70 @@
+"""Credit-based flow control for a push-based Rx pipeline.
+
+RxPY pushes; it has no request(n). rxbot makes pushes safe by pausing only where a push
+can pause: at sources and other iterating stages, which ``await`` a :class:`Gate` before
+pulling their next element. A gate is closed while any *downstream* :class:`Boundary`
+(an async step, an iterating stage) is full, so memory is bounded by the boundaries'
+slots whatever the length of the source. Waiting only on downstream boundaries (never on
+upstream or sibling ones) keeps the wait graph acyclic, hence free of deadlocks.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Iterable, List
+
+
+class Boundary:
+    """A stage with a bounded number of slots; tells its gates when it fills or drains."""
+
+    __slots__ = ("full", "gates")
+
+    def __init__(self) -> None:
+        self.full = False
+        self.gates: List[Gate] = []
+
+    def set_full(self, full: bool) -> None:
+        if full is self.full:
+            return
+        self.full = full
+        if full:
+            for g in self.gates:
+                g.blocked += 1
+        else:
+            for g in self.gates:
+                g.blocked -= 1
+                if not g.blocked and g._waiters:
+                    g._wake()
+
+
+class Gate:
+    """Open while none of the given downstream boundaries is full."""
+
+    __slots__ = ("blocked", "_waiters")
+
+    def __init__(self, downstream: Iterable[Boundary]) -> None:
+        self.blocked = 0
+        self._waiters: List[asyncio.Future] = []
+        for b in downstream:
+            b.gates.append(self)
+            if b.full:
+                self.blocked += 1
+
+    async def wait(self) -> None:
+        """Return once the gate is open (immediately if it already is)."""
+        while self.blocked:
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if fut in self._waiters:
+                    self._waiters.remove(fut)
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+
+__all__ = ["Boundary", "Gate"]

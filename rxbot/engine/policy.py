@@ -1,0 +1,112 @@
+"""Per-step runtime record: resolved options, counters, and what to do on a failure.
+
+One :class:`StepRuntime` exists per step of the tree per run; the run report is the
+collection of their :class:`StepStats`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from ..config import config
+from ..errors import StepError, annotate, short_repr
+
+log = logging.getLogger("rxbot")
+
+RAISE, DROP, PIPEIN = "raise", "drop", "pipein"
+
+
+@dataclass
+class StepStats:
+    """What happened to the items a step saw. ``inp``/``out`` are counted at async
+    boundaries, sources and routes; failures, drops and retries at every step."""
+
+    name: str
+    inp: int = 0
+    out: int = 0
+    dropped: int = 0
+    failed: int = 0
+    retried: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class StepRuntime:
+    __slots__ = ("label", "path", "policy", "retries", "timeout", "stats", "ctx", "concurrency")
+
+    def __init__(self, label: str, path: str, ctx: Any, *, on_error: str | None = None,
+                 retries: int | None = None, timeout: float | None = None,
+                 concurrency: int | None = None) -> None:
+        self.label = label
+        self.path = path
+        self.ctx = ctx
+        self.policy = config.policy(on_error)
+        self.retries = (retries if retries is not None else config.retry_attempts) if (
+            self.policy == "retry" or retries is not None) else 0
+        self.timeout = timeout
+        self.concurrency = concurrency or config.default_concurrency
+        self.stats = StepStats(path)
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter for the ``attempt``-th retry (1-based)."""
+        base = min(config.retry_max_backoff, config.retry_backoff * (2 ** (attempt - 1)))
+        return base * (1 + config.retry_jitter * random.random())
+
+    def final(self, exc: BaseException, item: Any) -> tuple[str, Any]:
+        """Decide the fate of an item whose step failed for good.
+
+        Returns ``(RAISE, exc)`` (stop the run), ``(DROP, None)`` or ``(PIPEIN, StepError)``.
+        """
+        if isinstance(exc, asyncio.CancelledError):
+            return RAISE, exc
+        self.stats.failed += 1
+        policy = self.policy
+        if policy == "retry":
+            policy = config.policy(config.retry_final_policy)
+            if policy == "retry":
+                policy = "raise"
+        if policy == "raise":
+            return RAISE, annotate(exc, self.label, item)
+        error = StepError(self.label, item, exc)
+        self.ctx.dead_letter(error)
+        if policy == "ignore":
+            self.stats.dropped += 1
+            log.warning("rxbot: dropped item %s in step %r: %s: %s", short_repr(item, 200),
+                        self.label, type(exc).__name__, exc)
+            return DROP, None
+        return PIPEIN, error
+
+    async def call_with_retry(self, fn: Callable[[Any], Any], item: Any, first_error: BaseException | None = None) -> Any:
+        """Call ``fn(item)`` (awaiting a coroutine result) under this step's retry budget.
+
+        ``first_error`` is a failure that already happened (a sync step failing inline);
+        the remaining attempts then start after a backoff. Raises the last error.
+        """
+        attempt = 0 if first_error is None else 1
+        error = first_error
+        while True:
+            if error is not None:
+                if attempt > self.retries:
+                    raise error
+                self.stats.retried += 1
+                await asyncio.sleep(self.backoff(attempt))
+            try:
+                result = fn(item)
+                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                    if self.timeout is not None:
+                        result = await asyncio.wait_for(result, self.timeout)
+                    else:
+                        result = await result
+                return result
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = exc
+                attempt += 1
+
+
+__all__ = ["StepRuntime", "StepStats", "RAISE", "DROP", "PIPEIN"]

@@ -1,0 +1,99 @@
+"""Run a set of pipes in the current event loop: init nodes, subscribe, wait, clean up."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Iterator, List, Sequence
+
+from ..errors import annotate
+from ..flow import Pipe, Route
+from ..node import Node
+from ..step import Step
+from .compiler import Builder
+from .context import RunContext, RunReport
+from .stages import trigger
+
+log = logging.getLogger("rxbot")
+
+
+def walk(steps: Sequence[Any]) -> Iterator[Any]:
+    """Every element of a step tree, depth first (routes before their branches)."""
+    for step in steps:
+        yield step
+        if isinstance(step, Route):
+            for branch in step.branches:
+                yield from walk(branch)
+
+
+def nodes_of(pipes: Sequence[Pipe]) -> List[Node]:
+    seen: dict = {}
+    for pipe in pipes:
+        for step in walk(pipe.steps):
+            node = step.fn if isinstance(step, Step) else step
+            if isinstance(node, Node):
+                seen.setdefault(id(node), node)
+    return list(seen.values())
+
+
+async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
+    """Run ``pipes`` concurrently; return the report, or raise the first fatal error."""
+    loop = asyncio.get_running_loop()
+    ctx = RunContext(loop)
+    nodes = nodes_of(pipes)
+    inited: List[Node] = []
+    try:
+        for node in nodes:
+            try:
+                await node.node_init()
+            except Exception as exc:
+                raise annotate(exc, node.label(), "<init>")
+            inited.append(node)
+        builder = Builder(ctx)
+        sinks = []
+        for index, pipe in enumerate(pipes):
+            sinks.append(_start(pipe, builder, ctx, f"P{index + 1}"))
+        everything = asyncio.gather(*sinks)
+        try:
+            await asyncio.wait([everything, ctx.failed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not everything.done():
+                everything.cancel()
+            await asyncio.gather(everything, return_exceptions=True)
+    finally:
+        await ctx.shutdown()
+        for node in reversed(inited):
+            try:
+                await node.node_close()
+            except Exception:
+                log.exception("rxbot: closing node %r failed", node.label())
+        for pipe in pipes:
+            pipe._finished = True
+            pipe.report = ctx.report
+    if ctx.error is not None:
+        ctx.report.error = ctx.error
+        raise ctx.error
+    return ctx.report
+
+
+def _start(pipe: Pipe, builder: Builder, ctx: RunContext, path: str) -> asyncio.Future:
+    ops, _ = builder.build(pipe.steps, [], path)
+    done = ctx.loop.create_future()
+
+    def on_next(_: Any) -> None:
+        pass
+
+    def on_error(exc: Exception) -> None:
+        ctx.fail(exc)
+        if not done.done():
+            done.set_result(None)
+
+    def on_completed() -> None:
+        pipe._finished = True
+        if not done.done():
+            done.set_result(None)
+
+    trigger(ctx, 0).pipe(*ops).subscribe(on_next, on_error, on_completed, scheduler=ctx.scheduler)
+    return done
+
+
+__all__ = ["run_pipes", "walk", "nodes_of"]

@@ -1,0 +1,376 @@
+"""The stage implementations behind each kind of step, each exposed as a reactivex
+operator (``Observable -> Observable``) with per-subscription state.
+
+* :class:`SyncSegment` — consecutive sync steps fused into straight-line code, run
+  inline on the pushing call stack (no Task per item).
+* :class:`AsyncStage` — an ``async def`` step, boosted step or async Node, with a fixed
+  number of slots (items in flight).
+* :class:`IterStage` — Loop and Timer: pull elements only while downstream has room.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, Callable, List, Sequence
+
+import reactivex
+from reactivex.disposable import CompositeDisposable
+
+from ..config import config
+from .fuse import CONST, FN, fuse
+from .gate import Boundary, Gate
+from .policy import PIPEIN, RAISE, StepRuntime
+from .results import AGEN, AWAIT, MANY, ONE, SINGLE, kind_of
+
+
+class Stage:
+    """Common wiring: one downstream observer, upstream completion, idle detection."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.observer: Any = None
+        self.upstream_done = False
+        self.completed = False
+
+    def operator(self, source: reactivex.Observable) -> reactivex.Observable:
+        def subscribe(observer, scheduler=None):
+            self.observer = observer
+            self.on_subscribe()
+            return source.subscribe(self.on_next, self.on_error, self.on_completed, scheduler=scheduler)
+
+        return reactivex.create(subscribe)
+
+    def on_subscribe(self) -> None:
+        pass
+
+    def on_next(self, item: Any) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def on_error(self, exc: Exception) -> None:
+        self.observer.on_error(exc)
+
+    def on_completed(self) -> None:
+        self.upstream_done = True
+        self.maybe_complete()
+
+    def idle(self) -> bool:
+        return True
+
+    def maybe_complete(self) -> None:
+        if self.upstream_done and not self.completed and self.idle():
+            self.completed = True
+            self.observer.on_completed()
+
+    def raise_(self, exc: BaseException) -> None:
+        """The ``raise`` policy: end the stream with the (annotated) original exception."""
+        self.observer.on_error(exc)
+
+
+class Slots(Boundary):
+    """At most ``limit`` works in flight, the rest queued; full when the queue is reached.
+
+    Workers are tasks that keep taking queued work until none is left, so a busy stage
+    costs one Task per slot rather than one per item.
+    """
+
+    __slots__ = ("limit", "inflight", "pending", "runner", "ctx", "on_idle")
+
+    def __init__(self, limit: int, runner: Callable[[Any], Any], ctx: Any, on_idle: Callable[[], None]) -> None:
+        super().__init__()
+        self.limit = limit
+        self.inflight = 0
+        self.pending: deque = deque()
+        self.runner = runner
+        self.ctx = ctx
+        self.on_idle = on_idle
+
+    def submit(self, work: Any) -> None:
+        if self.inflight < self.limit:
+            self.inflight += 1
+            self.ctx.spawn(self._worker(work))
+        else:
+            self.pending.append(work)
+        if self.inflight + len(self.pending) >= self.limit:
+            self.set_full(True)
+
+    async def _worker(self, work: Any) -> None:
+        try:
+            while True:
+                await self.runner(work)
+                if not self.pending or self.ctx.stopped:
+                    break
+                work = self.pending.popleft()
+                self.set_full(self.inflight + len(self.pending) >= self.limit)
+        finally:
+            self.inflight -= 1
+            self.set_full(self.inflight + len(self.pending) >= self.limit)
+            if not self.inflight and not self.pending:
+                self.on_idle()
+
+    def idle(self) -> bool:
+        return not self.inflight and not self.pending
+
+
+async def deliver(result: Any, emit: Callable[[Any], None], gate: Gate) -> None:
+    """Apply the return-value rules to a result produced in async context."""
+    while True:
+        if result is None:
+            return
+        kind = ONE if type(result) in SINGLE else kind_of(result)
+        if kind == ONE:
+            emit(result)
+            return
+        if kind == AWAIT:
+            result = await result
+            continue
+        every = config.yield_every
+        n = 0
+        if kind == MANY:
+            for v in result:
+                emit(v)
+                n += 1
+                if gate.blocked:
+                    await gate.wait()
+                elif n >= every:
+                    n = 0
+                    await asyncio.sleep(0)
+        else:  # AGEN
+            async for v in result:
+                emit(v)
+                if gate.blocked:
+                    await gate.wait()
+        return
+
+
+class SyncSegment(Stage):
+    """A run of sync steps fused into one function (see :mod:`rxbot.engine.fuse`).
+
+    Work that cannot finish inline — a coroutine or async generator returned by a sync
+    callable, or a retry that needs a backoff sleep — goes to a bounded set of slots,
+    which makes the segment a flow-control boundary like an async step.
+    """
+
+    def __init__(self, ctx: Any, runtimes: Sequence[StepRuntime], shape: Sequence[str],
+                 fns: Sequence[Any], consts: Sequence[Any], downstream: List[Boundary]) -> None:
+        super().__init__(ctx)
+        self.runtimes = list(runtimes)
+        self.shape = list(shape)
+        self.fns = list(fns)
+        self.consts = list(consts)
+        self.conts: tuple = ()
+        self.gate = Gate(downstream)
+        self.slots = Slots(min(rt.concurrency for rt in runtimes), self._run_deferred, ctx, self.maybe_complete)
+
+    @property
+    def boundary(self) -> Boundary:
+        return self.slots
+
+    def operator(self, source: reactivex.Observable) -> reactivex.Observable:
+        def subscribe(observer, scheduler=None):
+            self.observer = observer
+            self.conts = fuse(self.shape, self.fns, self.consts, observer.on_next,
+                              self.spread, self.fail, SINGLE)
+            return source.subscribe(self.conts[0], self.on_error, self.on_completed, scheduler=scheduler)
+
+        return reactivex.create(subscribe)
+
+    def idle(self) -> bool:
+        return self.slots.idle()
+
+    def spread(self, x: Any, k: int, i: int, a: Any) -> None:
+        """Slow path of the fused code: a result that is not a known single type."""
+        kind = kind_of(x)
+        if kind == ONE:
+            self.conts[k](x)
+        elif kind == MANY:
+            cont = self.conts[k]
+            for v in x:  # a generator raising here is reported as step i's failure
+                cont(v)
+        else:
+            self.slots.submit((x, k, i, a, None))
+
+    def fail(self, exc: Exception, i: int, item: Any) -> None:
+        rt = self.runtimes[i]
+        if rt.retries:
+            self.slots.submit((None, i + 1, i, item, exc))
+            return
+        self._final(exc, i, item)
+
+    def _final(self, exc: BaseException, i: int, item: Any) -> None:
+        action, value = self.runtimes[i].final(exc, item)
+        if action == RAISE:
+            self.raise_(value)
+        elif action == PIPEIN:
+            self.conts[i + 1](value)
+
+    async def _run_deferred(self, work: tuple) -> None:
+        result, k, i, item, error = work
+        try:
+            if error is not None:
+                result = await self.runtimes[i].call_with_retry(self.fns[i], item, first_error=error)
+            await deliver(result, self.conts[k], self.gate)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._final(exc, i, item)
+
+
+class AsyncStage(Stage):
+    """An async callable with ``runtime.concurrency`` slots."""
+
+    def __init__(self, ctx: Any, runtime: StepRuntime, fn: Callable[[Any], Any],
+                 downstream: List[Boundary], flush: Callable[[], Any] | None = None) -> None:
+        super().__init__(ctx)
+        self.rt = runtime
+        self.fn = fn
+        self.flush = flush
+        self.gate = Gate(downstream)
+        self.slots = Slots(runtime.concurrency, self._run, ctx, self.maybe_complete)
+        self.flushing = False
+
+    @property
+    def boundary(self) -> Boundary:
+        return self.slots
+
+    def on_next(self, item: Any) -> None:
+        self.rt.stats.inp += 1
+        self.slots.submit(item)
+
+    def idle(self) -> bool:
+        return self.slots.idle() and not self.flushing
+
+    def _emit(self, value: Any) -> None:
+        self.rt.stats.out += 1
+        self.observer.on_next(value)
+
+    async def _run(self, item: Any) -> None:
+        rt = self.rt
+        try:
+            result = await rt.call_with_retry(self.fn, item)
+            await deliver(result, self._emit, self.gate)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            action, value = rt.final(exc, item)
+            if action == RAISE:
+                self.raise_(value)
+            elif action == PIPEIN:
+                self._emit(value)
+
+    def maybe_complete(self) -> None:
+        if self.flush is not None and self.upstream_done and not self.completed and not self.flushing \
+                and self.slots.idle():
+            self.flushing = True
+            flush, self.flush = self.flush, None
+            self.ctx.spawn(self._flush(flush))
+            return
+        super().maybe_complete()
+
+    async def _flush(self, flush: Callable[[], Any]) -> None:
+        try:
+            await deliver(await flush(), self._emit, self.gate)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            action, value = self.rt.final(exc, "<flush at end of input>")
+            if action == RAISE:
+                self.raise_(value)
+            elif action == PIPEIN:
+                self._emit(value)
+        finally:
+            self.flushing = False
+            super().maybe_complete()
+
+
+class IterStage(Stage, Boundary):
+    """Loop and Timer: for each input, produce a sequence, pulling the next element only
+    while the downstream gate is open. Inputs are handled one after another, in order;
+    the stage counts as full while an input waits, which pauses its upstream."""
+
+    def __init__(self, ctx: Any, runtime: StepRuntime, produce: Callable[[Any, Gate], Any],
+                 downstream: List[Boundary]) -> None:
+        Stage.__init__(self, ctx)
+        Boundary.__init__(self)
+        self.rt = runtime
+        self.produce = produce  # async (item, emit, gate) -> None
+        self.gate = Gate(downstream)
+        self.jobs: deque = deque()
+        self.running = False
+
+    @property
+    def boundary(self) -> Boundary:
+        return self
+
+    def on_next(self, item: Any) -> None:
+        self.rt.stats.inp += 1
+        self.jobs.append(item)
+        self.set_full(True)
+        if not self.running:
+            self.running = True
+            self.ctx.spawn(self._drain())
+
+    def idle(self) -> bool:
+        return not self.running and not self.jobs
+
+    def _emit(self, value: Any) -> None:
+        self.observer.on_next(value)
+
+    async def _drain(self) -> None:
+        try:
+            while self.jobs and not self.ctx.stopped:
+                item = self.jobs.popleft()
+                try:
+                    await self.produce(item, self.observer.on_next, self.gate, self.rt.stats)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    action, value = self.rt.final(exc, item)
+                    if action == RAISE:
+                        self.raise_(value)
+                        return
+                    if action == PIPEIN:
+                        self.observer.on_next(value)
+        finally:
+            self.running = False
+            self.set_full(bool(self.jobs))
+            self.maybe_complete()
+
+
+async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats: Any) -> None:
+    """Push every element of ``iterable``, yielding to the loop regularly and pausing
+    whenever the downstream gate closes (the hot loop of every Loop source)."""
+    every = config.yield_every
+    n = 0
+    count = 0
+    try:
+        for v in iterable:
+            emit(v)
+            n += 1
+            if gate.blocked:
+                count += n
+                n = 0
+                await gate.wait()
+            elif n >= every:
+                count += n
+                n = 0
+                await asyncio.sleep(0)
+    finally:
+        stats.out += count + n
+
+
+def trigger(ctx: Any, value: Any = 0) -> reactivex.Observable:
+    """The pipe's source: one item (databot's trigger ``0``), emitted from a task so that
+    every subscriber (e.g. all branches of a route) is attached before data flows."""
+
+    def subscribe(observer, scheduler=None):
+        async def emit() -> None:
+            observer.on_next(value)
+            observer.on_completed()
+
+        ctx.spawn(emit())
+        return CompositeDisposable()
+
+    return reactivex.create(subscribe)
+
+
+__all__ = ["Stage", "Slots", "SyncSegment", "AsyncStage", "IterStage", "iterate", "trigger", "deliver"]

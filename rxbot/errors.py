@@ -1,0 +1,45 @@
+"""Exceptions that carry where a failure happened (step name and item)."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def short_repr(value: Any, limit: int = 120) -> str:
+    """repr() cut to ``limit`` characters, so a huge item never floods a log line."""
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not hide the real failure
+        text = f"<unrepresentable {type(value).__name__}: {exc!r}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class StepError(Exception):
+    """A step failed on an item. Under the ``pipein`` policy this object travels
+    downstream as an item (route it with ``Filter(route_type=StepError)`` or
+    ``route_type=Exception``); dead letters hold these too."""
+
+    def __init__(self, step: str, item: Any, exception: BaseException) -> None:
+        super().__init__(f"step {step!r} failed on item {short_repr(item)}: "
+                         f"{type(exception).__name__}: {exception}")
+        self.step = step
+        self.item = item
+        self.exception = exception
+
+
+class PipelineError(Exception):
+    """Raised for errors of the pipeline itself (bad wiring, a run inside a running loop)."""
+
+
+def annotate(exc: BaseException, step: str, item: Any) -> BaseException:
+    """Attach the step name and the item to the original exception, once (innermost wins)."""
+    if getattr(exc, "rxbot_step", None) is None:
+        try:
+            exc.rxbot_step = step  # type: ignore[attr-defined]
+            exc.rxbot_item = item  # type: ignore[attr-defined]
+        except Exception:
+            pass
+        exc.add_note(f"rxbot: raised in step {step!r} on item {short_repr(item)}")
+    return exc
+
+
+__all__ = ["StepError", "PipelineError", "annotate", "short_repr"]

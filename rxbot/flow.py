@@ -1,0 +1,258 @@
+"""The façade: ``Pipe`` and the routes build a plain tree of step objects.
+
+That tree is the single source of truth: :mod:`rxbot.engine` compiles it into a
+reactivex pipeline, :mod:`rxbot.render` draws it, :mod:`rxbot.replay` keys its cache by
+it. Nothing here runs anything.
+"""
+from __future__ import annotations
+
+import collections.abc
+import inspect
+from typing import Any, Callable, Iterable, List, Sequence, Union
+
+from .node import Loop, Node, Timer
+from .step import Const, RxOp, Step, is_rx_operator
+
+TreeStep = Union[Step, Const, RxOp, Node, "Route"]
+
+
+def to_step(obj: Any, where: str) -> TreeStep:
+    """Turn whatever a user put in a Pipe into a tree element (DESIGN §2 'A step')."""
+    if isinstance(obj, (Step, Const, RxOp, Node, Route)):
+        return obj
+    if isinstance(obj, Pipe):
+        raise TypeError(f"{where}: a Pipe here must be inlined by its owner")  # handled in _to_steps
+    if is_rx_operator(obj):
+        return RxOp(obj)
+    if callable(obj) and not isinstance(obj, type):
+        return Step(obj)
+    if isinstance(obj, type):
+        raise TypeError(
+            f"{where}: got the class {obj.__name__}; pass an instance (e.g. {obj.__name__}(...))"
+        )
+    if isinstance(obj, (str, bytes, bytearray, dict, int, float, complex, bool, tuple)) or obj is None:
+        if obj is None:
+            raise TypeError(f"{where}: None is not a step (a constant None would drop every item)")
+        return Const(obj)
+    if isinstance(obj, (collections.abc.Iterable, collections.abc.Iterator)) and not isinstance(
+        obj, collections.abc.AsyncIterable
+    ):
+        return Loop(obj)
+    if isinstance(obj, collections.abc.Coroutine):
+        obj.close()
+        raise TypeError(f"{where}: got a coroutine object; pass the async function itself, not its call")
+    # any other plain value is a constant replacing every item
+    return Const(obj)
+
+
+def _to_steps(objs: Sequence[Any], owner: str) -> List[TreeStep]:
+    """Normalise steps; a Pipe given as a step is a sub-flow: it is taken out of the
+    run registry and its steps are spliced in (so ``Fork(Pipe(a, b), Pipe(c))`` gives
+    two multi-step branches)."""
+    out: List[TreeStep] = []
+    for i, o in enumerate(objs):
+        if isinstance(o, Pipe):
+            o._adopt()
+            out.extend(o.steps)
+        else:
+            out.append(to_step(o, f"{owner} step {i + 1}"))
+    return out
+
+
+class Route:
+    """``Route(*steps, route_type=object, route_func=None, share=True, join=False)``.
+
+    An item *matches* when ``isinstance(item, route_type)`` and ``route_func(item)`` is
+    truthy (``route_func`` is evaluated only for items of ``route_type``). Matched items
+    enter the sub-flow(s); with ``share=True`` every item also continues on the main pipe,
+    with ``share=False`` only unmatched ones do. With ``join=True`` sub-flow output flows
+    back into the main pipe at this point, otherwise it is discarded.
+    """
+
+    kind = "route"
+    #: True when each positional argument is its own parallel sub-flow (Fork family)
+    parallel = False
+
+    def __init__(
+        self,
+        *steps: Any,
+        route_type: Union[type, tuple] = object,
+        route_func: Callable[[Any], Any] | None = None,
+        share: bool = True,
+        join: bool = False,
+        name: str | None = None,
+    ) -> None:
+        cls = type(self).__name__
+        if not (isinstance(route_type, type) or (
+            isinstance(route_type, tuple) and route_type and all(isinstance(t, type) for t in route_type)
+        )):
+            raise TypeError(f"{cls}: argument 'route_type' must be a class or a tuple of classes; got {route_type!r}")
+        if route_func is not None and not callable(route_func):
+            raise TypeError(f"{cls}: argument 'route_func' must be callable; got {route_func!r}")
+        for arg, val in (("share", share), ("join", join)):
+            if not isinstance(val, bool):
+                raise TypeError(f"{cls}: argument '{arg}' must be True or False; got {val!r}")
+        self.route_type = route_type
+        self.route_func = route_func
+        self.route_func_async = route_func is not None and (
+            inspect.iscoroutinefunction(route_func)
+        )
+        self.share = share
+        self.join = join
+        self.name = name
+        if self.parallel:
+            self.branches: List[List[TreeStep]] = [
+                _to_steps([s], f"{cls} branch {i + 1}") for i, s in enumerate(steps)
+            ]
+        else:
+            self.branches = [_to_steps(steps, cls)] if steps else []
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        parts = []
+        if self.route_type is not object:
+            rt = self.route_type
+            parts.append(
+                "|".join(t.__name__ for t in rt) if isinstance(rt, tuple) else rt.__name__
+            )
+        if self.route_func is not None:
+            from .step import callable_label
+
+            parts.append(callable_label(self.route_func))
+        return f"{type(self).__name__}({', '.join(parts)})" if parts else type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"<{self.label()} share={self.share} join={self.join} branches={len(self.branches)}>"
+
+
+class Branch(Route):
+    """Side flow: matched items also go through ``steps``; their results are discarded."""
+
+    kind = "branch"
+
+    def __init__(self, *steps: Any, route_type=object, route_func=None, share: bool = True,
+                 join: bool = False, name: str | None = None) -> None:
+        super().__init__(*steps, route_type=route_type, route_func=route_func, share=share, join=join, name=name)
+
+
+class Return(Route):
+    """Matched items go through ``steps`` and their results come back; unmatched pass on."""
+
+    kind = "return"
+
+    def __init__(self, *steps: Any, route_type=object, route_func=None, share: bool = False,
+                 join: bool = True, name: str | None = None) -> None:
+        super().__init__(*steps, route_type=route_type, route_func=route_func, share=share, join=join, name=name)
+
+
+class Filter(Route):
+    """Matched items pass, the rest are dropped (by the user's rule, so not an error)."""
+
+    kind = "filter"
+
+    def __init__(self, route_type=object, route_func=None, name: str | None = None) -> None:
+        super().__init__(route_type=route_type, route_func=route_func, share=False, join=True, name=name)
+
+
+class Fork(Route):
+    """Each argument is its own parallel sub-flow and receives every matched item."""
+
+    kind = "fork"
+    parallel = True
+
+    def __init__(self, *steps: Any, route_type=object, route_func=None, share: bool = True,
+                 join: bool = False, name: str | None = None) -> None:
+        super().__init__(*steps, route_type=route_type, route_func=route_func, share=share, join=join, name=name)
+
+
+class Join(Route):
+    """A Fork whose branch outputs are merged into the main pipe (share=False, join=True)."""
+
+    kind = "join"
+    parallel = True
+
+    def __init__(self, *steps: Any, route_type=object, route_func=None, share: bool = False,
+                 join: bool = True, name: str | None = None) -> None:
+        super().__init__(*steps, route_type=route_type, route_func=route_func, share=share, join=join, name=name)
+
+
+class BlockedJoin(Route):
+    """For each matched input, run every branch on it and emit one tuple of their results
+    in argument order, correlated by input occurrence, not by arrival order.
+
+    Per branch the tuple holds: its single output; ``None`` if it emitted nothing (it
+    dropped the item); a list if it emitted several (it fanned out).
+    """
+
+    kind = "blockedjoin"
+    parallel = True
+
+    def __init__(self, *steps: Any, route_type=object, route_func=None, share: bool = False,
+                 join: bool = True, name: str | None = None) -> None:
+        if not steps:
+            raise TypeError("BlockedJoin: needs at least one branch step")
+        super().__init__(*steps, route_type=route_type, route_func=route_func, share=share, join=join, name=name)
+
+
+class Pipe:
+    """A chain of steps fed by one trigger item (``0``). Built pipes are registered with
+    :class:`~rxbot.botframe.BotFrame` and run together by ``BotFrame.run()``."""
+
+    def __init__(self, *steps: Any, name: str | None = None) -> None:
+        if not steps:
+            raise TypeError("Pipe: needs at least one step")
+        self.steps: List[TreeStep] = _to_steps(steps, "Pipe")
+        self.name = name
+        self._finished = False
+        self.report = None
+        from .botframe import BotFrame
+
+        BotFrame.register(self)
+
+    def _adopt(self) -> None:
+        """This Pipe became a sub-flow of another step: it no longer runs on its own."""
+        from .botframe import BotFrame
+
+        BotFrame.unregister(self)
+
+    def finished(self) -> bool:
+        """True once this pipe has run to its end (use as ``Timer(until=p.finished)``)."""
+        return self._finished
+
+    async def run_async(self):
+        """Run just this pipe inside the current event loop; returns its run report."""
+        from .botframe import BotFrame
+
+        return await BotFrame.run_async(pipes=[self])
+
+    def run(self):
+        """Run just this pipe to completion (blocking)."""
+        from .botframe import BotFrame
+
+        return BotFrame.run(pipes=[self])
+
+    def render(self, path: str, format: str | None = None, **kwargs: Any):
+        from .render import render
+
+        return render([self], path, format=format, **kwargs)
+
+    def label(self) -> str:
+        return self.name or "Pipe"
+
+    def __repr__(self) -> str:
+        return f"Pipe({', '.join(s.label() for s in self.steps)})"
+
+
+# databot's short aliases
+P = Pipe
+B = Branch
+T = Timer
+F = Fork
+J = Join
+Fi = Filter
+
+__all__ = [
+    "Pipe", "Loop", "Timer", "Route", "Branch", "Return", "Filter", "Fork", "Join",
+    "BlockedJoin", "P", "B", "T", "F", "J", "Fi", "to_step",
+]

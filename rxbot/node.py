@@ -1,0 +1,179 @@
+"""Nodes: steps that carry state or resources (Loop, Timer, HttpLoader, Query, ...).
+
+A Node is a callable step with lifecycle hooks. The engine calls ``init()`` once before
+the first item and ``close()`` once after the last, however many pipes share the node
+(refcounted, like databot), so a connection pool or a file is opened once per run.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any, Callable, Iterable
+
+from .config import config
+
+BOOST_TYPES = ("thread", "process", "cluster")
+
+
+class Node:
+    """Base class for stateful steps.
+
+    Subclasses override ``__call__(item)`` (sync or ``async def``) and optionally
+    ``init``/``close`` (resources) and ``flush`` (emit what is still buffered when the
+    input ends, e.g. a partial batch).  Class attributes give per-node defaults for the
+    same options :class:`rxbot.Step` accepts.
+    """
+
+    concurrency: int | None = None
+    on_error: str | None = None
+    retries: int | None = None
+    timeout: float | None = None
+    boost: str | None = None
+    name: str | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+        self.kwargs = kwargs
+        self._refs = 0
+        self._inited = False
+        self._init_lock: asyncio.Lock | None = None
+
+    # ---- lifecycle (refcounted: one init/close per run however often the node is used)
+    async def init(self) -> None:
+        """Open resources. Runs once per run, before the first item."""
+
+    async def close(self) -> None:
+        """Release resources. Runs once per run, after the last item or on failure."""
+
+    async def flush(self) -> Any:
+        """Called when this node's input has ended; the return value goes downstream
+        under the usual return-value rules (None emits nothing)."""
+        return None
+
+    async def node_init(self) -> None:
+        self._refs += 1
+        if self._inited:
+            return
+        self._inited = True
+        await self.init()
+
+    async def node_close(self) -> None:
+        self._refs -= 1
+        if self._refs > 0 or not self._inited:
+            return
+        self._inited = False
+        await self.close()
+
+    def __call__(self, item: Any) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError(f"{type(self).__name__} must implement __call__(item)")
+
+    # ---- presentation
+    def label(self) -> str:
+        """The name shown in rendered graphs and error messages."""
+        return self.name or type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"<{self.label()}>"
+
+    # ---- databot's boost decorator
+    @staticmethod
+    def boost(fn: Callable | None = None, *, type: str = "thread", workers: int | None = None):
+        """Mark a blocking function to run off the event loop (databot's ``@Node.boost``).
+
+        Usable bare (``@Node.boost``) or with arguments (``@Node.boost(type='process')``).
+        """
+        if type not in BOOST_TYPES:
+            raise ValueError(f"Node.boost: type must be one of {BOOST_TYPES}; got {type!r}")
+
+        def mark(f: Callable) -> Callable:
+            f.__rxbot_boost__ = type  # type: ignore[attr-defined]
+            if workers is not None:
+                f.__rxbot_concurrency__ = workers  # type: ignore[attr-defined]
+            return f
+
+        return mark(fn) if fn is not None else mark
+
+    @staticmethod
+    def boost_type(type: str, workers: int | None = None):
+        """``@Node.boost_type('process')`` — the explicit form of :meth:`boost`."""
+        return Node.boost(type=type, workers=workers)
+
+
+class Loop(Node):
+    """Emit every element of ``iterable`` for each input item.
+
+    The engine pulls from the iterable only when downstream has room, so a Loop over a
+    huge generator keeps memory bounded. Note that a generator can be consumed only once.
+    """
+
+    def __init__(self, iterable: Iterable[Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if isinstance(iterable, (str, bytes)) or not _is_iterable(iterable):
+            raise TypeError(
+                f"Loop: argument 'iterable' must be a non-string iterable; got {type(iterable).__name__}"
+            )
+        self.iterable = iterable
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        it = self.iterable
+        if isinstance(it, range):
+            return f"Loop({it!r})"
+        if isinstance(it, (list, tuple, set, dict)):
+            return f"Loop({type(it).__name__}[{len(it)}])"
+        return f"Loop({type(it).__name__})"
+
+
+class Timer(Node):
+    """Emit 1, 2, 3, ... every ``delay`` seconds (first tick after ``delay``, like Rx
+    ``interval``); stop after ``max_time`` ticks or once ``until()`` is true."""
+
+    def __init__(
+        self,
+        delay: float = 1,
+        max_time: int | None = None,
+        until: Callable[[], Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)):
+            raise TypeError(f"Timer: argument 'delay' must be a number of seconds; got {delay!r}")
+        if delay < 0:
+            raise ValueError(f"Timer: argument 'delay' must be >= 0; got {delay!r}")
+        if max_time is not None and (isinstance(max_time, bool) or not isinstance(max_time, int) or max_time < 0):
+            raise ValueError(f"Timer: argument 'max_time' must be a non-negative int or None; got {max_time!r}")
+        if until is not None and not callable(until):
+            raise TypeError(f"Timer: argument 'until' must be callable (e.g. pipe.finished); got {until!r}")
+        self.delay = float(delay)
+        self.max_time = max_time
+        self.until = until
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        d = f"{self.delay:g}s"
+        extra = f", max_time={self.max_time}" if self.max_time is not None else ""
+        return f"Timer({d}{extra})"
+
+
+def _is_iterable(obj: Any) -> bool:
+    try:
+        iter(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def is_async_callable(fn: Any) -> bool:
+    """True for ``async def`` functions, async generators and objects whose ``__call__`` is one."""
+    target = fn
+    while hasattr(target, "func") and hasattr(target, "args"):  # functools.partial
+        target = target.func
+    if inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target):
+        return True
+    call = getattr(target, "__call__", None)
+    return call is not None and (inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call))
+
+
+__all__ = ["Node", "Loop", "Timer", "BOOST_TYPES", "is_async_callable"]
