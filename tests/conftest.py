@@ -1,0 +1,45 @@
+"""Shared fixtures: real services or a clear skip (a hard failure under CI)."""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from rxbot import BotFrame, config
+
+REQUIRE_SERVICES = os.environ.get("RXBOT_REQUIRE_SERVICES") == "1"
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip (laptop) or fail (CI, RXBOT_REQUIRE_SERVICES=1) when a service is down."""
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return
+    except OSError as exc:
+        msg = f"{name} not reachable at {host}:{port} ({exc}); start it or unset RXBOT_REQUIRE_SERVICES"
+        if REQUIRE_SERVICES:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture
+def mysql_params():
+    """Connection arguments for the local MariaDB (the project machines' real server)."""
+    host = os.environ.get("RXBOT_MYSQL_HOST", "127.0.0.1")
+    port = int(os.environ.get("RXBOT_MYSQL_PORT", "3306"))
+    require_service("MariaDB/MySQL", host, port)
+    return dict(host=host, port=port, user=os.environ.get("RXBOT_MYSQL_USER", "root"),
+                password=os.environ.get("RXBOT_MYSQL_PASSWORD", ""),
+                db=os.environ.get("RXBOT_MYSQL_DB", "test"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_run_state():
+    """Each test starts with no pending pipes and default settings."""
+    saved = dict(vars(config))
+    BotFrame.clear()
+    yield
+    BotFrame.clear()
+    vars(config).clear()
+    vars(config).update(saved)
