@@ -12,6 +12,19 @@ class BotFrame:
     ``BotFrame.run()`` runs them all concurrently and returns when all have finished."""
 
     _pending: List[Any] = []
+    #: when not None, run()/run_async() only record the pipes here (``rxbot render``
+    #: uses this to draw a script's pipes without running them)
+    _dry_run: List[Any] | None = None
+
+    @classmethod
+    def dry_run(cls) -> "_DryRun":
+        """Context manager: inside it, runs record their pipes instead of running them.
+
+        >>> with BotFrame.dry_run() as recorded:
+        ...     exec(script)          # builds pipes, calls BotFrame.run()
+        >>> recorded                  # every pipe the script built, in order
+        """
+        return _DryRun(cls)
 
     @classmethod
     def register(cls, pipe: Any) -> None:
@@ -40,6 +53,11 @@ class BotFrame:
         from .engine import run_pipes
 
         chosen = cls._take(pipes)
+        if cls._dry_run is not None:
+            cls._dry_run.extend(chosen)
+            from .engine import RunReport
+
+            return RunReport()
         if not chosen:
             from .engine import RunReport
 
@@ -53,6 +71,8 @@ class BotFrame:
         Raises the first exception of a failed run (``raise`` policy), with the step
         name and item attached as a note.
         """
+        if cls._dry_run is not None:
+            return asyncio.run(cls.run_async(pipes))
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -75,6 +95,21 @@ class BotFrame:
     def clear(cls) -> None:
         """Forget pending pipes without running them."""
         cls._pending.clear()
+
+
+class _DryRun:
+    def __init__(self, frame: type) -> None:
+        self.frame = frame
+
+    def __enter__(self) -> List[Any]:
+        self.frame._dry_run = []
+        return self.frame._dry_run
+
+    def __exit__(self, *exc: Any) -> None:
+        recorded = self.frame._dry_run or []
+        # pipes built but never passed to run() are part of the script too
+        recorded.extend(p for p in self.frame._take(None) if p not in recorded)
+        self.frame._dry_run = None
 
 
 __all__ = ["BotFrame"]
