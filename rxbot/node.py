@@ -28,7 +28,9 @@ class Node:
     on_error: str | None = None
     retries: int | None = None
     timeout: float | None = None
-    boost: str | None = None
+    #: 'thread' / 'process' / 'cluster' to run ``__call__`` off the event loop
+    #: (named so it does not clash with the ``Node.boost`` decorator)
+    boost_kind: str | None = None
     name: str | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -97,7 +97,7 @@ class Step:
         """The option as set on this Step, else on the Node, else None."""
         value = getattr(self, key)
         if value is None and isinstance(self.fn, Node):
-            value = getattr(self.fn, key, None)
+            value = getattr(self.fn, "boost_kind" if key == "boost" else key, None)
         if value is None and key == "concurrency":
             value = getattr(self.fn, "__rxbot_concurrency__", None)
         return value

@@ -41,7 +41,7 @@ def _fusable(step: Any) -> bool:
             return not isinstance(step.fn, (Loop, Timer)) and not _node_overrides_flush(step.fn)
         return True
     if isinstance(step, Node):
-        return not isinstance(step, (Loop, Timer)) and not step.boost and not _is_async_node(step) \
+        return not isinstance(step, (Loop, Timer)) and not step.boost_kind and not _is_async_node(step) \
             and not _node_overrides_flush(step)
     if isinstance(step, Route) and step.kind == "filter":
         return True
@@ -149,7 +149,7 @@ class Builder:
         if isinstance(node, Timer):
             return IterStage(self.ctx, rt, _ticker(node), downstream)
         fn = step.fn if isinstance(step, Step) else step
-        boost = step.option("boost") if isinstance(step, Step) else getattr(step, "boost", None)
+        boost = step.option("boost") if isinstance(step, Step) else step.boost_kind
         if boost:
             fn = boosted(fn, boost, self.ctx, label, rt.concurrency)
         flush = node.flush if isinstance(node, Node) and _node_overrides_flush(node) else None
