@@ -187,7 +187,7 @@ class Builder:
                 main = Subject()
                 ins = [Subject() for _ in branch_ops]
                 outs = [s.pipe(*ops_b) if ops_b else s for s, ops_b in zip(ins, branch_ops)]
-                merged = reactivex.merge(main, *outs).subscribe(observer, scheduler=scheduler)
+                merged = merge_into(observer, [main, *outs], scheduler)
 
                 def on_next(x: Any) -> None:
                     try:
@@ -251,6 +251,34 @@ class Builder:
         trigger(self.ctx, item).pipe(*ops_).subscribe(out.append, on_error, on_completed,
                                                      scheduler=self.ctx.scheduler)
         return await done
+
+
+def merge_into(observer: Any, sources: Sequence[reactivex.Observable], scheduler: Any) -> CompositeDisposable:
+    """Subscribe ``observer`` to all ``sources`` now, completing when all have completed.
+
+    ``reactivex.merge`` subscribes its inner sources through the current-thread
+    trampoline; nested three routes deep, that subscription is still queued when the
+    Subjects feeding the branches start emitting, and items are lost. Subscribing
+    directly keeps the wiring synchronous and complete before any item flows.
+    """
+    remaining = len(sources)
+    state = {"done": False}
+
+    def on_error(exc: Exception) -> None:
+        if not state["done"]:
+            state["done"] = True
+            observer.on_error(exc)
+
+    def on_completed() -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0 and not state["done"]:
+            state["done"] = True
+            observer.on_completed()
+
+    return CompositeDisposable(
+        *(src.subscribe(observer.on_next, on_error, on_completed, scheduler=scheduler) for src in sources)
+    )
 
 
 def _ticker(timer: Timer):
