@@ -84,8 +84,12 @@ class Builder:
         self.ctx = ctx
 
     # -- public -----------------------------------------------------------------------
-    def build(self, steps: Sequence[Any], downstream: List[Boundary], path: str) -> Tuple[Ops, List[Boundary]]:
-        """Operators for ``steps`` and the boundaries at or below their head."""
+    def build(self, steps: Sequence[Any], downstream: List[Boundary], path: str,
+              terminal: bool = False) -> Tuple[Ops, List[Boundary]]:
+        """Operators for ``steps`` and the boundaries at or below their head.
+
+        ``terminal``: nothing consumes the output of the last step (end of a pipe or of
+        a branch whose results are discarded)."""
         ops_rev: Ops = []
         bounds = list(downstream)
         i = len(steps) - 1
@@ -95,7 +99,7 @@ class Builder:
                 j = i
                 while j - 1 >= 0 and _fusable(steps[j - 1]):
                     j -= 1
-                seg = self._segment(steps, j, i, bounds, path)
+                seg = self._segment(steps, j, i, bounds, path, terminal and i == len(steps) - 1)
                 ops_rev.append(seg.operator)
                 bounds.append(seg.boundary)
                 i = j - 1
@@ -115,7 +119,8 @@ class Builder:
         return ops_rev, bounds
 
     # -- leaves -----------------------------------------------------------------------
-    def _segment(self, steps: Sequence[Any], first: int, last: int, downstream: List[Boundary], path: str) -> SyncSegment:
+    def _segment(self, steps: Sequence[Any], first: int, last: int, downstream: List[Boundary], path: str,
+                 terminal: bool = False) -> SyncSegment:
         shape, fns, consts, runtimes = [], [], [], []
         for k in range(first, last + 1):
             step = steps[k]
@@ -133,7 +138,7 @@ class Builder:
                     fns.append(lambda x, m=match: x if m(x) else None)
                 else:
                     fns.append(step.fn if isinstance(step, Step) else step)
-        return SyncSegment(self.ctx, runtimes, shape, fns, consts, downstream)
+        return SyncSegment(self.ctx, runtimes, shape, fns, consts, downstream, terminal)
 
     def _single(self, step: Any, downstream: List[Boundary], where: str):
         label = _label(step)
@@ -165,7 +170,7 @@ class Builder:
         extra: List[Boundary] = []
         base = downstream if route.join else []
         for b, steps in enumerate(route.branches):
-            ops_b, bounds_b = self.build(steps, base, f"{where}/{b + 1}")
+            ops_b, bounds_b = self.build(steps, base, f"{where}/{b + 1}", terminal=not route.join)
             branch_ops.append(ops_b)
             extra.extend(bounds_b[len(base):])
         if not route.join:

@@ -11,6 +11,7 @@ from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from ..config import config
 from ..errors import StepError
+from .gate import Boundary, Gate, halt
 from .policy import StepRuntime, StepStats
 
 log = logging.getLogger("rxbot")
@@ -59,6 +60,15 @@ class RunContext:
         self.report = RunReport()
         self.started = time.perf_counter()
         self.executors: Dict[Any, Any] = {}
+        self.gates: List[Gate] = []
+
+    def gate(self, downstream: List[Boundary]) -> Gate:
+        """A gate over ``downstream`` that this run can close for good when it fails."""
+        g = Gate(downstream)
+        if self.stopped:
+            g.blocked += 1
+        self.gates.append(g)
+        return g
 
     def spawn(self, coro: Any) -> asyncio.Task:
         task = self.loop.create_task(coro)
@@ -79,6 +89,7 @@ class RunContext:
         if self.error is None:
             self.error = exc
             self.stopped = True
+            halt(self.gates)
             if not self.failed.done():
                 self.failed.set_result(exc)
 

@@ -16,7 +16,7 @@ FN, CONST = "f", "c"
 
 
 @lru_cache(maxsize=None)
-def _factory(shape: Tuple[str, ...]) -> Callable[..., tuple]:
+def _factory(shape: Tuple[str, ...], terminal: bool) -> Callable[..., tuple]:
     n = len(shape)
     out = ["def make(fns, consts, emit, spread, fail, SINGLE):"]
     for j, kind in enumerate(shape):
@@ -34,17 +34,24 @@ def _factory(shape: Tuple[str, ...]) -> Callable[..., tuple]:
             out.append(f"            if type(x) not in SINGLE: return spread(x, {j + 1}, i, a)")
         out.append("        except Exception as e:")
         out.append("            return fail(e, i, a)")
-        out.append("        emit(x)")
+        # at the end of a pipe nothing listens: skip the call rather than make a no-op one
+        out.append("        return" if terminal else "        emit(x)")
     out.append(f"    return ({''.join(f'c{k}, ' for k in range(n))}emit)")
     namespace: dict = {}
-    exec(compile("\n".join(out), f"<rxbot fused {''.join(shape)}>", "exec"), namespace)
+    exec(compile("\n".join(out), f"<rxbot fused {''.join(shape)}{'.' if terminal else ''}>", "exec"), namespace)
     return namespace["make"]
 
 
 def fuse(shape: Sequence[str], fns: Sequence[Any], consts: Sequence[Any], emit: Callable,
-         spread: Callable, fail: Callable, single: set) -> tuple:
-    """Return the continuations ``(c0, ..., c_{n-1}, emit)`` for one segment instance."""
-    return _factory(tuple(shape))(fns, consts, emit, spread, fail, single)
+         spread: Callable, fail: Callable, single: set, terminal: bool = False) -> tuple:
+    """Return the continuations ``(c0, ..., c_{n-1}, emit)`` for one segment instance.
+
+    ``terminal``: the segment ends a pipe, so its results go nowhere and are not emitted.
+    """
+    conts = _factory(tuple(shape), terminal)(fns, consts, emit, spread, fail, single)
+    for c in conts[:-1]:
+        c.__rxbot_fused__ = True
+    return conts
 
 
 __all__ = ["fuse", "FN", "CONST"]

@@ -67,4 +67,10 @@ class Gate:
                 fut.set_result(None)
 
 
-__all__ = ["Boundary", "Gate"]
+def halt(gates: Iterable[Gate]) -> None:
+    """Close every gate for good: sources stop at their next element (a failed run)."""
+    for g in gates:
+        g.blocked += 1
+
+
+__all__ = ["Boundary", "Gate", "halt"]

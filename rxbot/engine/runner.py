@@ -76,7 +76,7 @@ async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
 
 
 def _start(pipe: Pipe, builder: Builder, ctx: RunContext, path: str) -> asyncio.Future:
-    ops, _ = builder.build(pipe.steps, [], path)
+    ops, _ = builder.build(pipe.steps, [], path, terminal=True)
     done = ctx.loop.create_future()
 
     def on_next(_: Any) -> None:
