@@ -61,6 +61,15 @@ class RunContext:
         self.started = time.perf_counter()
         self.executors: Dict[Any, Any] = {}
         self.gates: List[Gate] = []
+        self._closers: Dict[Any, None] = {}
+
+    def on_shutdown(self, fn: Any) -> None:
+        """Call ``fn()`` when the run ends, however it ends (e.g. publish counters),
+        unless it was withdrawn with :meth:`forget` first."""
+        self._closers[fn] = None
+
+    def forget(self, fn: Any) -> None:
+        self._closers.pop(fn, None)
 
     def gate(self, downstream: List[Boundary]) -> Gate:
         """A gate over ``downstream`` that this run can close for good when it fails."""
@@ -118,6 +127,8 @@ class RunContext:
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for fn in list(self._closers):
+            fn()
         for ex in self.executors.values():
             shutdown = getattr(ex, "shutdown", None)
             if shutdown is not None:

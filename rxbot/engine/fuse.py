@@ -16,9 +16,9 @@ FN, CONST = "f", "c"
 
 
 @lru_cache(maxsize=None)
-def _factory(shape: Tuple[str, ...], terminal: bool) -> Callable[..., tuple]:
+def _factory(shape: Tuple[str, ...], terminal: bool, counting: bool) -> Callable[..., tuple]:
     n = len(shape)
-    out = ["def make(fns, consts, emit, spread, fail, SINGLE):"]
+    out = ["def make(fns, consts, emit, spread, fail, SINGLE, ci, co, cn):"]
     for j, kind in enumerate(shape):
         out.append(f"    f{j} = fns[{j}]" if kind == FN else f"    v{j} = consts[{j}]")
     for k in range(n):
@@ -26,29 +26,39 @@ def _factory(shape: Tuple[str, ...], terminal: bool) -> Callable[..., tuple]:
         out.append("        try:")
         for j in range(k, n):
             out.append(f"            i = {j}; a = x")
+            if counting:
+                out.append(f"            ci[{j}] += 1")
             if shape[j] == FN:
                 out.append(f"            x = f{j}(a)")
-                out.append("            if x is None: return")
+                out.append(f"            if x is None: {f'cn[{j}] += 1; ' if counting else ''}return")
             else:
                 out.append(f"            x = v{j}")
             out.append(f"            if type(x) not in SINGLE: return spread(x, {j + 1}, i, a)")
+            if counting:
+                out.append(f"            co[{j}] += 1")
         out.append("        except Exception as e:")
         out.append("            return fail(e, i, a)")
         # at the end of a pipe nothing listens: skip the call rather than make a no-op one
         out.append("        return" if terminal else "        emit(x)")
     out.append(f"    return ({''.join(f'c{k}, ' for k in range(n))}emit)")
     namespace: dict = {}
-    exec(compile("\n".join(out), f"<rxbot fused {''.join(shape)}{'.' if terminal else ''}>", "exec"), namespace)
+    tag = f"{''.join(shape)}{'.' if terminal else ''}{'#' if counting else ''}"
+    exec(compile("\n".join(out), f"<rxbot fused {tag}>", "exec"), namespace)
     return namespace["make"]
 
 
 def fuse(shape: Sequence[str], fns: Sequence[Any], consts: Sequence[Any], emit: Callable,
-         spread: Callable, fail: Callable, single: set, terminal: bool = False) -> tuple:
+         spread: Callable, fail: Callable, single: set, terminal: bool = False,
+         counters: Tuple[list, list, list] | None = None) -> tuple:
     """Return the continuations ``(c0, ..., c_{n-1}, emit)`` for one segment instance.
 
     ``terminal``: the segment ends a pipe, so its results go nowhere and are not emitted.
+    ``counters``: lists (in, out, returned-None) per step to count into; counting costs
+    about a third of the per-item time, so it is compiled in only when asked for.
     """
-    conts = _factory(tuple(shape), terminal)(fns, consts, emit, spread, fail, single)
+    ci, co, cn = counters if counters is not None else (None, None, None)
+    conts = _factory(tuple(shape), terminal, counters is not None)(
+        fns, consts, emit, spread, fail, single, ci, co, cn)
     for c in conts[:-1]:
         c.__rxbot_fused__ = True
     return conts

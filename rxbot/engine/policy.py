@@ -21,12 +21,15 @@ RAISE, DROP, PIPEIN = "raise", "drop", "pipein"
 
 @dataclass
 class StepStats:
-    """What happened to the items a step saw. ``inp``/``out`` are counted at async
-    boundaries, sources and routes; failures, drops and retries at every step."""
+    """What happened to the items a step saw. Failures, drops and retries are always
+    counted; ``inp``/``out``/``filtered`` of sync steps only when metrics are on (see
+    ``config.metrics``)."""
 
     name: str
     inp: int = 0
     out: int = 0
+    #: returned None: dropped by the user's own rule, not an error
+    filtered: int = 0
     dropped: int = 0
     failed: int = 0
     retried: int = 0

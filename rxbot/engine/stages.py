@@ -135,15 +135,17 @@ class Slots(Boundary):
         return not self.inflight and not self.pending
 
 
-async def deliver(result: Any, emit: Callable[[Any], None], gate: Gate) -> None:
-    """Apply the return-value rules to a result produced in async context."""
+async def deliver(result: Any, emit: Callable[[Any], None], gate: Gate) -> bool:
+    """Apply the return-value rules to a result produced in async context.
+
+    Returns False when the result was None (the step dropped the item by its own rule)."""
     while True:
         if result is None:
-            return
+            return False
         kind = ONE if type(result) in SINGLE else kind_of(result)
         if kind == ONE:
             emit(result)
-            return
+            return True
         if kind == AWAIT:
             result = await result
             continue
@@ -163,7 +165,7 @@ async def deliver(result: Any, emit: Callable[[Any], None], gate: Gate) -> None:
                 emit(v)
                 if gate.blocked:
                     await gate.wait()
-        return
+        return True
 
 
 class SyncSegment(Stage):
@@ -186,6 +188,12 @@ class SyncSegment(Stage):
         self.conts: tuple = ()
         self.gate = ctx.gate(downstream)
         self.slots = Slots(min(rt.concurrency for rt in runtimes), self._run_deferred, ctx, self.maybe_complete)
+        counting = config.metrics if config.metrics is not None else any(
+            rt.policy != "raise" for rt in self.runtimes)
+        n = len(self.runtimes)
+        self.counters = ([0] * n, [0] * n, [0] * n) if counting else None
+        if counting:
+            ctx.on_shutdown(self.publish_counts)
 
     @property
     def boundary(self) -> Boundary:
@@ -196,7 +204,7 @@ class SyncSegment(Stage):
             self.observer = observer
             emit = _discard if self.terminal else fast_on_next(observer)
             self.conts = fuse(self.shape, self.fns, self.consts, emit,
-                              self.spread, self.fail, SINGLE, self.terminal)
+                              self.spread, self.fail, SINGLE, self.terminal, self.counters)
             return source.subscribe(self.conts[0], self.on_error, self.on_completed, scheduler=scheduler)
 
         return reactivex.create(subscribe)
@@ -204,14 +212,40 @@ class SyncSegment(Stage):
     def idle(self) -> bool:
         return self.slots.idle()
 
+    def publish_counts(self) -> None:
+        """Add this segment's counters to the steps' stats (once; segments of a
+        BlockedJoin branch are built per item and all add up)."""
+        if self.counters is None:
+            return
+        ci, co, cn = self.counters
+        for rt, i, o, none in zip(self.runtimes, ci, co, cn):
+            rt.stats.inp += i
+            rt.stats.out += o
+            rt.stats.filtered += none
+        self.counters = None
+        self.ctx.forget(self.publish_counts)
+
+    def maybe_complete(self) -> None:
+        if self.upstream_done and not self.completed and self.idle():
+            self.publish_counts()
+        super().maybe_complete()
+
+    def _count_out(self, i: int, n: int) -> None:
+        if self.counters is not None:
+            self.counters[1][i] += n
+
     def spread(self, x: Any, k: int, i: int, a: Any) -> None:
         """Slow path of the fused code: a result that is not a known single type."""
         kind = kind_of(x)
         if kind == ONE:
+            self._count_out(i, 1)
             self.conts[k](x)
         elif kind == MANY:
             cont = self.conts[k]
+            counters = self.counters
             for v in x:  # a generator raising here is reported as step i's failure
+                if counters is not None:
+                    counters[1][i] += 1
                 cont(v)
         else:
             self.slots.submit((x, k, i, a, None))
@@ -228,6 +262,7 @@ class SyncSegment(Stage):
         if action == RAISE:
             self.raise_(value)
         elif action == PIPEIN:
+            self._count_out(i, 1)
             self.conts[i + 1](value)
 
     async def _run_deferred(self, work: tuple) -> None:
@@ -235,7 +270,15 @@ class SyncSegment(Stage):
         try:
             if error is not None:
                 result = await self.runtimes[i].call_with_retry(self.fns[i], item, first_error=error)
-            await deliver(result, self.conts[k], self.gate)
+            cont = self.conts[k]
+            if self.counters is not None:
+                counters = self.counters
+
+                def cont(v: Any, _next: Callable = cont) -> None:
+                    counters[1][i] += 1
+                    _next(v)
+            if not await deliver(result, cont, self.gate) and self.counters is not None:
+                self.counters[2][i] += 1
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -274,7 +317,8 @@ class AsyncStage(Stage):
         rt = self.rt
         try:
             result = await rt.call_with_retry(self.fn, item)
-            await deliver(result, self._emit, self.gate)
+            if not await deliver(result, self._emit, self.gate):
+                rt.stats.filtered += 1
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -1,0 +1,170 @@
+"""The ``rxbot`` command line: ``rxbot render SCRIPT -o OUT`` and ``rxbot run SCRIPT``.
+
+Each subcommand is one function decorated with :func:`subcommand`: it receives the
+argparse sub-parsers object, adds its parser and sets ``handler`` (a function taking the
+parsed arguments and returning an exit code). Adding ``demo`` or ``replay --clear`` is
+one more such function; :func:`main` needs no change.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+import traceback
+from typing import Any, Callable, List, Optional, Sequence
+
+from .config import POLICIES
+
+Handler = Callable[[argparse.Namespace], int]
+Registrar = Callable[[Any], None]
+
+_REGISTRARS: List[Registrar] = []
+
+
+def subcommand(fn: Registrar) -> Registrar:
+    """Register ``fn(subparsers)`` as the builder of one subcommand (in definition order)."""
+    _REGISTRARS.append(fn)
+    return fn
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rxbot",
+        description="databot-style data-flow pipelines on reactivex: draw or run a script's pipes.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"rxbot {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in _REGISTRARS:
+        register(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``rxbot`` and ``python -m rxbot``; returns the exit status.
+
+    Bad arguments print the usage and exit with status 2 (argparse's convention).
+    """
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+# -- helpers ---------------------------------------------------------------------------
+def _existing_script(value: str) -> str:
+    """argparse type: a readable Python file (a missing one is a usage error, exit 2)."""
+    if not os.path.isfile(value):
+        raise argparse.ArgumentTypeError(f"no such script: {value!r}")
+    return value
+
+
+def _exec_script(script: str, script_args: Sequence[str] = ()) -> None:
+    """Run ``script`` as ``__main__`` the way ``python script.py`` would: its folder
+    first on ``sys.path`` and ``sys.argv`` set to the script and its arguments."""
+    script = os.path.abspath(script)
+    saved_argv, saved_path = sys.argv[:], sys.path[:]
+    sys.argv = [script, *script_args]
+    sys.path.insert(0, os.path.dirname(script))
+    try:
+        runpy.run_path(script, run_name="__main__")
+    finally:
+        sys.argv[:] = saved_argv
+        sys.path[:] = saved_path
+
+
+def _script_failed(command: str, script: str) -> int:
+    traceback.print_exc()
+    print(f"rxbot {command}: {script} failed (traceback above)", file=sys.stderr)
+    return 1
+
+
+# -- render ----------------------------------------------------------------------------
+@subcommand
+def _render_command(sub: Any) -> None:
+    from .render import FORMATS
+
+    p = sub.add_parser(
+        "render",
+        help="draw the pipes a script builds, without running them",
+        description="Execute SCRIPT with BotFrame in dry-run mode (pipes are built and "
+                    "recorded, never run) and draw them with graphviz.",
+    )
+    p.add_argument("script", type=_existing_script, help="the Python script that builds the pipes")
+    p.add_argument("-o", "--output", default=None,
+                   help="output file (default: SCRIPT's name with .png); its extension picks the "
+                        "format unless --format is given")
+    p.add_argument("-f", "--format", choices=FORMATS, default=None,
+                   help="picture format (dot = DOT source only)")
+    p.add_argument("--view", action="store_true", help="open the picture in a viewer")
+    p.set_defaults(handler=_render)
+
+
+def _render(args: argparse.Namespace) -> int:
+    from .botframe import BotFrame
+    from .render import render
+
+    out = args.output
+    if out is None:
+        out = os.path.splitext(os.path.basename(args.script))[0] + "." + (args.format or "png")
+    try:
+        with BotFrame.dry_run() as recorded:
+            _exec_script(args.script)
+    except SystemExit as exc:  # a script may sys.exit() after building its pipes
+        if exc.code not in (None, 0):
+            print(f"rxbot render: {args.script} exited with {exc.code!r}", file=sys.stderr)
+            return exc.code if isinstance(exc.code, int) else 1
+    except Exception:
+        return _script_failed("render", args.script)
+    if not recorded:
+        print(f"rxbot render: {args.script} built no Pipe; nothing to draw", file=sys.stderr)
+        return 1
+    try:
+        written = render(recorded, out, format=args.format, view=args.view)
+    except ValueError as exc:
+        print(f"rxbot render: {exc}", file=sys.stderr)
+        return 2
+    print(written)
+    return 0
+
+
+# -- run -------------------------------------------------------------------------------
+@subcommand
+def _run_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a script with rxbot settings from the command line",
+        description="Run SCRIPT as __main__ after applying the given rxbot settings.",
+    )
+    p.add_argument("script", type=_existing_script, help="the Python script to run")
+    p.add_argument("--replay", action="store_true",
+                   help="enable replay mode: a failed run resumes from its last completed steps")
+    p.add_argument("--policy", choices=POLICIES, default=None,
+                   help="exception policy for every step, set before the script starts (an "
+                        "assignment in the script itself still wins)")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .config import config
+
+    if args.replay:
+        config.replay_mode = True
+    if args.policy is not None:
+        config.exception_policy = args.policy
+    try:
+        _exec_script(args.script)
+    except SystemExit as exc:
+        code = exc.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code
+        print(code, file=sys.stderr)
+        return 1
+    except Exception:
+        return _script_failed("run", args.script)
+    return 0
+
+
+__all__ = ["main", "build_parser", "subcommand"]

@@ -1,0 +1,324 @@
+"""What the MySQL and SQLite nodes share: statement parsing, labels, node options, row
+mapping, the streaming Query loop and the batching Insert logic.
+
+A back end supplies only the driver work: ``_open()``/``_close()`` (resources per run),
+``_rows(params)`` (an async iterator of dict rows) and ``_write(params_list)`` (run the
+statement for every parameter set of a batch in one transaction, then commit).
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Any, AsyncIterator, Callable, Dict, List, Sequence, Tuple
+
+from ..node import Node
+from .params import Statement
+
+log = logging.getLogger("rxbot")
+
+_NODE_OPTIONS = ("concurrency", "on_error", "retries", "timeout", "name")
+
+
+class DatabaseConnectionError(ConnectionError):
+    """A database node could not connect (wrong credentials, server down, timeout)."""
+
+
+def _check_int(owner: str, name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{owner}: argument {name!r} must be an int >= {minimum}; got {value!r}")
+    return value
+
+
+def _check_seconds(owner: str, name: str, value: Any, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        extra = " or None" if allow_none else ""
+        raise ValueError(f"{owner}: argument {name!r} must be a positive number of seconds{extra}; got {value!r}")
+    return float(value)
+
+
+class SqlNode(Node):
+    """A node running one SQL statement whose parameters come from each input item."""
+
+    #: how the back end's driver spells placeholders (see :meth:`Statement.render`)
+    paramstyle: str = "pyformat"
+    backslash_escapes: bool = True
+    kind: str = "SQL"
+
+    def __init__(self, sql: str, options: Dict[str, Any]) -> None:
+        super().__init__(sql, **options)
+        unknown = set(options) - set(_NODE_OPTIONS)
+        if unknown:
+            raise TypeError(f"{self.kind}: unexpected keyword argument(s) {', '.join(sorted(unknown))}")
+        for key in _NODE_OPTIONS:  # per-node overrides of the class defaults
+            if options.get(key) is not None:
+                setattr(self, key, options[key])
+        if self.concurrency is not None:
+            _check_int(self.kind, "concurrency", self.concurrency, 1)
+        self.sql = sql if isinstance(sql, str) else ""
+        self.statement = Statement.parse(sql, self.kind, self.backslash_escapes)
+        self.statement.owner = self.label()
+        self.driver_sql = self.statement.render(self.paramstyle)
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        text = " ".join(self.sql.split())
+        return f"{self.kind}: {text if len(text) <= 40 else text[:37] + '...'}"
+
+    def params(self, item: Any) -> Any:
+        """The bound values for ``item`` (raises :class:`ParameterError` naming the node)."""
+        return self.statement.values(item)
+
+    # -- back end hooks ------------------------------------------------------------------
+    async def _open(self) -> None:  # pragma: no cover - back ends override
+        raise NotImplementedError
+
+    async def _close(self) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _rows(self, params: Any) -> AsyncIterator[dict]:  # pragma: no cover
+        raise NotImplementedError
+
+    async def _write(self, params_list: Sequence[Any]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def where(self) -> str:
+        """The server/file, for error messages."""
+        return ""
+
+
+class RowMapper:
+    """Turns a dict row into a ``map_class`` instance.
+
+    Two ways, chosen once per column set: if ``map_class`` accepts the columns as keyword
+    arguments (dataclasses, namedtuples, ``__init__(self, **kw)``) it is called with them;
+    otherwise databot's way: ``map_class()`` with no arguments, then each column whose
+    (lower-cased) name is an attribute the new instance already has is assigned, the
+    other columns ignored.
+    """
+
+    def __init__(self, map_class: Callable[..., Any] | None, owner: str) -> None:
+        if map_class is not None and not callable(map_class):
+            raise TypeError(f"{owner}: argument 'map_class' must be a class or callable; got {map_class!r}")
+        self.map_class = map_class
+        self.owner = owner
+        self.plans: Dict[Tuple[str, ...], str] = {}
+
+    def __call__(self, row: dict) -> Any:
+        cls = self.map_class
+        if cls is None:
+            return row
+        cols = tuple(row)
+        plan = self.plans.get(cols)
+        if plan is None:
+            plan = self.plans[cols] = self._plan(cols)
+        if plan == "kwargs":
+            return cls(**row)
+        obj = cls()
+        attrs = getattr(obj, "__dict__", None)
+        for k, v in row.items():
+            if attrs is not None:
+                if k in attrs:
+                    attrs[k] = v
+                elif k.lower() in attrs:
+                    attrs[k.lower()] = v
+            elif hasattr(obj, k):
+                setattr(obj, k, v)
+        return obj
+
+    def _plan(self, cols: Tuple[str, ...]) -> str:
+        cls = self.map_class
+        try:
+            sig = inspect.signature(cls)
+        except (TypeError, ValueError):
+            sig = None
+        if sig is not None:
+            try:
+                sig.bind(**{c: None for c in cols})
+                if cols or not sig.parameters:
+                    return "kwargs"
+            except TypeError:
+                pass
+            try:
+                sig.bind()
+            except TypeError:
+                raise TypeError(
+                    f"{self.owner}: map_class {getattr(cls, '__name__', cls)!r} accepts neither the "
+                    f"columns {list(cols)} as keyword arguments nor no arguments (databot's way)"
+                ) from None
+        probe = cls()
+        attrs = set(getattr(probe, "__dict__", {}) or ())
+        if cols and not any(c in attrs or c.lower() in attrs for c in cols):
+            log.warning("rxbot: %s: map_class %r has none of the columns %s as attributes; its "
+                        "instances will be empty (declare them in __init__ or accept **kwargs)",
+                        self.owner, getattr(cls, "__name__", cls), list(cols))
+        return "attrs"
+
+
+class QueryNode(SqlNode):
+    """Run the statement once per input item; emit one item per result row, streamed."""
+
+    kind = "Query"
+
+    def __init__(self, sql: str, map_class: Any, fetch_size: int, options: Dict[str, Any]) -> None:
+        super().__init__(sql, options)
+        self.map_class = map_class
+        self.mapper = RowMapper(map_class, self.label())
+        self.fetch_size = _check_int(self.label(), "fetch_size", fetch_size, 1)
+
+    async def init(self) -> None:
+        await self._open()
+
+    async def close(self) -> None:
+        await self._close()
+
+    async def __call__(self, item: Any):
+        """An async generator: the engine pulls the next row only while downstream has
+        room, and the driver fetches ``fetch_size`` rows at a time, so a huge result set
+        streams in bounded memory."""
+        params = self.params(item)
+        mapper = self.mapper
+        async for row in self._rows(params):
+            yield mapper(row)
+
+
+class InsertNode(SqlNode):
+    """Run the statement for every input item, ``batch_size`` items per transaction.
+
+    Items are buffered; a full batch (or, for a slow trickle, a batch older than
+    ``flush_interval`` seconds) is written with one ``executemany`` and committed, and only
+    then are its items passed downstream. The final partial batch is written when the
+    input ends (``flush``). If the run fails elsewhere, what is still buffered is
+    committed at ``close`` (databot inserted every item at once; rxbot keeps that
+    guarantee for every item it accepted).
+    """
+
+    kind = "Insert"
+    #: a second call can buffer the next batch while one commits; writes stay in order
+    concurrency = 2
+
+    def __init__(self, sql: str, batch_size: int, flush_interval: float | None, options: Dict[str, Any]) -> None:
+        super().__init__(sql, options)
+        self.batch_size = _check_int(self.label(), "batch_size", batch_size, 1)
+        self.flush_interval = _check_seconds(self.label(), "flush_interval", flush_interval, allow_none=True)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._buf: List[Tuple[Any, Any]] = []
+        self._unwritten: List[List[Tuple[Any, Any]]] = []  # taken, not yet committed
+        self._ready: List[Any] = []  # committed, not yet passed downstream
+        self._lock: asyncio.Lock | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timed: set = set()
+        self._deferred: BaseException | None = None
+
+    async def init(self) -> None:
+        self._reset()
+        self._lock = asyncio.Lock()
+        await self._open()
+
+    async def __call__(self, item: Any) -> Any:
+        params = self.params(item)  # a bad item fails here, blamed on itself
+        self._raise_deferred()
+        self._buf.append((item, params))
+        if len(self._buf) >= self.batch_size:
+            await self._commit(self._take())
+        elif self.flush_interval is not None and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self._on_timer)
+        return self._take_ready()
+
+    async def flush(self) -> Any:
+        if self._timed:
+            await asyncio.gather(*list(self._timed), return_exceptions=True)
+        batch = self._take()
+        if batch:
+            await self._commit(batch)
+        self._raise_deferred()
+        return self._take_ready()
+
+    async def close(self) -> None:
+        try:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            for task in list(self._timed):
+                task.cancel()
+            if self._timed:
+                await asyncio.gather(*list(self._timed), return_exceptions=True)
+            left = self._unwritten + ([self._buf] if self._buf else [])
+            self._buf, self._unwritten = [], []
+            for batch in left:  # the run failed elsewhere: keep what was accepted
+                try:
+                    await self._write([p for _, p in batch])
+                    log.info("rxbot: %s: committed %d buffered row(s) at close", self.label(), len(batch))
+                except Exception as exc:
+                    log.error("rxbot: %s: %d buffered row(s) could not be written at close: %s: %s",
+                              self.label(), len(batch), type(exc).__name__, exc)
+        finally:
+            self._ready = []
+            await self._close()
+
+    # -- batching ----------------------------------------------------------------------------
+    def _take(self) -> List[Tuple[Any, Any]]:
+        batch, self._buf = self._buf, []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if batch:
+            self._unwritten.append(batch)
+        return batch
+
+    def _take_ready(self) -> Any:
+        if not self._ready:
+            return None
+        ready, self._ready = self._ready, []
+        return ready
+
+    async def _commit(self, batch: List[Tuple[Any, Any]]) -> None:
+        assert self._lock is not None, "Insert used before init()"
+        async with self._lock:  # FIFO: batches commit, and pass on, in arrival order
+            try:
+                await self._write([p for _, p in batch])
+            except asyncio.CancelledError:
+                raise  # stays in _unwritten: close() writes it
+            except Exception as exc:
+                self._forget(batch)
+                exc.add_note(f"rxbot: {self.label()}: the batch of {len(batch)} row(s) was rolled back")
+                raise
+            self._forget(batch)
+            self._ready.extend(item for item, _ in batch)
+
+    def _forget(self, batch: list) -> None:
+        for i, b in enumerate(self._unwritten):
+            if b is batch:
+                del self._unwritten[i]
+                return
+
+    def _on_timer(self) -> None:
+        """``flush_interval`` passed since the oldest buffered item: commit what there is,
+        so a slow trickle is stored promptly; its items pass on with the next result."""
+        self._timer = None
+        batch = self._take()
+        if not batch:
+            return
+        task = asyncio.get_running_loop().create_task(self._timed_commit(batch))
+        self._timed.add(task)
+        task.add_done_callback(self._timed.discard)
+
+    async def _timed_commit(self, batch: List[Tuple[Any, Any]]) -> None:
+        try:
+            await self._commit(batch)
+        except Exception as exc:
+            if self._deferred is None:
+                self._deferred = exc
+
+    def _raise_deferred(self) -> None:
+        if self._deferred is not None:
+            exc, self._deferred = self._deferred, None
+            raise exc
+
+
+__all__ = ["SqlNode", "QueryNode", "InsertNode", "RowMapper", "DatabaseConnectionError"]

@@ -1,0 +1,371 @@
+"""SQL placeholders -> driver-bound parameters, shared by the MySQL and SQLite nodes.
+
+databot built SQL text with ``sql.format(**item)`` or ``sql % item``, so any quote in a
+value could rewrite the statement. rxbot keeps the databot spellings but parses them once,
+at construction, into a statement with driver placeholders; values travel separately and
+the driver escapes or binds them. Nothing from an item is ever formatted into SQL text.
+
+Accepted spellings (outside string literals and comments):
+
+* ``{name}`` — databot's form; ``'{name}'`` / ``"{name}"`` (a whole literal that is just a
+  placeholder) too: the quotes go, because the bound value is already a string;
+* ``%(name)s`` and ``%s`` — the DB-API ``pyformat``/``format`` styles (``'%s'`` as a whole
+  literal likewise);
+* ``:name`` and ``?`` — the SQLite/DB-API ``named``/``qmark`` styles.
+
+Escapes follow the convention the statement already uses: with ``%`` placeholders ``%%``
+is a literal ``%`` (as in pymysql), with ``{}`` placeholders ``{{``/``}}`` are literal braces
+(as in ``str.format``); otherwise ``%`` and braces are plain characters. A placeholder inside
+a longer string literal (``'%{name}%'``) cannot be bound and is rejected with advice.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, List, Sequence, Tuple, Union
+
+from ..errors import short_repr
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BRACE_FULL = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}\Z")
+_PYFORMAT_FULL = re.compile(r"%(?:\(([A-Za-z_][A-Za-z0-9_]*)\))?s\Z")
+_BRACE_INSIDE = re.compile(r"(?<!\{)\{[A-Za-z_][A-Za-z0-9_]*\}")
+_BRACE_ESCAPED = re.compile(r"\{\{[A-Za-z_][A-Za-z0-9_]*\}\}")
+_PYFORMAT_ANY = re.compile(r"%(?:\([A-Za-z_][A-Za-z0-9_]*\))?s")
+_PYFORMAT_NAMED = re.compile(r"%\(([A-Za-z_][A-Za-z0-9_]*)\)s")
+_BRACE_FIELD = re.compile(r"\{([^{}]*)\}")
+
+#: target placeholder styles: MySQL drivers (pymysql/aiomysql) and sqlite3
+PYFORMAT, SQLITE = "pyformat", "sqlite"
+
+
+class ParameterError(LookupError):
+    """An input item cannot supply the values a statement's placeholders need."""
+
+    def __str__(self) -> str:  # LookupError would quote the message like a key
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One placeholder: ``name`` for a named one, None for a positional one."""
+
+    name: str | None
+    spelling: str  # as written, for messages
+
+
+Part = Union[str, Param]
+
+
+class Statement:
+    """A parsed SQL statement: text parts and placeholders, renderable for a driver.
+
+    ``names`` lists the named placeholders (each once, in order of first use);
+    ``positional`` counts the positional ones. A statement uses one kind or the other.
+    """
+
+    def __init__(self, sql: str, parts: Sequence[Part], owner: str) -> None:
+        self.sql = sql
+        self.parts = list(parts)
+        self.owner = owner
+        params = [p for p in self.parts if isinstance(p, Param)]
+        named = [p for p in params if p.name is not None]
+        positional = [p for p in params if p.name is None]
+        if named and positional:
+            raise ValueError(
+                f"{owner}: argument 'sql' mixes named ({named[0].spelling}) and positional "
+                f"({positional[0].spelling}) placeholders; use one kind: {sql!r}"
+            )
+        self.names: Tuple[str, ...] = tuple(dict.fromkeys(p.name for p in named))  # type: ignore[misc]
+        self.positional = len(positional)
+
+    @classmethod
+    def parse(cls, sql: str, owner: str = "SQL", backslash_escapes: bool = True) -> "Statement":
+        """Parse ``sql``; ``owner`` (e.g. the node's label) prefixes every error message.
+
+        ``backslash_escapes``: whether ``\\'`` escapes a quote inside a literal (MySQL:
+        yes; SQLite: no, a backslash is an ordinary character there).
+        """
+        if not isinstance(sql, str) or not sql.strip():
+            raise TypeError(f"{owner}: argument 'sql' must be a non-empty SQL string; got {sql!r:.80}")
+        return cls(sql, _Parser(sql, owner, backslash_escapes).parse(), owner)
+
+    # -- rendering ------------------------------------------------------------------------
+    def render(self, style: str) -> str:
+        """The statement text for a driver: ``pyformat`` (``%s``/``%(n)s``, every literal
+        ``%`` doubled because values are always passed) or ``sqlite`` (``?``/``:n``)."""
+        out: List[str] = []
+        for part in self.parts:
+            if isinstance(part, Param):
+                if style == PYFORMAT:
+                    out.append("%s" if part.name is None else f"%({part.name})s")
+                else:
+                    out.append("?" if part.name is None else f":{part.name}")
+            else:
+                out.append(part.replace("%", "%%") if style == PYFORMAT else part)
+        return "".join(out)
+
+    @property
+    def has_params(self) -> bool:
+        return bool(self.names or self.positional)
+
+    # -- values -----------------------------------------------------------------------------
+    def values(self, item: Any) -> Union[dict, tuple]:
+        """The values for one execution, taken from ``item``.
+
+        Named placeholders read a mapping's keys or an object's attributes; positional
+        ones take a tuple/list element-wise, or a single scalar for a single placeholder.
+        A statement without placeholders ignores the item (e.g. the trigger ``0``).
+        """
+        if self.names:
+            return self._named(item)
+        if self.positional:
+            return self._positional(item)
+        return ()
+
+    def _named(self, item: Any) -> dict:
+        if isinstance(item, Mapping):
+            missing = [n for n in self.names if n not in item]
+            if missing:
+                keys = ", ".join(map(str, list(item)[:20])) or "none"
+                raise ParameterError(
+                    f"{self.owner}: no value for placeholder {{{missing[0]}}} in item "
+                    f"{short_repr(item)} (its keys: {keys})"
+                )
+            return {n: item[n] for n in self.names}
+        if isinstance(item, (str, bytes, int, float, tuple, list)) or item is None:
+            raise ParameterError(
+                f"{self.owner}: named placeholders {self._spell_names()} need a dict or an "
+                f"object with those attributes; got {type(item).__name__} {short_repr(item)}"
+            )
+        values = {}
+        for n in self.names:
+            try:
+                values[n] = getattr(item, n)
+            except AttributeError:
+                raise ParameterError(
+                    f"{self.owner}: no value for placeholder {{{n}}}: item "
+                    f"{type(item).__name__} {short_repr(item)} has no attribute {n!r}"
+                ) from None
+        return values
+
+    def _positional(self, item: Any) -> tuple:
+        if isinstance(item, (tuple, list)):
+            if len(item) != self.positional:
+                raise ParameterError(
+                    f"{self.owner}: the statement has {self.positional} positional placeholder(s) "
+                    f"but the item supplies {len(item)} value(s): {short_repr(item)}"
+                )
+            return tuple(item)
+        if isinstance(item, Mapping):
+            raise ParameterError(
+                f"{self.owner}: positional placeholders (%s or ?) take a tuple/list or a scalar, "
+                f"not a mapping {short_repr(item)}; use named placeholders ({{name}}) for dict items"
+            )
+        if self.positional != 1:
+            raise ParameterError(
+                f"{self.owner}: the statement has {self.positional} positional placeholders; the "
+                f"item must be a tuple/list of that length, got {type(item).__name__} {short_repr(item)}"
+            )
+        return (item,)
+
+    def _spell_names(self) -> str:
+        return ", ".join("{" + n + "}" for n in self.names)
+
+    def __repr__(self) -> str:
+        return f"Statement({self.sql!r})"
+
+
+class _Parser:
+    """A small SQL lexer: string literals, quoted identifiers and comments are copied
+    (placeholders are never looked for inside them, except a literal that is *only* a
+    placeholder); everything else is scanned for the placeholder spellings."""
+
+    def __init__(self, sql: str, owner: str, backslash_escapes: bool = True) -> None:
+        self.sql = sql
+        self.owner = owner
+        self.backslash = backslash_escapes
+
+    def fail(self, message: str) -> ValueError:
+        return ValueError(f"{self.owner}: argument 'sql': {message}: {self.sql!r}")
+
+    def segments(self) -> List[Tuple[str, str]]:
+        """Split into ('code' | 'literal' | 'ident' | 'comment', text) pieces."""
+        sql, n = self.sql, len(self.sql)
+        out: List[Tuple[str, str]] = []
+        i = start = 0
+        while i < n:
+            c = sql[i]
+            if c in "'\"`":
+                if start < i:
+                    out.append(("code", sql[start:i]))
+                j = self._quote_end(i)
+                out.append(("ident" if c == "`" else "literal", sql[i:j]))
+                i = start = j
+            elif (c == "-" and sql.startswith("--", i)) or c == "#":
+                if start < i:
+                    out.append(("code", sql[start:i]))
+                j = sql.find("\n", i)
+                j = n if j < 0 else j
+                out.append(("comment", sql[i:j]))
+                i = start = j
+            elif c == "/" and sql.startswith("/*", i):
+                if start < i:
+                    out.append(("code", sql[start:i]))
+                j = sql.find("*/", i + 2)
+                if j < 0:
+                    raise self.fail("unterminated /* comment")
+                out.append(("comment", sql[i:j + 2]))
+                i = start = j + 2
+            else:
+                i += 1
+        if start < n:
+            out.append(("code", sql[start:]))
+        return out
+
+    def _quote_end(self, i: int) -> int:
+        sql, q = self.sql, self.sql[i]
+        j = i + 1
+        while j < len(sql):
+            c = sql[j]
+            if c == "\\" and q != "`" and self.backslash:
+                j += 2
+                continue
+            if c == q:
+                if j + 1 < len(sql) and sql[j + 1] == q:  # doubled quote inside the literal
+                    j += 2
+                    continue
+                return j + 1
+            j += 1
+        raise self.fail(f"unterminated {q} quote starting at character {i}")
+
+    def parse(self) -> List[Part]:
+        segs = self.segments()
+        # which escape conventions does the statement use?  %-placeholders make %% a
+        # literal %, as in pymysql; {name} anywhere (or an escaped {{name}}) makes {{ }}
+        # literal braces, as in str.format.
+        percent = braces = False
+        for kind, text in segs:
+            if kind == "code":
+                percent = percent or bool(_PYFORMAT_ANY.search(text))
+            elif kind == "literal":
+                percent = percent or bool(_PYFORMAT_FULL.match(text[1:-1]))
+            if kind in ("code", "literal"):
+                braces = braces or bool(_BRACE_INSIDE.search(text) or _BRACE_ESCAPED.search(text))
+        parts: List[Part] = []
+        for kind, text in segs:
+            if kind == "code":
+                parts.extend(self._code(text, percent, braces))
+            elif kind == "literal":
+                parts.extend(self._literal(text, percent, braces))
+            elif kind == "ident":
+                inner = text[1:-1]
+                if _BRACE_FULL.match(inner) or _PYFORMAT_FULL.match(inner):
+                    raise self.fail(f"{text} is a placeholder in a quoted identifier; table and "
+                                    "column names cannot be bound as parameters")
+                parts.append(text)
+            else:
+                parts.append(text)
+        return _merge(parts)
+
+    def _literal(self, text: str, percent: bool, braces: bool) -> List[Part]:
+        inner = text[1:-1]
+        m = _BRACE_FULL.match(inner)
+        if m:
+            return [Param(m.group(1), text)]
+        m = _PYFORMAT_FULL.match(inner)
+        if m:
+            return [Param(m.group(1), text)]
+        if _BRACE_INSIDE.search(inner):
+            raise self.fail(
+                f"placeholder inside the string literal {text}; a bound value cannot be part of "
+                "a literal: bind the whole value instead (e.g. LIKE {pattern} with the item "
+                "supplying '%abc%'), or write {{ }} for literal braces"
+            )
+        if braces:
+            inner = inner.replace("{{", "{").replace("}}", "}")
+        if percent:
+            inner = inner.replace("%%", "%")
+        return [text[0] + inner + text[-1]]
+
+    def _code(self, text: str, percent: bool, braces: bool) -> List[Part]:
+        parts: List[Part] = []
+        buf: List[str] = []
+        i, n = 0, len(text)
+        while i < n:
+            c = text[i]
+            if c == "%":
+                if text.startswith("%%", i) and percent:
+                    buf.append("%")
+                    i += 2
+                    continue
+                if text.startswith("%s", i):
+                    parts.append("".join(buf)); buf = []
+                    parts.append(Param(None, "%s"))
+                    i += 2
+                    continue
+                m = _PYFORMAT_NAMED.match(text, i)
+                if m:
+                    parts.append("".join(buf)); buf = []
+                    parts.append(Param(m.group(1), m.group(0)))
+                    i = m.end()
+                    continue
+                if text.startswith("%(", i):
+                    raise self.fail(f"malformed placeholder {text[i:i + 12]!r}... (expected %(name)s)")
+            elif c == "{":
+                if text.startswith("{{", i) and braces:
+                    buf.append("{")
+                    i += 2
+                    continue
+                m = _BRACE_FIELD.match(text, i)
+                if m:
+                    field = m.group(1)
+                    if _IDENT.fullmatch(field):
+                        parts.append("".join(buf)); buf = []
+                        parts.append(Param(field, m.group(0)))
+                        i = m.end()
+                        continue
+                    if field == "" or field.isdigit() or re.fullmatch(r"[A-Za-z_]\w*[!:].*", field):
+                        raise self.fail(
+                            f"unsupported placeholder {m.group(0)}; use {{name}} with a dict/object "
+                            "item, or %s with a tuple/scalar item (no format specs: values are bound, "
+                            "not formatted)"
+                        )
+            elif c == "}" and braces and text.startswith("}}", i):
+                buf.append("}")
+                i += 2
+                continue
+            elif c == "?":
+                parts.append("".join(buf)); buf = []
+                parts.append(Param(None, "?"))
+                i += 1
+                continue
+            elif c == ":" and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] in "_:")):
+                m = _IDENT.match(text, i + 1)
+                if m:
+                    parts.append("".join(buf)); buf = []
+                    parts.append(Param(m.group(0), ":" + m.group(0)))
+                    i = m.end()
+                    continue
+            buf.append(c)
+            i += 1
+        parts.append("".join(buf))
+        return parts
+
+
+def _merge(parts: List[Part]) -> List[Part]:
+    """Join adjacent text pieces and drop empty ones."""
+    out: List[Part] = []
+    for p in parts:
+        if isinstance(p, str):
+            if not p:
+                continue
+            if out and isinstance(out[-1], str):
+                out[-1] += p
+                continue
+        out.append(p)
+    return out
+
+
+__all__ = ["Statement", "Param", "ParameterError", "PYFORMAT", "SQLITE"]

@@ -1,0 +1,8 @@
+"""HTTP nodes: :class:`HttpLoader` fetches items, :class:`HttpResponse` carries the result.
+
+``from rxbot.http import HttpLoader`` and databot's ``from rxbot.http.http import
+HttpLoader`` both work.
+"""
+from .http import HttpError, HttpLoader, HttpRequest, HttpResponse, safe_url
+
+__all__ = ["HttpLoader", "HttpRequest", "HttpResponse", "HttpError", "safe_url"]

@@ -1,0 +1,489 @@
+"""HttpLoader: databot's HTTP node on aiohttp.
+
+An item (a URL, a request dict or an :class:`HttpRequest`) goes in, an
+:class:`HttpResponse` with the whole body already read comes out, so later steps never
+depend on an open connection. One ``ClientSession`` serves the node for a whole run
+(opened in ``init()``, closed in ``close()``; the engine refcounts both).
+
+Failures are handled here first, where HTTP knowledge lives: connection errors,
+timeouts, 5xx and 429 are retried with exponential backoff (honouring ``Retry-After``);
+what still fails raises :class:`HttpError`, whose message names the method, the URL and
+the status, and the step's exception policy (``raise``/``ignore``/``pipein``) takes over.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json as _json
+import logging
+import random
+import re
+import ssl as _ssl
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from ..config import POLICIES
+from ..node import Node
+
+log = logging.getLogger("rxbot")
+
+#: keys a request dict may carry (``payload`` is databot's name for ``data``)
+REQUEST_KEYS = ("url", "method", "headers", "params", "data", "payload", "json", "cookies")
+
+#: methods whose repetition has no extra effect (RFC 9110 §9.2.2): retried on any
+#: transient failure. Others (POST, PATCH) only when the server surely did nothing.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_SECRET_PARAM = re.compile(r"(?i)(token|key|secret|pass|auth|sig|credential|session)")
+
+
+def _name(obj: Any) -> str:
+    return type(obj).__name__
+
+
+def safe_url(url: Any) -> str:
+    """The URL as it may appear in messages and logs: no ``user:password@`` part and the
+    values of query parameters that look like credentials (``api_key``, ``token``, ...)
+    masked. Never raises."""
+    try:
+        u = URL(str(url))
+        if u.user is not None or u.password is not None:
+            u = u.with_user(None)
+        if u.query_string and any(_SECRET_PARAM.search(k) for k in u.query):
+            u = u.with_query([(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in u.query.items()])
+        return str(u)
+    except Exception:
+        return "<unprintable url>"
+
+
+class HttpRequest:
+    """A request to send: ``HttpRequest(url, headers=None, payload=None, method='GET')``.
+
+    ``payload`` is the body (bytes, str, or a dict sent as a form), as in databot;
+    ``json`` sends a JSON body instead; ``params`` are query parameters. Item access
+    (``req['url']``) works as it did in databot; the object is still one item (never
+    split into its fields when a step returns it).
+    """
+
+    __slots__ = ("url", "headers", "payload", "method", "params", "json", "cookies")
+    __iter__ = None  # item access must not make it look like a sequence to the engine
+
+    def __init__(self, url: Any = None, headers: Mapping[str, str] | None = None,
+                 payload: Any = None, method: str = "GET", params: Any = None,
+                 json: Any = None, cookies: Mapping[str, str] | None = None) -> None:
+        self.url = url
+        self.headers = headers
+        self.payload = payload
+        self.method = method
+        self.params = params
+        self.json = json
+        self.cookies = cookies
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.__slots__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in self.__slots__:
+            raise KeyError(f"HttpRequest has no field {key!r}; fields: {', '.join(self.__slots__)}")
+        setattr(self, key, value)
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, HttpRequest):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        # headers and body are left out on purpose: they may carry credentials
+        return f"HttpRequest({str(self.method).upper()} {safe_url(self.url)})"
+
+
+class HttpResponse:
+    """A finished response with its body in memory.
+
+    ``.status``, ``.reason``, ``.headers`` (case-insensitive, read-only), ``.url`` (final
+    URL after redirects, a str), ``.method``, ``.content`` (bytes), ``.encoding``;
+    ``.text`` and ``.json`` decode the body on access (``.json`` is a property, as in
+    databot: ``r.json['bpi']``).
+    """
+
+    __slots__ = ("status", "reason", "headers", "url", "method", "content", "encoding", "attempts")
+
+    def __init__(self, status: int, content: bytes, *, url: str = "", headers: Any = None,
+                 encoding: str = "utf-8", reason: str = "", method: str = "GET",
+                 attempts: int = 1) -> None:
+        self.status = status
+        self.content = content
+        self.url = url
+        self.headers = headers if isinstance(headers, CIMultiDictProxy) else CIMultiDictProxy(CIMultiDict(headers or {}))
+        self.encoding = encoding
+        self.reason = reason
+        self.method = method
+        self.attempts = attempts
+
+    @property
+    def text(self) -> str:
+        """The body decoded with the response's charset (undecodable bytes replaced)."""
+        return self.content.decode(self.encoding or "utf-8", errors="replace")
+
+    @property
+    def json(self) -> Any:
+        """The body parsed as JSON (parsed anew on each access, so callers may mutate it)."""
+        return _json.loads(self.text)
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 400
+
+    # databot code reads these names too
+    body = property(lambda self: self.content)
+
+    def __repr__(self) -> str:
+        return f"<HttpResponse {self.status} {self.method} {safe_url(self.url)} ({len(self.content)} bytes)>"
+
+
+class HttpError(Exception):
+    """A request that failed for good. ``status`` is None when no response came back
+    (connection error, timeout); ``response`` is the last :class:`HttpResponse`, if any."""
+
+    def __init__(self, method: str, url: Any, *, status: int | None = None, reason: str = "",
+                 attempts: int = 1, cause: BaseException | None = None,
+                 response: HttpResponse | None = None, detail: str = "") -> None:
+        shown = safe_url(url)
+        if status is not None:
+            what = f"HTTP {status}{' ' + reason if reason else ''}"
+        else:
+            what = f"{_name(cause)}: {cause}" if cause is not None and str(cause) else _name(cause)
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        super().__init__(f"HttpLoader: {method} {shown} failed{tries}: {what}{detail}")
+        self.method = method
+        self.url = shown
+        self.status = status
+        self.reason = reason
+        self.attempts = attempts
+        self.response = response
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class HttpLoader(Node):
+    """Fetch each item over HTTP and emit an :class:`HttpResponse`.
+
+    Items: a URL string, a dict ``{'url', 'method', 'headers', 'params', 'data' |
+    'payload' | 'json', 'cookies'}``, or an :class:`HttpRequest`.
+
+    Arguments (all keyword except ``delay``, databot's first positional):
+
+    * ``delay`` — seconds to pause before each request (politeness);
+    * ``timeout`` — seconds for one attempt, connect to last byte (or an
+      ``aiohttp.ClientTimeout``; None for no limit); databot's default of 20 s;
+    * ``headers`` (databot: ``header``) — sent with every request, item headers win;
+    * ``proxy`` — an ``http://`` proxy URL for every request;
+    * ``concurrency`` — requests in flight for this step (the engine's slots);
+    * ``retries`` — extra attempts after the first on a connection error, timeout, 429 or
+      5xx; ``backoff`` the first wait (doubling each time, up to ``max_backoff``, with
+      jitter). A ``Retry-After`` header is obeyed instead; one longer than
+      ``max_retry_after`` ends the retries. POST/PATCH are retried only when the server
+      cannot have acted (connection refused, 429, 503) unless ``retry_non_idempotent``;
+    * ``verify_ssl`` — True (default), False (only when asked), or an ``ssl.SSLContext``;
+    * ``raise_for_status`` — a final 4xx/5xx raises :class:`HttpError` (default); False
+      emits the response whatever its status;
+    * ``name``, ``on_error`` — the label and the exception policy of this step.
+
+    The node's ``retries``/``timeout`` *step options* stay unset on purpose: the engine
+    would otherwise retry (and time-limit) the whole call again around these HTTP-aware
+    retries. They are kept as ``http_retries`` and ``request_timeout``.
+    """
+
+    def __init__(
+        self,
+        delay: float = 0,
+        *,
+        timeout: float | aiohttp.ClientTimeout | None = 20,
+        headers: Mapping[str, str] | None = None,
+        header: Mapping[str, str] | None = None,
+        proxy: str | None = None,
+        concurrency: int = 32,
+        retries: int = 3,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        max_retry_after: float = 60.0,
+        retry_statuses: Iterable[int] | None = None,
+        retry_non_idempotent: bool = False,
+        verify_ssl: bool | _ssl.SSLContext = True,
+        raise_for_status: bool = True,
+        name: str | None = None,
+        on_error: str | None = None,
+        session_policy: Any = None,
+    ) -> None:
+        super().__init__()
+        self.name = self._check_name(name)
+        if not _is_number(delay) or delay < 0:
+            self._bad("delay", "a number of seconds >= 0", delay)
+        if isinstance(timeout, aiohttp.ClientTimeout):
+            client_timeout = timeout
+        elif timeout is None:
+            client_timeout = aiohttp.ClientTimeout(total=None)
+        elif _is_number(timeout) and timeout > 0:
+            client_timeout = aiohttp.ClientTimeout(total=float(timeout))
+        else:
+            self._bad("timeout", "a positive number of seconds, an aiohttp.ClientTimeout or None", timeout)
+        if headers is not None and header is not None:
+            raise ValueError("HttpLoader: give 'headers' or databot's 'header', not both")
+        headers = self._check_headers("headers" if header is None else "header",
+                                      headers if header is None else header)
+        if proxy is not None:
+            if not isinstance(proxy, (str, URL)) or URL(str(proxy)).scheme not in ("http", "https"):
+                self._bad("proxy", "an http:// or https:// URL string or None", proxy, secret=True,
+                          error=ValueError if isinstance(proxy, (str, URL)) else TypeError)
+            proxy = str(proxy)
+        for arg, value in (("concurrency", concurrency),):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                self._bad(arg, "an int >= 1", value)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            self._bad("retries", "an int >= 0", retries)
+        for arg, value in (("backoff", backoff), ("max_backoff", max_backoff),
+                           ("max_retry_after", max_retry_after)):
+            if not _is_number(value) or value < 0:
+                self._bad(arg, "a number of seconds >= 0", value)
+        if retry_statuses is None:
+            statuses = None
+        else:
+            try:
+                statuses = frozenset(retry_statuses)
+            except TypeError:
+                statuses = None
+                self._bad("retry_statuses", "a collection of HTTP status codes (ints 100-599) or None", retry_statuses)
+            if not all(isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in statuses):
+                self._bad("retry_statuses", "a collection of HTTP status codes (ints 100-599) or None", retry_statuses)
+        if not isinstance(verify_ssl, (bool, _ssl.SSLContext)):
+            self._bad("verify_ssl", "True, False or an ssl.SSLContext", verify_ssl)
+        for arg, value in (("raise_for_status", raise_for_status), ("retry_non_idempotent", retry_non_idempotent)):
+            if not isinstance(value, bool):
+                self._bad(arg, "True or False", value)
+        if on_error is not None and on_error not in POLICIES:
+            self._bad("on_error", f"one of {POLICIES} or None", on_error,
+                      error=ValueError if isinstance(on_error, str) else TypeError)
+        if session_policy is not None:
+            log.warning("rxbot: HttpLoader ignores databot's 'session_policy' argument "
+                        "(one session per run is always used)")
+
+        self.delay = float(delay)
+        self.request_timeout = client_timeout
+        self.headers = headers
+        self.proxy = proxy
+        self.concurrency = concurrency
+        self.http_retries = retries
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.max_retry_after = float(max_retry_after)
+        self.retry_statuses = statuses
+        self.retry_non_idempotent = retry_non_idempotent
+        self.verify_ssl = verify_ssl
+        self.raise_for_status = raise_for_status
+        self.on_error = on_error
+        self._session: aiohttp.ClientSession | None = None
+
+    # ---- argument checks ------------------------------------------------------------
+    @staticmethod
+    def _bad(arg: str, expected: str, value: Any, secret: bool = False, error: type | None = None) -> None:
+        """Raise the argument error: ValueError for a value of the right type but out of
+        range, TypeError otherwise. A secret-bearing value is shown by type only."""
+        shown = f"a {_name(value)}" if secret else repr(value)
+        if error is None:
+            error = ValueError if _is_number(value) else TypeError
+        raise error(f"HttpLoader: argument '{arg}' must be {expected}; got {shown}")
+
+    @classmethod
+    def _check_name(cls, name: Any) -> str | None:
+        if name is not None and not isinstance(name, str):
+            cls._bad("name", "a string or None", name)
+        return name
+
+    @classmethod
+    def _check_headers(cls, arg: str, headers: Any) -> dict | None:
+        if headers is None:
+            return None
+        if not isinstance(headers, Mapping):
+            cls._bad(arg, "a mapping of header names to string values", headers, secret=True)
+        for k, v in headers.items():
+            if not isinstance(k, str) or not _TOKEN.match(k):
+                raise ValueError(f"HttpLoader: argument '{arg}' has an invalid header name {k!r}")
+            if not isinstance(v, str) or "\r" in v or "\n" in v:
+                # the value is not shown: it may be a credential
+                raise ValueError(f"HttpLoader: argument '{arg}' header {k!r} must have a single-line "
+                                 f"string value; got a {_name(v)}")
+        return dict(headers)
+
+    # ---- lifecycle ------------------------------------------------------------------
+    async def init(self) -> None:
+        connector = aiohttp.TCPConnector(
+            # the engine's slots bound requests in flight; a pool limit below them would
+            # only make requests queue inside aiohttp, where the timeout already runs
+            limit=0,
+            ssl=self.verify_ssl if isinstance(self.verify_ssl, _ssl.SSLContext) else (None if self.verify_ssl else False),
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=self.headers,
+            timeout=self.request_timeout,
+        )
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def __aenter__(self) -> "HttpLoader":
+        """Use the loader outside a pipe: ``async with HttpLoader() as get: r = await get(url)``."""
+        await self.node_init()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.node_close()
+
+    def label(self) -> str:
+        return self.name or "HttpLoader"
+
+    # ---- requests -------------------------------------------------------------------
+    def request_of(self, item: Any) -> dict:
+        """Normalise an item into keyword arguments for ``ClientSession.request``."""
+        if isinstance(item, (str, URL)):
+            spec: dict = {"url": item}
+        elif isinstance(item, HttpRequest):
+            spec = {k: getattr(item, k) for k in HttpRequest.__slots__}
+            spec["data"] = spec.pop("payload")
+        elif isinstance(item, Mapping):
+            unknown = [k for k in item if k not in REQUEST_KEYS]
+            if unknown:
+                raise ValueError(f"HttpLoader: request dict has unknown key(s) {', '.join(map(repr, unknown))}; "
+                                 f"allowed: {', '.join(REQUEST_KEYS)}")
+            if "url" not in item:
+                raise ValueError("HttpLoader: request dict needs a 'url' key")
+            if "data" in item and "payload" in item:
+                raise ValueError("HttpLoader: request dict has both 'data' and 'payload' (databot's name for data)")
+            spec = dict(item)
+            if "payload" in spec:
+                spec["data"] = spec.pop("payload")
+        else:
+            raise TypeError(f"HttpLoader: item must be a URL string, a dict with a 'url' key or an "
+                            f"HttpRequest; got {_name(item)} {item!r:.80}")
+        url = spec["url"]
+        if not isinstance(url, (str, URL)) or not url:
+            raise TypeError(f"HttpLoader: the request URL must be a non-empty string; got {_name(url)}")
+        if URL(str(url)).scheme not in ("http", "https"):
+            raise ValueError(f"HttpLoader: the request URL must be absolute http:// or https://; got {safe_url(url)!r}")
+        method = spec.get("method") or "GET"
+        if not isinstance(method, str) or not _TOKEN.match(method):
+            raise ValueError(f"HttpLoader: invalid HTTP method {method!r} for {safe_url(url)}")
+        spec["method"] = method.upper()
+        if spec.get("data") is not None and spec.get("json") is not None:
+            raise ValueError(f"HttpLoader: request for {safe_url(url)} has both a body ('data'/'payload') and 'json'")
+        if spec.get("headers") is not None:
+            spec["headers"] = self._check_headers("headers", spec["headers"])
+        return {k: v for k, v in spec.items() if v is not None}
+
+    def _retryable_status(self, status: int, method: str) -> bool:
+        if self.retry_statuses is not None:
+            retryable = status in self.retry_statuses
+        else:
+            retryable = status in (408, 429) or 500 <= status <= 599
+        if retryable and method not in IDEMPOTENT and not self.retry_non_idempotent:
+            return status in (429, 503)  # the server says it did not process the request
+        return retryable
+
+    def _retryable_error(self, exc: BaseException, method: str) -> bool:
+        if isinstance(exc, (aiohttp.ClientSSLError, aiohttp.InvalidURL)):
+            return False  # a bad certificate or URL will not get better
+        if method in IDEMPOTENT or self.retry_non_idempotent:
+            return isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError))
+        # the request may have reached the server: only a refused connection is safe to repeat
+        return isinstance(exc, aiohttp.ClientConnectorError)
+
+    def _wait(self, attempt: int) -> float:
+        """Exponential backoff with 'equal jitter' (half fixed, half random)."""
+        base = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
+        return base / 2 + random.random() * base / 2
+
+    async def __call__(self, item: Any) -> HttpResponse:
+        spec = self.request_of(item)
+        session = self._session
+        if session is None or session.closed:
+            raise RuntimeError("HttpLoader: no open session; run it in a Pipe (BotFrame.run()) "
+                               "or use 'async with HttpLoader() as get'")
+        method = spec.pop("method")
+        url = spec.pop("url")
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with session.request(method, url, proxy=self.proxy, **spec) as resp:
+                    body = await resp.read()
+                    response = HttpResponse(resp.status, body, url=str(resp.url), headers=resp.headers,
+                                            encoding=resp.get_encoding(), reason=resp.reason or "",
+                                            method=method, attempts=attempt)
+            except asyncio.CancelledError:
+                raise
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                if attempt > self.http_retries or not self._retryable_error(exc, method):
+                    cause = exc
+                    if isinstance(exc, asyncio.TimeoutError) and not str(exc):
+                        total = self.request_timeout.total
+                        cause = asyncio.TimeoutError(f"no complete response within {total:g}s" if total
+                                                     else "timed out")
+                    raise HttpError(method, url, attempts=attempt, cause=cause) from exc
+                wait = self._wait(attempt)
+                why = _name(exc)
+            else:
+                status = response.status
+                if status < 400 or not self._retryable_status(status, method) or attempt > self.http_retries:
+                    if status >= 400 and self.raise_for_status:
+                        raise HttpError(method, url, status=status, reason=response.reason,
+                                        attempts=attempt, response=response)
+                    return response
+                wait = self._wait(attempt)
+                advised = _retry_after(response.headers.get("Retry-After"))
+                if advised is not None:
+                    if advised > self.max_retry_after:
+                        raise HttpError(method, url, status=status, reason=response.reason, attempts=attempt,
+                                        response=response, detail=f" (Retry-After {advised:g}s exceeds "
+                                                                  f"max_retry_after={self.max_retry_after:g}s)")
+                    wait = advised
+                why = f"HTTP {status}"
+            log.debug("rxbot: HttpLoader %s %s: %s, retry %d/%d in %.2fs", method, safe_url(url), why,
+                      attempt, self.http_retries, wait)
+            await asyncio.sleep(wait)
+
+
+__all__ = ["HttpLoader", "HttpRequest", "HttpResponse", "HttpError", "safe_url"]
