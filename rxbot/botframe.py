@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from typing import Any, List, Sequence
 
 from .errors import PipelineError
@@ -82,7 +83,34 @@ class BotFrame:
                 "BotFrame.run() was called inside a running event loop; use "
                 "'await BotFrame.run_async()' (or 'await pipe.run_async()') there instead"
             )
-        return asyncio.run(cls.run_async(pipes))
+        return asyncio.run(cls._run_with_signals(pipes))
+
+    @classmethod
+    async def _run_with_signals(cls, pipes: Sequence[Any] | None):
+        """SIGTERM cancels the run like Ctrl-C does, so sources stop and every node,
+        session and file is closed before the process exits (status 143)."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        terminated = []
+
+        def on_sigterm() -> None:
+            terminated.append(True)
+            task.cancel()
+
+        try:
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+            installed = True
+        except (NotImplementedError, RuntimeError, ValueError):  # not main thread / Windows
+            installed = False
+        try:
+            return await cls.run_async(pipes)
+        except asyncio.CancelledError:
+            if terminated:
+                raise SystemExit(128 + signal.SIGTERM) from None
+            raise
+        finally:
+            if installed:
+                loop.remove_signal_handler(signal.SIGTERM)
 
     @classmethod
     def render(cls, path: str, format: str | None = None, pipes: Sequence[Any] | None = None, **kwargs: Any):

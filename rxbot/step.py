@@ -92,6 +92,11 @@ class Step:
         self.boost = boost if boost is not None else getattr(fn, "__rxbot_boost__", None)
         self.name = name
         self.is_async = is_async_callable(fn)
+        if timeout is not None and not self.is_async and not self.boost and not isinstance(fn, Node):
+            raise ValueError(
+                f"Step {label!r}: argument 'timeout' needs an async step or a boosted one "
+                f"(a sync call cannot be interrupted); add boost='thread' to time it out"
+            )
 
     def option(self, key: str) -> Any:
         """The option as set on this Step, else on the Node, else None."""

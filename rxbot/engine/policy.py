@@ -38,6 +38,11 @@ class StepStats:
         return asdict(self)
 
 
+def _short_text(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class StepRuntime:
     __slots__ = ("label", "path", "policy", "retries", "timeout", "stats", "ctx", "concurrency")
 
@@ -79,7 +84,7 @@ class StepRuntime:
         if policy == "ignore":
             self.stats.dropped += 1
             log.warning("rxbot: dropped item %s in step %r: %s: %s", short_repr(item, 200),
-                        self.label, type(exc).__name__, exc)
+                        self.label, type(exc).__name__, _short_text(exc))
             return DROP, None
         return PIPEIN, error
 
