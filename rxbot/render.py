@@ -34,11 +34,12 @@ INSTALL_HINT = (
     "Windows: 'choco install graphviz')"
 )
 
-# Nodes of one chain share a graphviz ``group`` so dot draws the main flow straight and
-# hangs branches to the side.
 # an outgoing edge end: (node name, edge label or None)
 Out = Tuple[str, Optional[str]]
 
+# Layout: nodes of one chain share a graphviz ``group`` and bypass edges are heavy and
+# long enough to pass their route's cluster, so dot draws the main flow as a straight
+# line and hangs branches to the side.
 _SOURCE_STYLE = dict(shape="box", style="rounded,filled", fillcolor="#dbeafe")
 _NODE_STYLE = dict(shape="box", style="rounded,filled", fillcolor="#fef3c7")
 _FUNC_STYLE = dict(shape="box", style="rounded")
@@ -48,7 +49,7 @@ _FILTER_STYLE = dict(shape="invhouse")
 _SPLIT_STYLE = dict(shape="diamond")
 _JOIN_STYLE = dict(shape="invtriangle")
 _ZIP_STYLE = dict(shape="invtrapezium", style="filled", fillcolor="#e5e7eb")
-_BYPASS_STYLE = dict(style="dashed", weight="4")  # weight keeps the main flow straight
+_BYPASS_STYLE = dict(style="dashed", weight="4")
 
 
 def _text(*lines: str) -> str:
@@ -58,8 +59,9 @@ def _text(*lines: str) -> str:
 
 
 def _counted(step: Any) -> bool:
-    """Does the engine count ``inp``/``out`` for this step? It does at async boundaries
-    and sources; fused inline sync steps and route dispatch only count failures."""
+    """Does the engine always count ``inp``/``out`` for this step? It does at async
+    boundaries, sources and BlockedJoin; inline sync steps only when metrics are on, and
+    route dispatch never (it counts failures only)."""
     from .engine.compiler import _fusable
 
     if isinstance(step, RxOp):
@@ -179,13 +181,20 @@ class _Drawer:
             self.edges.append((tail, head, attrs))
 
     def label(self, text: str, step: Any, path: str):
+        """``text`` plus, after a run, the step's counts from the report.
+
+        ``in``/``out`` appear where the engine counted them: always at async steps,
+        sources and BlockedJoin, at inline sync steps only when metrics were on for
+        them (``config.metrics``, or a policy other than 'raise'); elsewhere only what
+        is always counted: failures and drops."""
         stats = self.stats.get(path)
         if stats is None:
             return _text(text)
-        if _counted(step):
-            line = f"in={stats.inp} out={stats.out}"
-            extra = [f"{k}={getattr(stats, k)}" for k in ("failed", "dropped", "retried") if getattr(stats, k)]
-            return _text(text, " ".join([line] + extra))
+        filtered = getattr(stats, "filtered", 0)
+        if _counted(step) or stats.inp or stats.out or filtered:
+            extra = [f"{k}={v}" for k, v in (("filtered", filtered), ("failed", stats.failed),
+                                              ("dropped", stats.dropped), ("retried", stats.retried)) if v]
+            return _text(text, " ".join([f"in={stats.inp} out={stats.out}"] + extra))
         line = f"failed={stats.failed} dropped={stats.dropped}"
         if stats.retried:
             line += f" retried={stats.retried}"

@@ -1,0 +1,186 @@
+"""The ``rxbot`` command line, run the way users run it (``python -m rxbot ...``)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from rxbot import cli
+
+REPO = Path(__file__).resolve().parents[1]
+HAVE_DOT = shutil.which("dot") is not None
+
+
+def rxbot(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-m", "rxbot", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def script(tmp_path: Path, body: str, name: str = "job.py") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+# A script that leaves a marker and fails if any of its steps ever runs.
+TRAP = """
+    from pathlib import Path
+    from rxbot import BotFrame, Fork, Loop, Pipe
+
+    MARKER = Path(__file__).with_name("ran.marker")
+
+    def boom(x):
+        MARKER.write_text("a step ran")
+        raise RuntimeError("rendering must not run the pipe")
+
+    def double(x):
+        return x * 2
+
+    Pipe(Loop(range(3)), boom, Fork(double, print, join=True))
+    Pipe(Loop([1, 2]), double)          # built, never passed to run()
+    if __name__ == "__main__":
+        BotFrame.run()
+"""
+
+
+def test_render_draws_without_running(tmp_path):
+    job = script(tmp_path, TRAP)
+    out = tmp_path / ("out.svg" if HAVE_DOT else "out.dot")
+    proc = rxbot("render", str(job), "-o", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(out)
+    assert not (tmp_path / "ran.marker").exists()
+    dot_source = (tmp_path / "out.dot").read_text()
+    for label in ("Loop(range(0, 3))", "boom", "Fork", "double", "print", "Loop(list[2])",
+                  '"Pipe 1"', '"Pipe 2"'):
+        assert label in dot_source
+    if HAVE_DOT:
+        root = ET.parse(out).getroot()
+        texts = {t.text for t in root.iter("{http://www.w3.org/2000/svg}text")}
+        assert {"Pipe 1", "Pipe 2", "Loop(range(0, 3))", "boom", "Fork", "double", "print", "join",
+                "all", "Loop(list[2])"} <= texts
+
+
+def test_render_in_process_default_output_and_format(tmp_path, monkeypatch, capsys):
+    job = script(tmp_path, TRAP)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["render", str(job), "--format", "dot"]) == 0
+    assert capsys.readouterr().out.strip() == "job.dot"
+    assert not (tmp_path / "ran.marker").exists()
+    text = (tmp_path / "job.dot").read_text()
+    assert '"P1[2]" [label=boom' in text and '"P2[2]" [label=double' in text
+
+
+def test_render_reports_script_errors_and_empty_scripts(tmp_path, capsys):
+    broken = script(tmp_path, "raise KeyError('missing config')\n", "broken.py")
+    assert cli.main(["render", str(broken), "-o", str(tmp_path / "b.dot")]) == 1
+    err = capsys.readouterr().err
+    assert "KeyError: 'missing config'" in err and f"rxbot render: {broken} failed" in err
+    empty = script(tmp_path, "x = 1\n", "empty.py")
+    assert cli.main(["render", str(empty), "-o", str(tmp_path / "e.dot")]) == 1
+    assert f"rxbot render: {empty} built no Pipe; nothing to draw" in capsys.readouterr().err
+    assert not (tmp_path / "e.dot").exists()
+
+
+RUN = """
+    import json, sys
+    from pathlib import Path
+    from rxbot import BotFrame, Loop, Pipe, config
+
+    out = []
+    def half(x):
+        if x == 3:
+            raise ValueError("odd one")
+        return x // 2
+
+    Pipe(Loop([2, 3, 4]), half, out.append)
+    settings = dict(policy=config.exception_policy, replay=config.replay_mode, argv=sys.argv[1:],
+                    name=__name__)
+    Path(__file__).with_name("settings.json").write_text(json.dumps(settings))
+    BotFrame.run()
+    Path(__file__).with_name("out.json").write_text(json.dumps(out))
+"""
+
+
+def test_run_applies_policy(tmp_path):
+    job = script(tmp_path, RUN)
+    proc = rxbot("run", str(job), "--policy", "ignore", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out.json").read_text() == "[1, 2]"
+    assert (tmp_path / "settings.json").read_text() == \
+        '{"policy": "ignore", "replay": false, "argv": [], "name": "__main__"}'
+    assert "dropped item 3 in step 'half'" in proc.stderr
+
+
+def test_run_failure_exits_1_with_the_traceback(tmp_path):
+    job = script(tmp_path, RUN)
+    proc = rxbot("run", str(job), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "ValueError: odd one" in proc.stderr
+    assert f"rxbot run: {job} failed (traceback above)" in proc.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_run_sets_replay_mode_and_exit_codes(tmp_path, capsys):
+    from rxbot import config
+
+    job = script(tmp_path, """
+        import json
+        from pathlib import Path
+        from rxbot import config
+        Path(__file__).with_name("settings.json").write_text(
+            json.dumps([config.replay_mode, config.exception_policy]))
+        raise SystemExit(3)
+    """)
+    assert cli.main(["run", "--replay", "--policy", "pipein", str(job)]) == 3
+    assert (tmp_path / "settings.json").read_text() == "[true, \"pipein\"]"
+    assert config.replay_mode is True  # the conftest fixture restores it afterwards
+    quiet = script(tmp_path, "import sys\nsys.exit()\n", "quiet.py")
+    assert cli.main(["run", str(quiet)]) == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "the following arguments are required: COMMAND"),
+    (["render"], "the following arguments are required: script"),
+    (["render", "no-such-script.py"], "no such script: 'no-such-script.py'"),
+    (["render", "JOB", "--format", "gif"], "invalid choice: 'gif'"),
+    (["run", "JOB", "--policy", "bogus"], "invalid choice: 'bogus'"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_arguments_exit_2_with_usage(tmp_path, capsys, args, message):
+    job = script(tmp_path, TRAP)
+    args = [str(job) if a == "JOB" else a for a in args]
+    with pytest.raises(SystemExit) as exc:
+        cli.main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: rxbot") and message in err
+
+
+def test_bad_arguments_exit_2_as_a_process(tmp_path):
+    proc = rxbot("render", str(tmp_path / "missing.py"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("usage: rxbot render") and "no such script" in proc.stderr
+
+
+def test_a_subcommand_is_one_function(capsys):
+    def _hello(sub):
+        p = sub.add_parser("hello", help="say hello")
+        p.add_argument("--name", default="world")
+        p.set_defaults(handler=lambda args: print(f"hello {args.name}") or 5)
+
+    cli.subcommand(_hello)
+    try:
+        assert cli.main(["hello", "--name", "rx"]) == 5
+        assert capsys.readouterr().out == "hello rx\n"
+    finally:
+        cli._REGISTRARS.remove(_hello)
+    with pytest.raises(SystemExit):
+        cli.main(["hello"])

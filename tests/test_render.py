@@ -1,0 +1,525 @@
+"""rxbot.render: the drawn graph is checked node by node and edge by edge.
+
+With the ``dot`` binary present the DOT source is laid out by ``dot -Tjson`` and the
+drawn text is read back; without it the DOT source is parsed directly. Both readers
+return the same structure (checked by ``test_json_and_source_readers_agree``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import warnings
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Set, Tuple
+
+import graphviz
+import pytest
+import reactivex.operators as rx_ops
+
+from rxbot import (BlockedJoin, BotFrame, Branch, Filter, Fork, Join, Loop, Pipe, Return, Step,
+                   Timer)
+from rxbot.render import INSTALL_HINT, build_graph, render
+
+HAVE_DOT = shutil.which("dot") is not None
+# CI (RXBOT_REQUIRE_SERVICES=1) installs graphviz: there a missing 'dot' fails these tests
+needs_dot = pytest.mark.skipif(not HAVE_DOT and os.environ.get("RXBOT_REQUIRE_SERVICES") != "1",
+                               reason="graphviz 'dot' binary not installed (apt-get install graphviz)")
+
+
+# ---------------------------------------------------------------------------- readers
+@dataclass
+class Graph:
+    nodes: Dict[str, str] = field(default_factory=dict)            # name -> drawn label
+    edges: Set[Tuple[str, str, Optional[str]]] = field(default_factory=set)  # (tail, head, label)
+    clusters: Dict[str, str] = field(default_factory=dict)         # cluster name -> label
+    parent: Dict[str, Optional[str]] = field(default_factory=dict)  # node/cluster -> cluster
+    edge_attrs: Dict[Tuple[str, str], Dict[str, str]] = field(default_factory=dict)
+
+
+def _unescape(text: str) -> str:
+    """DOT escString -> the text drawn (only the escapes render.py produces)."""
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), text)
+
+
+def read_json(source: str) -> Graph:
+    """Lay out with ``dot -Tjson`` and read back names, drawn texts, edges and clusters."""
+    proc = subprocess.run(["dot", "-Tjson"], input=source.encode(), capture_output=True, check=True)
+    data = json.loads(proc.stdout)
+    g = Graph()
+    objs = data.get("objects", [])
+    by_id = {o["_gvid"]: o for o in objs}
+    clusters = [o for o in objs if "nodes" in o or "subgraphs" in o or o["name"].startswith("cluster")]
+    for o in objs:
+        if o in clusters:
+            g.clusters[o["name"]] = o.get("label", "")
+            continue
+        texts = [op["text"] for op in o.get("_ldraw_", []) if op.get("op") == "T"]
+        g.nodes[o["name"]] = "\n".join(texts)
+    # a node's / cluster's parent is the innermost cluster holding it
+    for c in clusters:
+        for sub in c.get("subgraphs", []):
+            g.parent[by_id[sub]["name"]] = c["name"]
+    for c in clusters:
+        g.parent.setdefault(c["name"], None)
+    def depth(name: Optional[str]) -> int:
+        return 0 if name is None else 1 + depth(g.parent[name])
+    for c in sorted(clusters, key=lambda c: depth(c["name"])):
+        for n in c.get("nodes", []):
+            g.parent[by_id[n]["name"]] = c["name"]
+    for e in data.get("edges", []):
+        tail, head = by_id[e["tail"]]["name"], by_id[e["head"]]["name"]
+        # once one edge has a label, dot gives every edge one ('' when unset)
+        label = _unescape(e["label"]) if e.get("label") else None
+        g.edges.add((tail, head, label))
+        g.edge_attrs[(tail, head)] = {k: v for k, v in e.items() if not k.startswith("_")}
+    return g
+
+
+_TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"|([^\s\[\]=";{}]+)')
+
+
+def _attrs(text: str) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    for m in re.finditer(r'(\w+)=(?:"((?:[^"\\]|\\.)*)"|([^\s\]]+))', text):
+        out[m.group(1)] = m.group(2) if m.group(2) is not None else m.group(3)
+    return out
+
+
+def _id(tok: re.Match) -> str:
+    return tok.group(1).replace('\\"', '"') if tok.group(1) is not None else tok.group(2)
+
+
+def read_source(source: str) -> Graph:
+    """Parse the DOT source the graphviz package writes (one statement per line)."""
+    g = Graph()
+    stack: list = []
+    for raw in source.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("graph [", "node [", "edge [")):
+            continue
+        if line.endswith("{"):
+            if line.startswith("subgraph"):
+                name = _id(_TOKEN.search(line, len("subgraph")))
+                g.clusters[name] = ""
+                g.parent[name] = stack[-1] if stack else None
+                stack.append(name)
+            continue
+        if line == "}":
+            if stack:
+                stack.pop()
+            continue
+        first = _TOKEN.match(line)
+        rest = line[first.end():].strip()
+        if rest.startswith("->"):
+            second = _TOKEN.search(rest, 2)
+            attrs = _attrs(rest[second.end():])
+            tail, head = _id(first), _id(second)
+            label = _unescape(attrs["label"]) if "label" in attrs else None
+            g.edges.add((tail, head, label))
+            g.edge_attrs[(tail, head)] = attrs
+        elif rest.startswith("["):
+            attrs = _attrs(rest)
+            g.nodes[_id(first)] = _unescape(attrs.get("label", _id(first)))
+            g.parent[_id(first)] = stack[-1] if stack else None
+        else:  # a subgraph's own attributes: 'color=... label="Pipe 1" style=...'
+            attrs = _attrs(line)
+            if stack and "label" in attrs:
+                g.clusters[stack[-1]] = _unescape(attrs["label"])
+    return g
+
+
+def read(source: str) -> Graph:
+    return read_json(source) if HAVE_DOT else read_source(source)
+
+
+def graph_of(*pipes, report=None) -> Graph:
+    return read(build_graph(pipes, report).source)
+
+
+def chain(*names: str) -> Set[Tuple[str, str, Optional[str]]]:
+    return {(a, b, None) for a, b in zip(names, names[1:])}
+
+
+def double(x):
+    return x * 2
+
+
+def triple(x):
+    return x * 3
+
+
+def is_even(x):
+    return x % 2 == 0
+
+
+async def atriple(x):
+    return x * 3
+
+
+# ---------------------------------------------------------------------------- shapes
+def test_linear_pipe_labels_and_edges():
+    lam = lambda x: x  # noqa: E731
+    line = lam.__code__.co_firstlineno
+    p = Pipe(Loop(range(10)), double, lam, "a constant much longer than thirty characters",
+             rx_ops.buffer_with_count(3), Timer(delay=2))
+    g = graph_of(p)
+    assert g.nodes == {
+        "P1[1]": "Loop(range(0, 10))",
+        "P1[2]": "double",
+        "P1[3]": f"<lambda> line {line}",
+        "P1[4]": "'a constant much longer tha...",
+        "P1[5]": "rx.buffer_with_count(3)",
+        "P1[6]": "Timer(2s)",
+    }
+    assert g.edges == chain("P1[1]", "P1[2]", "P1[3]", "P1[4]", "P1[5]", "P1[6]")
+    assert g.clusters == {"cluster_P1": "Pipe 1"}
+    assert {n: g.parent[n] for n in g.nodes} == {n: "cluster_P1" for n in g.nodes}
+
+
+def test_branch_share_true_join_false():
+    g = graph_of(Pipe(Loop([1]), Branch(double), triple))
+    assert g.nodes == {"P1[1]": "Loop(list[1])", "P1[2].split": "Branch", "P1[2]/1[1]": "double",
+                       "P1[3]": "triple"}
+    assert g.edges == {("P1[1]", "P1[2].split", None), ("P1[2].split", "P1[2]/1[1]", None),
+                       ("P1[2].split", "P1[3]", "all")}
+    assert g.clusters["cluster_P1[2]"] == "Branch  share=True join=False"
+    assert g.parent["P1[2].split"] == g.parent["P1[2]/1[1]"] == "cluster_P1[2]"
+    assert g.parent["cluster_P1[2]"] == "cluster_P1"
+    assert g.parent["P1[3]"] == "cluster_P1"
+
+
+def test_branch_share_false_is_labelled_unmatched():
+    g = graph_of(Pipe(Loop([1]), Branch(double, route_type=int, share=False), triple))
+    assert g.nodes == {"P1[1]": "Loop(list[1])", "P1[2].split": "Branch(int)", "P1[2]/1[1]": "double",
+                       "P1[3]": "triple"}
+    assert g.edges == {("P1[1]", "P1[2].split", None), ("P1[2].split", "P1[2]/1[1]", "matched"),
+                       ("P1[2].split", "P1[3]", "unmatched")}
+    assert g.clusters["cluster_P1[2]"] == "Branch  share=False join=False"
+    assert g.edge_attrs[("P1[2].split", "P1[3]")]["style"] == "dashed"
+
+
+def test_return_joins_back_with_unmatched_bypass():
+    g = graph_of(Pipe(Loop([1]), Return(double, triple, route_func=is_even), print))
+    assert g.nodes == {"P1[1]": "Loop(list[1])", "P1[2].split": "Return(is_even)",
+                       "P1[2]/1[1]": "double", "P1[2]/1[2]": "triple", "P1[2].join": "join",
+                       "P1[3]": "print"}
+    assert g.edges == {
+        ("P1[1]", "P1[2].split", None),
+        ("P1[2].split", "P1[2]/1[1]", "matched"), ("P1[2]/1[1]", "P1[2]/1[2]", None),
+        ("P1[2]/1[2]", "P1[2].join", None),
+        ("P1[2].split", "P1[2].join", "unmatched"),
+        ("P1[2].join", "P1[3]", None),
+    }
+    assert g.clusters["cluster_P1[2]"] == "Return  share=False join=True"
+    assert g.parent["P1[2].join"] == "cluster_P1[2]"
+
+
+def test_filter_is_one_node_passing_matched_items():
+    g = graph_of(Pipe(Loop([1]), Filter(route_type=int, route_func=is_even), double))
+    assert g.nodes == {"P1[1]": "Loop(list[1])", "P1[2]": "Filter(int, is_even)", "P1[3]": "double"}
+    assert g.edges == {("P1[1]", "P1[2]", None), ("P1[2]", "P1[3]", "matched")}
+    assert g.clusters == {"cluster_P1": "Pipe 1"}
+
+
+def test_fork_without_join_discards_branch_output():
+    g = graph_of(Pipe(Loop([1]), Fork(double, triple), print))
+    assert g.nodes == {"P1[1]": "Loop(list[1])", "P1[2].split": "Fork", "P1[2]/1[1]": "double",
+                       "P1[2]/2[1]": "triple", "P1[3]": "print"}
+    assert g.edges == {("P1[1]", "P1[2].split", None), ("P1[2].split", "P1[2]/1[1]", None),
+                       ("P1[2].split", "P1[2]/2[1]", None), ("P1[2].split", "P1[3]", "all")}
+    assert g.clusters["cluster_P1[2]"] == "Fork  share=True join=False"
+
+
+def test_fork_with_join_merges_branches_and_shared_items():
+    g = graph_of(Pipe(Loop([1]), Fork(double, triple, join=True), print))
+    assert g.nodes == {"P1[1]": "Loop(list[1])", "P1[2].split": "Fork", "P1[2]/1[1]": "double",
+                       "P1[2]/2[1]": "triple", "P1[2].join": "join", "P1[3]": "print"}
+    assert g.edges == {("P1[1]", "P1[2].split", None), ("P1[2].split", "P1[2]/1[1]", None),
+                       ("P1[2].split", "P1[2]/2[1]", None), ("P1[2].split", "P1[2].join", "all"),
+                       ("P1[2]/1[1]", "P1[2].join", None), ("P1[2]/2[1]", "P1[2].join", None),
+                       ("P1[2].join", "P1[3]", None)}
+    assert g.clusters["cluster_P1[2]"] == "Fork  share=True join=True"
+
+
+def test_join_with_multi_step_branch():
+    g = graph_of(Pipe(Loop([1]), Join(double, Pipe(triple, double)), print))
+    assert g.nodes == {"P1[1]": "Loop(list[1])", "P1[2].split": "Join", "P1[2]/1[1]": "double",
+                       "P1[2]/2[1]": "triple", "P1[2]/2[2]": "double", "P1[2].join": "join",
+                       "P1[3]": "print"}
+    assert g.edges == {("P1[1]", "P1[2].split", None), ("P1[2].split", "P1[2]/1[1]", None),
+                       ("P1[2].split", "P1[2]/2[1]", None), ("P1[2]/2[1]", "P1[2]/2[2]", None),
+                       ("P1[2].split", "P1[2].join", "unmatched"),
+                       ("P1[2]/1[1]", "P1[2].join", None), ("P1[2]/2[2]", "P1[2].join", None),
+                       ("P1[2].join", "P1[3]", None)}
+    assert g.clusters["cluster_P1[2]"] == "Join  share=False join=True"
+
+
+def test_blocked_join_zips_branches_in_argument_order():
+    g = graph_of(Pipe(Loop([1]), BlockedJoin(double, Step(atriple, name="slow triple")), print))
+    assert g.nodes == {"P1[1]": "Loop(list[1])", "P1[2].split": "BlockedJoin", "P1[2]/1[1]": "double",
+                       "P1[2]/2[1]": "slow triple", "P1[2].zip": "zip → tuple", "P1[3]": "print"}
+    assert g.edges == {("P1[1]", "P1[2].split", None), ("P1[2].split", "P1[2]/1[1]", None),
+                       ("P1[2].split", "P1[2]/2[1]", None),
+                       ("P1[2]/1[1]", "P1[2].zip", "1"), ("P1[2]/2[1]", "P1[2].zip", "2"),
+                       ("P1[2].split", "P1[3]", "unmatched"), ("P1[2].zip", "P1[3]", None)}
+    assert g.clusters["cluster_P1[2]"] == "BlockedJoin  share=False join=True"
+    assert g.parent["P1[2].zip"] == "cluster_P1[2]"
+
+
+def test_route_as_last_step_points_its_bypass_at_an_end_marker():
+    g = graph_of(Pipe(Loop([1]), Branch(print)))
+    assert g.nodes == {"P1[1]": "Loop(list[1])", "P1[2].split": "Branch", "P1[2]/1[1]": "print",
+                       "P1.end": ""}
+    assert g.edges == {("P1[1]", "P1[2].split", None), ("P1[2].split", "P1[2]/1[1]", None),
+                       ("P1[2].split", "P1.end", "all")}
+
+
+def test_three_level_nest_fork_branch_join():
+    p = Pipe(Loop([1, 2]), Fork(Branch(Join(double, triple), route_type=int), triple), print)
+    g = graph_of(p)
+    fork, br, jn = "P1[2]", "P1[2]/1[1]", "P1[2]/1[1]/1[1]"
+    assert g.nodes == {
+        "P1[1]": "Loop(list[2])",
+        f"{fork}.split": "Fork",
+        f"{br}.split": "Branch(int)",
+        f"{jn}.split": "Join",
+        f"{jn}/1[1]": "double",
+        f"{jn}/2[1]": "triple",
+        f"{jn}.join": "join",
+        f"{fork}/2[1]": "triple",
+        "P1[3]": "print",
+    }
+    assert g.edges == {
+        ("P1[1]", f"{fork}.split", None),
+        (f"{fork}.split", f"{br}.split", None),
+        (f"{br}.split", f"{jn}.split", "matched"),
+        (f"{jn}.split", f"{jn}/1[1]", None),
+        (f"{jn}.split", f"{jn}/2[1]", None),
+        (f"{jn}.split", f"{jn}.join", "unmatched"),
+        (f"{jn}/1[1]", f"{jn}.join", None),
+        (f"{jn}/2[1]", f"{jn}.join", None),
+        (f"{fork}.split", f"{fork}/2[1]", None),
+        (f"{fork}.split", "P1[3]", "all"),
+    }
+    assert g.clusters == {
+        "cluster_P1": "Pipe 1",
+        f"cluster_{fork}": "Fork  share=True join=False",
+        f"cluster_{br}": "Branch  share=True join=False",
+        f"cluster_{jn}": "Join  share=False join=True",
+    }
+    assert g.parent[f"cluster_{jn}"] == f"cluster_{br}"
+    assert g.parent[f"cluster_{br}"] == f"cluster_{fork}"
+    assert g.parent[f"cluster_{fork}"] == "cluster_P1"
+    assert g.parent[f"{jn}/1[1]"] == f"cluster_{jn}"
+    assert g.parent[f"{fork}/2[1]"] == f"cluster_{fork}"
+
+
+def test_two_pipes_in_one_picture():
+    first = Pipe(Loop([1]), double)
+    second = Pipe(Timer(delay=0.5, max_time=3), print, name="ticker")
+    g = graph_of(first, second)
+    assert g.nodes == {"P1[1]": "Loop(list[1])", "P1[2]": "double",
+                       "P2[1]": "Timer(0.5s, max_time=3)", "P2[2]": "print"}
+    assert g.edges == chain("P1[1]", "P1[2]") | chain("P2[1]", "P2[2]")
+    assert g.clusters == {"cluster_P1": "Pipe 1", "cluster_P2": "Pipe 2: ticker"}
+    assert g.parent["P2[1]"] == "cluster_P2" and g.parent["P1[2]"] == "cluster_P1"
+
+
+def test_labels_are_shown_literally():
+    # '<lambda>'-like text is not an HTML label, backslashes and quotes survive
+    p = Pipe(Loop([1]), Step(double, name='<odd> "name" a\\b'), "x\\ny")
+    g = graph_of(p)
+    assert g.nodes["P1[2]"] == '<odd> "name" a\\b'
+    assert g.nodes["P1[3]"] == "'x\\\\ny'"
+
+
+@needs_dot
+def test_json_and_source_readers_agree():
+    p = Pipe(Loop([1]), Fork(Return(double, route_type=int), BlockedJoin(double, triple)),
+             Branch(print, share=False), Filter(route_type=int))
+    source = build_graph([p]).source
+    a, b = read_json(source), read_source(source)
+    assert a.nodes == b.nodes and a.edges == b.edges and a.clusters == b.clusters
+    assert a.parent == b.parent
+
+
+# ---------------------------------------------------------------------------- errors
+def test_bad_arguments_are_named():
+    p = Pipe(Loop([1]), double)
+    with pytest.raises(ValueError, match="argument 'format' must be one of png, svg, pdf, dot; got 'gif'"):
+        render([p], "x", format="gif")
+    with pytest.raises(ValueError, match=r"ends in '\.png' but format='svg'"):
+        render([p], "x.png", format="svg")
+    with pytest.raises(ValueError, match="no pipes to draw"):
+        render([], "x.png")
+    with pytest.raises(TypeError, match="must hold Pipe objects; got int"):
+        build_graph([1])
+
+
+# ---------------------------------------------------------------------------- files
+@needs_dot
+def test_png_and_svg_files_are_valid(tmp_path):
+    p = Pipe(Loop([1]), Fork(double, triple, join=True), print)
+    png = p.render(str(tmp_path / "g.png"))
+    svg = p.render(str(tmp_path / "g.svg"))
+    pdf = p.render(str(tmp_path / "g.pdf"))
+    assert (png, svg, pdf) == (str(tmp_path / "g.png"), str(tmp_path / "g.svg"), str(tmp_path / "g.pdf"))
+    assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "g.pdf").read_bytes()[:5] == b"%PDF-"
+    root = ET.parse(svg).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    texts = {t.text for t in root.iter("{http://www.w3.org/2000/svg}text")}
+    assert {"Pipe 1", "Loop(list[1])", "Fork", "double", "triple", "join", "print", "all"} <= texts
+    # the DOT source sits next to each picture
+    assert read_source((tmp_path / "g.dot").read_text()).nodes == read_source(build_graph([p]).source).nodes
+
+
+@needs_dot
+def test_path_without_extension_writes_source_and_png(tmp_path):
+    Pipe(Loop([1]), double)
+    out = BotFrame.render(str(tmp_path / "graph"))
+    assert out == str(tmp_path / "graph.png")
+    assert (tmp_path / "graph.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert read_source((tmp_path / "graph").read_text()).nodes == {"P1[1]": "Loop(list[1])", "P1[2]": "double"}
+    out = BotFrame.render(str(tmp_path / "graph2"), format="svg")
+    assert out == str(tmp_path / "graph2.svg")
+    assert ET.parse(out).getroot().tag.endswith("svg")
+    assert sorted(os.listdir(tmp_path)) == ["graph", "graph.png", "graph2", "graph2.svg"]
+
+
+def test_dot_format_writes_source_only(tmp_path):
+    p = Pipe(Loop([1]), double)
+    out = p.render(str(tmp_path / "g.dot"))
+    assert out == str(tmp_path / "g.dot")
+    assert os.listdir(tmp_path) == ["g.dot"]
+    assert read_source((tmp_path / "g.dot").read_text()).edges == chain("P1[1]", "P1[2]")
+    out = p.render(str(tmp_path / "h"), format="dot")
+    assert out == str(tmp_path / "h")
+    assert sorted(os.listdir(tmp_path)) == ["g.dot", "h"]
+
+
+def test_without_dot_binary_writes_source_and_says_how_to_install(tmp_path, monkeypatch):
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    p = Pipe(Loop([1]), double)
+    with pytest.warns(RuntimeWarning) as caught:
+        out = p.render(str(tmp_path / "g.svg"))
+    assert out == str(tmp_path / "g.dot")
+    assert sorted(os.listdir(tmp_path)) == ["empty-bin", "g.dot"]
+    message = str(caught[0].message)
+    assert "apt-get install graphviz" in message and "brew install graphviz" in message
+    assert str(tmp_path / "g.dot") in message
+    assert read_source((tmp_path / "g.dot").read_text()).nodes == {"P1[1]": "Loop(list[1])", "P1[2]": "double"}
+    # without an extension: the source is 'path' itself, no picture
+    with pytest.warns(RuntimeWarning, match="apt-get install graphviz"):
+        out = BotFrame.render(str(tmp_path / "plain"))
+    assert out == str(tmp_path / "plain")
+    assert not (tmp_path / "plain.png").exists()
+    assert INSTALL_HINT in message
+
+
+def test_rendering_neither_runs_nor_consumes_the_pipes(tmp_path):
+    seen = []
+
+    def numbers():
+        for i in range(4):
+            seen.append(i)
+            yield i
+
+    out: list = []
+    p = Pipe(Loop(numbers()), double, out.append)
+    BotFrame.render(str(tmp_path / "g.dot"))
+    assert seen == [] and out == []
+    assert BotFrame.pipes() == [p]
+    BotFrame.run()
+    assert out == [0, 2, 4, 6]
+
+
+def test_viewer_opens_only_when_asked(tmp_path, monkeypatch):
+    opened = []
+    monkeypatch.setattr(graphviz, "view", lambda path, quiet=False: opened.append(path))
+    p = Pipe(Loop([1]), double)
+    p.render(str(tmp_path / "a.dot"))
+    if HAVE_DOT:
+        p.render(str(tmp_path / "a.svg"))
+        assert opened == []
+        p.render(str(tmp_path / "b.svg"), view=True)
+        assert opened == [str(tmp_path / "b.svg")]
+    else:
+        assert opened == []
+
+
+# ---------------------------------------------------------------------------- counts
+def test_run_report_counts_land_on_their_nodes(tmp_path):
+    out: list = []
+
+    def bad(x):
+        if x == 4:
+            raise ValueError("four")
+        return x
+
+    p = Pipe(Loop(range(5)), Step(bad, on_error="ignore"), Fork(double, atriple, join=True),
+             BlockedJoin(double, atriple), out.append)
+    BotFrame.run()
+    assert len(out) == 12
+    g = graph_of(p, report=p.report)
+    assert g.nodes == {
+        "P1[1]": "Loop(range(0, 5))\nin=1 out=5",
+        # a non-'raise' policy turns counting on for its inline segment
+        "P1[2]": "bad\nin=5 out=4 failed=1 dropped=1",
+        "P1[3].split": "Fork\nfailed=0 dropped=0",
+        "P1[3]/1[1]": "double\nfailed=0 dropped=0",
+        "P1[3]/2[1]": "atriple\nin=4 out=4",
+        "P1[3].join": "join",
+        "P1[4].split": "BlockedJoin\nin=12 out=12",
+        "P1[4]/1[1]": "double\nfailed=0 dropped=0",
+        "P1[4]/2[1]": "atriple\nin=12 out=12",
+        "P1[4].zip": "zip → tuple",
+        "P1[5]": "list.append\nfailed=0 dropped=0",
+    }
+    # the failing step is outlined in red
+    assert 'color="#dc2626"' in build_graph([p], p.report).source
+    # and the picture itself renders
+    written = p.render(str(tmp_path / "run.dot"), report=p.report)
+    assert "in=12 out=12" in (tmp_path / "run.dot").read_text() and written.endswith("run.dot")
+
+
+def test_metrics_on_counts_every_inline_step():
+    from rxbot import config
+
+    config.metrics = True
+    p = Pipe(Loop(range(6)), Filter(route_func=is_even), double, lambda x: None if x == 4 else x,
+             Branch(double), print)
+    line = p.steps[3].fn.__code__.co_firstlineno
+    BotFrame.run()
+    assert graph_of(p, report=p.report).nodes == {
+        "P1[1]": "Loop(range(0, 6))\nin=1 out=6",
+        "P1[2]": "Filter(is_even)\nin=6 out=3 filtered=3",
+        "P1[3]": "double\nin=3 out=3",
+        "P1[4]": f"<lambda> line {line}\nin=3 out=2 filtered=1",
+        "P1[5].split": "Branch\nfailed=0 dropped=0",
+        "P1[5]/1[1]": "double\nin=2 out=2",
+        "P1[6]": "print\nin=2 out=0 filtered=2",
+    }
+
+
+def test_counts_follow_a_pipe_drawn_apart_from_its_run():
+    first = Pipe(Loop(range(3)), atriple, print)
+    second = Pipe(Loop(range(7)), atriple, repr)
+    report = BotFrame.run()
+    assert second.report is report
+    # 'second' was P2 in the run but is the only pipe drawn: its counts still match it
+    g = graph_of(second, report=second.report)
+    assert g.nodes == {"P1[1]": "Loop(range(0, 7))\nin=1 out=7", "P1[2]": "atriple\nin=7 out=7",
+                       "P1[3]": "repr\nfailed=0 dropped=0"}
+    both = graph_of(first, second, report=report)
+    assert both.nodes["P1[2]"] == "atriple\nin=3 out=3"
+    assert both.nodes["P2[2]"] == "atriple\nin=7 out=7"
+    # a pipe the report never saw is drawn without counts
+    other = Pipe(Loop(range(2)), double)
+    assert graph_of(other, report=report).nodes == {"P1[1]": "Loop(range(0, 2))", "P1[2]": "double"}
