@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -523,3 +524,17 @@ def test_counts_follow_a_pipe_drawn_apart_from_its_run():
     # a pipe the report never saw is drawn without counts
     other = Pipe(Loop(range(2)), double)
     assert graph_of(other, report=report).nodes == {"P1[1]": "Loop(range(0, 2))", "P1[2]": "double"}
+
+
+@needs_dot
+def test_example_script_draws_the_documented_picture(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo)
+    proc = subprocess.run([sys.executable, os.path.join(repo, "examples", "render_example.py"), str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(tmp_path / "route_example.svg"), str(tmp_path / "route_example.png")]
+    # the committed picture is what the example draws today
+    committed = os.path.join(repo, "docs", "images", "route_example.dot")
+    assert (tmp_path / "route_example.dot").read_text() == open(committed, encoding="utf-8").read()
+    assert (tmp_path / "route_example.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
