@@ -266,9 +266,8 @@ class HttpLoader(Node):
                 self._bad("proxy", "an http:// or https:// URL string or None", proxy, secret=True,
                           error=ValueError if isinstance(proxy, (str, URL)) else TypeError)
             proxy = str(proxy)
-        for arg, value in (("concurrency", concurrency),):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                self._bad(arg, "an int >= 1", value)
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            self._bad("concurrency", "an int >= 1", concurrency)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             self._bad("retries", "an int >= 0", retries)
         for arg, value in (("backoff", backoff), ("max_backoff", max_backoff),
@@ -278,18 +277,17 @@ class HttpLoader(Node):
         if retry_statuses is None:
             statuses = None
         else:
-            try:
-                statuses = frozenset(retry_statuses)
-            except TypeError:
-                statuses = None
-                self._bad("retry_statuses", "a collection of HTTP status codes (ints 100-599) or None", retry_statuses)
+            expected = "a collection of HTTP status codes (ints 100-599) or None"
+            if isinstance(retry_statuses, (str, bytes)) or not isinstance(retry_statuses, Iterable):
+                self._bad("retry_statuses", expected, retry_statuses, error=TypeError)
+            statuses = frozenset(retry_statuses)
             if not all(isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in statuses):
-                self._bad("retry_statuses", "a collection of HTTP status codes (ints 100-599) or None", retry_statuses)
+                self._bad("retry_statuses", expected, retry_statuses, error=ValueError)
         if not isinstance(verify_ssl, (bool, _ssl.SSLContext)):
             self._bad("verify_ssl", "True, False or an ssl.SSLContext", verify_ssl)
         for arg, value in (("raise_for_status", raise_for_status), ("retry_non_idempotent", retry_non_idempotent)):
             if not isinstance(value, bool):
-                self._bad(arg, "True or False", value)
+                self._bad(arg, "True or False", value, error=TypeError)
         if on_error is not None and on_error not in POLICIES:
             self._bad("on_error", f"one of {POLICIES} or None", on_error,
                       error=ValueError if isinstance(on_error, str) else TypeError)
@@ -326,7 +324,7 @@ class HttpLoader(Node):
     @classmethod
     def _check_name(cls, name: Any) -> str | None:
         if name is not None and not isinstance(name, str):
-            cls._bad("name", "a string or None", name)
+            cls._bad("name", "a string or None", name, error=TypeError)
         return name
 
     @classmethod
@@ -373,6 +371,17 @@ class HttpLoader(Node):
 
     def label(self) -> str:
         return self.name or "HttpLoader"
+
+    def describe_item(self, item: Any) -> str:
+        """How an item may be shown in logs and error notes: method and redacted URL only,
+        since request dicts can carry credentials in their headers or body."""
+        if isinstance(item, HttpRequest):
+            return repr(item)
+        if isinstance(item, Mapping) and "url" in item:
+            return f"{{'method': {str(item.get('method') or 'GET').upper()!r}, 'url': {safe_url(item['url'])!r}, ...}}"
+        if isinstance(item, (str, URL)):
+            return repr(safe_url(item))
+        return f"<{_name(item)}>"
 
     # ---- requests -------------------------------------------------------------------
     def request_of(self, item: Any) -> dict:
