@@ -24,12 +24,12 @@ def to_step(obj: Any, where: str) -> TreeStep:
         raise TypeError(f"{where}: a Pipe here must be inlined by its owner")  # handled in _to_steps
     if is_rx_operator(obj):
         return RxOp(obj)
-    if callable(obj) and not isinstance(obj, type):
-        return Step(obj)
-    if isinstance(obj, type):
+    if isinstance(obj, type) and issubclass(obj, (Node, Route, Pipe)):
         raise TypeError(
             f"{where}: got the class {obj.__name__}; pass an instance (e.g. {obj.__name__}(...))"
         )
+    if callable(obj):  # functions, bound methods, partials, and classes used as converters (str, int)
+        return Step(obj)
     if isinstance(obj, (str, bytes, bytearray, dict, int, float, complex, bool, tuple)) or obj is None:
         if obj is None:
             raise TypeError(f"{where}: None is not a step (a constant None would drop every item)")

@@ -83,6 +83,10 @@ def test_sync_callable_returning_a_coroutine_is_awaited():
     assert sorted(run(range(4), lambda x: fetch(x))) == [0, 2, 4, 6]
 
 
+def test_builtin_classes_are_converter_steps():
+    assert run(range(3), str, lambda s: s + "!") == ["0!", "1!", "2!"]
+
+
 def test_bound_methods_and_partials_are_steps():
     class Scaler:
         def __init__(self, k):
