@@ -18,8 +18,9 @@ class StepError(Exception):
     downstream as an item (route it with ``Filter(route_type=StepError)`` or
     ``route_type=Exception``); dead letters hold these too."""
 
-    def __init__(self, step: str, item: Any, exception: BaseException) -> None:
-        super().__init__(f"step {step!r} failed on item {short_repr(item)}: "
+    def __init__(self, step: str, item: Any, exception: BaseException, shown: str | None = None) -> None:
+        # ``shown``: how the item may appear in messages (a node can redact secrets)
+        super().__init__(f"step {step!r} failed on item {shown or short_repr(item)}: "
                          f"{type(exception).__name__}: {exception}")
         self.step = step
         self.item = item
@@ -30,15 +31,17 @@ class PipelineError(Exception):
     """Raised for errors of the pipeline itself (bad wiring, a run inside a running loop)."""
 
 
-def annotate(exc: BaseException, step: str, item: Any) -> BaseException:
-    """Attach the step name and the item to the original exception, once (innermost wins)."""
+def annotate(exc: BaseException, step: str, item: Any, shown: str | None = None) -> BaseException:
+    """Attach the step name and the item to the original exception, once (innermost wins).
+
+    ``shown`` replaces the item's repr in the note (see ``Node.describe_item``)."""
     if getattr(exc, "rxbot_step", None) is None:
         try:
             exc.rxbot_step = step  # type: ignore[attr-defined]
             exc.rxbot_item = item  # type: ignore[attr-defined]
         except Exception:
             pass
-        exc.add_note(f"rxbot: raised in step {step!r} on item {short_repr(item)}")
+        exc.add_note(f"rxbot: raised in step {step!r} on item {shown or short_repr(item)}")
     return exc
 
 

@@ -70,6 +70,13 @@ class Node:
         raise NotImplementedError(f"{type(self).__name__} must implement __call__(item)")
 
     # ---- presentation
+    def describe_item(self, item: Any) -> str:
+        """How an item this node failed on may be shown in logs and error messages.
+        Override to redact secrets (HttpLoader shows only method and masked URL)."""
+        from .errors import short_repr
+
+        return short_repr(item)
+
     def label(self) -> str:
         """The name shown in rendered graphs and error messages."""
         return self.name or type(self).__name__

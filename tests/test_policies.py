@@ -406,3 +406,25 @@ def test_sigterm_stops_the_run_and_closes_nodes(tmp_path):
     assert proc.returncode == 143, err.decode()
     assert marker.read_text() == "closed"
     assert b"Task was destroyed" not in err and b"Traceback" not in err
+
+
+def test_nodes_can_redact_items_in_logs_and_errors(caplog):
+    """No secrets in logs: a node's describe_item replaces the item's repr."""
+    class Secretive(Node):
+        def describe_item(self, item):
+            return "<request>"
+
+        def __call__(self, item):
+            raise PermissionError("denied")
+
+    config.exception_policy = "ignore"
+    Pipe([{"token": "SECRET"}], Secretive())
+    with caplog.at_level(logging.WARNING, logger="rxbot"):
+        report = BotFrame.run()
+    assert "SECRET" not in caplog.text and "<request>" in caplog.text
+    assert "SECRET" not in str(report.dead_letters[0])
+    config.exception_policy = "raise"
+    with pytest.raises(PermissionError) as info:
+        Pipe([{"token": "SECRET"}], Secretive())
+        BotFrame.run()
+    assert "SECRET" not in "".join(info.value.__notes__)

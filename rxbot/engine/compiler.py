@@ -60,11 +60,13 @@ def _label(step: Any) -> str:
 
 def _options(step: Any) -> dict:
     if isinstance(step, Step):
+        node = step.fn if isinstance(step.fn, Node) else None
         return dict(on_error=step.option("on_error"), retries=step.option("retries"),
-                    timeout=step.option("timeout"), concurrency=step.option("concurrency"))
+                    timeout=step.option("timeout"), concurrency=step.option("concurrency"),
+                    describe=node.describe_item if node is not None else None)
     if isinstance(step, Node):
         return dict(on_error=step.on_error, retries=step.retries, timeout=step.timeout,
-                    concurrency=step.concurrency)
+                    concurrency=step.concurrency, describe=step.describe_item)
     return {}
 
 

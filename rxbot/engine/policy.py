@@ -44,12 +44,14 @@ def _short_text(exc: BaseException, limit: int = 200) -> str:
 
 
 class StepRuntime:
-    __slots__ = ("label", "path", "policy", "retries", "timeout", "stats", "ctx", "concurrency")
+    __slots__ = ("label", "path", "policy", "retries", "timeout", "stats", "ctx", "concurrency", "describe")
 
     def __init__(self, label: str, path: str, ctx: Any, *, on_error: str | None = None,
                  retries: int | None = None, timeout: float | None = None,
-                 concurrency: int | None = None) -> None:
+                 concurrency: int | None = None,
+                 describe: Callable[[Any], str] | None = None) -> None:
         self.label = label
+        self.describe = describe or (lambda item: short_repr(item, 200))
         self.path = path
         self.ctx = ctx
         self.policy = config.policy(on_error)
@@ -77,13 +79,14 @@ class StepRuntime:
             policy = config.policy(config.retry_final_policy)
             if policy == "retry":
                 policy = "raise"
+        shown = self.describe(item)
         if policy == "raise":
-            return RAISE, annotate(exc, self.label, item)
-        error = StepError(self.label, item, exc)
+            return RAISE, annotate(exc, self.label, item, shown)
+        error = StepError(self.label, item, exc, shown)
         self.ctx.dead_letter(error)
         if policy == "ignore":
             self.stats.dropped += 1
-            log.warning("rxbot: dropped item %s in step %r: %s: %s", short_repr(item, 200),
+            log.warning("rxbot: dropped item %s in step %r: %s: %s", shown,
                         self.label, type(exc).__name__, _short_text(exc))
             return DROP, None
         return PIPEIN, error
