@@ -1,0 +1,206 @@
+"""The benchmarks keep working: every implementation they time computes the right
+answer at tiny sizes, the RSS measurement is per-child, and run_all finds and calls
+every benchmark module. No timing is asserted here (benchmarks measure, tests don't)."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from benchmarks import bench_core, bench_routes, run_all
+from benchmarks.common import (QUICK_ENV, Row, as_row, best_of, best_of_each, format_table,
+                               run_in_subprocess, unjudged)
+
+# ------------------------------------------------------------------------------ B1
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 1000])
+def test_b1_expected_is_the_brute_force_sum(n):
+    assert bench_core.b1_expected(n) == sum(3 * (x + 1) for x in range(n) if (x + 1) % 2 == 0)
+
+
+@pytest.mark.parametrize("name", list(bench_core.available(bench_core.B1_IMPLS)))
+def test_b1_every_implementation_computes_the_same_sum(name):
+    assert bench_core.B1_IMPLS[name](1001) == bench_core.b1_expected(1001) == 751_500
+
+
+def test_bench_b1_rows_name_every_implementation_and_no_wrong_sum():
+    rows = bench_core.bench_b1(2000, repeat=1)
+    cases = [r.case for r in rows]
+    assert cases[:4] == ["plain loop", "rxbot", "reactivex sync", "reactivex AsyncIOScheduler"]
+    assert cases[-1] == "rxbot fixed cost per run (1 item)"
+    assert all("WRONG" not in r.note for r in rows)
+    assert rows[0].ratio == 1.0
+    assert rows[1].target.startswith("<= 3x")
+
+
+# ------------------------------------------------------------------------------ B2
+
+
+@pytest.mark.parametrize("name", list(bench_core.available(bench_core.B2_IMPLS)))
+def test_b2_every_implementation_returns_all_items_and_respects_the_limit(name):
+    results, peak = bench_core.B2_IMPLS[name](50, 10, 0.001)
+    assert results == list(range(50))
+    assert peak == 10  # the limit is used fully and never exceeded
+
+
+def test_bench_b2_rows_report_the_floor_ratio():
+    rows = bench_core.bench_b2(40, 10, 0.001, repeat=1)
+    assert [r.case for r in rows][:2] == ["asyncio.gather+Semaphore", "rxbot"]
+    assert all(r.vs == "floor 0.004s" and "peak in flight 10" in r.note for r in rows)
+    assert all("WRONG" not in r.note and "EXCEEDED" not in r.note for r in rows)
+
+
+# ------------------------------------------------------------------------------ B3
+
+
+def test_b3_workers_count_and_sum_every_item_in_process():
+    assert bench_core.b3_rxbot(3000) == bench_core.b3_expected(3000) == [3000, 4_498_500]
+    assert bench_core.b3_asyncio_workers(3000) == bench_core.b3_expected(3000)
+    assert bench_core.b3_rx_flat_map(300) == bench_core.b3_expected(300)
+
+
+def test_run_in_subprocess_returns_result_time_and_the_childs_own_peak():
+    hog = bytearray(64 * 1024 * 1024)  # the parent holds 64 MB ...
+    hog[:: 4096] = b"\x01" * len(hog[:: 4096])
+    child = run_in_subprocess("benchmarks.bench_core:b3_rxbot", {"n": 500})
+    base = run_in_subprocess("benchmarks.bench_core:b3_baseline")
+    del hog
+    assert child.result == [500, 124_750]
+    assert child.seconds > 0
+    # ... and no child inherits it (ru_maxrss would: exec folds the parent's peak in)
+    assert 5 < base.peak_rss_mb < 60
+    assert 5 < child.peak_rss_mb < 60
+
+
+def test_run_in_subprocess_reports_a_failing_child():
+    with pytest.raises(RuntimeError, match="b3_rxbot"):
+        run_in_subprocess("benchmarks.bench_core:b3_rxbot", {"n": "not a number"})
+
+
+def test_bench_b3_rows_cover_both_sizes_growth_and_the_trap():
+    rows = bench_core.bench_b3((1000, 2000), trap_n=200, repeat=1)
+    cases = [r.case for r in rows]
+    assert cases == [
+        "baseline: interpreter + imports",
+        "32 asyncio workers time @1,000", "rxbot mem @1,000", "rxbot time @1,000",
+        "32 asyncio workers time @2,000", "rxbot mem @2,000", "rxbot time @2,000",
+        "rxbot growth 1,000 -> 2,000", "reactivex flat_map(from_future) @200",
+    ]
+    assert all("WRONG" not in r.note for r in rows)
+    assert rows[0].value > 5  # an interpreter with rxbot imported
+
+
+# -------------------------------------------------------------------------- routes
+
+
+def test_join_implementations_agree():
+    expected = bench_routes.join_expected(1000)
+    assert expected == sum((x + 1) + 2 * x + (x - 1) for x in range(1000))
+    assert bench_routes.join_plain(1000) == bench_routes.join_rxbot(1000) == bench_routes.join_rx_sync(1000) == expected
+
+
+def test_branch_implementations_agree():
+    expected = bench_routes.branch_expected(1000)
+    assert expected == sum((x + 1) + 2 * x for x in range(1000))
+    assert bench_routes.branch_plain(1000) == bench_routes.branch_rxbot(1000) == expected
+
+
+def test_fork_memory_worker_feeds_both_branches_every_item():
+    assert bench_routes.fork_memory(2000) == bench_routes.fork_memory_expected(2000) == [2000, 1_999_000, 1_999_000]
+
+
+def test_bench_routes_cpu_rows():
+    rows = bench_routes.bench_cpu(500, repeat=1)
+    assert [r.bench for r in rows] == ["R1", "R1", "R1", "R2", "R2"]
+    assert all(r.ok is None for r in rows)  # no target, and no wrong sum
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def test_best_of_keeps_the_minimum_and_checks_results_agree():
+    t = best_of(lambda: 42, repeat=3)
+    assert t.result == 42 and len(t.times) == 3 and t.best == min(t.times)
+    flips = iter([1, 2])
+    with pytest.raises(AssertionError, match="run 2 returned 2"):
+        best_of(lambda: next(flips), repeat=2)
+
+
+def test_best_of_each_interleaves_runs():
+    calls = []
+    timings = best_of_each({"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b") or 2}, repeat=2)
+    assert calls == ["a", "b", "a", "b"]
+    assert timings["a"].result == 1 and timings["b"].result == 2
+
+
+def test_unjudged_clears_targets_but_keeps_wrong_results():
+    rows = unjudged([Row("B", "slow", 1, "s", ok=False), Row("B", "bad", 1, "s", ok=False, note="WRONG SUM"),
+                     Row("B", "fine", 1, "s", ok=True)])
+    assert [r.ok for r in rows] == [None, False, None]
+
+
+def test_format_table_accepts_rows_and_dicts():
+    text = format_table([Row("B1", "rxbot", 0.29, "µs/item", 2.27, "plain loop", "<= 3x", True),
+                         {"bench": "X", "case": "other", "value": 150, "unit": "s", "ok": False}])
+    lines = text.splitlines()
+    assert lines[0].split() == ["bench", "case", "value", "unit", "ratio", "vs", "target", "note"]
+    assert lines[2].split() == ["B1", "rxbot", "0.290", "µs/item", "2.27x", "plain", "loop", "<=", "3x", "ok"]
+    assert lines[3].split() == ["X", "other", "150", "s", "MISS"]
+    assert as_row({"bench": "X"}) is None  # not enough keys: skipped, not a crash
+
+
+# ------------------------------------------------------------------------- run_all
+
+
+def test_discover_lists_core_and_routes_first():
+    names = run_all.discover()
+    assert names[:2] == ["core", "routes"]
+
+
+def test_call_main_adapts_to_each_signature(monkeypatch):
+    monkeypatch.delenv(QUICK_ENV, raising=False)
+    seen = []
+
+    def kw(quick=False):
+        seen.append(("kw", quick))
+        return [1]
+
+    def argv_main(argv=None):
+        seen.append(("argv", list(argv)))
+
+    def bare():
+        seen.append(("bare", os.environ.get(QUICK_ENV), list(sys.argv[1:])))
+
+    def no_quick_flag(argv=None):
+        import argparse
+
+        argparse.ArgumentParser().parse_args(argv)
+        seen.append(("strict", list(argv), os.environ.get(QUICK_ENV)))
+
+    def exits():
+        sys.exit(0)
+
+    assert run_all.call_main(kw, True) == [1]
+    run_all.call_main(argv_main, True)
+    run_all.call_main(argv_main, False)
+    run_all.call_main(bare, True)
+    run_all.call_main(no_quick_flag, True)
+    assert run_all.call_main(exits, False) is None
+    assert seen == [("kw", True), ("argv", ["--quick"]), ("argv", []), ("bare", "1", []),
+                    ("strict", [], "1")]
+    assert QUICK_ENV not in os.environ
+
+
+def test_run_module_reports_an_import_error_without_raising():
+    rows, error, _ = run_all.run_module("does_not_exist", quick=True)
+    assert rows == [] and "ModuleNotFoundError" in error
+
+
+def test_run_all_list_and_bad_only(capsys):
+    assert run_all.main(["--list"]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == ["core", "routes"]
+    with pytest.raises(SystemExit) as exc:
+        run_all.main(["--only", "nope"])
+    assert exc.value.code == 2
