@@ -1,0 +1,174 @@
+"""``boost='cluster'``: run a step on Dask distributed through ``Client(asynchronous=True)``.
+
+One client per run, shared by every cluster step of that run. With
+``config.dask_address`` (env ``RXBOT_DASK_ADDRESS``) set, the client connects to that
+scheduler; otherwise the run starts a small ``LocalCluster`` on loopback (2 worker
+processes, 1 thread each) and closes it at the end.
+
+Why a task holds the client: closing a Dask client and cluster is asynchronous, and
+``RunContext.shutdown()`` only *calls* ``executor.shutdown()``. It does, however, cancel
+every task of the run and wait for them, so a task that opens the client, waits for the
+end of the run and closes everything in its ``finally`` is closed and awaited before the
+run returns, however the run ends (completed, failed, cancelled).
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+import uuid
+from typing import Any, Awaitable, Callable
+
+from ..config import config
+from .boost import check_picklable
+
+log = logging.getLogger("rxbot")
+
+SESSION_KEY = "dask"
+
+#: the cluster a run starts when no scheduler address is configured. No dashboard; the
+#: scheduler's small HTTP server (health, metrics) still starts, so it gets a free
+#: loopback port instead of taking 8787 from a dashboard the user may be running.
+LOCAL_CLUSTER_OPTIONS = dict(processes=True, n_workers=2, threads_per_worker=1, host="127.0.0.1",
+                             dashboard_address=None,
+                             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+
+
+class DaskSession:
+    """The run's Dask client (and local cluster), opened on first use."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.address: str | None = config.dask_address or None
+        self.client: Any = None
+        self.cluster: Any = None
+        self.ready: asyncio.Future | None = None
+
+    def client_ready(self) -> asyncio.Future:
+        """A future for the connected client; the first call starts the holder task."""
+        if self.ready is None:
+            self.ready = self.ctx.loop.create_future()
+            # a failed start is reported to every waiting item; never "unretrieved"
+            self.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self.ctx.spawn(self._hold())
+        return self.ready
+
+    async def _hold(self) -> None:
+        try:
+            try:
+                await self._open()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = self._explain(exc)
+                if not self.ready.done():
+                    self.ready.set_exception(error)
+                self.ctx.fail(error)  # no scheduler: the run cannot do its work
+                return
+            self.ready.set_result(self.client)
+            await asyncio.Event().wait()  # until the run's shutdown cancels us
+        finally:
+            if self.ready is not None and not self.ready.done():
+                self.ready.cancel()
+            await self._close()
+
+    async def _open(self) -> None:
+        from distributed import Client
+
+        if self.address:
+            log.info("rxbot: connecting to the Dask scheduler at %s", self.address)
+            self.client = Client(self.address, asynchronous=True, set_as_default=False)
+        else:
+            from distributed import LocalCluster
+
+            log.info("rxbot: starting a local Dask cluster for this run (%s)", LOCAL_CLUSTER_OPTIONS)
+            # assigned before it is awaited so that a cancelled start is still closed
+            self.cluster = LocalCluster(asynchronous=True, **LOCAL_CLUSTER_OPTIONS)
+            await self.cluster
+            self.client = Client(self.cluster, asynchronous=True, set_as_default=False)
+        await self.client
+
+    async def _close(self) -> None:
+        client, cluster = self.client, self.cluster
+        self.client = self.cluster = None
+        for what, thing in (("client", client), ("local cluster", cluster)):
+            if thing is None:
+                continue
+            try:
+                await thing.close()
+            except Exception:  # never hide the run's own outcome behind a cleanup error
+                log.warning("rxbot: closing the Dask %s failed", what, exc_info=True)
+
+    def _explain(self, exc: Exception) -> Exception:
+        if self.address:
+            return ConnectionError(
+                f"boost='cluster': cannot connect to the Dask scheduler at {self.address!r} "
+                f"(config.dask_address / RXBOT_DASK_ADDRESS): {type(exc).__name__}: {exc}")
+        hint = ""
+        if "failed to start" in str(exc):
+            hint = (" Dask starts worker processes with multiprocessing 'spawn', which re-imports "
+                    "the main script: put the script's top-level code under "
+                    "\"if __name__ == '__main__':\", or set RXBOT_DASK_ADDRESS to a running scheduler.")
+        reason = str(exc).rstrip(". ")
+        return RuntimeError(
+            f"boost='cluster': could not start a local Dask cluster: {type(exc).__name__}: {reason}.{hint}")
+
+    def cancel(self, future: Any) -> None:
+        """Best effort: a timed-out or cancelled item should not keep a worker busy."""
+        client = self.client
+        if client is None or client.status in ("closing", "closed"):
+            return
+        try:
+            pending = client.cancel([future])
+        except Exception:
+            return
+        if inspect.isawaitable(pending):
+            task = asyncio.ensure_future(pending)
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        """Called by ``RunContext.shutdown()`` with the executors; the holder task has
+        closed everything by then (it is cancelled and awaited first)."""
+
+
+def _work(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A generator cannot be sent back from a worker: list it there. ``toolz`` is a Dask
+    dependency, so the workers can unpickle the composition without rxbot installed."""
+    if inspect.isgeneratorfunction(fn):
+        from toolz import compose
+
+        return compose(list, fn)
+    return fn
+
+
+def _key_prefix(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", label).strip("_")[:40] or "step"
+
+
+def cluster_call(fn: Callable[[Any], Any], ctx: Any, label: str) -> Callable[[Any], Awaitable[Any]]:
+    """Wrap ``fn`` so that each call submits ``fn(item)`` to Dask and returns an awaitable
+    of its result. A worker exception is re-raised here with its original type, so the
+    step's exception policy applies to it like to a local failure."""
+    import cloudpickle  # a dependency of distributed: fail here, not in a worker
+
+    work = _work(fn)
+    check_picklable(work, "cluster", label, dumps=cloudpickle.dumps)
+    session = ctx.executors.get(SESSION_KEY)
+    if session is None:
+        session = ctx.executors[SESSION_KEY] = DaskSession(ctx)
+    prefix = _key_prefix(label)
+
+    async def call(item: Any) -> Any:
+        client = await session.client_ready()
+        future = client.submit(work, item, pure=False, key=f"{prefix}-{uuid.uuid4().hex}")
+        try:
+            return await future
+        except asyncio.CancelledError:
+            session.cancel(future)
+            raise
+
+    return call
+
+
+__all__ = ["cluster_call", "DaskSession", "LOCAL_CLUSTER_OPTIONS"]
