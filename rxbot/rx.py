@@ -9,6 +9,11 @@ rxbot's flatten rules (a ``buffer_with_count`` list stays one item). Your own
 ``Observable -> Observable`` function must be wrapped with :func:`op`, because a plain
 callable in a Pipe is a per-item step.
 
+An exception raised inside a raw Rx operator (``ops.map(lambda x: 1 / x)``) is an Rx
+error. It ends the stream, and the run raises it whatever the exception policy, because
+an Rx operator cannot go on after ``on_error``. Per-item work that may fail belongs in a
+plain step, where ``ignore`` / ``retry`` / ``pipein`` apply.
+
 Time-based operators (``throttle_first``, ``debounce``, ``sample``, ``delay``,
 ``buffer_with_time``, ``window_with_time``, ...) work because the engine subscribes with
 ``scheduler=ctx.scheduler``, an ``AsyncIOScheduler`` on the run's loop. Their timers run
@@ -76,8 +81,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import threading
-from typing import Any, Callable, Iterable, List, Sequence
+from typing import Any, Callable, List, Sequence
 
 import reactivex
 from reactivex import Observable
@@ -90,6 +96,8 @@ from .node import Node
 from .step import RxOp, Step, callable_label
 
 Operator = Callable[[Observable], Observable]
+
+log = logging.getLogger("rxbot")
 
 
 # --------------------------------------------------------------------------- Rx ops as steps
@@ -283,9 +291,7 @@ def _subscribe_run(steps: Sequence[Any], path: str, observer: Any, scheduler: An
                 try:
                     await node.node_close()
                 except Exception:
-                    import logging
-
-                    logging.getLogger("rxbot").exception("rxbot: closing node %r failed", node.label())
+                    log.exception("rxbot: closing node %r failed", node.label())
             ctx.report.error = ctx.error
             on_report(ctx.report)
         state["ended"] = True

@@ -122,6 +122,13 @@ def test_error_inside_an_rx_operator_ends_the_run_with_it():
         run(range(3), ops.map(lambda x: 1 / (x - 1)))
 
 
+def test_error_inside_an_rx_operator_is_not_subject_to_the_ignore_policy():
+    """Rx cannot resume an operator after on_error, so the policy does not apply."""
+    config.exception_policy = "ignore"
+    with pytest.raises(ZeroDivisionError):
+        run(range(3), ops.map(lambda x: 1 / (x - 1)))
+
+
 def test_flow_control_reaches_through_a_count_buffer():
     """A slow step behind buffer_with_count(10): the source is paused while the step's 4
     slots are full, so at most 4 lists (+ the one being filled) are ever outstanding."""
