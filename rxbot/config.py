@@ -45,6 +45,9 @@ class Config:
     replay_dir: str | None = None
     replay_serializer: str = "json"
 
+    #: multiprocessing start method for boost='process' pools (None: the platform's,
+    #: fork on Linux, so scripts without a main guard keep working)
+    boost_start_method: str | None = None
     dask_address: str | None = field(default_factory=lambda: os.environ.get("RXBOT_DASK_ADDRESS"))
 
     def policy(self, value: Any = None) -> str:

@@ -10,6 +10,8 @@ import collections.abc
 import inspect
 from typing import Any, Callable, Iterable, List, Sequence, Union
 
+import reactivex
+
 from .node import Loop, Node, Timer
 from .step import Const, RxOp, Step, is_rx_operator
 
@@ -22,6 +24,10 @@ def to_step(obj: Any, where: str) -> TreeStep:
         return obj
     if isinstance(obj, Pipe):
         raise TypeError(f"{where}: a Pipe here must be inlined by its owner")  # handled in _to_steps
+    if isinstance(obj, reactivex.Observable):  # an Observable is a source
+        from .rx import from_observable
+
+        return from_observable(obj)
     if is_rx_operator(obj):
         return RxOp(obj)
     if isinstance(obj, type) and issubclass(obj, (Node, Route, Pipe)):

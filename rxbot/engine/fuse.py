@@ -3,7 +3,9 @@
 Calling three small functions per item through three Rx operators costs several times
 a plain loop. Instead each run of sync steps becomes one generated function per
 position (``c0`` handles steps 0..n-1, ``c1`` steps 1..n-1, ...), so the common path
-is exactly the user's calls plus a ``None`` check and one type lookup per step. The
+is exactly the user's calls plus a ``None`` check and one type lookup per step. Results
+that are not a known single type (lists, generators, coroutines) leave the fast path
+through ``spread(result, next_position, step, input)``. The
 generated text depends only on the *shape* (which positions are constants), so it is
 compiled once per shape per process and reused by every pipe and every run.
 """
@@ -23,21 +25,23 @@ def _factory(shape: Tuple[str, ...], terminal: bool, counting: bool) -> Callable
         out.append(f"    f{j} = fns[{j}]" if kind == FN else f"    v{j} = consts[{j}]")
     for k in range(n):
         out.append(f"    def c{k}(x):")
-        out.append("        try:")
         for j in range(k, n):
-            out.append(f"            i = {j}; a = x")
             if counting:
-                out.append(f"            ci[{j}] += 1")
+                out.append(f"        ci[{j}] += 1")
             if shape[j] == FN:
-                out.append(f"            x = f{j}(a)")
-                out.append(f"            if x is None: {f'cn[{j}] += 1; ' if counting else ''}return")
+                # one try per call: free in 3.11 when nothing raises, and the handler
+                # knows the step and its input without per-item bookkeeping
+                out.append("        try:")
+                out.append(f"            y = f{j}(x)")
+                out.append("        except Exception as e:")
+                out.append(f"            return fail(e, {j}, x)")
+                out.append(f"        if y is None: {f'cn[{j}] += 1; ' if counting else ''}return")
             else:
-                out.append(f"            x = v{j}")
-            out.append(f"            if type(x) not in SINGLE: return spread(x, {j + 1}, i, a)")
+                out.append(f"        y = v{j}")
+            out.append(f"        if type(y) not in SINGLE: return spread(y, {j + 1}, {j}, x)")
             if counting:
-                out.append(f"            co[{j}] += 1")
-        out.append("        except Exception as e:")
-        out.append("            return fail(e, i, a)")
+                out.append(f"        co[{j}] += 1")
+            out.append("        x = y")
         # at the end of a pipe nothing listens: skip the call rather than make a no-op one
         out.append("        return" if terminal else "        emit(x)")
     out.append(f"    return ({''.join(f'c{k}, ' for k in range(n))}emit)")

@@ -79,7 +79,14 @@ class Stage:
     def maybe_complete(self) -> None:
         if self.upstream_done and not self.completed and self.idle():
             self.completed = True
+            self.release()
             self.observer.on_completed()
+
+    def release(self) -> None:
+        """Free what the stage holds once it has completed (parked workers)."""
+        slots = getattr(self, "slots", None)
+        if slots is not None:
+            slots.close()
 
     def raise_(self, exc: BaseException) -> None:
         """The ``raise`` policy: end the stream with the (annotated) original exception.
@@ -90,49 +97,82 @@ class Stage:
         self.observer.on_error(exc)
 
 
-class Slots(Boundary):
-    """At most ``limit`` works in flight, the rest queued; full when the queue is reached.
+_STOP = object()
 
-    Workers are tasks that keep taking queued work until none is left, so a busy stage
-    costs one Task per slot rather than one per item.
+
+class Slots(Boundary):
+    """At most ``limit`` works in flight, the rest queued; full when ``limit`` works are
+    in flight or queued, which closes the gates of the stages upstream.
+
+    Workers are tasks. A worker that finds no queued work parks on a future instead of
+    exiting, and ``submit`` hands the next work to a parked worker, so a busy stage
+    costs one Task per slot for the whole run rather than one per item. Parked workers
+    are released by :meth:`close` once the stage has completed (or cancelled with the
+    run).
     """
 
-    __slots__ = ("limit", "inflight", "pending", "runner", "ctx", "on_idle")
+    __slots__ = ("limit", "busy", "workers", "pending", "parked", "runner", "ctx", "on_idle", "closed")
 
     def __init__(self, limit: int, runner: Callable[[Any], Any], ctx: Any, on_idle: Callable[[], None]) -> None:
         super().__init__()
         self.limit = limit
-        self.inflight = 0
+        self.busy = 0
+        self.workers = 0
         self.pending: deque = deque()
+        self.parked: deque = deque()
         self.runner = runner
         self.ctx = ctx
         self.on_idle = on_idle
+        self.closed = False
 
     def submit(self, work: Any) -> None:
-        if self.inflight < self.limit:
-            self.inflight += 1
+        if self.parked:
+            self.busy += 1
+            self.parked.popleft().set_result(work)
+        elif self.workers < self.limit:
+            self.workers += 1
+            self.busy += 1
             self.ctx.spawn(self._worker(work))
         else:
             self.pending.append(work)
-        if self.inflight + len(self.pending) >= self.limit:
+        if self.busy + len(self.pending) >= self.limit:
             self.set_full(True)
 
     async def _worker(self, work: Any) -> None:
         try:
             while True:
-                await self.runner(work)
-                if not self.pending or self.ctx.stopped:
-                    break
-                work = self.pending.popleft()
-                self.set_full(self.inflight + len(self.pending) >= self.limit)
+                try:
+                    await self.runner(work)
+                finally:
+                    self.busy -= 1
+                if self.ctx.stopped:
+                    return
+                if self.pending:
+                    self.busy += 1
+                    work = self.pending.popleft()
+                    self.set_full(self.busy + len(self.pending) >= self.limit)
+                    continue
+                self.set_full(self.busy >= self.limit)
+                if not self.busy:
+                    self.on_idle()
+                if self.closed:
+                    return
+                parked = self.ctx.loop.create_future()
+                self.parked.append(parked)
+                work = await parked
+                if work is _STOP:
+                    return
         finally:
-            self.inflight -= 1
-            self.set_full(self.inflight + len(self.pending) >= self.limit)
-            if not self.inflight and not self.pending:
-                self.on_idle()
+            self.workers -= 1
+
+    def close(self) -> None:
+        """The stage is done: let parked workers end."""
+        self.closed = True
+        while self.parked:
+            self.parked.popleft().set_result(_STOP)
 
     def idle(self) -> bool:
-        return not self.inflight and not self.pending
+        return not self.busy and not self.pending
 
 
 async def deliver(result: Any, emit: Callable[[Any], None], gate: Gate) -> bool:
@@ -243,10 +283,13 @@ class SyncSegment(Stage):
         elif kind == MANY:
             cont = self.conts[k]
             counters = self.counters
-            for v in x:  # a generator raising here is reported as step i's failure
-                if counters is not None:
-                    counters[1][i] += 1
-                cont(v)
+            try:
+                for v in x:  # a generator raising here is reported as step i's failure
+                    if counters is not None:
+                        counters[1][i] += 1
+                    cont(v)
+            except Exception as exc:
+                self.fail(exc, i, a)
         else:
             self.slots.submit((x, k, i, a, None))
 
@@ -316,8 +359,15 @@ class AsyncStage(Stage):
     async def _run(self, item: Any) -> None:
         rt = self.rt
         try:
-            result = await rt.call_with_retry(self.fn, item)
-            if not await deliver(result, self._emit, self.gate):
+            if rt.retries or rt.timeout is not None:
+                result = await rt.call_with_retry(self.fn, item)
+            else:  # the common case, without the retry/timeout machinery
+                result = self.fn(item)
+                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                    result = await result
+            if result is None:
+                rt.stats.filtered += 1
+            elif not await deliver(result, self._emit, self.gate):
                 rt.stats.filtered += 1
         except asyncio.CancelledError:
             raise
