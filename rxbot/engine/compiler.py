@@ -11,8 +11,7 @@ from typing import Any, Callable, List, Sequence, Tuple
 
 import reactivex
 from reactivex import operators as rx_ops
-from reactivex.disposable import CompositeDisposable
-from reactivex.subject import Subject
+from reactivex.disposable import CompositeDisposable, Disposable
 
 from ..flow import BlockedJoin, Route
 from ..node import Loop, Node, Timer
@@ -21,7 +20,7 @@ from .boost import boosted
 from .fuse import CONST, FN
 from .gate import Boundary, Gate
 from .policy import PIPEIN, RAISE
-from .stages import AsyncStage, IterStage, SyncSegment, iterate, trigger
+from .stages import AsyncStage, IterStage, SyncSegment, fast_on_next, iterate, trigger
 
 Ops = List[Callable[[reactivex.Observable], reactivex.Observable]]
 
@@ -182,7 +181,7 @@ class Builder:
     def _routed(self, route: Route, rt: Any, single: Ops | None, branch_ops: List[Ops],
                 downstream: List[Boundary], blocked: bool):
         """The route operator: evaluate the match once per item, feed matched items to
-        every branch (a Subject each) and unmatched/shared ones to the main stream, and
+        every branch (an Outlet each) and unmatched/shared ones to the main stream, and
         merge what comes back. Completion waits for every branch to drain."""
         match = matcher(route)
         share = route.share
@@ -191,10 +190,10 @@ class Builder:
 
         def op(source: reactivex.Observable) -> reactivex.Observable:
             def subscribe(observer, scheduler=None):
-                main = Subject()
-                ins = [Subject() for _ in branch_ops]
-                outs = [s.pipe(*ops_b) if ops_b else s for s, ops_b in zip(ins, branch_ops)]
-                merged = merge_into(observer, [main, *outs], scheduler)
+                main = Outlet()
+                ins = [Outlet() for _ in branch_ops]
+                outs = [s.observable.pipe(*ops_b) for s, ops_b in zip(ins, branch_ops)]
+                merged = merge_into(observer, [main.observable, *outs], scheduler)
 
                 def on_next(x: Any) -> None:
                     try:
@@ -258,6 +257,31 @@ class Builder:
         trigger(self.ctx, item).pipe(*ops_).subscribe(out.append, on_error, on_completed,
                                                      scheduler=self.ctx.scheduler)
         return await done
+
+
+class Outlet:
+    """A hot source with exactly one subscriber: the route pushes items straight into
+    one branch (or the main stream). A ``Subject`` would take a lock and copy its
+    observer list for every item; a route has exactly one listener per outlet, wired
+    before any item flows."""
+
+    __slots__ = ("on_next", "on_error", "on_completed", "observable")
+
+    def __init__(self) -> None:
+        self.on_next: Callable[[Any], None] = _unwired
+        self.on_error: Callable[[Exception], None] = _unwired
+        self.on_completed: Callable[[], None] = _unwired
+        self.observable = reactivex.create(self._subscribe)
+
+    def _subscribe(self, observer: Any, scheduler: Any = None) -> Disposable:
+        self.on_next = fast_on_next(observer)
+        self.on_error = observer.on_error
+        self.on_completed = observer.on_completed
+        return Disposable()
+
+
+def _unwired(*_: Any) -> None:
+    raise RuntimeError("rxbot: a route emitted before its branch was subscribed")
 
 
 def merge_into(observer: Any, sources: Sequence[reactivex.Observable], scheduler: Any) -> CompositeDisposable:
