@@ -1,4 +1,5 @@
-"""The ``rxbot`` command line: ``rxbot render SCRIPT -o OUT`` and ``rxbot run SCRIPT``.
+"""The ``rxbot`` command line: ``rxbot demo``, ``rxbot render SCRIPT -o OUT``,
+``rxbot run SCRIPT [--replay] [--policy P]`` and ``rxbot replay --clear``.
 
 Each subcommand is one function decorated with :func:`subcommand`: it receives the
 argparse sub-parsers object, adds its parser and sets ``handler`` (a function taking the
@@ -164,6 +165,58 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     except Exception:
         return _script_failed("run", args.script)
+    return 0
+
+
+# -- demo ------------------------------------------------------------------------------
+@subcommand
+def _demo_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run the offline showcase (local price server -> HttpLoader -> SQLite + file)",
+        description="Start a local price server, poll it with Timer + HttpLoader for a few "
+                    "seconds, store the quotes in SQLite and a JSON-lines file, draw the graph.",
+    )
+    p.add_argument("--out", default=".", help="folder for rxbot-demo.svg/.db/.jsonl (default: here)")
+    p.add_argument("--ticks", type=_positive_int, default=10, help="how many quotes to fetch")
+    p.add_argument("--delay", type=float, default=0.3, help="seconds between quotes")
+    p.set_defaults(handler=_demo)
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {value!r}")
+    return number
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(args.out, args.ticks, args.delay)
+
+
+# -- replay ----------------------------------------------------------------------------
+@subcommand
+def _replay_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="manage the replay cache of failed runs",
+        description="Replay caches live in .rxbot/replay/ next to a script (or config.replay_dir).",
+    )
+    p.add_argument("--clear", action="store_true", required=True, help="delete the replay cache")
+    p.add_argument("--dir", default=None, help="cache folder (default: .rxbot/replay here)")
+    p.set_defaults(handler=_replay)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .replay import clear_cache
+
+    removed = clear_cache(args.dir)
+    print(f"rxbot replay: cleared {removed}" if removed else "rxbot replay: no cache to clear")
     return 0
 
 

@@ -35,7 +35,7 @@ class Config:
     #: count items in/out of every sync step for the run report. None = automatic: on
     #: for steps whose policy is not 'raise' (where the accounting matters), off
     #: otherwise (counting costs ~30% of a fused step's time). Async steps and sources
-    #: always count; a route's split counts only failures.
+    #: always count; a route counts the items it sees (in) and those it matched (out).
     metrics: bool | None = None
     #: where failed items go besides the report: a list to append to, or a callable
     #: taking a :class:`rxbot.StepError`

@@ -472,7 +472,7 @@ def test_run_report_counts_land_on_their_nodes(tmp_path):
         "P1[1]": "Loop(range(0, 5))\nin=1 out=5",
         # a non-'raise' policy turns counting on for its inline segment
         "P1[2]": "bad\nin=5 out=4 failed=1 dropped=1",
-        "P1[3].split": "Fork\nfailed=0 dropped=0",
+        "P1[3].split": "Fork\nin=4 out=4",
         "P1[3]/1[1]": "double\nfailed=0 dropped=0",
         "P1[3]/2[1]": "atriple\nin=4 out=4",
         "P1[3].join": "join",
@@ -502,7 +502,7 @@ def test_metrics_on_counts_every_inline_step():
         "P1[2]": "Filter(is_even)\nin=6 out=3 filtered=3",
         "P1[3]": "double\nin=3 out=3",
         "P1[4]": f"<lambda> line {line}\nin=3 out=2 filtered=1",
-        "P1[5].split": "Branch\nfailed=0 dropped=0",
+        "P1[5].split": "Branch\nin=2 out=2",
         "P1[5]/1[1]": "double\nin=2 out=2",
         "P1[6]": "print\nin=2 out=0 filtered=2",
     }

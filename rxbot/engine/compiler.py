@@ -185,6 +185,8 @@ class Builder:
         merge what comes back. Completion waits for every branch to drain."""
         match = matcher(route)
         share = route.share
+        stats = rt.stats
+        counting = not blocked  # a BlockedJoin's own stage counts its items
         if blocked:
             branch_ops = [single]  # one "branch": the correlating stage
 
@@ -196,6 +198,8 @@ class Builder:
                 merged = merge_into(observer, [main.observable, *outs], scheduler)
 
                 def on_next(x: Any) -> None:
+                    if counting:
+                        stats.inp += 1
                     try:
                         m = match(x)
                     except Exception as exc:
@@ -206,6 +210,8 @@ class Builder:
                             main.on_next(value)
                         return
                     if m:
+                        if counting:
+                            stats.out += 1  # matched: sent into the branches
                         for s in ins:
                             s.on_next(x)
                         if share:
