@@ -1,0 +1,173 @@
+"""MySQL/MariaDB nodes on aiomysql: ``Query`` (stream rows) and ``Insert`` (batched writes).
+
+Same call signature as databot 0.1.8 (``Query(sql, host=, port=, user=, password=, db=,
+map_class=)``) but every value is bound by the driver (see :mod:`rxbot.db.params`).
+Each node owns one connection pool per run, opened in ``init()`` and closed in
+``close()``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, AsyncIterator, Callable, Sequence
+
+import aiomysql
+import pymysql
+
+from .base import DatabaseConnectionError, InsertNode, QueryNode, SqlNode, _check_int, _check_seconds
+from .params import PYFORMAT
+
+log = logging.getLogger("rxbot")
+
+
+class _MySQL(SqlNode):
+    """Connection handling shared by Query and Insert."""
+
+    paramstyle = PYFORMAT
+    backslash_escapes = True
+    #: Query reads in autocommit mode so that a pooled connection never keeps an old
+    #: REPEATABLE READ snapshot (it would not see rows committed later); Insert commits
+    #: explicitly, once per batch.
+    autocommit = True
+
+    def _setup(self, host: str, port: int, user: str, password: str, db: str, pool_size: int,
+               connect_timeout: float, charset: str) -> None:
+        owner = self.label()
+        if not isinstance(host, str) or not host:
+            raise ValueError(f"{owner}: argument 'host' must be a host name or address; got {host!r}")
+        _check_int(owner, "port", port, 1)
+        if port > 65535:
+            raise ValueError(f"{owner}: argument 'port' must be <= 65535; got {port!r}")
+        self.host, self.port, self.user, self.db = host, port, user, db
+        self._password = password  # kept off repr/labels/messages
+        self.pool_size = _check_int(owner, "pool_size", pool_size, 1)
+        self.connect_timeout = _check_seconds(owner, "connect_timeout", connect_timeout)
+        self.charset = charset
+        self._pool: Any = None
+
+    def where(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}/{self.db}"
+
+    async def _open(self) -> None:
+        timeout = self.connect_timeout
+        try:
+            # connect_timeout covers the TCP connect only; the outer wait_for also bounds a
+            # server that accepts and then never answers the handshake.
+            self._pool = await asyncio.wait_for(
+                aiomysql.create_pool(
+                    host=self.host, port=self.port, user=self.user, password=self._password,
+                    db=self.db, minsize=1, maxsize=self.pool_size, connect_timeout=timeout,
+                    autocommit=self.autocommit, charset=self.charset, echo=False,
+                ),
+                timeout=timeout * 2,
+            )
+        except asyncio.TimeoutError:
+            raise DatabaseConnectionError(
+                f"{self.label()}: timed out after {timeout:g}s connecting to MySQL at {self.where()}"
+            ) from None
+        except pymysql.err.MySQLError as exc:
+            raise DatabaseConnectionError(
+                f"{self.label()}: cannot connect to MySQL at {self.where()}: {_describe(exc)}"
+            ) from exc
+
+    async def _close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            # terminate, not close: a result stream abandoned by a failed run must not
+            # keep wait_closed() waiting for its connection
+            pool.terminate()
+            await pool.wait_closed()
+
+    async def _acquire(self) -> Any:
+        if self._pool is None:
+            raise RuntimeError(f"{self.label()}: used outside a run (init() has not been called)")
+        return await self._pool.acquire()
+
+    async def _rows(self, params: Any) -> AsyncIterator[dict]:
+        conn = await self._acquire()
+        clean = False
+        try:
+            cur = await conn.cursor(aiomysql.SSDictCursor)  # server-side: rows arrive as read
+            await cur.execute(self.driver_sql, params)
+            if cur.description is not None:
+                while True:
+                    rows = await cur.fetchmany(self.fetch_size)
+                    if not rows:
+                        break
+                    for row in rows:
+                        yield row
+            await cur.close()
+            clean = True
+        finally:
+            if not clean:
+                # unread rows or an interrupted read: dropping the connection is instant,
+                # draining the rest of the result could take as long as the whole query
+                conn.close()
+            if self._pool is not None:
+                self._pool.release(conn)
+            else:  # the run was torn down while this stream was suspended
+                conn.close()
+
+    async def _write(self, params_list: Sequence[Any], committing: Callable[[], None] = lambda: None) -> None:
+        conn = await self._acquire()
+        try:
+            async with conn.cursor() as cur:
+                # INSERT ... VALUES (...) becomes multi-row INSERTs in the driver
+                await cur.executemany(self.driver_sql, list(params_list))
+            committing()
+            await conn.commit()
+        except BaseException:
+            conn.close()  # aborts the transaction server-side; the pool opens a fresh one
+            raise
+        finally:
+            if self._pool is not None:
+                self._pool.release(conn)
+
+
+def _describe(exc: BaseException) -> str:
+    args = getattr(exc, "args", ())
+    if len(args) == 2 and isinstance(args[0], int):
+        return f"({args[0]}) {args[1]}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Query(_MySQL, QueryNode):
+    """``Query(sql, host='127.0.0.1', port=3306, user='root', password='', db='test',
+    map_class=None)``: for each input item, run ``sql`` with the item's values bound to
+    its placeholders and emit one item per row — a dict (column -> value), or a
+    ``map_class`` instance (see :class:`rxbot.db.base.RowMapper`).
+
+    Rows stream through a server-side cursor (``SSDictCursor``), ``fetch_size`` at a
+    time, pulled only while downstream has room. ``pool_size`` bounds the connections
+    and, by default, the queries in flight.
+    """
+
+    def __init__(self, sql: str, host: str = "127.0.0.1", port: int = 3306, user: str = "root",
+                 password: str = "", db: str = "test", map_class: Callable[..., Any] | None = None,
+                 pool_size: int = 10, fetch_size: int = 1000, connect_timeout: float = 5.0,
+                 charset: str = "utf8mb4", **options: Any) -> None:
+        QueryNode.__init__(self, sql, map_class, fetch_size, options)
+        self._setup(host, port, user, password, db, pool_size, connect_timeout, charset)
+        if self.concurrency is None:
+            self.concurrency = self.pool_size
+
+
+class Insert(_MySQL, InsertNode):
+    """``Insert(sql, host='127.0.0.1', port=3306, user='root', password='', db='test')``:
+    run ``sql`` (typically ``INSERT ... VALUES ({a}, {b})``) for every input item with
+    its values bound, ``batch_size`` items per ``executemany`` and commit; the items pass
+    downstream once their batch is committed. ``flush_interval`` seconds after the first
+    item of a batch, the batch is committed even if not full.
+    """
+
+    autocommit = False
+
+    def __init__(self, sql: str, host: str = "127.0.0.1", port: int = 3306, user: str = "root",
+                 password: str = "", db: str = "test", batch_size: int = 500,
+                 flush_interval: float | None = 1.0, pool_size: int = 2, connect_timeout: float = 5.0,
+                 charset: str = "utf8mb4", **options: Any) -> None:
+        InsertNode.__init__(self, sql, batch_size, flush_interval, options)
+        self._setup(host, port, user, password, db, pool_size, connect_timeout, charset)
+
+
+__all__ = ["Query", "Insert"]

@@ -1,0 +1,654 @@
+"""Database nodes (rxbot.db.mysql, rxbot.db.sqlite) on real databases.
+
+The shared cases run on both back ends: SQLite on a file in tmp_path, MySQL on the
+local MariaDB through the ``mysql_params`` fixture (skipped when it is down, failed under
+RXBOT_REQUIRE_SERVICES=1). Each test creates and drops its own uniquely named table and
+checks the database with the raw driver (sqlite3 / pymysql), not with the code under test.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sqlite3
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from rxbot import BotFrame, Loop, Pipe, Step, config
+from rxbot.db.base import DatabaseConnectionError
+from rxbot.db.params import ParameterError, Statement
+
+ROOT = Path(__file__).resolve().parent.parent
+EVIL = "x'); DROP TABLE {table}; --"
+
+
+# ------------------------------------------------------------------ back-end harness
+class Backend:
+    """One database for one test: node classes, connection kwargs, a raw connection."""
+
+    def __init__(self, kind: str, conn_kwargs: dict) -> None:
+        self.kind = kind
+        self.kw = conn_kwargs
+        self.table = f"rxbot_t_{uuid.uuid4().hex[:12]}"
+        if kind == "sqlite":
+            from rxbot.db import sqlite as mod
+
+            self.raw = sqlite3.connect(conn_kwargs["path"], isolation_level=None)
+        else:
+            import pymysql
+
+            from rxbot.db import mysql as mod
+
+            self.raw = pymysql.connect(host=conn_kwargs["host"], port=conn_kwargs["port"],
+                                       user=conn_kwargs["user"], password=conn_kwargs["password"],
+                                       database=conn_kwargs["db"], autocommit=True)
+        self.Query = lambda sql, **kw: mod.Query(sql, **self.kw, **kw)
+        self.Insert = lambda sql, **kw: mod.Insert(sql, **self.kw, **kw)
+        self.module = mod
+
+    def sql(self, statement: str, args: tuple = ()) -> list:
+        """Run one statement on a separate connection and return all rows as tuples."""
+        if self.kind == "sqlite":
+            return [tuple(r) for r in self.raw.execute(statement.replace("%s", "?"), args).fetchall()]
+        with self.raw.cursor() as cur:
+            cur.execute(statement, args or None)
+            return [tuple(r) for r in cur.fetchall()]
+
+    def count(self, table: str | None = None) -> int:
+        return self.sql(f"select count(*) from {table or self.table}")[0][0]
+
+    def tables(self) -> set:
+        if self.kind == "sqlite":
+            return {r[0] for r in self.sql("select name from sqlite_master where type='table'")}
+        return {r[0] for r in self.sql("show tables")}
+
+    def create(self, columns: str = "id integer primary key, name varchar(200), score integer",
+               table: str | None = None) -> str:
+        table = table or self.table
+        self.sql(f"create table {table} ({columns})")
+        return table
+
+    def close(self) -> None:
+        for t in list(self.tables()):
+            if t.startswith(self.table):
+                self.sql(f"drop table {t}")
+        self.raw.close()
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def db(request, tmp_path):
+    if request.param == "sqlite":
+        backend = Backend("sqlite", {"path": str(tmp_path / "test.db")})
+    else:
+        backend = Backend("mysql", request.getfixturevalue("mysql_params"))
+    yield backend
+    backend.close()
+
+
+def run(*steps):
+    out = []
+    Pipe(*steps, out.append)
+    BotFrame.run()
+    return out
+
+
+@dataclasses.dataclass
+class Row:
+    id: int
+    name: str
+    score: int
+
+
+# ------------------------------------------------------------------ insert + query, both back ends
+def test_insert_10000_rows_then_read_them_back_with_map_class(db):
+    db.create()
+    rows = [{"id": i, "name": f"name-{i}", "score": i * 7 % 1000} for i in range(10_000)]
+    Pipe(Loop(rows), db.Insert(f"insert into {db.table} (id, name, score) values ({{id}}, {{name}}, {{score}})"))
+    BotFrame.run()
+    assert db.count() == 10_000
+    assert db.sql(f"select sum(score), max(id), min(name) from {db.table}") == [
+        (sum(r["score"] for r in rows), 9999, "name-0")]
+
+    got = run(db.Query(f"select id, name, score from {db.table} order by id", map_class=Row))
+    assert got == [Row(**r) for r in rows]
+
+
+def test_query_without_map_class_yields_one_dict_per_row(db):
+    db.create()
+    db.sql(f"insert into {db.table} (id, name, score) values (1, 'a', 10), (2, 'b', 20)")
+    assert run(db.Query(f"select id, name from {db.table} order by id")) == [
+        {"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+
+
+def test_map_class_databot_style_sets_declared_attributes_only(db):
+    class User:  # databot's shape: attributes declared in a no-argument __init__
+        def __init__(self):
+            self.name = None
+            self.id = None
+
+    db.create()
+    db.sql(f"insert into {db.table} (id, name, score) values (5, 'eve', 99)")
+    (user,) = run(db.Query(f"select id as ID, name, score from {db.table}", map_class=User))
+    assert type(user) is User
+    assert vars(user) == {"name": "eve", "id": 5}  # ID lower-cased like databot; score not declared
+
+
+@pytest.mark.parametrize("form", ["'{name}'", '"{name}"', "{name}", "%(name)s", ":name"])
+def test_named_placeholder_forms_bind_dict_items(db, form):
+    db.create()
+    sql = f"insert into {db.table} (id, name) values ({form.replace('name', 'id')}, {form})"
+    items = [{"id": 1, "name": "it's"}, {"id": 2, "name": 'say "hi"'}, {"id": 3, "name": "50%"}]
+    assert run(Loop(items), db.Insert(sql)) == items
+    assert db.sql(f"select id, name from {db.table} order by id") == [
+        (1, "it's"), (2, 'say "hi"'), (3, "50%")]
+    q = f"select id from {db.table} where name = {form}"
+    assert run(Loop(items), Step(db.Query(q), concurrency=1)) == [{"id": 1}, {"id": 2}, {"id": 3}]
+
+
+@pytest.mark.parametrize("form", ["%s", "?", "'%s'"])
+def test_positional_placeholders_bind_tuples_and_scalars(db, form):
+    db.create()
+    sql = f"insert into {db.table} (id, name) values ({form}, {form})"
+    assert run(Loop([(1, "a"), [2, "b"]]), db.Insert(sql)) == [(1, "a"), [2, "b"]]
+    assert db.sql(f"select id, name from {db.table} order by id") == [(1, "a"), (2, "b")]
+    # a scalar item fills a single placeholder
+    got = run(Loop(["b", "a", "zzz"]), Step(db.Query(f"select id from {db.table} where name = {form}"),
+                                              concurrency=1))
+    assert got == [{"id": 2}, {"id": 1}]
+
+
+def test_object_items_supply_named_values_from_attributes(db):
+    class Person:
+        def __init__(self, id, name):
+            self.id, self.name = id, name
+
+    db.create()
+    people = [Person(1, "ann"), Person(2, "bo")]
+    assert run(Loop(people), db.Insert(f"insert into {db.table} (id, name) values ({{id}}, '{{name}}')")) == people
+    assert db.sql(f"select id, name from {db.table} order by id") == [(1, "ann"), (2, "bo")]
+
+
+def test_select_percent_s_binds_each_input(db):
+    # databot's ex2: Loop(range(n)) into "select %s"
+    assert run(Loop(range(4)), Step(db.Query("select %s as n"), concurrency=1)) == [
+        {"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}]
+
+
+def test_literal_percent_and_braces_survive(db):
+    db.create()
+    db.sql(f"insert into {db.table} (id, name) values (1, '50%'), (2, '{{x}}'), (3, 'abc'), (4, 'a{{b')")
+    # no placeholders: % and lone braces are plain text
+    assert run(db.Query(f"select id from {db.table} where name like '%0%' or name = 'a{{b' order by id")) == [
+        {"id": 1}, {"id": 4}]
+    # a literal that is only {x} is databot's placeholder form; doubled braces are literal
+    assert run(db.Query(f"select id from {db.table} where name = '{{{{x}}}}'")) == [{"id": 2}]
+    # with %-placeholders, %% is a literal % (pymysql's convention)
+    assert run(Loop(["abc"]), db.Query(f"select id from {db.table} where name like '5%%' or name = %s "
+                                       f"order by id")) == [{"id": 1}, {"id": 3}]
+
+
+@pytest.mark.parametrize("form", ["'{name}'", "%s", "{name}"])
+def test_injection_attempt_is_stored_verbatim_and_the_table_survives(db, form):
+    db.create()
+    evil = EVIL.format(table=db.table)
+    evil2 = '"); DROP TABLE ' + db.table + '; -- \\'
+    if form == "%s":
+        items, sql = [(1, evil), (2, evil2)], f"insert into {db.table} (id, name) values (%s, %s)"
+    else:
+        items = [{"id": 1, "name": evil}, {"id": 2, "name": evil2}]
+        sql = f"insert into {db.table} (id, name) values ({form.replace('name', 'id')}, {form})"
+    run(Loop(items), db.Insert(sql))
+    assert db.table in db.tables()
+    assert db.sql(f"select id, name from {db.table} order by id") == [(1, evil), (2, evil2)]
+    # and through a Query's WHERE
+    where = "%s" if form == "%s" else form
+    item = evil if form == "%s" else {"name": evil}
+    assert run(Loop([item]), db.Query(f"select id, name from {db.table} where name = {where}")) == [
+        {"id": 1, "name": evil}]
+    assert db.table in db.tables()
+
+
+def test_query_as_first_step_needs_no_parameters(db):
+    db.create()
+    db.sql(f"insert into {db.table} (id, name) values (1, 'a'), (2, 'b')")
+    assert run(db.Query(f"select count(*) as n from {db.table}")) == [{"n": 2}]
+
+
+def test_query_with_named_placeholders_as_first_step_names_node_and_placeholder(db):
+    db.create()
+    Pipe(db.Query(f"select * from {db.table} where name = {{name}}"))
+    with pytest.raises(ParameterError) as info:
+        BotFrame.run()
+    msg = str(info.value)
+    assert "{name}" in msg and f"Query: select * from {db.table}" in msg and "int 0" in msg
+
+
+def test_missing_key_names_the_node_and_the_placeholder(db):
+    db.create()
+    Pipe(Loop([{"id": 1, "nam": "typo"}]), db.Insert(f"insert into {db.table} (id, name) values ({{id}}, {{name}})"))
+    with pytest.raises(ParameterError) as info:
+        BotFrame.run()
+    msg = str(info.value)
+    assert "Insert: insert into" in msg and "{name}" in msg and "id, nam" in msg
+    assert db.count() == 0
+
+
+def test_wrong_positional_arity_is_a_clear_error(db):
+    db.create()
+    Pipe(Loop([(1, "a", "extra")]), db.Insert(f"insert into {db.table} (id, name) values (%s, %s)"))
+    with pytest.raises(ParameterError, match="2 positional placeholder.*supplies 3"):
+        BotFrame.run()
+
+
+def test_insert_passes_rows_downstream_only_after_their_batch_commits(db):
+    db.create()
+    rows = [{"id": i, "name": f"r{i}"} for i in range(23)]
+    seen = []
+
+    def check_committed(row):
+        # a separate connection sees the row: its batch is committed
+        seen.append((row["id"], db.sql(f"select count(*) from {db.table} where id = %s", (row["id"],))[0][0]))
+        return row
+
+    out = run(Loop(rows), db.Insert(f"insert into {db.table} (id, name) values ({{id}}, {{name}})",
+                                    batch_size=5, flush_interval=None), check_committed)
+    assert out == rows  # in order, including the final partial batch (flush)
+    assert seen == [(i, 1) for i in range(23)]
+
+
+def test_flush_interval_commits_a_slow_trickle_before_input_ends(db):
+    db.create()
+    visible = []
+
+    async def source_gate(row):
+        if row["id"] == 3:  # hold row 3 back until rows 0..2 are visible, or give up
+            for _ in range(500):
+                n = db.count()
+                if n >= 3:
+                    break
+                await asyncio.sleep(0.01)
+            visible.append(n)
+        return row
+
+    rows = [{"id": i, "name": f"r{i}"} for i in range(5)]
+    out = run(Loop(rows), Step(source_gate, concurrency=1),
+              db.Insert(f"insert into {db.table} (id, name) values ({{id}}, {{name}})",
+                        batch_size=100, flush_interval=0.05))
+    assert visible == [3]  # committed by the timer, not by a full batch or the end of input
+    assert out == rows
+    assert db.count() == 5
+
+
+def test_failed_batch_is_rolled_back_and_raised(db):
+    db.create()
+    db.sql(f"insert into {db.table} (id, name) values (3, 'taken')")
+    rows = [{"id": i, "name": "n"} for i in range(6)]
+    Pipe(Loop(rows), db.Insert(f"insert into {db.table} (id, name) values ({{id}}, {{name}})", batch_size=10))
+    with pytest.raises(Exception) as info:
+        BotFrame.run()
+    assert "rolled back" in " ".join(getattr(info.value, "__notes__", []))
+    assert db.sql(f"select id from {db.table}") == [(3,)]
+
+
+def test_rows_accepted_before_a_failure_elsewhere_are_committed_at_close(db):
+    db.create()
+    accepted = asyncio.Event()
+    class CountingInsert(db.module.Insert):
+        calls = 0
+
+        async def __call__(self, item):
+            result = await super().__call__(item)
+            CountingInsert.calls += 1
+            if CountingInsert.calls == 10:
+                accepted.set()
+            return result
+
+    async def hold(row):  # rows 10.. never reach the Insert
+        if row["id"] >= 10:
+            await asyncio.Event().wait()
+        return row
+
+    async def boom(_):
+        await accepted.wait()
+        raise RuntimeError("another pipe failed")
+
+    rows = [{"id": i, "name": "n"} for i in range(40)]
+    Pipe(Loop(rows), hold, CountingInsert(f"insert into {db.table} (id, name) values ({{id}}, {{name}})",
+                                          **db.kw, batch_size=1000, flush_interval=None))
+    Pipe(boom)
+    with pytest.raises(RuntimeError, match="another pipe failed"):
+        BotFrame.run()
+    assert db.sql(f"select id from {db.table} order by id") == [(i,) for i in range(10)]
+
+
+def test_query_streams_rows_only_as_fast_as_downstream_takes_them(db):
+    db.create()
+    Pipe(Loop([{"id": i, "name": "n"} for i in range(5000)]),
+         db.Insert(f"insert into {db.table} (id, name) values ({{id}}, {{name}})", batch_size=1000))
+    BotFrame.run()
+    query = db.Query(f"select id from {db.table} order by id", fetch_size=50)
+    produced = []
+    real_rows = query._rows
+
+    async def counting_rows(params):
+        async for row in real_rows(params):
+            produced.append(row["id"])
+            yield row
+
+    query._rows = counting_rows
+    ahead = []
+
+    async def slow(row):
+        await asyncio.sleep(0)
+        if row["id"] == 100:
+            ahead.append(len(produced) - 101)  # rows pulled from the driver beyond those consumed
+        return row["id"]
+
+    out = run(query, Step(slow, concurrency=1))
+    assert out == list(range(5000))
+    assert len(ahead) == 1 and 0 <= ahead[0] <= 3  # one in flight, one queued: not the whole table
+
+
+def test_insert_keeps_order_and_bounds_what_it_holds(db):
+    db.create()
+    n, batch = 3000, 50
+    in_flight = {"produced": 0, "consumed": 0, "max": 0}
+
+    def source():
+        for i in range(n):
+            in_flight["produced"] += 1
+            yield {"id": i, "name": f"r{i}"}
+
+    def after(row):
+        in_flight["consumed"] += 1
+        in_flight["max"] = max(in_flight["max"], in_flight["produced"] - in_flight["consumed"])
+        return row
+
+    out = run(source(), db.Insert(f"insert into {db.table} (id, name) values ({{id}}, {{name}})",
+                                  batch_size=batch, flush_interval=None), after)
+    assert out == [{"id": i, "name": f"r{i}"} for i in range(n)]
+    assert db.count() == n
+    # two batches waiting for the database plus one item per slot (32), never the source
+    assert in_flight["max"] <= 3 * batch + 32
+
+
+def test_abandoned_result_stream_releases_its_connection(db):
+    db.create()
+    db.sql(f"insert into {db.table} (id, name) values " + ", ".join(f"({i}, 'n')" for i in range(2000)))
+
+    def fail_at_5(row):
+        if row["id"] == 5:
+            raise RuntimeError("stop reading")
+        return row
+
+    Pipe(db.Query(f"select id from {db.table} order by id", fetch_size=10), fail_at_5)
+    with pytest.raises(RuntimeError, match="stop reading"):
+        BotFrame.run()
+    # no connection still holds the table (a MySQL metadata lock would block this)
+    db.sql(f"drop table {db.table}")
+    assert db.table not in db.tables()
+
+
+def test_query_and_insert_on_the_same_database_in_one_pipe(db):
+    source = db.create(table=db.table + "_a")
+    target = db.create(table=db.table + "_b")
+    db.sql(f"insert into {source} (id, name, score) values " + ", ".join(f"({i}, 'n{i}', {i})" for i in range(3000)))
+    out = run(db.Query(f"select id, name, score from {source} order by id", fetch_size=100),
+              db.Insert(f"insert into {target} (id, name, score) values ({{id}}, {{name}}, {{score}})",
+                        batch_size=100))
+    assert len(out) == 3000
+    assert db.sql(f"select count(*), sum(score) from {target}") == [(3000, sum(range(3000)))]
+
+
+def test_sql_syntax_error_raises_and_names_the_node(db):
+    Pipe(db.Query("selec nothing from nowhere"))
+    with pytest.raises(Exception) as info:
+        BotFrame.run()
+    assert "Query: selec nothing from nowhere" in " ".join(info.value.__notes__)
+
+
+def test_ignore_policy_drops_the_failing_item_and_keeps_going(db):
+    db.create()
+    config.exception_policy = "ignore"
+    out = run(Loop([{"id": 1, "name": "a"}, {"id": 2}, {"id": 3, "name": "c"}]),
+              db.Insert(f"insert into {db.table} (id, name) values ({{id}}, {{name}})", batch_size=1))
+    assert out == [{"id": 1, "name": "a"}, {"id": 3, "name": "c"}]
+    assert db.sql(f"select id from {db.table} order by id") == [(1,), (3,)]
+
+
+def test_nodes_are_reusable_across_runs(db):
+    db.create()
+    ins = db.Insert(f"insert into {db.table} (id, name) values ({{id}}, {{name}})")
+    q = db.Query(f"select count(*) as n from {db.table}")
+    for start in (0, 10):
+        Pipe(Loop([{"id": i, "name": "x"} for i in range(start, start + 10)]), ins)
+        BotFrame.run()
+        assert run(q) == [{"n": start + 10}]
+
+
+# ------------------------------------------------------------------ construction errors (no database needed)
+@pytest.mark.parametrize("backend", ["sqlite", "mysql"])
+@pytest.mark.parametrize("sql, kw, exc, text", [
+    ("select {a}, %s", {}, ValueError, "mixes named ({a}) and positional (%s)"),
+    ("select * from t where name like '%{name}%'", {}, ValueError, "placeholder inside the string literal"),
+    ("select * from `{table}`", {}, ValueError, "cannot be bound"),
+    ("select {0}", {}, ValueError, "unsupported placeholder {0}"),
+    ("select {a!r}", {}, ValueError, "unsupported placeholder {a!r}"),
+    ("select 'abc", {}, ValueError, "unterminated ' quote"),
+    ("", {}, TypeError, "non-empty SQL string"),
+    ("select 1", {"fetch_size": 0}, ValueError, "'fetch_size' must be an int >= 1"),
+    ("select 1", {"concurrency": 0}, ValueError, "'concurrency' must be an int >= 1"),
+    ("select 1", {"bogus": 1}, TypeError, "unexpected keyword argument(s) bogus"),
+])
+def test_bad_query_arguments_are_rejected_at_construction(backend, sql, kw, exc, text):
+    from rxbot.db import mysql, sqlite
+
+    mod = sqlite if backend == "sqlite" else mysql
+    with pytest.raises(exc) as info:
+        mod.Query(sql, **kw)
+    assert text in str(info.value) and "Query" in str(info.value)
+
+
+@pytest.mark.parametrize("kw, text", [
+    ({"batch_size": 0}, "'batch_size' must be an int >= 1"),
+    ({"flush_interval": -1}, "'flush_interval' must be a positive number of seconds or None"),
+])
+def test_bad_insert_arguments_are_rejected(kw, text):
+    from rxbot.db import mysql, sqlite
+
+    for mod in (mysql, sqlite):
+        with pytest.raises(ValueError, match="Insert: insert into t") as info:
+            mod.Insert("insert into t values (%s)", **kw)
+        assert text in str(info.value)
+
+
+def test_mysql_connection_arguments_are_validated():
+    from rxbot.db.mysql import Query
+
+    with pytest.raises(ValueError, match="'port' must be <= 65535"):
+        Query("select 1", port=70000)
+    with pytest.raises(ValueError, match="'connect_timeout' must be a positive number"):
+        Query("select 1", connect_timeout=0)
+
+
+def test_labels_name_the_statement_and_hide_the_password():
+    from rxbot.db.mysql import Insert, Query
+
+    q = Query("select   *\n from users where id = {id}", password="s3cret")
+    assert q.label() == "Query: select * from users where id = {id}"
+    assert "s3cret" not in repr(q) and "s3cret" not in q.where()
+    assert Insert("insert into a_really_long_table_name (x, y) values ({x}, {y})").label() == \
+        "Insert: insert into a_really_long_table_name..."
+    assert Query("select 1", name="ping").label() == "ping"
+
+
+# ------------------------------------------------------------------ connection failures (MySQL)
+async def test_wrong_password_is_a_clear_error_from_run_async(mysql_params):
+    from rxbot.db.mysql import Query
+
+    params = dict(mysql_params, password="definitely-wrong")
+    Pipe(Query("select 1", **params))
+    with pytest.raises(DatabaseConnectionError) as info:
+        await asyncio.wait_for(BotFrame.run_async(), timeout=10)
+    msg = str(info.value)
+    assert msg.startswith("Query: select 1: cannot connect to MySQL at ")
+    assert f"{params['host']}:{params['port']}" in msg and "1045" in msg and "Access denied" in msg
+    assert "definitely-wrong" not in msg
+
+
+def test_refused_connection_is_a_clear_error(unused_tcp_port):
+    from rxbot.db.mysql import Insert
+
+    Pipe(Loop([1]), Insert("insert into t values (%s)", port=unused_tcp_port))
+    with pytest.raises(DatabaseConnectionError, match=f"127.0.0.1:{unused_tcp_port}/test.*2003"):
+        BotFrame.run()
+
+
+async def test_silent_server_times_out_instead_of_hanging():
+    async def accept_and_say_nothing(reader, writer):
+        await reader.read()  # never answers the MySQL handshake
+        writer.close()
+
+    server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        from rxbot.db.mysql import Query
+
+        Pipe(Query("select 1", port=port, connect_timeout=0.2))
+        with pytest.raises(DatabaseConnectionError, match=f"timed out after 0.2s connecting to MySQL at root@127.0.0.1:{port}"):
+            await asyncio.wait_for(BotFrame.run_async(), timeout=10)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+# ------------------------------------------------------------------ SQLite specifics
+def test_sqlite_memory_database_is_shared_by_the_nodes_of_a_run():
+    from rxbot.db.sqlite import Insert, Query
+
+    rows = [{"id": i, "name": f"n{i}"} for i in range(3)]
+    out = run(Insert("create table m (id integer, name text)", path=":memory:"),  # DDL, then item 0 passes on
+              lambda _: rows,
+              Insert("insert into m (id, name) values ({id}, {name})", path=":memory:"),
+              Step(Query("select count(*) as n from m", path=":memory:"), concurrency=1))
+    assert out == [{"n": 3}] * 3
+    # a fresh run gets a fresh :memory: database (the shared one closed with the run)
+    assert run(Query("select count(*) as n from sqlite_master", path=":memory:")) == [{"n": 0}]
+
+
+def test_sqlite_backslash_is_not_an_escape(tmp_path):
+    from rxbot.db.sqlite import Query
+
+    assert run(Loop([1]), Query("select 'C:\\' as p, ? as q", path=tmp_path / "b.db")) == [{"p": "C:\\", "q": 1}]
+
+
+@pytest.mark.parametrize("where", ["missing-dir", "a-directory"])
+def test_sqlite_unopenable_path_is_a_clear_error(tmp_path, where):
+    from rxbot.db.sqlite import Query
+
+    bad = tmp_path / "no" / "such" / "x.db" if where == "missing-dir" else tmp_path
+    Pipe(Query("select 1", path=bad))
+    with pytest.raises(DatabaseConnectionError, match=f"Query: select 1: cannot open SQLite database '{bad}'"):
+        BotFrame.run()
+
+
+# ------------------------------------------------------------------ placeholder translation (pure)
+@pytest.mark.parametrize("sql, mysql_sql, sqlite_sql, names, npos", [
+    ('select * from t where a="{a}" and b={b}', "select * from t where a=%(a)s and b=%(b)s",
+     "select * from t where a=:a and b=:b", ("a", "b"), 0),
+    ("insert into t values ('{a}', '{b}', '{a}')", "insert into t values (%(a)s, %(b)s, %(a)s)",
+     "insert into t values (:a, :b, :a)", ("a", "b"), 0),
+    ("select %s, %s", "select %s, %s", "select ?, ?", (), 2),
+    ("select ?", "select %s", "select ?", (), 1),
+    ("select %(x)s, :y", "select %(x)s, %(y)s", "select :x, :y", ("x", "y"), 0),
+    ("select x % 2, 'a%' from t", "select x %% 2, 'a%%' from t", "select x % 2, 'a%' from t", (), 0),
+    ("select '100%%', %s", "select '100%%', %s", "select '100%', ?", (), 1),
+    ("select '{{lit}}', {a}", "select '{lit}', %(a)s", "select '{lit}', :a", ("a",), 0),
+    ("select '{\"json\": 1}'", "select '{\"json\": 1}'", "select '{\"json\": 1}'", (), 0),
+    ("select 'it''s {a}?' -- {b} ?\n, \"x\"", "select 'it''s {a}?' -- {b} ?\n, \"x\"", None, (), 0),
+    ("select @v := 1, '12:30', ':not' /* :c ? */", "select @v := 1, '12:30', ':not' /* :c ? */",
+     "select @v := 1, '12:30', ':not' /* :c ? */", (), 0),
+])
+def test_placeholder_translation(sql, mysql_sql, sqlite_sql, names, npos):
+    if sqlite_sql is None:
+        with pytest.raises(ValueError, match="placeholder inside the string literal"):
+            Statement.parse(sql)
+        return
+    st = Statement.parse(sql)
+    assert st.render("pyformat") == mysql_sql
+    assert st.render("sqlite") == sqlite_sql
+    assert (st.names, st.positional) == (names, npos)
+
+
+def test_values_extraction_rules():
+    named = Statement.parse("select {a}, {b}", "Q")
+    assert named.values({"a": 1, "b": None, "c": 3}) == {"a": 1, "b": None}
+
+    class O:
+        a, b = "x", "y"
+
+    assert named.values(O()) == {"a": "x", "b": "y"}
+    with pytest.raises(ParameterError, match=r"Q: no value for placeholder \{b\}.*has no attribute 'b'"):
+        named.values(type("P", (), {"a": 1})())
+    with pytest.raises(ParameterError, match="need a dict or an object"):
+        named.values([1, 2])
+    pos = Statement.parse("select %s", "Q")
+    assert pos.values("v") == ("v",) and pos.values(("v",)) == ("v",) and pos.values(b"raw") == (b"raw",)
+    with pytest.raises(ParameterError, match="not a mapping"):
+        pos.values({"a": 1})
+    two = Statement.parse("select ?, ?", "Q")
+    assert two.values([1, 2]) == (1, 2)
+    with pytest.raises(ParameterError, match="must be a tuple/list of that length"):
+        two.values(5)
+    assert Statement.parse("select 1").values(0) == ()
+
+
+# ------------------------------------------------------------------ the examples, as scripts
+EXAMPLE_OUTPUT = {
+    "mysql1.py": [
+        "ex1----",
+        "class user alice,localhost,root",
+        "class user bob,%,app",
+        "class user carol,10.0.0.%,root",
+        "class user mallory,x'); DROP TABLE users; --,guest",
+        "ex2----param bind with input",
+        "{'n': 0}", "{'n': 1}", "{'n': 2}",
+        "ex3----param bind with dict",
+        "{'name': 'alice', 'host': 'localhost'}",
+        "{'name': 'carol', 'host': '10.0.0.%'}",
+        "{'name': 'mallory', 'host': \"x'); DROP TABLE users; --\"}",
+    ],
+    "mysql2.py": ["ex1----"] + [f"class user user{i:02d},10.0.0.{i},{'root' if i % 3 == 0 else 'app'}"
+                                for i in range(10)] + ["copied 10 rows, 4 of them root"],
+}
+
+
+def _sections(lines):
+    """Rows from concurrent queries may interleave: compare each section as a sorted list."""
+    out, current = [], []
+    for line in lines:
+        if line.startswith("ex") and line.endswith(("----", "input", "dict")):
+            out.append(sorted(current))
+            current = [line]
+        else:
+            current.append(line)
+    out.append(sorted(current))
+    return out
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mysql"])
+@pytest.mark.parametrize("script", ["mysql1.py", "mysql2.py"])
+def test_example_script_runs(script, backend, request):
+    args = [sys.executable, str(ROOT / "examples" / script)]
+    if backend == "sqlite":
+        args.append("--sqlite")
+    else:
+        request.getfixturevalue("mysql_params")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env, cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stderr
+    assert _sections(proc.stdout.splitlines()) == _sections(EXAMPLE_OUTPUT[script])
