@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
 import sqlite3
 import subprocess
@@ -391,6 +392,31 @@ def test_abandoned_result_stream_releases_its_connection(db):
     # no connection still holds the table (a MySQL metadata lock would block this)
     db.sql(f"drop table {db.table}")
     assert db.table not in db.tables()
+
+
+async def test_node_reused_in_one_loop_after_an_abandoned_stream(db):
+    db.create()
+    db.sql(f"insert into {db.table} (id, name) values " + ", ".join(f"({i}, 'n')" for i in range(500)))
+    loop_errors = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: loop_errors.append(ctx))
+    q = db.Query(f"select id from {db.table} order by id", fetch_size=10)
+
+    def fail_at_5(row):
+        if row["id"] == 5:
+            raise RuntimeError("stop reading")
+        return row
+
+    Pipe(q, fail_at_5)
+    with pytest.raises(RuntimeError, match="stop reading"):
+        await BotFrame.run_async()
+    out = []
+    Pipe(q, out.append)
+    await BotFrame.run_async()
+    assert [r["id"] for r in out] == list(range(500))
+    gc.collect()  # finalise the stream abandoned by the first run, after its run closed
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+    assert loop_errors == []
 
 
 def test_query_and_insert_on_the_same_database_in_one_pipe(db):

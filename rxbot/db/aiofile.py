@@ -30,7 +30,7 @@ FORMATS = ("repr", "str", "json")
 
 def _text(item: Any) -> str:
     """databot's rule: a str as-is, anything else as its repr."""
-    return item if type(item) is str else repr(item)
+    return item if isinstance(item, str) else repr(item)
 
 
 def _json(item: Any) -> str:

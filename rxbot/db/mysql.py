@@ -78,13 +78,14 @@ class _MySQL(SqlNode):
             pool.terminate()
             await pool.wait_closed()
 
-    async def _acquire(self) -> Any:
+    def _pool_now(self) -> Any:
         if self._pool is None:
             raise RuntimeError(f"{self.label()}: used outside a run (init() has not been called)")
-        return await self._pool.acquire()
+        return self._pool
 
     async def _rows(self, params: Any) -> AsyncIterator[dict]:
-        conn = await self._acquire()
+        pool = self._pool_now()  # this run's pool, even if the stream is finalised later
+        conn = await pool.acquire()
         clean = False
         try:
             cur = await conn.cursor(aiomysql.SSDictCursor)  # server-side: rows arrive as read
@@ -103,13 +104,11 @@ class _MySQL(SqlNode):
                 # unread rows or an interrupted read: dropping the connection is instant,
                 # draining the rest of the result could take as long as the whole query
                 conn.close()
-            if self._pool is not None:
-                self._pool.release(conn)
-            else:  # the run was torn down while this stream was suspended
-                conn.close()
+            pool.release(conn)  # after close(): the terminated pool just forgets it
 
     async def _write(self, params_list: Sequence[Any], committing: Callable[[], None] = lambda: None) -> None:
-        conn = await self._acquire()
+        pool = self._pool_now()
+        conn = await pool.acquire()
         try:
             async with conn.cursor() as cur:
                 # INSERT ... VALUES (...) becomes multi-row INSERTs in the driver
@@ -120,8 +119,7 @@ class _MySQL(SqlNode):
             conn.close()  # aborts the transaction server-side; the pool opens a fresh one
             raise
         finally:
-            if self._pool is not None:
-                self._pool.release(conn)
+            pool.release(conn)
 
 
 def _describe(exc: BaseException) -> str:

@@ -22,12 +22,13 @@ from .params import SQLITE
 
 
 class _Shared:
-    __slots__ = ("conn", "refs", "write_lock")
+    __slots__ = ("conn", "refs", "write_lock", "closed")
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.conn = conn
         self.refs = 0
         self.write_lock = asyncio.Lock()
+        self.closed = False
 
 
 #: (event loop, database key) -> the shared connection of the current run
@@ -108,6 +109,7 @@ class _SQLite(SqlNode):
         if shared.refs <= 0:
             if _connections.get(slot) is shared:  # type: ignore[arg-type]
                 del _connections[slot]  # type: ignore[arg-type]
+            shared.closed = True
             await shared.conn.close()
 
     def _conn(self) -> _Shared:
@@ -116,8 +118,8 @@ class _SQLite(SqlNode):
         return self._shared
 
     async def _rows(self, params: Any) -> AsyncIterator[dict]:
-        conn = self._conn().conn
-        cur = await conn.execute(self.driver_sql, params)
+        shared = self._conn()  # this run's connection, even if the stream is finalised later
+        cur = await shared.conn.execute(self.driver_sql, params)
         try:
             if cur.description is None:  # not a SELECT: nothing to emit
                 return
@@ -129,7 +131,7 @@ class _SQLite(SqlNode):
                 for row in rows:
                     yield dict(zip(cols, row))
         finally:
-            if self._shared is not None:  # after the run's close the connection is gone
+            if not shared.closed:  # a stream abandoned by a failed run ends after close()
                 await cur.close()
 
     async def _write(self, params_list: Sequence[Any], committing: Callable[[], None] = lambda: None) -> None:
