@@ -23,8 +23,8 @@ def __getattr__(name: str):
         from . import http
 
         return getattr(http, name)
-    if name == "aiofile":
-        from .db.aiofile import aiofile
+    if name in ("aiofile", "ReadLines"):
+        from .db import aiofile as files
 
-        return aiofile
+        return getattr(files, name)
     raise AttributeError(f"module 'rxbot' has no attribute {name!r}")

@@ -428,3 +428,55 @@ def test_nodes_can_redact_items_in_logs_and_errors(caplog):
         Pipe([{"token": "SECRET"}], Secretive())
         BotFrame.run()
     assert "SECRET" not in "".join(info.value.__notes__)
+
+
+def test_failed_run_does_not_flush_nodes():
+    flushed = []
+
+    class Batcher(Node):
+        async def __call__(self, item):
+            return None
+
+        async def flush(self):
+            flushed.append(True)
+
+    async def hold(x):
+        if x >= 2:
+            await asyncio.Event().wait()
+        return x
+
+    async def boom(_):
+        await asyncio.sleep(0.05)
+        raise RuntimeError("elsewhere")
+
+    Pipe(Loop(range(5)), hold, Batcher())
+    Pipe(boom)
+    with pytest.raises(RuntimeError):
+        BotFrame.run()
+    assert flushed == []
+
+
+def test_abandoned_async_generator_is_closed_before_its_node():
+    events = []
+
+    class Stream(Node):
+        async def close(self):
+            events.append("node close")
+
+        async def __call__(self, _):
+            try:
+                for i in range(1000):
+                    await asyncio.sleep(0)
+                    yield i
+            finally:
+                events.append("generator finally")
+
+    def fail_at_3(x):
+        if x == 3:
+            raise RuntimeError("stop")
+        return x
+
+    Pipe(Stream(), fail_at_3)
+    with pytest.raises(RuntimeError):
+        BotFrame.run()
+    assert events == ["generator finally", "node close"]

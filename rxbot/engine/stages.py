@@ -77,6 +77,8 @@ class Stage:
         return True
 
     def maybe_complete(self) -> None:
+        if self.ctx.stopped:  # a failed or cancelled run completes nothing (no flushes)
+            return
         if self.upstream_done and not self.completed and self.idle():
             self.completed = True
             self.release()
@@ -201,10 +203,15 @@ async def deliver(result: Any, emit: Callable[[Any], None], gate: Gate) -> bool:
                     n = 0
                     await asyncio.sleep(0)
         else:  # AGEN
-            async for v in result:
-                emit(v)
-                if gate.blocked:
-                    await gate.wait()
+            try:
+                async for v in result:
+                    emit(v)
+                    if gate.blocked:
+                        await gate.wait()
+            finally:
+                # an abandoned generator (failure, cancellation) runs its cleanup now,
+                # before the run closes the nodes it may be using
+                await result.aclose()
         return True
 
 
@@ -379,6 +386,8 @@ class AsyncStage(Stage):
                 self._emit(value)
 
     def maybe_complete(self) -> None:
+        if self.ctx.stopped:
+            return
         if self.flush is not None and self.upstream_done and not self.completed and not self.flushing \
                 and self.slots.idle():
             self.flushing = True
