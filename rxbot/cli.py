@@ -143,6 +143,8 @@ def _run_command(sub: Any) -> None:
     p.add_argument("--policy", choices=POLICIES, default=None,
                    help="exception policy for every step, set before the script starts (an "
                         "assignment in the script itself still wins)")
+    p.add_argument("--progress", action="store_true",
+                   help="show a live progress bar per pipe with per-step counts")
     p.set_defaults(handler=_run)
 
 
@@ -153,6 +155,8 @@ def _run(args: argparse.Namespace) -> int:
         config.replay_mode = True
     if args.policy is not None:
         config.exception_policy = args.policy
+    if args.progress:
+        config.progress = True
     try:
         _exec_script(args.script)
     except SystemExit as exc:

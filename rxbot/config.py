@@ -41,6 +41,10 @@ class Config:
     #: taking a :class:`rxbot.StepError`
     dead_letters: Any = None
 
+    #: show a live progress bar per pipe (needs tqdm: ``pip install 'rxbot[progress]'``);
+    #: turns per-step counting on
+    progress: bool = False
+
     replay_mode: bool = False
     replay_dir: str | None = None
     replay_serializer: str = "json"

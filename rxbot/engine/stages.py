@@ -235,7 +235,7 @@ class SyncSegment(Stage):
         self.conts: tuple = ()
         self.gate = ctx.gate(downstream)
         self.slots = Slots(min(rt.concurrency for rt in runtimes), self._run_deferred, ctx, self.maybe_complete)
-        counting = config.metrics if config.metrics is not None else any(
+        counting = config.metrics if config.metrics is not None else config.progress or any(
             rt.policy != "raise" for rt in self.runtimes)
         n = len(self.runtimes)
         self.counters = ([0] * n, [0] * n, [0] * n) if counting else None
