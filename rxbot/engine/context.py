@@ -62,6 +62,7 @@ class RunContext:
         self.executors: Dict[Any, Any] = {}
         self.gates: List[Gate] = []
         self._closers: Dict[Any, None] = {}
+        self.replay: Any = None  # replay: rxbot.replay.ReplaySession when config.replay_mode
 
     def on_shutdown(self, fn: Any) -> None:
         """Call ``fn()`` when the run ends, however it ends (e.g. publish counters),

@@ -81,7 +81,11 @@ class StepRuntime:
                 policy = "raise"
         shown = self.describe(item)
         if policy == "raise":
-            return RAISE, annotate(exc, self.label, item, shown)
+            error = annotate(exc, self.label, item, shown)
+            replay = getattr(self.ctx, "replay", None)  # replay: poison the step, run on, raise at the end
+            if replay is not None and replay.poison(self, error):
+                return DROP, None
+            return RAISE, error
         error = StepError(self.label, item, exc, shown)
         self.ctx.dead_letter(error)
         if policy == "ignore":

@@ -39,6 +39,8 @@ async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
     """Run ``pipes`` concurrently; return the report, or raise the first fatal error."""
     loop = asyncio.get_running_loop()
     ctx = RunContext(loop)
+    from ..replay import session as replay_session  # replay:
+    ctx.replay = replay_session(ctx)  # replay: None unless config.replay_mode
     nodes = nodes_of(pipes)
     inited: List[Node] = []
     try:
@@ -69,6 +71,8 @@ async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
         for pipe in pipes:
             pipe._finished = True
             pipe.report = ctx.report
+        if ctx.replay is not None:  # replay: save or clear the cache; a poisoned run fails here
+            ctx.replay.finish()
     if ctx.error is not None:
         ctx.report.error = ctx.error
         raise ctx.error
@@ -76,7 +80,10 @@ async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
 
 
 def _start(pipe: Pipe, builder: Builder, ctx: RunContext, path: str) -> asyncio.Future:
-    ops, _ = builder.build(pipe.steps, [], path, terminal=True)
+    if ctx.replay is not None:  # replay: steps built one by one with recording taps between
+        source, ops = ctx.replay.plan(pipe, builder, path)
+    else:
+        source, ops = trigger(ctx, 0), builder.build(pipe.steps, [], path, terminal=True)[0]
     done = ctx.loop.create_future()
 
     def on_next(_: Any) -> None:
@@ -92,7 +99,7 @@ def _start(pipe: Pipe, builder: Builder, ctx: RunContext, path: str) -> asyncio.
         if not done.done():
             done.set_result(None)
 
-    trigger(ctx, 0).pipe(*ops).subscribe(on_next, on_error, on_completed, scheduler=ctx.scheduler)
+    source.pipe(*ops).subscribe(on_next, on_error, on_completed, scheduler=ctx.scheduler)
     return done
 
 
