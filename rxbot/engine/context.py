@@ -42,10 +42,19 @@ class RunReport:
 
     def __str__(self) -> str:
         lines = [f"run finished in {self.seconds:.3f}s"]
-        for path, s in self.steps.items():
-            lines.append(f"  {path}: in={s.inp} out={s.out} dropped={s.dropped} "
-                         f"failed={s.failed} retried={s.retried}")
+        for path in sorted(self.steps, key=_path_order):
+            s = self.steps[path]
+            lines.append(f"  {path}: in={s.inp} out={s.out} filtered={s.filtered} "
+                         f"dropped={s.dropped} failed={s.failed} retried={s.retried}")
         return "\n".join(lines)
+
+
+def _path_order(path: str) -> list:
+    """'P1[5] Fork/2[1] x' sorts after 'P1[4] y': compare the numbers, not the text."""
+    import re
+
+    head = path.split(" ", 1)[0]
+    return [int(n) for n in re.findall(r"\d+", head)] + [path.count("/")]
 
 
 class RunContext:
