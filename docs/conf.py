@@ -1,0 +1,43 @@
+"""Sphinx configuration for the rxbot user documentation.
+
+Build (warnings are errors, as in tests/test_docs.py)::
+
+    python -m sphinx -W --keep-going -b html docs docs/_build/html
+
+The pages are MyST markdown; the API is described by hand in the pages, so the build
+imports nothing from rxbot except its version.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
+
+try:
+    from rxbot import __version__ as release
+except Exception:  # the docs still build from a bare checkout
+    release = "0.1"
+
+project = "rxbot"
+author = "rxbot contributors"
+copyright = "rxbot contributors"
+version = ".".join(release.split(".")[:2])
+
+extensions = ["myst_parser"]
+source_suffix = {".md": "markdown"}
+root_doc = "index"
+exclude_patterns = ["_build", "images/*.dot", "make_images.py", "Thumbs.db", ".DS_Store"]
+
+myst_enable_extensions = ["colon_fence", "deflist"]
+myst_heading_anchors = 3
+
+html_theme = "alabaster"
+html_title = f"rxbot {release}"
+html_theme_options = {
+    "description": "databot-style data-flow pipelines on reactivex and asyncio",
+    "fixed_sidebar": True,
+    "page_width": "1100px",
+    "sidebar_width": "230px",
+}
+pygments_style = "sphinx"
