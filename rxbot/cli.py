@@ -212,15 +212,22 @@ def _replay_command(sub: Any) -> None:
         description="Replay caches live in .rxbot/replay/ next to a script (or config.replay_dir).",
     )
     p.add_argument("--clear", action="store_true", required=True, help="delete the replay cache")
-    p.add_argument("--dir", default=None, help="cache folder (default: .rxbot/replay here)")
+    p.add_argument("script", nargs="?", default=None,
+                   help="the script whose cache to clear (its .rxbot/replay folder)")
+    p.add_argument("--dir", default=None,
+                   help="cache folder (default: next to SCRIPT, else config.replay_dir or ./.rxbot/replay)")
     p.set_defaults(handler=_replay)
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from .replay import clear_cache
+    from .replay import clear_cache, default_root, replay_root
 
-    removed = clear_cache(args.dir)
-    print(f"rxbot replay: cleared {removed}" if removed else "rxbot replay: no cache to clear")
+    root = args.dir if args.dir is not None else (
+        default_root(args.script) if args.script is not None else None)
+    removed = clear_cache(root)
+    where = replay_root(root)
+    print(f"rxbot replay: cleared {removed} cache(s) in {where}" if removed
+          else f"rxbot replay: no cache in {where}")
     return 0
 
 

@@ -184,3 +184,42 @@ def test_a_subcommand_is_one_function(capsys):
         cli._REGISTRARS.remove(_hello)
     with pytest.raises(SystemExit):
         cli.main(["hello"])
+
+
+def test_replay_clear_removes_a_failed_runs_cache(tmp_path):
+    """A failed replay-mode run leaves a cache next to the script; ``rxbot replay
+    --clear SCRIPT`` deletes it, so the next run starts fresh."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent("""
+        from rxbot import Pipe, Loop, BotFrame, config
+        config.replay_mode = True
+        def double(x):
+            return 2 * x
+        def fail(x):
+            raise ValueError("always")
+        Pipe(Loop(range(5)), double, fail, print)
+        BotFrame.run()
+    """))
+    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "ValueError" in run.stderr
+    cache = tmp_path / ".rxbot" / "replay"
+    assert cache.is_dir() and any(cache.rglob("*"))
+    cleared = subprocess.run([sys.executable, "-m", "rxbot", "replay", "--clear", str(script)],
+                             capture_output=True, text=True, timeout=60)
+    assert cleared.returncode == 0 and "cleared 1 cache(s)" in cleared.stdout
+    assert not any(p.is_file() for p in cache.rglob("*")) if cache.exists() else True
+    again = subprocess.run([sys.executable, "-m", "rxbot", "replay", "--clear", str(script)],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "no cache" in again.stdout
+
+
+def test_replay_without_clear_is_a_usage_error():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "rxbot", "replay"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "usage:" in proc.stderr
