@@ -1017,19 +1017,15 @@ class PipeState:
         from .engine.stages import AsyncStage
 
         step = self.steps[k - 1]
-        where = f"{self.path}[{k}] {step.label()}"
+        op, bounds, stage = builder.build_span(self.steps, k - 1, k - 1, bounds, self.path, terminal)
         if _fusable(step):
-            seg = builder._segment(self.steps, k - 1, k - 1, bounds, self.path, terminal)
             mode = INLINE if not (isinstance(step, Route) and step.kind != "filter") else UNTRACKED
-            return seg.operator, bounds + [seg.boundary], mode, seg
-        if isinstance(step, RxOp):
-            return step.op, bounds, UNTRACKED, None
-        if isinstance(step, Route):
-            op, new_bounds = builder._route(step, bounds, where)
-            return op, new_bounds, (INLINE if _sync_route(step) else UNTRACKED), None
-        stage = builder._single(step, bounds, where)
-        tracked = isinstance(stage, AsyncStage) and stage.flush is None
-        return stage.operator, bounds + [stage.boundary], (ASYNC if tracked else UNTRACKED), stage
+        elif isinstance(step, Route):
+            mode = INLINE if _sync_route(step) else UNTRACKED
+        else:
+            tracked = isinstance(stage, AsyncStage) and stage.flush is None
+            mode = ASYNC if tracked else UNTRACKED
+        return op, bounds, mode, stage
 
     # -- failures ------------------------------------------------------------------------
     def poison(self, k: int, rt: Any, error: BaseException) -> bool:

@@ -95,29 +95,34 @@ class Builder:
         bounds = list(downstream)
         i = len(steps) - 1
         while i >= 0:
-            step = steps[i]
-            if _fusable(step):
-                j = i
-                while j - 1 >= 0 and _fusable(steps[j - 1]):
-                    j -= 1
-                seg = self._segment(steps, j, i, bounds, path, terminal and i == len(steps) - 1)
-                ops_rev.append(seg.operator)
-                bounds.append(seg.boundary)
-                i = j - 1
-                continue
-            where = f"{path}[{i + 1}] {_label(step)}"
-            if isinstance(step, RxOp):
-                ops_rev.append(step.op)
-            elif isinstance(step, Route):
-                op, bounds = self._route(step, bounds, where)
-                ops_rev.append(op)
-            else:
-                stage = self._single(step, bounds, where)
-                ops_rev.append(stage.operator)
-                bounds.append(stage.boundary)
-            i -= 1
+            j = i
+            while _fusable(steps[j]) and j - 1 >= 0 and _fusable(steps[j - 1]):
+                j -= 1
+            op, bounds, _ = self.build_span(steps, j, i, bounds, path, terminal and i == len(steps) - 1)
+            ops_rev.append(op)
+            i = j - 1
         ops_rev.reverse()
         return ops_rev, bounds
+
+    def build_span(self, steps: Sequence[Any], first: int, last: int, downstream: List[Boundary],
+                   path: str, terminal: bool = False) -> Tuple[Callable, List[Boundary], Any]:
+        """One operator for ``steps[first:last + 1]`` — a run of fusable steps, or a
+        single step of any kind — given the boundaries below it. Returns the operator,
+        the boundaries at or below its head, and the stage built (None for a route or a
+        raw Rx operator). Replay builds top-level steps one at a time through here."""
+        step = steps[last]
+        if _fusable(step):
+            seg = self._segment(steps, first, last, downstream, path, terminal)
+            return seg.operator, downstream + [seg.boundary], seg
+        assert first == last, "only fusable steps form a span"
+        where = f"{path}[{last + 1}] {_label(step)}"
+        if isinstance(step, RxOp):
+            return step.op, list(downstream), None
+        if isinstance(step, Route):
+            op, bounds = self._route(step, downstream, where)
+            return op, bounds, None
+        stage = self._single(step, downstream, where)
+        return stage.operator, downstream + [stage.boundary], stage
 
     # -- leaves -----------------------------------------------------------------------
     def _segment(self, steps: Sequence[Any], first: int, last: int, downstream: List[Boundary], path: str,
