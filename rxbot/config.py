@@ -54,9 +54,19 @@ class Config:
     boost_start_method: str | None = None
     dask_address: str | None = field(default_factory=lambda: os.environ.get("RXBOT_DASK_ADDRESS"))
 
+    # databot's other settings, accepted so its scripts run; rxbot has one execution
+    # mode (streaming) and always joins the network, so they change nothing.
+    stream: int = 0
+    hierarchical: int = 1
+    execute_mode: int = 0
+    joined_network: bool = True
+    suppress_exception: bool = False
+
     def policy(self, value: Any = None) -> str:
         """Normalise a policy name (databot constant or string) and reject unknown ones."""
         value = self.exception_policy if value is None else value
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(POLICIES):
+            value = POLICIES[value]  # databot 0.1.8 numbered them 0..3 in this order
         if value not in POLICIES:
             raise ValueError(
                 f"exception policy must be one of {', '.join(POLICIES)}; got {value!r}"

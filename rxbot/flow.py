@@ -89,6 +89,8 @@ class Route:
         name: str | None = None,
     ) -> None:
         cls = type(self).__name__
+        if isinstance(route_type, list):  # databot accepted a list of classes
+            route_type = tuple(route_type)
         if not (isinstance(route_type, type) or (
             isinstance(route_type, tuple) and route_type and all(isinstance(t, type) for t in route_type)
         )):

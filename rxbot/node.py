@@ -33,12 +33,20 @@ class Node:
     boost_kind: str | None = None
     name: str | None = None
 
+    # lifecycle state as class defaults, so a subclass that forgets super().__init__()
+    # still works
+    _refs = 0
+    _inited = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.args = args
-        self.kwargs = kwargs
+        self.kwargs = _DotDict(kwargs)  # databot nodes read self.kwargs.host
         self._refs = 0
         self._inited = False
-        self._init_lock: asyncio.Lock | None = None
+        self.init_param()
+
+    def init_param(self) -> None:
+        """databot's construction hook: runs at the end of ``Node.__init__``."""
 
     # ---- lifecycle (refcounted: one init/close per run however often the node is used)
     async def init(self) -> None:
@@ -102,6 +110,11 @@ class Node:
 
         return mark(fn) if fn is not None else mark
 
+    # databot's names for the boost types: @Node.boost_type(Node.boost_by_process)
+    boost_by_thread = "thread"
+    boost_by_process = "process"
+    boost_by_cluster = "cluster"
+
     @staticmethod
     def boost_type(type: str, workers: int | None = None):
         """``@Node.boost_type('process')`` — the explicit form of :meth:`boost`."""
@@ -164,6 +177,13 @@ class Timer(Node):
         d = f"{self.delay:g}s"
         extra = f", max_time={self.max_time}" if self.max_time is not None else ""
         return f"Timer({d}{extra})"
+
+
+class _DotDict(dict):
+    """A dict whose keys read as attributes (missing ones read as None), like databot's."""
+
+    def __getattr__(self, key: str) -> Any:
+        return self.get(key)
 
 
 def _is_iterable(obj: Any) -> bool:

@@ -487,3 +487,70 @@ def test_star_import_exports_the_public_api():
                  "BlockedJoin", "Step", "Node", "BotFrame", "config", "P", "B", "T", "F", "J", "Fi"]:
         assert ns[name] is getattr(rxbot, name)
     assert ns["P"] is Pipe and ns["T"] is Timer
+
+
+def test_generator_step_output_is_pulled_lazily_into_a_slow_async_step():
+    """A sync generator step yielding many items is pulled only as the slow step
+    downstream frees slots, like a Loop (memory stays bounded)."""
+    made = 0
+    done = 0
+    worst = 0
+
+    def numbers(n):
+        nonlocal made, worst
+        for i in range(n):
+            made += 1
+            worst = max(worst, made - done)
+            yield i
+
+    async def slow(x):
+        nonlocal done
+        await asyncio.sleep(0)
+        done += 1
+        return x
+
+    got = run([5000], numbers, Step(slow, concurrency=4))
+    assert sorted(got) == list(range(5000))
+    assert worst <= 4 + 1
+
+
+def test_databot_compat_settings_and_names():
+    config.exception_policy = 1  # databot's number for ignore
+    out = run(range(3), lambda x: 1 / (x - 1))
+    assert sorted(out) == [-1.0, 1.0]
+    assert config.stream == 0 and config.hierarchical == 1
+    assert (Node.boost_by_thread, Node.boost_by_process) == ("thread", "process")
+
+    class Old(Node):  # databot style: kwargs as attributes, init_param hook
+        def init_param(self):
+            self.host = self.kwargs.host
+
+        def __call__(self, x):
+            return (self.host, x)
+
+    assert Old(host="h").host == "h"
+
+    class Forgetful(Node):
+        def __init__(self, k):
+            self.k = k  # no super().__init__()
+
+        def __call__(self, x):
+            return x * self.k
+
+    assert run(range(3), Forgetful(2)) == [0, 2, 4]
+    from rxbot import Branch
+
+    assert Branch(print, route_type=[int, str]).route_type == (int, str)
+
+
+def test_run_report_lists_steps_in_pipe_order_at_every_level():
+    from rxbot import Fork
+
+    Pipe(range(2), Fork(Pipe(lambda x: x, lambda x: x), print), lambda x: x)
+    config.metrics = True
+    text = str(BotFrame.run())
+    paths = [line.split(":")[0].strip() for line in text.splitlines()[1:]]
+    assert [p.split(" ")[0] for p in paths] == [
+        "P1[1]", "P1[2]", "P1[2]", "P1[2]", "P1[2]", "P1[3]"]
+    assert paths[2].startswith("P1[2] Fork/1[1]") and paths[3].startswith("P1[2] Fork/1[2]")
+    assert paths[4].startswith("P1[2] Fork/2[1]")

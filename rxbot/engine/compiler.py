@@ -7,6 +7,8 @@ returned in flow order for ``source.pipe(*ops)``. Consecutive sync steps are fus
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 from typing import Any, Callable, List, Sequence, Tuple
 
 import reactivex
@@ -29,12 +31,21 @@ def _node_overrides_flush(node: Node) -> bool:
     return type(node).flush is not Node.flush
 
 
+def _is_generator_function(fn: Any) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.isgeneratorfunction(fn)
+
+
 def _fusable(step: Any) -> bool:
-    """Sync steps that can run inline in a fused segment."""
+    """Sync steps that can run inline in a fused segment.
+
+    A generator function is not: its output is pulled lazily like a Loop's (an
+    IterStage), so a step yielding a million items keeps memory bounded."""
     if isinstance(step, Const):
         return True
     if isinstance(step, Step):
-        if step.is_async or step.option("boost"):
+        if step.is_async or step.option("boost") or _is_generator_function(step.fn):
             return False
         if isinstance(step.fn, Node):
             return not isinstance(step.fn, (Loop, Timer)) and not _node_overrides_flush(step.fn)
@@ -161,6 +172,11 @@ class Builder:
             return IterStage(self.ctx, rt, _ticker(node), downstream)
         fn = step.fn if isinstance(step, Step) else step
         boost = step.option("boost") if isinstance(step, Step) else step.boost_kind
+        if not boost and _is_generator_function(fn):
+            async def produce_generator(item, emit, gate, stats, fn=fn):
+                await iterate(fn(item), emit, gate, stats)
+
+            return IterStage(self.ctx, rt, produce_generator, downstream)
         if boost:
             fn = boosted(fn, boost, self.ctx, label, rt.concurrency)
         flush = node.flush if isinstance(node, Node) and _node_overrides_flush(node) else None

@@ -50,11 +50,16 @@ class RunReport:
 
 
 def _path_order(path: str) -> list:
-    """'P1[5] Fork/2[1] x' sorts after 'P1[4] y': compare the numbers, not the text."""
+    """'P1[5] Fork/2[1] x' sorts after 'P1[4] y' and before 'P1[5] Fork/2[2] z': compare
+    the position numbers of every level, not the text."""
     import re
 
-    head = path.split(" ", 1)[0]
-    return [int(n) for n in re.findall(r"\d+", head)] + [path.count("/")]
+    order: list = []
+    for part in path.split("/"):
+        m = re.match(r"P?(\d+)\[(\d+)\]", part)
+        if m:
+            order += [int(m.group(1)), int(m.group(2))]
+    return order
 
 
 class RunContext:
