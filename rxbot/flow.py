@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
-from typing import Any, Callable, Iterable, List, Sequence, Union
+from typing import Any, Callable, List, Sequence, Union
 
 import reactivex
 

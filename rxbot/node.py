@@ -6,11 +6,9 @@ the first item and ``close()`` once after the last, however many pipes share the
 """
 from __future__ import annotations
 
-import asyncio
 import inspect
 from typing import Any, Callable, Iterable
 
-from .config import config
 
 BOOST_TYPES = ("thread", "process", "cluster")
 

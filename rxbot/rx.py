@@ -90,10 +90,10 @@ from reactivex import Observable
 from reactivex.disposable import Disposable
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
-from .errors import PipelineError, annotate
+from .errors import PipelineError
 from .flow import Pipe, _to_steps
 from .node import Node
-from .step import RxOp, Step, callable_label
+from .step import RxOp, callable_label
 
 Operator = Callable[[Observable], Observable]
 
@@ -223,23 +223,13 @@ def _loop_of(scheduler: Any) -> asyncio.AbstractEventLoop:
     return loop
 
 
-def _nodes(steps: Sequence[Any]) -> List[Node]:
-    from .engine.runner import walk
-
-    seen: dict = {}
-    for step in walk(steps):
-        node = step.fn if isinstance(step, Step) else step
-        if isinstance(node, Node):
-            seen.setdefault(id(node), node)
-    return list(seen.values())
-
-
 def _subscribe_run(steps: Sequence[Any], path: str, observer: Any, scheduler: Any,
                    source: Observable | None, item: Any, on_report: Callable[[Any], None]) -> Disposable:
     """Start one run of ``steps`` for one subscriber; see the module docstring for the
     lifecycle. ``source`` None means "a Pipe": the steps are fed the trigger ``item``."""
     from .engine.compiler import Builder
     from .engine.context import RunContext
+    from .engine.runner import close_nodes, init_nodes, nodes_in
     from .engine.stages import trigger
 
     loop = _loop_of(scheduler)
@@ -256,7 +246,7 @@ def _subscribe_run(steps: Sequence[Any], path: str, observer: Any, scheduler: An
     ctx = RunContext(loop)
 
     async def drive() -> None:
-        nodes = _nodes(steps)
+        nodes = nodes_in(steps)
         inited: List[Node] = []
         inner = None
         try:
@@ -269,12 +259,7 @@ def _subscribe_run(steps: Sequence[Any], path: str, observer: Any, scheduler: An
                 if not done.done():
                     done.set_result(None)
 
-            for node in nodes:
-                try:
-                    await node.node_init()
-                except Exception as exc:
-                    raise annotate(exc, node.label(), "<init>")
-                inited.append(node)
+            await init_nodes(nodes, inited)
             ops, _ = Builder(ctx).build(steps, [], path)
             head = trigger(ctx, item) if source is None else source
             inner = head.pipe(*ops).subscribe(forward, on_error, on_completed, scheduler=ctx.scheduler)
@@ -287,11 +272,7 @@ def _subscribe_run(steps: Sequence[Any], path: str, observer: Any, scheduler: An
             if inner is not None:
                 inner.dispose()
             await ctx.shutdown()
-            for node in reversed(inited):
-                try:
-                    await node.node_close()
-                except Exception:
-                    log.exception("rxbot: closing node %r failed", node.label())
+            await close_nodes(inited)
             ctx.report.error = ctx.error
             on_report(ctx.report)
         state["ended"] = True

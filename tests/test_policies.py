@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -16,8 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rxbot import (BlockedJoin, BotFrame, Filter, Fork, Join, Loop, Node, Pipe, Return, Step,
-                   StepError, config)
+from rxbot import (BotFrame, Filter, Join, Loop, Node, Pipe, Return, Step, StepError, config)
 
 
 @pytest.fixture(autouse=True)

@@ -26,14 +26,39 @@ def walk(steps: Sequence[Any]) -> Iterator[Any]:
                 yield from walk(branch)
 
 
-def nodes_of(pipes: Sequence[Pipe]) -> List[Node]:
+def nodes_in(steps: Sequence[Any]) -> List[Node]:
+    """Every distinct Node of a step tree (one init/close each, however often used)."""
     seen: dict = {}
-    for pipe in pipes:
-        for step in walk(pipe.steps):
-            node = step.fn if isinstance(step, Step) else step
-            if isinstance(node, Node):
-                seen.setdefault(id(node), node)
+    for step in walk(steps):
+        node = step.fn if isinstance(step, Step) else step
+        if isinstance(node, Node):
+            seen.setdefault(id(node), node)
     return list(seen.values())
+
+
+def nodes_of(pipes: Sequence[Pipe]) -> List[Node]:
+    return nodes_in([step for pipe in pipes for step in pipe.steps])
+
+
+async def init_nodes(nodes: Sequence[Node], inited: List[Node]) -> None:
+    """``init()`` every node (refcounted), appending each to ``inited`` once it is up so
+    that the caller can close exactly those if a later one fails."""
+    for node in nodes:
+        try:
+            await node.node_init()
+        except Exception as exc:
+            raise annotate(exc, node.label(), "<init>")
+        inited.append(node)
+
+
+async def close_nodes(inited: Sequence[Node]) -> None:
+    """``close()`` nodes in reverse order; a failing close is logged, never hides the run's
+    own outcome."""
+    for node in reversed(inited):
+        try:
+            await node.node_close()
+        except Exception:
+            log.exception("rxbot: closing node %r failed", node.label())
 
 
 async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
@@ -42,15 +67,9 @@ async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
     ctx = RunContext(loop)
     from ..replay import session as replay_session  # replay:
     ctx.replay = replay_session(ctx)  # replay: None unless config.replay_mode
-    nodes = nodes_of(pipes)
     inited: List[Node] = []
     try:
-        for node in nodes:
-            try:
-                await node.node_init()
-            except Exception as exc:
-                raise annotate(exc, node.label(), "<init>")
-            inited.append(node)
+        await init_nodes(nodes_of(pipes), inited)
         builder = Builder(ctx)
         sinks = []
         for index, pipe in enumerate(pipes):
@@ -70,11 +89,7 @@ async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
             await asyncio.gather(everything, return_exceptions=True)
     finally:
         await ctx.shutdown()
-        for node in reversed(inited):
-            try:
-                await node.node_close()
-            except Exception:
-                log.exception("rxbot: closing node %r failed", node.label())
+        await close_nodes(inited)
         for pipe in pipes:
             pipe._finished = True
             pipe.report = ctx.report
@@ -110,4 +125,4 @@ def _start(pipe: Pipe, builder: Builder, ctx: RunContext, path: str) -> asyncio.
     return done
 
 
-__all__ = ["run_pipes", "walk", "nodes_of"]
+__all__ = ["run_pipes", "walk", "nodes_in", "nodes_of", "init_nodes", "close_nodes"]

@@ -18,10 +18,10 @@ from reactivex.disposable import CompositeDisposable
 from reactivex.observer.autodetachobserver import AutoDetachObserver
 
 from ..config import config
-from .fuse import CONST, FN, fuse
+from .fuse import fuse
 from .gate import Boundary, Gate
 from .policy import PIPEIN, RAISE, StepRuntime
-from .results import AGEN, AWAIT, MANY, ONE, SINGLE, kind_of
+from .results import AWAIT, MANY, ONE, SINGLE, kind_of
 
 
 def _discard(_: Any) -> None:
