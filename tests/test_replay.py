@@ -35,7 +35,7 @@ from rxbot import (BlockedJoin, BotFrame, Branch, Filter, Fork, Join, Loop, Pipe
                    StepError, config)
 from rxbot import replay
 from rxbot.replay import ReplayIntegrityError, atomic_write, clear_cache, pipe_key
-from rxbot.replay_codec import (ReplayDecodeError, ReplayEncodeError, ReplayedError, decode_json,
+from rxbot.replay.codec import (ReplayDecodeError, ReplayEncodeError, ReplayedError, decode_json,
                                 encode_json, register_type, unregister_type)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -184,7 +184,7 @@ def _enc(x: Any) -> Any:
 
 
 def _enc_exception(x: BaseException) -> dict:
-    from .errors import StepError
+    from ..errors import StepError
 
     if type(x) is StepError:
         try:
@@ -292,7 +292,7 @@ def _dec_exception(v: dict) -> BaseException:
 
 
 def _dec_steperror(v: dict) -> Any:
-    from .errors import StepError
+    from ..errors import StepError
 
     item = v["item"]
     item = ("<not stored: " + item["v"] + ">") if isinstance(item, dict) and item.get("$") == "repr" else _dec(item)
