@@ -356,7 +356,8 @@ async def test_cancel_with_items_in_flight_closes_everything_without_warnings():
         started.set()
         return x
 
-    Pipe(range(100_000), mark, Step(Resource(), concurrency=1000), lambda x: x)
+    delivered = []
+    pipe = Pipe(range(100_000), mark, Step(Resource(), concurrency=1000), delivered.append)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         task = asyncio.create_task(BotFrame.run_async())
@@ -366,6 +367,12 @@ async def test_cancel_with_items_in_flight_closes_everything_without_warnings():
         with pytest.raises(asyncio.CancelledError):
             await task
     assert closed == [True]
+    # every item pulled from the source is accounted for: delivered or reported cancelled
+    report = pipe.report
+    pulled = report.find("Loop(range(0, 100000))").out
+    resource = report.find("Resource")
+    assert resource.cancelled > 0  # in flight (or queued) when the run was cancelled
+    assert pulled == resource.inp == len(delivered) + resource.cancelled
     others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert others == []
 

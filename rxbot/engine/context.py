@@ -37,7 +37,7 @@ class RunReport:
         raise KeyError(label)
 
     def totals(self) -> Dict[str, int]:
-        keys = ("inp", "out", "dropped", "failed", "retried")
+        keys = ("inp", "out", "filtered", "dropped", "failed", "retried", "cancelled")
         return {k: sum(getattr(s, k) for s in self.steps.values()) for k in keys}
 
     def __str__(self) -> str:
@@ -45,7 +45,8 @@ class RunReport:
         for path in sorted(self.steps, key=_path_order):
             s = self.steps[path]
             lines.append(f"  {path}: in={s.inp} out={s.out} filtered={s.filtered} "
-                         f"dropped={s.dropped} failed={s.failed} retried={s.retried}")
+                         f"dropped={s.dropped} failed={s.failed} retried={s.retried}"
+                         + (f" cancelled={s.cancelled}" if s.cancelled else ""))
         return "\n".join(lines)
 
 

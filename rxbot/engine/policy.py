@@ -33,6 +33,9 @@ class StepStats:
     dropped: int = 0
     failed: int = 0
     retried: int = 0
+    #: accepted but never finished because the run was cancelled or failed elsewhere
+    #: (in flight or queued at an async step when the run stopped)
+    cancelled: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)

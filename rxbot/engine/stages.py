@@ -113,11 +113,14 @@ class Slots(Boundary):
     run).
     """
 
-    __slots__ = ("limit", "busy", "workers", "pending", "parked", "runner", "ctx", "on_idle", "closed")
+    __slots__ = ("limit", "busy", "workers", "pending", "parked", "runner", "ctx", "on_idle", "closed",
+                 "stats_of")
 
-    def __init__(self, limit: int, runner: Callable[[Any], Any], ctx: Any, on_idle: Callable[[], None]) -> None:
+    def __init__(self, limit: int, runner: Callable[[Any], Any], ctx: Any, on_idle: Callable[[], None],
+                 stats_of: Callable[[Any], Any]) -> None:
         super().__init__()
         self.limit = limit
+        self.stats_of = stats_of  # work -> the StepStats that accepted it
         self.busy = 0
         self.workers = 0
         self.pending: deque = deque()
@@ -126,6 +129,12 @@ class Slots(Boundary):
         self.ctx = ctx
         self.on_idle = on_idle
         self.closed = False
+        ctx.on_shutdown(self.abandon)
+
+    def abandon(self) -> None:
+        """The run stopped: queued work will never start; count it as cancelled."""
+        while self.pending:
+            self.stats_of(self.pending.popleft()).cancelled += 1
 
     def submit(self, work: Any) -> None:
         if self.parked:
@@ -145,6 +154,9 @@ class Slots(Boundary):
             while True:
                 try:
                     await self.runner(work)
+                except asyncio.CancelledError:
+                    self.stats_of(work).cancelled += 1
+                    raise
                 finally:
                     self.busy -= 1
                 if self.ctx.stopped:
@@ -161,7 +173,14 @@ class Slots(Boundary):
                     return
                 parked = self.ctx.loop.create_future()
                 self.parked.append(parked)
-                work = await parked
+                try:
+                    work = await parked
+                except asyncio.CancelledError:
+                    # work handed over just before the cancellation never started
+                    if parked.done() and not parked.cancelled() and parked.result() is not _STOP:
+                        self.busy -= 1
+                        self.stats_of(parked.result()).cancelled += 1
+                    raise
                 if work is _STOP:
                     return
         finally:
@@ -170,6 +189,7 @@ class Slots(Boundary):
     def close(self) -> None:
         """The stage is done: let parked workers end."""
         self.closed = True
+        self.ctx.forget(self.abandon)
         while self.parked:
             self.parked.popleft().set_result(_STOP)
 
@@ -234,7 +254,8 @@ class SyncSegment(Stage):
         self.consts = list(consts)
         self.conts: tuple = ()
         self.gate = ctx.gate(downstream)
-        self.slots = Slots(min(rt.concurrency for rt in runtimes), self._run_deferred, ctx, self.maybe_complete)
+        self.slots = Slots(min(rt.concurrency for rt in runtimes), self._run_deferred, ctx, self.maybe_complete,
+                           lambda work: self.runtimes[work[2]].stats)
         counting = config.metrics if config.metrics is not None else config.progress or any(
             rt.policy != "raise" for rt in self.runtimes)
         n = len(self.runtimes)
@@ -345,7 +366,7 @@ class AsyncStage(Stage):
         self.fn = fn
         self.flush = flush
         self.gate = ctx.gate(downstream)
-        self.slots = Slots(runtime.concurrency, self._run, ctx, self.maybe_complete)
+        self.slots = Slots(runtime.concurrency, self._run, ctx, self.maybe_complete, lambda _: runtime.stats)
         self.flushing = False
 
     @property
@@ -452,6 +473,7 @@ class IterStage(Stage, Boundary):
                 try:
                     await self.produce(item, fast_on_next(self.observer), self.gate, self.rt.stats)
                 except asyncio.CancelledError:
+                    self.rt.stats.cancelled += 1  # its sequence was cut short
                     raise
                 except Exception as exc:
                     action, value = self.rt.final(exc, item)
@@ -461,6 +483,9 @@ class IterStage(Stage, Boundary):
                     if action == PIPEIN:
                         self.observer.on_next(value)
         finally:
+            if self.ctx.stopped and self.jobs:  # inputs that will never be iterated
+                self.rt.stats.cancelled += len(self.jobs)
+                self.jobs.clear()
             self.running = False
             self.set_full(bool(self.jobs))
             self.maybe_complete()
