@@ -43,3 +43,28 @@ def _isolated_run_state():
     BotFrame.clear()
     vars(config).clear()
     vars(config).update(saved)
+
+
+class FlowTracker:
+    """Measures how far a source runs ahead of the end of a pipe: ``worst`` is the most
+    items ever pulled from :meth:`source` and not yet counted by :meth:`done` — the
+    number flow control must keep bounded."""
+
+    def __init__(self) -> None:
+        self.pulled = 0
+        self.finished = 0.0
+        self.worst = 0
+
+    def source(self, n: int):
+        for i in range(n):
+            self.pulled += 1
+            self.worst = max(self.worst, self.pulled - self.finished)
+            yield i
+
+    def done(self, _item=None, weight: float = 1.0) -> None:
+        self.finished += weight
+
+
+@pytest.fixture
+def tracker() -> FlowTracker:
+    return FlowTracker()

@@ -387,43 +387,19 @@ def test_unknown_global_policy_is_a_clear_error():
 
 
 # ---------------------------------------------------------------- flow control
-def test_fast_source_into_slow_async_step_stays_bounded():
+def test_fast_source_into_slow_async_step_stays_bounded(tracker):
     """Items pulled from the source but not yet finished never exceed the slots."""
-    pulled = 0
-    finished = 0
-    worst = 0
-
-    def source():
-        nonlocal pulled, worst
-        for i in range(3000):
-            pulled += 1
-            worst = max(worst, pulled - finished)
-            yield i
-
     async def slow(x):
         await asyncio.sleep(0)
         return x
 
-    def sink(x):
-        nonlocal finished
-        finished += 1
-
-    Pipe(Loop(source()), lambda x: x + 1, Step(slow, concurrency=16), sink)
+    Pipe(Loop(tracker.source(3000)), lambda x: x + 1, Step(slow, concurrency=16), tracker.done)
     BotFrame.run()
-    assert finished == 3000
-    assert worst <= 16 + 1
+    assert tracker.finished == 3000
+    assert tracker.worst <= 16 + 1
 
 
-def test_backpressure_reaches_through_flattening_and_two_async_steps():
-    pulled = finished = worst = 0
-
-    def source():
-        nonlocal pulled, worst
-        for i in range(500):
-            pulled += 1
-            worst = max(worst, pulled - finished)
-            yield i
-
+def test_backpressure_reaches_through_flattening_and_two_async_steps(tracker):
     async def a(x):
         await asyncio.sleep(0)
         return [x, x]
@@ -432,14 +408,11 @@ def test_backpressure_reaches_through_flattening_and_two_async_steps():
         await asyncio.sleep(0.0001)
         return x
 
-    def sink(_):
-        nonlocal finished
-        finished += 0.5
-
-    Pipe(Loop(source()), Step(a, concurrency=4), Step(b, concurrency=2), sink)
+    Pipe(Loop(tracker.source(500)), Step(a, concurrency=4), Step(b, concurrency=2),
+         lambda x: tracker.done(x, weight=0.5))
     BotFrame.run()
-    assert finished == 500
-    assert worst <= 4 + 2 + 2
+    assert tracker.finished == 500
+    assert tracker.worst <= 4 + 2 + 2
 
 
 def test_async_step_runs_exactly_its_concurrency_in_flight():
@@ -489,29 +462,20 @@ def test_star_import_exports_the_public_api():
     assert ns["P"] is Pipe and ns["T"] is Timer
 
 
-def test_generator_step_output_is_pulled_lazily_into_a_slow_async_step():
+def test_generator_step_output_is_pulled_lazily_into_a_slow_async_step(tracker):
     """A sync generator step yielding many items is pulled only as the slow step
     downstream frees slots, like a Loop (memory stays bounded)."""
-    made = 0
-    done = 0
-    worst = 0
-
     def numbers(n):
-        nonlocal made, worst
-        for i in range(n):
-            made += 1
-            worst = max(worst, made - done)
-            yield i
+        yield from tracker.source(n)
 
     async def slow(x):
-        nonlocal done
         await asyncio.sleep(0)
-        done += 1
+        tracker.done()
         return x
 
     got = run([5000], numbers, Step(slow, concurrency=4))
     assert sorted(got) == list(range(5000))
-    assert worst <= 4 + 1
+    assert tracker.worst <= 4 + 1
 
 
 def test_databot_compat_settings_and_names():

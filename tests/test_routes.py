@@ -256,29 +256,16 @@ def test_run_waits_for_a_slow_branch_and_a_timer_inside_a_branch():
 
 
 # ---------------------------------------------------------------- flow control across fan-out
-def test_slow_branch_throttles_the_source():
-    pulled = finished = worst = 0
-
-    def source():
-        nonlocal pulled, worst
-        for i in range(400):
-            pulled += 1
-            worst = max(worst, pulled - finished)
-            yield i
-
+def test_slow_branch_throttles_the_source(tracker):
     async def slow(x):
         await asyncio.sleep(0)
         return x
 
-    def done(_):
-        nonlocal finished
-        finished += 1
-
     # fast main path, slow side branch: the branch's slots bound what is pulled ahead
-    Pipe(Loop(source()), Branch(Step(slow, concurrency=3), done), lambda x: x)
+    Pipe(Loop(tracker.source(400)), Branch(Step(slow, concurrency=3), tracker.done), lambda x: x)
     BotFrame.run()
-    assert finished == 400
-    assert worst <= 3 + 1
+    assert tracker.finished == 400
+    assert tracker.worst <= 3 + 1
 
 
 # ---------------------------------------------------------------- errors inside branches
