@@ -97,6 +97,11 @@ class Route:
             raise TypeError(f"{cls}: argument 'route_type' must be a class or a tuple of classes; got {route_type!r}")
         if route_func is not None and not callable(route_func):
             raise TypeError(f"{cls}: argument 'route_func' must be callable; got {route_func!r}")
+        if inspect.iscoroutinefunction(route_func) or inspect.iscoroutinefunction(
+                getattr(route_func, "__call__", None)):
+            raise TypeError(
+                f"{cls}: argument 'route_func' must be a plain (sync) predicate; an async one "
+                f"would match every item. Compute the flag in an async step before the route")
         for arg, val in (("share", share), ("join", join)):
             if not isinstance(val, bool):
                 raise TypeError(f"{cls}: argument '{arg}' must be True or False; got {val!r}")

@@ -62,8 +62,12 @@ class Node:
         self._refs += 1
         if self._inited:
             return
+        try:
+            await self.init()
+        except BaseException:
+            self._refs -= 1  # not up: a later run must try init() again
+            raise
         self._inited = True
-        await self.init()
 
     async def node_close(self) -> None:
         self._refs -= 1

@@ -485,3 +485,109 @@ def test_abandoned_async_generator_is_closed_before_its_node():
     with pytest.raises(RuntimeError):
         BotFrame.run()
     assert events == ["generator finally", "node close"]
+
+
+def test_retried_sync_step_may_return_a_generator():
+    attempts = []
+
+    def words(line):
+        attempts.append(line)
+        if len(attempts) == 1:
+            raise ConnectionError("flaky once")
+        return (w for w in line.split())
+
+    out = []
+    Pipe(["a b c"], Step(words, on_error="retry", retries=3), out.append)
+    BotFrame.run()
+    assert out == ["a", "b", "c"] and len(attempts) == 2
+
+
+def test_sync_node_with_flush_may_return_a_generator():
+    class Splitter(Node):
+        def __call__(self, line):
+            return (w for w in line.split())
+
+        async def flush(self):
+            return "END"
+
+    out = []
+    Pipe(["x y"], Splitter(), out.append)
+    BotFrame.run()
+    assert out == ["x", "y", "END"]
+
+
+def test_errors_marked_not_retryable_go_straight_to_the_final_policy():
+    calls = []
+
+    class Final(Exception):
+        retryable = False
+
+    def once(x):
+        calls.append(x)
+        raise Final("already retried inside the node")
+
+    config.exception_policy = "retry"
+    config.retry_final_policy = "ignore"
+    Pipe([1], once)
+    report = BotFrame.run()
+    assert calls == [1] and report.find("once").retried == 0 and report.find("once").dropped == 1
+
+
+def test_a_node_whose_init_failed_initialises_again_next_run():
+    attempts = []
+    closed = []
+
+    class Flaky(Node):
+        async def init(self):
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise ConnectionError("db not up yet")
+
+        async def close(self):
+            closed.append(1)
+
+        def __call__(self, x):
+            return x
+
+    node = Flaky()
+    with pytest.raises(ConnectionError):
+        Pipe([1], node)
+        BotFrame.run()
+    out = []
+    Pipe([2], node, out.append)
+    BotFrame.run()
+    assert out == [2] and len(attempts) == 2 and closed == [1]
+
+
+def test_boosted_calls_finish_before_their_node_is_closed():
+    import threading
+    import time as _time
+
+    events = []
+    lock = threading.Lock()
+
+    class Db(Node):
+        boost_kind = "thread"
+        concurrency = 4
+
+        async def init(self):
+            self.conn = "open"
+
+        async def close(self):
+            with lock:
+                events.append("close")
+            self.conn = None
+
+        def __call__(self, x):
+            _time.sleep(0.05)
+            with lock:
+                events.append(self.conn)
+            return x
+
+    def stop(x):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError):
+        Pipe(range(8), Db(), stop)
+        BotFrame.run()
+    assert events[-1] == "close" and None not in events

@@ -325,3 +325,33 @@ def test_bad_route_arguments_name_route_and_argument(bad):
     arg = next(iter(bad))
     with pytest.raises(TypeError, match=rf"Branch: argument '{arg}'"):
         Branch(print, **bad)
+
+
+def test_async_route_func_is_rejected_clearly():
+    async def is_even(x):
+        return x % 2 == 0
+
+    with pytest.raises(TypeError, match="route_func' must be a plain"):
+        Filter(route_func=is_even)
+
+
+def test_blocked_join_does_not_accumulate_per_item_state():
+    import gc
+
+    from rxbot.engine import context as context_module
+
+    seen = []
+    original = context_module.RunContext.shutdown
+
+    async def spy(self):
+        gc.collect()
+        seen.append(len(self.gates))
+        await original(self)
+
+    context_module.RunContext.shutdown = spy
+    try:
+        Pipe(range(3000), BlockedJoin(lambda x: x, lambda x: -x))
+        BotFrame.run()
+    finally:
+        context_module.RunContext.shutdown = original
+    assert seen[0] < 100  # not two gates per input kept for the whole run

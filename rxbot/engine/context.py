@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
@@ -75,7 +76,8 @@ class RunContext:
         self.report = RunReport()
         self.started = time.perf_counter()
         self.executors: Dict[Any, Any] = {}
-        self.gates: List[Gate] = []
+        # weak: the gates of a finished BlockedJoin sub-flow must not pile up for the run
+        self.gates: "weakref.WeakSet[Gate]" = weakref.WeakSet()
         self._closers: Dict[Any, None] = {}
         self.replay: Any = None  # replay: rxbot.replay.ReplaySession when config.replay_mode
 
@@ -92,7 +94,7 @@ class RunContext:
         g = Gate(downstream)
         if self.stopped:
             g.blocked += 1
-        self.gates.append(g)
+        self.gates.add(g)
         return g
 
     def spawn(self, coro: Any) -> asyncio.Task:
@@ -145,14 +147,26 @@ class RunContext:
             await asyncio.gather(*pending, return_exceptions=True)
         for fn in list(self._closers):
             fn()
+        await self._stop_executors()
+        self.report.seconds = time.perf_counter() - self.started
+
+    async def _stop_executors(self) -> None:
+        """Drop queued boosted calls and wait (up to ``config.shutdown_grace`` seconds)
+        for the ones already running: nodes are closed right after, and a thread still
+        using a node's connection after its ``close()`` would be a bug of ours."""
         for ex in self.executors.values():
             shutdown = getattr(ex, "shutdown", None)
-            if shutdown is not None:
-                try:
-                    shutdown(wait=False, cancel_futures=True)
-                except TypeError:
-                    shutdown(wait=False)
-        self.report.seconds = time.perf_counter() - self.started
+            if shutdown is None:
+                continue
+            try:
+                shutdown(wait=False, cancel_futures=True)
+            except TypeError:
+                shutdown(wait=False)
+            try:
+                await asyncio.wait_for(asyncio.to_thread(shutdown, True), config.shutdown_grace)
+            except asyncio.TimeoutError:
+                log.warning("rxbot: boosted calls still running %.1fs after the run ended; "
+                            "closing nodes anyway", config.shutdown_grace)
 
 
 __all__ = ["RunContext", "RunReport"]

@@ -39,7 +39,7 @@ class Boundary:
 class Gate:
     """Open while none of the given downstream boundaries is full."""
 
-    __slots__ = ("blocked", "_waiters")
+    __slots__ = ("blocked", "_waiters", "__weakref__")
 
     def __init__(self, downstream: Iterable[Boundary]) -> None:
         self.blocked = 0

@@ -6,6 +6,7 @@ collection of their :class:`StepStats`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 from dataclasses import asdict, dataclass
@@ -108,13 +109,14 @@ class StepRuntime:
         error = first_error
         while True:
             if error is not None:
-                if attempt > self.retries:
+                # an error marked final (e.g. HttpLoader after its own retries) is not retried
+                if attempt > self.retries or getattr(error, "retryable", True) is False:
                     raise error
                 self.stats.retried += 1
                 await asyncio.sleep(self.backoff(attempt))
             try:
                 result = fn(item)
-                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                if inspect.isawaitable(result):
                     if self.timeout is not None:
                         result = await asyncio.wait_for(result, self.timeout)
                     else:

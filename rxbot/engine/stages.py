@@ -10,6 +10,7 @@ operator (``Observable -> Observable``) with per-subscription state.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections import deque
 from typing import Any, Callable, List, Sequence
 
@@ -391,7 +392,7 @@ class AsyncStage(Stage):
                 result = await rt.call_with_retry(self.fn, item)
             else:  # the common case, without the retry/timeout machinery
                 result = self.fn(item)
-                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                if inspect.isawaitable(result):
                     result = await result
             if result is None:
                 rt.stats.filtered += 1

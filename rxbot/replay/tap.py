@@ -3,6 +3,7 @@ learn which of those items the next step has fully handled."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections import deque
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
 
@@ -229,7 +230,7 @@ class Tap:
         async def replay_tracked(x: Any) -> Any:
             try:
                 result = fn(x)
-                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                if inspect.isawaitable(result):
                     result = await result
             except BaseException:
                 if not retries:
