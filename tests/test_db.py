@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from rxbot import BotFrame, Loop, Pipe, Step, config
-from rxbot.db.base import DatabaseConnectionError
+from rxbot.db.base import DatabaseConnectionError, InsertError
 from rxbot.db.params import ParameterError, Statement
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -284,15 +284,117 @@ def test_flush_interval_commits_a_slow_trickle_before_input_ends(db):
     assert db.count() == 5
 
 
-def test_failed_batch_is_rolled_back_and_raised(db):
+def test_failed_batch_commits_the_good_rows_and_names_every_bad_row(db):
     db.create()
     db.sql(f"insert into {db.table} (id, name) values (3, 'taken')")
+    db.sql(f"insert into {db.table} (id, name) values (4, 'taken')")
     rows = [{"id": i, "name": "n"} for i in range(6)]
-    Pipe(Loop(rows), db.Insert(f"insert into {db.table} (id, name) values ({{id}}, {{name}})", batch_size=10))
-    with pytest.raises(Exception) as info:
+    out = []
+    Pipe(Loop(rows), db.Insert(f"insert into {db.table} (id, name) values ({{id}}, {{name}})", batch_size=10),
+         out.append)
+    with pytest.raises(InsertError) as info:
         BotFrame.run()
-    assert "rolled back" in " ".join(getattr(info.value, "__notes__", []))
-    assert db.sql(f"select id from {db.table}") == [(3,)]
+    assert info.value.failed_items == [rows[3], rows[4]]
+    assert info.value.retryable is False
+    assert "2 of 6 row(s) could not be written" in str(info.value)
+    assert db.sql(f"select id, name from {db.table} order by id") == [
+        (0, "n"), (1, "n"), (2, "n"), (3, "taken"), (4, "taken"), (5, "n")]
+
+
+def _named_bad_rows(report) -> list:
+    """Every row the dead letters name as not written."""
+    named = []
+    for d in report.dead_letters:
+        exc = d.exception
+        named.extend(exc.failed_items if isinstance(exc, InsertError) else [d.item])
+    return named
+
+
+@pytest.mark.parametrize("policy", ["ignore", "retry"])
+def test_no_row_of_a_failed_batch_vanishes(db, policy):
+    """Each row ends in the table and downstream, or is named in an error."""
+    db.create()
+    for taken in (3, 5):
+        db.sql(f"insert into {db.table} (id, name) values ({taken}, 'taken')")
+    rows = [{"id": i, "name": "n"} for i in range(1, 8)]
+    out = []
+    config.retry_final_policy = "ignore"
+    Pipe(Loop(rows), db.Insert(f"insert into {db.table} (id, name) values ({{id}}, {{name}})", batch_size=3,
+                               flush_interval=None, on_error=policy), out.append)
+    report = BotFrame.run()
+    assert sorted(out, key=lambda r: r["id"]) == [rows[0], rows[1], rows[3], rows[5], rows[6]]
+    assert sorted(_named_bad_rows(report), key=lambda r: r["id"]) == [rows[2], rows[4]]
+    assert db.sql(f"select id, name from {db.table} order by id") == [
+        (i, "taken" if i in (3, 5) else "n") for i in range(1, 8)]
+
+
+def _transient_error(db):
+    if db.kind == "sqlite":
+        return sqlite3.OperationalError("database is locked")
+    import pymysql
+
+    return pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock")
+
+
+def _flaky_insert(db, fail_calls):
+    class Flaky(db.module.Insert):
+        calls = 0
+
+        async def _write(self, params_list, committing=lambda: None):
+            Flaky.calls += 1
+            if Flaky.calls in fail_calls:
+                raise _transient_error(db)
+            return await super()._write(params_list, committing)
+
+    return Flaky
+
+
+def test_transient_batch_failure_is_retried_for_the_whole_batch(db):
+    db.create()
+    Flaky = _flaky_insert(db, {1, 2})
+    rows = [{"id": i, "name": "n"} for i in range(6)]
+    out = []
+    Pipe(Loop(rows), Flaky(f"insert into {db.table} (id, name) values ({{id}}, {{name}})", **db.kw,
+                           batch_size=3, flush_interval=None, on_error="retry"), out.append)
+    report = BotFrame.run()
+    assert out == rows
+    assert report.dead_letters == []
+    assert db.sql(f"select id from {db.table} order by id") == [(i,) for i in range(6)]
+    assert Flaky.calls == 4  # batch 1: two transient failures then success; batch 2: once
+
+
+async def _trickle(x):
+    await asyncio.sleep(0.12)  # slower than flush_interval: the timer writes each row alone
+    return x
+
+
+def test_transient_failure_of_a_timed_batch_is_retried(db):
+    db.create()
+    Flaky = _flaky_insert(db, {1})
+    rows = [{"id": i, "name": "n"} for i in range(3)]
+    out = []
+    Pipe(Loop(rows), Step(_trickle, concurrency=1),
+         Flaky(f"insert into {db.table} (id, name) values ({{id}}, {{name}})", **db.kw, batch_size=100,
+               flush_interval=0.02, on_error="ignore"), out.append)
+    report = BotFrame.run()
+    assert (out, report.dead_letters) == (rows, [])
+    assert db.sql(f"select id from {db.table} order by id") == [(0,), (1,), (2,)]
+
+
+def test_failed_timed_batch_is_reported_for_its_own_rows_not_the_next_item(db):
+    db.create()
+    db.sql(f"insert into {db.table} (id, name) values (1, 'taken')")
+    rows = [{"id": i, "name": "n"} for i in range(3)]
+    out = []
+    Pipe(Loop(rows), Step(_trickle, concurrency=1),
+         db.Insert(f"insert into {db.table} (id, name) values ({{id}}, {{name}})", batch_size=100,
+                   flush_interval=0.02, on_error="ignore"), out.append)
+    report = BotFrame.run()
+    assert out == [rows[0], rows[2]]
+    [dead] = report.dead_letters
+    assert dead.item == "<flush at end of input>"  # not row 2, which was written fine
+    assert isinstance(dead.exception, InsertError) and dead.exception.failed_items == [rows[1]]
+    assert db.sql(f"select id, name from {db.table} order by id") == [(0, "n"), (1, "taken"), (2, "n")]
 
 
 def test_rows_accepted_before_a_failure_elsewhere_are_committed_at_close(db):

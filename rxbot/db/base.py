@@ -11,8 +11,9 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from typing import Any, AsyncIterator, Callable, Deque, Dict, List, Sequence, Tuple
+from typing import Any, AsyncIterator, Callable, Deque, Dict, Iterator, List, Sequence, Tuple
 
+from ..errors import short_repr
 from ..node import Node
 from .params import Statement
 
@@ -23,6 +24,39 @@ _NODE_OPTIONS = ("concurrency", "on_error", "retries", "timeout", "name")
 
 class DatabaseConnectionError(ConnectionError):
     """A database node could not connect (wrong credentials, server down, timeout)."""
+
+
+class InsertError(Exception):
+    """Rows an Insert could not write, each named with its own error.
+
+    A batch holds the rows of many items, but a failure can only be raised from one
+    call; this error carries all of them, so none vanishes: ``failed_items`` (the input
+    items, in order), ``errors`` (the exception of each) and ``failed`` (the pairs).
+    ``retryable`` is False: the node already retried transient errors itself, and the
+    engine re-sending the one item whose call raised would not re-send the others.
+    """
+
+    retryable = False
+
+    def __init__(self, node: str, failed: Sequence[Tuple[Any, BaseException]], total: int,
+                 detail: str | None = None) -> None:
+        self.node = node
+        self.failed = list(failed)
+        self.failed_items = [item for item, _ in self.failed]
+        self.errors = [exc for _, exc in self.failed]
+        self.total = total
+        shown = "; ".join(f"{short_repr(item, 80)}: {type(exc).__name__}: {_short(exc)}"
+                          for item, exc in self.failed[:5])
+        more = f"; ... and {len(self.failed) - 5} more" if len(self.failed) > 5 else ""
+        if detail is None:
+            detail = "the other rows were committed" if len(self.failed) < total else "none was written"
+        super().__init__(f"{node}: {len(self.failed)} of {total} row(s) could not be written "
+                         f"({detail}): {shown}{more}")
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_int(owner: str, name: str, value: Any, minimum: int) -> int:
@@ -198,6 +232,25 @@ class InsertNode(SqlNode):
     input ends (``flush``). If the run fails elsewhere, what is still buffered is
     committed at ``close`` (databot inserted every item at once; rxbot keeps that
     guarantee for every item it accepted).
+
+    A failed batch never loses rows silently: each row either ends in the table and goes
+    downstream, or is named in an error.
+
+    * A transient failure (lock timeout, deadlock, lost connection, "database is
+      locked") is retried by the node itself, ``write_attempts`` times with backoff,
+      for the whole batch: the engine could only re-send the one item whose call failed.
+    * Any other failure rolls the batch back and writes its rows one by one, each in its
+      own transaction, so only the bad rows fail. The good rows are committed and pass
+      downstream (with this call's result, or the next one's).
+    * The bad rows are raised from the call that wrote the batch. If the only bad row is
+      that call's own item, its own exception is raised (with a note), as for a batch of
+      one. Otherwise an :class:`InsertError` lists every bad row (``failed_items``,
+      ``errors``); it is not retried by the engine (``retryable = False``).
+    * A batch written by the ``flush_interval`` timer belongs to no call: its bad rows
+      are logged at once and raised as one :class:`InsertError` when the input ends
+      (``flush``), never charged to an unrelated item.
+    * If the COMMIT was sent and then failed, the outcome is unknown: those rows are
+      named in an :class:`InsertError` and not written again.
     """
 
     kind = "Insert"
@@ -207,6 +260,10 @@ class InsertNode(SqlNode):
     #: batches taken but not yet committed before new items wait (the memory bound:
     #: this many batches plus one item per slot)
     max_unwritten = 2
+    #: attempts for a write failing with a transient error (see :meth:`_transient`)
+    write_attempts = 3
+    #: seconds before the first repeat of a transient failure; doubled each time
+    write_backoff = 0.05
 
     def __init__(self, sql: str, batch_size: int, flush_interval: float | None, options: Dict[str, Any]) -> None:
         super().__init__(sql, options)
@@ -221,7 +278,8 @@ class InsertNode(SqlNode):
         self._lock: asyncio.Lock | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timed: set = set()
-        self._deferred: BaseException | None = None
+        self._timed_failed: List[Tuple[Any, BaseException]] = []  # bad rows of timed batches
+        self._timed_total = 0
         self._queue: Deque[asyncio.Future] = deque()  # calls waiting for room, in arrival order
         self._admitting = 0  # woken from the queue, not yet resumed
         self._committing: set = set()  # ids of batches whose COMMIT has been sent
@@ -233,16 +291,25 @@ class InsertNode(SqlNode):
 
     async def __call__(self, item: Any) -> Any:
         params = self.params(item)  # a bad item fails here, blamed on itself
-        self._raise_deferred()
         if self._queue or self._admitting or len(self._unwritten) >= self.max_unwritten:
             await self._wait_turn()
-        self._buf.append((item, params))
+        entry = (item, params)
+        self._buf.append(entry)
         batch = self._take() if len(self._buf) >= self.batch_size else None
         if batch is None and self.flush_interval is not None and self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self._on_timer)
         self._admit_next()
         if batch:
-            await self._commit(batch)
+            total = len(batch)
+            failed = await self._commit(batch)
+            if failed:
+                if len(failed) == 1 and failed[0][0] is item:
+                    exc = failed[0][1]  # only this call's own row: its own error
+                    if total > 1:
+                        exc.add_note(f"rxbot: {self.label()}: the other {total - 1} row(s) of its "
+                                     "batch were committed")
+                    raise exc
+                raise InsertError(self.label(), failed, total) from failed[0][1]
         return self._take_ready()
 
     async def _wait_turn(self) -> None:
@@ -279,10 +346,17 @@ class InsertNode(SqlNode):
         if self._timed:
             await asyncio.gather(*list(self._timed), return_exceptions=True)
         batch = self._take()
-        if batch:
-            await self._commit(batch)
-        self._raise_deferred()
-        return self._take_ready()
+        total = len(batch)
+        failed = await self._commit(batch) if batch else []
+        failed = self._timed_failed + failed
+        total += self._timed_total
+        self._timed_failed, self._timed_total = [], 0
+        ready = self._take_ready()
+        if not failed:
+            return ready
+        error = InsertError(self.label(), failed, total)
+        error.__cause__ = failed[0][1]
+        return _then_raise(ready or [], error)  # the good rows go downstream first
 
     async def close(self) -> None:
         try:
@@ -296,18 +370,25 @@ class InsertNode(SqlNode):
             left = self._unwritten + ([self._buf] if self._buf else [])
             self._buf, self._unwritten = [], []
             for batch in left:  # the run failed elsewhere: keep what was accepted
+                if not batch:
+                    continue
                 if id(batch) in self._committing:
                     log.warning("rxbot: %s: the commit of %d row(s) was interrupted; not repeated (it may "
                                 "have completed)", self.label(), len(batch))
                     continue
-                try:
-                    await self._write([p for _, p in batch])
-                    log.info("rxbot: %s: committed %d buffered row(s) at close", self.label(), len(batch))
-                except Exception as exc:
-                    log.error("rxbot: %s: %d buffered row(s) could not be written at close: %s: %s",
-                              self.label(), len(batch), type(exc).__name__, exc)
+                total = len(batch)
+                _, failed = await self._write_batch(batch)
+                if failed:
+                    log.error("rxbot: %s", InsertError(self.label(), failed, total,
+                                                       "buffered rows written at close"))
+                else:
+                    log.info("rxbot: %s: committed %d buffered row(s) at close", self.label(), total)
+            if self._timed_failed:  # the run stopped before flush() could raise them
+                log.error("rxbot: %s", InsertError(self.label(), self._timed_failed, self._timed_total,
+                                                   "batches written by the flush_interval timer"))
         finally:
             self._ready = []
+            self._timed_failed, self._timed_total = [], 0
             await self._close()
 
     # -- batching ----------------------------------------------------------------------------
@@ -326,19 +407,88 @@ class InsertNode(SqlNode):
         ready, self._ready = self._ready, []
         return ready
 
-    async def _commit(self, batch: List[Tuple[Any, Any]]) -> None:
+    async def _commit(self, batch: List[Tuple[Any, Any]]) -> List[Tuple[Any, BaseException]]:
+        """Write ``batch`` (FIFO: batches commit, and pass on, in arrival order); its good
+        rows join ``_ready``; returns the bad rows as (item, exception) pairs."""
         assert self._lock is not None, "Insert used before init()"
-        async with self._lock:  # FIFO: batches commit, and pass on, in arrival order
-            try:
-                await self._write([p for _, p in batch], lambda: self._committing.add(id(batch)))
-            except asyncio.CancelledError:
-                raise  # stays in _unwritten: close() writes it (unless its COMMIT was sent)
-            except Exception as exc:
-                self._forget(batch)
-                exc.add_note(f"rxbot: {self.label()}: the batch of {len(batch)} row(s) was rolled back")
-                raise
+        async with self._lock:
+            # on cancellation the rows not yet committed stay in _unwritten: close()
+            # writes them (unless their COMMIT was sent)
+            ok, failed = await self._write_batch(batch)
             self._forget(batch)
-            self._ready.extend(item for item, _ in batch)
+            self._ready.extend(item for item, _ in ok)
+            return failed
+
+    def _transient(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is worth repeating the same write for (back ends override)."""
+        return False
+
+    async def _attempt(self, params_list: List[Any], sent: List[bool], on_commit: Callable[[], None]
+                       ) -> BaseException | None:
+        """One write with up to ``write_attempts`` tries for transient errors; returns the
+        final error or None. ``sent[0]`` tells whether the failing try had sent COMMIT."""
+        for attempt in range(self.write_attempts):
+            sent[0] = False
+
+            def committing() -> None:
+                sent[0] = True
+                on_commit()
+
+            try:
+                await self._write(params_list, committing)
+                return None
+            except Exception as exc:
+                if sent[0] or not self._transient(exc) or attempt + 1 >= self.write_attempts:
+                    return exc
+                log.warning("rxbot: %s: transient failure writing %d row(s), retrying: %s: %s",
+                            self.label(), len(params_list), type(exc).__name__, _short(exc))
+                await asyncio.sleep(self.write_backoff * (2 ** attempt))
+        return None  # pragma: no cover - the loop always returns
+
+    async def _write_batch(self, batch: List[Tuple[Any, Any]]
+                           ) -> Tuple[List[Tuple[Any, Any]], List[Tuple[Any, BaseException]]]:
+        """Write ``batch``: whole, or, if that fails for good, row by row. Returns the
+        committed entries and the failed (item, exception) pairs. Rows are removed from
+        ``batch`` (the list in ``_unwritten``) as they are committed, so a cancelled
+        write leaves close() only the rows still to be written."""
+        rows = list(batch)
+        sent = [False]
+        error = await self._attempt([p for _, p in rows], sent, lambda: self._committing.add(id(batch)))
+        if error is None:
+            del batch[:]
+            return rows, []
+        if sent[0]:  # COMMIT sent, then failed: it may have completed; never write twice
+            error.add_note(f"rxbot: {self.label()}: the COMMIT of {len(rows)} row(s) failed; "
+                           "they may or may not have been written")
+            del batch[:]
+            return [], [(item, error) for item, _ in rows]
+        if len(rows) == 1:
+            del batch[:]
+            return [], [(rows[0][0], error)]
+        log.warning("rxbot: %s: a batch of %d row(s) failed (%s: %s); rolled back, writing its "
+                    "rows one by one", self.label(), len(rows), type(error).__name__, _short(error))
+        ok: List[Tuple[Any, Any]] = []
+        failed: List[Tuple[Any, BaseException]] = []
+        for entry in rows:
+            item, params = entry
+            sent = [False]
+            try:
+                exc = await self._attempt([params], sent, lambda: None)
+            except asyncio.CancelledError:
+                if sent[0]:  # this row's COMMIT was sent: do not write it again at close
+                    log.warning("rxbot: %s: the commit of 1 row was interrupted; not repeated "
+                                "(it may have completed): %s", self.label(), short_repr(item, 80))
+                    batch.remove(entry)
+                raise
+            batch.remove(entry)
+            if exc is None:
+                ok.append(entry)
+            else:
+                if sent[0]:
+                    exc.add_note(f"rxbot: {self.label()}: its COMMIT failed; the row may or may "
+                                 "not have been written")
+                failed.append((item, exc))
+        return ok, failed
 
     def _forget(self, batch: list) -> None:
         self._committing.discard(id(batch))
@@ -360,16 +510,21 @@ class InsertNode(SqlNode):
         task.add_done_callback(self._timed.discard)
 
     async def _timed_commit(self, batch: List[Tuple[Any, Any]]) -> None:
-        try:
-            await self._commit(batch)
-        except Exception as exc:
-            if self._deferred is None:
-                self._deferred = exc
-
-    def _raise_deferred(self) -> None:
-        if self._deferred is not None:
-            exc, self._deferred = self._deferred, None
-            raise exc
+        total = len(batch)
+        failed = await self._commit(batch)
+        if failed:  # no call to raise them from: flush() raises them, for these rows
+            self._timed_failed.extend(failed)
+            self._timed_total += total
+            log.warning("rxbot: %s", InsertError(self.label(), failed, total,
+                                                 "a batch written by the flush_interval timer; "
+                                                 "raised when the input ends"))
 
 
-__all__ = ["SqlNode", "QueryNode", "InsertNode", "RowMapper", "DatabaseConnectionError"]
+def _then_raise(values: List[Any], error: BaseException) -> Iterator[Any]:
+    """Yield ``values``, then raise ``error``: a result that delivers what succeeded and
+    still reports what failed."""
+    yield from values
+    raise error
+
+
+__all__ = ["SqlNode", "QueryNode", "InsertNode", "InsertError", "RowMapper", "DatabaseConnectionError"]

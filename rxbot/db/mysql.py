@@ -121,6 +121,19 @@ class _MySQL(SqlNode):
         finally:
             pool.release(conn)
 
+    def _transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, pymysql.err.InterfaceError):  # the connection was closed
+            return True
+        if isinstance(exc, pymysql.err.MySQLError):
+            args = getattr(exc, "args", ())
+            return bool(args) and args[0] in _TRANSIENT_CODES
+        return isinstance(exc, (ConnectionError, asyncio.TimeoutError))
+
+
+#: server error codes worth repeating a write for: lock wait timeout, deadlock, and a
+#: connection that could not be made, went away or was lost (client codes 2003-2055)
+_TRANSIENT_CODES = frozenset({1205, 1213, 2003, 2006, 2013, 2055})
+
 
 def _describe(exc: BaseException) -> str:
     args = getattr(exc, "args", ())

@@ -152,6 +152,11 @@ class _SQLite(SqlNode):
                     pass
                 raise
 
+    def _transient(self, exc: BaseException) -> bool:
+        """Another connection (or process) holds the lock: worth another try."""
+        text = str(exc).lower()
+        return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
     async def _execute_all(self, conn: aiosqlite.Connection, params_list: list) -> None:
         if len(params_list) == 1:
             await conn.execute(self.driver_sql, params_list[0])
