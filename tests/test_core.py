@@ -518,3 +518,57 @@ def test_run_report_lists_steps_in_pipe_order_at_every_level():
         "P1[1]", "P1[2]", "P1[2]", "P1[2]", "P1[2]", "P1[3]"]
     assert paths[2].startswith("P1[2] Fork/1[1]") and paths[3].startswith("P1[2] Fork/1[2]")
     assert paths[4].startswith("P1[2] Fork/2[1]")
+
+
+def test_lazy_iterable_returned_by_a_plain_function_is_pulled_on_demand(tracker):
+    """``lambda _: range(n)`` (or any iterator a function returns) is expanded under flow
+    control too, not all at once into the next step's queue."""
+    async def slow(x):
+        await asyncio.sleep(0)
+        tracker.done()
+        return x
+
+    got = run([0], lambda _: tracker.source(5000), Step(slow, concurrency=4))
+    assert sorted(got) == list(range(5000))
+    assert tracker.worst <= 4 + 1
+
+
+def test_lazy_results_keep_input_order_through_a_burst():
+    # a list fans out at once; each element then returns a lazy range, a later step maps
+    got = run([0], lambda _: [3, 1, 2], lambda n: range(n), lambda v: v * 10, lambda v: [v, -v])
+    assert got == [0, 0, 10, -10, 20, -20, 0, 0, 0, 0, 10, -10]
+
+
+def test_nested_lazy_results_expand_depth_first_like_nested_loops():
+    got = run([2], lambda n: range(n), lambda m: (f"{m}.{j}" for j in range(2)), str.upper)
+    assert got == ["0.0", "0.1", "1.0", "1.1"]
+
+
+def test_long_lazy_result_does_not_starve_other_pipes():
+    ticks = []
+    big = Pipe(lambda _: iter(range(300_000)), lambda x: x)
+    Pipe(Timer(delay=0.001, until=big.finished), ticks.append)
+    BotFrame.run()
+    assert len(ticks) >= 2
+
+
+def test_lazy_result_failing_part_way_is_not_retried_into_duplicates():
+    calls = []
+
+    def parts(_):
+        calls.append(1)
+
+        def gen():
+            yield "a"
+            yield "b"
+            if len(calls) == 1:
+                raise ConnectionError("flaky")
+            yield "c"
+        return gen()
+
+    out = []
+    Pipe([0], Step(parts, on_error="retry", retries=2), out.append)
+    config.exception_policy = "raise"
+    with pytest.raises(ConnectionError):
+        BotFrame.run()
+    assert out == ["a", "b"] and calls == [1]

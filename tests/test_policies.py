@@ -591,3 +591,15 @@ def test_boosted_calls_finish_before_their_node_is_closed():
         Pipe(range(8), Db(), stop)
         BotFrame.run()
     assert events[-1] == "close" and None not in events
+
+
+def test_timeout_on_a_sync_node_is_rejected_not_ignored():
+    class Sync(Node):
+        timeout = 1.0
+
+        def __call__(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="timeout needs an async or boosted step"):
+        Pipe([1], Sync())
+        BotFrame.run()

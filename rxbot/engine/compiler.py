@@ -142,7 +142,12 @@ class Builder:
         for k in range(first, last + 1):
             step = steps[k]
             where = f"{path}[{k + 1}] {_label(step)}"
-            runtimes.append(self.ctx.runtime(where, _label(step), **_options(step)))
+            options = _options(step)
+            if options.get("timeout") is not None:
+                raise ValueError(
+                    f"step {_label(step)!r}: a timeout needs an async or boosted step (a sync "
+                    f"call cannot be interrupted); add boost='thread' to time it out")
+            runtimes.append(self.ctx.runtime(where, _label(step), **options))
             if isinstance(step, Const):
                 shape.append(CONST)
                 fns.append(None)

@@ -20,7 +20,7 @@ FN, CONST = "f", "c"
 @lru_cache(maxsize=None)
 def _factory(shape: Tuple[str, ...], terminal: bool, counting: bool) -> Callable[..., tuple]:
     n = len(shape)
-    out = ["def make(fns, consts, emit, spread, fail, SINGLE, ci, co, cn):"]
+    out = ["def make(fns, consts, emit, spread, fail, SINGLE, ci, co, cn, held, hold):"]
     for j, kind in enumerate(shape):
         out.append(f"    f{j} = fns[{j}]" if kind == FN else f"    v{j} = consts[{j}]")
     for k in range(n):
@@ -42,9 +42,21 @@ def _factory(shape: Tuple[str, ...], terminal: bool, counting: bool) -> Callable
             if counting:
                 out.append(f"        co[{j}] += 1")
             out.append("        x = y")
-        # at the end of a pipe nothing listens: skip the call rather than make a no-op one
-        out.append("        return" if terminal else "        emit(x)")
-    out.append(f"    return ({''.join(f'c{k}, ' for k in range(n))}emit)")
+        # at the end of a pipe nothing listens: skip the call rather than make a no-op one.
+        # Otherwise, while the segment's ordered lane is busy (held[0]), results queue
+        # behind it so that outputs keep their input order.
+        if terminal:
+            out.append("        return")
+        else:
+            out.append("        if held[0]: return hold(x)")
+            out.append("        emit(x)")
+    if terminal:
+        out.append("    out = emit")
+    else:
+        out.append("    def out(x):")
+        out.append("        if held[0]: return hold(x)")
+        out.append("        emit(x)")
+    out.append(f"    return ({''.join(f'c{k}, ' for k in range(n))}out)")
     namespace: dict = {}
     tag = f"{''.join(shape)}{'.' if terminal else ''}{'#' if counting else ''}"
     exec(compile("\n".join(out), f"<rxbot fused {tag}>", "exec"), namespace)
@@ -53,16 +65,20 @@ def _factory(shape: Tuple[str, ...], terminal: bool, counting: bool) -> Callable
 
 def fuse(shape: Sequence[str], fns: Sequence[Any], consts: Sequence[Any], emit: Callable,
          spread: Callable, fail: Callable, single: set, terminal: bool = False,
-         counters: Tuple[list, list, list] | None = None) -> tuple:
-    """Return the continuations ``(c0, ..., c_{n-1}, emit)`` for one segment instance.
+         counters: Tuple[list, list, list] | None = None,
+         held: list | None = None, hold: Callable | None = None) -> tuple:
+    """Return the continuations ``(c0, ..., c_{n-1}, out)`` for one segment instance;
+    ``out`` delivers a finished result downstream.
 
     ``terminal``: the segment ends a pipe, so its results go nowhere and are not emitted.
     ``counters``: lists (in, out, returned-None) per step to count into; counting costs
     about a third of the per-item time, so it is compiled in only when asked for.
+    ``held``/``hold``: while ``held[0]`` is true, results go to ``hold(x)`` instead of
+    downstream (see ``SyncSegment``'s ordered lane).
     """
     ci, co, cn = counters if counters is not None else (None, None, None)
     conts = _factory(tuple(shape), terminal, counters is not None)(
-        fns, consts, emit, spread, fail, single, ci, co, cn)
+        fns, consts, emit, spread, fail, single, ci, co, cn, held or [False], hold)
     for c in conts[:-1]:
         c.__rxbot_fused__ = True
     return conts

@@ -236,12 +236,27 @@ async def deliver(result: Any, emit: Callable[[Any], None], gate: Gate) -> bool:
         return True
 
 
+#: results iterated inline: already materialised, so expanding them costs no memory
+_EAGER = (list, tuple, set, frozenset, dict)
+#: kinds of work in a segment's ordered lane
+_LAZY, _VALUE = "lazy", "value"
+
+
 class SyncSegment(Stage):
     """A run of sync steps fused into one function (see :mod:`rxbot.engine.fuse`).
 
     Work that cannot finish inline — a coroutine or async generator returned by a sync
     callable, or a retry that needs a backoff sleep — goes to a bounded set of slots,
     which makes the segment a flow-control boundary like an async step.
+
+    A *lazy* iterable returned by a sync callable (a generator object, ``range``,
+    ``map``, an iterator) could be endless, so it is not expanded on the spot but in
+    the segment's ordered **lane**: one worker that pulls its elements only while the
+    downstream gate is open, yielding to the loop regularly. While the lane is busy the
+    segment counts as full (its upstream pauses) and every result the segment produces
+    meanwhile queues in the lane behind it, so outputs keep their input order. (A step
+    that returns a lazy iterable for some items and single values for others may run
+    later steps' side effects out of order within one burst; the outputs stay ordered.)
     """
 
     def __init__(self, ctx: Any, runtimes: Sequence[StepRuntime], shape: Sequence[str],
@@ -257,6 +272,12 @@ class SyncSegment(Stage):
         self.gate = ctx.gate(downstream)
         self.slots = Slots(min(rt.concurrency for rt in runtimes), self._run_deferred, ctx, self.maybe_complete,
                            lambda work: self.runtimes[work[2]].stats)
+        self.lane = Slots(1, self._run_lane, ctx, self._lane_idle,
+                          lambda work: self.runtimes[work[3] if work[0] is _LAZY else -1].stats)
+        self.lane.gates = self.slots.gates  # one boundary: full when either is
+        self.held = [False]  # results queue in the lane while it is busy
+        self.captures: List[list] = []  # lazy results met while the lane worker runs code
+        self.emit: Callable[[Any], None] = _discard
         counting = config.metrics if config.metrics is not None else config.progress or any(
             rt.policy != "raise" for rt in self.runtimes)
         n = len(self.runtimes)
@@ -271,15 +292,20 @@ class SyncSegment(Stage):
     def operator(self, source: reactivex.Observable) -> reactivex.Observable:
         def subscribe(observer, scheduler=None):
             self.observer = observer
-            emit = _discard if self.terminal else fast_on_next(observer)
+            self.emit = emit = _discard if self.terminal else fast_on_next(observer)
             self.conts = fuse(self.shape, self.fns, self.consts, emit,
-                              self.spread, self.fail, SINGLE, self.terminal, self.counters)
+                              self.spread, self.fail, SINGLE, self.terminal, self.counters,
+                              self.held, self.hold)
             return source.subscribe(self.conts[0], self.on_error, self.on_completed, scheduler=scheduler)
 
         return reactivex.create(subscribe)
 
     def idle(self) -> bool:
-        return self.slots.idle()
+        return self.slots.idle() and self.lane.idle()
+
+    def release(self) -> None:
+        self.slots.close()
+        self.lane.close()
 
     def publish_counts(self) -> None:
         """Add this segment's counters to the steps' stats (once; segments of a
@@ -310,6 +336,15 @@ class SyncSegment(Stage):
             self._count_out(i, 1)
             self.conts[k](x)
         elif kind == MANY:
+            lazy = not isinstance(x, _EAGER)
+            if self.captures:  # the lane worker's own code: expand right after this element
+                if lazy:
+                    self.captures[-1].append((x, k, i, a))
+                    return
+            elif lazy or self.held[0]:
+                self.held[0] = True
+                self.lane.submit((_LAZY, x, k, i, a))
+                return
             cont = self.conts[k]
             counters = self.counters
             try:
@@ -321,6 +356,61 @@ class SyncSegment(Stage):
                 self.fail(exc, i, a)
         else:
             self.slots.submit((x, k, i, a, None))
+
+    # -- the ordered lane -------------------------------------------------------------
+    def hold(self, x: Any) -> None:
+        """A result produced while the lane is busy waits its turn there."""
+        self.lane.submit((_VALUE, x))
+
+    def _lane_idle(self) -> None:
+        self.held[0] = False
+        self.maybe_complete()
+
+    async def _run_lane(self, work: tuple) -> None:
+        if work[0] is _VALUE:
+            self.emit(work[1])
+        else:
+            await self._expand(*work[1:])
+
+    async def _expand(self, x: Any, k: int, i: int, a: Any) -> None:
+        """Push the elements of step ``i``'s lazy result ``x`` into position ``k``, one at
+        a time, depth first: lazy results met while handling an element are expanded
+        before the next element, so the order is the order of a plain nested loop."""
+        cont = self.conts[k]
+        counters = self.counters
+        gate = self.gate
+        every = config.yield_every
+        n = 0
+        try:
+            it = iter(x)
+        except Exception as exc:
+            self._final(exc, i, a)
+            return
+        while True:
+            self.captures.append([])
+            self.held[0] = False  # this element's results go straight downstream
+            try:
+                try:
+                    v = next(it)
+                except StopIteration:
+                    return
+                if counters is not None:
+                    counters[1][i] += 1
+                cont(v)
+            except Exception as exc:  # the iterator failed part-way: no retry (no duplicates)
+                self._final(exc, i, a)
+                return
+            finally:
+                nested = self.captures.pop()
+                self.held[0] = True  # until the lane is idle again
+            for job in nested:
+                await self._expand(*job)
+            n += 1
+            if gate.blocked:
+                await gate.wait()
+            elif n >= every:
+                n = 0
+                await asyncio.sleep(0)
 
     def fail(self, exc: Exception, i: int, item: Any) -> None:
         rt = self.runtimes[i]
