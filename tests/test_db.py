@@ -615,6 +615,27 @@ def test_labels_name_the_statement_and_hide_the_password():
 
 
 # ------------------------------------------------------------------ connection failures (MySQL)
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_mysql_literal_percent_after_values_survives_the_bulk_insert(mysql_params, batch_size):
+    """aiomysql appends the tail of INSERT ... VALUES (...) unformatted: %% must not reach it."""
+    db = Backend("mysql", mysql_params)
+    try:
+        db.create("id integer primary key, name varchar(50), day varchar(20)")
+        rows = [{"id": 1, "name": "a"}, {"id": 1, "name": "b"}, {"id": 2, "name": "c"}]
+        run(Loop(rows), db.Insert(
+            f"insert into {db.table} (id, name) values ({{id}}, {{name}}) on duplicate key update "
+            "name = '50%', day = date_format('2024-05-06', '%Y-%m')", batch_size=batch_size))
+        assert db.sql(f"select id, name, day from {db.table} order by id") == [(1, "50%", "2024-05"), (2, "c", None)]
+        # a tail with its own placeholder is bound too (row by row, not the bulk path)
+        run(Loop([{"id": 2, "name": "d"}, {"id": 3, "name": "e"}]), db.Insert(
+            f"insert into {db.table} (id, name) values ({{id}}, {{name}}) on duplicate key update "
+            "day = concat({name}, '%')", batch_size=batch_size))
+        assert db.sql(f"select id, name, day from {db.table} where id > 1 order by id") == [
+            (2, "c", "d%"), (3, "e", None)]
+    finally:
+        db.close()
+
+
 async def test_wrong_password_is_a_clear_error_from_run_async(mysql_params):
     from rxbot.db.mysql import Query
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator, Callable, Sequence
+import re
+from typing import Any, AsyncIterator, Callable, Sequence, Tuple
 
 import aiomysql
 import pymysql
@@ -111,8 +112,12 @@ class _MySQL(SqlNode):
         conn = await pool.acquire()
         try:
             async with conn.cursor() as cur:
-                # INSERT ... VALUES (...) becomes multi-row INSERTs in the driver
-                await cur.executemany(self.driver_sql, list(params_list))
+                sql, bulk = self._many_sql()
+                if bulk:  # INSERT ... VALUES (...) becomes multi-row INSERTs in the driver
+                    await cur.executemany(sql, list(params_list))
+                else:
+                    for params in params_list:
+                        await cur.execute(sql, params)
             committing()
             await conn.commit()
         except BaseException:
@@ -120,6 +125,35 @@ class _MySQL(SqlNode):
             raise
         finally:
             pool.release(conn)
+
+    def _many_sql(self) -> Tuple[str, bool]:
+        """The statement for ``executemany`` and whether the driver's bulk path may run it.
+
+        For ``INSERT ... VALUES (...) <tail>`` aiomysql builds one multi-row INSERT and
+        appends the tail (``ON DUPLICATE KEY UPDATE ...``) *without* %-formatting it, so
+        a literal ``%`` there, doubled for the driver, would reach the server as ``%%``:
+        the tail is un-doubled here. A tail with a placeholder of its own cannot go
+        through that path at all (it would be sent unbound): such statements run row by
+        row with ``execute``.
+        """
+        plan = getattr(self, "_many_plan", None)
+        if plan is None:
+            sql = self.driver_sql
+            m = aiomysql.cursors.RE_INSERT_VALUES.match(sql)
+            if m is None:
+                plan = (sql, True)  # no bulk rewrite: the driver %-formats every row
+            else:
+                tail = m.group(3) or ""
+                tokens = re.findall(r"%%|%\([^)]*\)s|%s", tail)
+                if any(t != "%%" for t in tokens):
+                    plan = (sql, False)
+                else:
+                    bulk = sql[:m.start(3)] + tail.replace("%%", "%") + sql[m.end(3):]
+                    again = aiomysql.cursors.RE_INSERT_VALUES.match(bulk)
+                    same = again is not None and again.group(1, 2) == m.group(1, 2)
+                    plan = (bulk, True) if same else (sql, False)
+            self._many_plan = plan
+        return plan
 
     def _transient(self, exc: BaseException) -> bool:
         if isinstance(exc, pymysql.err.InterfaceError):  # the connection was closed
