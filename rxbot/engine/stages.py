@@ -91,6 +91,18 @@ class Stage:
         if slots is not None:
             slots.close()
 
+    def settle(self, rt: StepRuntime, exc: BaseException, item: Any, emit: Callable[[Any], None]) -> bool:
+        """Apply ``rt``'s policy to a failure of ``item``: raise ends the stream, pipein
+        sends the wrapped error on through ``emit``, ignore drops it. Returns False when
+        the stream has ended."""
+        action, value = rt.final(exc, item)
+        if action == RAISE:
+            self.raise_(value)
+            return False
+        if action == PIPEIN:
+            emit(value)
+        return True
+
     def raise_(self, exc: BaseException) -> None:
         """The ``raise`` policy: end the stream with the (annotated) original exception.
 
@@ -420,12 +432,11 @@ class SyncSegment(Stage):
         self._final(exc, i, item)
 
     def _final(self, exc: BaseException, i: int, item: Any) -> None:
-        action, value = self.runtimes[i].final(exc, item)
-        if action == RAISE:
-            self.raise_(value)
-        elif action == PIPEIN:
+        def pipe_in(error: Any) -> None:
             self._count_out(i, 1)
-            self.conts[i + 1](value)
+            self.conts[i + 1](error)
+
+        self.settle(self.runtimes[i], exc, item, pipe_in)
 
     async def _run_deferred(self, work: tuple) -> None:
         result, k, i, item, error = work
@@ -484,6 +495,8 @@ class AsyncStage(Stage):
                 result = self.fn(item)
                 if inspect.isawaitable(result):
                     result = await result
+            if self.ctx.stopped:  # the run ended while this call was out
+                return
             if result is None:
                 rt.stats.filtered += 1
             elif not await deliver(result, self._emit, self.gate):
@@ -491,11 +504,7 @@ class AsyncStage(Stage):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            action, value = rt.final(exc, item)
-            if action == RAISE:
-                self.raise_(value)
-            elif action == PIPEIN:
-                self._emit(value)
+            self.settle(rt, exc, item, self._emit)
 
     def maybe_complete(self) -> None:
         if self.ctx.stopped:
@@ -514,11 +523,7 @@ class AsyncStage(Stage):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            action, value = self.rt.final(exc, "<flush at end of input>")
-            if action == RAISE:
-                self.raise_(value)
-            elif action == PIPEIN:
-                self._emit(value)
+            self.settle(self.rt, exc, "<flush at end of input>", self._emit)
         finally:
             self.flushing = False
             super().maybe_complete()
@@ -567,12 +572,8 @@ class IterStage(Stage, Boundary):
                     self.rt.stats.cancelled += 1  # its sequence was cut short
                     raise
                 except Exception as exc:
-                    action, value = self.rt.final(exc, item)
-                    if action == RAISE:
-                        self.raise_(value)
+                    if not self.settle(self.rt, exc, item, self.observer.on_next):
                         return
-                    if action == PIPEIN:
-                        self.observer.on_next(value)
         finally:
             if self.ctx.stopped and self.jobs:  # inputs that will never be iterated
                 self.rt.stats.cancelled += len(self.jobs)
