@@ -733,6 +733,76 @@ def test_placeholder_translation(sql, mysql_sql, sqlite_sql, names, npos):
     assert (st.names, st.positional) == (names, npos)
 
 
+MYSQL_INJECTION = "select id, name from {t} where id = 1--'\n and name = {{x}} -- '"
+
+
+def test_double_dash_without_space_is_not_a_mysql_comment(mysql_params):
+    """MySQL reads ``1--'...`` as 1 minus minus a string literal: {x} there is inside a
+    literal the server sees, so it cannot be bound and the statement is rejected."""
+    db = Backend("mysql", mysql_params)
+    try:
+        db.create()
+        db.sql(f"insert into {db.table} (id, name) values (1, 'a'), (2, 'secret')")
+        with pytest.raises(ValueError, match="placeholder inside the string literal"):
+            db.Query(MYSQL_INJECTION.format(t=db.table))
+        # {a}--{b} is a - (-b) in MySQL: both values bound, nothing commented out
+        assert run(Loop([{"a": 5, "b": 2}]), db.Query("select {a}--{b} as r")) == [{"r": 7}]
+        # the body of /*! ... */ runs on the server: its placeholder is bound
+        assert run(Loop([{"a": 2}]), db.Query("select /*! {a} + */ 1 as r")) == [{"r": 3}]
+        # %s followed by an identifier character is a modulo, not a placeholder
+        assert run(db.Query("select 10%sqrt(9) as r")) == [{"r": 1.0}]
+        evil = " or 1=1 or "
+        assert run(Loop([{"x": evil}]), db.Query(f"select id from {db.table} where name = {{x}} -- '")) == []
+        assert db.count() == 2
+    finally:
+        db.close()
+
+
+def test_comment_rules_follow_the_dialect():
+    my = lambda sql: Statement.parse(sql, "Q", dialect="mysql")
+    lite = lambda sql: Statement.parse(sql, "Q", dialect="sqlite")
+    assert my("select {a}--{b}").names == ("a", "b")
+    assert lite("select {a}--{b}").names == ("a",)  # any -- starts a comment in SQLite
+    assert my("select {a} -- {b}").names == ("a",)
+    assert my("select {a}--\t{b}").names == ("a",)
+    assert my("select {a} # {b}").names == ("a",)
+    assert lite("select {a} # {b}").names == ("a", "b")  # no # comments in SQLite
+    assert my("select /*!50000 {a} */ 1").render("pyformat") == "select /*!50000 %(a)s */ 1"
+    assert my("select /*M! {a} */ 1").names == ("a",)
+    assert lite("select /*! {a} */ 1").names == ()
+    assert my("select /* {a} */ 1").names == ()
+    with pytest.raises(ValueError, match="placeholder inside the string literal"):
+        my("select id from t where id = 1--'\n and name = {x} -- '")
+    assert lite("select id from t where id = 1--'\n and name = {x} -- '").names == ("x",)
+    # the node picks its back end's rules
+    from rxbot.db import sqlite as lite_nodes
+    assert lite_nodes.Query("select {a} # {b}", path=":memory:").statement.names == ("a", "b")
+
+
+@pytest.mark.parametrize("sql", [
+    "select * from t where name like '%(pat)s%%'",
+    "insert into t (a) values ('%(a)s-suffix')",
+    "select * from t where a like '%s%%'",
+    "select * from t where a = %s and b like 'x%s'",
+])
+def test_percent_placeholder_inside_a_longer_literal_is_rejected(sql):
+    for dialect in ("mysql", "sqlite"):
+        with pytest.raises(ValueError, match="placeholder inside the string literal.*bind the whole value"):
+            Statement.parse(sql, "Q", dialect=dialect)
+
+
+def test_percent_s_as_plain_text_where_it_cannot_be_a_placeholder():
+    # no %-placeholders and no %% escape: MySQL's date format %s (seconds) is text
+    st = Statement.parse("select date_format(d, '%H:%i:%s'), {a}", "Q")
+    assert (st.names, st.render("pyformat")) == (("a",), "select date_format(d, '%%H:%%i:%%s'), %(a)s")
+    # %s followed by an identifier character is not a placeholder
+    for sql in ("select 10%sqrt(9)", "select id%sz from t", "select 10%s_x, %s"):
+        st = Statement.parse(sql, "Q")
+        assert st.positional == sql.count(", %s"), sql
+    assert Statement.parse("select 10%sqrt(9)", "Q").render("pyformat") == "select 10%%sqrt(9)"
+    assert Statement.parse("select {a} + 10%sqrt(9)", "Q").names == ("a",)
+
+
 def test_values_extraction_rules():
     named = Statement.parse("select {a}, {b}", "Q")
     assert named.values({"a": 1, "b": None, "c": 3}) == {"a": 1, "b": None}

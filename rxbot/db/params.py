@@ -32,12 +32,17 @@ _BRACE_FULL = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}\Z")
 _PYFORMAT_FULL = re.compile(r"%(?:\(([A-Za-z_][A-Za-z0-9_]*)\))?s\Z")
 _BRACE_INSIDE = re.compile(r"(?<!\{)\{[A-Za-z_][A-Za-z0-9_]*\}")
 _BRACE_ESCAPED = re.compile(r"\{\{[A-Za-z_][A-Za-z0-9_]*\}\}")
-_PYFORMAT_ANY = re.compile(r"%(?:\([A-Za-z_][A-Za-z0-9_]*\))?s")
+#: ``%s`` is a placeholder only when no identifier character follows (``10%sqrt(9)`` is
+#: a modulo); ``%(name)s`` always is
+_PYFORMAT_ANY = re.compile(r"%(?:\([A-Za-z_][A-Za-z0-9_]*\)s|s(?![A-Za-z0-9_$]))")
+_PERCENT_TOKEN = re.compile(r"%%|%\([A-Za-z_][A-Za-z0-9_]*\)s|%s")
 _PYFORMAT_NAMED = re.compile(r"%\(([A-Za-z_][A-Za-z0-9_]*)\)s")
 _BRACE_FIELD = re.compile(r"\{([^{}]*)\}")
 
 #: target placeholder styles: MySQL drivers (pymysql/aiomysql) and sqlite3
 PYFORMAT, SQLITE = "pyformat", "sqlite"
+#: lexical dialects (comment rules)
+MYSQL, SQLITE_DIALECT = "mysql", "sqlite"
 
 
 class ParameterError(LookupError):
@@ -81,15 +86,23 @@ class Statement:
         self.positional = len(positional)
 
     @classmethod
-    def parse(cls, sql: str, owner: str = "SQL", backslash_escapes: bool = True) -> "Statement":
+    def parse(cls, sql: str, owner: str = "SQL", backslash_escapes: bool = True,
+              dialect: str | None = None) -> "Statement":
         """Parse ``sql``; ``owner`` (e.g. the node's label) prefixes every error message.
 
         ``backslash_escapes``: whether ``\\'`` escapes a quote inside a literal (MySQL:
         yes; SQLite: no, a backslash is an ordinary character there).
+        ``dialect``: ``"mysql"`` or ``"sqlite"``, whose comment rules apply (default: MySQL
+        with backslash escapes, SQLite without). They differ where it matters for
+        security: text the server executes must never be taken for a comment.
         """
         if not isinstance(sql, str) or not sql.strip():
             raise TypeError(f"{owner}: argument 'sql' must be a non-empty SQL string; got {sql!r:.80}")
-        return cls(sql, _Parser(sql, owner, backslash_escapes).parse(), owner)
+        if dialect is None:
+            dialect = MYSQL if backslash_escapes else SQLITE_DIALECT
+        if dialect not in (MYSQL, SQLITE_DIALECT):
+            raise ValueError(f"{owner}: unknown SQL dialect {dialect!r}; expected 'mysql' or 'sqlite'")
+        return cls(sql, _Parser(sql, owner, backslash_escapes, dialect).parse(), owner)
 
     # -- rendering ------------------------------------------------------------------------
     def render(self, style: str) -> str:
@@ -180,12 +193,38 @@ class Statement:
 class _Parser:
     """A small SQL lexer: string literals, quoted identifiers and comments are copied
     (placeholders are never looked for inside them, except a literal that is *only* a
-    placeholder); everything else is scanned for the placeholder spellings."""
+    placeholder); everything else is scanned for the placeholder spellings.
 
-    def __init__(self, sql: str, owner: str, backslash_escapes: bool = True) -> None:
+    Comments follow the server's rules, because taking executable text for a comment
+    would leave a placeholder in it unbound (or, worse, make a value's quote end a
+    "literal" the server never saw): MySQL starts a ``--`` comment only when whitespace,
+    a control character or the end follows, treats ``#`` as a comment and *executes*
+    the body of ``/*! ... */`` (and MariaDB's ``/*M! ... */``); SQLite takes any ``--``
+    as a comment, has no ``#`` comments and no executable comments.
+    """
+
+    def __init__(self, sql: str, owner: str, backslash_escapes: bool = True, dialect: str = MYSQL) -> None:
         self.sql = sql
         self.owner = owner
         self.backslash = backslash_escapes
+        self.mysql = dialect == MYSQL
+
+    def _line_comment_at(self, i: int) -> bool:
+        sql = self.sql
+        if sql.startswith("--", i):
+            if not self.mysql:
+                return True
+            return i + 2 >= len(sql) or sql[i + 2] <= " " or sql[i + 2] == "\x7f"
+        return sql[i] == "#" and self.mysql
+
+    def _executable_comment_at(self, i: int) -> int:
+        """Length of an executable-comment opener at ``i`` (MySQL only), else 0."""
+        if not self.mysql:
+            return 0
+        for opener in ("/*!", "/*M!"):
+            if self.sql.startswith(opener, i):
+                return len(opener)
+        return 0
 
     def fail(self, message: str) -> ValueError:
         return ValueError(f"{self.owner}: argument 'sql': {message}: {self.sql!r}")
@@ -203,13 +242,16 @@ class _Parser:
                 j = self._quote_end(i)
                 out.append(("ident" if c == "`" else "literal", sql[i:j]))
                 i = start = j
-            elif (c == "-" and sql.startswith("--", i)) or c == "#":
+            elif c in "-#" and self._line_comment_at(i):
                 if start < i:
                     out.append(("code", sql[start:i]))
                 j = sql.find("\n", i)
                 j = n if j < 0 else j
                 out.append(("comment", sql[i:j]))
                 i = start = j
+            elif c == "/" and self._executable_comment_at(i):
+                # the server runs the body: lex it as code (its closing */ stays code too)
+                i += self._executable_comment_at(i)
             elif c == "/" and sql.startswith("/*", i):
                 if start < i:
                     out.append(("code", sql[start:i]))
@@ -277,17 +319,29 @@ class _Parser:
         m = _PYFORMAT_FULL.match(inner)
         if m:
             return [Param(m.group(1), text)]
-        if _BRACE_INSIDE.search(inner):
+        if _BRACE_INSIDE.search(inner) or self._percent_inside(inner, percent):
             raise self.fail(
                 f"placeholder inside the string literal {text}; a bound value cannot be part of "
                 "a literal: bind the whole value instead (e.g. LIKE {pattern} with the item "
-                "supplying '%abc%'), or write {{ }} for literal braces"
+                "supplying '%abc%'), or write {{ }} for literal braces (%% for a literal % "
+                "with %-placeholders)"
             )
         if braces:
             inner = inner.replace("{{", "{").replace("}}", "}")
         if percent:
             inner = inner.replace("%%", "%")
         return [text[0] + inner + text[-1]]
+
+    @staticmethod
+    def _percent_inside(inner: str, percent: bool) -> bool:
+        """Whether a longer literal holds a %-placeholder it cannot bind: ``%(name)s``
+        always; ``%s`` when the statement uses %-placeholders (then ``%%`` is the escape
+        for a literal ``%``) or the literal itself uses the ``%%`` escape. Elsewhere
+        ``%s`` is plain text, as in ``DATE_FORMAT(d, '%H:%i:%s')``."""
+        tokens = _PERCENT_TOKEN.findall(inner)
+        if any(t.startswith("%(") for t in tokens):
+            return True
+        return "%s" in tokens and (percent or "%%" in tokens)
 
     def _code(self, text: str, percent: bool, braces: bool) -> List[Part]:
         parts: List[Part] = []
@@ -300,7 +354,8 @@ class _Parser:
                     buf.append("%")
                     i += 2
                     continue
-                if text.startswith("%s", i):
+                if text.startswith("%s", i) and not (i + 2 < n and (text[i + 2].isalnum()
+                                                                    or text[i + 2] in "_$")):
                     parts.append("".join(buf)); buf = []
                     parts.append(Param(None, "%s"))
                     i += 2
@@ -368,4 +423,4 @@ def _merge(parts: List[Part]) -> List[Part]:
     return out
 
 
-__all__ = ["Statement", "Param", "ParameterError", "PYFORMAT", "SQLITE"]
+__all__ = ["Statement", "Param", "ParameterError", "PYFORMAT", "SQLITE", "MYSQL", "SQLITE_DIALECT"]
