@@ -192,7 +192,8 @@ class Builder:
         rt = self.ctx.runtime(where, _label(route))
         if isinstance(route, BlockedJoin):
             stage = AsyncStage(self.ctx, rt, self._blocked_join(route, where), downstream)
-            return self._routed(route, rt, [stage.operator], [], downstream, True)[0], downstream + [stage.boundary]
+            # one "branch": the correlating stage, which counts its own items
+            return self._routed(route, rt, [[stage.operator]], counting=False), downstream + [stage.boundary]
         branch_ops: List[Ops] = []
         extra: List[Boundary] = []
         base = downstream if route.join else []
@@ -202,19 +203,15 @@ class Builder:
             extra.extend(bounds_b[len(base):])
         if not route.join:
             branch_ops = [ops_b + [rx_ops.ignore_elements()] for ops_b in branch_ops]
-        return self._routed(route, rt, None, branch_ops, downstream, False)[0], downstream + extra
+        return self._routed(route, rt, branch_ops, counting=True), downstream + extra
 
-    def _routed(self, route: Route, rt: Any, single: Ops | None, branch_ops: List[Ops],
-                downstream: List[Boundary], blocked: bool):
+    def _routed(self, route: Route, rt: Any, branch_ops: List[Ops], counting: bool) -> Callable:
         """The route operator: evaluate the match once per item, feed matched items to
         every branch (an Outlet each) and unmatched/shared ones to the main stream, and
         merge what comes back. Completion waits for every branch to drain."""
         match = matcher(route)
         share = route.share
         stats = rt.stats
-        counting = not blocked  # a BlockedJoin's own stage counts its items
-        if blocked:
-            branch_ops = [single]  # one "branch": the correlating stage
 
         def op(source: reactivex.Observable) -> reactivex.Observable:
             def subscribe(observer, scheduler=None):
@@ -258,7 +255,7 @@ class Builder:
 
             return reactivex.create(subscribe)
 
-        return op, None
+        return op
 
     def _blocked_join(self, route: Route, where: str) -> Callable[[Any], Any]:
         """Per input: run every branch on that one item (a fresh mini pipeline each, so
