@@ -350,7 +350,8 @@ async def test_connection_refused_names_the_url():
     message = str(info.value)
     assert message.startswith(f"HttpLoader: GET {url} failed after 2 attempts: ClientConnectorError")
     assert info.value.status is None
-    assert isinstance(info.value.__cause__, aiohttp.ClientConnectorError)
+    assert info.value.cause_type is aiohttp.ClientConnectorError
+    assert info.value.__cause__ is None  # not chained: a cause's text may hold the raw URL
 
 
 # ---- timeouts and exception policies --------------------------------------------------
@@ -467,6 +468,79 @@ async def test_secrets_never_logged(http_server, caplog):
     assert "retry 1/2" in caplog.text  # the retries were logged ...
     assert "SECRET" not in shown       # ... without headers or credential parameters
     assert "api_key=***" in str(info.value)
+
+
+@pytest.fixture
+async def redirect_server():
+    """/loop redirects to itself forever; /ftp redirects to a non-HTTP URL with a token."""
+    from aiohttp import web
+
+    async def loop_(request):
+        raise web.HTTPFound(str(request.url))
+
+    async def ftp(request):
+        raise web.HTTPFound("ftp://files.example/x?token=SECRET2")
+
+    app = web.Application()
+    app.router.add_get("/loop", loop_)
+    app.router.add_get("/ftp", ftp)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("path, cause", [
+    ("/loop?token=SECRET1", "TooManyRedirects"),
+    ("/ftp?api_key=SECRET3", "NonHttpUrlRedirectClientError"),
+    ("/bad url?token=SECRET4\n", None),
+])
+async def test_redirect_and_url_errors_never_reveal_secrets(redirect_server, caplog, path, cause):
+    caplog.set_level(logging.DEBUG, logger="rxbot")
+    url = redirect_server + path
+    async with HttpLoader(retries=0) as get:
+        with pytest.raises(Exception) as info:
+            await get(url)
+    error = info.value
+    texts = [str(error), repr(error), str(error.__cause__), str(error.__context__)]
+    if cause is not None:
+        assert isinstance(error, HttpError) and error.cause_type.__name__ == cause
+        assert f"failed: {cause}" in str(error)
+    # in a pipe under the ignore policy: the drop is logged
+    report_errors = []
+    Pipe(url, HttpLoader(retries=0, on_error="ignore"), print)
+    report = await BotFrame.run_async()
+    report_errors = [str(d) + repr(d.exception) for d in report.dead_letters]
+    assert len(report_errors) == 1
+    assert "SECRET" not in "".join(texts + report_errors) + caplog.text
+
+
+def test_safe_cause_masks_urls_in_any_exception_text():
+    from rxbot.http.http import safe_cause
+
+    assert safe_cause(ValueError("bad http://u:pw@h/x?token=T1&a=1 here")) == (
+        "ValueError: bad http://h/x?token=***&a=1 here")
+    assert safe_cause(aiohttp.InvalidURL("https://h/?key=K9")) == "InvalidURL: https://h/?key=***"
+    assert safe_cause(OSError()) == "OSError"
+
+
+async def test_global_retry_policy_does_not_multiply_http_retries(http_server):
+    config.exception_policy = "retry"
+    config.retry_backoff = 0.01
+    Pipe(http_server.url("/flaky/g?fail=99&status=500"), HttpLoader(retries=2, backoff=0.01), print)
+    with pytest.raises(HttpError):
+        await BotFrame.run_async()
+    assert http_server.attempts["g"] == 3  # 1 + retries, not multiplied by the engine's attempts
+
+    Pipe({"url": http_server.url("/flaky/p?fail=1&status=500"), "method": "POST", "data": "charge=1"},
+         HttpLoader(backoff=0.01), print)
+    with pytest.raises(HttpError, match="POST .* failed: HTTP 500"):
+        await BotFrame.run_async()
+    assert http_server.attempts["p"] == 1  # a POST the server may have acted on is never re-sent
 
 
 async def test_tls_verified_by_default(https_server):

@@ -151,9 +151,48 @@ class HttpResponse:
         return f"<HttpResponse {self.status} {self.method} {safe_url(self.url)} ({len(self.content)} bytes)>"
 
 
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+
+
+def safe_cause(exc: BaseException | None) -> str:
+    """A failure described for messages and logs: its type and safe fields only.
+
+    aiohttp's exceptions put whole URLs in ``str()`` (a redirect target, the request
+    URL of ``TooManyRedirects``), tokens included; here every URL goes through
+    :func:`safe_url`, and text of unknown shape has the URLs in it masked the same way.
+    """
+    if exc is None:
+        return "unknown error"
+    name = _name(exc)
+    try:
+        if isinstance(exc, aiohttp.InvalidURL):  # also NonHttpUrlRedirectClientError
+            return f"{name}: {safe_url(exc.url)}"
+        if isinstance(exc, aiohttp.ClientResponseError):  # e.g. TooManyRedirects
+            hops = len(getattr(exc, "history", ()) or ())
+            info = getattr(exc, "request_info", None)
+            where = safe_url(info.real_url) if info is not None else ""
+            parts = [f"HTTP {exc.status}" if exc.status else "",
+                     f"after {hops} redirect(s)" if hops else "", f"at {where}" if where else ""]
+            return f"{name}: {' '.join(p for p in parts if p)}".rstrip(": ")
+        text = " ".join(str(exc).split())
+    except Exception:  # an exception with broken fields: say only what it is
+        return name
+    text = _URL_IN_TEXT.sub(lambda m: safe_url(m.group(0)), text)
+    return f"{name}: {text}" if text else name
+
+
 class HttpError(Exception):
     """A request that failed for good. ``status`` is None when no response came back
-    (connection error, timeout); ``response`` is the last :class:`HttpResponse`, if any."""
+    (connection error, timeout); ``response`` is the last :class:`HttpResponse`, if any;
+    ``cause_type`` the class of the underlying exception (the exception itself is not
+    chained: its text may hold the raw URL with its credentials).
+
+    ``retryable`` is False: the node already retried what was worth retrying (and never
+    repeats a POST the server may have acted on), so the engine's ``retry`` policy must
+    not send the request again.
+    """
+
+    retryable = False
 
     def __init__(self, method: str, url: Any, *, status: int | None = None, reason: str = "",
                  attempts: int = 1, cause: BaseException | None = None,
@@ -162,7 +201,7 @@ class HttpError(Exception):
         if status is not None:
             what = f"HTTP {status}{' ' + reason if reason else ''}"
         else:
-            what = f"{_name(cause)}: {cause}" if cause is not None and str(cause) else _name(cause)
+            what = safe_cause(cause)
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         super().__init__(f"HttpLoader: {method} {shown} failed{tries}: {what}{detail}")
         self.method = method
@@ -171,6 +210,7 @@ class HttpError(Exception):
         self.reason = reason
         self.attempts = attempts
         self.response = response
+        self.cause_type = type(cause) if cause is not None else None
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -456,6 +496,7 @@ class HttpLoader(Node):
         attempt = 0
         while True:
             attempt += 1
+            final: HttpError | None = None
             try:
                 async with session.request(method, url, proxy=self.proxy, **spec) as resp:
                     body = await resp.read()
@@ -471,9 +512,13 @@ class HttpLoader(Node):
                         total = self.request_timeout.total
                         cause = asyncio.TimeoutError(f"no complete response within {total:g}s" if total
                                                      else "timed out")
-                    raise HttpError(method, url, attempts=attempt, cause=cause) from exc
-                wait = self._wait(attempt)
-                why = _name(exc)
+                    # raised below, outside this block: neither chained nor as __context__,
+                    # because the cause's own text may hold the raw URL with its tokens
+                    final = HttpError(method, url, attempts=attempt, cause=cause)
+                    final.cause_type = type(exc)
+                else:
+                    wait = self._wait(attempt)
+                    why = _name(exc)
             else:
                 status = response.status
                 if status < 400 or not self._retryable_status(status, method) or attempt > self.http_retries:
@@ -490,9 +535,11 @@ class HttpLoader(Node):
                                                                   f"max_retry_after={self.max_retry_after:g}s)")
                     wait = advised
                 why = f"HTTP {status}"
+            if final is not None:
+                raise final
             log.debug("rxbot: HttpLoader %s %s: %s, retry %d/%d in %.2fs", method, safe_url(url), why,
                       attempt, self.http_retries, wait)
             await asyncio.sleep(wait)
 
 
-__all__ = ["HttpLoader", "HttpRequest", "HttpResponse", "HttpError", "safe_url"]
+__all__ = ["HttpLoader", "HttpRequest", "HttpResponse", "HttpError", "safe_url", "safe_cause"]
