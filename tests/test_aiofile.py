@@ -156,6 +156,26 @@ def test_ignore_policy_keeps_writing_after_a_failing_item(tmp_path):
     assert path.read_text().splitlines() == ["1", "3"]
 
 
+def test_write_error_at_end_of_input_follows_the_step_policy():
+    """A full disk (/dev/full): the rest written at end of input fails the run, instead
+    of being only logged at close() while the run reports success."""
+    out = []
+    Pipe(Loop(range(3)), aiofile("/dev/full"), out.append)
+    with pytest.raises(OSError, match="No space left") as info:
+        BotFrame.run()
+    assert "<flush at end of input>" in " ".join(info.value.__notes__)
+    assert out == [0, 1, 2]
+
+
+def test_write_error_is_charged_to_the_item_that_triggered_the_write():
+    config.exception_policy = "ignore"
+    Pipe(Loop(range(4)), Step(aiofile("/dev/full", buffer_size=4), concurrency=1))
+    report = BotFrame.run()
+    # "0\n1\n" fills the buffer at item 1, "2\n3\n" at item 3: each write fails for its item
+    assert [(d.item, type(d.exception).__name__) for d in report.dead_letters] == [
+        (1, "OSError"), (3, "OSError")]
+
+
 def test_lazy_top_level_export_is_the_same_class():
     assert rxbot.aiofile is aiofile
 

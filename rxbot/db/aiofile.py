@@ -5,8 +5,11 @@ file's lines as items.
 buffer costs about as much as a function call); only when the buffer is full does it
 hand a write to a thread through aiofiles, and the item that filled the buffer waits
 for that write — which is how a slow disk slows the pipe down instead of letting the
-buffers grow. Whatever is buffered is written at ``close()``, which the engine calls at
-the end of every run, failed ones included, so every item the node saw is on disk.
+buffers grow. Each such write is flushed to the OS, so a write error (a full disk) is
+raised to that item. When the input ends, ``flush()`` writes the rest, so its errors too
+follow the step's policy (overriding ``flush`` makes this an async stage). Whatever is
+still buffered is written at ``close()``, which the engine calls at the end of every
+run, failed ones included, so every item the node saw is on disk.
 """
 from __future__ import annotations
 
@@ -118,11 +121,14 @@ class aiofile(Node):  # noqa: N801 - databot's name
         return item if type(item) in SINGLE else _one(item)
 
     async def _drain(self) -> None:
-        """Write queued chunks in order. A write already handed to the thread is shielded
-        from cancellation, so a failed run neither loses nor repeats a chunk."""
+        """Write queued chunks in order, then flush the file object's buffer to the OS, so
+        a failing write (a full disk) is raised to the item that triggered it. A write
+        already handed to the thread is shielded from cancellation, so a failed run
+        neither loses nor repeats a chunk."""
         if self._fh is None or self._lock is None:
             raise RuntimeError(f"{self.label()}: used outside a run (init() has not been called)")
         async with self._lock:
+            wrote = False
             while True:
                 writing = self._writing
                 if writing is not None:
@@ -131,11 +137,30 @@ class aiofile(Node):  # noqa: N801 - databot's name
                     finally:
                         if writing.done():  # finished or failed; still running if we were cancelled
                             self._writing = None
-                if not self._chunks:
+                if self._chunks:
+                    self._writing = asyncio.ensure_future(self._fh.write(self._chunks.popleft()))
+                    wrote = True
+                elif wrote:
+                    wrote = False
+                    self._writing = asyncio.ensure_future(self._fh.flush())
+                else:
                     return
-                self._writing = asyncio.ensure_future(self._fh.write(self._chunks.popleft()))
+
+    async def flush(self) -> None:
+        """End of input: write what is buffered now, so a failure follows the step's
+        error policy instead of surfacing at close(), where it could only be logged.
+        Returns None: the items were passed on already."""
+        if self._fh is None:
+            return None
+        if self._buf:
+            self._chunks.append("\n".join(self._buf) + "\n")
+            self._buf = []
+            self._size = 0
+        await self._drain()
+        return None
 
     async def close(self) -> None:
+        """Also at the end of a failed run (no flush() then): every item seen is written."""
         fh = self._fh
         if fh is None:
             return
