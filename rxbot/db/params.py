@@ -323,8 +323,7 @@ class _Parser:
             raise self.fail(
                 f"placeholder inside the string literal {text}; a bound value cannot be part of "
                 "a literal: bind the whole value instead (e.g. LIKE {pattern} with the item "
-                "supplying '%abc%'), or write {{ }} for literal braces (%% for a literal % "
-                "with %-placeholders)"
+                "supplying '%abc%'), or write {{ }} for literal braces"
             )
         if braces:
             inner = inner.replace("{{", "{").replace("}}", "}")
