@@ -572,3 +572,24 @@ def test_lazy_result_failing_part_way_is_not_retried_into_duplicates():
     with pytest.raises(ConnectionError):
         BotFrame.run()
     assert out == ["a", "b"] and calls == [1]
+
+
+def test_sync_nodes_flush_in_order_inside_a_fused_segment():
+    class Batch(Node):
+        def __init__(self, tag):
+            super().__init__()
+            self.tag, self.buf = tag, []
+
+        def __call__(self, x):
+            self.buf.append(x)
+            if len(self.buf) == 2:
+                out, self.buf = self.buf, []
+                return [f"{self.tag}{out}"]
+            return None
+
+        async def flush(self):
+            return [f"{self.tag}{self.buf}!"] if self.buf else None
+
+    # the second node sees the first one's flushed output before it flushes itself
+    got = run(range(3), Batch("a"), Batch("b"))
+    assert got == ["b['a[0, 1]', 'a[2]!']"]

@@ -27,6 +27,11 @@ from .stages import AsyncStage, IterStage, SyncSegment, fast_on_next, iterate, t
 Ops = List[Callable[[reactivex.Observable], reactivex.Observable]]
 
 
+def _node_of(step: Any) -> Node | None:
+    node = step.fn if isinstance(step, Step) else step
+    return node if isinstance(node, Node) else None
+
+
 def _node_overrides_flush(node: Node) -> bool:
     return type(node).flush is not Node.flush
 
@@ -48,11 +53,10 @@ def _fusable(step: Any) -> bool:
         if step.is_async or step.option("boost") or _is_generator_function(step.fn):
             return False
         if isinstance(step.fn, Node):
-            return not isinstance(step.fn, (Loop, Timer)) and not _node_overrides_flush(step.fn)
+            return not isinstance(step.fn, (Loop, Timer))
         return True
     if isinstance(step, Node):
-        return not isinstance(step, (Loop, Timer)) and not step.boost_kind and not _is_async_node(step) \
-            and not _node_overrides_flush(step)
+        return not isinstance(step, (Loop, Timer)) and not step.boost_kind and not _is_async_node(step)
     if isinstance(step, Route) and step.kind == "filter":
         return True
     return False
@@ -160,7 +164,9 @@ class Builder:
                     fns.append(lambda x, m=match: x if m(x) else None)
                 else:
                     fns.append(step.fn if isinstance(step, Step) else step)
-        return SyncSegment(self.ctx, runtimes, shape, fns, consts, downstream, terminal)
+        flushes = [(k - first, node.flush) for k in range(first, last + 1)
+                   for node in [_node_of(steps[k])] if node is not None and _node_overrides_flush(node)]
+        return SyncSegment(self.ctx, runtimes, shape, fns, consts, downstream, terminal, flushes)
 
     def _single(self, step: Any, downstream: List[Boundary], where: str):
         label = _label(step)

@@ -273,9 +273,12 @@ class SyncSegment(Stage):
 
     def __init__(self, ctx: Any, runtimes: Sequence[StepRuntime], shape: Sequence[str],
                  fns: Sequence[Any], consts: Sequence[Any], downstream: List[Boundary],
-                 terminal: bool = False) -> None:
+                 terminal: bool = False, flushes: Sequence[tuple] = ()) -> None:
         super().__init__(ctx)
         self.terminal = terminal
+        # (position, node.flush) of sync nodes with an end-of-input hook, in order
+        self.flushes = list(flushes)
+        self.flushing = False
         self.runtimes = list(runtimes)
         self.shape = list(shape)
         self.fns = list(fns)
@@ -313,7 +316,7 @@ class SyncSegment(Stage):
         return reactivex.create(subscribe)
 
     def idle(self) -> bool:
-        return self.slots.idle() and self.lane.idle()
+        return self.slots.idle() and self.lane.idle() and not self.flushing
 
     def release(self) -> None:
         self.slots.close()
@@ -333,9 +336,35 @@ class SyncSegment(Stage):
         self.ctx.forget(self.publish_counts)
 
     def maybe_complete(self) -> None:
+        if self.ctx.stopped:
+            return
         if self.upstream_done and not self.completed and self.idle():
+            if self.flushes:  # end of input: flush the nodes first, in step order
+                flushes, self.flushes = self.flushes, []
+                self.flushing = True
+                self.ctx.spawn(self._flush(flushes))
+                return
             self.publish_counts()
         super().maybe_complete()
+
+    async def _flush(self, flushes: Sequence[tuple]) -> None:
+        """Each node's ``flush()`` result enters the steps after it, before the next
+        node flushes (so a later node's flush sees everything an earlier one emitted)."""
+        try:
+            for n, (j, flush) in enumerate(flushes):
+                if n:  # the previous flush's results may still be in the lane or slots
+                    while not (self.slots.idle() and self.lane.idle()):
+                        await asyncio.sleep(0.001)  # rare: two flushing nodes in one segment
+                try:
+                    await deliver(await flush(), self.conts[j + 1], self.gate)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if not self.settle(self.runtimes[j], exc, "<flush at end of input>", self.conts[j + 1]):
+                        return
+        finally:
+            self.flushing = False
+            self.maybe_complete()
 
     def _count_out(self, i: int, n: int) -> None:
         if self.counters is not None:
