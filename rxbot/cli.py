@@ -48,7 +48,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     Bad arguments print the usage and exit with status 2 (argparse's convention).
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: List[str] = []
+    if "--" in argv:  # split here: argparse's sub-commands mishandle a bare '--'
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    args = parser.parse_args(argv)
+    if extra:
+        if not hasattr(args, "script_args"):
+            parser.error("arguments after '--' are passed to the script of 'rxbot run' only")
+        args.script_args = [*args.script_args, *extra]
     return int(args.handler(args) or 0)
 
 
@@ -145,6 +155,8 @@ def _run_command(sub: Any) -> None:
                         "assignment in the script itself still wins)")
     p.add_argument("--progress", action="store_true",
                    help="show a live progress bar per pipe with per-step counts")
+    p.epilog = "Arguments after '--' go to the script: rxbot run job.py --policy ignore -- --day 3"
+    p.set_defaults(script_args=[])
     p.set_defaults(handler=_run)
 
 
@@ -158,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.progress:
         config.progress = True
     try:
-        _exec_script(args.script)
+        _exec_script(args.script, args.script_args)
     except SystemExit as exc:
         code = exc.code
         if code is None:

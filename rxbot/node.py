@@ -26,6 +26,10 @@ class Node:
     on_error: str | None = None
     retries: int | None = None
     timeout: float | None = None
+    #: True for nodes that return None while they *hold* an item to emit later (from a
+    #: later call or ``flush()``, e.g. a batching Insert): the run report then does not
+    #: count those Nones as items filtered out
+    holds_items: bool = False
     #: 'thread' / 'process' / 'cluster' to run ``__call__`` off the event loop
     #: (named so it does not clash with the ``Node.boost`` decorator)
     boost_kind: str | None = None

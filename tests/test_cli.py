@@ -223,3 +223,15 @@ def test_replay_without_clear_is_a_usage_error():
 
     proc = subprocess.run([sys.executable, "-m", "rxbot", "replay"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "usage:" in proc.stderr
+
+
+def test_run_passes_arguments_after_double_dash_to_the_script(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "args.py"
+    script.write_text("import sys\nfrom rxbot import config\nprint(sys.argv[1:], config.exception_policy)\n")
+    proc = subprocess.run([sys.executable, "-m", "rxbot", "run", str(script), "--policy", "ignore",
+                           "--", "--day", "3"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['--day', '3'] ignore"

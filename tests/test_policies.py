@@ -603,3 +603,29 @@ def test_timeout_on_a_sync_node_is_rejected_not_ignored():
     with pytest.raises(ValueError, match="timeout needs an async or boosted step"):
         Pipe([1], Sync())
         BotFrame.run()
+
+
+def test_items_held_by_a_batching_node_are_not_counted_as_filtered():
+    class Pairs(Node):
+        holds_items = True
+
+        def __init__(self):
+            super().__init__()
+            self.buf = []
+
+        async def __call__(self, x):
+            self.buf.append(x)
+            if len(self.buf) == 2:
+                out, self.buf = self.buf, []
+                return out
+            return None
+
+        async def flush(self):
+            return self.buf or None
+
+    out = []
+    Pipe(range(5), Step(Pairs(), concurrency=1), out.append)
+    report = BotFrame.run()
+    assert out == [0, 1, 2, 3, 4]
+    stats = report.find("Pairs")
+    assert (stats.inp, stats.out, stats.filtered) == (5, 5, 0)

@@ -191,7 +191,8 @@ class Builder:
         if boost:
             fn = boosted(fn, boost, self.ctx, label, rt.concurrency)
         flush = node.flush if isinstance(node, Node) and _node_overrides_flush(node) else None
-        return AsyncStage(self.ctx, rt, fn, downstream, flush=flush)
+        return AsyncStage(self.ctx, rt, fn, downstream, flush=flush,
+                          holds_items=isinstance(node, Node) and node.holds_items)
 
     # -- routes -----------------------------------------------------------------------
     def _route(self, route: Route, downstream: List[Boundary], where: str):

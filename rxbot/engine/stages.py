@@ -491,9 +491,11 @@ class AsyncStage(Stage):
     """An async callable with ``runtime.concurrency`` slots."""
 
     def __init__(self, ctx: Any, runtime: StepRuntime, fn: Callable[[Any], Any],
-                 downstream: List[Boundary], flush: Callable[[], Any] | None = None) -> None:
+                 downstream: List[Boundary], flush: Callable[[], Any] | None = None,
+                 holds_items: bool = False) -> None:
         super().__init__(ctx)
         self.rt = runtime
+        self.count_none = not holds_items  # a None from a holding node is not a filter
         self.fn = fn
         self.flush = flush
         self.gate = ctx.gate(downstream)
@@ -526,10 +528,8 @@ class AsyncStage(Stage):
                     result = await result
             if self.ctx.stopped:  # the run ended while this call was out
                 return
-            if result is None:
-                rt.stats.filtered += 1
-            elif not await deliver(result, self._emit, self.gate):
-                rt.stats.filtered += 1
+            if result is None or not await deliver(result, self._emit, self.gate):
+                rt.stats.filtered += self.count_none
         except asyncio.CancelledError:
             raise
         except Exception as exc:
