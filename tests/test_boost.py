@@ -373,3 +373,22 @@ def test_boosttype_example_main_flow_keeps_printing(capsys):
     assert [ln for ln in lines if ln.isdigit()] == ["1", "2", "3", "4"]
     assert lines.count("i am going to sleep") == 4
     assert lines.count("i am awake") == 4
+
+
+def test_two_boosted_steps_with_the_same_label_get_their_own_pools():
+    import threading
+
+    from rxbot import BotFrame, Pipe, Step
+
+    seen = {"a": set(), "b": set()}
+
+    def tag(key):
+        def record(x):
+            seen[key].add(threading.get_ident())
+            return x
+        return record
+
+    Pipe(range(4), Step(tag("a"), boost="thread", concurrency=1, name="same"),
+         Step(tag("b"), boost="thread", concurrency=1, name="same"))
+    BotFrame.run()
+    assert len(seen["a"]) == len(seen["b"]) == 1 and seen["a"] != seen["b"]

@@ -77,9 +77,9 @@ def _process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
 def boosted(fn: Callable[[Any], Any], kind: str, ctx: Any, label: str, workers: int) -> Callable[[Any], Awaitable[Any]]:
     """Wrap ``fn`` so that calling it returns an awaitable running it on ``kind``.
 
-    One executor per (kind, step label, workers) per run: two boosted steps do not
-    compete for the same threads, while a step built once per item (a BlockedJoin
-    branch) still reuses its pool.
+    One executor per (kind, step function, workers) per run: two boosted steps do not
+    compete for the same threads (even two lambdas with the same label), while a step
+    built once per item (a BlockedJoin branch) still reuses its pool.
     """
     if kind not in BOOST_TYPES:
         raise ValueError(f"step {label!r}: unknown boost type {kind!r}; use one of {BOOST_TYPES}")
@@ -89,7 +89,7 @@ def boosted(fn: Callable[[Any], Any], kind: str, ctx: Any, label: str, workers: 
 
         return cluster_call(fn, ctx, label)
     loop = ctx.loop
-    key = (kind, label, workers)
+    key = (kind, id(fn), workers)  # fn lives in the step tree for the whole run
     if kind == "thread":
         pool = ctx.executors.get(key)
         if pool is None:
