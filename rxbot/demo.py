@@ -11,6 +11,7 @@ import asyncio
 import os
 import sqlite3
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +53,7 @@ async def demo(out_dir: str = ".", ticks: int = 10, delay: float = 0.3) -> DemoR
     db_path = os.path.join(out_dir, "rxbot-demo.db")
     jsonl_path = os.path.join(out_dir, "rxbot-demo.jsonl")
     svg_path = os.path.join(out_dir, "rxbot-demo.svg")
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn, conn:
         conn.execute("create table if not exists prices "
                      "(usd real, eur real, updated text, fetched_at real)")
         conn.execute("delete from prices")
@@ -78,7 +79,7 @@ async def demo(out_dir: str = ".", ticks: int = 10, delay: float = 0.3) -> DemoR
         finally:
             config.metrics = saved
 
-    with sqlite3.connect(db_path) as conn:
+    with closing(sqlite3.connect(db_path)) as conn:
         rows = conn.execute("select count(*) from prices").fetchone()[0]
     with open(jsonl_path, encoding="utf-8") as fh:
         lines = sum(1 for _ in fh)
