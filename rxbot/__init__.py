@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Pipe", "Loop", "Timer", "Branch", "Return", "Filter", "Fork", "Join", "BlockedJoin",
     "Route", "Step", "Node", "BotFrame", "config", "StepError",
-    "HttpLoader", "HttpRequest", "HttpResponse", "aiofile",
+    "HttpLoader", "HttpRequest", "HttpResponse", "aiofile", "ReadLines",
     "P", "B", "T", "F", "J", "Fi",
 ]
 
