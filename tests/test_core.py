@@ -415,33 +415,30 @@ def test_backpressure_reaches_through_flattening_and_two_async_steps(tracker):
     assert tracker.worst <= 4 + 2 + 2
 
 
-def test_async_step_runs_exactly_its_concurrency_in_flight():
-    running = peak = 0
+def peak_tracking_step():
+    """An async step that records the most calls it ever had running at once."""
+    state = {"running": 0, "peak": 0}
 
     async def step(x):
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
+        state["running"] += 1
+        state["peak"] = max(state["peak"], state["running"])
         await asyncio.sleep(0.001)
-        running -= 1
+        state["running"] -= 1
         return x
 
+    return step, state
+
+
+def test_async_step_runs_exactly_its_concurrency_in_flight():
+    step, state = peak_tracking_step()
     got = run(range(200), Step(step, concurrency=7))
-    assert sorted(got) == list(range(200)) and peak == 7
+    assert sorted(got) == list(range(200)) and state["peak"] == 7
 
 
 def test_default_concurrency_is_32():
-    running = peak = 0
-
-    async def step(x):
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        await asyncio.sleep(0.001)
-        running -= 1
-
+    step, state = peak_tracking_step()
     run(range(100), step)
-    assert peak == 32
+    assert state["peak"] == 32
 
 
 def test_long_source_yields_to_other_pipes():

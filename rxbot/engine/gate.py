@@ -60,6 +60,14 @@ class Gate:
                 if fut in self._waiters:
                     self._waiters.remove(fut)
 
+    async def pause(self) -> None:
+        """The pause a source takes every few items or when downstream is full: wait for
+        the gate if it is closed, else just yield to the loop once."""
+        if self.blocked:
+            await self.wait()
+        else:
+            await asyncio.sleep(0)
+
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
         for fut in waiters:

@@ -230,11 +230,9 @@ async def deliver(result: Any, emit: Callable[[Any], None], gate: Gate) -> bool:
             for v in result:
                 emit(v)
                 n += 1
-                if gate.blocked:
-                    await gate.wait()
-                elif n >= every:
+                if gate.blocked or n >= every:
                     n = 0
-                    await asyncio.sleep(0)
+                    await gate.pause()
         else:  # AGEN
             try:
                 async for v in result:
@@ -447,11 +445,9 @@ class SyncSegment(Stage):
             for job in nested:
                 await self._expand(*job)
             n += 1
-            if gate.blocked:
-                await gate.wait()
-            elif n >= every:
+            if gate.blocked or n >= every:
                 n = 0
-                await asyncio.sleep(0)
+                await gate.pause()
 
     def fail(self, exc: Exception, i: int, item: Any) -> None:
         rt = self.runtimes[i]
@@ -622,14 +618,10 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
         for v in iterable:
             emit(v)
             n += 1
-            if gate.blocked:
+            if gate.blocked or n >= every:
                 count += n
                 n = 0
-                await gate.wait()
-            elif n >= every:
-                count += n
-                n = 0
-                await asyncio.sleep(0)
+                await gate.pause()
     finally:
         stats.out += count + n
 
