@@ -3,7 +3,7 @@
     python docs/make_images.py [OUT_DIR]      # default OUT_DIR: docs/images
 
 Each picture is rxbot's own drawing (``rxbot.render.render``) of the pipe printed next
-to it on the page; nothing is run. Needs the graphviz ``dot`` program.
+to it on the page; nothing is run. Graphviz comes with pygraphviz (an install requirement).
 """
 from __future__ import annotations
 
@@ -55,11 +55,7 @@ def main(out_dir: str | None = None) -> None:
     out_dir = out_dir or os.path.join(os.path.dirname(os.path.abspath(__file__)), "images")
     for name, pipe in pipes().items():
         path = os.path.join(out_dir, f"concepts_{name}.svg")
-        render([pipe], path)
-        dot = os.path.join(out_dir, f"concepts_{name}.dot")
-        if os.path.exists(dot):  # the DOT source is a by-product; the page shows the SVG
-            os.remove(dot)
-        print(path)
+        print(render([pipe], path))
 
 
 if __name__ == "__main__":

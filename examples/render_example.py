@@ -50,7 +50,7 @@ def main(out_dir: str | None = None) -> None:
         out_dir = os.path.join(here, os.pardir, "docs", "images")
     build()
     out = os.path.normpath(os.path.join(out_dir, "route_example"))
-    for fmt in ("svg", "png"):
+    for fmt in ("dot", "svg", "png"):
         print(BotFrame.render(f"{out}.{fmt}"))
     BotFrame.clear()  # drawn only: do not leave the pipe pending
 

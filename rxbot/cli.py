@@ -135,7 +135,7 @@ def _render(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"rxbot render: {exc}", file=sys.stderr)
         return 2
-    print(written)
+    print(*([written] if isinstance(written, str) else written), sep="\n")
     return 0
 
 

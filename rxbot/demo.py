@@ -2,8 +2,9 @@
 
 A local price server (127.0.0.1, random port) stands in for coindesk; a Timer polls it
 through HttpLoader, each response is parsed, and a Fork sends every quote to the
-terminal, to an SQLite table and to a JSON-lines file. The graph of that very pipe is
-drawn to ``rxbot-demo.svg`` first. Everything it writes goes to ``out_dir``.
+terminal, to an SQLite table and to a JSON-lines file. The graph of that very pipe,
+with each step's counts and throughput from the run, is drawn to ``rxbot-demo.svg``
+afterwards. Everything it writes goes to ``out_dir``.
 """
 from __future__ import annotations
 
@@ -72,12 +73,12 @@ async def demo(out_dir: str = ".", ticks: int = 10, delay: float = 0.3) -> DemoR
             ),
             name="price ticker",
         )
-        svg = render([pipe], svg_path)
         saved, config.metrics = config.metrics, True  # count every step for the report
         try:
             report = await BotFrame.run_async(pipes=[pipe])
         finally:
             config.metrics = saved
+        svg = render([pipe], svg_path, report=report)  # the picture with the run's numbers
 
     with closing(sqlite3.connect(db_path)) as conn:
         rows = conn.execute("select count(*) from prices").fetchone()[0]

@@ -7,32 +7,33 @@ also how a :class:`~rxbot.engine.context.RunReport` is keyed, so counts from a f
 run land on the right node.
 
 Rendering never runs or consumes a pipe: a ``Loop`` over a generator is drawn from its
-type, not iterated.
+type, not iterated. Layout and pictures come from :mod:`rxbot.layout` (the Graphviz
+bundled with pygraphviz), so no system program is needed.
+
+What the shapes and colours mean (a legend in every picture says it too): the fill tells
+how a step runs — white inline (sync), green async, orange boosted off the loop (a 3-D
+box) — blue boxes are sources, a box with a tab is a Node, a note a constant, a hexagon
+a raw Rx operator; diamonds split items into a route, triangles join them back; a red
+outline marks a step that had failures.
 """
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import graphviz
 
 from .flow import BlockedJoin, Route
+from .layout import INSTALL_HINT, GraphvizUnavailable, draw
 from .node import Loop, Node, Timer
 from .step import Const, RxOp, Step
 
 log = logging.getLogger("rxbot")
 
-#: formats ``render`` writes; ``dot`` is the DOT source only (no ``dot`` binary needed)
+#: formats ``render`` writes; ``dot`` is the DOT source only (no Graphviz needed)
 FORMATS = ("png", "svg", "pdf", "dot")
-#: what to tell a user whose machine has no ``dot`` binary
-INSTALL_HINT = (
-    "the graphviz 'dot' program was not found on PATH; install graphviz to render pictures "
-    "(Debian/Ubuntu: 'apt-get install graphviz', macOS: 'brew install graphviz', "
-    "Windows: 'choco install graphviz')"
-)
 
 # an outgoing edge end: (node name, edge label or None)
 Out = Tuple[str, Optional[str]]
@@ -40,15 +41,27 @@ Out = Tuple[str, Optional[str]]
 # Layout: nodes of one chain share a graphviz ``group`` and bypass edges are heavy and
 # long enough to pass their route's cluster, so dot draws the main flow as a straight
 # line and hangs branches to the side.
-_SOURCE_STYLE = dict(shape="box", style="rounded,filled", fillcolor="#dbeafe")
-_NODE_STYLE = dict(shape="box", style="rounded,filled", fillcolor="#fef3c7")
-_FUNC_STYLE = dict(shape="box", style="rounded")
-_CONST_STYLE = dict(shape="note")
-_RX_STYLE = dict(shape="hexagon", style="filled", fillcolor="#ede9fe")
-_FILTER_STYLE = dict(shape="invhouse")
-_SPLIT_STYLE = dict(shape="diamond")
-_JOIN_STYLE = dict(shape="invtriangle")
-_ZIP_STYLE = dict(shape="invtrapezium", style="filled", fillcolor="#e5e7eb")
+#
+# Kinds of drawn node -> (DOT attributes, legend text). The fill says how a step runs,
+# the shape what it is, so the difference shows in PNG and PDF too, not only in SVG
+# tooltips.
+_SYNC_FILL, _ASYNC_FILL, _BOOST_FILL = "#ffffff", "#dcfce7", "#fed7aa"
+KINDS: Dict[str, Tuple[Dict[str, str], str]] = {
+    "source": (dict(shape="box", style="rounded,filled", fillcolor="#dbeafe"), "source"),
+    "sync": (dict(shape="box", style="rounded,filled", fillcolor=_SYNC_FILL), "sync step"),
+    "async": (dict(shape="box", style="rounded,filled", fillcolor=_ASYNC_FILL), "async step"),
+    "boosted": (dict(shape="box3d", style="filled", fillcolor=_BOOST_FILL), "boosted step"),
+    "node": (dict(shape="component", style="filled", fillcolor=_SYNC_FILL), "Node"),
+    "async node": (dict(shape="component", style="filled", fillcolor=_ASYNC_FILL), "async Node"),
+    "boosted node": (dict(shape="component", style="filled", fillcolor=_BOOST_FILL), "boosted Node"),
+    "const": (dict(shape="note", style="filled", fillcolor=_SYNC_FILL), "constant"),
+    "rx": (dict(shape="hexagon", style="filled", fillcolor="#ede9fe"), "Rx operator"),
+    "filter": (dict(shape="invhouse"), "Filter"),
+    "split": (dict(shape="diamond"), "route"),
+    "join": (dict(shape="invtriangle"), "join"),
+    "zip": (dict(shape="invtrapezium", style="filled", fillcolor="#e5e7eb"), "zip → tuple"),
+}
+_FAILED = dict(color="#dc2626", penwidth="2")
 _BYPASS_STYLE = dict(style="dashed", weight="4")
 
 
@@ -83,6 +96,29 @@ def _tooltip(step: Any) -> str:
     return ", ".join(parts)
 
 
+def kind_of(step: Any) -> str:
+    """Which entry of :data:`KINDS` draws ``step``."""
+    if isinstance(step, Route):
+        return "filter" if step.kind == "filter" else "split"
+    if isinstance(step, Const):
+        return "const"
+    if isinstance(step, RxOp):
+        return "rx"
+    target = step.fn if isinstance(step, Step) else step
+    if isinstance(target, (Loop, Timer)):
+        return "source"
+    from .node import is_async_callable
+
+    if isinstance(step, Step):
+        boosted, is_async = step.option("boost"), step.is_async
+    else:
+        boosted, is_async = getattr(step, "boost_kind", None), is_async_callable(step)
+    mode = "boosted" if boosted else "async" if is_async else "sync"
+    if isinstance(target, Node):
+        return "node" if mode == "sync" else f"{mode} node"
+    return mode
+
+
 class _Drawer:
     """One walk over the step tree; nodes go into their (nested) cluster, edges are
     collected and added at the top level last, so an edge never pulls a node that is
@@ -96,6 +132,10 @@ class _Drawer:
         self.skip: Dict[str, int] = {}  # split node -> ranks its bypass edge spans
         self.report = report
         self.stats: Dict[str, Any] = dict(getattr(report, "steps", {}) or {}) if report is not None else {}
+        self.seconds: float = float(getattr(report, "seconds", 0.0) or 0.0)
+        #: drawn node name -> the report key of its step (what the live view updates)
+        self.paths: Dict[str, str] = {}
+        self.kinds_used: Dict[str, None] = {}
 
     # -- top level --------------------------------------------------------------------
     def draw(self, pipes: Sequence[Any]) -> graphviz.Digraph:
@@ -103,6 +143,8 @@ class _Drawer:
         for index, pipe in enumerate(pipes, 1):
             pid = f"P{index}"
             title = f"Pipe {index}" + (f": {pipe.name}" if getattr(pipe, "name", None) else "")
+            if self.stats and self.seconds:
+                title += f"  (run {self.seconds:.2f} s)"
             with self.graph.subgraph(name=f"cluster_{pid}") as cluster:
                 cluster.attr(label=title, style="rounded", color="#6b7280", fontname="Helvetica")
                 outs = self.chain(cluster, pipe.steps, pid, prefixes.get(index, pid), [])
@@ -113,6 +155,26 @@ class _Drawer:
         for tail, head, attrs in self.edges:
             self.graph.edge(tail, head, **attrs)
         return self.graph
+
+    def legend(self) -> None:
+        """A column of sample shapes, one per kind drawn, beside the pipes."""
+        with self.graph.subgraph(name="cluster_legend") as c:
+            c.attr(label="legend", style="rounded,dashed", color="#9ca3af", fontname="Helvetica",
+                   fontsize="9")
+            kinds = list(self.kinds_used)
+            if any(getattr(s, "failed", 0) for s in self.stats.values()):
+                kinds.append("failed")
+            previous = None
+            for kind in kinds:
+                if kind == "failed":
+                    attrs, text = dict(shape="box", style="rounded", **_FAILED), "had failures"
+                else:
+                    attrs, text = dict(KINDS[kind][0]), KINDS[kind][1]
+                name = f"legend.{kind}"
+                c.node(name, _text(text), fontsize="9", height="0.3", margin="0.04", **attrs)
+                if previous is not None:  # invisible edges stack the samples in a column
+                    c.edge(previous, name, style="invis")
+                previous = name
 
     # -- walker -----------------------------------------------------------------------
     def chain(self, g: Any, steps: Sequence[Any], nid_prefix: str, path_prefix: str,
@@ -126,7 +188,8 @@ class _Drawer:
             if isinstance(step, Route) and step.kind != "filter":
                 outs = self.route(g, step, nid, path, outs, group=nid_prefix)
                 continue
-            g.node(nid, self.label(label, step, path), group=nid_prefix, **self.style(step, path))
+            g.node(nid, self.label(label, step, path), group=nid_prefix, id=nid, **self.style(step, path))
+            self.paths[nid] = path
             self.connect(outs, nid)
             outs = [(nid, "matched" if isinstance(step, Route) else None)]
         return outs
@@ -142,7 +205,9 @@ class _Drawer:
             c.attr(label=f"{kind}  share={route.share} join={route.join}", style="dashed",
                    color="#9ca3af", fontname="Helvetica", fontsize="10")
             split = f"{nid}.split"
-            c.node(split, self.label(route.label(), route, path), group=group, **self.style(route, path))
+            c.node(split, self.label(route.label(), route, path), group=group, id=split,
+                   **self.style(route, path))
+            self.paths[split] = path
             self.connect(incoming, split)
             ends: List[List[Out]] = []
             for b, steps in enumerate(route.branches, 1):
@@ -154,7 +219,7 @@ class _Drawer:
             self.skip[split] = max((_depth(b) for b in route.branches), default=0) + 1 + blocked
             if blocked:
                 merge = f"{nid}.zip"
-                c.node(merge, "zip → tuple", group=group, **_ZIP_STYLE)
+                c.node(merge, "zip → tuple", group=group, **self.kind("zip"))
                 for b, outs in enumerate(ends, 1):
                     self.connect(outs, merge, position=str(b))
                 # the engine merges the tuples back whatever ``join`` says
@@ -162,7 +227,7 @@ class _Drawer:
             if not route.join:
                 return [bypass]
             merge = f"{nid}.join"
-            c.node(merge, "join", group=group, **_JOIN_STYLE)
+            c.node(merge, "join", group=group, **self.kind("join"))
             self.connect([bypass], merge)
             for outs in ends:
                 self.connect(outs, merge)
@@ -181,7 +246,8 @@ class _Drawer:
             self.edges.append((tail, head, attrs))
 
     def label(self, text: str, step: Any, path: str):
-        """``text`` plus, after a run, the step's counts from the report.
+        """``text`` plus, after a run, the step's counts from the report and its
+        throughput over the run.
 
         ``in``/``out`` appear where the engine counted them: always at async steps,
         sources and BlockedJoin, at inline sync steps only when metrics were on for
@@ -194,34 +260,37 @@ class _Drawer:
         if _counted(step) or stats.inp or stats.out or filtered:
             extra = [f"{k}={v}" for k, v in (("filtered", filtered), ("failed", stats.failed),
                                               ("dropped", stats.dropped), ("retried", stats.retried)) if v]
-            return _text(text, " ".join([f"in={stats.inp} out={stats.out}"] + extra))
+            lines = [text, " ".join([f"in={stats.inp} out={stats.out}"] + extra)]
+            if self.seconds > 0:
+                lines.append(rate_text(max(stats.inp, stats.out), self.seconds))
+            return _text(*lines)
         line = f"failed={stats.failed} dropped={stats.dropped}"
         if stats.retried:
             line += f" retried={stats.retried}"
         return _text(text, line)
 
+    def kind(self, kind: str) -> Dict[str, str]:
+        self.kinds_used[kind] = None
+        return dict(KINDS[kind][0])
+
     def style(self, step: Any, path: str) -> Dict[str, str]:
-        target = step.fn if isinstance(step, Step) and isinstance(step.fn, Node) else step
-        if isinstance(step, Route):
-            attrs = dict(_FILTER_STYLE if step.kind == "filter" else _SPLIT_STYLE)
-        elif isinstance(target, (Loop, Timer)):
-            attrs = dict(_SOURCE_STYLE)
-        elif isinstance(target, Node):
-            attrs = dict(_NODE_STYLE)
-        elif isinstance(step, Const):
-            attrs = dict(_CONST_STYLE)
-        elif isinstance(step, RxOp):
-            attrs = dict(_RX_STYLE)
-        else:
-            attrs = dict(_FUNC_STYLE)
+        attrs = self.kind(kind_of(step))
         tip = _tooltip(step)
         if tip:
             attrs["tooltip"] = tip
         stats = self.stats.get(path)
         if stats is not None and stats.failed:
-            attrs["color"] = "#dc2626"
-            attrs["penwidth"] = "2"
+            attrs.update(_FAILED)
         return attrs
+
+
+def rate_text(items: int, seconds: float) -> str:
+    """``items`` over ``seconds`` as a short throughput: ``'12.3k items/s'``."""
+    rate = items / seconds if seconds > 0 else 0.0
+    for limit, suffix in ((1e6, "M"), (1e3, "k")):
+        if rate >= limit:
+            return f"{rate / limit:.1f}{suffix} items/s"
+    return f"{rate:.1f} items/s" if rate < 10 else f"{rate:.0f} items/s"
 
 
 def _depth(steps: Sequence[Any]) -> int:
@@ -278,80 +347,120 @@ def _report_prefixes(pipes: Sequence[Any], stats: Dict[str, Any]) -> Dict[int, s
     return chosen
 
 
-def build_graph(pipes: Sequence[Any], report: Any = None) -> graphviz.Digraph:
-    """The ``graphviz.Digraph`` for ``pipes`` (one cluster per pipe), with per-step counts
-    from ``report`` (a :class:`~rxbot.engine.context.RunReport`) when given."""
+def _drawer(pipes: Sequence[Any], report: Any = None, legend: bool = True) -> _Drawer:
     pipes = list(pipes)
     if not pipes:
         raise ValueError("render: no pipes to draw; build a Pipe first or pass pipes=[...]")
     for p in pipes:
         if not hasattr(p, "steps"):
             raise TypeError(f"render: argument 'pipes' must hold Pipe objects; got {type(p).__name__}")
-    return _Drawer(report).draw(pipes)
+    drawer = _Drawer(report)
+    drawer.draw(pipes)
+    if legend:
+        drawer.legend()
+    return drawer
 
 
-def _targets(path: str, format: str | None) -> Tuple[str, str, str]:
-    """``(format, dot_path, out_path)`` following the graphviz package's convention:
-    no known extension -> ``path`` is the DOT source and ``path.<format>`` the picture."""
+def build_graph(pipes: Sequence[Any], report: Any = None, legend: bool = True) -> graphviz.Digraph:
+    """The ``graphviz.Digraph`` for ``pipes`` (one cluster per pipe), with per-step counts
+    and throughput from ``report`` (a :class:`~rxbot.engine.context.RunReport`) when
+    given, and a legend of the kinds of node drawn unless ``legend=False``."""
+    return _drawer(pipes, report, legend).graph
+
+
+def node_paths(pipes: Sequence[Any]) -> Dict[str, str]:
+    """Drawn node name (also its SVG element id) -> report key of the step it draws."""
+    return dict(_drawer(pipes, legend=False).paths)
+
+
+def to_svg(pipes: Sequence[Any], report: Any = None, legend: bool = True) -> str:
+    """The picture of ``pipes`` as SVG text (what notebooks and the live view show)."""
+    return draw(build_graph(pipes, report, legend).source, "svg").decode("utf-8")
+
+
+def _targets(path: str, format: str | None) -> Tuple[str, Optional[str], Optional[str]]:
+    """``(format, dot_path, picture_path)``; a part not asked for is None.
+
+    ``x.svg``/``x.png``/``x.pdf`` -> that picture only; ``x.dot``/``x.gv`` or
+    ``format='dot'`` -> the DOT source only; a path without an extension -> DOT source at
+    ``path`` and the picture at ``path.<format>`` (``png`` by default), as the graphviz
+    package does. Any other extension is an error unless ``format`` is given, which then
+    follows the graphviz convention too (``x.v2`` + ``format='svg'`` -> ``x.v2`` and
+    ``x.v2.svg``).
+    """
     path = os.fspath(path)
-    root, ext = os.path.splitext(path)
-    ext = ext[1:].lower()
-    if ext == "gv":
-        ext = "dot"
+    ext = os.path.splitext(path)[1][1:].lower()
+    ext = "dot" if ext == "gv" else ext
     if format is not None:
         fmt = str(format).lower()
-        if fmt == "gv":
-            fmt = "dot"
+        fmt = "dot" if fmt == "gv" else fmt
         if fmt not in FORMATS:
             raise ValueError(f"render: argument 'format' must be one of {', '.join(FORMATS)}; got {format!r}")
         if ext in FORMATS and ext != fmt:
             raise ValueError(f"render: argument 'path' ends in '.{ext}' but format={format!r}; make them agree")
     elif ext in FORMATS:
         fmt = ext
+    elif ext:
+        raise ValueError(
+            f"render: argument 'path' ends in '.{ext}', which is not a format rxbot draws "
+            f"({', '.join(FORMATS)}); use one of those extensions or pass format=...")
     else:
         fmt = "png"
-    if ext == fmt:  # 'graph.svg' -> graph.dot + graph.svg; 'graph.dot' -> graph.dot only
-        return fmt, (path if fmt == "dot" else root + ".dot"), path
-    return fmt, path, (path if fmt == "dot" else f"{path}.{fmt}")
+    if fmt == "dot":
+        return fmt, path, None
+    if ext == fmt:
+        return fmt, None, path
+    return fmt, path, f"{path}.{fmt}"
+
+
+Written = Union[str, Tuple[str, str]]
 
 
 def render(pipes: Sequence[Any], path: str, format: str | None = None, view: bool = False,
-           report: Any = None) -> str:
-    """Draw ``pipes`` to ``path``; return the path of the picture written.
+           report: Any = None, legend: bool = True, engine: str = "auto") -> Written:
+    """Draw ``pipes`` to ``path``; return what was written.
 
-    ``format`` is ``png``, ``svg``, ``pdf`` or ``dot`` (source only); without it, an
-    extension in ``path`` decides, else ``path`` gets the DOT source and ``path.png`` the
-    picture. Without the ``dot`` program only the DOT source is written, a
-    ``RuntimeWarning`` says how to install graphviz, and the DOT path is returned.
-    ``report`` (a finished run's ``RunReport``, e.g. ``pipe.report``) adds per-step
-    counts. A viewer opens only when ``view=True``. The pipes are neither run nor consumed.
+    ``format`` is ``png``, ``svg``, ``pdf`` or ``dot`` (DOT source only); without it, the
+    extension of ``path`` decides (``g.svg`` writes ``g.svg`` and nothing else). A path
+    without an extension gets the DOT source and ``path.png`` (or ``path.<format>``) the
+    picture, like the graphviz package: then the tuple ``(dot_path, picture_path)`` is
+    returned, otherwise the one path written. ``report`` (a finished run's
+    ``RunReport``, e.g. ``pipe.report``) adds per-step counts and throughput. ``engine``
+    picks the Graphviz: ``'auto'`` (pygraphviz's bundled one, else a ``dot`` program),
+    ``'pygraphviz'`` or ``'dot'``. A viewer opens only when ``view=True``. The pipes are
+    neither run nor consumed.
+
+    With no Graphviz at all only the DOT source is written, a ``RuntimeWarning`` says
+    how to get one, and the DOT path is returned.
     """
     fmt, dot_path, out_path = _targets(path, format)
-    graph = build_graph(pipes, report)
-    folder = os.path.dirname(os.path.abspath(dot_path))
-    os.makedirs(folder, exist_ok=True)
-    with open(dot_path, "w", encoding="utf-8") as fh:
-        fh.write(graph.source)
-    if fmt == "dot":
-        return dot_path
-    if shutil.which("dot") is None:
-        return _no_dot(dot_path)
-    try:
-        data = graph.pipe(format=fmt)
-    except graphviz.ExecutableNotFound:
-        return _no_dot(dot_path)
-    with open(out_path, "wb") as fh:
-        fh.write(data)
-    log.debug("rxbot: rendered %d pipe(s) to %s", len(list(pipes)), out_path)
-    if view:
+    graph = build_graph(pipes, report, legend)
+    if out_path is not None:
+        try:
+            data = draw(graph.source, fmt, engine=engine)
+        except GraphvizUnavailable as exc:
+            dot_path = dot_path or os.path.splitext(out_path)[0] + ".dot"
+            _write(dot_path, graph.source.encode("utf-8"))
+            warnings.warn(f"rxbot.render: {exc}; wrote the DOT source to {dot_path}",
+                          RuntimeWarning, stacklevel=2)
+            return dot_path
+        _write(out_path, data)
+    if dot_path is not None:
+        _write(dot_path, graph.source.encode("utf-8"))
+    log.debug("rxbot: drew %d pipe(s) to %s", len(list(pipes)), out_path or dot_path)
+    if view and out_path is not None:
         graphviz.view(out_path)
-    return out_path
+    if out_path is None:
+        return dot_path
+    return out_path if dot_path is None else (dot_path, out_path)
 
 
-def _no_dot(dot_path: str) -> str:
-    warnings.warn(f"rxbot.render: {INSTALL_HINT}; wrote the DOT source to {dot_path}",
-                  RuntimeWarning, stacklevel=3)
-    return dot_path
+def _write(path: str, data: bytes) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(data)
 
 
-__all__ = ["render", "build_graph", "FORMATS", "INSTALL_HINT"]
+__all__ = ["render", "build_graph", "to_svg", "node_paths", "kind_of", "rate_text", "KINDS",
+           "FORMATS", "INSTALL_HINT"]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,6 @@ import pytest
 from rxbot import cli
 
 REPO = Path(__file__).resolve().parents[1]
-HAVE_DOT = shutil.which("dot") is not None
 
 
 def rxbot(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -52,20 +50,24 @@ TRAP = """
 
 def test_render_draws_without_running(tmp_path):
     job = script(tmp_path, TRAP)
-    out = tmp_path / ("out.svg" if HAVE_DOT else "out.dot")
+    out = tmp_path / "out.svg"
     proc = rxbot("render", str(job), "-o", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(out)
     assert not (tmp_path / "ran.marker").exists()
-    dot_source = (tmp_path / "out.dot").read_text()
-    for label in ("Loop(range(0, 3))", "boom", "Fork", "double", "print", "Loop(list[2])",
-                  '"Pipe 1"', '"Pipe 2"'):
-        assert label in dot_source
-    if HAVE_DOT:
-        root = ET.parse(out).getroot()
-        texts = {t.text for t in root.iter("{http://www.w3.org/2000/svg}text")}
-        assert {"Pipe 1", "Pipe 2", "Loop(range(0, 3))", "boom", "Fork", "double", "print", "join",
-                "all", "Loop(list[2])"} <= texts
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.py", "out.svg"]  # only what was asked
+    root = ET.parse(out).getroot()
+    texts = {t.text for t in root.iter("{http://www.w3.org/2000/svg}text")}
+    assert {"Pipe 1", "Pipe 2", "Loop(range(0, 3))", "boom", "Fork", "double", "print", "join",
+            "all", "Loop(list[2])"} <= texts
+
+
+def test_render_rejects_an_unknown_extension(tmp_path):
+    job = script(tmp_path, TRAP)
+    proc = rxbot("render", str(job), "-o", str(tmp_path / "out.jpg"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "ends in '.jpg', which is not a format rxbot draws (png, svg, pdf, dot)" in proc.stderr
+    assert not (tmp_path / "out.jpg").exists() and not (tmp_path / "out.jpg.png").exists()
 
 
 def test_render_in_process_default_output_and_format(tmp_path, monkeypatch, capsys):

@@ -1,7 +1,8 @@
 """rxbot.render: the drawn graph is checked node by node and edge by edge.
 
-With the ``dot`` binary present the DOT source is laid out by ``dot -Tjson`` and the
-drawn text is read back; without it the DOT source is parsed directly. Both readers
+The DOT source is laid out by Graphviz (the one bundled with pygraphviz, as rxbot itself
+does: no system ``dot`` is needed or used) as JSON and the drawn text is read back; the
+files rxbot writes are checked by parsing the DOT source they contain. Both readers
 return the same structure (checked by ``test_json_and_source_readers_agree``).
 """
 from __future__ import annotations
@@ -9,25 +10,22 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
+import struct
 import subprocess
 import sys
+import textwrap
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Set, Tuple
 
 import graphviz
+import pygraphviz
 import pytest
 import reactivex.operators as rx_ops
 
 from rxbot import (BlockedJoin, BotFrame, Branch, Filter, Fork, Join, Loop, Pipe, Return, Step,
                    Timer)
-from rxbot.render import INSTALL_HINT, build_graph, render
-
-HAVE_DOT = shutil.which("dot") is not None
-# CI (RXBOT_REQUIRE_SERVICES=1) installs graphviz: there a missing 'dot' fails these tests
-needs_dot = pytest.mark.skipif(not HAVE_DOT and os.environ.get("RXBOT_REQUIRE_SERVICES") != "1",
-                               reason="graphviz 'dot' binary not installed (apt-get install graphviz)")
+from rxbot.render import INSTALL_HINT, KINDS, build_graph, rate_text, render, to_svg
 
 
 # ---------------------------------------------------------------------------- readers
@@ -46,9 +44,9 @@ def _unescape(text: str) -> str:
 
 
 def read_json(source: str) -> Graph:
-    """Lay out with ``dot -Tjson`` and read back names, drawn texts, edges and clusters."""
-    proc = subprocess.run(["dot", "-Tjson"], input=source.encode(), capture_output=True, check=True)
-    data = json.loads(proc.stdout)
+    """Lay out with Graphviz's dot layout (JSON output) and read back names, drawn texts,
+    edges and clusters."""
+    data = json.loads(pygraphviz.AGraph(string=source).draw(format="json", prog="dot"))
     g = Graph()
     objs = data.get("objects", [])
     by_id = {o["_gvid"]: o for o in objs}
@@ -132,12 +130,9 @@ def read_source(source: str) -> Graph:
     return g
 
 
-def read(source: str) -> Graph:
-    return read_json(source) if HAVE_DOT else read_source(source)
-
-
 def graph_of(*pipes, report=None) -> Graph:
-    return read(build_graph(pipes, report).source)
+    """The drawn graph, without its legend (tested on its own)."""
+    return read_json(build_graph(pipes, report, legend=False).source)
 
 
 def chain(*names: str) -> Set[Tuple[str, str, Optional[str]]]:
@@ -330,18 +325,18 @@ def test_two_pipes_in_one_picture():
 
 
 def test_labels_are_shown_literally():
-    # '<lambda>'-like text is not an HTML label, backslashes and quotes survive
+    # '<lambda>'-like text is not an HTML label, backslashes and quotes survive (read from
+    # the SVG: Graphviz's JSON writer escapes a backslash twice)
     p = Pipe(Loop([1]), Step(double, name='<odd> "name" a\\b'), "x\\ny")
-    g = graph_of(p)
-    assert g.nodes["P1[2]"] == '<odd> "name" a\\b'
-    assert g.nodes["P1[3]"] == "'x\\\\ny'"
+    texts = svg_texts(to_svg([p], legend=False))
+    assert '<odd> "name" a\\b' in texts
+    assert "'x\\\\ny'" in texts
 
 
-@needs_dot
 def test_json_and_source_readers_agree():
     p = Pipe(Loop([1]), Fork(Return(double, route_type=int), BlockedJoin(double, triple)),
              Branch(print, share=False), Filter(route_type=int))
-    source = build_graph([p]).source
+    source = build_graph([p], legend=False).source
     a, b = read_json(source), read_source(source)
     assert a.nodes == b.nodes and a.edges == b.edges and a.clusters == b.clusters
     assert a.parent == b.parent
@@ -361,39 +356,105 @@ def test_bad_arguments_are_named():
 
 
 # ---------------------------------------------------------------------------- files
-@needs_dot
-def test_png_and_svg_files_are_valid(tmp_path):
+SVG_NS = "{http://www.w3.org/2000/svg}"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def svg_texts(svg: str) -> Set[str]:
+    return {t.text for t in ET.fromstring(svg).iter(f"{SVG_NS}text")}
+
+
+def test_pictures_render_with_path_reduced_to_the_interpreter_bin(tmp_path):
+    """No system Graphviz: PATH holds only the interpreter's folder (no 'dot' there), and
+    SVG, PNG and PDF are still real pictures."""
+    bindir = os.path.dirname(sys.executable)
+    assert graphviz_dot_in(bindir) is None
+    code = textwrap.dedent(f"""
+        import shutil, sys
+        from rxbot import Fork, Loop, Pipe
+        from rxbot.render import render
+        assert shutil.which("dot") is None, "a dot program is on PATH"
+        p = Pipe(Loop([1]), Fork(abs, str, join=True), print)
+        for name in ("g.svg", "g.png", "g.pdf"):
+            print(render([p], {str(tmp_path)!r} + "/" + name))
+    """)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {"PATH": bindir, "PYTHONPATH": repo, "HOME": os.environ.get("HOME", "/tmp")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "RuntimeWarning" not in proc.stderr
+    assert proc.stdout.split() == [str(tmp_path / n) for n in ("g.svg", "g.png", "g.pdf")]
+    assert sorted(os.listdir(tmp_path)) == ["g.pdf", "g.png", "g.svg"]  # nothing else written
+    assert (tmp_path / "g.png").read_bytes()[:8] == PNG_MAGIC
+    assert (tmp_path / "g.pdf").read_bytes()[:5] == b"%PDF-"
+    root = ET.parse(tmp_path / "g.svg").getroot()
+    assert root.tag == f"{SVG_NS}svg"
+    texts = {t.text for t in root.iter(f"{SVG_NS}text")}
+    assert {"Pipe 1", "Loop(list[1])", "Fork", "abs", "str", "join", "print", "all", "legend"} <= texts
+
+
+def graphviz_dot_in(folder: str):
+    import shutil
+
+    return shutil.which("dot", path=folder)
+
+
+def png_size(data: bytes) -> Tuple[int, int]:
+    assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_png_has_a_readable_resolution(tmp_path):
+    """144 dpi: the PNG is twice the picture's size in points (72 per inch)."""
+    p = Pipe(Loop([1]), double, triple)
+    out = p.render(str(tmp_path / "g.png"))
+    width, height = png_size((tmp_path / "g.png").read_bytes())
+    root = ET.fromstring(to_svg([p]))
+    points = float(root.get("width").rstrip("pt")), float(root.get("height").rstrip("pt"))
+    assert out == str(tmp_path / "g.png")
+    assert abs(width - 2 * points[0]) <= 4 and abs(height - 2 * points[1]) <= 4
+
+
+def test_each_extension_writes_that_picture_only(tmp_path):
     p = Pipe(Loop([1]), Fork(double, triple, join=True), print)
     png = p.render(str(tmp_path / "g.png"))
     svg = p.render(str(tmp_path / "g.svg"))
-    pdf = p.render(str(tmp_path / "g.pdf"))
-    assert (png, svg, pdf) == (str(tmp_path / "g.png"), str(tmp_path / "g.svg"), str(tmp_path / "g.pdf"))
-    assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (tmp_path / "g.pdf").read_bytes()[:5] == b"%PDF-"
-    root = ET.parse(svg).getroot()
-    assert root.tag == "{http://www.w3.org/2000/svg}svg"
-    texts = {t.text for t in root.iter("{http://www.w3.org/2000/svg}text")}
+    pdf = p.render(str(tmp_path / "g.PDF"))
+    assert (png, svg, pdf) == (str(tmp_path / "g.png"), str(tmp_path / "g.svg"), str(tmp_path / "g.PDF"))
+    assert sorted(os.listdir(tmp_path)) == ["g.PDF", "g.png", "g.svg"]
+    assert (tmp_path / "g.png").read_bytes()[:8] == PNG_MAGIC
+    assert (tmp_path / "g.PDF").read_bytes()[:5] == b"%PDF-"
+    texts = svg_texts((tmp_path / "g.svg").read_text())
     assert {"Pipe 1", "Loop(list[1])", "Fork", "double", "triple", "join", "print", "all"} <= texts
-    # the DOT source sits next to each picture
-    assert read_source((tmp_path / "g.dot").read_text()).nodes == read_source(build_graph([p]).source).nodes
 
 
-@needs_dot
+def test_unknown_extension_is_a_clear_error(tmp_path):
+    p = Pipe(Loop([1]), double)
+    with pytest.raises(ValueError, match=r"argument 'path' ends in '\.jpg', which is not a format rxbot "
+                                         r"draws \(png, svg, pdf, dot\)"):
+        p.render(str(tmp_path / "x.jpg"))
+    assert os.listdir(tmp_path) == []
+    # with an explicit format the name is kept whole (graphviz's convention)
+    assert p.render(str(tmp_path / "x.v2"), format="svg") == (str(tmp_path / "x.v2"), str(tmp_path / "x.v2.svg"))
+
+
 def test_path_without_extension_writes_source_and_png(tmp_path):
     Pipe(Loop([1]), double)
     out = BotFrame.render(str(tmp_path / "graph"))
-    assert out == str(tmp_path / "graph.png")
-    assert (tmp_path / "graph.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert read_source((tmp_path / "graph").read_text()).nodes == {"P1[1]": "Loop(list[1])", "P1[2]": "double"}
+    assert out == (str(tmp_path / "graph"), str(tmp_path / "graph.png"))
+    assert (tmp_path / "graph.png").read_bytes()[:8] == PNG_MAGIC
+    drawn = read_source((tmp_path / "graph").read_text()).nodes
+    assert {k: v for k, v in drawn.items() if not k.startswith("legend.")} == {
+        "P1[1]": "Loop(list[1])", "P1[2]": "double"}
     out = BotFrame.render(str(tmp_path / "graph2"), format="svg")
-    assert out == str(tmp_path / "graph2.svg")
-    assert ET.parse(out).getroot().tag.endswith("svg")
+    assert out == (str(tmp_path / "graph2"), str(tmp_path / "graph2.svg"))
+    assert ET.parse(out[1]).getroot().tag.endswith("svg")
     assert sorted(os.listdir(tmp_path)) == ["graph", "graph.png", "graph2", "graph2.svg"]
 
 
 def test_dot_format_writes_source_only(tmp_path):
     p = Pipe(Loop([1]), double)
-    out = p.render(str(tmp_path / "g.dot"))
+    out = p.render(str(tmp_path / "g.dot"), legend=False)
     assert out == str(tmp_path / "g.dot")
     assert os.listdir(tmp_path) == ["g.dot"]
     assert read_source((tmp_path / "g.dot").read_text()).edges == chain("P1[1]", "P1[2]")
@@ -402,25 +463,42 @@ def test_dot_format_writes_source_only(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["g.dot", "h"]
 
 
-def test_without_dot_binary_writes_source_and_says_how_to_install(tmp_path, monkeypatch):
+def no_graphviz(monkeypatch, tmp_path) -> None:
+    """A machine with neither pygraphviz nor a 'dot' program."""
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setitem(sys.modules, "pygraphviz", None)  # 'import pygraphviz' fails
+
+
+def test_without_any_graphviz_writes_source_and_says_how_to_get_it(tmp_path, monkeypatch):
+    no_graphviz(monkeypatch, tmp_path)
     p = Pipe(Loop([1]), double)
     with pytest.warns(RuntimeWarning) as caught:
         out = p.render(str(tmp_path / "g.svg"))
     assert out == str(tmp_path / "g.dot")
     assert sorted(os.listdir(tmp_path)) == ["empty-bin", "g.dot"]
     message = str(caught[0].message)
-    assert "apt-get install graphviz" in message and "brew install graphviz" in message
-    assert str(tmp_path / "g.dot") in message
-    assert read_source((tmp_path / "g.dot").read_text()).nodes == {"P1[1]": "Loop(list[1])", "P1[2]": "double"}
+    assert INSTALL_HINT in message and "pip install pygraphviz" in message
+    assert "apt-get install graphviz" in message and str(tmp_path / "g.dot") in message
+    drawn = read_source((tmp_path / "g.dot").read_text()).nodes
+    assert drawn["P1[1]"] == "Loop(list[1])" and drawn["P1[2]"] == "double"
     # without an extension: the source is 'path' itself, no picture
-    with pytest.warns(RuntimeWarning, match="apt-get install graphviz"):
+    with pytest.warns(RuntimeWarning, match="pip install pygraphviz"):
         out = BotFrame.render(str(tmp_path / "plain"))
     assert out == str(tmp_path / "plain")
     assert not (tmp_path / "plain.png").exists()
-    assert INSTALL_HINT in message
+
+
+def test_asking_for_a_missing_engine_falls_back_to_the_source(tmp_path, monkeypatch):
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    p = Pipe(Loop([1]), double)
+    with pytest.warns(RuntimeWarning, match=r"engine='dot'"):
+        assert p.render(str(tmp_path / "g.svg"), engine="dot") == str(tmp_path / "g.dot")
+    with pytest.raises(ValueError, match="argument 'engine' must be one of auto, pygraphviz, dot; got 'neato'"):
+        p.render(str(tmp_path / "g.svg"), engine="neato")
 
 
 def test_rendering_neither_runs_nor_consumes_the_pipes(tmp_path):
@@ -445,16 +523,27 @@ def test_viewer_opens_only_when_asked(tmp_path, monkeypatch):
     monkeypatch.setattr(graphviz, "view", lambda path, quiet=False: opened.append(path))
     p = Pipe(Loop([1]), double)
     p.render(str(tmp_path / "a.dot"))
-    if HAVE_DOT:
-        p.render(str(tmp_path / "a.svg"))
-        assert opened == []
-        p.render(str(tmp_path / "b.svg"), view=True)
-        assert opened == [str(tmp_path / "b.svg")]
-    else:
-        assert opened == []
+    p.render(str(tmp_path / "a.svg"))
+    assert opened == []
+    p.render(str(tmp_path / "b.svg"), view=True)
+    assert opened == [str(tmp_path / "b.svg")]
 
 
 # ---------------------------------------------------------------------------- counts
+def counts_of(g: Graph, report) -> Dict[str, str]:
+    """Node labels with their throughput line checked and removed: a node whose label
+    shows ``in=``/``out=`` ends with max(in, out) over the run's seconds."""
+    out = {}
+    for name, label in g.nodes.items():
+        lines = label.split("\n")
+        m = re.match(r"in=(\d+) out=(\d+)", lines[1]) if len(lines) > 1 else None
+        if m:
+            assert lines[2] == rate_text(max(int(m.group(1)), int(m.group(2))), report.seconds), label
+            lines = lines[:2]
+        out[name] = "\n".join(lines)
+    return out
+
+
 def test_run_report_counts_land_on_their_nodes(tmp_path):
     out: list = []
 
@@ -468,7 +557,8 @@ def test_run_report_counts_land_on_their_nodes(tmp_path):
     BotFrame.run()
     assert len(out) == 12
     g = graph_of(p, report=p.report)
-    assert g.nodes == {
+    assert g.clusters["cluster_P1"] == f"Pipe 1  (run {p.report.seconds:.2f} s)"
+    assert counts_of(g, p.report) == {
         "P1[1]": "Loop(range(0, 5))\nin=1 out=5",
         # a non-'raise' policy turns counting on for its inline segment
         "P1[2]": "bad\nin=5 out=4 failed=1 dropped=1",
@@ -484,9 +574,36 @@ def test_run_report_counts_land_on_their_nodes(tmp_path):
     }
     # the failing step is outlined in red
     assert 'color="#dc2626"' in build_graph([p], p.report).source
-    # and the picture itself renders
-    written = p.render(str(tmp_path / "run.dot"), report=p.report)
-    assert "in=12 out=12" in (tmp_path / "run.dot").read_text() and written.endswith("run.dot")
+    # and the picture itself shows the numbers
+    written = p.render(str(tmp_path / "run.svg"), report=p.report)
+    texts = svg_texts((tmp_path / "run.svg").read_text())
+    assert written == str(tmp_path / "run.svg")
+    assert {"in=12 out=12", "in=5 out=4 failed=1 dropped=1", "had failures",
+            rate_text(12, p.report.seconds)} <= texts
+
+
+def test_sync_async_and_boosted_steps_look_different_and_the_legend_says_so():
+    p = Pipe(Loop([1]), double, atriple, Step(triple, boost="thread"), "const",
+             rx_ops.map(double), Filter(route_type=int), Return(double))
+    source = build_graph([p]).source
+    g = read_source(source)
+    attrs = {name: _attrs(line) for line in source.splitlines()
+             for name in [line.strip().split(" ", 1)[0].strip('"')] if "[label=" in line and "->" not in line}
+    look = {n: (attrs[n].get("shape"), attrs[n].get("fillcolor")) for n in g.nodes}
+    sync, asynchronous, boosted = look["P1[2]"], look["P1[3]"], look["P1[4]"]
+    assert len({sync, asynchronous, boosted}) == 3           # told apart without tooltips
+    assert boosted[0] != sync[0] and asynchronous[1] != sync[1]
+    for name, kind in (("P1[1]", "source"), ("P1[2]", "sync"), ("P1[3]", "async"), ("P1[4]", "boosted"),
+                       ("P1[5]", "const"), ("P1[6]", "rx"), ("P1[7]", "filter"), ("P1[8].split", "split"),
+                       ("P1[8].join", "join")):
+        shape_and_fill = (KINDS[kind][0].get("shape"), KINDS[kind][0].get("fillcolor"))
+        assert look[name] == shape_and_fill, name
+        # the legend shows the same sample with its meaning
+        assert look[f"legend.{kind}"] == shape_and_fill
+        assert g.nodes[f"legend.{kind}"] == KINDS[kind][1]
+    assert g.parent["legend.sync"] == "cluster_legend" and g.clusters["cluster_legend"] == "legend"
+    # only kinds drawn are explained
+    assert "legend.zip" not in g.nodes and "legend.boosted node" not in g.nodes
 
 
 def test_metrics_on_counts_every_inline_step():
@@ -497,7 +614,7 @@ def test_metrics_on_counts_every_inline_step():
              Branch(double), print)
     line = p.steps[3].fn.__code__.co_firstlineno
     BotFrame.run()
-    assert graph_of(p, report=p.report).nodes == {
+    assert counts_of(graph_of(p, report=p.report), p.report) == {
         "P1[1]": "Loop(range(0, 6))\nin=1 out=6",
         "P1[2]": "Filter(is_even)\nin=6 out=3 filtered=3",
         "P1[3]": "double\nin=3 out=3",
@@ -515,24 +632,23 @@ def test_counts_follow_a_pipe_drawn_apart_from_its_run():
     assert second.report is report
     # 'second' was P2 in the run but is the only pipe drawn: its counts still match it
     g = graph_of(second, report=second.report)
-    assert g.nodes == {"P1[1]": "Loop(range(0, 7))\nin=1 out=7", "P1[2]": "atriple\nin=7 out=7",
+    assert counts_of(g, report) == {"P1[1]": "Loop(range(0, 7))\nin=1 out=7", "P1[2]": "atriple\nin=7 out=7",
                        "P1[3]": "repr\nfailed=0 dropped=0"}
-    both = graph_of(first, second, report=report)
-    assert both.nodes["P1[2]"] == "atriple\nin=3 out=3"
-    assert both.nodes["P2[2]"] == "atriple\nin=7 out=7"
+    both = counts_of(graph_of(first, second, report=report), report)
+    assert both["P1[2]"] == "atriple\nin=3 out=3"
+    assert both["P2[2]"] == "atriple\nin=7 out=7"
     # a pipe the report never saw is drawn without counts
     other = Pipe(Loop(range(2)), double)
     assert graph_of(other, report=report).nodes == {"P1[1]": "Loop(range(0, 2))", "P1[2]": "double"}
 
 
-@needs_dot
 def test_example_script_draws_the_documented_picture(tmp_path):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=repo)
     proc = subprocess.run([sys.executable, os.path.join(repo, "examples", "render_example.py"), str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == [str(tmp_path / "route_example.svg"), str(tmp_path / "route_example.png")]
+    assert proc.stdout.split() == [str(tmp_path / f"route_example.{x}") for x in ("dot", "svg", "png")]
     # the committed picture is what the example draws today
     committed = os.path.join(repo, "docs", "images", "route_example.dot")
     assert (tmp_path / "route_example.dot").read_text() == open(committed, encoding="utf-8").read()
