@@ -9,6 +9,20 @@ from .step import Step
 
 __version__ = "0.1.0"
 
+
+def _setup_display() -> None:
+    """Pipes draw themselves in notebooks; BotFrame too inside a running IPython."""
+    import sys
+
+    from . import display, notebook
+
+    display.set_drawer(notebook.draw_tree)
+    if "IPython" in sys.modules:
+        notebook.register_ipython()
+
+
+_setup_display()
+
 __all__ = [
     "Pipe", "Loop", "Timer", "Branch", "Return", "Filter", "Fork", "Join", "BlockedJoin",
     "Route", "Step", "Node", "BotFrame", "config", "StepError",

@@ -8,7 +8,12 @@ from typing import Any, List, Sequence
 from .errors import PipelineError
 
 
-class BotFrame:
+class _FrameType(type):
+    """BotFrame's metaclass: gives notebooks a type to attach BotFrame's picture to
+    (see :mod:`rxbot.notebook`), since BotFrame is used as a class."""
+
+
+class BotFrame(metaclass=_FrameType):
     """databot's run façade. Every Pipe built and not yet run is registered here;
     ``BotFrame.run()`` runs them all concurrently and returns when all have finished."""
 
@@ -118,6 +123,13 @@ class BotFrame:
         from .render import render
 
         return render(list(cls._pending) if pipes is None else list(pipes), path, format=format, **kwargs)
+
+    @classmethod
+    def _repr_mimebundle_(cls, include: Any = None, exclude: Any = None):
+        """The graph of the pending pipes, for notebooks."""
+        from .notebook import frame_bundle
+
+        return frame_bundle(cls.pipes())
 
     @classmethod
     def clear(cls) -> None:

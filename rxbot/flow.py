@@ -12,6 +12,7 @@ from typing import Any, Callable, List, Sequence, Union
 
 import reactivex
 
+from .display import Displayable
 from .node import Loop, Node, Timer
 from .step import Const, RxOp, Step, is_rx_operator
 
@@ -208,9 +209,10 @@ class BlockedJoin(Route):
         super().__init__(*steps, route_type=route_type, route_func=route_func, share=share, join=join, name=name)
 
 
-class Pipe:
+class Pipe(Displayable):
     """A chain of steps fed by one trigger item (``0``). Built pipes are registered with
-    :class:`~rxbot.botframe.BotFrame` and run together by ``BotFrame.run()``."""
+    :class:`~rxbot.botframe.BotFrame` and run together by ``BotFrame.run()``. In a
+    notebook a Pipe shows its graph (with its last run's counts)."""
 
     def __init__(self, *steps: Any, name: str | None = None) -> None:
         if not steps:

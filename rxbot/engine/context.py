@@ -41,6 +41,12 @@ class RunReport:
         keys = ("inp", "out", "filtered", "dropped", "failed", "retried", "cancelled")
         return {k: sum(getattr(s, k) for s in self.steps.values()) for k in keys}
 
+    def _repr_html_(self) -> str:
+        """A table of the steps' counts, for notebooks."""
+        from ..report_html import report_html
+
+        return report_html(self)
+
     def __str__(self) -> str:
         lines = [f"run finished in {self.seconds:.3f}s"]
         for path in sorted(self.steps, key=_path_order):
