@@ -54,8 +54,11 @@ class BotFrame(metaclass=_FrameType):
         return chosen
 
     @classmethod
-    async def run_async(cls, pipes: Sequence[Any] | None = None):
-        """Run inside an already running event loop (Jupyter, an aiohttp app, ...)."""
+    async def run_async(cls, pipes: Sequence[Any] | None = None, watch: Any = None):
+        """Run inside an already running event loop (Jupyter, an aiohttp app, ...).
+
+        ``watch=True`` (or ``'HOST:PORT'``; default ``config.watch``) serves the live
+        view of the run on 127.0.0.1 and prints its address (see :mod:`rxbot.watch`)."""
         from .engine import run_pipes
 
         chosen = cls._take(pipes)
@@ -68,14 +71,23 @@ class BotFrame(metaclass=_FrameType):
             from .engine import RunReport
 
             return RunReport()
-        return await run_pipes(chosen)
+        if watch is None:
+            from .config import config
+
+            watch = config.watch
+        if watch is None or watch is False:
+            return await run_pipes(chosen)
+        from .watch import follow
+
+        return await follow(watch, chosen, lambda observe: run_pipes(chosen, observe))
 
     @classmethod
-    def run(cls, pipes: Sequence[Any] | None = None):
+    def run(cls, pipes: Sequence[Any] | None = None, watch: Any = None):
         """Run every pending pipe to completion; return the run report.
 
         Raises the first exception of a failed run (``raise`` policy), with the step
-        name and item attached as a note.
+        name and item attached as a note. ``watch=True`` serves a live view of the run
+        (see :meth:`run_async`).
         """
         if cls._dry_run is not None:
             return asyncio.run(cls.run_async(pipes))
@@ -88,10 +100,10 @@ class BotFrame(metaclass=_FrameType):
                 "BotFrame.run() was called inside a running event loop; use "
                 "'await BotFrame.run_async()' (or 'await pipe.run_async()') there instead"
             )
-        return asyncio.run(cls._run_with_signals(pipes))
+        return asyncio.run(cls._run_with_signals(pipes, watch))
 
     @classmethod
-    async def _run_with_signals(cls, pipes: Sequence[Any] | None):
+    async def _run_with_signals(cls, pipes: Sequence[Any] | None, watch: Any = None):
         """SIGTERM cancels the run like Ctrl-C does, so sources stop and every node,
         session and file is closed before the process exits (status 143)."""
         loop = asyncio.get_running_loop()
@@ -108,7 +120,7 @@ class BotFrame(metaclass=_FrameType):
         except (NotImplementedError, RuntimeError, ValueError):  # not main thread / Windows
             installed = False
         try:
-            return await cls.run_async(pipes)
+            return await cls.run_async(pipes, watch)
         except asyncio.CancelledError:
             if terminated:
                 raise SystemExit(128 + signal.SIGTERM) from None

@@ -155,6 +155,12 @@ def _run_command(sub: Any) -> None:
                         "assignment in the script itself still wins)")
     p.add_argument("--progress", action="store_true",
                    help="show a live progress bar per pipe with per-step counts")
+    p.add_argument("--watch", action="store_true",
+                   help="serve a live view of the run (graph, counts, rates, failures) on "
+                        "127.0.0.1 at a free port; its address is printed")
+    p.add_argument("--watch-address", default=None, metavar="HOST:PORT",
+                   help="serve the live view here instead (implies --watch); another "
+                        "interface than 127.0.0.1 only if you name one")
     p.epilog = "Arguments after '--' go to the script: rxbot run job.py --policy ignore -- --day 3"
     p.set_defaults(script_args=[])
     p.set_defaults(handler=_run)
@@ -169,6 +175,15 @@ def _run(args: argparse.Namespace) -> int:
         config.exception_policy = args.policy
     if args.progress:
         config.progress = True
+    if args.watch or args.watch_address is not None:
+        from .watch import parse_address
+
+        try:
+            parse_address(args.watch_address)
+        except ValueError as exc:
+            print(f"rxbot run: {exc}", file=sys.stderr)
+            return 2
+        config.watch = args.watch_address or True
     try:
         _exec_script(args.script, args.script_args)
     except SystemExit as exc:

@@ -47,6 +47,9 @@ class Config:
     #: show a live progress bar per pipe (needs tqdm: ``pip install 'rxbot[progress]'``);
     #: turns per-step counting on
     progress: bool = False
+    #: serve the live view of every run (``rxbot run --watch``): True for 127.0.0.1 on a
+    #: free port, or ``'HOST:PORT'``; None/False: off (nothing is started)
+    watch: Any = None
 
     replay_mode: bool = False
     replay_dir: str | None = None

@@ -136,6 +136,8 @@ class _Drawer:
         #: drawn node name -> the report key of its step (what the live view updates)
         self.paths: Dict[str, str] = {}
         self.kinds_used: Dict[str, None] = {}
+        #: report key -> does the engine always count in/out there (see ``_counted``)
+        self.counted: Dict[str, bool] = {}
 
     # -- top level --------------------------------------------------------------------
     def draw(self, pipes: Sequence[Any]) -> graphviz.Digraph:
@@ -143,7 +145,7 @@ class _Drawer:
         for index, pipe in enumerate(pipes, 1):
             pid = f"P{index}"
             title = f"Pipe {index}" + (f": {pipe.name}" if getattr(pipe, "name", None) else "")
-            if self.stats and self.seconds:
+            if self.stats and self.seconds and not getattr(self.report, "live", False):
                 title += f"  (run {self.seconds:.2f} s)"
             with self.graph.subgraph(name=f"cluster_{pid}") as cluster:
                 cluster.attr(label=title, style="rounded", color="#6b7280", fontname="Helvetica")
@@ -254,20 +256,12 @@ class _Drawer:
         them (``config.metrics``, or a policy other than 'raise'); elsewhere only what
         is always counted: failures and drops."""
         stats = self.stats.get(path)
+        counted = _counted(step)
+        self.counted[path] = counted
         if stats is None:
             return _text(text)
-        filtered = getattr(stats, "filtered", 0)
-        if _counted(step) or stats.inp or stats.out or filtered:
-            extra = [f"{k}={v}" for k, v in (("filtered", filtered), ("failed", stats.failed),
-                                              ("dropped", stats.dropped), ("retried", stats.retried)) if v]
-            lines = [text, " ".join([f"in={stats.inp} out={stats.out}"] + extra)]
-            if self.seconds > 0:
-                lines.append(rate_text(max(stats.inp, stats.out), self.seconds))
-            return _text(*lines)
-        line = f"failed={stats.failed} dropped={stats.dropped}"
-        if stats.retried:
-            line += f" retried={stats.retried}"
-        return _text(text, line)
+        rate = rate_text(max(stats.inp, stats.out), self.seconds) if self.seconds > 0 else None
+        return _text(text, *count_lines(stats, counted, rate))
 
     def kind(self, kind: str) -> Dict[str, str]:
         self.kinds_used[kind] = None
@@ -282,6 +276,20 @@ class _Drawer:
         if stats is not None and stats.failed:
             attrs.update(_FAILED)
         return attrs
+
+
+def count_lines(stats: Any, counted: bool, rate: Optional[str]) -> List[str]:
+    """The lines a step's numbers take under its label: ``in=.. out=..`` (plus any
+    filtered/failed/dropped/retried) and the throughput where in/out were counted,
+    else only what is always counted (failures and drops)."""
+    filtered = getattr(stats, "filtered", 0)
+    if counted or stats.inp or stats.out or filtered:
+        extra = [f"{k}={v}" for k, v in (("filtered", filtered), ("failed", stats.failed),
+                                          ("dropped", stats.dropped), ("retried", stats.retried)) if v]
+        lines = [" ".join([f"in={stats.inp} out={stats.out}"] + extra)]
+        return lines + [rate] if rate else lines
+    line = f"failed={stats.failed} dropped={stats.dropped}"
+    return [line + f" retried={stats.retried}" if stats.retried else line]
 
 
 def rate_text(items: int, seconds: float) -> str:
@@ -368,9 +376,11 @@ def build_graph(pipes: Sequence[Any], report: Any = None, legend: bool = True) -
     return _drawer(pipes, report, legend).graph
 
 
-def node_paths(pipes: Sequence[Any]) -> Dict[str, str]:
-    """Drawn node name (also its SVG element id) -> report key of the step it draws."""
-    return dict(_drawer(pipes, legend=False).paths)
+def node_paths(pipes: Sequence[Any]) -> Tuple[Dict[str, str], Dict[str, bool]]:
+    """``(nodes, counted)``: drawn node name (also its SVG element id) -> report key of the
+    step it draws, and report key -> whether the engine counts its in/out live."""
+    drawer = _drawer(pipes, legend=False)
+    return dict(drawer.paths), dict(drawer.counted)
 
 
 def to_svg(pipes: Sequence[Any], report: Any = None, legend: bool = True) -> str:
@@ -462,5 +472,5 @@ def _write(path: str, data: bytes) -> None:
         fh.write(data)
 
 
-__all__ = ["render", "build_graph", "to_svg", "node_paths", "kind_of", "rate_text", "KINDS",
+__all__ = ["render", "build_graph", "to_svg", "node_paths", "kind_of", "rate_text", "count_lines", "KINDS",
            "FORMATS", "INSTALL_HINT"]

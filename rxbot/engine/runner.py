@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Iterator, List, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 from ..config import config
 from ..errors import annotate
@@ -61,10 +61,15 @@ async def close_nodes(inited: Sequence[Node]) -> None:
             log.exception("rxbot: closing node %r failed", node.label())
 
 
-async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
-    """Run ``pipes`` concurrently; return the report, or raise the first fatal error."""
+async def run_pipes(pipes: Sequence[Pipe], observe: Optional[Callable[[RunReport], None]] = None) -> RunReport:
+    """Run ``pipes`` concurrently; return the report, or raise the first fatal error.
+
+    ``observe(report)`` is called once the run's report exists and before any item
+    flows (the live view reads the counts from it while the run goes on)."""
     loop = asyncio.get_running_loop()
     ctx = RunContext(loop)
+    if observe is not None:
+        observe(ctx.report)
     from ..replay import session as replay_session  # replay:
     ctx.replay = replay_session(ctx)  # replay: None unless config.replay_mode
     inited: List[Node] = []

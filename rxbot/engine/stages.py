@@ -613,17 +613,16 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
     whenever the downstream gate closes (the hot loop of every Loop source)."""
     every = config.yield_every
     n = 0
-    count = 0
     try:
         for v in iterable:
             emit(v)
             n += 1
             if gate.blocked or n >= every:
-                count += n
+                stats.out += n  # published at each pause, so live views see it grow
                 n = 0
                 await gate.pause()
     finally:
-        stats.out += count + n
+        stats.out += n
 
 
 def trigger(ctx: Any, value: Any = 0) -> reactivex.Observable:

@@ -1,0 +1,264 @@
+"""The live view's web server: aiohttp on its own thread and event loop.
+
+One server per process and address, started by the first watched run and kept until the
+process ends, so several runs (or a notebook's runs) share one page. It serves
+
+* ``/``            the page (one static file, no external resources);
+* ``/graph.json``  the current run's picture (SVG) and which node draws which step;
+* ``/state.json``  the latest snapshot;
+* ``/events``      the snapshots as Server-Sent Events while the run goes on.
+
+Its own thread keeps the page answering while a run is busy, and keeps serving the final
+report after the run's event loop has closed. The run publishes snapshots with
+:meth:`WatchServer.publish`, which is thread-safe and costs one loop wake-up.
+"""
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import json
+import socket
+import threading
+from importlib import resources
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+
+from aiohttp import web
+
+PAGE = "page.html"
+#: SSE comment sent when nothing changed for this long, so proxies keep the stream open
+KEEPALIVE = 15.0
+
+
+def parse_address(address: Any) -> Tuple[str, int]:
+    """``True``/``None`` -> 127.0.0.1 on a free port; ``'HOST:PORT'``, ``':PORT'``,
+    ``'HOST'`` or ``PORT`` otherwise. Only loopback unless the user names a host."""
+    if address in (None, True, "", "auto"):
+        return "127.0.0.1", 0
+    if isinstance(address, bool) or not isinstance(address, (str, int)):
+        raise TypeError(f"watch: argument 'watch' must be True, a port or 'HOST:PORT'; got {address!r}")
+    if isinstance(address, int):
+        return "127.0.0.1", _port(address, address)
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        host, port = address, "0"
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"watch: port in {address!r} is not a number") from None
+    return host.strip("[]") or "127.0.0.1", _port(number, address)
+
+
+def _port(number: int, given: Any) -> int:
+    if not 0 <= number <= 65535:
+        raise ValueError(f"watch: port must be 0..65535; got {given!r}")
+    return number
+
+
+class _Client:
+    __slots__ = ("queue",)
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue = asyncio.Queue()
+
+
+class WatchServer:
+    """See the module docstring. ``url`` is where the page is."""
+
+    def __init__(self, host: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host, port))
+        except OSError as exc:
+            self.sock.close()
+            raise OSError(exc.errno, f"watch: cannot listen on {host}:{port}: {exc.strerror}") from None
+        self.sock.listen(64)
+        self.host, self.port = host, self.sock.getsockname()[1]
+        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        self.url = f"http://{shown}:{self.port}/"
+        self.loop = asyncio.new_event_loop()
+        self.clients: Set[_Client] = set()
+        self.latest: Dict[str, Any] = {"run": 0, "state": "waiting", "steps": [], "dead_letters": 0,
+                                       "last_dead_letters": [], "seconds": 0, "error": None}
+        self.graph: Dict[str, Any] = {"run": 0, "svg": "", "nodes": {}}
+        self._pipes: Sequence[Any] = ()
+        self._runner: Optional[web.AppRunner] = None
+        self._waiting: Dict[_Client, concurrent.futures.Future] = {}
+        started: concurrent.futures.Future = concurrent.futures.Future()
+        self.thread = threading.Thread(target=self._serve, args=(started,), name="rxbot-watch", daemon=True)
+        self.thread.start()
+        started.result(timeout=30)
+
+    # -- called from the run's thread ----------------------------------------------------
+    def new_run(self, run: int, pipes: Sequence[Any]) -> None:
+        """A run starts: the page redraws the graph of ``pipes`` (drawn lazily, on request)."""
+        self.loop.call_soon_threadsafe(self._new_run, run, list(pipes))
+
+    def publish(self, snapshot: Dict[str, Any]) -> None:
+        self.loop.call_soon_threadsafe(self._publish, snapshot)
+
+    def publish_final(self, snapshot: Dict[str, Any]) -> "concurrent.futures.Future[None]":
+        """Send the last snapshot of a run; the future is done once every page connected
+        now has received it (or gone away)."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self.loop.call_soon_threadsafe(self._publish, snapshot, done)
+        return done
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        if self.thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(timeout=10)
+            self.thread.join(timeout=10)
+
+    # -- the server thread ---------------------------------------------------------------
+    def _serve(self, started: concurrent.futures.Future) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._start())
+        except BaseException as exc:  # pragma: no cover - reported to the starting thread
+            started.set_exception(exc)
+            return
+        started.set_result(None)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/", self._page)
+        app.router.add_get("/graph.json", self._graph)
+        app.router.add_get("/state.json", self._state)
+        app.router.add_get("/events", self._events)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        await web.SockSite(self._runner, self.sock).start()
+
+    async def _stop(self) -> None:
+        for client in list(self.clients):
+            client.queue.put_nowait(None)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.loop.call_soon(self.loop.stop)
+
+    def _new_run(self, run: int, pipes: List[Any]) -> None:
+        self._pipes = pipes
+        self.graph = {"run": run, "svg": None, "nodes": {}}
+
+    def _publish(self, snapshot: Dict[str, Any], done: Optional[concurrent.futures.Future] = None) -> None:
+        self.latest = snapshot
+        message = _event(snapshot)
+        for client in self.clients:
+            client.queue.put_nowait(message)
+            if done is not None:
+                self._waiting[client] = done
+        if done is not None and not any(f is done for f in self._waiting.values()):
+            done.set_result(None)
+
+    def _delivered(self, client: _Client) -> None:
+        done = self._waiting.pop(client, None)
+        if done is not None and not done.done() and not any(f is done for f in self._waiting.values()):
+            done.set_result(None)
+
+    # -- handlers ------------------------------------------------------------------------
+    async def _page(self, request: web.Request) -> web.Response:
+        text = resources.files(__package__).joinpath(PAGE).read_text(encoding="utf-8")
+        return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+    async def _graph(self, request: web.Request) -> web.Response:
+        graph = self.graph
+        if graph["svg"] is None and self._pipes:
+            graph = self.graph = dict(graph, **_draw(self._pipes))
+        return web.json_response(graph, headers={"Cache-Control": "no-store"})
+
+    async def _state(self, request: web.Request) -> web.Response:
+        return web.json_response(self.latest, headers={"Cache-Control": "no-store"})
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-store"})
+        await response.prepare(request)
+        client = _Client()
+        self.clients.add(client)
+        try:
+            await response.write(_event(self.latest))
+            while True:
+                try:
+                    message = await asyncio.wait_for(client.queue.get(), KEEPALIVE)
+                except asyncio.TimeoutError:
+                    message = b": keep-alive\n\n"
+                if message is None:
+                    break
+                await response.write(message)
+                if client.queue.empty():
+                    self._delivered(client)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self.clients.discard(client)
+            self._delivered(client)
+        return response
+
+
+def _event(snapshot: Dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(snapshot, separators=(',', ':'))}\n\n".encode("utf-8")
+
+
+def _draw(pipes: Sequence[Any]) -> Dict[str, Any]:
+    """The page's picture: the graph with a zero count line under every step, so each
+    node already has room for the numbers the page writes into it."""
+    from ..layout import GraphvizUnavailable
+    from ..render import node_paths, to_svg
+
+    nodes, counted = node_paths(pipes)
+    zero = _ZeroReport(nodes.values())
+    try:
+        svg = to_svg(pipes, zero)
+    except GraphvizUnavailable as exc:
+        svg = f'<p class="nograph">{exc}</p>'
+    return {"svg": svg, "nodes": nodes, "counted": counted}
+
+
+class _ZeroReport:
+    """A report in which every step counted nothing yet, over one second."""
+
+    live = True  # no run time in the pipes' titles
+
+    def __init__(self, paths: Any) -> None:
+        from ..engine.policy import StepStats
+
+        self.steps = {p: StepStats(p) for p in paths}
+        self.seconds = 1.0
+
+
+_servers: Dict[Tuple[str, int], WatchServer] = {}
+_lock = threading.Lock()
+
+
+def server_for(address: Any) -> Tuple[WatchServer, bool]:
+    """The process's server for ``address`` (started now if needed) and whether it is new."""
+    host, port = parse_address(address)
+    with _lock:
+        for (h, p), server in _servers.items():
+            if h == host and (port == 0 or p == port) and server.thread.is_alive():
+                return server, False
+        server = WatchServer(host, port)
+        _servers[(host, server.port)] = server
+        return server, True
+
+
+def close_all() -> None:
+    """Stop every live-view server of this process (at exit, and between tests)."""
+    with _lock:
+        servers = list(_servers.values())
+        _servers.clear()
+    for server in servers:
+        server.close()
+
+
+atexit.register(close_all)
+
+__all__ = ["WatchServer", "server_for", "close_all", "parse_address"]

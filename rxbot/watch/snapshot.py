@@ -1,0 +1,81 @@
+"""What the live view shows at one instant: every step's counts, rate, items in flight
+and failures, the dead letters and the run's state, read from the run's own report.
+
+Built on the run's event loop (so the counters are read where they are written) a few
+times a second; the server thread only forwards the result.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..engine.context import _path_order
+from ..render import count_lines, rate_text
+
+COUNTS = ("inp", "out", "filtered", "dropped", "failed", "retried", "cancelled")
+#: weight of the newest interval in the smoothed rate (the rest is the previous rate)
+SMOOTHING = 0.5
+#: dead letters sent with each snapshot (the newest ones; the total is always sent)
+LAST_DEAD_LETTERS = 5
+
+
+def in_flight(stats: Any) -> int:
+    """Items a step accepted and has not finished: exact for a one-in-one-out step
+    (async steps, boosted steps), 0 for a step that emits more than it takes in."""
+    done = stats.out + stats.filtered + stats.dropped + stats.failed + stats.cancelled
+    return max(0, stats.inp - done)
+
+
+class Sampler:
+    """Turns successive looks at one run's report into snapshots with live rates."""
+
+    def __init__(self, run: int, counted: Dict[str, bool]) -> None:
+        self.run = run
+        self.counted = counted
+        self.started = time.perf_counter()
+        self.last: Dict[str, Tuple[float, int]] = {}  # path -> (time, items)
+        self.rates: Dict[str, float] = {}
+
+    def snapshot(self, report: Any, state: str = "running", error: Optional[BaseException] = None) -> Dict[str, Any]:
+        """The JSON-able picture of ``report`` now. A finished run (``state`` other than
+        ``'running'``) reports each step's average rate over the run, as render does."""
+        now = time.perf_counter()
+        running = state == "running"
+        seconds = now - self.started if running else float(report.seconds or 0.0)
+        steps: List[Dict[str, Any]] = []
+        for path, stats in sorted(report.steps.items(), key=lambda kv: _path_order(kv[0])):
+            items = max(stats.inp, stats.out)
+            if running:
+                rate = self._rate(path, now, items)
+            else:
+                rate = items / seconds if seconds > 0 else 0.0
+            row = {k: getattr(stats, k) for k in COUNTS}
+            row.update(path=path, rate=round(rate, 2), in_flight=in_flight(stats),
+                       lines=count_lines(stats, self.counted.get(path, True), rate_text(rate, 1.0)))
+            steps.append(row)
+        letters = list(report.dead_letters)
+        return {
+            "run": self.run,
+            "state": state,
+            "seconds": round(seconds, 3),
+            "error": None if error is None else f"{type(error).__name__}: {_cut(str(error))}",
+            "steps": steps,
+            "dead_letters": len(letters),
+            "last_dead_letters": [_cut(str(e)) for e in letters[-LAST_DEAD_LETTERS:]],
+        }
+
+    def _rate(self, path: str, now: float, items: int) -> float:
+        then, before = self.last.get(path, (self.started, 0))
+        self.last[path] = (now, items)
+        if now <= then:
+            return self.rates.get(path, 0.0)
+        recent = (items - before) / (now - then)
+        rate = self.rates[path] = SMOOTHING * recent + (1 - SMOOTHING) * self.rates.get(path, recent)
+        return rate
+
+
+def _cut(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+__all__ = ["Sampler", "in_flight", "COUNTS"]
