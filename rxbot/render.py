@@ -324,6 +324,26 @@ def _step_paths(steps: Sequence[Any], prefix: str, out: set) -> set:
     return out
 
 
+def outline(pipes: Sequence[Any]) -> Tuple[Tuple[str, bool, str, bool, bool], ...]:
+    """``(report key, counted, kind, share, join)`` of every step, in drawing order: what
+    decides the picture, computed without drawing (the live view keys its cached
+    picture and its count lines by it)."""
+    rows: List[Tuple[str, bool, str, bool, bool]] = []
+
+    def walk(steps: Sequence[Any], prefix: str) -> None:
+        for k, step in enumerate(steps, 1):
+            path = f"{prefix}[{k}] {step.label()}"
+            route = isinstance(step, Route)
+            rows.append((path, _counted(step), kind_of(step), route and step.share, route and step.join))
+            if route:
+                for b, branch in enumerate(step.branches, 1):
+                    walk(branch, f"{path}/{b}")
+
+    for index, pipe in enumerate(pipes, 1):
+        walk(pipe.steps, f"P{index}")
+    return tuple(rows)
+
+
 def _report_prefixes(pipes: Sequence[Any], stats: Dict[str, Any]) -> Dict[int, str]:
     """Which ``P<n>`` of the report belongs to each drawn pipe.
 
@@ -472,5 +492,5 @@ def _write(path: str, data: bytes) -> None:
         fh.write(data)
 
 
-__all__ = ["render", "build_graph", "to_svg", "node_paths", "kind_of", "rate_text", "count_lines", "KINDS",
+__all__ = ["render", "build_graph", "to_svg", "node_paths", "outline", "kind_of", "rate_text", "count_lines", "KINDS",
            "FORMATS", "INSTALL_HINT"]

@@ -38,10 +38,11 @@ async def follow(watch: Any, pipes: Sequence[Any], start: Start) -> Any:
     if new:
         print(f"rxbot: watch the run at {server.url}", file=sys.stderr, flush=True)
     run = next(_runs)
-    from ..render import node_paths
+    from ..render import outline
 
-    sampler = Sampler(run, node_paths(pipes)[1])
-    server.new_run(run, pipes)
+    shape = outline(pipes)
+    sampler = Sampler(run, {path: counted for path, counted, *_ in shape})
+    server.new_run(run, pipes, shape)
     seen: list = []
     ticker: Optional[asyncio.Task] = None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import html
 import json
 import socket
 import threading
@@ -84,6 +85,8 @@ class WatchServer:
                                        "last_dead_letters": [], "seconds": 0, "error": None}
         self.graph: Dict[str, Any] = {"run": 0, "svg": "", "nodes": {}}
         self._pipes: Sequence[Any] = ()
+        self._shape: Any = None
+        self._drawn: Dict[Any, Dict[str, Any]] = {}  # outline -> picture (last 16)
         self._runner: Optional[web.AppRunner] = None
         self._waiting: Dict[_Client, concurrent.futures.Future] = {}
         started: concurrent.futures.Future = concurrent.futures.Future()
@@ -92,9 +95,10 @@ class WatchServer:
         started.result(timeout=30)
 
     # -- called from the run's thread ----------------------------------------------------
-    def new_run(self, run: int, pipes: Sequence[Any]) -> None:
-        """A run starts: the page redraws the graph of ``pipes`` (drawn lazily, on request)."""
-        self.loop.call_soon_threadsafe(self._new_run, run, list(pipes))
+    def new_run(self, run: int, pipes: Sequence[Any], shape: Any) -> None:
+        """A run starts: the page redraws the graph of ``pipes`` (drawn on request, once
+        per distinct ``shape``, see :func:`rxbot.render.outline`)."""
+        self.loop.call_soon_threadsafe(self._new_run, run, list(pipes), shape)
 
     def publish(self, snapshot: Dict[str, Any]) -> None:
         self.loop.call_soon_threadsafe(self._publish, snapshot)
@@ -144,8 +148,8 @@ class WatchServer:
             await self._runner.cleanup()
         self.loop.call_soon(self.loop.stop)
 
-    def _new_run(self, run: int, pipes: List[Any]) -> None:
-        self._pipes = pipes
+    def _new_run(self, run: int, pipes: List[Any], shape: Any) -> None:
+        self._pipes, self._shape = pipes, shape
         self.graph = {"run": run, "svg": None, "nodes": {}}
 
     def _publish(self, snapshot: Dict[str, Any], done: Optional[concurrent.futures.Future] = None) -> None:
@@ -171,7 +175,12 @@ class WatchServer:
     async def _graph(self, request: web.Request) -> web.Response:
         graph = self.graph
         if graph["svg"] is None and self._pipes:
-            graph = self.graph = dict(graph, **_draw(self._pipes))
+            drawn = self._drawn.get(self._shape)
+            if drawn is None:
+                drawn = self._drawn[self._shape] = _draw(self._pipes)
+                while len(self._drawn) > 16:
+                    self._drawn.pop(next(iter(self._drawn)))
+            graph = self.graph = dict(graph, **drawn)
         return web.json_response(graph, headers={"Cache-Control": "no-store"})
 
     async def _state(self, request: web.Request) -> web.Response:
@@ -209,16 +218,18 @@ def _event(snapshot: Dict[str, Any]) -> bytes:
 
 def _draw(pipes: Sequence[Any]) -> Dict[str, Any]:
     """The page's picture: the graph with a zero count line under every step, so each
-    node already has room for the numbers the page writes into it."""
-    from ..layout import GraphvizUnavailable
-    from ..render import node_paths, to_svg
+    node already has room for the numbers the page writes into it. Laid out once per
+    distinct graph (a notebook re-running one pipe does not pay for it again)."""
+    from ..render import build_graph, node_paths
+
+    from ..layout import GraphvizUnavailable, draw
 
     nodes, counted = node_paths(pipes)
-    zero = _ZeroReport(nodes.values())
+    source = build_graph(pipes, _ZeroReport(nodes.values())).source
     try:
-        svg = to_svg(pipes, zero)
+        svg = draw(source, "svg").decode("utf-8")
     except GraphvizUnavailable as exc:
-        svg = f'<p class="nograph">{exc}</p>'
+        svg = f'<p class="nograph">{html.escape(str(exc))}</p>'
     return {"svg": svg, "nodes": nodes, "counted": counted}
 
 

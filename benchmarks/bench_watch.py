@@ -1,0 +1,140 @@
+"""W1/W3 — what the live view costs: B1 and B3 with ``watch`` off and on, in one run.
+
+* W1: B1's 200,000 ints through ``inc -> keep_even -> triple -> acc`` (all sync, fused).
+* W3: B3's 200,000-item generator into an async sink (32 in flight).
+
+Each is timed with the live view off and on, round-robin, best of N. "On" means what a
+user has: the server running and a page connected — a client thread reads the event
+stream the whole time (a separate process, as a browser is) and fetches each run's
+graph, so every snapshot is built, serialised and sent. Target: on
+costs < 5% (ratio on/off < 1.05). The server starts once per process (the first run
+prints its address), so it is started before timing, as it would be for the second
+run of a notebook; its start-up (~ tens of ms, a thread and a socket) is printed apart.
+
+Run: ``python benchmarks/bench_watch.py [--quick] [--repeat N]``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, List, Sequence, Tuple
+
+if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``rxbot`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.bench_core import b1_expected, b3_expected, inc, keep_even, make_acc, triple
+from benchmarks.common import Row, best_of_each, print_rows, quick_from_env, unjudged
+from rxbot import BotFrame, Pipe
+
+TARGET = 1.05
+
+
+def w1(n: int, watch: Any) -> int:
+    acc, box = make_acc()
+    Pipe(range(n), inc, keep_even, triple, acc)
+    BotFrame.run(watch=watch)
+    return box[0]
+
+
+def w3(n: int, watch: Any) -> list:
+    seen = [0, 0]
+
+    async def sink(x: int) -> None:
+        await asyncio.sleep(0)
+        seen[0] += 1
+        seen[1] += x
+
+    Pipe((i for i in range(n)), sink)
+    BotFrame.run(watch=watch)
+    return seen
+
+
+VIEWER = r"""
+import json, sys, urllib.request
+url, tally = sys.argv[1], sys.argv[2]
+run = events = graphs = 0
+with urllib.request.urlopen(url + "events") as stream:
+    for line in stream:
+        if line.startswith(b"data: "):
+            events += 1
+            snapshot = json.loads(line[6:])
+            if snapshot["run"] != run:
+                run = snapshot["run"]
+                urllib.request.urlopen(url + "graph.json").read()
+                graphs += 1
+            with open(tally, "w") as fh:
+                fh.write(f"{events} {graphs}")
+"""
+
+
+class Viewer:
+    """A page's worth of load, in its own process as a browser would be: reads the
+    event stream and fetches the graph of each new run, as the page does."""
+
+    def __init__(self, url: str) -> None:
+        self.tally = tempfile.NamedTemporaryFile(prefix="rxbot-viewer-", delete=False).name
+        self.proc = subprocess.Popen([sys.executable, "-c", VIEWER, url, self.tally])
+
+    def close(self) -> Tuple[int, int]:
+        """Stop; return (snapshots, graphs) it read."""
+        self.proc.terminate()
+        self.proc.wait()
+        with open(self.tally, encoding="utf-8") as fh:
+            text = fh.read().split()
+        os.unlink(self.tally)
+        return (int(text[0]), int(text[1])) if text else (0, 0)
+
+
+def start_server() -> tuple:
+    """Start the process's live-view server (as a first watched run would); return the
+    server and the seconds it took."""
+    from rxbot.watch import server_for
+
+    t0 = time.perf_counter()
+    server, _ = server_for(True)
+    return server, time.perf_counter() - t0
+
+
+def compare(case: str, run: Callable[[int, Any], Any], n: int, expected: Any, repeat: int) -> List[Row]:
+    timings = best_of_each({"off": lambda: run(n, None), "on": lambda: run(n, True)}, repeat=repeat)
+    rows = []
+    for name, t in timings.items():
+        wrong = "" if t.result == expected else f" WRONG result {t.result!r}"
+        rows.append(Row("W", f"{case} watch {name}", t.best * 1e6 / n, "µs/item",
+                        note=f"best of {repeat}" + wrong))
+    ratio = timings["on"].best / timings["off"].best
+    rows.append(Row("W", f"{case} on/off", ratio, "x", ratio=ratio, vs="watch off", target=f"< {TARGET}",
+                    ok=ratio < TARGET, note="slower" if ratio > 1 else "not slower"))
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> List[Row]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run, not a measurement)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is kept (default 3)")
+    args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
+    quick = args.quick or quick_from_env()
+    n = 20_000 if quick else 200_000
+    server, startup = start_server()
+    viewer = Viewer(server.url)
+    try:
+        rows = compare(f"B1 {n:,} ints", w1, n, b1_expected(n), args.repeat)
+        rows += compare(f"B3 {n:,} into async sink", w3, n, b3_expected(n), args.repeat)
+    finally:
+        events, graphs = viewer.close()
+    rows.append(Row("W", "server start (once per process)", startup * 1e3, "ms",
+                    note=f"the viewer read {events} snapshots and {graphs} graphs"))
+    tag = " [--quick: sizes too small to judge targets]" if quick else ""
+    print_rows(f"W live view cost: watch on (a page connected) vs off, same run{tag}",
+               unjudged(rows) if quick else rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
