@@ -16,7 +16,6 @@ Run: ``python benchmarks/bench_watch.py [--quick] [--repeat N]``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import subprocess
 import sys
@@ -28,31 +27,24 @@ from typing import Any, Callable, List, Sequence, Tuple
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``rxbot`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_core import b1_expected, b3_expected, inc, keep_even, make_acc, triple
+from benchmarks.bench_core import b1_expected, b1_rxbot, b3_expected, b3_rxbot
 from benchmarks.common import Row, best_of_each, print_rows, quick_from_env, unjudged
-from rxbot import BotFrame, Pipe
+from rxbot import config
 
 TARGET = 1.05
 
 
-def w1(n: int, watch: Any) -> int:
-    acc, box = make_acc()
-    Pipe(range(n), inc, keep_even, triple, acc)
-    BotFrame.run(watch=watch)
-    return box[0]
+def watched(run: Callable[[int], Any], watch: Any) -> Callable[[int], Any]:
+    """B1/B3's own rxbot function, run with ``config.watch`` set (what ``--watch`` does)."""
 
+    def go(n: int) -> Any:
+        saved, config.watch = config.watch, watch
+        try:
+            return run(n)
+        finally:
+            config.watch = saved
 
-def w3(n: int, watch: Any) -> list:
-    seen = [0, 0]
-
-    async def sink(x: int) -> None:
-        await asyncio.sleep(0)
-        seen[0] += 1
-        seen[1] += x
-
-    Pipe((i for i in range(n)), sink)
-    BotFrame.run(watch=watch)
-    return seen
+    return go
 
 
 VIEWER = r"""
@@ -80,6 +72,9 @@ class Viewer:
     def __init__(self, url: str) -> None:
         self.tally = tempfile.NamedTemporaryFile(prefix="rxbot-viewer-", delete=False).name
         self.proc = subprocess.Popen([sys.executable, "-c", VIEWER, url, self.tally])
+        deadline = time.monotonic() + 60
+        while os.path.getsize(self.tally) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # connected: it has read the server's first snapshot
 
     def close(self) -> Tuple[int, int]:
         """Stop; return (snapshots, graphs) it read."""
@@ -101,8 +96,9 @@ def start_server() -> tuple:
     return server, time.perf_counter() - t0
 
 
-def compare(case: str, run: Callable[[int, Any], Any], n: int, expected: Any, repeat: int) -> List[Row]:
-    timings = best_of_each({"off": lambda: run(n, None), "on": lambda: run(n, True)}, repeat=repeat)
+def compare(case: str, run: Callable[[int], Any], n: int, expected: Any, repeat: int) -> List[Row]:
+    off, on = watched(run, None), watched(run, True)
+    timings = best_of_each({"off": lambda: off(n), "on": lambda: on(n)}, repeat=repeat)
     rows = []
     for name, t in timings.items():
         wrong = "" if t.result == expected else f" WRONG result {t.result!r}"
@@ -124,8 +120,8 @@ def main(argv: Sequence[str] | None = None) -> List[Row]:
     server, startup = start_server()
     viewer = Viewer(server.url)
     try:
-        rows = compare(f"B1 {n:,} ints", w1, n, b1_expected(n), args.repeat)
-        rows += compare(f"B3 {n:,} into async sink", w3, n, b3_expected(n), args.repeat)
+        rows = compare(f"B1 {n:,} ints", b1_rxbot, n, b1_expected(n), args.repeat)
+        rows += compare(f"B3 {n:,} into async sink", b3_rxbot, n, b3_expected(n), args.repeat)
     finally:
         events, graphs = viewer.close()
     rows.append(Row("W", "server start (once per process)", startup * 1e3, "ms",

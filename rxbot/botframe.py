@@ -18,6 +18,9 @@ class BotFrame(metaclass=_FrameType):
     ``BotFrame.run()`` runs them all concurrently and returns when all have finished."""
 
     _pending: List[Any] = []
+    #: ``(pipes, report)`` of the latest run in this process, finished or failed
+    #: (``rxbot run --render`` draws it)
+    last_run: Any = None
     #: when not None, run()/run_async() only record the pipes here (``rxbot render``
     #: uses this to draw a script's pipes without running them)
     _dry_run: List[Any] | None = None
@@ -75,11 +78,14 @@ class BotFrame(metaclass=_FrameType):
             from .config import config
 
             watch = config.watch
-        if watch is None or watch is False:
-            return await run_pipes(chosen)
-        from .watch import follow
+        try:
+            if watch is None or watch is False:
+                return await run_pipes(chosen)
+            from .watch import follow
 
-        return await follow(watch, chosen, lambda observe: run_pipes(chosen, observe))
+            return await follow(watch, chosen, lambda observe: run_pipes(chosen, observe))
+        finally:
+            cls.last_run = (chosen, chosen[0].report)
 
     @classmethod
     def run(cls, pipes: Sequence[Any] | None = None, watch: Any = None):

@@ -158,12 +158,15 @@ def _run_command(sub: Any) -> None:
     p.add_argument("--watch", action="store_true",
                    help="serve a live view of the run (graph, counts, rates, failures) on "
                         "127.0.0.1 at a free port; its address is printed")
+    p.add_argument("--render", default=None, metavar="OUTPUT",
+                   help="after the run, draw its pipes with each step's counts and throughput "
+                        "(png, svg, pdf or dot by extension)")
     p.add_argument("--watch-address", default=None, metavar="HOST:PORT",
                    help="serve the live view here instead (implies --watch); another "
                         "interface than 127.0.0.1 only if you name one")
     p.epilog = "Arguments after '--' go to the script: rxbot run job.py --policy ignore -- --day 3"
     p.set_defaults(script_args=[])
-    p.set_defaults(handler=_run)
+    p.set_defaults(handler=_run_and_render)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -197,6 +200,37 @@ def _run(args: argparse.Namespace) -> int:
     except Exception:
         return _script_failed("run", args.script)
     return 0
+
+
+def _run_and_render(args: argparse.Namespace) -> int:
+    """``rxbot run``, then with ``--render OUTPUT`` the picture of the script's latest run
+    (finished or failed) with each step's counts and throughput."""
+    if args.render is None:
+        return _run(args)
+    from .render import _targets
+
+    try:
+        _targets(args.render, None)
+    except ValueError as exc:
+        print(f"rxbot run: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _run(args)
+    finally:
+        _render_last_run(args.render)
+
+
+def _render_last_run(out: str) -> None:
+    from .botframe import BotFrame
+    from .render import render
+
+    if BotFrame.last_run is None:
+        print("rxbot run: the script ran no pipe; nothing to draw", file=sys.stderr)
+        return
+    pipes, report = BotFrame.last_run
+    written = render(pipes, out, report=report)
+    for path in [written] if isinstance(written, str) else written:
+        print(f"rxbot run: drew the run to {path}", file=sys.stderr)
 
 
 # -- demo ------------------------------------------------------------------------------

@@ -237,3 +237,33 @@ def test_run_passes_arguments_after_double_dash_to_the_script(tmp_path):
                            "--", "--day", "3"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "['--day', '3'] ignore"
+
+
+RAN = """
+    import asyncio
+    from rxbot import BotFrame, Loop, Pipe, Step
+
+    async def fetch(x):
+        await asyncio.sleep(0)
+        return x
+
+    def check(x):
+        if x == 2:
+            raise ValueError("two")
+        return x
+
+    Pipe(Loop(range(5)), fetch, Step(check, on_error="ignore"), print)
+    BotFrame.run()
+"""
+
+
+def test_run_render_draws_the_run_with_its_numbers(tmp_path):
+    job = script(tmp_path, RAN)
+    proc = rxbot("run", str(job), "--render", str(tmp_path / "ran.svg"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"rxbot run: drew the run to {tmp_path / 'ran.svg'}" in proc.stderr
+    texts = {t.text for t in ET.parse(tmp_path / "ran.svg").getroot().iter("{http://www.w3.org/2000/svg}text")}
+    assert {"fetch", "in=5 out=5", "in=5 out=4 failed=1 dropped=1", "had failures"} <= texts
+    assert any(t.endswith("items/s") for t in texts)
+    proc = rxbot("run", str(job), "--render", str(tmp_path / "ran.jpg"), cwd=tmp_path)
+    assert proc.returncode == 2 and "not a format rxbot draws" in proc.stderr
