@@ -162,7 +162,7 @@ SCRIPT = """
         return x
 
     async def fetch(x):                    # the slow step
-        await asyncio.sleep(0.12)
+        await asyncio.sleep(0.15)
         return x
 
     def check(x):
@@ -170,7 +170,7 @@ SCRIPT = """
             raise ValueError("five is not allowed")
         return x
 
-    Pipe(wait_for_go, Loop(range(24)), Step(fetch, concurrency=2), Step(check, on_error="ignore"),
+    Pipe(wait_for_go, Loop(range(30)), Step(fetch, concurrency=2), Step(check, on_error="ignore"),
          print, name="slow fetch")
     report = BotFrame.run()
     with open(OUT, "w") as fh:
@@ -230,7 +230,7 @@ async def test_browser_sees_counts_grow_then_the_final_report(tmp_path):
                 if state != "running":
                     break
                 seen.append(int(rows["P1[3] fetch"]["out"]))
-                if shot is None and seen[-1] >= 8:
+                if shot is None and seen[-1] >= 10:
                     shot = await page.screenshot(str(tmp_path / "watch.png"))
                 await asyncio.sleep(0.05)
             assert state == "finished"
@@ -245,15 +245,15 @@ async def test_browser_sees_counts_grow_then_the_final_report(tmp_path):
         proc.stderr.close()
     # the counts on the page grew while the run went on ...
     assert seen == sorted(seen) and len(set(seen)) >= 3, seen
-    assert 0 < min(x for x in seen if x) and max(seen) < 24
+    assert 0 < min(x for x in seen if x) and max(seen) < 30
     # ... and the page ends on the run's own report
     report = json.loads(out.read_text())
     assert set(final_rows) == set(report)
     for path, stats in report.items():
         for key in ("inp", "out", "failed", "dropped", "filtered"):
             assert int(final_rows[path][key]) == stats[key], (path, key)
-    assert report["P1[3] fetch"]["out"] == 24 and report["P1[4] check"]["failed"] == 1
-    assert node_text[0] == "fetch" and node_text[1] == "in=24 out=24"
+    assert report["P1[3] fetch"]["out"] == 30 and report["P1[4] check"]["failed"] == 1
+    assert node_text[0] == "fetch" and node_text[1] == "in=30 out=30"
     assert shot is not None and shot[:8] == b"\x89PNG\r\n\x1a\n"
     target = os.environ.get("RXBOT_DOCS_SCREENSHOT")
     if target:

@@ -16,7 +16,7 @@ from .server import WatchServer, close_all, parse_address, server_for
 from .snapshot import Sampler
 
 #: seconds between two snapshots while a run goes on
-INTERVAL = 0.25
+INTERVAL = 0.5
 #: how long the end of a run waits for open pages to receive its final report
 DELIVERY_TIMEOUT = 5.0
 
