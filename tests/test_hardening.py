@@ -3,10 +3,18 @@ a time, runs that end within the shutdown grace, secrets redacted everywhere."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
-from rxbot import BlockedJoin, BotFrame, Branch, Fork, Join, Pipe, Return
+from rxbot import BlockedJoin, BotFrame, Branch, Fork, Join, Pipe, Return, Step, config
 from rxbot.errors import PipelineError
 
 
@@ -55,3 +63,127 @@ def test_the_same_pipe_twice_in_one_run_is_refused():
     assert out == []
     p.run()  # the refusal left it runnable
     assert out == [0, 1]
+
+
+# ------------------------------------------------------------------ runs that always end
+# The blocked calls below would block for 60 s; each test proves the run did not wait for
+# them through the run's own report (the call is listed as abandoned) and the log. The
+# wall-clock bounds are generous (30 s), only there to show the 60 s were not waited for.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_blocked_thread_call_is_abandoned_after_the_grace(caplog):
+    config.shutdown_grace = 0.5
+    release = threading.Event()
+    entered = []
+
+    def blocking(x):
+        entered.append(x)
+        release.wait(60)
+        return x
+
+    out = []
+    p = Pipe([1, 2], Step(blocking, boost="thread", timeout=0.5, on_error="ignore"), out.append)
+    started = time.monotonic()
+    try:
+        with caplog.at_level(logging.WARNING, logger="rxbot"):
+            report = p.run()
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    assert sorted(entered) == [1, 2]
+    assert sorted(report.abandoned) == [("blocking", 1), ("blocking", 2)]
+    assert report.find("blocking").dropped == 2 and out == []
+    assert "abandoned after the shutdown grace: step 'blocking' on item 1" in str(report)
+    logged = [r.getMessage() for r in caplog.records if "abandoned" in r.getMessage()]
+    assert len(logged) == 2 and all("step 'blocking'" in m for m in logged)
+    assert any("on item 1:" in m for m in logged) and any("on item 2:" in m for m in logged)
+    assert elapsed < 30
+
+
+def test_a_thread_call_that_returns_within_the_grace_is_waited_for():
+    config.shutdown_grace = 30
+    finished = []
+
+    def slow(x):
+        time.sleep(0.3)
+        finished.append(x)
+        return x
+
+    # the call times out at 0.05 s but finishes within the grace: the run waits for it
+    # (it returns only after the call did) and does not list it as abandoned
+    report = Pipe([1], Step(slow, boost="thread", timeout=0.05, on_error="ignore"), print).run()
+    assert finished == [1] and report.abandoned == []
+
+
+async def test_a_failing_run_abandons_a_blocked_thread_call():
+    config.shutdown_grace = 0.5
+    release = threading.Event()
+
+    def blocking(x):
+        release.wait(60)
+        return x
+
+    def explode(x):
+        raise ValueError("boom")
+
+    Pipe([1], Step(blocking, boost="thread"))
+    Pipe([1], explode)
+    try:
+        with pytest.raises(ValueError, match="boom"):
+            await BotFrame.run_async()
+    finally:
+        release.set()
+
+
+SCRIPT = """
+import os, signal, sys, time
+from rxbot import Pipe, Step, config
+
+def blocking(x):
+    print("entered", flush=True)
+    time.sleep(60)
+    return x
+
+if __name__ == "__main__":
+    config.shutdown_grace = 0.5
+    kind, timeout = sys.argv[1], sys.argv[2] == "timeout"
+    step = Step(blocking, boost=kind, **(dict(timeout=0.5, on_error="ignore") if timeout else {}))
+    report = Pipe([7], step).run()
+    print("abandoned", report.abandoned, flush=True)
+"""
+
+
+def _script(tmp_path: Path) -> Path:
+    path = tmp_path / "blocked.py"
+    path.write_text(SCRIPT)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_a_process_with_a_blocked_call_exits_after_the_run(tmp_path, kind):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, str(_script(tmp_path)), kind, "timeout"], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "abandoned [('blocking', 7)]" in done.stdout
+    assert "abandoned the boosted call of step 'blocking' on item 7" in done.stderr
+    assert ("worker process is killed" if kind == "process" else "daemon thread") in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_a_run_with_a_blocked_call(tmp_path, kind, sig):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, str(_script(tmp_path)), kind, "no-timeout"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "entered"
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    # SIGTERM: exit status 143; Ctrl-C: KeyboardInterrupt, then Python dies by SIGINT
+    assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGINT), err
+    assert "abandoned the boosted call of step 'blocking' on item 7" in err
+    assert ("KeyboardInterrupt" in err) == (sig == signal.SIGINT)
