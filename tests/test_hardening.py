@@ -16,6 +16,7 @@ import pytest
 
 from rxbot import BlockedJoin, BotFrame, Branch, Fork, Join, Pipe, Return, Step, config
 from rxbot.errors import PipelineError
+from rxbot.redact import redact, secret_name
 
 
 # ------------------------------------------------------------------ empty routes
@@ -187,3 +188,98 @@ def test_a_signal_stops_a_run_with_a_blocked_call(tmp_path, kind, sig):
     assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGINT), err
     assert "abandoned the boosted call of step 'blocking' on item 7" in err
     assert ("KeyboardInterrupt" in err) == (sig == signal.SIGINT)
+
+
+# ------------------------------------------------------------------ secrets redacted
+SECRET_URL = "http://user:PW123@host.example/x?jwt=abc123&page=2"
+SECRETS = ("PW123", "abc123", "user:")
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("http://u:p@h:8/a?token=t&page=2", "http://h:8/a?token=***&page=2"),
+    ("http://h/a?q=1&sort=asc", "http://h/a?q=1&sort=asc"),  # nothing secret: unchanged
+    ("mysql://root:hunter2@db:3306/test", "mysql://db:3306/test"),
+    ("https://a:b@c@h/p?x=1", "https://h/p?x=1"),  # '@' inside the password
+    ("GET http://h/p?apiKey=K1&access_token=K2 failed", "GET http://h/p?apiKey=***&access_token=*** failed"),
+    ("https://s3/b/o?X-Amz-Credential=C&X-Amz-Signature=S&X-Amz-Expires=60",
+     "https://s3/b/o?X-Amz-Credential=***&X-Amz-Signature=***&X-Amz-Expires=60"),
+    ("https://app/cb#access_token=T&state=s", "https://app/cb#access_token=***&state=s"),
+    ("'http://h/bad url?code=C1\\n'", "'http://h/bad url?code=***'"),  # a URL with a space, in a repr
+    ("two: http://a:1@x/?sig=S and https://y/?session=Z.", "two: http://x/?sig=*** and https://y/?session=***"),
+    ("api%5Fkey", "api%5Fkey"),  # no '=': not a parameter
+    ("http://h/?api%5Fkey=K", "http://h/?api%5Fkey=***"),
+    ("no url here: a=b", "no url here: a=b"),
+])
+def test_redact(text, shown):
+    assert redact(text) == shown
+    assert redact(shown) == shown  # idempotent
+
+
+@pytest.mark.parametrize("name", [
+    "token", "key", "secret", "password", "passwd", "pwd", "auth", "jwt", "code", "sig",
+    "signature", "session", "credential", "api_key", "access_token", "apiKey", "client_secret",
+    "X-Amz-Security-Token", "refresh_token", "sessionid", "PHPSESSID", "authToken",
+])
+def test_secret_parameter_names(name):
+    assert secret_name(name)
+    assert redact(f"http://h/p?{name}=VALUE&page=1") == f"http://h/p?{name}=***&page=1"
+
+
+@pytest.mark.parametrize("name", ["page", "q", "sort", "id", "lang", "format", "keyword"])
+def test_ordinary_parameter_names_are_kept(name):
+    assert not secret_name(name)
+
+
+def test_a_url_constant_step_is_redacted_in_its_label_and_repr():
+    p = Pipe(range(1), SECRET_URL, print)
+    const = p.steps[1]
+    assert const.label() == "'http://host.example/x?jwt=..."  # redacted, then cut to 30
+    assert all(s not in repr(p) for s in SECRETS)
+
+
+def test_a_url_constant_is_redacted_in_the_rendered_graph():
+    from rxbot.render import build_graph
+
+    p = Pipe(range(1), SECRET_URL, print)
+    source = build_graph([p]).source
+    assert "host.example/x?jwt=" in source
+    assert all(s not in source for s in SECRETS)
+
+
+def test_a_url_constant_is_redacted_in_the_run_report_and_the_log(caplog):
+    def fails(url):
+        raise ValueError("cannot fetch")
+
+    p = Pipe(range(1), SECRET_URL, Step(fails, on_error="ignore"), name="secret")
+    with caplog.at_level(logging.INFO, logger="rxbot"):
+        report = p.run()
+    text = str(report)
+    assert "host.example/x?jwt=" in text and all(s not in text for s in SECRETS)
+    dropped = [r.getMessage() for r in caplog.records if "dropped item" in r.getMessage()]
+    assert dropped and "http://host.example/x?jwt=***&page=2" in dropped[0]
+    assert all(s not in r.getMessage() for r in caplog.records for s in SECRETS)
+
+
+def test_every_rxbot_log_line_is_redacted(caplog):
+    import rxbot  # noqa: F401  (installs the filter)
+
+    with caplog.at_level(logging.INFO, logger="rxbot"):
+        logging.getLogger("rxbot").info("connecting to %s", "mysql://root:hunter2@db/test?password=x")
+    assert caplog.records[-1].getMessage() == "connecting to mysql://db/test?password=***"
+
+
+def test_a_url_constant_is_redacted_in_the_replay_manifest(tmp_path):
+    config.replay_mode = True
+    config.replay_dir = str(tmp_path / "cache")
+
+    def explode(url):
+        raise RuntimeError("stop here")
+
+    Pipe(range(2), SECRET_URL, explode)
+    with pytest.raises(RuntimeError, match="stop here"):
+        BotFrame.run()
+    manifests = list((tmp_path / "cache").rglob("manifest.json"))
+    assert manifests
+    for m in manifests:
+        text = m.read_text()
+        assert "host.example/x?jwt=" in text and all(s not in text for s in SECRETS)
