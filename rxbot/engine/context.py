@@ -40,7 +40,7 @@ class RunReport:
         raise KeyError(label)
 
     def totals(self) -> Dict[str, int]:
-        keys = ("inp", "out", "filtered", "dropped", "failed", "retried", "cancelled")
+        keys = ("inp", "out", "filtered", "dropped", "failed", "retried", "cancelled", "closed")
         return {k: sum(getattr(s, k) for s in self.steps.values()) for k in keys}
 
     def __str__(self) -> str:
@@ -49,7 +49,8 @@ class RunReport:
             s = self.steps[path]
             lines.append(f"  {path}: in={s.inp} out={s.out} filtered={s.filtered} "
                          f"dropped={s.dropped} failed={s.failed} retried={s.retried}"
-                         + (f" cancelled={s.cancelled}" if s.cancelled else ""))
+                         + (f" cancelled={s.cancelled}" if s.cancelled else "")
+                         + (f" closed={s.closed}" if s.closed else ""))
         for step, item in self.abandoned:
             lines.append(f"  abandoned after the shutdown grace: step {step!r} on item {short_repr(item)}")
         return "\n".join(lines)
@@ -81,6 +82,7 @@ class RunContext:
         self.started = time.perf_counter()
         self.executors: Dict[Any, Any] = {}
         self.calls: Dict[Any, Any] = {}  # boosted calls in a worker: future -> (pool, step, item)
+        self.holders: Dict[int, Any] = {}  # nodes that hold items: id -> (node, its first StepRuntime)
         # weak: the gates of a finished BlockedJoin sub-flow must not pile up for the run
         self.gates: "weakref.WeakSet[Gate]" = weakref.WeakSet()
         self._closers: Dict[Any, None] = {}
@@ -131,6 +133,12 @@ class RunContext:
             rt = self.runtimes[path] = StepRuntime(label, path, self, **options)
             self.report.steps[path] = rt.stats
         return rt
+
+    def count_closed(self) -> None:
+        """After the nodes are closed: count what each holding node did with the items
+        a stopped run left in it (``Node.settled_at_close``)."""
+        for node, rt in self.holders.values():
+            rt.settle_close(*node.settled_at_close())
 
     def dead_letter(self, error: StepError) -> None:
         self.report.dead_letters.append(error)
