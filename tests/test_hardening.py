@@ -139,6 +139,35 @@ async def test_a_failing_run_abandons_a_blocked_thread_call():
         release.set()
 
 
+def test_daemon_thread_pool_runs_calls_on_at_most_its_workers_and_drops_queued_ones_on_shutdown():
+    from rxbot.engine.daemon_pool import DaemonThreadPool
+
+    pool = DaemonThreadPool(2, name="t")
+    gate = threading.Event()
+    names = set()
+
+    def work(x):
+        names.add(threading.current_thread().name)
+        assert threading.current_thread().daemon
+        gate.wait(10)
+        if x == 1:
+            raise KeyError(x)
+        return x * 10
+
+    running = [pool.submit(work, i) for i in range(2)]
+    queued = pool.submit(work, 2)
+    pool.shutdown(wait=False, cancel_futures=True)
+    assert queued.cancelled()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(work, 3)
+    gate.set()
+    assert running[0].result(10) == 0
+    with pytest.raises(KeyError):
+        running[1].result(10)
+    assert names == {"t_0", "t_1"}
+    pool.shutdown(wait=True)
+
+
 SCRIPT = """
 import os, signal, sys, time
 from rxbot import Pipe, Step, config
