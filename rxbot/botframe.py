@@ -78,6 +78,7 @@ class BotFrame(metaclass=_FrameType):
             from .config import config
 
             watch = config.watch
+        claim_pipes(chosen)
         try:
             if watch is None or watch is False:
                 return await run_pipes(chosen)
@@ -85,6 +86,8 @@ class BotFrame(metaclass=_FrameType):
 
             return await follow(watch, chosen, lambda observe: run_pipes(chosen, observe))
         finally:
+            for p in chosen:
+                p._running = False
             cls.last_run = (chosen, chosen[0].report)
 
     @classmethod
@@ -153,6 +156,20 @@ class BotFrame(metaclass=_FrameType):
     def clear(cls) -> None:
         """Forget pending pipes without running them."""
         cls._pending.clear()
+
+
+def claim_pipes(pipes: Sequence[Any]) -> None:
+    """Mark ``pipes`` as running, or refuse: one Pipe object run twice at once would run
+    its steps (and its nodes' ``init``/``close``) twice over shared state, without a word."""
+    seen: set = set()
+    for p in pipes:
+        if getattr(p, "_running", False) or id(p) in seen:
+            raise PipelineError(
+                f"pipe {p.label()!r} is already running; a Pipe object runs once at a time "
+                f"(await the first run, or build a second Pipe)")
+        seen.add(id(p))
+    for p in pipes:
+        p._running = True
 
 
 class _DryRun:

@@ -95,6 +95,7 @@ async def run_pipes(pipes: Sequence[Pipe], observe: Optional[Callable[[RunReport
     finally:
         await ctx.shutdown()
         await close_nodes(inited)
+        ctx.count_closed()
         for pipe in pipes:
             pipe._finished = True
             pipe.report = ctx.report
