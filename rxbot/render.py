@@ -62,6 +62,8 @@ KINDS: Dict[str, Tuple[Dict[str, str], str]] = {
     "zip": (dict(shape="invtrapezium", style="filled", fillcolor="#e5e7eb"), "zip → tuple"),
 }
 _FAILED = dict(color="#dc2626", penwidth="2")
+#: the count lines of a node on the live page, before the first numbers arrive
+LIVE_PLACEHOLDER = ("in=0 out=0 failed=0 dropped=0", "0 items/s")
 _BYPASS_STYLE = dict(style="dashed", weight="4")
 
 
@@ -260,6 +262,8 @@ class _Drawer:
         self.counted[path] = counted
         if stats is None:
             return _text(text)
+        if getattr(self.report, "live", False):  # room for the numbers a live page writes
+            return _text(text, *LIVE_PLACEHOLDER)
         rate = rate_text(max(stats.inp, stats.out), self.seconds) if self.seconds > 0 else None
         return _text(text, *count_lines(stats, counted, rate))
 

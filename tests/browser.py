@@ -98,8 +98,15 @@ class Browser:
                     raise RuntimeError(f"{method}: {message['error']}")
                 return message.get("result", {})
 
-    async def goto(self, url: str) -> None:
+    async def goto(self, url: str, timeout: float = 30) -> None:
+        """Open ``url`` and return once its document has loaded."""
         await self.call("Page.navigate", url=url)
+        check = f"location.href === {json.dumps(url)} && document.readyState === 'complete'"
+        for _ in range(int(timeout / 0.05)):
+            if await self.eval(check):
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"{url} did not load in {timeout} s")
 
     async def eval(self, expression: str) -> Any:
         """The JSON value of ``expression`` evaluated in the page."""

@@ -28,6 +28,15 @@ class RunReport:
     error: BaseException | None = None
     #: (step, item) of every boosted call still running when the shutdown grace ran out
     abandoned: List[Tuple[str, Any]] = field(default_factory=list)
+    #: while running: callables that move counts kept inside fused sync code into
+    #: ``steps`` (see :meth:`refresh`)
+    publishers: Dict[Any, None] = field(default_factory=dict, repr=False, compare=False)
+
+    def refresh(self) -> None:
+        """Bring the counts of inline sync steps up to date now (they are otherwise
+        added when their segment ends); for live views, on the run's event loop."""
+        for publish in list(self.publishers):
+            publish()
 
     def __getitem__(self, path: str) -> StepStats:
         return self.steps[path]

@@ -298,6 +298,7 @@ class SyncSegment(Stage):
         self.counters = ([0] * n, [0] * n, [0] * n) if counting else None
         if counting:
             ctx.on_shutdown(self.publish_counts)
+            ctx.report.publishers[self.publish_so_far] = None  # live views pull counts
 
     @property
     def boundary(self) -> Boundary:
@@ -322,17 +323,24 @@ class SyncSegment(Stage):
         self.lane.close()
 
     def publish_counts(self) -> None:
-        """Add this segment's counters to the steps' stats (once; segments of a
-        BlockedJoin branch are built per item and all add up)."""
+        """Add this segment's counters to the steps' stats, for the last time (segments
+        of a BlockedJoin branch are built per item and all add up)."""
+        self.publish_so_far()
+        self.counters = None
+        self.ctx.forget(self.publish_counts)
+        self.ctx.report.publishers.pop(self.publish_so_far, None)
+
+    def publish_so_far(self) -> None:
+        """Move what the fused code has counted so far into the steps' stats (the
+        counter lists are zeroed in place: the fused code keeps counting into them)."""
         if self.counters is None:
             return
         ci, co, cn = self.counters
-        for rt, i, o, none in zip(self.runtimes, ci, co, cn):
-            rt.stats.inp += i
-            rt.stats.out += o
-            rt.stats.filtered += none
-        self.counters = None
-        self.ctx.forget(self.publish_counts)
+        for k, rt in enumerate(self.runtimes):
+            rt.stats.inp += ci[k]
+            rt.stats.out += co[k]
+            rt.stats.filtered += cn[k]
+            ci[k] = co[k] = cn[k] = 0
 
     def maybe_complete(self) -> None:
         if self.ctx.stopped:

@@ -234,9 +234,9 @@ def _draw(pipes: Sequence[Any]) -> Dict[str, Any]:
 
 
 class _ZeroReport:
-    """A report in which every step counted nothing yet, over one second."""
+    """A report in which no step counted anything yet: nodes get room for the numbers."""
 
-    live = True  # no run time in the pipes' titles
+    live = True  # placeholder count lines, no run time in the pipes' titles
 
     def __init__(self, paths: Any) -> None:
         from ..engine.policy import StepStats

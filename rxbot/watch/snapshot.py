@@ -39,6 +39,8 @@ class Sampler:
     def snapshot(self, report: Any, state: str = "running", error: Optional[BaseException] = None) -> Dict[str, Any]:
         """The JSON-able picture of ``report`` now. A finished run (``state`` other than
         ``'running'``) reports each step's average rate over the run, as render does."""
+        if state == "running":
+            report.refresh()
         now = time.perf_counter()
         running = state == "running"
         seconds = now - self.started if running else float(report.seconds or 0.0)
