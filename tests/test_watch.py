@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -261,3 +262,17 @@ async def test_browser_sees_counts_grow_then_the_final_report(tmp_path):
     target = os.environ.get("RXBOT_DOCS_SCREENSHOT")
     if target:
         Path(target).write_bytes(shot)
+
+
+def test_the_watch_benchmark_runs_and_its_viewer_sees_the_runs():
+    from benchmarks import bench_watch
+
+    rows = bench_watch.main(["--quick", "--repeat", "1"])
+    assert [r.case for r in rows] == [
+        "B1 20,000 ints watch off", "B1 20,000 ints watch on", "B1 20,000 ints on/off (wall)",
+        "B1 20,000 ints on/off (CPU)", "B3 20,000 into async sink watch off", "B3 20,000 into async sink watch on",
+        "B3 20,000 into async sink on/off (wall)", "B3 20,000 into async sink on/off (CPU)",
+        "server start (once per process)"]
+    assert not any("WRONG" in r.note for r in rows)
+    events, graphs = map(int, re.match(r"the viewer read (\d+) snapshots and (\d+) graphs", rows[-1].note).groups())
+    assert graphs >= 2 and events >= graphs  # it followed both watched runs
