@@ -574,6 +574,14 @@ def test_json_codec_exceptions_and_step_errors():
     assert isinstance(back.exception, ReplayedError) and back.exception.message == "down"
 
 
+def test_json_codec_keeps_where_a_piped_in_exception_failed():
+    from rxbot.errors import annotate
+
+    back = decode_json(encode_json(annotate(KeyError("k"), "lookup", {"id": 4})))
+    assert type(back) is KeyError and back.args == ("k",)
+    assert (back.rxbot_step, back.rxbot_item) == ("lookup", {"id": 4})
+
+
 def test_dataclasses_are_rebuilt_without_calling_init():
     line = encode_json(Counted(4))
     before = Counted.inits

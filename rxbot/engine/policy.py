@@ -48,7 +48,8 @@ def _short_text(exc: BaseException, limit: int = 200) -> str:
 
 
 class StepRuntime:
-    __slots__ = ("label", "path", "policy", "retries", "timeout", "stats", "ctx", "concurrency", "describe")
+    __slots__ = ("label", "path", "policy", "retries", "timeout", "stats", "ctx", "concurrency", "describe",
+                 "in_flight")
 
     def __init__(self, label: str, path: str, ctx: Any, *, on_error: str | None = None,
                  retries: int | None = None, timeout: float | None = None,
@@ -64,6 +65,9 @@ class StepRuntime:
         self.timeout = timeout
         self.concurrency = concurrency or config.default_concurrency
         self.stats = StepStats(path)
+        #: items accepted by an async step or a source and not finished yet (for
+        #: BotFrame.debug(); sync steps run inline and hold none)
+        self.in_flight = 0
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter for the ``attempt``-th retry (1-based)."""
@@ -73,7 +77,8 @@ class StepRuntime:
     def final(self, exc: BaseException, item: Any) -> tuple[str, Any]:
         """Decide the fate of an item whose step failed for good.
 
-        Returns ``(RAISE, exc)`` (stop the run), ``(DROP, None)`` or ``(PIPEIN, StepError)``.
+        Returns ``(RAISE, exc)`` (stop the run), ``(DROP, None)`` or ``(PIPEIN, exc)``: the
+        original exception, annotated with the step and item (see :func:`annotate`).
         """
         if isinstance(exc, asyncio.CancelledError):
             return RAISE, exc
@@ -90,14 +95,15 @@ class StepRuntime:
             if replay is not None and replay.poison(self, error):
                 return DROP, None
             return RAISE, error
-        error = StepError(self.label, item, exc, shown)
-        self.ctx.dead_letter(error)
+        self.ctx.dead_letter(StepError(self.label, item, exc, shown))
         if policy == "ignore":
             self.stats.dropped += 1
             log.warning("rxbot: dropped item %s in step %r: %s: %s", shown,
                         self.label, type(exc).__name__, _short_text(exc))
             return DROP, None
-        return PIPEIN, error
+        # databot sent the exception object itself downstream: isinstance() and str()
+        # must hold there, so the step and item ride along as a note and attributes
+        return PIPEIN, annotate(exc, self.label, item, shown)
 
     async def call_with_retry(self, fn: Callable[[Any], Any], item: Any, first_error: BaseException | None = None) -> Any:
         """Call ``fn(item)`` (awaiting a coroutine result) under this step's retry budget.

@@ -5,6 +5,7 @@ import asyncio
 import logging
 from typing import Any, Iterator, List, Sequence
 
+from .. import live
 from ..config import config
 from ..errors import annotate
 from ..flow import Pipe, Route
@@ -68,6 +69,7 @@ async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
     from ..replay import session as replay_session  # replay:
     ctx.replay = replay_session(ctx)  # replay: None unless config.replay_mode
     inited: List[Node] = []
+    live.started(ctx, pipes)  # BotFrame.bots / debug()
     try:
         await init_nodes(nodes_of(pipes), inited)
         builder = Builder(ctx)
@@ -89,6 +91,7 @@ async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
             await asyncio.gather(everything, return_exceptions=True)
     finally:
         await ctx.shutdown()
+        live.ended(ctx)
         await close_nodes(inited)
         for pipe in pipes:
             pipe._finished = True

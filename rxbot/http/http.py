@@ -27,7 +27,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ..config import POLICIES
+from ..config import policy_name
 from ..node import Node
 
 log = logging.getLogger("rxbot")
@@ -328,9 +328,8 @@ class HttpLoader(Node):
         for arg, value in (("raise_for_status", raise_for_status), ("retry_non_idempotent", retry_non_idempotent)):
             if not isinstance(value, bool):
                 self._bad(arg, "True or False", value, error=TypeError)
-        if on_error is not None and on_error not in POLICIES:
-            self._bad("on_error", f"one of {POLICIES} or None", on_error,
-                      error=ValueError if isinstance(on_error, str) else TypeError)
+        if on_error is not None:
+            on_error = policy_name(on_error, "HttpLoader: argument 'on_error'")
         if session_policy is not None:
             log.warning("rxbot: HttpLoader ignores databot's 'session_policy' argument "
                         "(one session per run is always used)")

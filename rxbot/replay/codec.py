@@ -198,6 +198,13 @@ def _enc_exception(x: BaseException) -> dict:
             out["a"] = [_enc(a) for a in x.args]
         except ReplayEncodeError:
             pass
+    step = getattr(x, "rxbot_step", None)  # a pipein item: where it failed
+    if isinstance(step, str):
+        out["s"] = step
+        try:
+            out["i"] = _enc(getattr(x, "rxbot_item", None))
+        except ReplayEncodeError:
+            pass
     return out
 
 
@@ -276,6 +283,14 @@ def _dec_registered(v: dict) -> Any:
 
 
 def _dec_exception(v: dict) -> BaseException:
+    exc = _dec_exception_object(v)
+    if "s" in v:  # a pipein item: the step and item it failed in, as they were recorded
+        exc.rxbot_step = v["s"]  # type: ignore[attr-defined]
+        exc.rxbot_item = _dec(v["i"]) if "i" in v else None  # type: ignore[attr-defined]
+    return exc
+
+
+def _dec_exception_object(v: dict) -> BaseException:
     ref = v["c"]
     module_name, _, qualname = ref.partition(":")
     if module_name == "builtins":
