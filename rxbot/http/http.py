@@ -17,6 +17,7 @@ final 4xx/5xx an :class:`HttpError` too.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import email.utils
 import json as _json
 import logging
@@ -205,12 +206,10 @@ class HttpError(Exception):
 
     def __init__(self, method: str, url: Any, *, status: int | None = None, reason: str = "",
                  attempts: int = 1, cause: BaseException | None = None,
-                 response: HttpResponse | None = None, detail: str = "") -> None:
+                 response: HttpResponse | None = None, detail: str = "", what: str | None = None) -> None:
         shown = safe_url(url)
-        if status is not None:
-            what = f"HTTP {status}{' ' + reason if reason else ''}"
-        else:
-            what = safe_cause(cause)
+        if what is None:  # ``what`` went wrong, unless the caller says it better
+            what = f"HTTP {status}{' ' + reason if reason else ''}" if status is not None else safe_cause(cause)
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         super().__init__(f"HttpLoader: {method} {shown} failed{tries}: {what}{detail}")
         self.method = method
@@ -248,6 +247,18 @@ def _retry_after(value: str | None) -> float | None:
     if when is None:
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _charset(resp: aiohttp.ClientResponse) -> str:
+    """The body's charset from Content-Type if Python knows it, else UTF-8 (what
+    aiohttp's ``get_encoding()`` answers by default, which needs ``read()``)."""
+    name = resp.charset
+    if name:
+        try:
+            return codecs.lookup(name).name
+        except LookupError:
+            pass
+    return "utf-8"
 
 
 def _is_number(value: Any) -> bool:
@@ -551,7 +562,8 @@ class HttpLoader(Node):
         if length is not None and length > limit and encoding.lower() == "identity":
             resp.close()
             raise HttpResponseTooLarge(method, url, attempts=attempt, status=resp.status, reason=resp.reason or "",
-                                       detail=f" (Content-Length {length} bytes exceeds max_size={limit})")
+                                       what=f"response body of {length} bytes (Content-Length) exceeds "
+                                            f"max_size={limit}")
         chunks: list = []
         size = 0
         async for chunk in resp.content.iter_chunked(1 << 16):
@@ -561,8 +573,8 @@ class HttpLoader(Node):
                 resp.close()  # the rest is never read; the connection is not reused
                 raise HttpResponseTooLarge(
                     method, url, attempts=attempt, status=resp.status, reason=resp.reason or "",
-                    detail=f" (body larger than max_size={limit} bytes after decoding; "
-                           f"Content-Encoding: {encoding})")
+                    what=f"response body larger than max_size={limit} bytes once decoded "
+                         f"(Content-Encoding: {encoding}); reading stopped there")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -589,7 +601,7 @@ class _Call:
                 async with self.session.request(method, url, proxy=loader.proxy, **self.spec) as resp:
                     body = await loader.read_body(resp, method, url, attempt)
                     response = HttpResponse(resp.status, body, url=str(resp.url), headers=resp.headers,
-                                            encoding=resp.get_encoding(), reason=resp.reason or "",
+                                            encoding=_charset(resp), reason=resp.reason or "",
                                             method=method, attempts=attempt)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 # raised below, outside this block: neither chained nor as __context__,
