@@ -53,19 +53,25 @@ class BotInfo:
     ``failed``/``retried``/``cancelled`` are the run report's counters, read live;
     ``in_flight`` is the number of items the step holds right now (async steps and
     sources; sync steps run inline and hold none); ``stopped`` is true once the step's
-    pipe has finished (databot's misspelt ``stoped`` reads the same).
+    pipe has finished (databot's misspelt ``stoped`` reads the same). ``counted`` is
+    False for a sync step whose items are not counted (``config.metrics`` off and the
+    ``raise`` policy: counting costs time on the hottest path); its ``inp``, ``out`` and
+    ``filtered`` are then None.
     """
 
-    __slots__ = ("label", "path", "stats", "_runtime", "_run")
+    __slots__ = ("label", "path", "stats", "counted", "_runtime", "_run")
 
-    def __init__(self, runtime: Any, run: _Run) -> None:
+    def __init__(self, runtime: Any, run: _Run, counted: bool = True) -> None:
         self.label: str = runtime.label
         self.path: str = runtime.path
         self.stats = runtime.stats
+        self.counted = counted
         self._runtime = runtime
         self._run = run
 
     def __getattr__(self, name: str) -> Any:
+        if name in ("inp", "out", "filtered") and not self.counted:
+            return None
         if name in ("inp", "out", "filtered", "dropped", "failed", "retried", "cancelled"):
             return getattr(self.stats, name)
         raise AttributeError(name)
@@ -106,10 +112,13 @@ def bots() -> List[BotInfo]:
     only counted when ``config.metrics`` is on or the step's policy is not ``raise``)."""
     out: List[BotInfo] = []
     for run in _shown_runs():
+        uncounted = set()
         for seg in list(run.ctx.segments):
             seg.publish_counts(final=False)
+            if not seg.counting:
+                uncounted.update(id(rt) for rt in seg.runtimes)
         runtimes = sorted(run.ctx.runtimes.values(), key=lambda rt: _path_order(rt.path))
-        out.extend(BotInfo(rt, run) for rt in runtimes)
+        out.extend(BotInfo(rt, run, id(rt) not in uncounted) for rt in runtimes)
     return out
 
 
@@ -129,10 +138,14 @@ def snapshot() -> str:
                      f"{len(entries)} step(s), {held} item(s) in flight")
         for b in entries:
             s = b.stats
+            counts = f"in={s.inp} out={s.out}" if b.counted else "in=- out=-"
             extra = "".join(f" {k}={getattr(s, k)}" for k in ("filtered", "dropped", "retried", "cancelled")
                             if getattr(s, k))
-            lines.append(f"  {b.path}: in={s.inp} out={s.out} failed={s.failed}{extra} "
+            lines.append(f"  {b.path}: {counts} failed={s.failed}{extra} "
                          f"in_flight={b.in_flight}{' (stopped)' if b.stopped else ''}")
+        if any(not b.counted for b in entries):
+            lines.append("  (in=- out=-: a sync step under the raise policy; set config.metrics = True "
+                         "to count its items)")
     return "\n".join(lines)
 
 

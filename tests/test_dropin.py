@@ -173,6 +173,7 @@ def test_debug_from_a_timer_step_shows_the_live_run(caplog):
     def show_info(tick):
         snapshots.append(BotFrame.debug())
         bots_seen.append({b.path: (b.inp, b.out, b.in_flight) for b in BotFrame.bots})
+        assert [b.counted for b in BotFrame.bots if b.label == "show_info"] == [False]
         if tick == 2:
             release.set()
 
@@ -188,6 +189,9 @@ def test_debug_from_a_timer_step_shows_the_live_run(caplog):
     assert bots_seen[0]["P1[2] slow"] == (3, 0, 3)
     assert bots_seen[0]["P2[1] Timer(0.01s)"] == (1, 1, 1)
     assert first in caplog.text  # logged, as databot's debug() did
+    # a sync step under 'raise' is not counted (that costs time): said, not shown as 0
+    assert "  P2[2] show_info: in=- out=- failed=0 in_flight=0" in first.splitlines()
+    assert first.splitlines()[-1].startswith("  (in=- out=-: a sync step under the raise policy")
     # the last snapshot came after the work finished: every item through, none held
     assert bots_seen[-1]["P1[2] slow"] == (5, 5, 0)
 

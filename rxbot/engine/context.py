@@ -78,7 +78,7 @@ class RunContext:
         self.executors: Dict[Any, Any] = {}
         # weak: the gates of a finished BlockedJoin sub-flow must not pile up for the run
         self.gates: "weakref.WeakSet[Gate]" = weakref.WeakSet()
-        # counting sync segments, whose counters BotFrame.debug() publishes mid-run
+        # sync segments: BotFrame.debug() publishes their counters mid-run
         self.segments: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._closers: Dict[Any, None] = {}
         self.replay: Any = None  # replay: rxbot.replay.ReplaySession when config.replay_mode

@@ -295,9 +295,10 @@ class SyncSegment(Stage):
             rt.policy != "raise" for rt in self.runtimes)
         n = len(self.runtimes)
         self.counters = ([0] * n, [0] * n, [0] * n) if counting else None
+        self.counting = counting
+        ctx.segments.add(self)  # BotFrame.debug() publishes counts mid-run or says there are none
         if counting:
             ctx.on_shutdown(self.publish_counts)
-            ctx.segments.add(self)  # BotFrame.debug() publishes counts mid-run
 
     @property
     def boundary(self) -> Boundary:
