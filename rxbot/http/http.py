@@ -564,19 +564,18 @@ class HttpLoader(Node):
             raise HttpResponseTooLarge(method, url, attempts=attempt, status=resp.status, reason=resp.reason or "",
                                        what=f"response body of {length} bytes (Content-Length) exceeds "
                                             f"max_size={limit}")
-        chunks: list = []
-        size = 0
+        # one growing buffer (large ones grow in place, outside the small-object heap)
+        body = bytearray()
         async for chunk in resp.content.iter_chunked(1 << 16):
-            size += len(chunk)
-            if size > limit:
-                chunks.clear()
+            if len(body) + len(chunk) > limit:
+                del body
                 resp.close()  # the rest is never read; the connection is not reused
                 raise HttpResponseTooLarge(
                     method, url, attempts=attempt, status=resp.status, reason=resp.reason or "",
                     what=f"response body larger than max_size={limit} bytes once decoded "
                          f"(Content-Encoding: {encoding}); reading stopped there")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            body += chunk
+        return bytes(body)
 
 
 class _Call:
