@@ -6,7 +6,8 @@ from a second pipe whose Timer step called ``BotFrame.debug()`` every 2 s. Here 
 same pipes run against the local search site of ``spider.py`` (127.0.0.1, a free port,
 each page taking 0.2 s) with a Timer of 0.1 s, and the rows go to a SQLite file through
 ``rxbot.db.sqlite.Insert`` with databot's SQL text, so no server is needed (the MySQL
-``Insert`` takes the same statement). The graph is written as DOT source.
+``Insert`` takes the same statement). The pages are parsed by ``spider.py``'s functions
+of the same names. The graph is written as DOT source.
 
 ``BotFrame.debug()`` logs a snapshot of the live run on the ``rxbot`` logger (stderr
 here, through ``logging.basicConfig``): every step with its counts and the items it
@@ -19,49 +20,18 @@ import logging
 import os
 import sqlite3
 import sys
-import uuid
-from urllib.parse import quote_plus, urljoin
+from urllib.parse import quote_plus
 
 from rxbot.flow import Pipe, Branch, Timer
 from rxbot.botframe import BotFrame
 from rxbot.http.http import HttpLoader, HttpResponse
 from rxbot.db.sqlite import Insert
 
-from spider import SearchSite, parse, where
+# the page parsers of spider.py: every entry of a result page (a Result with keyword,
+# page, rank, title and url), and the links to the other result pages
+from spider import SearchSite, get_all_items, get_all_page_url
 
 logging.basicConfig(level=logging.DEBUG)
-
-
-class ResultItem:
-
-    def __init__(self):
-        self.id: str = ''
-        self.name: str = ''
-        self.url: str = ' '
-        self.page_rank: int = 0
-        self.page_no: int = 0
-
-    def __repr__(self):
-        return self.name
-
-
-# every entry of a result page
-def get_all_items(response):
-    result = []
-    for rank, (title, url) in enumerate(parse(response).results):
-        r = ResultItem()
-        r.id = str(uuid.uuid4())
-        r.page_rank = rank
-        r.name = title
-        r.url = url
-        r.page_no = where(response)[1]
-        result.append(r)
-    return result
-
-
-# the links to the other result pages
-def get_all_page_url(response):
-    return [urljoin(response.url, href) for href in parse(response).page_links]
 
 
 def show_info(i):
@@ -71,7 +41,7 @@ def show_info(i):
 async def main(db_file):
     with sqlite3.connect(db_file) as conn:
         conn.execute("drop table if exists baidu")
-        conn.execute("create table baidu (id text, name text, url text, page_rank int, page_no int)")
+        conn.execute("create table baidu (keyword text, name text, url text, page_rank int, page_no int)")
     conn.close()
     async with SearchSite(latency=0.2) as site:
         words = ['asyncio', 'reactive streams']
@@ -79,7 +49,7 @@ async def main(db_file):
         urls = [search_url % quote_plus(word) for word in words]
 
         # make data flow net
-        insert = Insert("insert into baidu (id,name ,url,page_rank,page_no)values('{id}','{name}' ,'{url}',{page_rank},{page_no})",
+        insert = Insert("insert into baidu (keyword,name ,url,page_rank,page_no)values('{keyword}','{title}' ,'{url}',{rank},{page})",
                         path=db_file)
 
         p = Pipe(

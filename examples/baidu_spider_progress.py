@@ -6,54 +6,23 @@ line at once, one every ``delay`` seconds, and a last one with the total once th
 had finished. Here the same pipes run against the local search site of ``spider.py``
 (127.0.0.1, a free port, each page taking 0.2 s like a far-away server) with 20 searches
 and a delay of 0.25 s instead of 5 s; everything else is databot's script with
-``databot`` renamed ``rxbot``. The pages are parsed with the standard library's HTML
-parser (``spider.parse``) instead of BeautifulSoup.
+``databot`` renamed ``rxbot``. The pages are parsed by ``spider.py``'s functions of the
+same names, with the standard library's HTML parser instead of BeautifulSoup.
 
 Run: ``python examples/baidu_spider_progress.py``. Prints lines like
 ``got len item 110 speed:146.666667 per second,total cost: 0.75s``.
 """
 import asyncio
-import uuid
-from dataclasses import dataclass
-from urllib.parse import quote_plus, urljoin
+from urllib.parse import quote_plus
 
 from rxbot.flow import Pipe, Branch, Loop, Timer
 from rxbot.botframe import BotFrame
 from rxbot.http.http import HttpLoader
 from rxbot.config import config
 
-from spider import SearchSite, parse, where
-
-
-@dataclass
-class ResultItem:
-    id: str = ''
-    name: str = ''
-    url: str = ' '
-    page_rank: int = 0
-    page_no: int = 0
-
-    def __repr__(self):
-        return self.name
-
-
-# every entry of a result page
-def get_all_items(response):
-    result = []
-    for rank, (title, url) in enumerate(parse(response).results):
-        r = ResultItem()
-        r.id = uuid.uuid4()
-        r.page_rank = rank
-        r.name = title
-        r.url = url
-        r.page_no = where(response)[1]
-        result.append(r)
-    return result
-
-
-# the links to the other result pages
-def get_all_page_url(response):
-    return [urljoin(response.url, href) for href in parse(response).page_links]
+# the page parsers of spider.py: every entry of a result page (one Result each), and the
+# links to the other result pages
+from spider import SearchSite, get_all_items, get_all_page_url
 
 
 result = []

@@ -71,8 +71,8 @@ def test_baidu_spider_joined_calls_debug_from_a_timer_and_inserts_every_entry(tm
     stderr: list = []
     lines = run_example("baidu_spider_joined.py", tmp_path, stderr=stderr)
     assert lines[-1] == "11 rows in baidu"
-    assert "asyncio — Asynchronous I/O | page 1 #0" in lines
-    assert "PEP 3156 – Asynchronous IO Support Rebooted | page 3 #0" in lines
+    assert "asyncio — Asynchronous I/O | page 1 #1" in lines
+    assert "PEP 3156 – Asynchronous IO Support Rebooted | page 3 #1" in lines
     # BotFrame.debug() from the Timer step logged the live run at every tick
     heads = [line for line in stderr if line.startswith("INFO:rxbot:rxbot: 2 pipe(s) running for ")]
     assert len(heads) >= 2
