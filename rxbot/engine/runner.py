@@ -93,6 +93,7 @@ async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
         await ctx.shutdown()
         live.ended(ctx)
         await close_nodes(inited)
+        ctx.count_closed()
         for pipe in pipes:
             pipe._finished = True
             pipe.report = ctx.report
