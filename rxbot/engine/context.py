@@ -13,6 +13,7 @@ from reactivex.scheduler.eventloop import AsyncIOScheduler
 from ..config import config
 from ..errors import StepError
 from .gate import Boundary, Gate, halt
+from .hooks import Deferrals, StepFailure
 from .policy import StepRuntime, StepStats
 
 log = logging.getLogger("rxbot")
@@ -26,6 +27,8 @@ class RunReport:
     dead_letters: List[StepError] = field(default_factory=list)
     seconds: float = 0.0
     error: BaseException | None = None
+    #: top-level steps whose raise was deferred (see :mod:`rxbot.engine.hooks`)
+    failures: List[StepFailure] = field(default_factory=list)
 
     def __getitem__(self, path: str) -> StepStats:
         return self.steps[path]
@@ -79,7 +82,7 @@ class RunContext:
         # weak: the gates of a finished BlockedJoin sub-flow must not pile up for the run
         self.gates: "weakref.WeakSet[Gate]" = weakref.WeakSet()
         self._closers: Dict[Any, None] = {}
-        self.replay: Any = None  # replay: rxbot.replay.ReplaySession when config.replay_mode
+        self.deferrals: Deferrals | None = None  # set by hooks.attach when a RunHooks defers raises
 
     def on_shutdown(self, fn: Any) -> None:
         """Call ``fn()`` when the run ends, however it ends (e.g. publish counters),

@@ -48,7 +48,7 @@ def _short_text(exc: BaseException, limit: int = 200) -> str:
 
 
 class StepRuntime:
-    __slots__ = ("label", "path", "policy", "retries", "timeout", "stats", "ctx", "concurrency", "describe")
+    __slots__ = ("label", "path", "policy", "retries", "timeout", "stats", "ctx", "concurrency", "describe", "top")
 
     def __init__(self, label: str, path: str, ctx: Any, *, on_error: str | None = None,
                  retries: int | None = None, timeout: float | None = None,
@@ -64,6 +64,8 @@ class StepRuntime:
         self.timeout = timeout
         self.concurrency = concurrency or config.default_concurrency
         self.stats = StepStats(path)
+        #: (pipe, top-level step) this step belongs to, set when built with RunHooks
+        self.top: tuple | None = None
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter for the ``attempt``-th retry (1-based)."""
@@ -86,8 +88,8 @@ class StepRuntime:
         shown = self.describe(item)
         if policy == "raise":
             error = annotate(exc, self.label, item, shown)
-            replay = getattr(self.ctx, "replay", None)  # replay: poison the step, run on, raise at the end
-            if replay is not None and replay.poison(self, error):
+            deferrals = self.ctx.deferrals
+            if deferrals is not None and deferrals.defer(self.top, error):
                 return DROP, None
             return RAISE, error
         error = StepError(self.label, item, exc, shown)
