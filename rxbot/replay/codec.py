@@ -15,6 +15,7 @@ unpickle a file whose signature does not match.
 from __future__ import annotations
 
 import base64
+import builtins
 import dataclasses
 import datetime
 import decimal
@@ -26,7 +27,10 @@ import pickle
 import struct
 import sys
 import uuid
+import zoneinfo
 from typing import Any, BinaryIO, Callable, Dict, Iterator, Tuple
+
+from ..errors import StepError
 
 OPT_IN = ("config.replay_serializer = 'pickle' (the cache is then signed with an HMAC key "
           "kept beside it and refused if the signature does not match)")
@@ -184,8 +188,6 @@ def _enc(x: Any) -> Any:
 
 
 def _enc_exception(x: BaseException) -> dict:
-    from ..errors import StepError
-
     if type(x) is StepError:
         try:
             item = _enc(x.item)
@@ -250,8 +252,6 @@ def _dec_dataclass(v: dict) -> Any:
 def _dec_datetime(v: dict) -> datetime.datetime:
     value = datetime.datetime.fromisoformat(v["v"])
     if "tz" in v:
-        import zoneinfo
-
         value = value.replace(tzinfo=zoneinfo.ZoneInfo(v["tz"]), fold=v.get("fold", 0))
     return value
 
@@ -259,8 +259,6 @@ def _dec_datetime(v: dict) -> datetime.datetime:
 def _dec_time(v: dict) -> datetime.time:
     value = datetime.time.fromisoformat(v["v"])
     if "tz" in v:
-        import zoneinfo
-
         value = value.replace(tzinfo=zoneinfo.ZoneInfo(v["tz"]), fold=v.get("fold", 0))
     return value
 
@@ -279,8 +277,6 @@ def _dec_exception(v: dict) -> BaseException:
     ref = v["c"]
     module_name, _, qualname = ref.partition(":")
     if module_name == "builtins":
-        import builtins
-
         cls = getattr(builtins, qualname, None)
         if isinstance(cls, type) and issubclass(cls, BaseException):
             args = [_dec(a) for a in v["a"]] if "a" in v else [v["m"]]
@@ -292,8 +288,6 @@ def _dec_exception(v: dict) -> BaseException:
 
 
 def _dec_steperror(v: dict) -> Any:
-    from ..errors import StepError
-
     item = v["item"]
     item = ("<not stored: " + item["v"] + ">") if isinstance(item, dict) and item.get("$") == "repr" else _dec(item)
     return StepError(v["step"], item, _dec_exception(v["exc"]))
