@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -170,7 +171,7 @@ def test_databot_replayex_run_twice_prints_what_databot_prints(tmp_path):
     assert [x for x in lines if x.startswith("double")] == [f"double {i}" for i in range(10)]
     assert [x for x in lines if x and not x.startswith("double")] == ["0", "6", "12", "18", "24", "30"]
     assert calls.read_text().split() == [str(i) for i in range(10)]  # double ran to its end
-    assert "3 later items were not given to step 3" in first.stderr
+    assert "the 3 item(s) that reached step 3 after it failed were not given to it" in first.stderr
 
     # databot's second run: double is not called, triple gets all 10 saved items, and,
     # unchanged, fails on its 7th call again
@@ -200,6 +201,34 @@ def test_the_example_file_itself(tmp_path):
     second = python(job, RXBOT_EXAMPLE_DELAY=0.01)
     assert second.returncode == 1 and "triple failed on its call 7" in second.stderr
     assert second.stdout == "0\n6\n12\n18\n24\n30\n"  # databot's second run, exactly
+
+
+def _blocks(text: str, lang: str) -> list:
+    return [b.split("\n", 1)[1] for b in text.split("```")[1::2] if b.startswith(lang + "\n")]
+
+
+def test_the_worked_example_of_the_docs_runs_as_shown(tmp_path):
+    page = (ROOT / "docs" / "replay.md").read_text()
+    code, fix = _blocks(page, "python")[:2]
+    job = script(tmp_path / "shop.py", code)
+    for n, console in enumerate(_blocks(page, "console")):
+        if n == 1:  # the user's fix
+            old = code[code.index("def with_vat"):code.index("def show")].strip()
+            job.write_text(job.read_text().replace(old, fix.strip()))
+        lines = console.strip().split("\n")
+        assert lines[0] == "$ python shop.py"
+        proc = python(job)
+        assert proc.stdout.split("\n")[:-1] == [x for x in lines if x[:1].isdigit()]
+        logged = [x for x in proc.stderr.split("\n") if x.startswith("rxbot replay:")]
+        shown = [x for x in lines if x.startswith("rxbot replay:")]
+        assert len(logged) == len(shown)
+        for got, want in zip(logged, shown):
+            assert re.fullmatch(".*".join(map(re.escape, want.split("..."))), got), (got, want)
+        if "Traceback (most recent call last):" in lines:
+            assert proc.returncode == 1 and proc.stderr.rstrip().endswith("\n".join(lines[-2:]))
+        else:
+            assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / ".rxbot").exists()
 
 
 # ---------------------------------------------------------------------------------------
@@ -496,6 +525,10 @@ def test_a_symbolic_link_in_the_cache_is_refused_never_followed(tmp_path, where,
         run(Loop(range(4)), _scale, Failing(2), print)
     with pytest.raises(ReplayPathError):
         clear_cache()
+    if where == "root":
+        cli = subprocess.run([sys.executable, "-m", "rxbot", "replay", "--clear", "--dir", str(real)],
+                             env=env(), capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 1 and "is a symbolic link" in cli.stderr
     assert link.is_symlink()  # not deleted
     assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == before  # nothing through it
 
@@ -563,11 +596,19 @@ KILLJOB = """\
     from rxbot import BotFrame, Loop, Pipe, config
     config.replay_mode = True
     N = int(os.environ["N"])
-    FAIL_AT = int(os.environ.get("FAIL_AT", "-1"))
-    if os.environ.get("KILL_AT") == "replace":  # a real kill -9 in the middle of saving
-        os.replace = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
-    if os.environ.get("KILL_AT") == "fsync":
-        os.fsync = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+    FAIL3 = int(os.environ.get("FAIL3", "-1"))
+    FAIL4 = int(os.environ.get("FAIL4", "-1"))
+    if os.environ.get("KILL_AT"):  # a real kill -9 at the n-th call of os.fsync or os.replace
+        name, n = os.environ["KILL_AT"].split(":")
+        original, calls = getattr(os, name), []
+
+        def killing(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == int(n):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(*args, **kwargs)
+
+        setattr(os, name, killing)
 
     def inc(x):
         with open("inc-calls.txt", "a") as fh:
@@ -575,42 +616,46 @@ KILLJOB = """\
         return x + 1
 
     def check(x):
-        if x == FAIL_AT:
+        if x == FAIL3:
             raise ValueError("bad %d" % x)
         return x
 
+    def check2(x):
+        if x == FAIL4:
+            raise ValueError("bad %d in step 4" % x)
+        return x
+
     got = []
-    Pipe(Loop(range(N)), inc, check, got.append)
+    Pipe(Loop(range(N)), inc, check, check2, got.append)
     BotFrame.run()
     print(len(got), sum(got))
 """
 
 
-def _files(folder: Path) -> dict:
-    return {p.name: p.read_bytes() for p in folder.iterdir()}
-
-
-@pytest.mark.parametrize("kill_at", ["fsync", "replace"])
+@pytest.mark.parametrize("kill_at", ["fsync:1", "replace:1", "fsync:2", "replace:2", "fsync:3"])
 def test_kill_9_while_saving_leaves_the_previous_cache_loadable(tmp_path, kill_at):
     job = script(tmp_path / "killjob.py", KILLJOB)
     folder = tmp_path / ".rxbot" / "replay" / "killjob" / "P1"
     calls = tmp_path / "inc-calls.txt"
-    first = python(job, N=1000, FAIL_AT=501)
+    first = python(job, N=1000, FAIL3=501)
     assert first.returncode == 1 and "bad 501" in first.stderr
-    before = _files(folder)
+    manifest = (folder / "manifest.json").read_bytes()
+    data = json.loads(manifest)["data"]["file"]
+    saved = (folder / data).read_bytes()
 
-    # the replayed run fails again (at another item), is killed while saving
-    killed = python(job, N=1000, FAIL_AT=700, KILL_AT=kill_at)
+    # step 3 passes now, step 4 fails: the run saves step 3's output instead, and is
+    # killed at some point of writing it (recording, renaming, the manifest)
+    killed = python(job, N=1000, FAIL4=700, KILL_AT=kill_at)
     assert killed.returncode == -signal.SIGKILL
     assert "the 1000 items step 2 (inc) produced then are fed into step 3" in killed.stderr
-    assert {k: v for k, v in _files(folder).items() if not k.endswith(".tmp")} == before
+    assert (folder / "manifest.json").read_bytes() == manifest and (folder / data).read_bytes() == saved
 
     last = python(job, N=1000)
     assert last.returncode == 0, last.stderr
     assert "the 1000 items step 2 (inc) produced then are fed into step 3" in last.stderr
     assert last.stdout.split() == ["1000", str(sum(range(1, 1001)))]
     assert len(calls.read_text().split()) == 1000  # inc ran in the first run only
-    assert not (tmp_path / ".rxbot").exists()
+    assert not (tmp_path / ".rxbot").exists()  # files the killed run left are gone too
 
 
 # ---------------------------------------------------------------------------------------

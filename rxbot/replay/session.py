@@ -254,16 +254,21 @@ class PipeSlot:
             if k != self.skip:  # the previous manifest and its data file stay as they were
                 (self.folder / data["file"]).unlink(missing_ok=True)
             raise
-        failure = failed[0] if failed else None
-        why = (f"step {failure.step} ({self.label(failure.step)}) failed "
-               f"({type(failure.error).__name__}); steps {self.skip + 1}-{failure.step - 1} ran to their end"
-               f"{f' and {failure.refused} later items were not given to step {failure.step}' if failure.refused else ''}"
-               if failure and failure.step > self.skip + 1 else
-               f"step {failure.step} ({self.label(failure.step)}) failed ({type(failure.error).__name__})"
-               if failure else f"the run stopped ({type(outcome.error).__name__})")
         log.warning("rxbot replay: pipe P%d: %s. Saved the %d items step %d (%s) produced in %s; fix the "
-                    "failing step and run again: steps 1-%d will be skipped", self.index, why, data["count"], k,
-                    self.label(k), self.folder, k)
+                    "failing step and run again: steps 1-%d will be skipped", self.index,
+                    self._why(failed[0] if failed else None, outcome.error), data["count"], k, self.label(k),
+                    self.folder, k)
+
+    def _why(self, failure: Any, error: Optional[BaseException]) -> str:
+        if failure is None:
+            return f"the run stopped ({type(error).__name__})"
+        n = failure.step
+        text = f"step {n} ({self.label(n)}) failed ({type(failure.error).__name__})"
+        if n > self.skip + 1:
+            text += f"; steps {self.skip + 1}-{n - 1} ran to their end"
+        if failure.refused:
+            text += f"; the {failure.refused} item(s) that reached step {n} after it failed were not given to it"
+        return text
 
     def discard(self) -> None:
         for rec in self.recorders.values():
