@@ -10,7 +10,6 @@ import logging
 import os
 import secrets
 import time
-from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import reactivex
@@ -19,7 +18,7 @@ from ..config import config
 from ..engine import RunHooks, RunOutcome
 from ..node import Timer
 from ..step import Step
-from .codec import ReplayEncodeError, codec
+from .codec import CODECS, ReplayEncodeError, codec
 from .keying import step_hash
 from .store import (MANIFEST, atomic_write, fsync_dir, is_ours, load_key, make_dirs, open_new, open_read,
                     refuse_links, remove_ours, replay_root, rmdir_empty, script_name)
@@ -161,7 +160,7 @@ class PipeSlot:
                 m = json.loads(fh.read())
             k, old, data = int(m["after"]), m["steps"], m["data"]
             if m["format"] != FORMAT or m["pipe"] != self.index or k < 1 or not is_ours(data["file"]) \
-                    or data["file"].endswith(".part") or len(old) < k:
+                    or data["file"].endswith(".part") or len(old) < k or data["serializer"] not in CODECS:
                 raise ValueError("inconsistent manifest")
             old_hashes = [s["hash"] for s in old]
             old_labels = [s["label"] for s in old]

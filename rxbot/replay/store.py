@@ -190,24 +190,19 @@ def clear_cache(dir: Any = None) -> int:
     """Delete every replay cache under ``dir`` (default ``config.replay_dir`` or the
     default location): only rxbot's own files, then the folders they leave empty.
     Returns the number of pipe caches removed. A symbolic link anywhere in the cache is
-    a :class:`ReplayPathError` and nothing is deleted."""
+    a :class:`ReplayPathError`, and then nothing is deleted."""
     root = replay_root(dir)
     refuse_links(root, root)
-    if not root.is_dir():
-        return 0
-    folders = [root] + [p for p in root.iterdir() if p.is_dir() or p.is_symlink()]
-    folders += [q for p in folders[1:] if p.is_dir() for q in p.iterdir() if q.is_dir() or q.is_symlink()]
-    for folder in folders:
-        refuse_links(root, folder)
-        for f in folder.iterdir():
-            refuse_links(root, f)
+    tree = list(os.walk(root, topdown=False))  # never descends into a linked folder
+    for folder, dirs, files in tree:
+        for name in dirs + files:
+            refuse_links(root, Path(folder) / name)
     removed = 0
-    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
-        removed += (folder / MANIFEST).is_file()
-        remove_ours(folder)
-        if folder != root:
-            rmdir_empty(folder)
-    rmdir_empty(root)
+    for folder, _, files in tree:
+        if len(Path(folder).relative_to(root).parts) <= 2:  # <root>/<script>/P<i>: the layout
+            removed += MANIFEST in files
+            remove_ours(Path(folder))
+            rmdir_empty(Path(folder))
     if root.parent.name == ".rxbot":
         rmdir_empty(root.parent)
     log.info("rxbot replay: removed %d cache(s) under %s", removed, root)
