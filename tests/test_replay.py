@@ -380,6 +380,28 @@ def test_multiple_pipes_routes_after_k_async_steps_and_generators(cache):
     assert not cache.exists()
 
 
+def test_async_generators_and_async_lists_before_and_after_k(cache):
+    calls, paired, out = [], [], []
+
+    async def expand(x):  # step 2: an async generator
+        calls.append(x)
+        yield x
+        yield x + 10
+
+    async def pair(x):  # step 3: an async step returning a list
+        paired.append(x)
+        await asyncio.sleep(0)
+        return [x, -x]
+
+    failing = Failing(5, fn=lambda x: x)
+    run_failing(Loop(range(3)), expand, pair, failing, out.append, error=RuntimeError)
+    failing.disarm()
+    out.clear()
+    run(Loop(range(3)), expand, pair, failing, out.append)
+    assert calls == [0, 1, 2] and len(paired) == 6  # expand and pair did not run again
+    assert sorted(out) == sorted(v for x in range(3) for y in (x, x + 10) for v in (y, -y))
+
+
 def test_a_failure_in_the_first_step_saves_nothing(cache, caplog):
     def first(_):
         raise ValueError("no data")
@@ -463,6 +485,12 @@ def test_step_hash_covers_code_arguments_data_and_routes_but_not_accumulated_sta
     different = [Step(_scale), Step(functools.partial(_scale, k=4)), Loop([1, 2, 4]),
                  Timer(delay=1, max_time=3), Fork(collect, Join(_scale, _scale)), Step(Failing(3))]
     assert all(step_hash(Pipe(a).steps[0]) != step_hash(Pipe(b).steps[0]) for a, b in zip(same, different))
+
+    def times(k):
+        return lambda x: x * k  # the same source line: only the closure value differs
+
+    assert step_hash(Pipe(times(2)).steps[0]) != step_hash(Pipe(times(3)).steps[0])
+    assert step_hash(Pipe(times(2)).steps[0]) == step_hash(Pipe(times(2)).steps[0])
     BotFrame.clear()
 
 
