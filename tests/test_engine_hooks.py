@@ -231,6 +231,21 @@ def test_an_async_step_failing_is_deferred_and_its_pipe_numbering_is_the_runs():
     assert hooks.recorded[(2, 2)].completed and hooks.recorded[(2, 2)].items == [0, 2, 4, 6, 8]
 
 
+def test_a_deferred_error_is_raised_when_its_pipe_has_finished_stopping_the_others():
+    async def slow(x):
+        await asyncio.sleep(0.01)
+        return x
+
+    hooks = Hooks(defer={1, 2})
+    failing = Pipe(Loop(range(5)), fails_on(2), print)
+    endless = Pipe(Loop(range(10**9)), slow, lambda x: None)
+    with pytest.raises(ValueError, match="bad item 2"):
+        run([failing, endless], hooks)
+    assert hooks.recorded[(1, 1)].completed and hooks.recorded[(1, 3)].completed  # pipe 1 ran to its end
+    assert not hooks.recorded[(2, 1)].completed  # pipe 2 was stopped, not waited for
+    assert [(f.pipe, f.step) for f in hooks.outcomes[0].failures] == [(1, 2)]
+
+
 def test_later_failures_after_a_deferred_one_are_listed_in_order():
     hooks = Hooks(defer={1})
     pipe = Pipe(Loop(range(6)), fails_on(4), fails_on(1), print)
