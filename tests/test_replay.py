@@ -18,7 +18,6 @@ import enum
 import fractions
 import functools
 import json
-import logging
 import os
 import pickle
 import re
@@ -34,7 +33,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from rxbot import BlockedJoin, BotFrame, Fork, Join, Loop, Pipe, Return, Step, StepError, Timer, config
+from rxbot import BotFrame, Fork, Join, Loop, Pipe, Return, Step, StepError, Timer, config
 from rxbot import replay
 from rxbot.replay import ReplayPathError, atomic_write, clear_cache
 from rxbot.replay.codec import (ReplayDecodeError, ReplayEncodeError, ReplayedError, decode_json,
