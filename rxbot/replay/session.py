@@ -48,23 +48,25 @@ class Recorder:
         self.digest = _digest(self.codec.name, session.key)
         self.fh: Any = None
         self.buf: List[bytes] = []
-        self.size = self.count = 0
+        self.count = 0
         self.complete = False
         self.broken = not write
 
     def operator(self, source: reactivex.Observable) -> reactivex.Observable:
         def subscribe(observer: Any, scheduler: Any = None) -> Any:
             forward = observer.on_next
-            dumps, frame, buf = self.codec.dumps, self.codec.frame, self.buf
+            dumps, frame, append = self.codec.dumps, self.codec.frame, self.buf.append
+            size = 0
 
             def on_next(x: Any) -> None:
+                nonlocal size
                 if not self.broken:
                     try:
                         record = frame(dumps(x))
-                        buf.append(record)
-                        self.count += 1
-                        self.size += len(record)
-                        if self.size >= 1 << 16:
+                        append(record)
+                        size += len(record)
+                        if size >= 1 << 16:
+                            size = 0
                             self._flush()
                     except (ReplayEncodeError, OSError) as exc:
                         self.fail(exc)
@@ -89,8 +91,8 @@ class Recorder:
             make_dirs(self.slot.session.root, self.slot.folder)
             self.fh = os.fdopen(open_new(self.path), "wb")
         block = b"".join(self.buf)
+        self.count += len(self.buf)
         self.buf.clear()
-        self.size = 0
         self.digest.update(block)
         self.fh.write(block)
 
