@@ -737,7 +737,7 @@ def test_a_million_items_are_recorded_and_replayed_with_flat_memory(tmp_path):
     assert replayed["count"] == 1_000_000
     # a million such dicts held at once would take about 250 MB
     for mem in (recorded, replayed):
-        assert mem["peak"] - mem["base"] < 60 * 2 ** 20, f"RSS grew by {(mem['peak'] - mem['base']) / 2 ** 20:.1f} MB"
+        assert mem["peak"] - mem["base"] < 30 * 2 ** 20, f"RSS grew by {(mem['peak'] - mem['base']) / 2 ** 20:.1f} MB"
 
 
 # ---------------------------------------------------------------------------------------
