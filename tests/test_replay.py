@@ -116,8 +116,8 @@ class Failing:
 # ---------------------------------------------------------------------------------------
 # acceptance: databot's examples/replayex.py, run twice
 # ---------------------------------------------------------------------------------------
-#: databot 0.1.8's examples/replayex.py (kkyon/botflow@0f36c17) with its imports renamed;
-#: only time.sleep(1) is shortened, and double's calls are also counted in a file
+#: databot's examples/replayex.py (kkyon/botflow) with its imports renamed to rxbot; only
+#: time.sleep(1) is shortened, and double's calls are also counted in a file
 DATABOT_REPLAYEX = """\
     from rxbot.flow import Pipe, Loop, Fork
     from rxbot.botframe import BotFrame
@@ -160,6 +160,12 @@ DATABOT_REPLAYEX = """\
 """
 
 
+#: what databot 0.1.8 itself prints on the second run of that script (measured on this
+#: machine: the databot-0.1.8 wheel on Python 3.7.16, 2026-11-27): it reloads the whole
+#: output of double, so triple, unchanged, gets all ten items and fails on its 7th call again
+DATABOT_SECOND_RUN_STDOUT = "0\n6\n12\n18\n24\n30\n"
+
+
 def test_databot_replayex_run_twice_prints_what_databot_prints(tmp_path):
     job = script(tmp_path / "replayex.py", DATABOT_REPLAYEX)
     calls = tmp_path / "calls.txt"
@@ -172,11 +178,11 @@ def test_databot_replayex_run_twice_prints_what_databot_prints(tmp_path):
     assert calls.read_text().split() == [str(i) for i in range(10)]  # double ran to its end
     assert "the 3 item(s) that reached step 3 after it failed were not given to it" in first.stderr
 
-    # databot's second run: double is not called, triple gets all 10 saved items, and,
-    # unchanged, fails on its 7th call again
+    # the second run: double is not called, triple gets all 10 saved items, and,
+    # unchanged, fails on its 7th call again -- exactly databot's output
     second = python(job)
     assert second.returncode == 1 and "raise Exception()" in second.stderr
-    assert second.stdout == "0\n6\n12\n18\n24\n30\n"
+    assert second.stdout == DATABOT_SECOND_RUN_STDOUT
     assert calls.read_text().split() == [str(i) for i in range(10)]
     assert ("steps 1-2 are unchanged since the failed run of" in second.stderr
             and "the 10 items step 2 (double) produced then are fed into step 3 (triple)" in second.stderr)
@@ -199,7 +205,7 @@ def test_the_example_file_itself(tmp_path):
     assert first.stdout.split().count("double") == 10
     second = python(job, RXBOT_EXAMPLE_DELAY=0.01)
     assert second.returncode == 1 and "triple failed on its call 7" in second.stderr
-    assert second.stdout == "0\n6\n12\n18\n24\n30\n"  # databot's second run, exactly
+    assert second.stdout == DATABOT_SECOND_RUN_STDOUT
 
 
 def _blocks(text: str, lang: str) -> list:
