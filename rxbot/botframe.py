@@ -5,7 +5,9 @@ import asyncio
 import signal
 from typing import Any, List, Sequence
 
+from .config import config
 from .errors import PipelineError
+from .replay import session as replay_session
 
 
 class _LiveBots:
@@ -77,7 +79,8 @@ class BotFrame:
             return RunReport()
         claim_pipes(chosen)
         try:
-            return await run_pipes(chosen)
+            # replay mode joins the run through the engine's public hooks (rxbot.engine.hooks)
+            return await run_pipes(chosen, hooks=replay_session(chosen) if config.replay_mode else None)
         finally:
             for p in chosen:
                 p._running = False

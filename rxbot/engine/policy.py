@@ -61,7 +61,7 @@ def rejected_by(exc: BaseException, item: Any) -> list:
 
 class StepRuntime:
     __slots__ = ("label", "path", "policy", "retries", "timeout", "stats", "ctx", "concurrency", "describe",
-                 "in_flight")
+                 "in_flight", "top")
 
     def __init__(self, label: str, path: str, ctx: Any, *, on_error: str | None = None,
                  retries: int | None = None, timeout: float | None = None,
@@ -80,6 +80,8 @@ class StepRuntime:
         #: items accepted by an async step or a source and not finished yet (for
         #: BotFrame.debug(); sync steps run inline and hold none)
         self.in_flight = 0
+        #: (pipe, top-level step) this step belongs to, set when built with RunHooks
+        self.top: tuple | None = None
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter for the ``attempt``-th retry (1-based)."""
@@ -107,8 +109,8 @@ class StepRuntime:
         shown = self.describe(item)
         if policy == "raise":
             error = annotate(exc, self.label, item, shown)
-            replay = getattr(self.ctx, "replay", None)  # replay: poison the step, run on, raise at the end
-            if replay is not None and replay.poison(self, error):
+            deferrals = self.ctx.deferrals
+            if deferrals is not None and deferrals.defer(self.top, error):
                 return DROP, None
             return RAISE, error
         errors = []
