@@ -5,7 +5,18 @@ import asyncio
 import signal
 from typing import Any, List, Sequence
 
+from .config import config
 from .errors import PipelineError
+from .replay import session as replay_session
+
+
+class _LiveBots:
+    """``BotFrame.bots``: read on the class, a fresh list each time (see rxbot.live)."""
+
+    def __get__(self, obj: Any, owner: Any = None) -> List[Any]:
+        from .live import bots
+
+        return bots()
 
 
 class _FrameType(type):
@@ -17,6 +28,9 @@ class BotFrame(metaclass=_FrameType):
     """databot's run façade. Every Pipe built and not yet run is registered here;
     ``BotFrame.run()`` runs them all concurrently and returns when all have finished."""
 
+    #: the steps of the run going on (or of the last run): objects with ``label``,
+    #: ``path``, the report's counts and ``in_flight`` (databot listed its bots here)
+    bots = _LiveBots()
     _pending: List[Any] = []
     #: ``(pipes, report)`` of the latest run in this process, finished or failed
     #: (``rxbot run --render`` draws it)
@@ -75,16 +89,16 @@ class BotFrame(metaclass=_FrameType):
 
             return RunReport()
         if watch is None:
-            from .config import config
-
             watch = config.watch
         claim_pipes(chosen)
         try:
+            # replay mode joins the run through the engine's public hooks (rxbot.engine.hooks)
+            hooks = replay_session(chosen) if config.replay_mode else None
             if watch is None or watch is False:
-                return await run_pipes(chosen)
+                return await run_pipes(chosen, hooks=hooks)
             from .watch import follow
 
-            return await follow(watch, chosen, lambda observe: run_pipes(chosen, observe))
+            return await follow(watch, chosen, lambda observe: run_pipes(chosen, hooks=hooks, observe=observe))
         finally:
             for p in chosen:
                 p._running = False
@@ -151,6 +165,15 @@ class BotFrame(metaclass=_FrameType):
         from .notebook import frame_bundle
 
         return frame_bundle(cls.pipes())
+
+    @classmethod
+    def debug(cls) -> str:
+        """Log (INFO, ``rxbot`` logger) and return a snapshot of the live run: every
+        step with its in/out/failed counts and the items it holds. Safe to call from a
+        step, e.g. a Timer's, as databot's examples do; after a run it describes that run."""
+        from .live import debug
+
+        return debug()
 
     @classmethod
     def clear(cls) -> None:

@@ -40,9 +40,8 @@ async def follow(watch: Any, pipes: Sequence[Any], start: Start) -> Any:
     run = next(_runs)
     from ..render import outline
 
-    shape = outline(pipes)
-    sampler = Sampler(run, {path: counted for path, counted, *_ in shape})
-    server.new_run(run, pipes, shape)
+    sampler = Sampler(run)
+    server.new_run(run, pipes, outline(pipes))
     seen: list = []
     ticker: Optional[asyncio.Task] = None
 

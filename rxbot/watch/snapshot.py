@@ -1,8 +1,10 @@
 """What the live view shows at one instant: every step's counts, rate, items in flight
-and failures, the dead letters and the run's state, read from the run's own report.
+and failures, the dead letters and the run's state, read from the run's own report and
+from :func:`rxbot.live.bots` (which also brings fused sync steps' counts up to date and
+knows the items each step holds).
 
-Built on the run's event loop (so the counters are read where they are written) a few
-times a second; the server thread only forwards the result.
+Built on the run's event loop (so the counters are read where they are written) twice a
+second; the server thread only forwards the result.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..engine.context import _path_order
+from ..live import bots
 from ..render import count_lines, rate_text
 
 COUNTS = ("inp", "out", "filtered", "dropped", "failed", "retried", "cancelled")
@@ -19,19 +22,11 @@ SMOOTHING = 0.5
 LAST_DEAD_LETTERS = 5
 
 
-def in_flight(stats: Any) -> int:
-    """Items a step accepted and has not finished: exact for a one-in-one-out step
-    (async steps, boosted steps), 0 for a step that emits more than it takes in."""
-    done = stats.out + stats.filtered + stats.dropped + stats.failed + stats.cancelled
-    return max(0, stats.inp - done)
-
-
 class Sampler:
     """Turns successive looks at one run's report into snapshots with live rates."""
 
-    def __init__(self, run: int, counted: Dict[str, bool]) -> None:
+    def __init__(self, run: int) -> None:
         self.run = run
-        self.counted = counted
         self.started = time.perf_counter()
         self.last: Dict[str, Tuple[float, int]] = {}  # path -> (time, items)
         self.rates: Dict[str, float] = {}
@@ -39,8 +34,8 @@ class Sampler:
     def snapshot(self, report: Any, state: str = "running", error: Optional[BaseException] = None) -> Dict[str, Any]:
         """The JSON-able picture of ``report`` now. A finished run (``state`` other than
         ``'running'``) reports each step's average rate over the run, as render does."""
-        if state == "running":
-            report.refresh()
+        # this run's steps (another run may go on at the same time)
+        live = {b.path: b for b in bots() if report.steps.get(b.path) is b.stats}
         now = time.perf_counter()
         running = state == "running"
         seconds = now - self.started if running else float(report.seconds or 0.0)
@@ -51,9 +46,12 @@ class Sampler:
                 rate = self._rate(path, now, items)
             else:
                 rate = items / seconds if seconds > 0 else 0.0
+            step = live.get(path)
+            counted = step is None or step.counted
             row = {k: getattr(stats, k) for k in COUNTS}
-            row.update(path=path, rate=round(rate, 2), in_flight=in_flight(stats),
-                       lines=count_lines(stats, self.counted.get(path, True), rate_text(rate, 1.0)))
+            row.update(path=path, rate=round(rate, 2), counted=counted,
+                       in_flight=step.in_flight if step is not None and running else 0,
+                       lines=count_lines(stats, counted, rate_text(rate, 1.0)))
             steps.append(row)
         letters = list(report.dead_letters)
         return {
@@ -80,4 +78,4 @@ def _cut(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-__all__ = ["Sampler", "in_flight", "COUNTS"]
+__all__ = ["Sampler", "COUNTS"]
