@@ -60,8 +60,8 @@ with urllib.request.urlopen(url + "events") as stream:
                 run = snapshot["run"]
                 urllib.request.urlopen(url + "graph.json").read()
                 graphs += 1
-            with open(tally, "w") as fh:
-                fh.write(f"{events} {graphs}")
+            with open(tally, "a") as fh:  # appended: a kill mid-write loses one line only
+                fh.write(f"{events} {graphs}\n")
 """
 
 
@@ -81,9 +81,9 @@ class Viewer:
         self.proc.terminate()
         self.proc.wait()
         with open(self.tally, encoding="utf-8") as fh:
-            text = fh.read().split()
+            lines = [line.split() for line in fh if line.endswith("\n")]
         os.unlink(self.tally)
-        return (int(text[0]), int(text[1])) if text else (0, 0)
+        return (int(lines[-1][0]), int(lines[-1][1])) if lines else (0, 0)
 
 
 def start_server() -> tuple:
