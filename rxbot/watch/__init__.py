@@ -17,23 +17,17 @@ from .snapshot import Sampler
 
 #: seconds between two snapshots while a run goes on
 INTERVAL = 0.5
-#: how long the end of a run waits for open pages to receive its final report
-DELIVERY_TIMEOUT = 5.0
 
 _runs = itertools.count(1)
 
 Start = Callable[[Callable[[Any], None]], Awaitable[Any]]
 
 
-def enabled(watch: Any) -> bool:
-    """Is ``watch`` (an argument, or ``config.watch``) asking for the live view?"""
-    return watch is not None and watch is not False
-
-
 async def follow(watch: Any, pipes: Sequence[Any], start: Start) -> Any:
     """Run ``start(observe)`` (the engine, calling ``observe(report)`` once its report
     exists) while publishing snapshots of that report to the server for ``watch``;
-    return what ``start`` returns, after open pages have the final report."""
+    return what ``start`` returns. The final report goes out as the run ends; the process
+    waits for open pages to get it when it exits (see :meth:`WatchServer.close`)."""
     server, new = server_for(watch)
     if new:
         print(f"rxbot: watch the run at {server.url}", file=sys.stderr, flush=True)
@@ -56,11 +50,11 @@ async def follow(watch: Any, pipes: Sequence[Any], start: Start) -> Any:
         _stop(ticker)
         if seen:
             state = "cancelled" if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) else "failed"
-            await _final(server, sampler.snapshot(seen[0], state, error=exc))
+            server.publish_final(sampler.snapshot(seen[0], state, error=exc))
         raise
     _stop(ticker)
     if seen:
-        await _final(server, sampler.snapshot(seen[0], "finished"))
+        server.publish_final(sampler.snapshot(seen[0], "finished"))
     return result
 
 
@@ -75,12 +69,4 @@ def _stop(ticker: Optional[asyncio.Task]) -> None:
         ticker.cancel()
 
 
-async def _final(server: WatchServer, snapshot: dict) -> None:
-    delivered = server.publish_final(snapshot)
-    try:
-        await asyncio.wait_for(asyncio.wrap_future(delivered), DELIVERY_TIMEOUT)
-    except asyncio.TimeoutError:
-        pass
-
-
-__all__ = ["follow", "enabled", "server_for", "close_all", "parse_address", "INTERVAL"]
+__all__ = ["follow", "server_for", "close_all", "parse_address", "INTERVAL"]

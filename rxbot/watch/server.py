@@ -29,6 +29,9 @@ from aiohttp import web
 PAGE = "page.html"
 #: SSE comment sent when nothing changed for this long, so proxies keep the stream open
 KEEPALIVE = 15.0
+#: how long stopping the server (at the latest, at process exit) waits for open pages
+#: to receive the final report of the runs
+DELIVERY_TIMEOUT = 5.0
 
 
 def parse_address(address: Any) -> Tuple[str, int]:
@@ -89,6 +92,8 @@ class WatchServer:
         self._drawn: Dict[Any, Dict[str, Any]] = {}  # outline -> picture (last 16)
         self._runner: Optional[web.AppRunner] = None
         self._waiting: Dict[_Client, concurrent.futures.Future] = {}
+        #: final snapshots not yet delivered to every open page
+        self.finals: Set[concurrent.futures.Future] = set()
         started: concurrent.futures.Future = concurrent.futures.Future()
         self.thread = threading.Thread(target=self._serve, args=(started,), name="rxbot-watch", daemon=True)
         self.thread.start()
@@ -105,12 +110,18 @@ class WatchServer:
 
     def publish_final(self, snapshot: Dict[str, Any]) -> "concurrent.futures.Future[None]":
         """Send the last snapshot of a run; the future is done once every page connected
-        now has received it (or gone away)."""
+        now has received it (or gone away). :meth:`close` (at the latest when the
+        process exits) waits for that, so the run itself does not."""
         done: concurrent.futures.Future = concurrent.futures.Future()
+        self.finals.add(done)
+        done.add_done_callback(self.finals.discard)
         self.loop.call_soon_threadsafe(self._publish, snapshot, done)
         return done
 
-    def close(self) -> None:
+    def close(self, grace: float = DELIVERY_TIMEOUT) -> None:
+        """Stop serving, after open pages got the final report of every run (at most
+        ``grace`` seconds)."""
+        concurrent.futures.wait(list(self.finals), timeout=grace)
         if self.loop.is_closed():
             return
         if self.thread.is_alive():
