@@ -34,8 +34,9 @@ async def follow(watch: Any, pipes: Sequence[Any], start: Start) -> Any:
     run = next(_runs)
     from ..render import outline
 
-    sampler = Sampler(run)
-    server.new_run(run, pipes, outline(pipes))
+    shape = outline(pipes)
+    sampler = Sampler(run, f"{hash(shape) & 0xFFFFFFFF:08x}")
+    server.new_run(run, pipes, shape)
     seen: list = []
     ticker: Optional[asyncio.Task] = None
 

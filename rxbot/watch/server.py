@@ -84,12 +84,13 @@ class WatchServer:
         self.url = f"http://{shown}:{self.port}/"
         self.loop = asyncio.new_event_loop()
         self.clients: Set[_Client] = set()
-        self.latest: Dict[str, Any] = {"run": 0, "state": "waiting", "steps": [], "dead_letters": 0,
+        self.latest: Dict[str, Any] = {"run": 0, "graph": "", "state": "waiting", "steps": [], "dead_letters": 0,
                                        "last_dead_letters": [], "seconds": 0, "error": None}
-        self.graph: Dict[str, Any] = {"run": 0, "svg": "", "nodes": {}}
+        #: the current run's picture as the JSON body of /graph.json (None: not drawn yet)
+        self.graph: Optional[bytes] = _graph_body({"svg": "", "nodes": {}})
         self._pipes: Sequence[Any] = ()
         self._shape: Any = None
-        self._drawn: Dict[Any, Dict[str, Any]] = {}  # outline -> picture (last 16)
+        self._drawn: Dict[Any, bytes] = {}  # outline -> /graph.json body (last 16)
         self._runner: Optional[web.AppRunner] = None
         self._waiting: Dict[_Client, concurrent.futures.Future] = {}
         #: final snapshots not yet delivered to every open page
@@ -161,7 +162,7 @@ class WatchServer:
 
     def _new_run(self, run: int, pipes: List[Any], shape: Any) -> None:
         self._pipes, self._shape = pipes, shape
-        self.graph = {"run": run, "svg": None, "nodes": {}}
+        self.graph = None
 
     def _publish(self, snapshot: Dict[str, Any], done: Optional[concurrent.futures.Future] = None) -> None:
         self.latest = snapshot
@@ -184,15 +185,15 @@ class WatchServer:
         return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
 
     async def _graph(self, request: web.Request) -> web.Response:
-        graph = self.graph
-        if graph["svg"] is None and self._pipes:
-            drawn = self._drawn.get(self._shape)
-            if drawn is None:
-                drawn = self._drawn[self._shape] = _draw(self._pipes)
+        if self.graph is None:
+            body = self._drawn.get(self._shape)
+            if body is None:
+                body = self._drawn[self._shape] = _graph_body(_draw(self._pipes))
                 while len(self._drawn) > 16:
                     self._drawn.pop(next(iter(self._drawn)))
-            graph = self.graph = dict(graph, **drawn)
-        return web.json_response(graph, headers={"Cache-Control": "no-store"})
+            self.graph = body
+        return web.Response(body=self.graph, content_type="application/json",
+                            headers={"Cache-Control": "no-store"})
 
     async def _state(self, request: web.Request) -> web.Response:
         return web.json_response(self.latest, headers={"Cache-Control": "no-store"})
@@ -221,6 +222,10 @@ class WatchServer:
             self.clients.discard(client)
             self._delivered(client)
         return response
+
+
+def _graph_body(graph: Dict[str, Any]) -> bytes:
+    return json.dumps(graph, separators=(",", ":")).encode("utf-8")
 
 
 def _event(snapshot: Dict[str, Any]) -> bytes:

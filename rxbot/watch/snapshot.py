@@ -25,8 +25,9 @@ LAST_DEAD_LETTERS = 5
 class Sampler:
     """Turns successive looks at one run's report into snapshots with live rates."""
 
-    def __init__(self, run: int) -> None:
+    def __init__(self, run: int, graph: str) -> None:
         self.run = run
+        self.graph = graph  # which picture the page needs (changes with the pipes' outline)
         self.started = time.perf_counter()
         self.last: Dict[str, Tuple[float, int]] = {}  # path -> (time, items)
         self.rates: Dict[str, float] = {}
@@ -56,6 +57,7 @@ class Sampler:
         letters = list(report.dead_letters)
         return {
             "run": self.run,
+            "graph": self.graph,
             "state": state,
             "seconds": round(seconds, 3),
             "error": None if error is None else f"{type(error).__name__}: {_cut(str(error))}",
