@@ -62,7 +62,7 @@ with urllib.request.urlopen(url + "events") as stream:
                 urllib.request.urlopen(url + "graph.json").read()
                 graphs += 1
             with open(tally, "a") as fh:  # appended: a kill mid-write loses one line only
-                fh.write(f"{events} {graphs}\n")
+                fh.write(f"{events} {graphs} {snapshot['run']} {snapshot['state']}\n")
 """
 
 
@@ -77,12 +77,22 @@ class Viewer:
         while os.path.getsize(self.tally) == 0 and time.monotonic() < deadline:
             time.sleep(0.05)  # connected: it has read the server's first snapshot
 
-    def close(self) -> Tuple[int, int]:
-        """Stop; return (snapshots, graphs) it read."""
+    def lines(self) -> List[List[str]]:
+        with open(self.tally, encoding="utf-8") as fh:
+            return [line.split() for line in fh if line.endswith("\n")]
+
+    def close(self, last_run: int) -> Tuple[int, int]:
+        """Stop once it has read the end of run ``last_run`` (at most 30 s); return the
+        snapshots and pictures it read."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            lines = self.lines()
+            if lines and lines[-1][2:] == [str(last_run), "finished"]:
+                break
+            time.sleep(0.05)
         self.proc.terminate()
         self.proc.wait()
-        with open(self.tally, encoding="utf-8") as fh:
-            lines = [line.split() for line in fh if line.endswith("\n")]
+        lines = self.lines()
         os.unlink(self.tally)
         return (int(lines[-1][0]), int(lines[-1][1])) if lines else (0, 0)
 
@@ -137,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> List[Row]:
         rows = compare(f"B1 {n:,} ints", b1_rxbot, n, b1_expected(n), args.repeat)
         rows += compare(f"B3 {n:,} into async sink", b3_rxbot, n, b3_expected(n), args.repeat)
     finally:
-        events, graphs = viewer.close()
+        events, graphs = viewer.close(server.latest["run"])
     rows.append(Row("W", "server start (once per process)", startup * 1e3, "ms",
                     note=f"the viewer read {events} snapshots and {graphs} graphs"))
     tag = " [--quick: sizes too small to judge targets]" if quick else ""
