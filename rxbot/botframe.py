@@ -16,6 +16,11 @@ class BotFrame:
     #: when not None, run()/run_async() only record the pipes here (``rxbot render``
     #: uses this to draw a script's pipes without running them)
     _dry_run: List[Any] | None = None
+    #: BotFrame.render() was used: pipes left pending at exit were meant to be drawn only
+    _drawn = False
+    #: the report of the last run that ended (also failed or interrupted ones);
+    #: ``rxbot run --report`` prints it
+    last_report: Any = None
 
     @classmethod
     def dry_run(cls) -> "_DryRun":
@@ -30,6 +35,9 @@ class BotFrame:
     @classmethod
     def register(cls, pipe: Any) -> None:
         cls._pending.append(pipe)
+        from .unrun import watch  # warn at exit if it is never run
+
+        watch(cls.pipes, lambda: cls._drawn or cls._dry_run is not None)
 
     @classmethod
     def unregister(cls, pipe: Any) -> None:
@@ -63,17 +71,34 @@ class BotFrame:
             from .engine import RunReport
 
             return RunReport()
-        return await run_pipes(chosen)
+        try:
+            return await run_pipes(chosen)
+        finally:
+            BotFrame.last_report = _report_of(chosen)
 
     @classmethod
-    def run(cls, pipes: Sequence[Any] | None = None):
+    def run(cls, pipes: Sequence[Any] | None = None, *, stats: Any = None,
+            interval: float | None = None) -> Any:
         """Run every pending pipe to completion; return the run report.
 
         Raises the first exception of a failed run (``raise`` policy), with the step
-        name and item attached as a note.
+        name and item attached as a note; uncaught, it prints short (the user's frames
+        and the step/item line; ``RXBOT_DEBUG=1`` for everything). Ctrl-C prints one
+        line and the report instead of a traceback.
+
+        ``stats``: a callable given the per-step counters every ``interval`` seconds
+        and once at the end (see :mod:`rxbot.stats`); same as ``config.stats_hook``.
         """
         if cls._dry_run is not None:
             return asyncio.run(cls.run_async(pipes))
+        from . import errors_display
+        from .stats import hooked
+
+        errors_display.install()
+        from .config import config
+        from .logs import apply
+
+        apply(config.log_level)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -83,7 +108,12 @@ class BotFrame:
                 "BotFrame.run() was called inside a running event loop; use "
                 "'await BotFrame.run_async()' (or 'await pipe.run_async()') there instead"
             )
-        return asyncio.run(cls._run_with_signals(pipes))
+        chosen = cls._take(pipes)
+        try:
+            with hooked(stats, interval):
+                return asyncio.run(cls._run_with_signals(chosen))
+        except KeyboardInterrupt as exc:
+            raise errors_display.mark_interrupted(exc, _report_of(chosen))
 
     @classmethod
     async def _run_with_signals(cls, pipes: Sequence[Any] | None):
@@ -106,6 +136,9 @@ class BotFrame:
             return await cls.run_async(pipes)
         except asyncio.CancelledError:
             if terminated:
+                from .errors_display import print_interruption
+
+                print_interruption(_report_of(pipes or ()), "terminated")
                 raise SystemExit(128 + signal.SIGTERM) from None
             raise
         finally:
@@ -117,7 +150,12 @@ class BotFrame:
         """Draw every pending pipe (they are not run or consumed)."""
         from .render import render
 
-        return render(list(cls._pending) if pipes is None else list(pipes), path, format=format, **kwargs)
+        chosen = list(cls._pending) if pipes is None else list(pipes)
+        if cls._dry_run is not None:  # ``rxbot render`` draws what the script would draw
+            cls._dry_run.extend(p for p in chosen if p not in cls._dry_run)
+            return path
+        cls._drawn = True
+        return render(chosen, path, format=format, **kwargs)
 
     @classmethod
     def clear(cls) -> None:
@@ -134,10 +172,15 @@ class _DryRun:
         return self.frame._dry_run
 
     def __exit__(self, *exc: Any) -> None:
-        recorded = self.frame._dry_run or []
+        recorded = self.frame._dry_run if self.frame._dry_run is not None else []
         # pipes built but never passed to run() are part of the script too
         recorded.extend(p for p in self.frame._take(None) if p not in recorded)
         self.frame._dry_run = None
+
+
+def _report_of(pipes: Sequence[Any]) -> Any:
+    """The report of the run these pipes were part of (set when the run ends)."""
+    return next((p.report for p in pipes if getattr(p, "report", None) is not None), None)
 
 
 __all__ = ["BotFrame"]

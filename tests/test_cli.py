@@ -147,7 +147,6 @@ def test_run_sets_replay_mode_and_exit_codes(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "the following arguments are required: COMMAND"),
     (["render"], "the following arguments are required: script"),
     (["render", "no-such-script.py"], "no such script: 'no-such-script.py'"),
     (["render", "JOB", "--format", "gif"], "invalid choice: 'gif'"),

@@ -170,10 +170,21 @@ _TRANSIENT_CODES = frozenset({1205, 1213, 2003, 2006, 2013, 2055})
 
 
 def _describe(exc: BaseException) -> str:
+    """The driver's message plus its root cause (pymysql's 2003 alone does not say
+    whether the port was closed or the name did not resolve) and what to check."""
     args = getattr(exc, "args", ())
-    if len(args) == 2 and isinstance(args[0], int):
-        return f"({args[0]}) {args[1]}"
-    return f"{type(exc).__name__}: {exc}"
+    text = f"({args[0]}) {args[1]}" if len(args) == 2 and isinstance(args[0], int) else f"{type(exc).__name__}: {exc}"
+    root = exc
+    for _ in range(10):  # bounded: a chain can loop
+        nxt = root.__cause__ or root.__context__
+        if nxt is None:
+            break
+        root = nxt
+    if root is not exc:
+        text += f" ({type(root).__name__}: {root})"
+    if args and args[0] in (1044, 1045):
+        return text + "; check user, password and db"
+    return text + "; check host, port and that the server is running" if args and args[0] == 2003 else text
 
 
 class Query(_MySQL, QueryNode):

@@ -117,6 +117,8 @@ class Builder:
             ops_rev.append(op)
             i = j - 1
         ops_rev.reverse()
+        if terminal and steps and not isinstance(steps[-1], Route):  # report: a sink consumes
+            self.ctx.report.sinks.add(f"{path}[{len(steps)}] {_label(steps[-1])}")
         return ops_rev, bounds
 
     def build_span(self, steps: Sequence[Any], first: int, last: int, downstream: List[Boundary],

@@ -6,7 +6,7 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Set
 
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
@@ -26,6 +26,9 @@ class RunReport:
     dead_letters: List[StepError] = field(default_factory=list)
     seconds: float = 0.0
     error: BaseException | None = None
+    #: steps whose output nobody consumes (end of a pipe or of a discarding branch): a
+    #: None they return is an item consumed, not filtered
+    sinks: Set[str] = field(default_factory=set)
 
     def __getitem__(self, path: str) -> StepStats:
         return self.steps[path]
@@ -38,30 +41,26 @@ class RunReport:
         raise KeyError(label)
 
     def totals(self) -> Dict[str, int]:
-        keys = ("inp", "out", "filtered", "dropped", "failed", "retried", "cancelled")
-        return {k: sum(getattr(s, k) for s in self.steps.values()) for k in keys}
+        from ..report_io import totals
+
+        return totals(self)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The report as plain data, ready for JSON (see :func:`rxbot.report_io.to_dict`)."""
+        from ..report_io import to_dict
+
+        return to_dict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The report as JSON text (``rxbot run --report json`` prints this)."""
+        from ..report_io import to_json
+
+        return to_json(self, indent)
 
     def __str__(self) -> str:
-        lines = [f"run finished in {self.seconds:.3f}s"]
-        for path in sorted(self.steps, key=_path_order):
-            s = self.steps[path]
-            lines.append(f"  {path}: in={s.inp} out={s.out} filtered={s.filtered} "
-                         f"dropped={s.dropped} failed={s.failed} retried={s.retried}"
-                         + (f" cancelled={s.cancelled}" if s.cancelled else ""))
-        return "\n".join(lines)
+        from ..report_io import to_text
 
-
-def _path_order(path: str) -> list:
-    """'P1[5] Fork/2[1] x' sorts after 'P1[4] y' and before 'P1[5] Fork/2[2] z': compare
-    the position numbers of every level, not the text."""
-    import re
-
-    order: list = []
-    for part in path.split("/"):
-        m = re.match(r"P?(\d+)\[(\d+)\]", part)
-        if m:
-            order += [int(m.group(1)), int(m.group(2))]
-    return order
+        return to_text(self)
 
 
 class RunContext:

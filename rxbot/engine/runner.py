@@ -5,7 +5,6 @@ import asyncio
 import logging
 from typing import Any, Iterator, List, Sequence
 
-from ..config import config
 from ..errors import annotate
 from ..flow import Pipe, Route
 from ..node import Node
@@ -74,12 +73,9 @@ async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
         sinks = []
         for index, pipe in enumerate(pipes):
             sinks.append(_start(pipe, builder, ctx, f"P{index + 1}"))
-        if config.progress:
-            from ..progress import Progress
+        from ..stats import attach  # progress bars and the stats hook
 
-            progress = Progress(pipes, ctx.report)
-            ctx.spawn(progress.run())
-            ctx.on_shutdown(progress.close)  # after the segments publish their counts
+        attach(ctx, pipes)
         everything = asyncio.gather(*sinks)
         try:
             await asyncio.wait([everything, ctx.failed], return_when=asyncio.FIRST_COMPLETED)
