@@ -106,19 +106,14 @@ class Progress:
 
     # -- steps' own output above the bars --------------------------------------------
     def _redirect_stdout(self) -> None:
-        from tqdm.contrib import DummyTqdmFile
-
         self._stdout = sys.stdout
-        sys.stdout = DummyTqdmFile(sys.stdout)
+        sys.stdout = _AboveBars(sys.stdout, self.tqdm)
 
     def _restore_stdout(self) -> None:
         if self._stdout is not None:
             wrapper, sys.stdout, self._stdout = sys.stdout, self._stdout, None
-            rest = "".join(getattr(wrapper, "_buf", []))
-            wrapper._buf = []
-            if rest:  # a last line without its newline
-                with contextlib.suppress(OSError, ValueError):
-                    sys.stdout.write(rest)
+            if isinstance(wrapper, _AboveBars):
+                wrapper.close()
 
     # -- numbers -----------------------------------------------------------------------
     def source_counts(self) -> Dict[int, int]:
@@ -181,6 +176,41 @@ class Progress:
         for bar in [*self.bars, *self.lines.values()]:
             bar.close()
         self._restore_stdout()
+
+
+class _AboveBars:
+    """``sys.stdout`` while bars are shown: whole lines go out through ``tqdm.write``
+    (which lifts the bars, writes, and draws them again) and are flushed at once, so a
+    line never lands in the middle of a bar, even when stdout is a pipe."""
+
+    def __init__(self, wrapped: Any, tqdm: Any) -> None:
+        self.wrapped, self.tqdm, self.partial = wrapped, tqdm, ""
+
+    def write(self, text: str) -> int:
+        head, newline, self.partial = (self.partial + text).rpartition("\n")
+        if newline:
+            # tqdm lifts the bars only for a file it knows as sys.stdout/stderr
+            wrapper, sys.stdout = sys.stdout, self.wrapped
+            try:
+                self.tqdm.write(head, file=self.wrapped)
+                self.wrapped.flush()
+            finally:
+                sys.stdout = wrapper
+        return len(text)
+
+    def flush(self) -> None:
+        self.wrapped.flush()
+
+    def close(self) -> None:
+        """Write a last line that has no newline (not a close of the real stdout)."""
+        if self.partial:
+            with contextlib.suppress(OSError, ValueError):
+                self.wrapped.write(self.partial)
+                self.wrapped.flush()
+            self.partial = ""
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno ...
+        return getattr(self.wrapped, name)
 
 
 __all__ = ["Progress", "check_library", "source_size"]
