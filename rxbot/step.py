@@ -124,7 +124,11 @@ class Const:
 
     def label(self) -> str:
         text = repr(self.value)
-        return text if len(text) <= 30 else text[:27] + "..."
+        if len(text) <= 30:
+            return text
+        if isinstance(self.value, (str, bytes)) and text[-1] in "'\"":
+            return text[:26] + "..." + text[-1]  # keep the closing quote: 'http://...'
+        return text[:27] + "..."
 
     def __repr__(self) -> str:
         return f"Const({self.label()})"

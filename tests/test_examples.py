@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -47,3 +48,11 @@ def test_blockedjoin_prints_tuples_and_renders(tmp_path):
 def test_async_steps(tmp_path):
     lines = run_example("async_steps.py", tmp_path)
     assert lines[0] == "40 records, largest 4900"
+
+
+def test_prometheus_exporter_example(tmp_path):
+    pytest.importorskip("prometheus_client", reason="the rxbot[prometheus] extra")
+    lines = run_example("prometheus_exporter.py", tmp_path)
+    assert re.fullmatch(r"metrics on http://127\.0\.0\.1:\d+/metrics", lines[0])
+    assert "  P1[2] fetch: in=300 out=300" in lines
+    assert "  P1[3] big: in=300 out=290 filtered=10" in lines

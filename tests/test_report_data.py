@@ -114,3 +114,11 @@ def test_prometheus_exporter_serves_the_counters():
     assert 'rxbot_step_in_total{pipe="1",position="2",step="slow"} 20.0' in body
     assert 'rxbot_step_consumed_total{pipe="1",position="3",step="discard"} 20.0' in body
     assert "rxbot_run_finished 1.0" in body
+
+
+def test_a_long_string_constant_keeps_its_closing_quote():
+    from rxbot.step import Const
+
+    assert Const("http://127.0.0.1:45515/v1/bpi/currentprice.json").label() == "'http://127.0.0.1:45515/v1...'"
+    assert Const("short").label() == "'short'"
+    assert Const(list(range(20))).label().endswith("...")
