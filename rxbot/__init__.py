@@ -1,4 +1,6 @@
 """rxbot: databot-style data-flow pipelines on reactivex and asyncio."""
+from typing import Any
+
 from .botframe import BotFrame
 from .config import config
 from .errors import StepError
@@ -17,7 +19,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # HTTP and file nodes import aiohttp/aiofiles; load them on first use only.
     if name in ("HttpLoader", "HttpRequest", "HttpResponse"):
         from . import http

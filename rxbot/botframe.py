@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Any, List, Sequence
+from typing import TYPE_CHECKING, Any, List, Sequence
 
 from .errors import PipelineError
+
+if TYPE_CHECKING:
+    from .engine.context import RunReport
 
 
 class BotFrame:
@@ -57,7 +60,7 @@ class BotFrame:
         return chosen
 
     @classmethod
-    async def run_async(cls, pipes: Sequence[Any] | None = None):
+    async def run_async(cls, pipes: Sequence[Any] | None = None) -> "RunReport":
         """Run inside an already running event loop (Jupyter, an aiohttp app, ...)."""
         from .engine import run_pipes
 
@@ -78,7 +81,7 @@ class BotFrame:
 
     @classmethod
     def run(cls, pipes: Sequence[Any] | None = None, *, stats: Any = None,
-            interval: float | None = None) -> Any:
+            interval: float | None = None) -> "RunReport":
         """Run every pending pipe to completion; return the run report.
 
         Raises the first exception of a failed run (``raise`` policy), with the step
@@ -116,16 +119,17 @@ class BotFrame:
             raise errors_display.mark_interrupted(exc, _report_of(chosen))
 
     @classmethod
-    async def _run_with_signals(cls, pipes: Sequence[Any] | None):
+    async def _run_with_signals(cls, pipes: Sequence[Any] | None) -> "RunReport":
         """SIGTERM cancels the run like Ctrl-C does, so sources stop and every node,
         session and file is closed before the process exits (status 143)."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
-        terminated = []
+        terminated: List[bool] = []
 
         def on_sigterm() -> None:
             terminated.append(True)
-            task.cancel()
+            if task is not None:
+                task.cancel()
 
         try:
             loop.add_signal_handler(signal.SIGTERM, on_sigterm)
@@ -146,7 +150,8 @@ class BotFrame:
                 loop.remove_signal_handler(signal.SIGTERM)
 
     @classmethod
-    def render(cls, path: str, format: str | None = None, pipes: Sequence[Any] | None = None, **kwargs: Any):
+    def render(cls, path: str, format: str | None = None, pipes: Sequence[Any] | None = None,
+               **kwargs: Any) -> str:
         """Draw every pending pipe (they are not run or consumed)."""
         from .render import render
 
@@ -164,7 +169,7 @@ class BotFrame:
 
 
 class _DryRun:
-    def __init__(self, frame: type) -> None:
+    def __init__(self, frame: type[BotFrame]) -> None:
         self.frame = frame
 
     def __enter__(self) -> List[Any]:
@@ -178,7 +183,7 @@ class _DryRun:
         self.frame._dry_run = None
 
 
-def _report_of(pipes: Sequence[Any]) -> Any:
+def _report_of(pipes: Sequence[Any]) -> "RunReport | None":
     """The report of the run these pipes were part of (set when the run ends)."""
     return next((p.report for p in pipes if getattr(p, "report", None) is not None), None)
 

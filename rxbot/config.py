@@ -105,7 +105,7 @@ class Config:
             raise ValueError(
                 f"exception policy must be one of {', '.join(POLICIES)}; got {value!r}"
             )
-        return value
+        return str(value)
 
 
 config = Config()

@@ -218,7 +218,7 @@ class Pipe:
         self.steps: List[TreeStep] = _to_steps(steps, "Pipe")
         self.name = name
         self._finished = False
-        self.report = None
+        self.report: Any = None  # the RunReport of its last run
         from .botframe import BotFrame
 
         BotFrame.register(self)

@@ -26,7 +26,7 @@ class _StripPrefix(logging.Filter):
         return True
 
 
-class _FallbackHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _FallbackHandler(logging.StreamHandler):
     """Prints ``rxbot: message`` to stderr, only while the root logger has no handler
     (otherwise the application's handlers print the record)."""
 

@@ -388,7 +388,7 @@ class HttpLoader(Node):
             # the engine's slots bound requests in flight; a pool limit below them would
             # only make requests queue inside aiohttp, where the timeout already runs
             limit=0,
-            ssl=self.verify_ssl if isinstance(self.verify_ssl, _ssl.SSLContext) else (None if self.verify_ssl else False),
+            ssl=self.verify_ssl if isinstance(self.verify_ssl, _ssl.SSLContext) else bool(self.verify_ssl),
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
