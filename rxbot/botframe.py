@@ -74,9 +74,12 @@ class BotFrame:
             from .engine import RunReport
 
             return RunReport()
+        claim_pipes(chosen)
         try:
             return await run_pipes(chosen)
         finally:
+            for p in chosen:
+                p._running = False
             BotFrame.last_report = _report_of(chosen)
 
     @classmethod
@@ -166,6 +169,20 @@ class BotFrame:
     def clear(cls) -> None:
         """Forget pending pipes without running them."""
         cls._pending.clear()
+
+
+def claim_pipes(pipes: Sequence[Any]) -> None:
+    """Mark ``pipes`` as running, or refuse: one Pipe object run twice at once would run
+    its steps (and its nodes' ``init``/``close``) twice over shared state, without a word."""
+    seen: set = set()
+    for p in pipes:
+        if getattr(p, "_running", False) or id(p) in seen:
+            raise PipelineError(
+                f"pipe {p.label()!r} is already running; a Pipe object runs once at a time "
+                f"(await the first run, or build a second Pipe)")
+        seen.add(id(p))
+    for p in pipes:
+        p._running = True
 
 
 class _DryRun:

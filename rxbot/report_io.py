@@ -16,7 +16,8 @@ import re
 from typing import Any, Dict, List, Tuple
 
 #: the counters of one step, in the order they are shown
-COUNTERS = ("inp", "out", "filtered", "consumed", "dropped", "failed", "retried", "cancelled")
+COUNTERS = ("inp", "out", "filtered", "consumed", "dropped", "failed", "retried", "cancelled",
+            "closed")
 
 _LEVEL = re.compile(r"P?(\d+)\[(\d+)\]")
 
@@ -91,8 +92,9 @@ def to_dict(report: Any) -> Dict[str, Any]:
     """The report as plain data (str/int/float/None, lists and dicts only), JSON-ready.
 
     ``{"seconds", "error", "totals", "steps": [{"step", "pipe", "position", "label",
-    "sink", inp, out, filtered, consumed, dropped, failed, retried, cancelled}, ...],
-    "dead_letters": [{"step", "item", "error"}, ...]}``; steps are in pipe order."""
+    "sink", inp, out, filtered, consumed, dropped, failed, retried, cancelled, closed},
+    ...], "dead_letters": [{"step", "item", "error"}, ...], "abandoned": [{"step",
+    "item"}, ...]}``; steps are in pipe order."""
     from .errors import short_repr
 
     steps = []
@@ -110,6 +112,8 @@ def to_dict(report: Any) -> Dict[str, Any]:
             {"step": str(d.step), "item": short_repr(d.item, 200), "error": _short(d.exception)}
             for d in report.dead_letters
         ],
+        "abandoned": [{"step": str(step), "item": short_repr(item, 200)}
+                      for step, item in getattr(report, "abandoned", ())],
     }
 
 
@@ -125,6 +129,10 @@ def to_text(report: Any) -> str:
         c = counters(report, key)
         extra = " ".join(f"{k}={v}" for k, v in c.items() if k not in ("inp", "out") and v)
         lines.append(f"  {key}: in={c['inp']} out={c['out']}" + (f" {extra}" if extra else ""))
+    from .errors import short_repr
+
+    for step, item in getattr(report, "abandoned", ()):
+        lines.append(f"  abandoned after the shutdown grace: step {step!r} on item {short_repr(item)}")
     return "\n".join(lines)
 
 

@@ -39,13 +39,13 @@ def test_to_dict_is_plain_data_in_pipe_order():
     assert steps["half"] == {
         "step": "P1[2] half", "pipe": 1, "position": [2], "label": "half", "sink": False,
         "inp": 6, "out": 3, "filtered": 2, "consumed": 0, "dropped": 1, "failed": 1, "retried": 0,
-        "cancelled": 0}
+        "cancelled": 0, "closed": 0}
     # the end of a discarding branch is a sink: its Nones are consumed items
     assert steps["list.append"]["sink"] and steps["list.append"]["consumed"] == 3
     assert steps["list.append"]["filtered"] == 0
     assert data["totals"]["consumed"] == 3 and data["totals"]["filtered"] == 2
     assert data["dead_letters"] == [{"step": "half", "item": "3", "error": "ValueError: three"}]
-    assert data["error"] is None and data["seconds"] > 0
+    assert data["error"] is None and data["seconds"] > 0 and data["abandoned"] == []
     assert report.totals() == data["totals"]
 
 

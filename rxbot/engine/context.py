@@ -6,7 +6,7 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Set
+from typing import Any, Dict, List, Set, Tuple
 
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
@@ -29,6 +29,8 @@ class RunReport:
     #: steps whose output nobody consumes (end of a pipe or of a discarding branch): a
     #: None they return is an item consumed, not filtered
     sinks: Set[str] = field(default_factory=set)
+    #: (step, item) of every boosted call still running when the shutdown grace ran out
+    abandoned: List[Tuple[str, Any]] = field(default_factory=list)
 
     def __getitem__(self, path: str) -> StepStats:
         return self.steps[path]
@@ -75,6 +77,8 @@ class RunContext:
         self.report = RunReport()
         self.started = time.perf_counter()
         self.executors: Dict[Any, Any] = {}
+        self.calls: Dict[Any, Any] = {}  # boosted calls in a worker: future -> (pool, step, item)
+        self.holders: Dict[int, Any] = {}  # nodes that hold items: id -> (node, its first StepRuntime)
         # weak: the gates of a finished BlockedJoin sub-flow must not pile up for the run
         self.gates: "weakref.WeakSet[Gate]" = weakref.WeakSet()
         self._closers: Dict[Any, None] = {}
@@ -126,6 +130,12 @@ class RunContext:
             self.report.steps[path] = rt.stats
         return rt
 
+    def count_closed(self) -> None:
+        """After the nodes are closed: count what each holding node did with the items
+        a stopped run left in it (``Node.settled_at_close``)."""
+        for node, rt in self.holders.values():
+            rt.settle_close(*node.settled_at_close())
+
     def dead_letter(self, error: StepError) -> None:
         self.report.dead_letters.append(error)
         sink = getattr(config, "dead_letters", None)
@@ -150,22 +160,9 @@ class RunContext:
         self.report.seconds = time.perf_counter() - self.started
 
     async def _stop_executors(self) -> None:
-        """Drop queued boosted calls and wait (up to ``config.shutdown_grace`` seconds)
-        for the ones already running: nodes are closed right after, and a thread still
-        using a node's connection after its ``close()`` would be a bug of ours."""
-        for ex in self.executors.values():
-            shutdown = getattr(ex, "shutdown", None)
-            if shutdown is None:
-                continue
-            try:
-                shutdown(wait=False, cancel_futures=True)
-            except TypeError:
-                shutdown(wait=False)
-            try:
-                await asyncio.wait_for(asyncio.to_thread(shutdown, True), config.shutdown_grace)
-            except asyncio.TimeoutError:
-                log.warning("rxbot: boosted calls still running %.1fs after the run ended; "
-                            "closing nodes anyway", config.shutdown_grace)
+        from .boost import stop_boosted
+
+        await stop_boosted(self)
 
 
 __all__ = ["RunContext", "RunReport"]
