@@ -130,7 +130,7 @@ class Const:
         if len(text) <= 30:
             return text
         if isinstance(self.value, (str, bytes)) and text[-1] in "'\"":
-            return text[:26] + "..." + text[-1]  # keep the closing quote: 'http://...'
+            return text[:27] + "..." + text[-1]  # keep the closing quote: 'http://...'
         return text[:27] + "..."
 
     def __repr__(self) -> str:

@@ -119,6 +119,6 @@ def test_prometheus_exporter_serves_the_counters():
 def test_a_long_string_constant_keeps_its_closing_quote():
     from rxbot.step import Const
 
-    assert Const("http://127.0.0.1:45515/v1/bpi/currentprice.json").label() == "'http://127.0.0.1:45515/v1...'"
+    assert Const("http://127.0.0.1:45515/v1/bpi/currentprice.json").label() == "'http://127.0.0.1:45515/v1/...'"
     assert Const("short").label() == "'short'"
     assert Const(list(range(20))).label().endswith("...")

@@ -37,6 +37,7 @@ _HELP = {
     "failed": "failures of a step",
     "retried": "retries of a step",
     "cancelled": "items accepted but cancelled when the run stopped",
+    "closed": "items a holding node (Insert) finished when it was closed",
 }
 
 
@@ -58,7 +59,7 @@ class PrometheusStats(Collector):
             return
         for name in COUNTERS:
             metric = "in" if name == "inp" else name
-            family = CounterMetricFamily(f"{self.prefix}_step_{metric}", _HELP[name],
+            family = CounterMetricFamily(f"{self.prefix}_step_{metric}", _HELP.get(name, name),
                                          labels=["pipe", "position", "step"])
             for step in snap["steps"]:
                 family.add_metric([str(step["pipe"]), ".".join(map(str, step["position"])), step["label"]],
