@@ -100,6 +100,10 @@ def hint(exc: BaseException) -> Optional[str]:
             return "check: the server refused the user - are user, password and database right?"
         if isinstance(e, TimeoutError) and isinstance(exc, ConnectionError):
             return "check: no answer in time - are the host, port and firewall right?"
+    if "Connect call failed" in str(exc) or "Cannot connect to host" in str(exc):
+        # a node that re-raised a connection error as its own, without the chain
+        return ("check: nothing accepted the connection - is the server running, and are "
+                "the host and port right?")
     return None
 
 

@@ -28,13 +28,19 @@ from .report_io import counters, order, step_parts
 
 #: seconds between two plain-text progress lines
 PLAIN_INTERVAL = 2.0
+_noted = False  # the "no tqdm" notice is printed once per process
 
 
 def check_library(file: Optional[TextIO] = None) -> bool:
-    """True when tqdm can be imported; otherwise say that progress will be plain text."""
+    """True when tqdm can be imported; otherwise say (once) that progress will be plain
+    text."""
+    global _noted
     try:
         import tqdm  # noqa: F401
     except ImportError:
+        if _noted:
+            return False
+        _noted = True
         print("rxbot: tqdm is not installed, so progress is shown as plain text lines "
               "(for live bars: pip install 'rxbot[progress]')", file=file or sys.stderr)
         return False
@@ -85,6 +91,7 @@ class Progress:
         try:
             from tqdm import tqdm
         except ImportError:
+            check_library(self.file)
             self.tqdm = None
             self.bars: List[Any] = []
             self.lines: Dict[Any, Any] = {}

@@ -333,6 +333,12 @@ def test_run_log_level_and_one_prefix(tmp_path):
     assert "rxbot: rxbot:" not in proc.stderr
     quiet = rxbot("run", "--log-level", "error", str(job), cwd=tmp_path)
     assert quiet.returncode == 0 and quiet.stderr == ""
+    # an application that configures logging with the logger's name gets one prefix too
+    configured = script(tmp_path, "import logging\n"
+                        "logging.basicConfig(format='%(name)s: %(message)s')\n"
+                        + job.read_text(), "configured.py")
+    proc = rxbot("run", str(configured), cwd=tmp_path)
+    assert proc.stderr == "rxbot: dropped item 1 in step 'bad': ValueError: nope\n"
 
 
 def test_replay_list_shows_caches(tmp_path):

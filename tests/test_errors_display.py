@@ -128,6 +128,19 @@ def test_a_refused_mysql_connection_names_the_root_cause_and_what_to_check(tmp_p
     assert len(proc.stderr.splitlines()) <= 10
 
 
+def test_a_refused_http_connection_says_what_to_check(tmp_path):
+    job = write(tmp_path, f"""
+        from rxbot import BotFrame, HttpLoader, Pipe
+        Pipe("http://127.0.0.1:{_free_port()}/x", HttpLoader(retries=0), print)
+        BotFrame.run()
+    """)
+    proc = python(job)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1] == ("check: nothing accepted the connection - is the "
+                                            "server running, and are the host and port right?")
+    assert "Connect call failed" in proc.stderr and len(proc.stderr.splitlines()) <= 8
+
+
 def test_hint_for_connection_failures():
     try:
         try:
