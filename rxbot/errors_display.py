@@ -177,10 +177,14 @@ ExceptHook = Callable[[Type[BaseException], BaseException, Optional[TracebackTyp
 _previous: Optional[ExceptHook] = None
 
 
+_RXBOT_DIR = os.path.normcase(os.path.realpath(os.path.dirname(rxbot.__file__))) + os.sep
+
+
 def _through_rxbot(exc: BaseException) -> bool:
+    """Raised by, or passed through, rxbot (other errors keep Python's own printing)."""
     if hasattr(exc, "rxbot_step") or hasattr(exc, "rxbot_report"):
         return True
-    return any(not is_user_frame(f.filename) and f.filename.startswith(os.path.dirname(rxbot.__file__))
+    return any(os.path.normcase(os.path.realpath(f.filename)).startswith(_RXBOT_DIR)
                for f in traceback.extract_tb(exc.__traceback__))
 
 

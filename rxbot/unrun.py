@@ -28,7 +28,8 @@ def message(pipes: List[Any]) -> str:
 
 def check(pending: Callable[[], List[Any]], drawn: Callable[[], bool]) -> None:
     """Print :func:`message` to stderr when ``pending()`` is not empty."""
-    if getattr(sys, "last_value", None) is not None or drawn():
+    died = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)  # 3.12 / 3.11
+    if died is not None or drawn():
         return
     pipes = pending()
     if pipes:

@@ -248,3 +248,19 @@ def test_user_frames():
     assert not is_user_frame(os.__file__)
     assert not is_user_frame(str(REPO / "rxbot" / "botframe.py"))
     assert not is_user_frame("<rxbot fused ff.>")
+
+
+def test_other_errors_keep_pythons_own_traceback(tmp_path):
+    """The hook BotFrame.run() installs shortens only errors that went through rxbot."""
+    job = write(tmp_path, """
+        from rxbot import BotFrame, Loop, Pipe
+        Pipe(Loop([1]), lambda x: None)
+        BotFrame.run()
+        def own():
+            raise LookupError("the script's own bug")
+        own()
+    """)
+    proc = python(job)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Traceback (most recent call last):\n")
+    assert "in own" in proc.stderr and proc.stderr.endswith("LookupError: the script's own bug\n")
