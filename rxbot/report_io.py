@@ -25,26 +25,28 @@ _LEVEL = re.compile(r"P?(\d+)\[(\d+)\]")
 def step_parts(key: Any) -> Tuple[int, Tuple[int, ...], str]:
     """``(pipe number, positions, label)`` of a step key of the report.
 
-    Accepts a step identity object (``pipe``/``path``/``label`` attributes) or the
-    ``"P1[5] Fork/2[1] label"`` text form."""
-    if not isinstance(key, str):
-        return (int(getattr(key, "pipe", 0)), tuple(getattr(key, "path", ())),
-                str(getattr(key, "label", key)))
+    Accepts a step identity object (``pipe`` like ``"P1"``, ``positions`` — step,
+    branch, step, ... — and ``labels``) or the ``"P1[5] Fork/2[1] label"`` text form."""
+    positions_of = getattr(key, "positions", None)
+    labels = getattr(key, "labels", None)
+    pipe_name = str(getattr(key, "pipe", ""))
+    if positions_of is not None and labels and pipe_name.lstrip("P").isdigit():
+        return int(pipe_name.lstrip("P")), tuple(positions_of), str(labels[-1])
+    text = str(key)
     positions: List[int] = []
-    pipe = 0
-    head, _, label = key.partition(" ")
-    text = key
+    pipe, offset, label_at = 0, 0, 0
     for part in text.split("/"):
         m = _LEVEL.match(part)
         if not m:
             break
-        if not positions:
-            pipe = int(m.group(1))
-        else:
+        if positions:
             positions.append(int(m.group(1)))  # branch number within the route
+        else:
+            pipe = int(m.group(1))
         positions.append(int(m.group(2)))
-    label = key.rsplit("] ", 1)[1] if "] " in key else label or head
-    return pipe, tuple(positions), label
+        label_at = offset + m.end()
+        offset += len(part) + 1
+    return pipe, tuple(positions), text[label_at:].lstrip(" ")
 
 
 def order(key: Any) -> Tuple[int, Tuple[int, ...]]:

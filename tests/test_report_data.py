@@ -122,3 +122,20 @@ def test_a_long_string_constant_keeps_its_closing_quote():
     assert Const("http://127.0.0.1:45515/v1/bpi/currentprice.json").label() == "'http://127.0.0.1:45515/v1/...'"
     assert Const("short").label() == "'short'"
     assert Const(list(range(20))).label().endswith("...")
+
+
+def test_step_keys_as_text_or_identity_objects():
+    from rxbot.report_io import order, step_parts
+
+    class Id(str):  # the shape of a step identity object: a str with its parts
+        def __new__(cls, text, pipe, positions, labels):
+            self = super().__new__(cls, text)
+            self.pipe, self.positions, self.labels = pipe, positions, labels
+            return self
+
+    text = "P2[5] Fork/2[1] parse"
+    assert step_parts(text) == (2, (5, 2, 1), "parse")
+    assert step_parts(Id(text, "P2", (5, 2, 1), ("Fork", "parse"))) == (2, (5, 2, 1), "parse")
+    keys = ["P1[10] z", "P1[2] Fork/1[1] a", "P1[2] Fork", "P2[1] Loop", "P1[2] Fork/2[1] b"]
+    assert sorted(keys, key=order) == ["P1[2] Fork", "P1[2] Fork/1[1] a", "P1[2] Fork/2[1] b",
+                                       "P1[10] z", "P2[1] Loop"]
