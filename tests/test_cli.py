@@ -208,6 +208,10 @@ def test_replay_clear_removes_a_failed_runs_cache(tmp_path):
     assert run.returncode != 0 and "ValueError" in run.stderr
     cache = tmp_path / ".rxbot" / "replay"
     assert cache.is_dir() and any(cache.rglob("*"))
+    listed = rxbot("replay", "list", str(script), cwd=REPO)  # a real cache, listed
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[0] == f"rxbot replay: caches in {cache}"
+    assert re.search(r"^  \S+  \d+ files?, [\d.]+ (B|kB), \d{4}-", listed.stdout, re.M), listed.stdout
     cleared = subprocess.run([sys.executable, "-m", "rxbot", "replay", "--clear", str(script)],
                              capture_output=True, text=True, timeout=60)
     assert cleared.returncode == 0 and "cleared 1 cache(s)" in cleared.stdout
