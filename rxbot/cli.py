@@ -295,7 +295,7 @@ def _replay_command(sub: Any) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from .replay import clear_cache, default_root, replay_root
+    from .replay import ReplayPathError, clear_cache, default_root, replay_root
 
     listing = args.script == "list" and not args.clear
     script = args.list_script if listing else args.script
@@ -307,7 +307,11 @@ def _replay(args: argparse.Namespace) -> int:
         return print_caches(replay_root(root))
     if not args.clear:
         args.replay_parser.error("say 'list' to show the caches or '--clear' to delete them")
-    removed = clear_cache(root)
+    try:
+        removed = clear_cache(root)
+    except ReplayPathError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     where = replay_root(root)
     print(f"rxbot replay: cleared {removed} cache(s) in {where}" if removed
           else f"rxbot replay: no cache in {where}")
