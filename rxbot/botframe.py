@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, List, Sequence
 
 from .config import config
 from .errors import PipelineError
-from .replay import session as replay_session
+from .replay.session import session as replay_session
 
 
 class _LiveBots:
@@ -116,7 +116,6 @@ class BotFrame:
         from .stats import hooked
 
         errors_display.install()
-        from .config import config
         from .logs import apply
 
         apply(config.log_level)

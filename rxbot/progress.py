@@ -22,7 +22,7 @@ import contextlib
 import operator
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
 
 from .report_io import counters, order, step_parts
 
@@ -86,6 +86,8 @@ class Progress:
         self.names = [getattr(pipe, "name", None) or f"Pipe {i + 1}" for i, pipe in enumerate(pipes)]
         self.totals = [source_size(pipe) for pipe in pipes]
         self.started = time.perf_counter()
+        #: called before each update to bring live counters up to date (fused steps)
+        self.refresh: Callable[[], None] = lambda: None
         self.keys = sorted(report.steps, key=order)
         self._stdout: Any = None
         try:
@@ -152,6 +154,7 @@ class Progress:
         return "rxbot progress: " + " || ".join(parts)
 
     def update(self, final: bool = False) -> None:
+        self.refresh()
         new = [k for k in self.report.steps if k not in self.keys]
         if new:  # steps made while running (a BlockedJoin's branches): plain text only
             self.keys = sorted([*self.keys, *new], key=order)

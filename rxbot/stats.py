@@ -56,11 +56,14 @@ class StatsWatch:
             raise ValueError(f"config.stats_interval must be > 0 seconds; got {interval!r}")
         self.report, self.hook, self.interval, self.started = report, hook, interval, started
         self.broken = False
+        #: called before each snapshot to bring live counters up to date
+        self.refresh: Callable[[], None] = lambda: None
 
     def call(self, final: bool) -> None:
         if self.broken:
             return
         try:
+            self.refresh()
             self.hook(snapshot(self.report, self.started, final))
         except Exception:
             self.broken = True
@@ -75,6 +78,13 @@ class StatsWatch:
         self.call(True)
 
 
+def publish_live(ctx: Any) -> None:
+    """Bring the counts of fused sync steps up to date: their segments count into local
+    lists and add them to the steps' stats only when asked (or when they finish)."""
+    for segment in list(getattr(ctx, "segments", ())):
+        segment.publish_counts(final=False)
+
+
 def attach(ctx: Any, pipes: Sequence[Any]) -> None:
     """Start the run's watchers — progress bars and the stats hook — as the run's own
     tasks; their last update runs at shutdown, after the steps have published counts."""
@@ -82,11 +92,13 @@ def attach(ctx: Any, pipes: Sequence[Any]) -> None:
         from .progress import Progress
 
         progress = Progress(pipes, ctx.report)
+        progress.refresh = lambda: publish_live(ctx)
         ctx.spawn(progress.run())
         ctx.on_shutdown(progress.close)
     hook = getattr(config, "stats_hook", None)
     if hook is not None:
         watch = StatsWatch(ctx.report, hook, float(config.stats_interval), ctx.started)
+        watch.refresh = lambda: publish_live(ctx)
         ctx.spawn(watch.run())
         ctx.on_shutdown(watch.close)
 
@@ -105,4 +117,4 @@ def hooked(hook: Optional[StatsHook], interval: Optional[float]) -> Iterator[Non
         config.stats_hook, config.stats_interval = saved
 
 
-__all__ = ["StatsHook", "StatsWatch", "attach", "hooked", "snapshot"]
+__all__ = ["StatsHook", "StatsWatch", "attach", "hooked", "snapshot", "publish_live"]

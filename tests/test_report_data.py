@@ -139,3 +139,18 @@ def test_step_keys_as_text_or_identity_objects():
     keys = ["P1[10] z", "P1[2] Fork/1[1] a", "P1[2] Fork", "P2[1] Loop", "P1[2] Fork/2[1] b"]
     assert sorted(keys, key=order) == ["P1[2] Fork", "P1[2] Fork/1[1] a", "P1[2] Fork/2[1] b",
                                        "P1[10] z", "P2[1] Loop"]
+
+
+def inc(x):
+    return x + 1
+
+
+def test_fused_sync_steps_count_live_in_the_snapshots():
+    """A fused run of sync steps counts into the segment; each snapshot publishes those
+    counts first, so a sync step's numbers grow while the run goes on."""
+    calls = []
+    Pipe(Loop(range(80)), inc, Step(slow, concurrency=2), discard)
+    BotFrame.run(stats=calls.append, interval=0.02)
+    seen = [next(s["inp"] for s in c["steps"] if s["label"] == "inc") for c in calls]
+    assert any(0 < n < 80 for n in seen[:-1]), seen  # mid-run, neither 0 nor the total
+    assert seen == sorted(seen) and seen[-1] == 80

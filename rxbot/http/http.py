@@ -583,6 +583,7 @@ class _Call:
             self.attempt += 1
             attempt = self.attempt
             failure: HttpError | None = None
+            last: HttpError | HttpResponse | None  # what the next attempt's log line names
             try:
                 async with self.session.request(method, url, proxy=loader.proxy, **self.spec) as resp:
                     body = await loader.read_body(resp, method, url, attempt)
