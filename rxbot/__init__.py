@@ -12,6 +12,7 @@ from .redact import install_log_filter as _install_log_filter
 from .step import Step
 
 _install_log_filter(_logging.getLogger("rxbot"))  # every rxbot log line is redacted
+from . import logs as _logs  # noqa: E402,F401 - and carries one 'rxbot:' prefix
 
 __version__ = "0.1.0"
 

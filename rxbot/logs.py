@@ -23,6 +23,10 @@ class _StripPrefix(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str) and record.msg.startswith(PREFIX):
             record.msg = record.msg[len(PREFIX):]
+        elif record.args and isinstance(record.msg, str) and record.msg.startswith("%s"):
+            message = record.getMessage()  # log.info("%s", "rxbot: ...")
+            if message.startswith(PREFIX):
+                record.msg, record.args = message[len(PREFIX):], None
         return True
 
 
@@ -30,15 +34,16 @@ class _FallbackHandler(logging.StreamHandler):
     """Prints ``rxbot: message`` to stderr, only while the root logger has no handler
     (otherwise the application's handlers print the record)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(logging.Formatter(PREFIX + "%(message)s"))
-
     def emit(self, record: logging.LogRecord) -> None:
         if logging.getLogger().handlers:
             return
         self.stream = sys.stderr  # follow redirections (pytest's capsys, contextlib)
         super().emit(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        # messages named after a part ("rxbot replay: ...") carry their own prefix
+        return text if text.startswith("rxbot ") else PREFIX + text
 
 
 _installed = False
