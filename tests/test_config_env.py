@@ -21,7 +21,7 @@ def test_a_typo_is_rejected_with_a_suggestion():
         config.replay_mod  # noqa: B018 - reading a typo fails the same way
     with pytest.raises(AttributeError, match="no setting 'zzz'$"):
         config.zzz = 1
-    assert config.exception_policy == "raise"
+    assert config.policy() == "raise"
 
 
 def test_databot_constants_still_assign():
@@ -34,7 +34,7 @@ def test_databot_constants_still_assign():
 def settings_in_fresh_interpreter(**variables: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RXBOT_")}
     env.update(variables, PYTHONPATH=str(REPO))
-    code = ("from rxbot import config; print(config.exception_policy, config.progress, "
+    code = ("from rxbot import config; print(config.policy(), config.progress, "
             "config.shutdown_grace, config.replay_mode, config.default_concurrency, config.log_level, "
             "config.debug, config.metrics)")
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
