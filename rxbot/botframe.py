@@ -9,6 +9,9 @@ from .config import config
 from .errors import PipelineError
 from .replay.session import session as replay_session
 
+if TYPE_CHECKING:
+    from .engine.context import RunReport
+
 
 class _LiveBots:
     """``BotFrame.bots``: read on the class, a fresh list each time (see rxbot.live)."""
@@ -17,9 +20,6 @@ class _LiveBots:
         from .live import bots
 
         return bots()
-
-if TYPE_CHECKING:
-    from .engine.context import RunReport
 
 
 class BotFrame:

@@ -154,3 +154,12 @@ def test_fused_sync_steps_count_live_in_the_snapshots():
     seen = [next(s["inp"] for s in c["steps"] if s["label"] == "inc") for c in calls]
     assert any(0 < n < 80 for n in seen[:-1]), seen  # mid-run, neither 0 nor the total
     assert seen == sorted(seen) and seen[-1] == 80
+
+
+def test_a_sink_is_consumed_in_replay_mode_too(tmp_path):
+    """Replay builds the top-level steps one at a time; the last one is still a sink."""
+    config.replay_mode, config.replay_dir, config.metrics = True, str(tmp_path), True
+    out = []
+    report = BotFrame.run([Pipe(Loop(range(3)), half, out.append)])
+    step = next(s for s in report.to_dict()["steps"] if s["label"] == "list.append")
+    assert step["sink"] and step["consumed"] == 2 and step["filtered"] == 0
