@@ -5,27 +5,28 @@ import html
 from typing import Any
 
 from .render import rate_text
+from .report_io import COUNTERS, counters, order
 
-COLUMNS = ("inp", "out", "filtered", "dropped", "failed", "retried", "cancelled")
-HEADINGS = ("in", "out", "filtered", "dropped", "failed", "retried", "cancelled")
+HEADINGS = {"inp": "in"}
 
 
 def report_html(report: Any) -> str:
-    """One row per step in pipe order (counts, throughput over the run), then the
-    totals, the run time, the dead letters and the error if the run failed."""
-    from .engine.context import _path_order
-
+    """One row per step in pipe order (its counters as in :mod:`rxbot.report_io`, and its
+    throughput over the run), then the totals, the run time, the dead letters and the
+    error if the run failed."""
     seconds = float(getattr(report, "seconds", 0.0) or 0.0)
-    head = "".join(f"<th>{h}</th>" for h in ("step",) + HEADINGS + ("items/s",))
+    names = ("step",) + tuple(HEADINGS.get(c, c) for c in COUNTERS) + ("items/s",)
+    head = "".join(f"<th>{h}</th>" for h in names)
     rows = []
-    for path in sorted(report.steps, key=_path_order):
-        stats = report.steps[path]
-        cells = "".join(f"<td>{getattr(stats, c)}</td>" for c in COLUMNS)
-        rate = rate_text(max(stats.inp, stats.out), seconds).split()[0] if seconds > 0 else ""
-        style = ' style="color:#dc2626"' if stats.failed else ""
-        rows.append(f"<tr{style}><td style=\"text-align:left\">{html.escape(path)}</td>{cells}<td>{rate}</td></tr>")
+    for key in sorted(report.steps, key=order):
+        values = counters(report, key)
+        cells = "".join(f"<td>{values[c]}</td>" for c in COUNTERS)
+        rate = rate_text(max(values["inp"], values["out"]), seconds).split()[0] if seconds > 0 else ""
+        style = ' style="color:#dc2626"' if values["failed"] else ""
+        rows.append(f"<tr{style}><td style=\"text-align:left\">{html.escape(str(key))}</td>{cells}"
+                    f"<td>{rate}</td></tr>")
     totals = report.totals()
-    foot = "".join(f"<td>{totals[c]}</td>" for c in COLUMNS)
+    foot = "".join(f"<td>{totals[c]}</td>" for c in COUNTERS)
     caption = f"rxbot run: {seconds:.3f} s, {len(report.dead_letters)} dead letter(s)"
     error = getattr(report, "error", None)
     if error is not None:

@@ -80,13 +80,14 @@ def test_run_report_displays_as_a_table():
     table = ET.fromstring(report._repr_html_())
     assert table.tag == "table"
     head = [th.text for th in table.find("thead").iter("th")]
-    assert head == ["step", "in", "out", "filtered", "dropped", "failed", "retried", "cancelled", "items/s"]
+    assert head == ["step", "in", "out", "filtered", "consumed", "dropped", "failed", "retried", "cancelled",
+                    "closed", "items/s"]
     rows = {tr[0].text: [td.text for td in tr[1:]] for tr in table.find("tbody")}
     assert list(rows) == ["P1[1] Loop(range(0, 4))", "P1[2] bad <x>", "P1[3] slow_half", "P1[4] print"]
-    assert rows["P1[2] bad <x>"][:7] == ["4", "3", "0", "1", "1", "0", "0"]
+    # in, out, filtered, consumed, dropped, failed, retried, cancelled, closed, items/s
+    assert rows["P1[2] bad <x>"][:9] == ["4", "3", "0", "0", "1", "1", "0", "0", "0"]
     assert rows["P1[3] slow_half"][:2] == ["3", "3"]
-    assert rows["P1[3] slow_half"][7] == rate_text(3, report.seconds).split()[0]
-    totals = [td.text for td in table.find("tfoot").iter("td")][:7]
-    assert totals == [str(report.totals()[k]) for k in ("inp", "out", "filtered", "dropped", "failed",
-                                                         "retried", "cancelled")]
+    assert rows["P1[3] slow_half"][9] == rate_text(3, report.seconds).split()[0]
+    totals = [td.text for td in table.find("tfoot").iter("td")][:9]
+    assert totals == [str(v) for v in report.totals().values()]
     assert table.find("caption").text == f"rxbot run: {report.seconds:.3f} s, 1 dead letter(s)"

@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 
 from rxbot import BotFrame, Loop, Pipe, Step, config
+from rxbot.report_io import counters
 from rxbot.watch import close_all, parse_address
 
 from browser import Browser, find_browser
@@ -71,13 +72,16 @@ async def printed_url(capsys) -> str:
     raise AssertionError("no address printed")
 
 
+KEYS = ("inp", "out", "filtered", "consumed", "dropped", "failed")
+
+
 def counts(snapshot: dict) -> dict:
-    return {s["path"]: {k: s[k] for k in ("inp", "out", "filtered", "dropped", "failed")} for s in snapshot["steps"]}
+    return {s["path"]: {k: s[k] for k in KEYS} for s in snapshot["steps"]}
 
 
 def reported(report) -> dict:
-    return {p: {k: getattr(s, k) for k in ("inp", "out", "filtered", "dropped", "failed")}
-            for p, s in report.steps.items()}
+    """The report's own counters (a sink's None is 'consumed', see rxbot.report_io)."""
+    return {str(key): {k: v for k, v in counters(report, key).items() if k in KEYS} for key in report.steps}
 
 
 async def test_a_watched_run_streams_growing_counts_then_its_report(capsys):
@@ -157,6 +161,7 @@ def test_without_watch_nothing_is_imported_or_started():
 SCRIPT = """
     import asyncio, json, os, sys
     from rxbot import BotFrame, Loop, Pipe, Step
+    from rxbot.report_io import counters
 
     GO, OUT = sys.argv[1], sys.argv[2]
 
@@ -178,7 +183,7 @@ SCRIPT = """
          print, name="slow fetch")
     report = BotFrame.run()
     with open(OUT, "w") as fh:
-        json.dump({p: s.as_dict() for p, s in report.steps.items()}, fh)
+        json.dump({str(k): counters(report, k) for k in report.steps}, fh)
 """
 
 ROWS = """Array.from(document.querySelectorAll('#steps tbody tr')).map(tr => [tr.dataset.path,
@@ -254,7 +259,7 @@ async def test_browser_sees_counts_grow_then_the_final_report(tmp_path):
     report = json.loads(out.read_text())
     assert set(final_rows) == set(report)
     for path, stats in report.items():
-        for key in ("inp", "out", "failed", "dropped", "filtered"):
+        for key in ("inp", "out", "failed", "dropped", "filtered", "consumed"):
             assert int(final_rows[path][key]) == stats[key], (path, key)
     assert report["P1[3] fetch"]["out"] == 30 and report["P1[4] check"]["failed"] == 1
     assert node_text[0] == "fetch" and node_text[1] == "in=30 out=30"

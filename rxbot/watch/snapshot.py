@@ -11,11 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..engine.context import _path_order
 from ..live import bots
 from ..render import count_lines, rate_text
-
-COUNTS = ("inp", "out", "filtered", "dropped", "failed", "retried", "cancelled")
+from ..report_io import COUNTERS, counters, order
 #: weight of the newest interval in the smoothed rate (the rest is the previous rate)
 SMOOTHING = 0.5
 #: dead letters sent with each snapshot (the newest ones; the total is always sent)
@@ -36,12 +34,13 @@ class Sampler:
         """The JSON-able picture of ``report`` now. A finished run (``state`` other than
         ``'running'``) reports each step's average rate over the run, as render does."""
         # this run's steps (another run may go on at the same time)
-        live = {b.path: b for b in bots() if report.steps.get(b.path) is b.stats}
+        live = {str(b.path): b for b in bots() if report.steps.get(b.path) is b.stats}
         now = time.perf_counter()
         running = state == "running"
         seconds = now - self.started if running else float(report.seconds or 0.0)
         steps: List[Dict[str, Any]] = []
-        for path, stats in sorted(report.steps.items(), key=lambda kv: _path_order(kv[0])):
+        for key in sorted(report.steps, key=order):
+            stats, path = report.steps[key], str(key)
             items = max(stats.inp, stats.out)
             if running:
                 rate = self._rate(path, now, items)
@@ -49,7 +48,7 @@ class Sampler:
                 rate = items / seconds if seconds > 0 else 0.0
             step = live.get(path)
             counted = step is None or step.counted
-            row = {k: getattr(stats, k) for k in COUNTS}
+            row: Dict[str, Any] = counters(report, key)
             row.update(path=path, rate=round(rate, 2), counted=counted,
                        in_flight=step.in_flight if step is not None and running else 0,
                        lines=count_lines(stats, counted, rate_text(rate, 1.0)))
@@ -80,4 +79,4 @@ def _cut(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-__all__ = ["Sampler", "COUNTS"]
+__all__ = ["Sampler", "COUNTERS"]
