@@ -107,7 +107,9 @@ class BotFrame(metaclass=_FrameType):
                 return await run_pipes(chosen, hooks=hooks)
             from .watch import follow
 
-            return await follow(watch, chosen, lambda observe: run_pipes(chosen, hooks=hooks, observe=observe))
+            report: "RunReport" = await follow(
+                watch, chosen, lambda observe: run_pipes(chosen, hooks=hooks, observe=observe))
+            return report
         finally:
             for p in chosen:
                 p._running = False
@@ -186,8 +188,9 @@ class BotFrame(metaclass=_FrameType):
 
     @classmethod
     def render(cls, path: str, format: str | None = None, pipes: Sequence[Any] | None = None,
-               **kwargs: Any) -> str:
-        """Draw every pending pipe (they are not run or consumed)."""
+               **kwargs: Any) -> "str | tuple[str, str]":
+        """Draw every pending pipe (they are not run or consumed); the path(s) written,
+        see :func:`rxbot.render.render`."""
         from .render import render
 
         chosen = list(cls._pending) if pipes is None else list(pipes)

@@ -78,7 +78,7 @@ async def demo(out_dir: str = ".", ticks: int = 10, delay: float = 0.3) -> DemoR
             report = await BotFrame.run_async(pipes=[pipe])
         finally:
             config.metrics = saved
-        svg = render([pipe], svg_path, report=report)  # the picture with the run's numbers
+        svg = str(render([pipe], svg_path, report=report))  # the picture with the run's numbers
 
     with closing(sqlite3.connect(db_path)) as conn:
         rows = conn.execute("select count(*) from prices").fetchone()[0]

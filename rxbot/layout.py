@@ -10,7 +10,7 @@ imported (a platform without its wheel), or when asked for with ``engine="dot"``
 from __future__ import annotations
 
 import shutil
-from typing import Optional
+from typing import Any, Optional
 
 #: picture formats rxbot renders
 PICTURES = ("png", "svg", "pdf")
@@ -31,7 +31,7 @@ class GraphvizUnavailable(RuntimeError):
     """Neither pygraphviz nor a ``dot`` program is there to lay the graph out."""
 
 
-def _pygraphviz() -> Optional[object]:
+def _pygraphviz() -> Optional[Any]:
     try:
         import pygraphviz
     except ImportError:
@@ -63,14 +63,14 @@ def draw(source: str, fmt: str, engine: str = "auto", dpi: int = PNG_DPI) -> byt
         wanted = "" if engine == "auto" else f" (engine={engine!r})"
         raise GraphvizUnavailable(f"{INSTALL_HINT}{wanted}")
     if chosen == "pygraphviz":
-        graph = _pygraphviz().AGraph(string=source)
+        graph = _pygraphviz().AGraph(string=source)  # type: ignore[union-attr]
         if fmt == "png":
             graph.graph_attr["dpi"] = str(int(dpi))
-        return graph.draw(format=fmt, prog="dot")
+        return bytes(graph.draw(format=fmt, prog="dot"))
     import graphviz
 
     data = _with_dpi(source, dpi) if fmt == "png" else source.encode("utf-8")
-    return graphviz.pipe("dot", fmt, data, quiet=True)
+    return bytes(graphviz.pipe("dot", fmt, data, quiet=True))
 
 
 def _with_dpi(source: str, dpi: int) -> bytes:

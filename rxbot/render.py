@@ -296,7 +296,7 @@ def count_lines(stats: Any, counted: bool, rate: Optional[str]) -> List[str]:
     return [line + f" retried={stats.retried}" if stats.retried else line]
 
 
-def rate_text(items: int, seconds: float) -> str:
+def rate_text(items: float, seconds: float) -> str:
     """``items`` over ``seconds`` as a short throughput: ``'12.3k items/s'``."""
     rate = items / seconds if seconds > 0 else 0.0
     for limit, suffix in ((1e6, "M"), (1e3, "k")):
@@ -482,10 +482,11 @@ def render(pipes: Sequence[Any], path: str, format: str | None = None, view: boo
     if dot_path is not None:
         _write(dot_path, graph.source.encode("utf-8"))
     log.debug("rxbot: drew %d pipe(s) to %s", len(list(pipes)), out_path or dot_path)
-    if view and out_path is not None:
-        graphviz.view(out_path)
     if out_path is None:
+        assert dot_path is not None  # _targets returns at least one of them
         return dot_path
+    if view:
+        graphviz.view(out_path)
     return out_path if dot_path is None else (dot_path, out_path)
 
 

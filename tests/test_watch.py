@@ -253,8 +253,8 @@ async def test_browser_sees_counts_grow_then_the_final_report(tmp_path):
             proc.wait()
         proc.stderr.close()
     # the counts on the page grew while the run went on ...
-    assert seen == sorted(seen) and len(set(seen)) >= 3, seen
-    assert 0 < min(x for x in seen if x) and max(seen) < 30
+    # (the last running snapshot may already show all 30: the run then still shuts down)
+    assert seen == sorted(seen) and len({x for x in seen if 0 < x < 30}) >= 2, seen
     # ... and the page ends on the run's own report
     report = json.loads(out.read_text())
     assert set(final_rows) == set(report)
