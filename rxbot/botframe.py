@@ -49,8 +49,12 @@ class BotFrame:
         return chosen
 
     @classmethod
-    async def run_async(cls, pipes: Sequence[Any] | None = None):
-        """Run inside an already running event loop (Jupyter, an aiohttp app, ...)."""
+    async def run_async(cls, pipes: Sequence[Any] | None = None, *, cluster: Any = None,
+                        shards: int | None = None):
+        """Run inside an already running event loop (Jupyter, an aiohttp app, ...).
+
+        ``cluster``/``shards``: run sharded on a Dask cluster (see :meth:`run`)."""
+        from .cluster import run_sharded, sharding_requested
         from .engine import run_pipes
 
         chosen = cls._take(pipes)
@@ -63,14 +67,21 @@ class BotFrame:
             from .engine import RunReport
 
             return RunReport()
+        if sharding_requested(cluster, shards):  # scale out: docs/scaling.md
+            return await run_sharded(chosen, cluster, shards)
         return await run_pipes(chosen)
 
     @classmethod
-    def run(cls, pipes: Sequence[Any] | None = None):
+    def run(cls, pipes: Sequence[Any] | None = None, *, cluster: Any = None,
+            shards: int | None = None):
         """Run every pending pipe to completion; return the run report.
 
         Raises the first exception of a failed run (``raise`` policy), with the step
         name and item attached as a note.
+
+        ``cluster`` (a Dask scheduler address, a ``distributed.Client``, or True for a
+        local cluster) and/or ``shards=N`` run every pipe as N shards on the cluster's
+        workers, each on its share of the source (docs/scaling.md).
         """
         if cls._dry_run is not None:
             return asyncio.run(cls.run_async(pipes))
@@ -83,10 +94,10 @@ class BotFrame:
                 "BotFrame.run() was called inside a running event loop; use "
                 "'await BotFrame.run_async()' (or 'await pipe.run_async()') there instead"
             )
-        return asyncio.run(cls._run_with_signals(pipes))
+        return asyncio.run(cls._run_with_signals(pipes, cluster=cluster, shards=shards))
 
     @classmethod
-    async def _run_with_signals(cls, pipes: Sequence[Any] | None):
+    async def _run_with_signals(cls, pipes: Sequence[Any] | None, **sharding: Any):
         """SIGTERM cancels the run like Ctrl-C does, so sources stop and every node,
         session and file is closed before the process exits (status 143)."""
         loop = asyncio.get_running_loop()
@@ -103,7 +114,7 @@ class BotFrame:
         except (NotImplementedError, RuntimeError, ValueError):  # not main thread / Windows
             installed = False
         try:
-            return await cls.run_async(pipes)
+            return await cls.run_async(pipes, **sharding)
         except asyncio.CancelledError:
             if terminated:
                 raise SystemExit(128 + signal.SIGTERM) from None

@@ -155,6 +155,12 @@ def _run_command(sub: Any) -> None:
                         "assignment in the script itself still wins)")
     p.add_argument("--progress", action="store_true",
                    help="show a live progress bar per pipe with per-step counts")
+    p.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="run every pipe sharded on the Dask scheduler at ADDRESS ('local': a "
+                        "local cluster); see docs/scaling.md")
+    p.add_argument("--shards", type=_positive_int, default=None, metavar="N",
+                   help="split each pipe's source into N shards (default with --cluster: one "
+                        "per worker thread; alone: a local cluster)")
     p.epilog = "Arguments after '--' go to the script: rxbot run job.py --policy ignore -- --day 3"
     p.set_defaults(script_args=[])
     p.set_defaults(handler=_run)
@@ -169,6 +175,9 @@ def _run(args: argparse.Namespace) -> int:
         config.exception_policy = args.policy
     if args.progress:
         config.progress = True
+    if args.cluster is not None or args.shards is not None:
+        config.cluster = True if args.cluster in (None, "local") else args.cluster
+        config.shards = args.shards
     try:
         _exec_script(args.script, args.script_args)
     except SystemExit as exc:

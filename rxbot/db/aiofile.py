@@ -103,7 +103,9 @@ class aiofile(Node):  # noqa: N801 - databot's name
     async def init(self) -> None:
         self._reset()
         self._lock = asyncio.Lock()
-        self._fh = await aiofiles.open(self.filename, self.mode, encoding=self.encoding)
+        from ..shard import fill  # '{index}' in the name: one file per shard of a sharded run
+
+        self._fh = await aiofiles.open(fill(self.filename), self.mode, encoding=self.encoding)
 
     def __call__(self, item: Any) -> Any:
         line = self._fmt(item)

@@ -65,6 +65,8 @@ async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
     """Run ``pipes`` concurrently; return the report, or raise the first fatal error."""
     loop = asyncio.get_running_loop()
     ctx = RunContext(loop)
+    for pipe in pipes:  # the live report (a sharded run sends its counts as they grow)
+        pipe.report = ctx.report
     from ..replay import session as replay_session  # replay:
     ctx.replay = replay_session(ctx)  # replay: None unless config.replay_mode
     inited: List[Node] = []

@@ -1,0 +1,476 @@
+"""Sharded runs (``BotFrame.run(cluster=..., shards=N)``) on a real Dask LocalCluster.
+
+One cluster (worker processes on 127.0.0.1) serves the whole module. Shards write what
+they produce through ``aiofile('out-{index}.jsonl')`` into tmp_path, so the outputs of
+every worker process can be compared with a local run of the same pipe.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import REQUIRE_SERVICES
+from rxbot import (BlockedJoin, BotFrame, Branch, Filter, Fork, Join, Loop, Node, Pipe, Return,
+                   Step, StepError, Timer, aiofile, config, shard)
+from rxbot.shard import ShardInfo, entered
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _require_distributed():
+    try:
+        import cloudpickle
+        import distributed
+    except ImportError as exc:
+        msg = f"Dask distributed is not installed ({exc}); pip install 'rxbot[test]'"
+        if REQUIRE_SERVICES:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    # the workers get this module's functions by value, as they get a script's
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    return distributed
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A LocalCluster on loopback shared by the module: 2 worker processes x 2 task slots,
+    so 4 shards run at once."""
+    distributed = _require_distributed()
+    from rxbot.engine.dask_boost import LOCAL_CLUSTER_OPTIONS
+
+    local = distributed.LocalCluster(**{**LOCAL_CLUSTER_OPTIONS, "threads_per_worker": 2})
+    try:
+        yield local.scheduler_address
+    finally:
+        local.close()
+
+
+def read_outputs(folder: Path) -> collections.Counter:
+    """Every line of every out-*.jsonl in ``folder``, as a multiset."""
+    lines = collections.Counter()
+    for path in folder.glob("out-*.jsonl"):
+        lines.update(path.read_text().splitlines())
+    return lines
+
+
+# ----------------------------------------------------------------------- steps used
+def double(x):
+    return x * 2
+
+
+async def tag_async(x):
+    await asyncio.sleep(0.001)
+    return {"x": x, "even": x % 2 == 0}
+
+
+def square(d):
+    return d["x"] ** 2
+
+
+def small(d):
+    return d["x"] < 40
+
+
+async def neg(x):
+    await asyncio.sleep(0)
+    return -x
+
+
+def fan_out(d):
+    return [d["x"], d["x"] + 1000] if isinstance(d, dict) else None
+
+
+def rich_pipe(out: str, n: int = 120) -> Pipe:
+    """Nested routes (Fork holding a Return holding a Filter, a Join, a BlockedJoin) and
+    async steps."""
+    return Pipe(
+        range(n),
+        double,
+        tag_async,
+        Fork(Return(Filter(route_func=small), square, neg), Pipe(lambda d: d["x"] + 1, neg),
+             route_func=lambda d: d["even"], join=True),
+        Join(lambda v: v if isinstance(v, int) else None, fan_out),
+        BlockedJoin(lambda v: repr(v), lambda v: type(v).__name__),
+        aiofile(out, format="json"),
+    )
+
+
+# ------------------------------------------------------------------ same items, once
+def test_sharded_output_equals_a_local_run(cluster, tmp_path):
+    (tmp_path / "local").mkdir()
+    (tmp_path / "sharded").mkdir()
+    rich_pipe(str(tmp_path / "local" / "out-{index}.jsonl"))
+    local = BotFrame.run()
+    rich_pipe(str(tmp_path / "sharded" / "out-{index}.jsonl"))
+    sharded = BotFrame.run(cluster=cluster, shards=3)
+
+    expected = read_outputs(tmp_path / "local")
+    assert sum(expected.values()) > 120
+    assert read_outputs(tmp_path / "sharded") == expected
+    assert sorted(p.name for p in (tmp_path / "sharded").iterdir()) == [
+        "out-0.jsonl", "out-1.jsonl", "out-2.jsonl"]
+    source = "P1[1] Loop(range(0, 120))"
+    assert sharded[source].inp == 3 and local[source].inp == 1  # one trigger per shard
+    assert sharded[source].out == local[source].out == 120
+    assert {k: s.as_dict() for k, s in sharded.steps.items() if k != source} == {
+        k: s.as_dict() for k, s in local.steps.items() if k != source}
+
+
+def shard_of(x):
+    return (shard.index, shard.count, x)
+
+
+def test_each_shard_gets_the_items_with_its_index_modulo_the_count(cluster, tmp_path):
+    Pipe([f"item{i}" for i in range(10)], shard_of, aiofile(str(tmp_path / "out-{index}.jsonl"), format="json"))
+    BotFrame.run(cluster=cluster, shards=4)
+    for k in range(4):
+        got = [json.loads(line) for line in (tmp_path / f"out-{k}.jsonl").read_text().splitlines()]
+        assert got == [[k, 4, f"item{i}"] for i in range(k, 10, 4)]
+
+
+def test_shard_reads_zero_of_one_outside_a_sharded_run():
+    got = []
+    Pipe([1], shard_of, got.append)
+    BotFrame.run()
+    assert got == [(0, 1, 1)]
+
+
+def test_run_async_with_a_given_asynchronous_client(cluster, tmp_path):
+    distributed = _require_distributed()
+
+    async def main():
+        async with distributed.Client(cluster, asynchronous=True) as client:
+            Pipe(Loop({"a": 1, "b": 2, "c": 3}), str.upper, aiofile(str(tmp_path / "out-{index}.jsonl"), format="json"))
+            report = await BotFrame.run_async(cluster=client, shards=2)
+            assert client.status == "running"  # a client the caller gave is left open
+            return report
+
+    report = asyncio.run(main())
+    assert read_outputs(tmp_path) == collections.Counter(['"A"', '"B"', '"C"'])
+    assert report.find("Loop(dict[3])").out == 3
+
+
+# --------------------------------------------------------------------- report merge
+def test_merged_report_counts_equal_the_sum_of_the_shards(cluster, tmp_path):
+    from rxbot.cluster import merge_reports
+
+    config.exception_policy = "ignore"  # counts every step (and drops the failures)
+
+    def build(source):
+        return Pipe(source, double, Branch(tag_async, Filter(route_func=small)), one_in_seven_fails,
+                    aiofile(str(tmp_path / "out-{index}.jsonl")))
+
+    build(range(50))
+    merged = BotFrame.run(cluster=cluster, shards=3)
+
+    alone = []  # each shard's share run here, as that shard
+    for k in range(3):
+        build(Loop(range(50)[k::3], name="Loop(range(0, 50))"))
+        with entered(ShardInfo(k, 3)):
+            alone.append(BotFrame.run())
+    expected = merge_reports(alone)
+    assert {k: s.as_dict() for k, s in merged.steps.items()} == {
+        k: s.as_dict() for k, s in expected.steps.items()}
+    assert merged.find("one_in_seven_fails").dropped == len(range(0, 100, 14))
+    assert sorted(e.item for e in merged.dead_letters) == list(range(0, 100, 14))
+    assert all(isinstance(e.exception, ZeroDivisionError) for e in merged.dead_letters)
+
+
+def one_in_seven_fails(x):
+    if x % 7 == 0:
+        return 1 / 0
+    return x
+
+
+# ------------------------------------------------------------------- exception policy
+def fail_on_13(x):
+    if x == 13:
+        raise KeyError(f"no {x}")
+    return x
+
+
+class Marks(Node):
+    """Writes 'open', one line per item and 'closed' into a file per shard."""
+
+    concurrency = 1
+
+    def __init__(self, folder: str, delay: float = 0.0) -> None:
+        super().__init__()
+        self.folder = folder
+        self.delay = delay
+
+    async def init(self):
+        self.path = Path(self.folder) / f"marks-{shard.index}.txt"
+        self.path.write_text("open\n")
+
+    async def __call__(self, x):
+        await asyncio.sleep(self.delay)
+        with open(self.path, "a") as f:
+            f.write(f"{x}\n")
+        return x
+
+    async def close(self):
+        with open(self.path, "a") as f:
+            f.write("closed\n")
+
+
+def wait_for(predicate, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_raise_stops_every_shard_and_raises_the_original_exception(cluster, tmp_path):
+    # shard 1 fails on its 7th item (13); shard 0 alone would take ~2000 x 10 ms
+    pipe = Pipe(range(4000), Marks(str(tmp_path), delay=0.01), fail_on_13)
+    with pytest.raises(KeyError) as info:
+        BotFrame.run(cluster=cluster, shards=2)
+    notes = "\n".join(info.value.__notes__)
+    assert "rxbot: raised in step 'fail_on_13' on item 13" in notes
+    assert "shard 1 of 2 on Dask worker tcp://127.0.0.1:" in notes
+    # the other shard was cancelled: it closed its node long before its 2000 items
+    wait_for(lambda: (tmp_path / "marks-0.txt").read_text().endswith("closed\n"), "shard 0 to close")
+    lines = (tmp_path / "marks-0.txt").read_text().splitlines()
+    assert lines[0] == "open" and len(lines) < 1000
+    assert pipe.report.error is info.value
+    assert pipe.report.find("fail_on_13").failed == 1
+
+
+@pytest.mark.parametrize("policy", ["ignore", "retry", "pipein"])
+def test_a_failing_item_under_each_policy(cluster, tmp_path, policy):
+    config.exception_policy = policy
+    config.retry_backoff = 0.001
+    step = fail_on_13 if policy != "retry" else fails_first_time
+    Pipe(range(30), step, describe, aiofile(str(tmp_path / "out-{index}.jsonl"), format="json"))
+    report = BotFrame.run(cluster=cluster, shards=2)
+    got = read_outputs(tmp_path)
+    numbers = collections.Counter(str(i) for i in range(30))
+    if policy == "ignore":
+        assert got == numbers - collections.Counter(["13"])
+        assert report.find("fail_on_13").dropped == 1
+        [letter] = report.dead_letters
+        assert letter.item == 13 and isinstance(letter.exception, KeyError)
+    elif policy == "retry":
+        assert got == numbers
+        assert report.find("fails_first_time").retried == 30
+    else:
+        assert got == numbers - collections.Counter(["13"]) + collections.Counter(['"KeyError at 13"'])
+        assert report.find("fail_on_13").failed == 1
+
+
+_seen: set = set()
+
+
+def fails_first_time(x):
+    """Fails the first call per item in each worker process."""
+    if x not in _seen:
+        _seen.add(x)
+        raise ConnectionError(f"flaky {x}")
+    return x
+
+
+def describe(x):
+    if isinstance(x, StepError):
+        return f"{type(x.exception).__name__} at {x.item}"
+    return x
+
+
+# ------------------------------------------------------------------------- MariaDB
+def test_mariadb_insert_from_4_shards_writes_every_row_exactly_once(cluster, mysql_params):
+    import pymysql
+
+    from rxbot.db.mysql import Insert
+
+    table = f"rxbot_shard_{uuid.uuid4().hex[:12]}"
+    raw = pymysql.connect(host=mysql_params["host"], port=mysql_params["port"], user=mysql_params["user"],
+                          password=mysql_params["password"], database=mysql_params["db"], autocommit=True)
+    try:
+        with raw.cursor() as cur:
+            cur.execute(f"create table {table} (id integer primary key, shard integer)")
+        Pipe(range(3000), lambda i: {"id": i, "shard": shard.index},
+             Insert(f"insert into {table} (id, shard) values ({{id}}, {{shard}})", **mysql_params))
+        BotFrame.run(cluster=cluster, shards=4)
+        with raw.cursor() as cur:
+            cur.execute(f"select count(*), count(distinct id), sum(id), min(id), max(id) from {table}")
+            assert cur.fetchone() == (3000, 3000, sum(range(3000)), 0, 2999)
+            cur.execute(f"select count(*) from {table} where id % 4 <> shard")
+            assert cur.fetchone() == (0,)
+    finally:
+        with raw.cursor() as cur:
+            cur.execute(f"drop table if exists {table}")
+        raw.close()
+
+
+def test_a_query_source_selects_its_share_with_shard_params(cluster, mysql_params):
+    import pymysql
+
+    from rxbot.db.mysql import Insert, Query
+
+    src, dst = (f"rxbot_shard_{uuid.uuid4().hex[:12]}" for _ in range(2))
+    raw = pymysql.connect(host=mysql_params["host"], port=mysql_params["port"], user=mysql_params["user"],
+                          password=mysql_params["password"], database=mysql_params["db"], autocommit=True)
+    try:
+        with raw.cursor() as cur:
+            cur.execute(f"create table {src} (id integer primary key)")
+            cur.execute(f"create table {dst} (id integer primary key, shard integer)")
+            cur.executemany(f"insert into {src} values (%s)", [(i,) for i in range(500)])
+        Pipe(shard.params, Query(f"select id from {src} where id % {{count}} = {{index}}", **mysql_params),
+             lambda row: {"id": row["id"], "shard": shard.index},
+             Insert(f"insert into {dst} values ({{id}}, {{shard}})", **mysql_params))
+        BotFrame.run(cluster=cluster, shards=3)
+        with raw.cursor() as cur:
+            cur.execute(f"select count(*), count(distinct id), sum(id = 0 or id % 3 = shard) from {dst}")
+            assert cur.fetchone() == (500, 500, 500)
+    finally:
+        with raw.cursor() as cur:
+            cur.execute(f"drop table if exists {src}")
+            cur.execute(f"drop table if exists {dst}")
+        raw.close()
+
+
+# -------------------------------------------------------------------------- refusals
+class HoldsALock(Node):
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()  # cannot be pickled
+
+    def __call__(self, x):
+        return x
+
+
+def numbers():
+    yield from range(3)
+
+
+REFUSED = {
+    "timer": (lambda: Pipe(Timer(delay=0.1, max_time=3), double), "P1[1] Timer(0.1s, max_time=3)", "Timer"),
+    "generator": (lambda: Pipe(numbers(), double), "P1[1] Loop(generator)", "list or range"),
+    "iterator": (lambda: Pipe(Loop(iter([1, 2])), double), "P1[1] Loop(list_iterator)", "list or range"),
+    "function": (lambda: Pipe(lambda _: range(5), double), "P1[1] <lambda>", "@rxbot.shard.aware"),
+    "unpicklable": (lambda: Pipe(range(5), Branch(double, HoldsALock())), "P1[2] Branch/1[2] HoldsALock",
+                    "init()"),
+    "process boost": (lambda: Pipe(range(5), Step(double, boost="process")), "P1[2] double", "boost='thread'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_unshardable_pipes_are_refused_before_anything_starts(case):
+    from rxbot.cluster import ShardingError
+
+    _require_distributed()
+    build, where, advice = REFUSED[case]
+    build()
+    # an unreachable scheduler: a refusal must come before any connection attempt
+    with pytest.raises(ShardingError) as info:
+        BotFrame.run(cluster="tcp://127.0.0.1:9", shards=2)
+    message = str(info.value)
+    assert where in message and advice in message
+
+
+def test_replay_mode_is_refused_with_a_sharded_run():
+    from rxbot.cluster import ShardingError
+
+    _require_distributed()
+    config.replay_mode = True
+    Pipe(range(5), double)
+    with pytest.raises(ShardingError, match="replay mode"):
+        BotFrame.run(cluster="tcp://127.0.0.1:9", shards=2)
+
+
+def test_a_range_is_sliced_and_a_list_shipped_once_in_total():
+    import cloudpickle
+
+    from rxbot.cluster.plan import plan
+
+    _require_distributed()
+    big = Pipe(range(10 ** 15), double)
+    words = [f"{i:08d}" * 10 for i in range(5000)]
+    listed = Pipe(words, double)
+    chosen = plan([big, listed])
+    full = len(cloudpickle.dumps(words))
+    assert len(chosen.blob) < full / 10  # the pipes travel without their sources
+    shares = [chosen.sources[1].share(k, 4).iterable for k in range(4)]
+    assert sorted(x for s in shares for x in s) == sorted(words)
+    assert sum(len(chosen.pickled_share(k, 4)) for k in range(4)) < full * 1.2
+    assert chosen.sources[0].share(3, 4).iterable == range(3, 10 ** 15, 4)  # still a range
+    BotFrame.clear()
+
+
+# ------------------------------------------------------------- scripts and signals
+SCRIPT = textwrap.dedent("""
+    import asyncio, sys
+    from rxbot import BotFrame, Node, Pipe, aiofile, shard
+
+    class Marks(Node):      # defined in __main__: sent to the workers by value
+        concurrency = 1
+        async def init(self):
+            self.path = f"{OUT}/marks-{shard.index}.txt"
+            open(self.path, "w").write("open\\n")
+        async def __call__(self, x):
+            await asyncio.sleep(DELAY)
+            with open(self.path, "a") as f:
+                f.write(f"{x}\\n")
+            return x
+        async def close(self):
+            open(self.path, "a").write("closed\\n")
+
+    def triple(x):          # a plain function of __main__
+        return x * 3
+
+    OUT, DELAY = sys.argv[1], float(sys.argv[2])
+    if __name__ == "__main__":
+        Pipe(range(40), triple, Marks(), aiofile(OUT + "/out-{index}.jsonl", format="json"))
+        report = BotFrame.run(**CALL)
+        print("finished")
+""")
+
+
+def script_env():
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def test_rxbot_run_cluster_shards_runs_a_script_with_main_functions(cluster, tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT.replace("**CALL", ""))
+    done = subprocess.run([sys.executable, "-m", "rxbot", "run", "--cluster", cluster, "--shards", "2",
+                           str(script), "--", str(tmp_path), "0"],
+                          capture_output=True, text=True, timeout=120, env=script_env())
+    assert done.returncode == 0, done.stderr
+    assert read_outputs(tmp_path) == collections.Counter(str(3 * i) for i in range(40))
+    for k in range(2):
+        lines = (tmp_path / f"marks-{k}.txt").read_text().splitlines()
+        assert lines == ["open", *(str(3 * i) for i in range(k, 40, 2)), "closed"]
+
+
+def test_sigterm_on_the_client_cancels_every_shard(cluster, tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT.replace("**CALL", f"cluster={cluster!r}, shards=2"))
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), "0.5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env())
+    try:
+        marks = [tmp_path / f"marks-{k}.txt" for k in range(2)]
+        wait_for(lambda: all(m.exists() and len(m.read_text().splitlines()) >= 2 for m in marks),
+                 "both shards to process an item", timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        wait_for(lambda: all(m.read_text().endswith("closed\n") for m in marks), "both shards to close")
+        for m in marks:  # stopped early: 20 items per shard would take 10 s
+            assert len(m.read_text().splitlines()) < 2 + 20
+    finally:
+        if proc.poll() is None:
+            proc.kill()
