@@ -177,7 +177,9 @@ def test_merged_report_counts_equal_the_sum_of_the_shards(cluster, tmp_path):
 
     alone = []  # each shard's share run here, as that shard
     for k in range(3):
-        build(Loop(range(50)[k::3], name="Loop(range(0, 50))"))
+        share = Loop(range(50)[k::3])
+        share.name = "Loop(range(0, 50))"  # the name the shards' sources carry
+        build(share)
         with entered(ShardInfo(k, 3)):
             alone.append(BotFrame.run())
     expected = merge_reports(alone)
