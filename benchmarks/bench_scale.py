@@ -1,0 +1,226 @@
+"""Scale-out benchmark (issue 17): a whole pipe sharded over a Dask LocalCluster against
+one local run of the same pipe, in the same process run.
+
+* SC1 cpu — ``Pipe(range(N), burn, aiofile('out-{index}.txt'))``, ``burn`` ≈ 5 ms of pure
+  Python per item (calibrated at start), N = 2,000:
+
+  - ``local``: ``BotFrame.run()``, one process (the baseline);
+  - ``sharded x2, running cluster``: ``BotFrame.run(cluster=address, shards=2)`` on a
+    2-worker LocalCluster (processes, 127.0.0.1) started beforehand. Target on a
+    machine with ≥ 2 cores: ≥ 1.6× faster than local;
+  - ``sharded x2, own cluster``: ``BotFrame.run(shards=2)``, which starts a local cluster
+    and closes it, so the figure includes a few seconds of cluster start and stop.
+
+  Each run's output files are summed and compared with the local run's (WRONG if not).
+* SC2 io — a local aiohttp server (bench_http's, in a subprocess) → ``HttpLoader`` →
+  parse → ``Insert`` into MySQL (127.0.0.1:3306 when it answers, else SQLite), local and
+  sharded 2 ways: the table must hold every row exactly once (WRONG if not).
+
+Run: ``python benchmarks/bench_scale.py [--quick] [--items N]``. Each figure is one run
+(the CPU case alone takes ~10 s locally); the machine may be shared, so read the ratios,
+which are measured back to back.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, List, Sequence
+
+if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``rxbot`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import Row, print_rows, quick_from_env, unjudged
+from rxbot import BotFrame, HttpLoader, Pipe, aiofile
+
+TARGET_SPEEDUP = 1.6
+
+
+# ---------------------------------------------------------------------------- SC1 cpu
+def burn(rounds: int, item: int) -> int:
+    """Pure-Python CPU work that holds the GIL: ``rounds`` multiply-adds."""
+    total = item
+    for i in range(rounds):
+        total = (total * 31 + i) % 1_000_003
+    return total
+
+
+def calibrate(seconds: float) -> int:
+    """How many rounds of :func:`burn` take about ``seconds`` here (best of 5)."""
+    probe = 20_000
+    best = min(_timed(lambda: burn(probe, 1)) for _ in range(5))
+    return max(1, int(probe * seconds / best))
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def cpu_run(folder: Path, items: int, rounds: int, **sharding: Any) -> tuple[float, tuple]:
+    """(wall seconds, (lines, sum of the lines) of every output file) of one run."""
+    import functools
+
+    for old in folder.glob("out-*.txt"):
+        old.unlink()
+    step = functools.partial(burn, rounds)
+    Pipe(range(items), step, aiofile(str(folder / "out-{index}.txt")))
+    t0 = time.perf_counter()
+    BotFrame.run(**sharding)
+    seconds = time.perf_counter() - t0
+    lines = [int(x) for p in folder.glob("out-*.txt") for x in p.read_text().split()]
+    return seconds, (len(lines), sum(lines))
+
+
+def measure_cpu(items: int, per_item: float, address: str | None) -> List[Row]:
+    rounds = calibrate(per_item)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        runs = {"local": {}}
+        if address is not None:
+            runs["sharded x2, running cluster"] = {"cluster": address, "shards": 2}
+            runs["sharded x2, own cluster"] = {"shards": 2}
+        results = {name: cpu_run(folder, items, rounds, **kw) for name, kw in runs.items()}
+    base, expected = results["local"]
+    cpus = os.cpu_count() or 1
+    rows = []
+    for name, (seconds, checksum) in results.items():
+        right = checksum == expected
+        target, ok = "", None
+        if name == "sharded x2, running cluster" and cpus >= 2:
+            target, ok = f">= {TARGET_SPEEDUP}x faster", base / seconds >= TARGET_SPEEDUP
+        if not right:
+            ok = False
+        rows.append(Row("SC1 cpu", name, seconds, "s", seconds / base, "local", target, ok,
+                        ("" if right else "WRONG output; ") + f"speed-up {base / seconds:.2f}x, "
+                        f"{items} items x {per_item * 1000:.0f} ms"))
+    return rows
+
+
+# ----------------------------------------------------------------------------- SC2 io
+def _parse(response: Any) -> dict:
+    return {"id": int(response.text), "body": f"row {response.text}"}
+
+
+class _Table:
+    """The SC2 sink: a fresh MySQL table when MariaDB answers, else a SQLite file."""
+
+    def __init__(self, folder: Path) -> None:
+        from benchmarks.bench_db import MYSQL, mysql_up
+
+        self.name = f"rxbot_scale_{uuid.uuid4().hex[:10]}"
+        self.mysql = MYSQL if mysql_up() else None
+        self.path = str(folder / "scale.db")
+        self.sql(f"create table {self.name} (id integer primary key, body varchar(40))")
+
+    @property
+    def kind(self) -> str:
+        return "MySQL" if self.mysql else "SQLite"
+
+    def insert(self) -> Any:
+        sql = f"insert into {self.name} (id, body) values ({{id}}, {{body}})"
+        if self.mysql:
+            from rxbot.db.mysql import Insert
+
+            return Insert(sql, **self.mysql)
+        from rxbot.db.sqlite import Insert
+
+        return Insert(sql, path=self.path)
+
+    def sql(self, statement: str) -> list:
+        if self.mysql:
+            import pymysql
+
+            conn = pymysql.connect(host=self.mysql["host"], port=self.mysql["port"], user=self.mysql["user"],
+                                   password=self.mysql["password"], database=self.mysql["db"], autocommit=True)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(statement)
+                    return list(cur.fetchall())
+            finally:
+                conn.close()
+        with sqlite3.connect(self.path, isolation_level=None) as conn:
+            return conn.execute(statement).fetchall()
+
+    def rows(self) -> tuple:
+        [(count, distinct, total)] = self.sql(f"select count(*), count(distinct id), sum(id) from {self.name}")
+        self.sql(f"delete from {self.name}")
+        return int(count), int(distinct), int(total or 0)
+
+
+def measure_io(items: int, address: str | None) -> List[Row]:
+    from benchmarks.bench_http import ServerProcess
+
+    runs = {"local": {}}
+    if address is not None:
+        runs["sharded x2, running cluster"] = {"cluster": address, "shards": 2}
+    with tempfile.TemporaryDirectory() as tmp, ServerProcess() as base_url:
+        table = _Table(Path(tmp))
+        urls = [f"{base_url}/n/{i}?latency=0.005" for i in range(items)]
+        results = {}
+        try:
+            for name, kw in runs.items():
+                Pipe(urls, HttpLoader(concurrency=50), _parse, table.insert())
+                t0 = time.perf_counter()
+                BotFrame.run(**kw)
+                results[name] = (time.perf_counter() - t0, table.rows())
+        finally:
+            table.sql(f"drop table {table.name}")
+    expected = (items, items, sum(range(items)))
+    base = results["local"][0]
+    rows = []
+    for name, (seconds, found) in results.items():
+        right = found == expected
+        rows.append(Row("SC2 io", f"{name} -> {table.kind}", seconds, "s", seconds / base, "local",
+                        "every row once", right,
+                        (f"{found[0]} rows, {found[1]} distinct" if right else
+                         f"WRONG rows: {found} instead of {expected}")))
+    return rows
+
+
+# ---------------------------------------------------------------------------- driver
+def measure(cpu_items: int, per_item: float, io_items: int) -> List[Row]:
+    try:
+        from distributed import LocalCluster
+
+        from rxbot.engine.dask_boost import LOCAL_CLUSTER_OPTIONS
+    except ImportError:
+        print("bench_scale: Dask distributed is not installed; only the local runs are measured")
+        LocalCluster = None  # noqa: N806
+    cluster = LocalCluster(**LOCAL_CLUSTER_OPTIONS) if LocalCluster else None  # 2 workers x 1 thread
+    try:
+        address = cluster.scheduler_address if cluster else None
+        return measure_cpu(cpu_items, per_item, address) + measure_io(io_items, address)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def main(argv: Sequence[str] | None = None) -> List[Row]:
+    """Run SC1 and SC2, print their table, return the rows (for run_all)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run, not a measurement)")
+    parser.add_argument("--items", type=int, default=None, help="SC1 items (default 2000; 100 with --quick)")
+    parser.add_argument("--ms", type=float, default=5.0, help="SC1 CPU time per item in ms (default 5)")
+    parser.add_argument("--io-items", type=int, default=None, help="SC2 requests (default 2000; 100 with --quick)")
+    args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
+    quick = args.quick or quick_from_env()
+    items = args.items or (100 if quick else 2000)
+    io_items = args.io_items or (100 if quick else 2000)
+    per_item = (1.0 if quick else args.ms) / 1000
+    rows = measure(items, per_item, io_items)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    tag = " [--quick: sizes too small to judge targets]" if quick else ""
+    print_rows(f"SC scale-out: one run each, {os.cpu_count()} CPUs, load average {load:.1f} "
+               f"at the end{tag}", unjudged(rows) if quick else rows)
+    return rows
+
+
+if __name__ == "__main__":  # Dask's worker processes re-import this file: keep the guard
+    main()
