@@ -476,3 +476,25 @@ def test_sigterm_on_the_client_cancels_every_shard(cluster, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# -------------------------------------------------------------------------- progress
+def test_progress_shows_the_shards_counts_summed_while_they_run(cluster, tmp_path, monkeypatch):
+    import rxbot.progress as progress
+
+    seen = []
+    original = progress.Progress.update
+
+    def record(self):
+        original(self)
+        seen.append(self.source_counts().get(1, 0))
+
+    monkeypatch.setattr(progress.Progress, "update", record)
+    config.progress = True
+    # 2 shards x 60 items x 20 ms one at a time: a little over a second each
+    Pipe(range(120), Marks(str(tmp_path), delay=0.02), name="marks")
+    report = BotFrame.run(cluster=cluster, shards=2)
+    assert seen[-1] == 120 == report.find("Loop(range(0, 120))").out
+    assert any(0 < n < 120 for n in seen), seen  # sums arrived while the shards ran
+    assert seen == sorted(seen)
+    assert report.find("Marks").inp == 120

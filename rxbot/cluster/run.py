@@ -39,6 +39,8 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
     started = time.perf_counter()
     chosen = plan(pipes)  # refuses before anything starts
     settings = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in CLIENT_ONLY}
+    if config.progress and settings.get("metrics") is None:
+        settings["metrics"] = True  # as a local run with progress: count every step
     async with _Connection(cluster, shards) as client:
         count = shards or sum((await _nthreads(client)).values()) or 1
         run_id = uuid.uuid4().hex[:12]
@@ -51,11 +53,14 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
                    for k in range(count)]
         try:
             reports, error = await _gather(client, futures)
-        finally:
+        except BaseException:
             if live is not None:
                 live.close()
+            raise
     report = merge_reports(reports)
     report.seconds = time.perf_counter() - started
+    if live is not None:
+        live.close(report)  # the final sums, whatever events are still on their way
     _finish(pipes, report)
     if error is not None:
         report.error = error
@@ -219,11 +224,14 @@ class _LiveCounts:
         self.report.steps.update(_summed(self.latest.values()))
         self.progress.update()
 
-    def close(self) -> None:
+    def close(self, final: RunReport | None = None) -> None:
         try:
             self.client.unsubscribe_topic(self.topic)
-        except Exception:
+        except Exception:  # the client may be gone (a cancelled run); the bars still close
             pass
+        if final is not None:
+            self.report.steps.clear()
+            self.report.steps.update({str(k): s for k, s in final.steps.items()})
         self.progress.close()
 
 
