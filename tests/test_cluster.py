@@ -190,6 +190,45 @@ def test_merged_report_counts_equal_the_sum_of_the_shards(cluster, tmp_path):
     assert all(isinstance(e.exception, ZeroDivisionError) for e in merged.dead_letters)
 
 
+class Unpicklable:
+    def __init__(self, n):
+        self.n = n
+        self.lock = threading.Lock()
+
+    def __repr__(self):
+        return f"Unpicklable({self.n})"
+
+
+class LockedError(Exception):
+    def __init__(self, n):
+        super().__init__(f"locked {n}")
+        self.lock = threading.Lock()
+
+
+def make_unpicklable(x):
+    return Unpicklable(x)
+
+
+def fail_unpicklably(u):
+    if u.n % 5 == 0:
+        raise LockedError(u.n)
+    return u.n
+
+
+def test_dead_letters_that_do_not_pickle_come_back_as_text(cluster, tmp_path):
+    from rxbot.cluster.merge import RemoteError
+
+    config.exception_policy = "ignore"
+    Pipe(range(20), make_unpicklable, fail_unpicklably, aiofile(str(tmp_path / "out-{index}.jsonl")))
+    report = BotFrame.run(cluster=cluster, shards=2)
+    letters = report.dead_letters
+    assert sorted(e.item for e in letters) == sorted(f"Unpicklable({n})" for n in (0, 5, 10, 15))
+    assert all(isinstance(e.exception, RemoteError) and "LockedError: locked" in str(e.exception)
+               for e in letters)
+    assert all(e.step == "fail_unpicklably" for e in letters)
+    assert read_outputs(tmp_path) == collections.Counter(str(n) for n in range(20) if n % 5)
+
+
 def one_in_seven_fails(x):
     if x % 7 == 0:
         return 1 / 0
@@ -292,56 +331,68 @@ def describe(x):
 
 
 # ------------------------------------------------------------------------- MariaDB
-def test_mariadb_insert_from_4_shards_writes_every_row_exactly_once(cluster, mysql_params):
-    import pymysql
+class MariaDB:
+    """Uniquely named tables on the local MariaDB, checked with the raw driver and
+    dropped at the end."""
 
+    def __init__(self, params: dict) -> None:
+        import pymysql
+
+        self.params = params
+        self.tables: list = []
+        self.raw = pymysql.connect(host=params["host"], port=params["port"], user=params["user"],
+                                   password=params["password"], database=params["db"], autocommit=True)
+
+    def table(self, columns: str) -> str:
+        name = f"rxbot_shard_{uuid.uuid4().hex[:12]}"
+        self.sql(f"create table {name} ({columns})")
+        self.tables.append(name)
+        return name
+
+    def sql(self, statement: str, rows: list | None = None) -> tuple | None:
+        with self.raw.cursor() as cur:
+            if rows is not None:
+                cur.executemany(statement, rows)
+                return None
+            cur.execute(statement)
+            return cur.fetchone()
+
+    def close(self) -> None:
+        for name in self.tables:
+            self.sql(f"drop table if exists {name}")
+        self.raw.close()
+
+
+@pytest.fixture
+def mariadb(mysql_params):
+    db = MariaDB(mysql_params)
+    yield db
+    db.close()
+
+
+def test_mariadb_insert_from_4_shards_writes_every_row_exactly_once(cluster, mariadb):
     from rxbot.db.mysql import Insert
 
-    table = f"rxbot_shard_{uuid.uuid4().hex[:12]}"
-    raw = pymysql.connect(host=mysql_params["host"], port=mysql_params["port"], user=mysql_params["user"],
-                          password=mysql_params["password"], database=mysql_params["db"], autocommit=True)
-    try:
-        with raw.cursor() as cur:
-            cur.execute(f"create table {table} (id integer primary key, shard integer)")
-        Pipe(range(3000), lambda i: {"id": i, "shard": shard.index},
-             Insert(f"insert into {table} (id, shard) values ({{id}}, {{shard}})", **mysql_params))
-        BotFrame.run(cluster=cluster, shards=4)
-        with raw.cursor() as cur:
-            cur.execute(f"select count(*), count(distinct id), sum(id), min(id), max(id) from {table}")
-            assert cur.fetchone() == (3000, 3000, sum(range(3000)), 0, 2999)
-            cur.execute(f"select count(*) from {table} where id % 4 <> shard")
-            assert cur.fetchone() == (0,)
-    finally:
-        with raw.cursor() as cur:
-            cur.execute(f"drop table if exists {table}")
-        raw.close()
+    table = mariadb.table("id integer primary key, shard integer")
+    Pipe(range(3000), lambda i: {"id": i, "shard": shard.index},
+         Insert(f"insert into {table} (id, shard) values ({{id}}, {{shard}})", **mariadb.params))
+    BotFrame.run(cluster=cluster, shards=4)
+    assert mariadb.sql(f"select count(*), count(distinct id), sum(id), min(id), max(id) from {table}") == (
+        3000, 3000, sum(range(3000)), 0, 2999)
+    assert mariadb.sql(f"select count(*) from {table} where id % 4 <> shard") == (0,)
 
 
-def test_a_query_source_selects_its_share_with_shard_params(cluster, mysql_params):
-    import pymysql
-
+def test_a_query_source_selects_its_share_with_shard_params(cluster, mariadb):
     from rxbot.db.mysql import Insert, Query
 
-    src, dst = (f"rxbot_shard_{uuid.uuid4().hex[:12]}" for _ in range(2))
-    raw = pymysql.connect(host=mysql_params["host"], port=mysql_params["port"], user=mysql_params["user"],
-                          password=mysql_params["password"], database=mysql_params["db"], autocommit=True)
-    try:
-        with raw.cursor() as cur:
-            cur.execute(f"create table {src} (id integer primary key)")
-            cur.execute(f"create table {dst} (id integer primary key, shard integer)")
-            cur.executemany(f"insert into {src} values (%s)", [(i,) for i in range(500)])
-        Pipe(shard.params, Query(f"select id from {src} where id % {{count}} = {{index}}", **mysql_params),
-             lambda row: {"id": row["id"], "shard": shard.index},
-             Insert(f"insert into {dst} values ({{id}}, {{shard}})", **mysql_params))
-        BotFrame.run(cluster=cluster, shards=3)
-        with raw.cursor() as cur:
-            cur.execute(f"select count(*), count(distinct id), sum(id = 0 or id % 3 = shard) from {dst}")
-            assert cur.fetchone() == (500, 500, 500)
-    finally:
-        with raw.cursor() as cur:
-            cur.execute(f"drop table if exists {src}")
-            cur.execute(f"drop table if exists {dst}")
-        raw.close()
+    src = mariadb.table("id integer primary key")
+    dst = mariadb.table("id integer primary key, shard integer")
+    mariadb.sql(f"insert into {src} values (%s)", [(i,) for i in range(500)])
+    Pipe(shard.params, Query(f"select id from {src} where id % {{count}} = {{index}}", **mariadb.params),
+         lambda row: {"id": row["id"], "shard": shard.index},
+         Insert(f"insert into {dst} values ({{id}}, {{shard}})", **mariadb.params))
+    BotFrame.run(cluster=cluster, shards=3)
+    assert mariadb.sql(f"select count(*), count(distinct id), sum(id % 3 = shard) from {dst}") == (500, 500, 500)
 
 
 # -------------------------------------------------------------------------- refusals
@@ -458,7 +509,8 @@ def test_rxbot_run_cluster_shards_runs_a_script_with_main_functions(cluster, tmp
         assert lines == ["open", *(str(3 * i) for i in range(k, 40, 2)), "closed"]
 
 
-def test_sigterm_on_the_client_cancels_every_shard(cluster, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_on_the_client_cancels_every_shard(cluster, tmp_path, sig):
     script = tmp_path / "job.py"
     script.write_text(SCRIPT.replace("**CALL", f"cluster={cluster!r}, shards=2"))
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), "0.5"],
@@ -467,9 +519,13 @@ def test_sigterm_on_the_client_cancels_every_shard(cluster, tmp_path):
         marks = [tmp_path / f"marks-{k}.txt" for k in range(2)]
         wait_for(lambda: all(m.exists() and len(m.read_text().splitlines()) >= 2 for m in marks),
                  "both shards to process an item", timeout=60)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 128 + signal.SIGTERM, err
+        if sig == signal.SIGTERM:
+            assert proc.returncode == 128 + signal.SIGTERM, err
+        else:
+            assert "KeyboardInterrupt" in err and proc.returncode != 0, err
+        assert "finished" not in _
         wait_for(lambda: all(m.read_text().endswith("closed\n") for m in marks), "both shards to close")
         for m in marks:  # stopped early: 20 items per shard would take 10 s
             assert len(m.read_text().splitlines()) < 2 + 20
