@@ -67,9 +67,14 @@ class BotFrame:
             from .engine import RunReport
 
             return RunReport()
-        if sharding_requested(cluster, shards):  # scale out: docs/scaling.md
-            return await run_sharded(chosen, cluster, shards)
-        return await run_pipes(chosen)
+        claim_pipes(chosen)
+        try:
+            if sharding_requested(cluster, shards):  # scale out: docs/scaling.md
+                return await run_sharded(chosen, cluster, shards)
+            return await run_pipes(chosen)
+        finally:
+            for p in chosen:
+                p._running = False
 
     @classmethod
     def run(cls, pipes: Sequence[Any] | None = None, *, cluster: Any = None,
@@ -134,6 +139,20 @@ class BotFrame:
     def clear(cls) -> None:
         """Forget pending pipes without running them."""
         cls._pending.clear()
+
+
+def claim_pipes(pipes: Sequence[Any]) -> None:
+    """Mark ``pipes`` as running, or refuse: one Pipe object run twice at once would run
+    its steps (and its nodes' ``init``/``close``) twice over shared state, without a word."""
+    seen: set = set()
+    for p in pipes:
+        if getattr(p, "_running", False) or id(p) in seen:
+            raise PipelineError(
+                f"pipe {p.label()!r} is already running; a Pipe object runs once at a time "
+                f"(await the first run, or build a second Pipe)")
+        seen.add(id(p))
+    for p in pipes:
+        p._running = True
 
 
 class _DryRun:

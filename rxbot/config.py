@@ -30,7 +30,8 @@ class Config:
     # items in flight for an async step unless the step says otherwise (databot used 32)
     default_concurrency: int = 32
     #: seconds a stopping run waits for boosted calls already running before it closes
-    #: the nodes they may use
+    #: the nodes they may use; calls still running then are abandoned (logged, listed in
+    #: ``report.abandoned``), so a run always ends
     shutdown_grace: float = 10.0
     # a source yields to the event loop after this many items so timers and other pipes run
     yield_every: int = 256

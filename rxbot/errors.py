@@ -3,13 +3,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from .redact import redact
+
 
 def short_repr(value: Any, limit: int = 120) -> str:
-    """repr() cut to ``limit`` characters, so a huge item never floods a log line."""
+    """repr() redacted (no URL credentials, see :mod:`rxbot.redact`), then cut to
+    ``limit`` characters so that a huge item never floods a log line."""
     try:
         text = repr(value)
     except Exception as exc:  # a broken __repr__ must not hide the real failure
         text = f"<unrepresentable {type(value).__name__}: {exc!r}>"
+    text = redact(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -57,6 +57,15 @@ class Node:
     async def close(self) -> None:
         """Release resources. Runs once per run, after the last item or on failure."""
 
+    def settled_at_close(self) -> tuple:
+        """For a node that ``holds_items``: what its last ``close()`` did with the items a
+        stopped run left in it, as ``(finished, rejected, reclaimed)``: how many it
+        finished without passing them on (e.g. rows committed at close), the
+        ``(item, exception)`` pairs it could not finish, and how many of those items
+        belonged to calls the engine had counted as cancelled. The run report counts
+        them (``closed``, ``failed`` and dead letters), so nothing held is left uncounted."""
+        return 0, [], 0
+
     async def flush(self) -> Any:
         """Called when this node's input has ended; the return value goes downstream
         under the usual return-value rules (None emits nothing)."""

@@ -7,6 +7,7 @@ import inspect
 from typing import Any, Callable
 
 from .config import POLICIES
+from .errors import short_repr
 from .node import BOOST_TYPES, Node, is_async_callable
 
 
@@ -123,8 +124,9 @@ class Const:
         self.value = value
 
     def label(self) -> str:
-        text = repr(self.value)
-        return text if len(text) <= 30 else text[:27] + "..."
+        # redacted before it is cut: a URL constant must not show its password or token
+        # in a graph, a report or a replay manifest
+        return short_repr(self.value, 30)
 
     def __repr__(self) -> str:
         return f"Const({self.label()})"
@@ -160,7 +162,9 @@ class RxOp:
 
 
 def _short(value: Any) -> str:
-    text = callable_label(value) if callable(value) else repr(value)
+    if not callable(value):
+        return short_repr(value, 20)
+    text = callable_label(value)
     return text if len(text) <= 20 else text[:17] + "..."
 
 

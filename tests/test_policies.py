@@ -629,3 +629,70 @@ def test_items_held_by_a_batching_node_are_not_counted_as_filtered():
     assert out == [0, 1, 2, 3, 4]
     stats = report.find("Pairs")
     assert (stats.inp, stats.out, stats.filtered) == (5, 5, 0)
+
+
+# ---------------------------------------------------------------- Insert accounting (property)
+def rejecting_insert(tmp: str, bad, batch_size: int):
+    """A SQLite Insert (a real database file) whose trigger rejects the ids in ``bad``:
+    a batch holding one of them fails and is written row by row by the node."""
+    import sqlite3
+
+    from rxbot.db.sqlite import Insert
+
+    path = f"{tmp}/t.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE t (id INTEGER, hops INTEGER); CREATE TABLE bad (id INTEGER);"
+            "CREATE TRIGGER reject BEFORE INSERT ON t WHEN NEW.id IN (SELECT id FROM bad) "
+            "BEGIN SELECT RAISE(ABORT, 'injected'); END;")
+        db.executemany("INSERT INTO bad VALUES (?)", [(i,) for i in bad])
+    db.close()
+    return path, Insert("INSERT INTO t (id, hops) VALUES (?, ?)", path=path, batch_size=batch_size,
+                        flush_interval=None, name="insert")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(before=st.frozensets(st.integers(0, 29), max_size=4), bad=st.frozensets(st.integers(0, 29), max_size=12),
+       batch_size=st.sampled_from([1, 4, 7, 50]), policy=st.sampled_from(["raise", "ignore", "pipein", "retry"]))
+def test_insert_counts_exactly_the_rows_it_rejected_under_every_policy(before, bad, batch_size, policy):
+    import sqlite3
+    import tempfile
+
+    from rxbot.db.base import InsertError
+
+    BotFrame.clear()
+    config.exception_policy = policy
+    config.retry_final_policy = "ignore"
+    config.retry_attempts = 1
+    config.retry_backoff = 0.0001
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path, insert = rejecting_insert(tmp, bad, batch_size)
+        # StepErrors (pipein) go around the Insert, as a user routes them
+        Pipe([(i, 0) for i in range(30)], make_step("sync", before), Return(insert, route_type=tuple),
+             out.append)
+        try:
+            report = BotFrame.run()
+        except (ValueError, InsertError, sqlite3.IntegrityError):
+            assert policy == "raise"
+            return
+        with sqlite3.connect(path) as db:
+            stored = [r[0] for r in db.execute("SELECT id FROM t")]
+        db.close()
+    dead_before = sorted(before)
+    rejected = sorted(set(range(30)) - set(before) & set(bad))
+    delivered = sorted(set(range(30)) - set(before) - set(bad))
+    if policy == "raise":
+        assert not dead_before and not rejected
+    assert sorted(stored) == delivered  # what the database holds ...
+    assert sorted(t[0] for t in out if isinstance(t, tuple)) == delivered  # ... is what passed on
+    ins = report.find("insert")
+    assert ins.failed == len(rejected)  # each rejected row counted once, under its own item
+    letters = sorted(e.item[0] for e in report.dead_letters if e.step == "insert")
+    assert letters == rejected
+    if policy == "pipein":
+        assert sorted(e.item[0] for e in out if isinstance(e, StepError)) == sorted(dead_before + rejected)
+        assert ins.dropped == 0
+    else:
+        assert ins.dropped == len(rejected) and not any(isinstance(e, StepError) for e in out)
+    assert report.totals()["failed"] == len(dead_before) + len(rejected)

@@ -23,7 +23,8 @@ class RemoteError(Exception):
 
 def merge_reports(reports: Sequence[RunReport]) -> RunReport:
     """Add up the counts of every step over ``reports`` (steps appear in first-seen
-    order) and gather their dead letters, shard by shard."""
+    order) and gather, shard by shard, every list the reports hold (dead letters,
+    abandoned calls, ...)."""
     merged = RunReport()
     for report in reports:
         for key, stats in report.steps.items():
@@ -32,8 +33,13 @@ def merge_reports(reports: Sequence[RunReport]) -> RunReport:
                 merged.steps[key] = copy.copy(stats)
             else:
                 _add(into, stats)
-        merged.dead_letters.extend(report.dead_letters)
+        for name in _lists(report):
+            getattr(merged, name).extend(getattr(report, name))
     return merged
+
+
+def _lists(report: RunReport) -> Iterable[str]:
+    return [f.name for f in dataclasses.fields(report) if isinstance(getattr(report, f.name), list)]
 
 
 def _counters(stats: Any) -> Iterable[str]:
@@ -56,12 +62,19 @@ def counts(report: RunReport) -> Dict[Any, Dict[str, Any]]:
 
 
 def portable(report: RunReport) -> RunReport:
-    """A copy of ``report`` that pickles: each dead letter's item or exception that does
-    not pickle (an open response, a lock) is replaced by its text. The run's error
-    travels separately (it is raised)."""
-    out = RunReport(steps=dict(report.steps), seconds=report.seconds)
-    out.dead_letters = [_portable_letter(e) for e in report.dead_letters]
-    return out
+    """A copy of ``report`` that pickles: an item or exception in its lists (dead
+    letters, abandoned calls) that does not pickle (an open response, a lock) is
+    replaced by its text. The run's error travels separately (it is raised)."""
+    lists = {name: [_portable_entry(x) for x in getattr(report, name)] for name in _lists(report)}
+    return dataclasses.replace(report, steps=dict(report.steps), error=None, **lists)
+
+
+def _portable_entry(entry: Any) -> Any:
+    if isinstance(entry, StepError):
+        return _portable_letter(entry)
+    if isinstance(entry, tuple):  # (step, item) of an abandoned call
+        return tuple(x if _picklable(x) else short_repr(x) for x in entry)
+    return entry if _picklable(entry) else short_repr(entry)
 
 
 def _picklable(value: Any) -> bool:

@@ -16,6 +16,7 @@ import aiomysql
 import pymysql
 
 from .base import DatabaseConnectionError, InsertNode, QueryNode, SqlNode, _check_int, _check_seconds
+from .mysql_values import adapt
 from .params import PYFORMAT
 
 log = logging.getLogger("rxbot")
@@ -48,6 +49,11 @@ class _MySQL(SqlNode):
 
     def where(self) -> str:
         return f"{self.user}@{self.host}:{self.port}/{self.db}"
+
+    def params(self, item: Any) -> Any:
+        """The item's values, adapted to what the driver binds correctly (bytearray,
+        memoryview, dict: see :mod:`rxbot.db.mysql_values`)."""
+        return adapt(self.label(), super().params(item))
 
     async def _open(self) -> None:
         timeout = self.connect_timeout

@@ -191,6 +191,8 @@ class Builder:
         if boost:
             fn = boosted(fn, boost, self.ctx, label, rt.concurrency)
         flush = node.flush if isinstance(node, Node) and _node_overrides_flush(node) else None
+        if isinstance(node, Node) and node.holds_items:
+            self.ctx.holders.setdefault(id(node), (node, rt))
         return AsyncStage(self.ctx, rt, fn, downstream, flush=flush,
                           holds_items=isinstance(node, Node) and node.holds_items)
 
@@ -237,7 +239,8 @@ class Builder:
                         if action == RAISE:
                             main.on_error(value)
                         elif action == PIPEIN:
-                            main.on_next(value)
+                            for error in value:
+                                main.on_next(error)
                         return
                     if m:
                         if counting:

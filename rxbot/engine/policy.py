@@ -37,6 +37,9 @@ class StepStats:
     #: accepted but never finished because the run was cancelled or failed elsewhere
     #: (in flight or queued at an async step when the run stopped)
     cancelled: int = 0
+    #: held by a node when the run stopped and finished by its close() without passing
+    #: on (e.g. Insert rows committed at close after Ctrl-C/SIGTERM)
+    closed: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -45,6 +48,15 @@ class StepStats:
 def _short_text(exc: BaseException, limit: int = 200) -> str:
     text = str(exc)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def rejected_by(exc: BaseException, item: Any) -> list:
+    """The (item, exception) pairs a failure rejected: ``exc.rejected`` when the exception
+    stands for several items (:class:`rxbot.db.base.InsertError`), else ``item`` itself."""
+    rejected = getattr(exc, "rejected", None)
+    if isinstance(rejected, list) and rejected:
+        return rejected
+    return [(item, exc)]
 
 
 class StepRuntime:
@@ -73,11 +85,15 @@ class StepRuntime:
     def final(self, exc: BaseException, item: Any) -> tuple[str, Any]:
         """Decide the fate of an item whose step failed for good.
 
-        Returns ``(RAISE, exc)`` (stop the run), ``(DROP, None)`` or ``(PIPEIN, StepError)``.
+        Returns ``(RAISE, exc)`` (stop the run), ``(DROP, None)`` or ``(PIPEIN, [StepError,
+        ...])``. A failure that stands for several items (``exc.rejected``, e.g. the bad
+        rows of an Insert batch) counts, dead-letters, logs and pipes in each of them,
+        under its own error, not the calling item (which may well have been written).
         """
         if isinstance(exc, asyncio.CancelledError):
             return RAISE, exc
-        self.stats.failed += 1
+        rejected = rejected_by(exc, item)
+        self.stats.failed += len(rejected)
         policy = self.policy
         if policy == "retry":
             policy = config.policy(config.retry_final_policy)
@@ -90,14 +106,30 @@ class StepRuntime:
             if replay is not None and replay.poison(self, error):
                 return DROP, None
             return RAISE, error
-        error = StepError(self.label, item, exc, shown)
-        self.ctx.dead_letter(error)
+        errors = []
+        for bad, why in rejected:
+            shown = self.describe(bad)
+            error = StepError(self.label, bad, why, shown)
+            self.ctx.dead_letter(error)
+            errors.append(error)
+            if policy == "ignore":
+                self.stats.dropped += 1
+                log.warning("rxbot: dropped item %s in step %r: %s: %s", shown,
+                            self.label, type(why).__name__, _short_text(why))
         if policy == "ignore":
-            self.stats.dropped += 1
-            log.warning("rxbot: dropped item %s in step %r: %s: %s", shown,
-                        self.label, type(exc).__name__, _short_text(exc))
             return DROP, None
-        return PIPEIN, error
+        return PIPEIN, errors
+
+    def settle_close(self, finished: int, rejected: list, reclaimed: int) -> None:
+        """Count what this step's node did at close with the items it held when the run
+        stopped (see :meth:`rxbot.node.Node.settled_at_close`): finished ones as
+        ``closed``, rejected ones as ``failed`` and dead letters; ``reclaimed`` items had
+        been counted ``cancelled`` and are counted here instead."""
+        self.stats.closed += finished
+        self.stats.failed += len(rejected)
+        self.stats.cancelled -= min(reclaimed, self.stats.cancelled)
+        for bad, why in rejected:
+            self.ctx.dead_letter(StepError(self.label, bad, why, self.describe(bad)))
 
     async def call_with_retry(self, fn: Callable[[Any], Any], item: Any, first_error: BaseException | None = None) -> Any:
         """Call ``fn(item)`` (awaiting a coroutine result) under this step's retry budget.
@@ -129,4 +161,4 @@ class StepRuntime:
                 attempt += 1
 
 
-__all__ = ["StepRuntime", "StepStats", "RAISE", "DROP", "PIPEIN"]
+__all__ = ["StepRuntime", "StepStats", "RAISE", "DROP", "PIPEIN", "rejected_by"]

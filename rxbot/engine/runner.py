@@ -92,6 +92,7 @@ async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
     finally:
         await ctx.shutdown()
         await close_nodes(inited)
+        ctx.count_closed()
         for pipe in pipes:
             pipe._finished = True
             pipe.report = ctx.report

@@ -100,7 +100,8 @@ class Stage:
             self.raise_(value)
             return False
         if action == PIPEIN:
-            emit(value)
+            for error in value:  # one StepError per rejected item
+                emit(error)
         return True
 
     def raise_(self, exc: BaseException) -> None:

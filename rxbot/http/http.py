@@ -29,6 +29,10 @@ from yarl import URL
 
 from ..config import POLICIES
 from ..node import Node
+from ..redact import redact
+
+#: the former name of :func:`rxbot.redact.redact` (one redaction for all of rxbot)
+safe_url = redact
 
 log = logging.getLogger("rxbot")
 
@@ -40,26 +44,10 @@ REQUEST_KEYS = ("url", "method", "headers", "params", "data", "payload", "json",
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_SECRET_PARAM = re.compile(r"(?i)(token|key|secret|pass|auth|sig|credential|session)")
 
 
 def _name(obj: Any) -> str:
     return type(obj).__name__
-
-
-def safe_url(url: Any) -> str:
-    """The URL as it may appear in messages and logs: no ``user:password@`` part and the
-    values of query parameters that look like credentials (``api_key``, ``token``, ...)
-    masked. Never raises."""
-    try:
-        u = URL(str(url))
-        if u.user is not None or u.password is not None:
-            u = u.with_user(None)
-        if u.query_string and any(_SECRET_PARAM.search(k) for k in u.query):
-            u = u.with_query([(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in u.query.items()])
-        return str(u)
-    except Exception:
-        return "<unprintable url>"
 
 
 class HttpRequest:
@@ -104,7 +92,7 @@ class HttpRequest:
 
     def __repr__(self) -> str:
         # headers and body are left out on purpose: they may carry credentials
-        return f"HttpRequest({str(self.method).upper()} {safe_url(self.url)})"
+        return f"HttpRequest({str(self.method).upper()} {redact(self.url)})"
 
 
 class HttpResponse:
@@ -148,10 +136,9 @@ class HttpResponse:
     body = property(lambda self: self.content)
 
     def __repr__(self) -> str:
-        return f"<HttpResponse {self.status} {self.method} {safe_url(self.url)} ({len(self.content)} bytes)>"
+        return f"<HttpResponse {self.status} {self.method} {redact(self.url)} ({len(self.content)} bytes)>"
 
 
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
 
 
 def safe_cause(exc: BaseException | None) -> str:
@@ -159,25 +146,25 @@ def safe_cause(exc: BaseException | None) -> str:
 
     aiohttp's exceptions put whole URLs in ``str()`` (a redirect target, the request
     URL of ``TooManyRedirects``), tokens included; here every URL goes through
-    :func:`safe_url`, and text of unknown shape has the URLs in it masked the same way.
+    :func:`rxbot.redact.redact`, and text of unknown shape has the URLs in it masked the same way.
     """
     if exc is None:
         return "unknown error"
     name = _name(exc)
     try:
         if isinstance(exc, aiohttp.InvalidURL):  # also NonHttpUrlRedirectClientError
-            return f"{name}: {safe_url(exc.url)}"
+            return f"{name}: {redact(exc.url)}"
         if isinstance(exc, aiohttp.ClientResponseError):  # e.g. TooManyRedirects
             hops = len(getattr(exc, "history", ()) or ())
             info = getattr(exc, "request_info", None)
-            where = safe_url(info.real_url) if info is not None else ""
+            where = redact(info.real_url) if info is not None else ""
             parts = [f"HTTP {exc.status}" if exc.status else "",
                      f"after {hops} redirect(s)" if hops else "", f"at {where}" if where else ""]
             return f"{name}: {' '.join(p for p in parts if p)}".rstrip(": ")
         text = " ".join(str(exc).split())
     except Exception:  # an exception with broken fields: say only what it is
         return name
-    text = _URL_IN_TEXT.sub(lambda m: safe_url(m.group(0)), text)
+    text = redact(text)
     return f"{name}: {text}" if text else name
 
 
@@ -197,7 +184,7 @@ class HttpError(Exception):
     def __init__(self, method: str, url: Any, *, status: int | None = None, reason: str = "",
                  attempts: int = 1, cause: BaseException | None = None,
                  response: HttpResponse | None = None, detail: str = "") -> None:
-        shown = safe_url(url)
+        shown = redact(url)
         if status is not None:
             what = f"HTTP {status}{' ' + reason if reason else ''}"
         else:
@@ -418,9 +405,9 @@ class HttpLoader(Node):
         if isinstance(item, HttpRequest):
             return repr(item)
         if isinstance(item, Mapping) and "url" in item:
-            return f"{{'method': {str(item.get('method') or 'GET').upper()!r}, 'url': {safe_url(item['url'])!r}, ...}}"
+            return f"{{'method': {str(item.get('method') or 'GET').upper()!r}, 'url': {redact(item['url'])!r}, ...}}"
         if isinstance(item, (str, URL)):
-            return repr(safe_url(item))
+            return repr(redact(item))
         return f"<{_name(item)}>"
 
     # ---- requests -------------------------------------------------------------------
@@ -450,13 +437,13 @@ class HttpLoader(Node):
         if not isinstance(url, (str, URL)) or not url:
             raise TypeError(f"HttpLoader: the request URL must be a non-empty string; got {_name(url)}")
         if URL(str(url)).scheme not in ("http", "https"):
-            raise ValueError(f"HttpLoader: the request URL must be absolute http:// or https://; got {safe_url(url)!r}")
+            raise ValueError(f"HttpLoader: the request URL must be absolute http:// or https://; got {redact(url)!r}")
         method = spec.get("method") or "GET"
         if not isinstance(method, str) or not _TOKEN.match(method):
-            raise ValueError(f"HttpLoader: invalid HTTP method {method!r} for {safe_url(url)}")
+            raise ValueError(f"HttpLoader: invalid HTTP method {method!r} for {redact(url)}")
         spec["method"] = method.upper()
         if spec.get("data") is not None and spec.get("json") is not None:
-            raise ValueError(f"HttpLoader: request for {safe_url(url)} has both a body ('data'/'payload') and 'json'")
+            raise ValueError(f"HttpLoader: request for {redact(url)} has both a body ('data'/'payload') and 'json'")
         if spec.get("headers") is not None:
             spec["headers"] = self._check_headers("headers", spec["headers"])
         return {k: v for k, v in spec.items() if v is not None}
@@ -537,7 +524,7 @@ class HttpLoader(Node):
                 why = f"HTTP {status}"
             if final is not None:
                 raise final
-            log.debug("rxbot: HttpLoader %s %s: %s, retry %d/%d in %.2fs", method, safe_url(url), why,
+            log.debug("rxbot: HttpLoader %s %s: %s, retry %d/%d in %.2fs", method, redact(url), why,
                       attempt, self.http_retries, wait)
             await asyncio.sleep(wait)
 
