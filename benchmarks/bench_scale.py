@@ -20,6 +20,13 @@ Run: ``python benchmarks/bench_scale.py [--quick] [--items N] [--repeat N]``. Th
 and running-cluster SC1 runs alternate, best of 3 each (one local run takes ~10 s on a
 quiet core); the own-cluster and SC2 figures are one run each. The load average is
 printed with the table: on a shared machine read the ratios, measured back to back.
+
+A shared Linux machine can hide any speed-up: with ``kernel.sched_autogroup_enabled``
+(the default on desktop kernels and on the project's machine) the CPU is shared fairly
+between *sessions*, and the LocalCluster's workers are in the benchmark's session. While
+other sessions keep the cores busy, this session gets the same CPU time whether it runs
+one process or three, and the sharded run cannot be faster than the local one. The
+table says so when autogroup is on and the load average is above the core count.
 """
 from __future__ import annotations
 
@@ -228,11 +235,26 @@ def main(argv: Sequence[str] | None = None) -> List[Row]:
     io_items = args.io_items or (100 if quick else 2000)
     per_item = (1.0 if quick else args.ms) / 1000
     rows = measure(items, per_item, io_items, 1 if quick else args.repeat)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     tag = " [--quick: sizes too small to judge targets]" if quick else ""
-    print_rows(f"SC scale-out: {os.cpu_count()} CPUs, load average {load:.1f} "
-               f"at the end{tag}", unjudged(rows) if quick else rows)
+    print_rows(f"SC scale-out: {os.cpu_count()} CPUs, {machine_load()}{tag}", unjudged(rows) if quick else rows)
     return rows
+
+
+def machine_load() -> str:
+    """The load average at the end, and whether the kernel shares CPU per session (see
+    the module docstring): a busy shared machine then caps this session's CPU time."""
+    if not hasattr(os, "getloadavg"):
+        return "load unknown"
+    load = os.getloadavg()[0]
+    text = f"load average {load:.1f} at the end"
+    try:
+        autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        autogroup = False
+    if autogroup and load > (os.cpu_count() or 1):
+        text += (" - busy, and the kernel shares CPU per session (autogroup): the workers "
+                 "share this session's CPU time, so a speed-up cannot show")
+    return text
 
 
 if __name__ == "__main__":  # Dask's worker processes re-import this file: keep the guard

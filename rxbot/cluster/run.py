@@ -46,7 +46,8 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
         run_id = uuid.uuid4().hex[:12]
         shares = [chosen.pickled_share(k, count) for k in range(count)]  # all or nothing
         live = _LiveCounts(pipes, client, f"rxbot-progress-{run_id}") if config.progress else None
-        [blob] = await client.scatter([chosen.blob], hash=False)
+        # on every worker: a copy on one only would pull every shard to that worker
+        [blob] = await client.scatter([chosen.blob], hash=False, broadcast=True)
         keys = [f"rxbot-shard-{run_id}-{k}" for k in range(count)]
         futures = [client.submit(_task(), blob, shares[k], k, count, settings, keys[k],
                                  live.topic if live else None, key=keys[k], pure=False)
