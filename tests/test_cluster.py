@@ -162,6 +162,24 @@ def test_run_async_with_a_given_asynchronous_client(cluster, tmp_path):
     assert report.find("Loop(dict[3])").out == 3
 
 
+def test_run_with_a_blocking_client_uses_its_scheduler_and_leaves_it_open(cluster, tmp_path):
+    distributed = _require_distributed()
+    with distributed.Client(cluster) as client:
+        Pipe(Loop(("a", "b", "c")), str.upper, aiofile(str(tmp_path / "out-{index}.jsonl"), format="json"))
+        BotFrame.run(cluster=client, shards=2)
+        assert client.status == "running"
+    assert (tmp_path / "out-0.jsonl").read_text().split() == ['"A"', '"C"']
+    assert (tmp_path / "out-1.jsonl").read_text().split() == ['"B"']
+
+
+def test_a_constant_first_step_is_one_item_for_shard_0(cluster, tmp_path):
+    Pipe("hello", str.upper, aiofile(str(tmp_path / "out-{index}.jsonl"), format="json"))
+    report = BotFrame.run(cluster=cluster, shards=2)
+    assert (tmp_path / "out-0.jsonl").read_text().split() == ['"HELLO"']
+    assert (tmp_path / "out-1.jsonl").read_text() == ""
+    assert report.find("'hello'").out == 1
+
+
 # --------------------------------------------------------------------- report merge
 def test_merged_report_counts_equal_the_sum_of_the_shards(cluster, tmp_path):
     from rxbot.cluster import merge_reports
