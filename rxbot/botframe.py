@@ -5,13 +5,27 @@ import asyncio
 import signal
 from typing import Any, List, Sequence
 
+from .config import config
 from .errors import PipelineError
+from .replay import session as replay_session
+
+
+class _LiveBots:
+    """``BotFrame.bots``: read on the class, a fresh list each time (see rxbot.live)."""
+
+    def __get__(self, obj: Any, owner: Any = None) -> List[Any]:
+        from .live import bots
+
+        return bots()
 
 
 class BotFrame:
     """databot's run façade. Every Pipe built and not yet run is registered here;
     ``BotFrame.run()`` runs them all concurrently and returns when all have finished."""
 
+    #: the steps of the run going on (or of the last run): objects with ``label``,
+    #: ``path``, the report's counts and ``in_flight`` (databot listed its bots here)
+    bots = _LiveBots()
     _pending: List[Any] = []
     #: when not None, run()/run_async() only record the pipes here (``rxbot render``
     #: uses this to draw a script's pipes without running them)
@@ -71,7 +85,8 @@ class BotFrame:
         try:
             if sharding_requested(cluster, shards):  # scale out: docs/scaling.md
                 return await run_sharded(chosen, cluster, shards)
-            return await run_pipes(chosen)
+            # replay mode joins the run through the engine's public hooks (rxbot.engine.hooks)
+            return await run_pipes(chosen, hooks=replay_session(chosen) if config.replay_mode else None)
         finally:
             for p in chosen:
                 p._running = False
@@ -134,6 +149,15 @@ class BotFrame:
         from .render import render
 
         return render(list(cls._pending) if pipes is None else list(pipes), path, format=format, **kwargs)
+
+    @classmethod
+    def debug(cls) -> str:
+        """Log (INFO, ``rxbot`` logger) and return a snapshot of the live run: every
+        step with its in/out/failed counts and the items it holds. Safe to call from a
+        step, e.g. a Timer's, as databot's examples do; after a run it describes that run."""
+        from .live import debug
+
+        return debug()
 
     @classmethod
     def clear(cls) -> None:

@@ -18,9 +18,11 @@ def short_repr(value: Any, limit: int = 120) -> str:
 
 
 class StepError(Exception):
-    """A step failed on an item. Under the ``pipein`` policy this object travels
-    downstream as an item (route it with ``Filter(route_type=StepError)`` or
-    ``route_type=Exception``); dead letters hold these too."""
+    """A step failed on an item: what the run report's dead letters and
+    ``config.dead_letters`` hold (``.step``, ``.item``, the original ``.exception``).
+    Under the ``pipein`` policy the original exception itself travels downstream, as in
+    databot, with ``rxbot_step``/``rxbot_item`` attributes and a note (see
+    :func:`annotate`); route it with ``Filter(route_type=Exception)``."""
 
     def __init__(self, step: str, item: Any, exception: BaseException, shown: str | None = None) -> None:
         # ``shown``: how the item may appear in messages (a node can redact secrets)

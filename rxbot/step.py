@@ -6,7 +6,7 @@ import functools
 import inspect
 from typing import Any, Callable
 
-from .config import POLICIES
+from .config import policy_name
 from .errors import short_repr
 from .node import BOOST_TYPES, Node, is_async_callable
 
@@ -75,8 +75,8 @@ class Step:
         label = name or callable_label(fn)
         if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
             raise ValueError(f"Step {label!r}: argument 'concurrency' must be an int >= 1; got {concurrency!r}")
-        if on_error is not None and on_error not in POLICIES:
-            raise ValueError(f"Step {label!r}: argument 'on_error' must be one of {POLICIES}; got {on_error!r}")
+        if on_error is not None:
+            on_error = policy_name(on_error, f"Step {label!r}: argument 'on_error'")
         if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
             raise ValueError(f"Step {label!r}: argument 'retries' must be an int >= 0; got {retries!r}")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):

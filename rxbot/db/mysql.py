@@ -221,4 +221,8 @@ class Insert(_MySQL, InsertNode):
         self._setup(host, port, user, password, db, pool_size, connect_timeout, charset)
 
 
-__all__ = ["Query", "Insert"]
+#: databot's name for the base class of its MySQL nodes (``from databot.db.mysql import
+#: Mysql``): here the connection handling that Query and Insert share
+Mysql = _MySQL
+
+__all__ = ["Query", "Insert", "Mysql"]

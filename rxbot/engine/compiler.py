@@ -352,20 +352,21 @@ def merge_into(observer: Any, sources: Sequence[reactivex.Observable], scheduler
 
 
 def _ticker(timer: Timer):
+    """databot's Timer: tick 1 at once, then sleep ``delay`` between ticks; ``until()``
+    is asked once after each tick (so one tick always comes out); ``max_time`` counts
+    ticks. A closed gate (a full step downstream) delays the next tick."""
     async def produce(item: Any, emit: Callable[[Any], None], gate: Gate, stats: Any) -> None:
         n = 0
-        until = timer.until
-        while timer.max_time is None or n < timer.max_time:
-            if until is not None and until():
-                return
-            await asyncio.sleep(timer.delay)
-            if until is not None and until():
-                return
+        until, limit = timer.until, timer.max_time
+        while True:
             if gate.blocked:
                 await gate.wait()
             n += 1
             stats.out += 1
             emit(n)
+            if (until is not None and until()) or (limit is not None and n >= limit):
+                return
+            await asyncio.sleep(timer.delay)
 
     return produce
 

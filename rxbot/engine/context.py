@@ -13,6 +13,7 @@ from reactivex.scheduler.eventloop import AsyncIOScheduler
 from ..config import config
 from ..errors import StepError, short_repr
 from .gate import Boundary, Gate, halt
+from .hooks import Deferrals, StepFailure
 from .policy import StepRuntime, StepStats
 
 log = logging.getLogger("rxbot")
@@ -28,6 +29,8 @@ class RunReport:
     error: BaseException | None = None
     #: (step, item) of every boosted call still running when the shutdown grace ran out
     abandoned: List[Tuple[str, Any]] = field(default_factory=list)
+    #: top-level steps whose raise was deferred (see :mod:`rxbot.engine.hooks`)
+    failures: List[StepFailure] = field(default_factory=list)
 
     def __getitem__(self, path: str) -> StepStats:
         return self.steps[path]
@@ -85,8 +88,10 @@ class RunContext:
         self.holders: Dict[int, Any] = {}  # nodes that hold items: id -> (node, its first StepRuntime)
         # weak: the gates of a finished BlockedJoin sub-flow must not pile up for the run
         self.gates: "weakref.WeakSet[Gate]" = weakref.WeakSet()
+        # sync segments: BotFrame.debug() publishes their counters mid-run
+        self.segments: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._closers: Dict[Any, None] = {}
-        self.replay: Any = None  # replay: rxbot.replay.ReplaySession when config.replay_mode
+        self.deferrals: Deferrals | None = None  # set by hooks.attach when a RunHooks defers raises
 
     def on_shutdown(self, fn: Any) -> None:
         """Call ``fn()`` when the run ends, however it ends (e.g. publish counters),

@@ -60,7 +60,8 @@ def rejected_by(exc: BaseException, item: Any) -> list:
 
 
 class StepRuntime:
-    __slots__ = ("label", "path", "policy", "retries", "timeout", "stats", "ctx", "concurrency", "describe")
+    __slots__ = ("label", "path", "policy", "retries", "timeout", "stats", "ctx", "concurrency", "describe",
+                 "in_flight", "top")
 
     def __init__(self, label: str, path: str, ctx: Any, *, on_error: str | None = None,
                  retries: int | None = None, timeout: float | None = None,
@@ -76,6 +77,11 @@ class StepRuntime:
         self.timeout = timeout
         self.concurrency = concurrency or config.default_concurrency
         self.stats = StepStats(path)
+        #: items accepted by an async step or a source and not finished yet (for
+        #: BotFrame.debug(); sync steps run inline and hold none)
+        self.in_flight = 0
+        #: (pipe, top-level step) this step belongs to, set when built with RunHooks
+        self.top: tuple | None = None
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter for the ``attempt``-th retry (1-based)."""
@@ -85,10 +91,11 @@ class StepRuntime:
     def final(self, exc: BaseException, item: Any) -> tuple[str, Any]:
         """Decide the fate of an item whose step failed for good.
 
-        Returns ``(RAISE, exc)`` (stop the run), ``(DROP, None)`` or ``(PIPEIN, [StepError,
-        ...])``. A failure that stands for several items (``exc.rejected``, e.g. the bad
-        rows of an Insert batch) counts, dead-letters, logs and pipes in each of them,
-        under its own error, not the calling item (which may well have been written).
+        Returns ``(RAISE, exc)`` (stop the run), ``(DROP, None)`` or ``(PIPEIN, [exc, ...])``:
+        the original exception, annotated with the step and item (see :func:`annotate`),
+        as databot piped it in. A failure that stands for several items (``exc.rejected``,
+        e.g. the bad rows of an Insert batch) counts, dead-letters, logs and pipes in each
+        of them, under its own error, not the calling item (which may well have been written).
         """
         if isinstance(exc, asyncio.CancelledError):
             return RAISE, exc
@@ -102,20 +109,23 @@ class StepRuntime:
         shown = self.describe(item)
         if policy == "raise":
             error = annotate(exc, self.label, item, shown)
-            replay = getattr(self.ctx, "replay", None)  # replay: poison the step, run on, raise at the end
-            if replay is not None and replay.poison(self, error):
+            deferrals = self.ctx.deferrals
+            if deferrals is not None and deferrals.defer(self.top, error):
                 return DROP, None
             return RAISE, error
         errors = []
         for bad, why in rejected:
             shown = self.describe(bad)
-            error = StepError(self.label, bad, why, shown)
-            self.ctx.dead_letter(error)
-            errors.append(error)
+            self.ctx.dead_letter(StepError(self.label, bad, why, shown))
             if policy == "ignore":
                 self.stats.dropped += 1
                 log.warning("rxbot: dropped item %s in step %r: %s: %s", shown,
                             self.label, type(why).__name__, _short_text(why))
+            else:
+                # databot sent the exception object itself downstream: isinstance() and
+                # str() must hold there, so the step and item ride along as a note and
+                # attributes, never a wrapper
+                errors.append(annotate(why, self.label, bad, shown))
         if policy == "ignore":
             return DROP, None
         return PIPEIN, errors

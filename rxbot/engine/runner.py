@@ -5,6 +5,7 @@ import asyncio
 import logging
 from typing import Any, Iterator, List, Sequence
 
+from .. import live
 from ..config import config
 from ..errors import annotate
 from ..flow import Pipe, Route
@@ -12,6 +13,7 @@ from ..node import Node
 from ..step import Step
 from .compiler import Builder
 from .context import RunContext, RunReport
+from .hooks import RunHooks, attach, build_pipe, finish
 from .stages import trigger
 
 log = logging.getLogger("rxbot")
@@ -61,21 +63,24 @@ async def close_nodes(inited: Sequence[Node]) -> None:
             log.exception("rxbot: closing node %r failed", node.label())
 
 
-async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
-    """Run ``pipes`` concurrently; return the report, or raise the first fatal error."""
+async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None) -> RunReport:
+    """Run ``pipes`` concurrently; return the report, or raise the first fatal error.
+
+    ``hooks``: see :mod:`rxbot.engine.hooks` (replay mode joins a run through them)."""
     loop = asyncio.get_running_loop()
     ctx = RunContext(loop)
     for pipe in pipes:  # the live report (a sharded run sends its counts as they grow)
         pipe.report = ctx.report
-    from ..replay import session as replay_session  # replay:
-    ctx.replay = replay_session(ctx)  # replay: None unless config.replay_mode
+    attach(ctx, hooks, len(pipes))
     inited: List[Node] = []
+    live.started(ctx, pipes)  # BotFrame.bots / debug()
+    raised: BaseException | None = None
     try:
         await init_nodes(nodes_of(pipes), inited)
         builder = Builder(ctx)
         sinks = []
         for index, pipe in enumerate(pipes):
-            sinks.append(_start(pipe, builder, ctx, f"P{index + 1}"))
+            sinks.append(_start(pipe, builder, ctx, index + 1, hooks))
         if config.progress:
             from ..progress import Progress
 
@@ -89,26 +94,29 @@ async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
             if not everything.done():
                 everything.cancel()
             await asyncio.gather(everything, return_exceptions=True)
+    except BaseException as exc:
+        raised = exc
+        raise
     finally:
         await ctx.shutdown()
+        live.ended(ctx)
         await close_nodes(inited)
         ctx.count_closed()
         for pipe in pipes:
             pipe._finished = True
             pipe.report = ctx.report
-        if ctx.replay is not None:  # replay: save or clear the cache; a poisoned run fails here
-            ctx.replay.finish()
+        finish(ctx, hooks, raised)
     if ctx.error is not None:
         ctx.report.error = ctx.error
         raise ctx.error
     return ctx.report
 
 
-def _start(pipe: Pipe, builder: Builder, ctx: RunContext, path: str) -> asyncio.Future:
-    if ctx.replay is not None:  # replay: steps built one by one with recording taps between
-        source, ops = ctx.replay.plan(pipe, builder, path)
+def _start(pipe: Pipe, builder: Builder, ctx: RunContext, index: int, hooks: RunHooks | None) -> asyncio.Future:
+    if hooks is not None:
+        source, ops = build_pipe(builder, ctx, pipe.steps, index, hooks)
     else:
-        source, ops = trigger(ctx, 0), builder.build(pipe.steps, [], path, terminal=True)[0]
+        source, ops = trigger(ctx, 0), builder.build(pipe.steps, [], f"P{index}", terminal=True)[0]
     done = ctx.loop.create_future()
 
     def on_next(_: Any) -> None:
@@ -121,6 +129,8 @@ def _start(pipe: Pipe, builder: Builder, ctx: RunContext, path: str) -> asyncio.
 
     def on_completed() -> None:
         pipe._finished = True
+        if ctx.deferrals is not None:
+            ctx.deferrals.pipe_finished(index)
         if not done.done():
             done.set_result(None)
 

@@ -93,8 +93,8 @@ class Stage:
 
     def settle(self, rt: StepRuntime, exc: BaseException, item: Any, emit: Callable[[Any], None]) -> bool:
         """Apply ``rt``'s policy to a failure of ``item``: raise ends the stream, pipein
-        sends the wrapped error on through ``emit``, ignore drops it. Returns False when
-        the stream has ended."""
+        sends the original (annotated) exception on through ``emit``, ignore drops it.
+        Returns False when the stream has ended."""
         action, value = rt.final(exc, item)
         if action == RAISE:
             self.raise_(value)
@@ -296,6 +296,8 @@ class SyncSegment(Stage):
             rt.policy != "raise" for rt in self.runtimes)
         n = len(self.runtimes)
         self.counters = ([0] * n, [0] * n, [0] * n) if counting else None
+        self.counting = counting
+        ctx.segments.add(self)  # BotFrame.debug() publishes counts mid-run or says there are none
         if counting:
             ctx.on_shutdown(self.publish_counts)
 
@@ -321,18 +323,21 @@ class SyncSegment(Stage):
         self.slots.close()
         self.lane.close()
 
-    def publish_counts(self) -> None:
-        """Add this segment's counters to the steps' stats (once; segments of a
-        BlockedJoin branch are built per item and all add up)."""
+    def publish_counts(self, final: bool = True) -> None:
+        """Add this segment's counters to the steps' stats and zero them (segments of a
+        BlockedJoin branch are built per item and all add up). ``final=False``: a
+        mid-run snapshot (BotFrame.debug()); counting goes on."""
         if self.counters is None:
             return
-        ci, co, cn = self.counters
-        for rt, i, o, none in zip(self.runtimes, ci, co, cn):
-            rt.stats.inp += i
-            rt.stats.out += o
-            rt.stats.filtered += none
-        self.counters = None
-        self.ctx.forget(self.publish_counts)
+        ci, co, cn = self.counters  # zeroed in place below: the fused code holds these lists
+        for k, rt in enumerate(self.runtimes):
+            rt.stats.inp += ci[k]
+            rt.stats.out += co[k]
+            rt.stats.filtered += cn[k]
+            ci[k] = co[k] = cn[k] = 0
+        if final:
+            self.counters = None
+            self.ctx.forget(self.publish_counts)
 
     def maybe_complete(self) -> None:
         if self.ctx.stopped:
@@ -505,6 +510,7 @@ class AsyncStage(Stage):
 
     def on_next(self, item: Any) -> None:
         self.rt.stats.inp += 1
+        self.rt.in_flight += 1
         self.slots.submit(item)
 
     def idle(self) -> bool:
@@ -531,6 +537,8 @@ class AsyncStage(Stage):
             raise
         except Exception as exc:
             self.settle(rt, exc, item, self._emit)
+        finally:
+            rt.in_flight -= 1
 
     def maybe_complete(self) -> None:
         if self.ctx.stopped:
@@ -576,6 +584,7 @@ class IterStage(Stage, Boundary):
 
     def on_next(self, item: Any) -> None:
         self.rt.stats.inp += 1
+        self.rt.in_flight += 1
         self.jobs.append(item)
         self.set_full(True)
         if not self.running:
@@ -600,6 +609,8 @@ class IterStage(Stage, Boundary):
                 except Exception as exc:
                     if not self.settle(self.rt, exc, item, self.observer.on_next):
                         return
+                finally:
+                    self.rt.in_flight -= 1
         finally:
             if self.ctx.stopped and self.jobs:  # inputs that will never be iterated
                 self.rt.stats.cancelled += len(self.jobs)
