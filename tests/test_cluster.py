@@ -23,7 +23,7 @@ import pytest
 
 from conftest import REQUIRE_SERVICES
 from rxbot import (BlockedJoin, BotFrame, Branch, Filter, Fork, Join, Loop, Node, Pipe, Return,
-                   Step, StepError, Timer, aiofile, config, shard)
+                   Step, Timer, aiofile, config, shard)
 from rxbot.shard import ShardInfo, entered
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -343,8 +343,8 @@ def fails_first_time(x):
 
 
 def describe(x):
-    if isinstance(x, StepError):
-        return f"{type(x.exception).__name__} at {x.item}"
+    if isinstance(x, Exception):  # pipein: the original exception, the item attached
+        return f"{type(x).__name__} at {x.rxbot_item}"
     return x
 
 
