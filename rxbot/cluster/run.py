@@ -45,14 +45,14 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
         count = shards or sum((await _nthreads(client)).values()) or 1
         run_id = uuid.uuid4().hex[:12]
         shares = [chosen.pickled_share(k, count) for k in range(count)]  # all or nothing
-        live = _LiveCounts(pipes, client, f"rxbot-progress-{run_id}") if config.progress else None
         # on every worker: a copy on one only would pull every shard to that worker
         [blob] = await client.scatter([chosen.blob], hash=False, broadcast=True)
         keys = [f"rxbot-shard-{run_id}-{k}" for k in range(count)]
-        futures = [client.submit(_task(), blob, shares[k], k, count, settings, keys[k],
-                                 live.topic if live else None, key=keys[k], pure=False)
-                   for k in range(count)]
+        live = _LiveCounts(pipes, client, f"rxbot-progress-{run_id}") if config.progress else None
         try:
+            futures = [client.submit(_task(), blob, shares[k], k, count, settings, keys[k],
+                                     live.topic if live else None, key=keys[k], pure=False)
+                       for k in range(count)]
             reports, error = await _gather(client, futures)
         except BaseException:
             if live is not None:
@@ -97,7 +97,11 @@ async def _gather(client: Any, futures: List[Any]) -> Tuple[List[RunReport], Bas
         while pending and error is None:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if task.exception() is not None:
+                if task.cancelled():  # not by us: another client, a restart of the cluster
+                    error = error or RuntimeError(
+                        f"shard {waiting[task]} of {len(futures)} was cancelled on the Dask cluster "
+                        f"(by another client, or the cluster restarted)")
+                elif task.exception() is not None:
                     error = error or task.exception()
                 else:
                     reports[waiting[task]] = task.result()
