@@ -71,19 +71,39 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def cpu_run(folder: Path, items: int, rounds: int, **sharding: Any) -> tuple[float, tuple]:
-    """(wall seconds, (lines, sum of the lines) of every output file) of one run."""
+def cpu_run(folder: Path, items: int, rounds: int, cores: list | None = None, **sharding: Any) -> tuple[float, tuple]:
+    """(wall seconds, (lines, sum of the lines) of every output file) of one run; the
+    cores it kept busy on average (CPU seconds of this process and its children, e.g.
+    the cluster's workers, per wall second) are appended to ``cores``."""
     import functools
 
     for old in folder.glob("out-*.txt"):
         old.unlink()
     step = functools.partial(burn, rounds)
     Pipe(range(items), step, aiofile(str(folder / "out-{index}.txt")))
+    cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     BotFrame.run(**sharding)
     seconds = time.perf_counter() - t0
+    if cores is not None:
+        cores.append((_cpu_seconds() - cpu0) / seconds)
     lines = [int(x) for p in folder.glob("out-*.txt") for x in p.read_text().split()]
     return seconds, (len(lines), sum(lines))
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and every live descendant."""
+    import psutil
+
+    total = 0.0
+    me = psutil.Process()
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:  # ended meanwhile
+            continue
+        total += times.user + times.system
+    return total
 
 
 def measure_cpu(items: int, per_item: float, address: str | None, repeat: int) -> List[Row]:
@@ -92,12 +112,15 @@ def measure_cpu(items: int, per_item: float, address: str | None, repeat: int) -
     rounds = calibrate(per_item)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        runs = {"local": lambda: cpu_run(folder, items, rounds)}
+        cores: dict = {"local": [], "sharded x2, running cluster": []}
+        runs = {"local": lambda: cpu_run(folder, items, rounds, cores["local"])}
         if address is not None:
-            runs["sharded x2, running cluster"] = lambda: cpu_run(folder, items, rounds, cluster=address, shards=2)
+            runs["sharded x2, running cluster"] = lambda: cpu_run(
+                folder, items, rounds, cores["sharded x2, running cluster"], cluster=address, shards=2)
         timed = best_of_each({name: _split_time(run) for name, run in runs.items()}, repeat=repeat)
         results = {name: (t.best, t.result) for name, t in timed.items()}
         if address is not None:
+            # (its workers end with the run: their CPU time cannot be read afterwards)
             results["sharded x2, own cluster"] = cpu_run(folder, items, rounds, shards=2)
     base, expected = results["local"]
     cpus = os.cpu_count() or 1
@@ -112,7 +135,8 @@ def measure_cpu(items: int, per_item: float, address: str | None, repeat: int) -
         best = f"best of {repeat}" if name in timed else "one run"
         rows.append(Row("SC1 cpu", name, seconds, "s", seconds / base, "local", target, ok,
                         ("" if right else "WRONG output; ") + f"speed-up {base / seconds:.2f}x, "
-                        f"{items} items x {per_item * 1000:.0f} ms, {best}"))
+                        f"{items} items x {per_item * 1000:.0f} ms, {best}"
+                        + (f", cores busy {max(cores[name]):.2f}" if name in timed else "")))
     return rows
 
 

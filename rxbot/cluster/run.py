@@ -38,9 +38,7 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
     _check_shards(shards)
     started = time.perf_counter()
     chosen = plan(pipes)  # refuses before anything starts
-    settings = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in CLIENT_ONLY}
-    if config.progress and settings.get("metrics") is None:
-        settings["metrics"] = True  # as a local run with progress: count every step
+    settings = _settings()
     async with _Connection(cluster, shards) as client:
         count = shards or sum((await _nthreads(client)).values()) or 1
         run_id = uuid.uuid4().hex[:12]
@@ -67,6 +65,27 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
         report.error = error
         raise error
     return report
+
+
+def _settings() -> Dict[str, Any]:
+    """The client's ``config`` as the workers apply it (see :data:`CLIENT_ONLY`)."""
+    import cloudpickle
+
+    settings: Dict[str, Any] = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name in CLIENT_ONLY:
+            continue
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            log.warning("rxbot: config.%s cannot be sent to the Dask workers (%s: %s); they keep "
+                        "their own value", f.name, type(exc).__name__, exc)
+            continue
+        settings[f.name] = value
+    if config.progress and settings.get("metrics") is None:
+        settings["metrics"] = True  # as a local run with progress: count every step
+    return settings
 
 
 def _task() -> Any:
