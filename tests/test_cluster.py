@@ -572,3 +572,18 @@ def test_progress_shows_the_shards_counts_summed_while_they_run(cluster, tmp_pat
     assert any(0 < n < 120 for n in seen), seen  # sums arrived while the shards ran
     assert seen == sorted(seen)
     assert report.find("Marks").inp == 120
+
+
+def test_settings_sent_to_the_workers(caplog):
+    from rxbot.cluster.run import _settings
+
+    _require_distributed()
+    config.exception_policy = "retry"
+    config.dead_letters = []  # the client's own sink: stays here
+    config.boost_start_method = threading.Lock()  # does not pickle: stays here, with a warning
+    config.progress = True
+    settings = _settings()
+    assert settings["exception_policy"] == "retry"
+    assert settings["metrics"] is True  # progress counts every step, on the workers too
+    assert not {"dead_letters", "progress", "replay_mode", "boost_start_method"} & set(settings)
+    assert "config.boost_start_method cannot be sent to the Dask workers" in caplog.text
