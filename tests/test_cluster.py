@@ -587,3 +587,14 @@ def test_settings_sent_to_the_workers(caplog):
     assert settings["metrics"] is True  # progress counts every step, on the workers too
     assert not {"dead_letters", "progress", "replay_mode", "boost_start_method"} & set(settings)
     assert "config.boost_start_method cannot be sent to the Dask workers" in caplog.text
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(cluster=42, shards=2), TypeError, "argument 'cluster' must be a scheduler address"),
+    (dict(cluster="tcp://127.0.0.1:9", shards=0), ValueError, "argument 'shards' must be an int >= 1; got 0"),
+])
+def test_bad_cluster_arguments_are_named(kwargs, error, words):
+    _require_distributed()
+    Pipe(range(3), double)
+    with pytest.raises(error, match=words):
+        BotFrame.run(**kwargs)
