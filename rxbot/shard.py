@@ -8,9 +8,10 @@ Outside a sharded run they read 0 and 1, so the same script runs unchanged local
 
 Why a context variable: two shards may run in one worker process at once (a worker with
 several threads runs several shard tasks on its event loop), and each must see its own
-index. Every task and callback of a shard's run inherits the variable. A thread-boosted
-step runs in a pool thread that does not inherit it, so there the value comes from the
-only shard running in that process, and reading it is an error when several are.
+index. Every task and callback of a shard's run inherits the variable, and so does each
+call of a thread-boosted step (the engine runs it in a copy of the context). In a
+thread started some other way the value comes from the only shard running in that
+process, and reading it is an error when several are.
 
 This module belongs to the step tree: it imports nothing from the engine.
 """

@@ -140,6 +140,17 @@ def test_each_shard_gets_the_items_with_its_index_modulo_the_count(cluster, tmp_
         assert got == [[k, 4, f"item{i}"] for i in range(k, 10, 4)]
 
 
+def test_a_thread_boosted_step_reads_its_own_shard(cluster, tmp_path):
+    # 4 shards on 2 workers: two shards share each worker process
+    Pipe(range(16), Step(shard_of, boost="thread"), aiofile(str(tmp_path / "out-{index}.jsonl"), format="json"))
+    BotFrame.run(cluster=cluster, shards=4)
+    for k in range(4):
+        got = sorted(json.loads(line)[2] for line in (tmp_path / f"out-{k}.jsonl").read_text().splitlines())
+        assert got == list(range(k, 16, 4))
+        assert {tuple(json.loads(line)[:2]) for line in (tmp_path / f"out-{k}.jsonl").read_text().splitlines()} == {
+            (k, 4)}
+
+
 def test_shard_reads_zero_of_one_outside_a_sharded_run():
     got = []
     Pipe([1], shard_of, got.append)
