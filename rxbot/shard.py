@@ -52,9 +52,9 @@ def current() -> ShardInfo:
     if len(shards) == 1:
         return next(iter(shards))
     raise RuntimeError(
-        "rxbot.shard: several shards run in this process and this thread does not say "
-        "which one it belongs to (a boost='thread' step?). Read shard.index in a step "
-        "that runs on the event loop and pass it along with the item")
+        "rxbot.shard: several shards run in this process and this thread (started outside "
+        "rxbot's run) does not say which one it belongs to. Read shard.index in a step and "
+        "pass it along with the item")
 
 
 def __getattr__(name: str) -> int:
