@@ -151,6 +151,29 @@ def test_a_thread_boosted_step_reads_its_own_shard(cluster, tmp_path):
             (k, 4)}
 
 
+def test_a_foreign_thread_sees_the_only_shard_or_is_told_it_is_ambiguous():
+    def read_in_a_thread():
+        seen = []
+
+        def read():
+            try:
+                seen.append(shard.index)
+            except RuntimeError as exc:
+                seen.append(str(exc))
+
+        thread = threading.Thread(target=read)  # a plain thread: no context copied
+        thread.start()
+        thread.join()
+        return seen[0]
+
+    with entered(ShardInfo(2, 4)):
+        assert read_in_a_thread() == 2
+        with entered(ShardInfo(3, 4)):
+            assert shard.index == 3  # this context knows
+            assert "several shards run in this process" in read_in_a_thread()
+    assert read_in_a_thread() == 0
+
+
 def test_shard_reads_zero_of_one_outside_a_sharded_run():
     got = []
     Pipe([1], shard_of, got.append)
