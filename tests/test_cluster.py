@@ -486,6 +486,18 @@ def test_unshardable_pipes_are_refused_before_anything_starts(case):
     assert where in message and advice in message
 
 
+def test_a_module_missing_on_the_workers_is_named(cluster, tmp_path, monkeypatch):
+    (tmp_path / "only_here_steps.py").write_text("def step(x):\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # importable here, not on the workers
+    import only_here_steps
+
+    Pipe(range(4), only_here_steps.step)
+    with pytest.raises(ModuleNotFoundError) as info:
+        BotFrame.run(cluster=cluster, shards=2)
+    assert "only_here_steps" in str(info.value)
+    assert "must be installed on the Dask workers" in "\n".join(info.value.__notes__)
+
+
 def test_replay_mode_is_refused_with_a_sharded_run():
     from rxbot.cluster import ShardingError
 

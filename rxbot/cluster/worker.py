@@ -43,7 +43,12 @@ async def run_shard(pipes_blob: bytes, share_blob: bytes, index: int, count: int
 
     worker = _worker()
     where = f"shard {index} of {count}" + (f" on Dask worker {worker.address}" if worker else "")
-    pipes = load_pipes(pipes_blob, share_blob)
+    try:
+        pipes = load_pipes(pipes_blob, share_blob)
+    except Exception as exc:
+        exc.add_note(f"rxbot: {where} could not load the pipes: every module the script imports "
+                     f"(and rxbot) must be installed on the Dask workers")
+        raise
     _apply(settings)
     try:
         with entered(ShardInfo(index, count)):
