@@ -644,3 +644,13 @@ def test_bad_cluster_arguments_are_named(kwargs, error, words):
     Pipe(range(3), double)
     with pytest.raises(error, match=words):
         BotFrame.run(**kwargs)
+
+
+def test_an_unreachable_scheduler_is_named():
+    _require_distributed()
+    import dask
+
+    Pipe(range(3), double)
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        with pytest.raises(ConnectionError, match=r"sharded run: cannot connect to the Dask scheduler at 'tcp://127.0.0.1:9'"):
+            BotFrame.run(cluster="tcp://127.0.0.1:9", shards=2)
