@@ -276,8 +276,9 @@ def machine_load() -> str:
     except OSError:
         autogroup = False
     if autogroup and load > (os.cpu_count() or 1):
-        text += (" - busy, and the kernel shares CPU per session (autogroup): the workers "
-                 "share this session's CPU time, so a speed-up cannot show")
+        text += (" - the kernel shares CPU per session (autogroup): while other sessions keep "
+                 "the cores busy, the workers share this session's CPU time and a speed-up "
+                 "cannot show (compare 'cores busy')")
     return text
 
 
