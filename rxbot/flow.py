@@ -228,7 +228,7 @@ class Pipe:
         self.name = name
         self._finished = False
         self._running = False  # one run of this object at a time (BotFrame.run_async)
-        self.report = None
+        self.report: Any = None  # the RunReport of its last run
         from .botframe import BotFrame
 
         BotFrame.register(self)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, List, Sequence
+from typing import Any, List, Sequence, Set
 
-from .engine.context import RunContext, _path_order
+from .engine.context import RunContext
+from .report_io import order as _order
 
 log = logging.getLogger("rxbot")
 
@@ -97,8 +98,8 @@ class BotInfo:
 
 
 def _pipe_index(path: str) -> int | None:
-    order = _path_order(path)
-    return order[0] - 1 if order else None
+    pipe, _ = _order(path)
+    return pipe - 1 if pipe else None
 
 
 def _shown_runs() -> List[_Run]:
@@ -112,12 +113,12 @@ def bots() -> List[BotInfo]:
     only counted when ``config.metrics`` is on or the step's policy is not ``raise``)."""
     out: List[BotInfo] = []
     for run in _shown_runs():
-        uncounted = set()
+        uncounted: Set[int] = set()
         for seg in list(run.ctx.segments):
             seg.publish_counts(final=False)
             if not seg.counting:
                 uncounted.update(id(rt) for rt in seg.runtimes)
-        runtimes = sorted(run.ctx.runtimes.values(), key=lambda rt: _path_order(rt.path))
+        runtimes = sorted(run.ctx.runtimes.values(), key=lambda rt: _order(rt.path))
         out.extend(BotInfo(rt, run, id(rt) not in uncounted) for rt in runtimes)
     return out
 

@@ -120,12 +120,18 @@ class Builder:
         return ops_rev, bounds
 
     def build_span(self, steps: Sequence[Any], first: int, last: int, downstream: List[Boundary],
-                   path: str, terminal: bool = False) -> Tuple[Callable, List[Boundary], Any]:
+                   path: str, terminal: bool = False,
+                   sink: bool | None = None) -> Tuple[Callable, List[Boundary], Any]:
         """One operator for ``steps[first:last + 1]`` — a run of fusable steps, or a
         single step of any kind — given the boundaries below it. Returns the operator,
         the boundaries at or below its head, and the stage built (None for a route or a
-        raw Rx operator). Replay builds top-level steps one at a time through here."""
+        raw Rx operator). Replay builds top-level steps one at a time through here.
+        ``sink`` (default: ``terminal``): the last step is the end of its pipe for the
+        report, even when a recorder reads its output."""
         step = steps[last]
+        if (terminal if sink is None else sink) and not isinstance(step, Route):
+            # report: what a sink (a last step nobody reads from) drops is consumed
+            self.ctx.report.sinks.add(f"{path}[{last + 1}] {_label(step)}")
         if _fusable(step):
             seg = self._segment(steps, first, last, downstream, path, terminal)
             return seg.operator, downstream + [seg.boundary], seg

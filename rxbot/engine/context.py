@@ -6,12 +6,12 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Set, Tuple
 
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from ..config import config
-from ..errors import StepError, short_repr
+from ..errors import StepError
 from .gate import Boundary, Gate, halt
 from .hooks import Deferrals, StepFailure
 from .policy import StepRuntime, StepStats
@@ -27,6 +27,9 @@ class RunReport:
     dead_letters: List[StepError] = field(default_factory=list)
     seconds: float = 0.0
     error: BaseException | None = None
+    #: steps whose output nobody consumes (end of a pipe or of a discarding branch): a
+    #: None they return is an item consumed, not filtered
+    sinks: Set[str] = field(default_factory=set)
     #: (step, item) of every boosted call still running when the shutdown grace ran out
     abandoned: List[Tuple[str, Any]] = field(default_factory=list)
     #: top-level steps whose raise was deferred (see :mod:`rxbot.engine.hooks`)
@@ -43,33 +46,26 @@ class RunReport:
         raise KeyError(label)
 
     def totals(self) -> Dict[str, int]:
-        keys = ("inp", "out", "filtered", "dropped", "failed", "retried", "cancelled", "closed")
-        return {k: sum(getattr(s, k) for s in self.steps.values()) for k in keys}
+        from ..report_io import totals
+
+        return totals(self)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The report as plain data, ready for JSON (see :func:`rxbot.report_io.to_dict`)."""
+        from ..report_io import to_dict
+
+        return to_dict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The report as JSON text (``rxbot run --report json`` prints this)."""
+        from ..report_io import to_json
+
+        return to_json(self, indent)
 
     def __str__(self) -> str:
-        lines = [f"run finished in {self.seconds:.3f}s"]
-        for path in sorted(self.steps, key=_path_order):
-            s = self.steps[path]
-            lines.append(f"  {path}: in={s.inp} out={s.out} filtered={s.filtered} "
-                         f"dropped={s.dropped} failed={s.failed} retried={s.retried}"
-                         + (f" cancelled={s.cancelled}" if s.cancelled else "")
-                         + (f" closed={s.closed}" if s.closed else ""))
-        for step, item in self.abandoned:
-            lines.append(f"  abandoned after the shutdown grace: step {step!r} on item {short_repr(item)}")
-        return "\n".join(lines)
+        from ..report_io import to_text
 
-
-def _path_order(path: str) -> list:
-    """'P1[5] Fork/2[1] x' sorts after 'P1[4] y' and before 'P1[5] Fork/2[2] z': compare
-    the position numbers of every level, not the text."""
-    import re
-
-    order: list = []
-    for part in path.split("/"):
-        m = re.match(r"P?(\d+)\[(\d+)\]", part)
-        if m:
-            order += [int(m.group(1)), int(m.group(2))]
-    return order
+        return to_text(self)
 
 
 class RunContext:

@@ -6,7 +6,6 @@ import logging
 from typing import Any, Iterator, List, Sequence
 
 from .. import live
-from ..config import config
 from ..errors import annotate
 from ..flow import Pipe, Route
 from ..node import Node
@@ -81,12 +80,9 @@ async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None) -> Run
         sinks = []
         for index, pipe in enumerate(pipes):
             sinks.append(_start(pipe, builder, ctx, index + 1, hooks))
-        if config.progress:
-            from ..progress import Progress
+        from ..stats import attach as attach_watchers  # progress bars, the stats hook
 
-            progress = Progress(pipes, ctx.report)
-            ctx.spawn(progress.run())
-            ctx.on_shutdown(progress.close)  # after the segments publish their counts
+        attach_watchers(ctx, pipes)
         everything = asyncio.gather(*sinks)
         try:
             await asyncio.wait([everything, ctx.failed], return_when=asyncio.FIRST_COMPLETED)

@@ -292,7 +292,7 @@ class SyncSegment(Stage):
         self.held = [False]  # results queue in the lane while it is busy
         self.captures: List[list] = []  # lazy results met while the lane worker runs code
         self.emit: Callable[[Any], None] = _discard
-        counting = config.metrics if config.metrics is not None else config.progress or any(
+        counting = config.metrics if config.metrics is not None else config.counting() or any(
             rt.policy != "raise" for rt in self.runtimes)
         n = len(self.runtimes)
         self.counters = ([0] * n, [0] * n, [0] * n) if counting else None
