@@ -588,7 +588,7 @@ def test_a_signal_on_the_client_cancels_every_shard(cluster, tmp_path, sig):
         if sig == signal.SIGTERM:
             assert proc.returncode == 128 + signal.SIGTERM, err
         else:
-            assert "KeyboardInterrupt" in err and proc.returncode != 0, err
+            assert "interrupted" in err and proc.returncode != 0, err
         assert "finished" not in _
         wait_for(lambda: all(m.read_text().endswith("closed\n") for m in marks), "both shards to close")
         for m in marks:  # stopped early: 20 items per shard would take 10 s
@@ -605,8 +605,8 @@ def test_progress_shows_the_shards_counts_summed_while_they_run(cluster, tmp_pat
     seen = []
     original = progress.Progress.update
 
-    def record(self):
-        original(self)
+    def record(self, final=False):
+        original(self, final)
         seen.append(self.source_counts().get(1, 0))
 
     monkeypatch.setattr(progress.Progress, "update", record)

@@ -25,7 +25,8 @@ log = logging.getLogger("rxbot")
 
 #: settings that stay on the client (sinks, the progress display, the run's own
 #: cluster) or that the plan has refused (replay)
-CLIENT_ONLY = ("dead_letters", "progress", "replay_mode", "replay_dir", "cluster", "shards")
+CLIENT_ONLY = ("dead_letters", "progress", "stats_hook", "stats_interval", "replay_mode", "replay_dir",
+               "cluster", "shards")
 
 
 async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | None = None) -> RunReport:
@@ -83,7 +84,7 @@ def _settings() -> Dict[str, Any]:
                         "their own value", f.name, type(exc).__name__, exc)
             continue
         settings[f.name] = value
-    if config.progress and settings.get("metrics") is None:
+    if (config.progress or getattr(config, "stats_hook", None)) and settings.get("metrics") is None:
         settings["metrics"] = True  # as a local run with progress: count every step
     return settings
 
@@ -229,23 +230,30 @@ def _local_options(shards: int | None) -> dict:
 
 class _LiveCounts:
     """``--progress`` for a sharded run: the shards send their counts as Dask events;
-    the client keeps the latest per shard and shows their sum with the usual bars."""
+    the client keeps the latest per shard and shows their sum with the usual bars. The
+    bars are made at the first event, when the steps (named on the workers) are known."""
 
     def __init__(self, pipes: Sequence[Any], client: Any, topic: str) -> None:
-        from ..progress import Progress
-
+        self.pipes = list(pipes)
         self.topic = topic
         self.client = client
         self.latest: Dict[int, list] = {}
         self.report = RunReport()
-        self.progress = Progress(pipes, self.report)
+        self.progress: Any = None
         client.subscribe_topic(topic, self.on_event)
 
     def on_event(self, event: Any) -> None:
         _, message = event
         self.latest[message["shard"]] = message["steps"]
+        self.show(_summed(self.latest.values()))
+
+    def show(self, steps: Dict[str, Any]) -> None:
+        from ..progress import Progress
+
         self.report.steps.clear()
-        self.report.steps.update(_summed(self.latest.values()))
+        self.report.steps.update(steps)
+        if self.progress is None:
+            self.progress = Progress(self.pipes, self.report)
         self.progress.update()
 
     def close(self, final: RunReport | None = None) -> None:
@@ -254,9 +262,9 @@ class _LiveCounts:
         except Exception:  # the client may be gone (a cancelled run); the bars still close
             pass
         if final is not None:
-            self.report.steps.clear()
-            self.report.steps.update({str(k): s for k, s in final.steps.items()})
-        self.progress.close()
+            self.show({str(k): s for k, s in final.steps.items()})
+        if self.progress is not None:
+            self.progress.close()
 
 
 def _summed(snapshots: Any) -> Dict[str, Any]:
