@@ -38,7 +38,7 @@ class StepError(Exception):
         return _rebuild, (type(self), self.args, dict(self.__dict__))
 
 
-def _rebuild(cls: type, args: tuple, state: dict) -> BaseException:
+def _rebuild(cls: "type[BaseException]", args: tuple, state: dict) -> BaseException:
     error = cls.__new__(cls)
     error.args = args
     error.__dict__.update(state)

@@ -12,9 +12,12 @@ See ``docs/scaling.md``.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine import RunReport
 
 
 def sharding_requested(cluster: Any = None, shards: int | None = None) -> bool:
@@ -24,7 +27,7 @@ def sharding_requested(cluster: Any = None, shards: int | None = None) -> bool:
         cluster, shards, getattr(config, "cluster", None), getattr(config, "shards", None)))
 
 
-async def run_sharded(pipes: Any, cluster: Any = None, shards: int | None = None) -> Any:
+async def run_sharded(pipes: Any, cluster: Any = None, shards: int | None = None) -> "RunReport":
     """See :func:`rxbot.cluster.run.run_sharded` (imported here on first use: it needs
     Dask, which only sharded runs do)."""
     try:

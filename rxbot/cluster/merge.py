@@ -65,8 +65,12 @@ def portable(report: RunReport) -> RunReport:
     """A copy of ``report`` that pickles: an item or exception in its lists (dead
     letters, abandoned calls) that does not pickle (an open response, a lock) is
     replaced by its text. The run's error travels separately (it is raised)."""
-    lists = {name: [_portable_entry(x) for x in getattr(report, name)] for name in _lists(report)}
-    return dataclasses.replace(report, steps=dict(report.steps), error=None, **lists)
+    out = copy.copy(report)
+    out.steps = dict(report.steps)
+    out.error = None
+    for name in _lists(report):
+        setattr(out, name, [_portable_entry(x) for x in getattr(report, name)])
+    return out
 
 
 def _portable_entry(entry: Any) -> Any:

@@ -59,8 +59,7 @@ async def run_shard(pipes_blob: bytes, share_blob: bytes, index: int, count: int
             try:
                 report = await run
             except Exception as exc:
-                report = getattr(pipes[0], "report", None)
-                raise _shippable(exc, where, report)
+                raise _shippable(exc, where, getattr(pipes[0], "report", None))
             finally:
                 for helper in helpers:
                     helper.cancel()
