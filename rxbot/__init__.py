@@ -10,6 +10,7 @@ from .flow import (B, BlockedJoin, Branch, F, Fi, Filter, Fork, J, Join, Loop, P
 from .node import Node
 from .redact import install_log_filter as _install_log_filter
 from .step import Step
+from . import shard  # rxbot.shard.index / .count: which share of a sharded run this is
 
 _install_log_filter(_logging.getLogger("rxbot"))  # every rxbot log line is redacted
 from . import logs as _logs  # noqa: E402,F401 - and carries one 'rxbot:' prefix

@@ -81,11 +81,14 @@ class BotFrame(metaclass=_FrameType):
         return chosen
 
     @classmethod
-    async def run_async(cls, pipes: Sequence[Any] | None = None, watch: Any = None) -> "RunReport":
+    async def run_async(cls, pipes: Sequence[Any] | None = None, *, cluster: Any = None,
+                        shards: int | None = None, watch: Any = None) -> "RunReport":
         """Run inside an already running event loop (Jupyter, an aiohttp app, ...).
 
+        ``cluster``/``shards``: run sharded on a Dask cluster (see :meth:`run`).
         ``watch=True`` (or ``'HOST:PORT'``; default ``config.watch``) serves the live
         view of the run on 127.0.0.1 and prints its address (see :mod:`rxbot.watch`)."""
+        from .cluster import run_sharded, sharding_requested
         from .engine import run_pipes
 
         chosen = cls._take(pipes)
@@ -101,6 +104,8 @@ class BotFrame(metaclass=_FrameType):
         watch = config.watch if watch is None else watch
         claim_pipes(chosen)
         try:
+            if sharding_requested(cluster, shards):  # scale out: docs/scaling.md
+                return await run_sharded(chosen, cluster, shards)
             # replay mode joins the run through the engine's public hooks (rxbot.engine.hooks)
             hooks = replay_session(chosen) if config.replay_mode else None
             if watch is None or watch is False:
@@ -118,7 +123,8 @@ class BotFrame(metaclass=_FrameType):
 
     @classmethod
     def run(cls, pipes: Sequence[Any] | None = None, *, stats: Any = None,
-            interval: float | None = None, watch: Any = None) -> "RunReport":
+            interval: float | None = None, cluster: Any = None, shards: int | None = None,
+            watch: Any = None) -> "RunReport":
         """Run every pending pipe to completion; return the run report.
 
         Raises the first exception of a failed run (``raise`` policy), with the step
@@ -128,6 +134,11 @@ class BotFrame(metaclass=_FrameType):
 
         ``stats``: a callable given the per-step counters every ``interval`` seconds
         and once at the end (see :mod:`rxbot.stats`); same as ``config.stats_hook``.
+
+        ``cluster`` (a Dask scheduler address, a ``distributed.Client``, or True for a
+        local cluster) and/or ``shards=N`` run every pipe as N shards on the cluster's
+        workers, each on its share of the source (docs/scaling.md).
+
         ``watch=True`` serves a live view of the run (see :meth:`run_async`).
         """
         if cls._dry_run is not None:
@@ -151,12 +162,13 @@ class BotFrame(metaclass=_FrameType):
         chosen = cls._take(pipes)
         try:
             with hooked(stats, interval):
-                return asyncio.run(cls._run_with_signals(chosen, watch))
+                return asyncio.run(cls._run_with_signals(chosen, cluster=cluster, shards=shards,
+                                                         watch=watch))
         except KeyboardInterrupt as exc:
             raise errors_display.mark_interrupted(exc, _report_of(chosen))
 
     @classmethod
-    async def _run_with_signals(cls, pipes: Sequence[Any] | None, watch: Any = None) -> "RunReport":
+    async def _run_with_signals(cls, pipes: Sequence[Any] | None, **options: Any) -> "RunReport":
         """SIGTERM cancels the run like Ctrl-C does, so sources stop and every node,
         session and file is closed before the process exits (status 143)."""
         loop = asyncio.get_running_loop()
@@ -174,7 +186,7 @@ class BotFrame(metaclass=_FrameType):
         except (NotImplementedError, RuntimeError, ValueError):  # not main thread / Windows
             installed = False
         try:
-            return await cls.run_async(pipes, watch)
+            return await cls.run_async(pipes, **options)
         except asyncio.CancelledError:
             if terminated:
                 from .errors_display import print_interruption

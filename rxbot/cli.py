@@ -168,6 +168,12 @@ def _run_command(sub: Any) -> None:
                         "assignment in the script itself still wins)")
     p.add_argument("--progress", action="store_true",
                    help="show a live progress bar per pipe with per-step counts")
+    p.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="run every pipe sharded on the Dask scheduler at ADDRESS ('local': a "
+                        "local cluster); see docs/scaling.md")
+    p.add_argument("--shards", type=_positive_int, default=None, metavar="N",
+                   help="split each pipe's source into N shards (default with --cluster: one "
+                        "per worker thread; alone: a local cluster)")
     p.add_argument("--report", choices=("text", "json"), default=None,
                    help="print the report of the script's last run to stderr when it ends")
     p.add_argument("--report-file", default=None, metavar="PATH",
@@ -203,6 +209,9 @@ def _run(args: argparse.Namespace) -> int:
         from .progress import check_library
 
         check_library()  # before the script starts: a missing tqdm means plain text
+    if args.cluster is not None or args.shards is not None:
+        config.cluster = True if args.cluster in (None, "local") else args.cluster
+        config.shards = args.shards
     if args.log_level is not None:
         config.log_level = args.log_level
     if args.debug:

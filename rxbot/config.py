@@ -75,6 +75,10 @@ class Config:
     #: fork on Linux, so scripts without a main guard keep working)
     boost_start_method: str | None = None
     dask_address: str | None = field(default_factory=lambda: os.environ.get("RXBOT_DASK_ADDRESS"))
+    #: run every pipe sharded on a Dask cluster (``rxbot run --cluster/--shards``): a
+    #: scheduler address or True (docs/scaling.md); None runs here
+    cluster: Any = None
+    shards: int | None = None
 
     # databot's other settings, accepted so its scripts run; rxbot has one execution
     # mode (streaming) and always joins the network, so they change nothing.

@@ -32,6 +32,18 @@ class StepError(Exception):
         self.item = item
         self.exception = exception
 
+    def __reduce__(self) -> tuple:
+        """Picklable (dead letters come back from the workers of a sharded run): rebuild
+        from the message and attributes, not through ``__init__``."""
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+
+def _rebuild(cls: "type[BaseException]", args: tuple, state: dict) -> BaseException:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class PipelineError(Exception):
     """Raised for errors of the pipeline itself (bad wiring, a run inside a running loop)."""

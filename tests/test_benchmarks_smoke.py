@@ -214,3 +214,21 @@ def test_run_all_list_and_bad_only(capsys):
     with pytest.raises(SystemExit) as exc:
         run_all.main(["--only", "nope"])
     assert exc.value.code == 2
+
+
+# --------------------------------------------------------------------------- scale
+
+
+def test_scale_cpu_run_writes_every_burned_item_once(tmp_path):
+    from benchmarks import bench_scale
+
+    seconds, (lines, total) = bench_scale.cpu_run(tmp_path, 30, 50)
+    assert seconds > 0
+    assert (lines, total) == (30, sum(bench_scale.burn(50, i) for i in range(30)))
+    assert [p.name for p in tmp_path.glob("out-*.txt")] == ["out-0.txt"]  # unsharded: one file
+
+
+def test_scale_calibration_scales_with_the_time_asked_for():
+    from benchmarks import bench_scale
+
+    assert bench_scale.calibrate(0.004) > bench_scale.calibrate(0.0005) >= 1

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 #: pages whose snippets are checked here (boost.md and replay.md have their own owners)
 PAGES = ["index.md", "quickstart.md", "migration.md", "concepts.md", "nodes.md", "policies.md",
-         "rx.md", "performance.md", "cli.md", "mistakes.md", "api.md",
+         "rx.md", "performance.md", "cli.md", "mistakes.md", "api.md", "scaling.md",
          "visualization.md"]
 #: pages that show only shell commands and outputs (checked by hand, see their text), or
 #: are generated (api.md: autodoc)

@@ -65,7 +65,9 @@ class aiofile(Node):  # noqa: N801 - databot's name
     ``repr(item)``), ``'str'`` (``str(item)``) or ``'json'`` (``json.dumps(item)``, one JSON
     document per line). ``mode``: ``'w'`` (truncate at the start of each run), ``'a'``
     (append) or ``'x'`` (fail if the file exists). ``buffer_size`` characters are
-    collected before a write.
+    collected before a write. ``{index}`` and ``{count}`` in ``filename`` are replaced
+    by :mod:`rxbot.shard`'s when the file is opened, so each shard of a sharded run
+    writes its own file (``out-{index}.txt``; ``out-0.txt`` in a local run).
     """
 
     def __init__(self, filename: Any, mode: str = "w", format: str = "repr", encoding: str = "utf-8",
@@ -103,7 +105,9 @@ class aiofile(Node):  # noqa: N801 - databot's name
     async def init(self) -> None:
         self._reset()
         self._lock = asyncio.Lock()
-        self._fh = await aiofiles.open(self.filename, self.mode, encoding=self.encoding)
+        from ..shard import fill  # '{index}' in the name: one file per shard of a sharded run
+
+        self._fh = await aiofiles.open(fill(self.filename), self.mode, encoding=self.encoding)
 
     def __call__(self, item: Any) -> Any:
         line = self._fmt(item)

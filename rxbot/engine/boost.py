@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections.abc
 import concurrent.futures
+import contextvars
 import logging
 import multiprocessing
 import os
@@ -111,7 +112,10 @@ def boosted(fn: Callable[[Any], Any], kind: str, ctx: Any, label: str, workers: 
     calls = ctx.calls
 
     def submit(item: Any) -> Awaitable[Any]:
-        call = pool.submit(call_materialized, fn, item)
+        if kind == "thread":  # like asyncio.to_thread: context variables (rxbot.shard) go along
+            call = pool.submit(contextvars.copy_context().run, call_materialized, fn, item)
+        else:
+            call = pool.submit(call_materialized, fn, item)
         calls[call] = (pool, label, item)
         call.add_done_callback(lambda done: calls.pop(done, None))  # in the worker's thread
         # cancelling the awaitable (timeout, stop) abandons the call; the worker keeps it

@@ -38,8 +38,11 @@ LOCAL_CLUSTER_OPTIONS = dict(processes=True, n_workers=2, threads_per_worker=1, 
 class DaskSession:
     """The run's Dask client (and local cluster), opened on first use."""
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, purpose: str = "boost='cluster'",
+                 local_options: dict | None = None) -> None:
         self.ctx = ctx
+        self.purpose = purpose  # what the error messages say needed the cluster
+        self.local_options = local_options or LOCAL_CLUSTER_OPTIONS
         self.address: str | None = config.dask_address or None
         self.client: Any = None
         self.cluster: Any = None
@@ -57,11 +60,11 @@ class DaskSession:
     async def _hold(self) -> None:
         try:
             try:
-                await self._open()
+                await self.open()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                error = self._explain(exc)
+                error = self.explain(exc)
                 if not self.ready.done():
                     self.ready.set_exception(error)
                 self.ctx.fail(error)  # no scheduler: the run cannot do its work
@@ -71,9 +74,10 @@ class DaskSession:
         finally:
             if self.ready is not None and not self.ready.done():
                 self.ready.cancel()
-            await self._close()
+            await self.close()
 
-    async def _open(self) -> None:
+    async def open(self) -> None:
+        """Connect the client (starting a local cluster when no address is set)."""
         from distributed import Client
 
         if self.address:
@@ -82,14 +86,15 @@ class DaskSession:
         else:
             from distributed import LocalCluster
 
-            log.info("rxbot: starting a local Dask cluster for this run (%s)", LOCAL_CLUSTER_OPTIONS)
+            log.info("rxbot: starting a local Dask cluster for this run (%s)", self.local_options)
             # assigned before it is awaited so that a cancelled start is still closed
-            self.cluster = LocalCluster(asynchronous=True, **LOCAL_CLUSTER_OPTIONS)
+            self.cluster = LocalCluster(asynchronous=True, **self.local_options)
             await self.cluster
             self.client = Client(self.cluster, asynchronous=True, set_as_default=False)
         await self.client
 
-    async def _close(self) -> None:
+    async def close(self) -> None:
+        """Close the client, then the local cluster if this session started one."""
         client, cluster = self.client, self.cluster
         self.client = self.cluster = None
         for what, thing in (("client", client), ("local cluster", cluster)):
@@ -100,10 +105,11 @@ class DaskSession:
             except Exception:  # never hide the run's own outcome behind a cleanup error
                 log.warning("rxbot: closing the Dask %s failed", what, exc_info=True)
 
-    def _explain(self, exc: Exception) -> Exception:
+    def explain(self, exc: Exception) -> Exception:
+        """The error to raise for a failed :meth:`open`, saying what to do."""
         if self.address:
             return ConnectionError(
-                f"boost='cluster': cannot connect to the Dask scheduler at {self.address!r} "
+                f"{self.purpose}: cannot connect to the Dask scheduler at {self.address!r} "
                 f"(config.dask_address / RXBOT_DASK_ADDRESS): {type(exc).__name__}: {exc}")
         hint = ""
         if "failed to start" in str(exc):
@@ -112,7 +118,7 @@ class DaskSession:
                     "\"if __name__ == '__main__':\", or set RXBOT_DASK_ADDRESS to a running scheduler.")
         reason = str(exc).rstrip(". ")
         return RuntimeError(
-            f"boost='cluster': could not start a local Dask cluster: {type(exc).__name__}: {reason}.{hint}")
+            f"{self.purpose}: could not start a local Dask cluster: {type(exc).__name__}: {reason}.{hint}")
 
     def cancel(self, future: Any) -> None:
         """Best effort: a timed-out or cancelled item should not keep a worker busy."""

@@ -71,6 +71,8 @@ async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None,
     (the live view, :mod:`rxbot.watch`, reads the counts from it while the run goes on)."""
     loop = asyncio.get_running_loop()
     ctx = RunContext(loop)
+    for pipe in pipes:  # the live report (a sharded run sends its counts as they grow)
+        pipe.report = ctx.report
     attach(ctx, hooks, len(pipes))
     if observe is not None:
         observe(ctx.report)

@@ -1,0 +1,284 @@
+"""The client side of a sharded run: connect, submit N shard tasks, gather, merge.
+
+Everything Dask offers is used as it is: ``Client(asynchronous=True)``, ``submit`` of an
+``async def`` task (run on each worker's event loop), ``cancel``, the scheduler's event
+topics for live counts. rxbot adds only the split (:mod:`.plan`), the worker task
+(:mod:`.worker`) and the merge (:mod:`.merge`).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+import uuid
+from dataclasses import fields
+from typing import Any, Dict, List, Sequence, Tuple
+
+from ..config import config
+from ..engine import RunReport
+from .merge import merge_reports
+from .plan import ShardingError, plan
+
+log = logging.getLogger("rxbot")
+
+#: settings that stay on the client (sinks, the progress display, the run's own
+#: cluster) or that the plan has refused (replay)
+CLIENT_ONLY = ("dead_letters", "progress", "stats_hook", "stats_interval", "replay_mode", "replay_dir",
+               "cluster", "shards")
+
+
+async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | None = None) -> RunReport:
+    """Run every pipe of ``pipes`` as ``shards`` tasks on a Dask cluster and return the
+    merged report; raise the first failing shard's original exception (the others are
+    cancelled first). ``cluster``: a scheduler address, a ``distributed.Client``, or
+    True / None for ``config.dask_address`` else a local cluster on loopback."""
+    cluster = cluster if cluster is not None else getattr(config, "cluster", None)
+    shards = shards if shards is not None else getattr(config, "shards", None)
+    _check_shards(shards)
+    started = time.perf_counter()
+    chosen = plan(pipes)  # refuses before anything starts
+    settings = _settings()
+    async with _Connection(cluster, shards) as client:
+        count = shards or sum((await _nthreads(client)).values()) or 1
+        run_id = uuid.uuid4().hex[:12]
+        shares = [chosen.pickled_share(k, count) for k in range(count)]  # all or nothing
+        # on every worker: a copy on one only would pull every shard to that worker
+        [blob] = await client.scatter([chosen.blob], hash=False, broadcast=True)
+        keys = [f"rxbot-shard-{run_id}-{k}" for k in range(count)]
+        live = _LiveCounts(pipes, client, f"rxbot-progress-{run_id}") if config.progress else None
+        try:
+            futures = [client.submit(_task(), blob, shares[k], k, count, settings, keys[k],
+                                     live.topic if live else None, key=keys[k], pure=False)
+                       for k in range(count)]
+            reports, error = await _gather(client, futures)
+        except BaseException:
+            if live is not None:
+                live.close()
+            raise
+    report = merge_reports(reports)
+    report.seconds = time.perf_counter() - started
+    if live is not None:
+        live.close(report)  # the final sums, whatever events are still on their way
+    _finish(pipes, report)
+    if error is not None:
+        report.error = error
+        raise error
+    return report
+
+
+def _settings() -> Dict[str, Any]:
+    """The client's ``config`` as the workers apply it (see :data:`CLIENT_ONLY`)."""
+    import cloudpickle
+
+    settings: Dict[str, Any] = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name in CLIENT_ONLY:
+            continue
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            log.warning("rxbot: config.%s cannot be sent to the Dask workers (%s: %s); they keep "
+                        "their own value", f.name, type(exc).__name__, exc)
+            continue
+        settings[f.name] = value
+    if (config.progress or getattr(config, "stats_hook", None)) and settings.get("metrics") is None:
+        settings["metrics"] = True  # as a local run with progress: count every step
+    return settings
+
+
+def _task() -> Any:
+    from .worker import run_shard
+
+    return run_shard
+
+
+def _check_shards(shards: Any) -> None:
+    if shards is not None and (isinstance(shards, bool) or not isinstance(shards, int) or shards < 1):
+        raise ValueError(f"BotFrame.run: argument 'shards' must be an int >= 1; got {shards!r}")
+
+
+async def _nthreads(client: Any) -> Dict[str, int]:
+    result = client.nthreads()
+    return await result if asyncio.iscoroutine(result) or asyncio.isfuture(result) else result
+
+
+async def _gather(client: Any, futures: List[Any]) -> Tuple[List[RunReport], BaseException | None]:
+    """Every shard's report, or the first failure and the reports of the shards that
+    finished (the failing one's own included when it could send it). After a failure,
+    and when this run is cancelled (Ctrl-C, SIGTERM), every other shard is cancelled."""
+    waiting = {asyncio.ensure_future(_result(f)): k for k, f in enumerate(futures)}
+    reports: List[Any] = [None] * len(futures)
+    error: BaseException | None = None
+    try:
+        pending = set(waiting)
+        while pending and error is None:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.cancelled():  # not by us: another client, a restart of the cluster
+                    error = error or RuntimeError(
+                        f"shard {waiting[task]} of {len(futures)} was cancelled on the Dask cluster "
+                        f"(by another client, or the cluster restarted)")
+                elif task.exception() is not None:
+                    error = error or task.exception()
+                else:
+                    reports[waiting[task]] = task.result()
+    finally:
+        unfinished = [f for f, t in zip(futures, waiting) if not t.done()]
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        if unfinished:
+            await _cancel(client, unfinished)
+    finished = [r for r in reports if r is not None]
+    own = getattr(error, "rxbot_shard_report", None)
+    if own is not None:
+        finished.append(own)
+    return finished, error
+
+
+async def _result(future: Any) -> Any:
+    return await future
+
+
+async def _cancel(client: Any, futures: List[Any]) -> None:
+    """Tell the scheduler to drop the shards (each stops within a fraction of a second,
+    see :mod:`.worker`); never hide the run's own outcome behind a failure here."""
+    try:
+        await asyncio.shield(client.cancel(futures))
+    except BaseException as exc:  # including our own cancellation: the shards are told
+        if not isinstance(exc, (asyncio.CancelledError, Exception)):
+            raise
+        log.debug("rxbot: cancelling shards: %r", exc)
+
+
+def _finish(pipes: Sequence[Any], report: RunReport) -> None:
+    for pipe in pipes:
+        pipe._finished = True
+        pipe.report = report
+    sink = getattr(config, "dead_letters", None)  # the client's own sink sees every shard's
+    for error in report.dead_letters:
+        if isinstance(sink, list):
+            sink.append(error)
+        elif callable(sink):
+            sink(error)
+
+
+class _Connection:
+    """The client for one run: the one given, or one connected (and closed) here."""
+
+    def __init__(self, cluster: Any, shards: int | None) -> None:
+        self.cluster = cluster
+        self.shards = shards
+        self.session: Any = None
+
+    async def __aenter__(self) -> Any:
+        from distributed import Client
+
+        given = self.cluster
+        if isinstance(given, Client):
+            if given.asynchronous and getattr(given, "loop", None) is not None and _same_loop(given):
+                return given
+            given = given.scheduler.address  # a blocking client: ours talks to its scheduler
+        elif given is not None and not isinstance(given, (str, bool)):
+            address = getattr(given, "scheduler_address", None)  # a Cluster object
+            if address is None:
+                raise TypeError(
+                    f"BotFrame.run: argument 'cluster' must be a scheduler address, a "
+                    f"distributed.Client or True; got {type(given).__name__}")
+            given = address
+        from ..engine.dask_boost import DaskSession
+
+        self.session = DaskSession(None, purpose="sharded run", local_options=_local_options(self.shards))
+        if isinstance(given, str):
+            self.session.address = given
+        try:
+            await self.session.open()
+        except asyncio.CancelledError:
+            await self.session.close()
+            raise
+        except Exception as exc:
+            await self.session.close()
+            raise self.session.explain(exc) from exc
+        return self.session.client
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+
+def _same_loop(client: Any) -> bool:
+    try:
+        return client.loop.asyncio_loop is asyncio.get_running_loop()
+    except AttributeError:
+        return True
+
+
+def _local_options(shards: int | None) -> dict:
+    """A local cluster that runs every shard at once: one worker process per core (at
+    most one per shard), enough task slots for the rest."""
+    from ..engine.dask_boost import LOCAL_CLUSTER_OPTIONS
+
+    options = dict(LOCAL_CLUSTER_OPTIONS)
+    if shards:
+        workers = max(1, min(shards, os.cpu_count() or 1))
+        options.update(n_workers=workers, threads_per_worker=math.ceil(shards / workers))
+    return options
+
+
+class _LiveCounts:
+    """``--progress`` for a sharded run: the shards send their counts as Dask events;
+    the client keeps the latest per shard and shows their sum with the usual bars. The
+    bars are made at the first event, when the steps (named on the workers) are known."""
+
+    def __init__(self, pipes: Sequence[Any], client: Any, topic: str) -> None:
+        self.pipes = list(pipes)
+        self.topic = topic
+        self.client = client
+        self.latest: Dict[int, list] = {}
+        self.report = RunReport()
+        self.progress: Any = None
+        client.subscribe_topic(topic, self.on_event)
+
+    def on_event(self, event: Any) -> None:
+        _, message = event
+        self.latest[message["shard"]] = message["steps"]
+        self.show(_summed(self.latest.values()))
+
+    def show(self, steps: Dict[str, Any]) -> None:
+        from ..progress import Progress
+
+        self.report.steps.clear()
+        self.report.steps.update(steps)
+        if self.progress is None:
+            self.progress = Progress(self.pipes, self.report)
+        self.progress.update()
+
+    def close(self, final: RunReport | None = None) -> None:
+        try:
+            self.client.unsubscribe_topic(self.topic)
+        except Exception:  # the client may be gone (a cancelled run); the bars still close
+            pass
+        if final is not None:
+            self.show({str(k): s for k, s in final.steps.items()})
+        if self.progress is not None:
+            self.progress.close()
+
+
+def _summed(snapshots: Any) -> Dict[str, Any]:
+    from ..engine.policy import StepStats
+
+    total: Dict[str, Any] = {}
+    for steps in snapshots:
+        for key, values in steps:
+            stats = total.get(key)
+            if stats is None:
+                stats = total[key] = StepStats(key)
+            for name, value in values.items():
+                setattr(stats, name, getattr(stats, name, 0) + value)
+    return total
+
+
+__all__ = ["run_sharded", "ShardingError"]

@@ -1,0 +1,145 @@
+"""What runs on a Dask worker: one shard of a sharded run.
+
+:func:`run_shard` is an ``async def`` task, so Dask runs it on the worker's own event
+loop. It unpickles the pipes with this shard's share of each source, applies the
+client's settings, and runs the pipes with the ordinary engine, so every node is
+initialised and closed here, in the worker (connections never cross the wire).
+
+Dask does not interrupt a running task when its future is cancelled (the worker only
+marks it ``cancelled`` and waits for it). So the shard watches its own task state and
+cancels its run as soon as the scheduler has let go of it: the client cancelled it
+(another shard failed, Ctrl-C, SIGTERM) or the client went away. The run then stops
+like a local run that is cancelled: sources stop, nodes are closed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Dict
+
+from ..config import config
+from ..errors import short_repr
+from ..shard import ShardInfo, entered
+from .merge import counts, portable, stand_in
+from .plan import load_pipes
+
+log = logging.getLogger("rxbot")
+
+#: seconds between two looks at the task state and two progress events
+WATCH_EVERY = 0.2
+PROGRESS_EVERY = 0.5
+_RUNNING_STATES = ("executing", "long-running")
+#: the settings applied in this process and how many shards use them now
+_applied: Dict[str, Any] = {"settings": None, "users": 0}
+
+
+async def run_shard(pipes_blob: bytes, share_blob: bytes, index: int, count: int,
+                    settings: Dict[str, Any], key: str, topic: str | None = None) -> Any:
+    """Run shard ``index`` of ``count``; return its run report (made picklable).
+
+    A failure is raised as the original exception, with a note naming the shard and
+    worker and the shard's report attached as ``rxbot_shard_report``."""
+    from ..engine import run_pipes
+
+    worker = _worker()
+    where = f"shard {index} of {count}" + (f" on Dask worker {worker.address}" if worker else "")
+    try:
+        pipes = load_pipes(pipes_blob, share_blob)
+    except Exception as exc:
+        exc.add_note(f"rxbot: {where} could not load the pipes: every module the script imports "
+                     f"(and rxbot) must be installed on the Dask workers")
+        raise
+    _apply(settings)
+    try:
+        with entered(ShardInfo(index, count)):
+            run = asyncio.ensure_future(run_pipes(pipes))  # inherits the shard context
+            helpers = [asyncio.ensure_future(_watch(worker, key, run))]
+            if topic is not None and worker is not None:
+                helpers.append(asyncio.ensure_future(_publish(worker, topic, index, pipes, run)))
+            try:
+                report = await run
+            except Exception as exc:
+                raise _shippable(exc, where, getattr(pipes[0], "report", None))
+            finally:
+                for helper in helpers:
+                    helper.cancel()
+                await asyncio.gather(*helpers, return_exceptions=True)
+    finally:
+        _applied["users"] -= 1
+    if topic is not None and worker is not None:
+        _log_counts(worker, topic, index, report)
+    return portable(report)
+
+
+def _worker() -> Any:
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ImportError, ValueError):  # not on a worker (a test calling us directly)
+        return None
+
+
+def _apply(settings: Dict[str, Any]) -> None:
+    """The client's ``config`` for this process. It is process-wide: shards of one run
+    share it; a shard of another run with other settings at the same time is warned."""
+    if _applied["users"] and _applied["settings"] != settings:
+        log.warning("rxbot: shards of two runs with different config share this worker "
+                    "process; the later one's settings apply to both")
+    for name, value in settings.items():
+        setattr(config, name, value)
+    _applied["settings"] = settings
+    _applied["users"] += 1
+
+
+async def _watch(worker: Any, key: str, run: asyncio.Future) -> None:
+    """Cancel ``run`` once the scheduler no longer wants this task."""
+    if worker is None:
+        return
+    while not run.done():
+        task = worker.state.tasks.get(key)
+        if task is None or task.state not in _RUNNING_STATES:
+            log.info("rxbot: %s was cancelled by the client; stopping it", key)
+            run.cancel()
+            return
+        await asyncio.sleep(WATCH_EVERY)
+
+
+async def _publish(worker: Any, topic: str, index: int, pipes: Any, run: asyncio.Future) -> None:
+    """Send this shard's live counts to the client (``--progress``) as Dask events."""
+    while not run.done():
+        await asyncio.sleep(PROGRESS_EVERY)
+        report = getattr(pipes[0], "report", None)
+        if report is not None:
+            _log_counts(worker, topic, index, report)
+
+
+def _log_counts(worker: Any, topic: str, index: int, report: Any) -> None:
+    # msgpack-serialisable: step keys as text, in the report's order
+    worker.log_event(topic, {"shard": index,
+                             "steps": [[str(k), v] for k, v in counts(report).items()]})
+
+
+def _shippable(exc: Exception, where: str, report: Any) -> Exception:
+    """``exc`` with the shard named and its report attached, made picklable if it can
+    be (an unpicklable item attached by the engine is replaced by its text)."""
+    import cloudpickle
+
+    exc.add_note(f"rxbot: raised in {where}")
+    try:
+        exc.rxbot_shard_report = portable(report) if report is not None else None  # type: ignore[attr-defined]
+    except Exception:
+        pass
+    for attempt in range(2):
+        try:
+            cloudpickle.dumps(exc)
+            return exc
+        except Exception:
+            if attempt == 0 and hasattr(exc, "rxbot_item"):
+                exc.rxbot_item = short_repr(exc.rxbot_item)  # type: ignore[attr-defined]
+    shown = stand_in(exc)
+    shown.rxbot_shard_report = getattr(exc, "rxbot_shard_report", None)  # type: ignore[attr-defined]
+    return shown
+
+
+__all__ = ["run_shard"]
