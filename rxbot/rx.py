@@ -230,7 +230,7 @@ def _subscribe_run(steps: Sequence[Any], path: str, observer: Any, scheduler: An
     from .engine.compiler import Builder
     from .engine.context import RunContext
     from .engine.runner import close_nodes, init_nodes, nodes_in
-    from .engine.stages import trigger
+    from .engine.operators import trigger
 
     loop = _loop_of(scheduler)
     state = {"disposed": False, "ended": False}

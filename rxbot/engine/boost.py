@@ -1,6 +1,6 @@
 """Run a blocking step off the event loop: a thread pool, a process pool, or Dask.
 
-A boosted step is an :class:`~rxbot.engine.stages.AsyncStage` whose function is the
+A boosted step is an :func:`~rxbot.engine.operators.bounded_map` whose function is the
 wrapper returned by :func:`boosted`: calling it hands the item to an executor and
 returns an awaitable, so the event loop (timers, other pipes, other steps) keeps
 running while the blocking call works. The stage's slots (its ``concurrency``, i.e.

@@ -74,7 +74,7 @@ def fuse(shape: Sequence[str], fns: Sequence[Any], consts: Sequence[Any], emit: 
     ``counters``: lists (in, out, returned-None) per step to count into; counting costs
     about a third of the per-item time, so it is compiled in only when asked for.
     ``held``/``hold``: while ``held[0]`` is true, results go to ``hold(x)`` instead of
-    downstream (see ``SyncSegment``'s ordered lane).
+    downstream (see the fused segment's ordered lane).
     """
     ci, co, cn = counters if counters is not None else (None, None, None)
     conts = _factory(tuple(shape), terminal, counters is not None)(

@@ -14,13 +14,27 @@ from typing import Iterable, List
 
 
 class Boundary:
-    """A stage with a bounded number of slots; tells its gates when it fills or drains."""
+    """A point of the built graph where work is bounded (an async step's slots, an
+    iterating stage); tells its gates when it fills or drains.
 
-    __slots__ = ("full", "gates")
+    The boundary belongs to the *build* (it is how the gates upstream learn about it),
+    while the slots that fill it belong to each *subscription* of the operator: every
+    subscription holds the boundary full through :meth:`hold` while it has no room, so
+    an operator subscribed again (``repeat``, ``retry``) or twice at once keeps one
+    consistent demand signal upstream.
+    """
+
+    __slots__ = ("full", "gates", "holders")
 
     def __init__(self) -> None:
         self.full = False
         self.gates: List[Gate] = []
+        self.holders = 0
+
+    def hold(self, full: bool) -> None:
+        """One holder (a subscription's slots) became full (True) or has room again."""
+        self.holders += 1 if full else -1
+        self.set_full(self.holders > 0)
 
     def set_full(self, full: bool) -> None:
         if full is self.full:

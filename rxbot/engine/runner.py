@@ -12,7 +12,7 @@ from ..node import Node
 from ..step import Step
 from .compiler import Builder
 from .context import RunContext, RunReport
-from .stages import trigger
+from .operators import trigger
 
 log = logging.getLogger("rxbot")
 

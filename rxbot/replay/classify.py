@@ -24,7 +24,7 @@ def _retrying(step: Any) -> bool:
 def _sync_route(route: Route) -> bool:
     """A route whose every nested step runs inline (so pushing an item into it returns
     only once the route has handled it)."""
-    from ..engine.compiler import _fusable
+    from ..engine.classify import runs_inline
 
     if isinstance(route, BlockedJoin) or route.route_func_async:
         return False
@@ -33,7 +33,7 @@ def _sync_route(route: Route) -> bool:
             if isinstance(step, Route) and step.kind != "filter":
                 if not _sync_route(step):
                     return False
-            elif not _fusable(step) or _retrying(step):
+            elif not runs_inline(step) or _retrying(step):
                 return False
     return True
 

@@ -110,7 +110,7 @@ class PipeState:
 
     # -- building ------------------------------------------------------------------------
     def plan(self, builder: Any) -> Tuple[reactivex.Observable, list]:
-        from ..engine.stages import IterStage, iterate, trigger
+        from ..engine.operators import PullPlan, iterate, pull_source, trigger
 
         self.load()
         self.planned = True
@@ -140,7 +140,7 @@ class PipeState:
                     await iterate(it, emit, gate, stats)
 
                 rt = ctx.runtime(f"{self.path} replay into [{k}]", f"replay into {steps[k - 1].label()}")
-                inject = IterStage(ctx, rt, produce, bounds)
+                inject = pull_source(ctx, PullPlan(rt, produce, list(bounds)))
             tap = Tap(self, k - 1, recorder, old, inject, replayer)
             tap.mode = mode
             if mode is INLINE and stage is not None and stage.fns[0] is not None:
@@ -158,17 +158,17 @@ class PipeState:
     def _build_step(self, builder: Any, k: int, bounds: list, terminal: bool):
         """Build top-level step ``k`` alone (never fused with its neighbours, so a tap
         fits between), with the same path the normal build gives it."""
-        from ..engine.compiler import _fusable
-        from ..engine.stages import AsyncStage
+        from ..engine.classify import runs_inline
+        from ..engine.operators import AsyncPlan
 
         step = self.steps[k - 1]
         op, bounds, stage = builder.build_span(self.steps, k - 1, k - 1, bounds, self.path, terminal)
-        if _fusable(step):
+        if runs_inline(step):
             mode = INLINE if not (isinstance(step, Route) and step.kind != "filter") else UNTRACKED
         elif isinstance(step, Route):
             mode = INLINE if _sync_route(step) else UNTRACKED
         else:
-            tracked = isinstance(stage, AsyncStage) and stage.flush is None
+            tracked = isinstance(stage, AsyncPlan) and stage.flush is None
             mode = ASYNC if tracked else UNTRACKED
         return op, bounds, mode, stage
 

@@ -65,7 +65,7 @@ class Tap:
 
     # -- wiring ------------------------------------------------------------------------
     def operator(self, source: reactivex.Observable) -> reactivex.Observable:
-        from ..engine.stages import fast_on_next, trigger
+        from ..engine.operators import fast_on_next, trigger
 
         def subscribe(observer, scheduler=None):
             self.observer = observer
@@ -79,7 +79,7 @@ class Tap:
             entry.__rxbot_fused__ = True  # upstream segments may call it directly
             subs = [source.subscribe(entry, self.on_error, self.on_live_done, scheduler=scheduler)]
             if self.inject is not None:
-                subs.append(trigger(self.state.ctx, 0).pipe(self.inject.operator).subscribe(
+                subs.append(trigger(self.state.ctx, 0).pipe(self.inject).subscribe(
                     self.on_replayed, self.on_error, self.on_source_done, scheduler=scheduler))
             return CompositeDisposable(*subs)
 

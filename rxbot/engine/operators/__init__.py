@@ -1,0 +1,24 @@
+"""rxbot's operators, one per module, each a curried ``(source) -> Observable`` whose
+state lives in its subscription (RxPY's shape, ``reactivex/operators/_map.py``):
+
+* :func:`pull_source` (``_pull_source``) — Loop/generator steps: pulled on demand;
+  and :func:`trigger`, the pipe's one-item source;
+* :func:`gated_ticker` (``_gated_ticker``) — Timer: a gated interval;
+* :func:`bounded_map` (``_bounded_map``) — async steps with a fixed number of slots;
+* :func:`fused_segment` (``_fused``) — a run of sync steps as one generated operator;
+* :func:`route` (``_route``) — fan-out to branches and merge back (Branch, Fork, Join...);
+* :func:`per_item_join` (``_per_item_join``) — BlockedJoin: every branch per input.
+"""
+from ._bounded_map import AsyncPlan, bounded_map
+from ._fused import FusedPlan, fused_segment
+from ._gated_ticker import gated_ticker
+from ._per_item_join import per_item_join, run_subflow
+from ._pull_source import PullPlan, iterate, pull_source, trigger
+from ._route import route
+from ._subscription import Operator, Subscription, fast_on_next, operator_of
+
+__all__ = [
+    "AsyncPlan", "bounded_map", "FusedPlan", "fused_segment", "gated_ticker", "per_item_join",
+    "run_subflow", "PullPlan", "iterate", "pull_source", "trigger", "route", "Operator",
+    "Subscription", "fast_on_next", "operator_of",
+]

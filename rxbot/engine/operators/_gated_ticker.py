@@ -1,0 +1,35 @@
+"""gated_ticker: Timer as a pulled source — ticks 1, 2, 3, ... every ``delay`` seconds,
+held back while the downstream is full (the gated variant of ``interval``)."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+from ...node import Timer
+from ..gate import Gate
+from ._pull_source import Produce
+
+
+def gated_ticker(timer: Timer) -> Produce:
+    """The ``produce`` of a Timer's :func:`~._pull_source.pull_source`: its rate is
+    bounded by the clock; a closed gate delays the next tick instead of queueing it."""
+
+    async def produce(item: Any, emit: Callable[[Any], None], gate: Gate, stats: Any) -> None:
+        n = 0
+        until = timer.until
+        while timer.max_time is None or n < timer.max_time:
+            if until is not None and until():
+                return
+            await asyncio.sleep(timer.delay)
+            if until is not None and until():
+                return
+            if gate.blocked:
+                await gate.wait()
+            n += 1
+            stats.out += 1
+            emit(n)
+
+    return produce
+
+
+__all__ = ["gated_ticker"]
