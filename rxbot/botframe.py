@@ -5,6 +5,7 @@ import asyncio
 import signal
 from typing import Any, List, Sequence
 
+from . import registry
 from .errors import PipelineError
 
 
@@ -12,7 +13,8 @@ class BotFrame:
     """databot's run façade. Every Pipe built and not yet run is registered here;
     ``BotFrame.run()`` runs them all concurrently and returns when all have finished."""
 
-    _pending: List[Any] = []
+    #: the tree's registry of built pipes (``Pipe(...)`` registers there, see rxbot.registry)
+    _pending: List[Any] = registry.pending
     #: when not None, run()/run_async() only record the pipes here (``rxbot render``
     #: uses this to draw a script's pipes without running them)
     _dry_run: List[Any] | None = None
@@ -29,12 +31,11 @@ class BotFrame:
 
     @classmethod
     def register(cls, pipe: Any) -> None:
-        cls._pending.append(pipe)
+        registry.register(pipe)
 
     @classmethod
     def unregister(cls, pipe: Any) -> None:
-        if pipe in cls._pending:
-            cls._pending.remove(pipe)
+        registry.unregister(pipe)
 
     @classmethod
     def pipes(cls) -> List[Any]:
@@ -139,5 +140,15 @@ class _DryRun:
         recorded.extend(p for p in self.frame._take(None) if p not in recorded)
         self.frame._dry_run = None
 
+
+def _render(pipes: Sequence[Any], path: str, format: str | None = None, **kwargs: Any):
+    from .render import render
+
+    return render(pipes, path, format=format, **kwargs)
+
+
+registry.provide("run", BotFrame.run)
+registry.provide("run_async", BotFrame.run_async)
+registry.provide("render", _render)
 
 __all__ = ["BotFrame"]

@@ -17,11 +17,11 @@ import collections.abc
 import concurrent.futures
 import multiprocessing
 import os
-import pickle
 from typing import Any, Awaitable, Callable
 
 from ..config import config
 from ..node import BOOST_TYPES, is_async_callable
+from .picklable import check_picklable
 
 
 def call_materialized(fn: Callable[[Any], Any], item: Any) -> Any:
@@ -44,19 +44,6 @@ def check_sync(fn: Any, kind: str, label: str) -> None:
             f"but {label!r} is async; an async step already runs without blocking the loop "
             f"(remove boost, or make it a plain def)"
         )
-
-
-def check_picklable(fn: Any, kind: str, label: str, dumps: Callable[[Any], bytes] = pickle.dumps) -> None:
-    """Fail at build time, naming the step, rather than on the first item inside a worker."""
-    try:
-        dumps(fn)
-    except Exception as exc:
-        hint = ("defined at module top level, not a lambda or closure" if kind == "process"
-                else "holding no locks, open files or connections")
-        raise TypeError(
-            f"step {label!r}: boost={kind!r} needs a picklable function ({hint}); "
-            f"pickling {label!r} failed: {type(exc).__name__}: {exc}"
-        ) from None
 
 
 def process_workers(workers: int) -> int:

@@ -14,13 +14,14 @@ from reactivex import operators as rx_ops
 from ..flow import BlockedJoin, Route
 from ..node import Loop, Node, Timer
 from ..step import Const, RxOp, Step
+from ..walk import StepId
 from .boost import boosted
 from .classify import (callable_of, is_generator_function, matcher, node_of, options_of, overrides_flush,
                        runs_inline)
 from .fuse import CONST, FN
 from .gate import Boundary
 from .operators import (AsyncPlan, FusedPlan, Operator, PullPlan, bounded_map, fused_segment, gated_ticker,
-                        iterate, per_item_join, pull_source, route)
+                        iterate, per_item_join, pull_source, route, rx_step)
 
 Ops = List[Operator]
 
@@ -30,12 +31,14 @@ class Builder:
         self.ctx = ctx
 
     # -- public -----------------------------------------------------------------------
-    def build(self, steps: Sequence[Any], downstream: List[Boundary], path: str,
+    def build(self, steps: Sequence[Any], downstream: List[Boundary], path: StepId | str,
               terminal: bool = False) -> Tuple[Ops, List[Boundary]]:
-        """Operators for ``steps`` and the boundaries at or below their head.
+        """Operators for ``steps`` (held at ``path``: a pipe's root or a route's branch)
+        and the boundaries at or below their head.
 
         ``terminal``: nothing consumes the output of the last step (end of a pipe or of
         a branch whose results are discarded)."""
+        path = StepId.of(path)
         ops_rev: Ops = []
         bounds = list(downstream)
         i = len(steps) - 1
@@ -50,19 +53,20 @@ class Builder:
         return ops_rev, bounds
 
     def build_span(self, steps: Sequence[Any], first: int, last: int, downstream: List[Boundary],
-                   path: str, terminal: bool = False) -> Tuple[Callable, List[Boundary], Any]:
+                   path: StepId | str, terminal: bool = False) -> Tuple[Callable, List[Boundary], Any]:
         """One operator for ``steps[first:last + 1]`` — a run of inline steps, or a
         single step of any kind — given the boundaries below it. Returns the operator,
         the boundaries at or below its head, and its plan (None for a route or a raw Rx
         operator). Replay builds top-level steps one at a time through here."""
+        path = StepId.of(path)
         step = steps[last]
         if runs_inline(step):
             plan = self._fused_plan(steps, first, last, downstream, path, terminal)
             return fused_segment(self.ctx, plan), downstream + [plan.boundary], plan
         assert first == last, "only inline steps form a span"
-        where = f"{path}[{last + 1}] {step.label()}"
+        where = path.step(last + 1, step.label())
         if isinstance(step, RxOp):
-            return step.op, list(downstream), None
+            return rx_step(step.op, step.label()), list(downstream), None
         if isinstance(step, Route):
             op, bounds = self._route(step, downstream, where)
             return op, bounds, None
@@ -70,7 +74,7 @@ class Builder:
         return op, downstream + [plan.boundary], plan
 
     # -- leaves -----------------------------------------------------------------------
-    def _fused_plan(self, steps: Sequence[Any], first: int, last: int, downstream: List[Boundary], path: str,
+    def _fused_plan(self, steps: Sequence[Any], first: int, last: int, downstream: List[Boundary], path: StepId,
                     terminal: bool = False) -> FusedPlan:
         shape, fns, consts, runtimes = [], [], [], []
         for k in range(first, last + 1):
@@ -81,7 +85,7 @@ class Builder:
                 raise ValueError(
                     f"step {label!r}: a timeout needs an async or boosted step (a sync "
                     f"call cannot be interrupted); add boost='thread' to time it out")
-            runtimes.append(self.ctx.runtime(f"{path}[{k + 1}] {label}", label, **options))
+            runtimes.append(self.ctx.runtime(path.step(k + 1, label), label, **options))
             if isinstance(step, Const):
                 shape.append(CONST)
                 fns.append(None)
@@ -98,7 +102,7 @@ class Builder:
                    for node in [node_of(steps[k])] if node is not None and overrides_flush(node)]
         return FusedPlan(runtimes, shape, fns, consts, list(downstream), terminal, flushes)
 
-    def _single(self, step: Any, downstream: List[Boundary], where: str) -> Tuple[Operator, Any]:
+    def _single(self, step: Any, downstream: List[Boundary], where: StepId) -> Tuple[Operator, Any]:
         label = step.label()
         node = node_of(step)
         rt = self.ctx.runtime(where, label, **options_of(step))
@@ -128,7 +132,7 @@ class Builder:
         return bounded_map(self.ctx, plan), plan
 
     # -- routes -----------------------------------------------------------------------
-    def _route(self, step: Route, downstream: List[Boundary], where: str) -> Tuple[Operator, List[Boundary]]:
+    def _route(self, step: Route, downstream: List[Boundary], where: StepId) -> Tuple[Operator, List[Boundary]]:
         rt = self.ctx.runtime(where, step.label())
         if isinstance(step, BlockedJoin):
             correlate = per_item_join(self.ctx, step.branches, where,
@@ -141,7 +145,7 @@ class Builder:
         extra: List[Boundary] = []
         base = downstream if step.join else []
         for b, steps in enumerate(step.branches):
-            ops_b, bounds_b = self.build(steps, base, f"{where}/{b + 1}", terminal=not step.join)
+            ops_b, bounds_b = self.build(steps, base, where.branch(b + 1), terminal=not step.join)
             branch_ops.append(ops_b)
             extra.extend(bounds_b[len(base):])
         if not step.join:

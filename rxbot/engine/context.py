@@ -12,6 +12,7 @@ from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from ..config import config
 from ..errors import StepError
+from ..walk import StepId
 from .gate import Boundary, Gate, halt
 from .policy import StepRuntime, StepStats
 
@@ -31,10 +32,10 @@ class RunReport:
         return self.steps[path]
 
     def find(self, label: str) -> StepStats:
-        """The stats of the first step whose path ends with ``label``."""
-        for path, stats in self.steps.items():
-            if path.endswith(" " + label) or path == label:
-                return stats
+        """The stats of the first step (in flow order) labelled ``label``."""
+        for path in sorted(self.steps, key=_order):
+            if getattr(path, "label", None) == label or path.endswith(" " + label) or path == label:
+                return self.steps[path]
         raise KeyError(label)
 
     def totals(self) -> Dict[str, int]:
@@ -43,7 +44,7 @@ class RunReport:
 
     def __str__(self) -> str:
         lines = [f"run finished in {self.seconds:.3f}s"]
-        for path in sorted(self.steps, key=_path_order):
+        for path in sorted(self.steps, key=_order):
             s = self.steps[path]
             lines.append(f"  {path}: in={s.inp} out={s.out} filtered={s.filtered} "
                          f"dropped={s.dropped} failed={s.failed} retried={s.retried}"
@@ -51,17 +52,10 @@ class RunReport:
         return "\n".join(lines)
 
 
-def _path_order(path: str) -> list:
-    """'P1[5] Fork/2[1] x' sorts after 'P1[4] y' and before 'P1[5] Fork/2[2] z': compare
-    the position numbers of every level, not the text."""
-    import re
-
-    order: list = []
-    for part in path.split("/"):
-        m = re.match(r"P?(\d+)\[(\d+)\]", part)
-        if m:
-            order += [int(m.group(1)), int(m.group(2))]
-    return order
+def _order(path: str) -> tuple:
+    """Flow order: pipe, then the position numbers of every level (a StepId carries
+    them; a key that is not a step's id, e.g. a replay source, sorts last)."""
+    return path.order() if isinstance(path, StepId) else (float("inf"),)
 
 
 class RunContext:
@@ -120,7 +114,7 @@ class RunContext:
             if not self.failed.done():
                 self.failed.set_result(exc)
 
-    def runtime(self, path: str, label: str, **options: Any) -> StepRuntime:
+    def runtime(self, path: StepId, label: str, **options: Any) -> StepRuntime:
         rt = self.runtimes.get(path)
         if rt is None:
             rt = self.runtimes[path] = StepRuntime(label, path, self, **options)

@@ -17,6 +17,7 @@ import uuid
 from typing import Any, Callable
 
 from ..config import config
+from ..node import OneItem
 
 #: types whose instances are always exactly one item. Grows at run time with user
 #: types found to be neither iterable nor awaitable (see :func:`kind_of`).
@@ -27,6 +28,8 @@ SINGLE: set = {
 }
 
 ONE, MANY, AWAIT, AGEN = 0, 1, 2, 3
+#: a :class:`~rxbot.node.OneItem`: pass its ``.item`` on as one item
+ONE_AS_IS = 4
 
 
 def kind_of(value: Any) -> int:
@@ -34,6 +37,8 @@ def kind_of(value: Any) -> int:
     t = type(value)
     if t in SINGLE:
         return ONE
+    if t is OneItem:
+        return ONE_AS_IS
     if isinstance(value, (str, bytes, bytearray, memoryview, tuple, dict, collections.abc.Mapping)):
         return ONE  # subclasses of the single types, and mappings, stay whole
     if inspect.isawaitable(value):
@@ -63,6 +68,9 @@ async def deliver(result: Any, emit: Callable[[Any], None], gate: Any) -> bool:
         if kind == ONE:
             emit(result)
             return True
+        if kind == ONE_AS_IS:
+            emit(result.item)
+            return True
         if kind == AWAIT:
             result = await result
             continue
@@ -88,4 +96,4 @@ async def deliver(result: Any, emit: Callable[[Any], None], gate: Any) -> bool:
         return True
 
 
-__all__ = ["SINGLE", "kind_of", "ONE", "MANY", "AWAIT", "AGEN", "deliver"]
+__all__ = ["SINGLE", "kind_of", "ONE", "MANY", "AWAIT", "AGEN", "ONE_AS_IS", "deliver"]

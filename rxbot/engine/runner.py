@@ -2,63 +2,19 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-from typing import Any, Iterator, List, Sequence
+from typing import List, Sequence
 
 from ..config import config
-from ..errors import annotate
-from ..flow import Pipe, Route
+from ..flow import Pipe
 from ..node import Node
-from ..step import Step
+from ..walk import StepId, nodes_in
 from .compiler import Builder
 from .context import RunContext, RunReport
+from .lifecycle import close_nodes, init_nodes, make_room_for, run_scope, subscribe_until_end, until_end
 from .operators import trigger
-
-log = logging.getLogger("rxbot")
-
-
-def walk(steps: Sequence[Any]) -> Iterator[Any]:
-    """Every element of a step tree, depth first (routes before their branches)."""
-    for step in steps:
-        yield step
-        if isinstance(step, Route):
-            for branch in step.branches:
-                yield from walk(branch)
-
-
-def nodes_in(steps: Sequence[Any]) -> List[Node]:
-    """Every distinct Node of a step tree (one init/close each, however often used)."""
-    seen: dict = {}
-    for step in walk(steps):
-        node = step.fn if isinstance(step, Step) else step
-        if isinstance(node, Node):
-            seen.setdefault(id(node), node)
-    return list(seen.values())
-
 
 def nodes_of(pipes: Sequence[Pipe]) -> List[Node]:
     return nodes_in([step for pipe in pipes for step in pipe.steps])
-
-
-async def init_nodes(nodes: Sequence[Node], inited: List[Node]) -> None:
-    """``init()`` every node (refcounted), appending each to ``inited`` once it is up so
-    that the caller can close exactly those if a later one fails."""
-    for node in nodes:
-        try:
-            await node.node_init()
-        except Exception as exc:
-            raise annotate(exc, node.label(), "<init>")
-        inited.append(node)
-
-
-async def close_nodes(inited: Sequence[Node]) -> None:
-    """``close()`` nodes in reverse order; a failing close is logged, never hides the run's
-    own outcome."""
-    for node in reversed(inited):
-        try:
-            await node.node_close()
-        except Exception:
-            log.exception("rxbot: closing node %r failed", node.label())
 
 
 async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
@@ -67,29 +23,21 @@ async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
     ctx = RunContext(loop)
     from ..replay import session as replay_session  # replay:
     ctx.replay = replay_session(ctx)  # replay: None unless config.replay_mode
-    inited: List[Node] = []
+    roots = [StepId.root(f"P{index + 1}", index + 1) for index in range(len(pipes))]
     try:
-        await init_nodes(nodes_of(pipes), inited)
-        builder = Builder(ctx)
-        sinks = []
-        for index, pipe in enumerate(pipes):
-            sinks.append(_start(pipe, builder, ctx, f"P{index + 1}"))
-        if config.progress:
-            from ..progress import Progress
+        for pipe, root in zip(pipes, roots):
+            make_room_for(pipe.steps, root)
+        async with run_scope(ctx, nodes_of(pipes)):
+            builder = Builder(ctx)
+            ends = [_start(pipe, builder, ctx, root) for pipe, root in zip(pipes, roots)]
+            if config.progress:
+                from ..progress import Progress
 
-            progress = Progress(pipes, ctx.report)
-            ctx.spawn(progress.run())
-            ctx.on_shutdown(progress.close)  # after the segments publish their counts
-        everything = asyncio.gather(*sinks)
-        try:
-            await asyncio.wait([everything, ctx.failed], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not everything.done():
-                everything.cancel()
-            await asyncio.gather(everything, return_exceptions=True)
+                progress = Progress(pipes, ctx.report)
+                ctx.spawn(progress.run())
+                ctx.on_shutdown(progress.close)  # after the segments publish their counts
+            await until_end(ctx, ends)
     finally:
-        await ctx.shutdown()
-        await close_nodes(inited)
         for pipe in pipes:
             pipe._finished = True
             pipe.report = ctx.report
@@ -101,28 +49,16 @@ async def run_pipes(pipes: Sequence[Pipe]) -> RunReport:
     return ctx.report
 
 
-def _start(pipe: Pipe, builder: Builder, ctx: RunContext, path: str) -> asyncio.Future:
+def _start(pipe: Pipe, builder: Builder, ctx: RunContext, path: StepId) -> asyncio.Future:
     if ctx.replay is not None:  # replay: steps built one by one with recording taps between
         source, ops = ctx.replay.plan(pipe, builder, path)
     else:
         source, ops = trigger(ctx, 0), builder.build(pipe.steps, [], path, terminal=True)[0]
-    done = ctx.loop.create_future()
 
-    def on_next(_: Any) -> None:
-        pass
-
-    def on_error(exc: Exception) -> None:
-        ctx.fail(exc)
-        if not done.done():
-            done.set_result(None)
-
-    def on_completed() -> None:
+    def on_end() -> None:
         pipe._finished = True
-        if not done.done():
-            done.set_result(None)
 
-    source.pipe(*ops).subscribe(on_next, on_error, on_completed, scheduler=ctx.scheduler)
-    return done
+    return subscribe_until_end(ctx, source.pipe(*ops), on_end=on_end)[0]
 
 
-__all__ = ["run_pipes", "walk", "nodes_in", "nodes_of", "init_nodes", "close_nodes"]
+__all__ = ["run_pipes", "nodes_in", "nodes_of", "init_nodes", "close_nodes"]

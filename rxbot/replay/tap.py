@@ -165,13 +165,15 @@ class Tap:
     async def settling(self, x: Any, result: Any) -> Any:
         """Deliver ``result`` under the return-value rules, then settle ``x``: an item is
         finished only once all its results have gone downstream."""
-        from ..engine.results import AGEN, AWAIT, MANY, ONE, SINGLE, kind_of
+        from ..engine.results import AGEN, AWAIT, MANY, ONE, ONE_AS_IS, SINGLE, kind_of
 
         every = config.yield_every
         while result is not None:
             kind = ONE if type(result) in SINGLE else kind_of(result)
             if kind == ONE:
                 yield result
+            elif kind == ONE_AS_IS:
+                yield result.item
             elif kind == AWAIT:
                 result = await result
                 continue

@@ -15,7 +15,7 @@ from ...config import config
 from ..fuse import fuse
 from ..gate import Boundary
 from ..policy import StepRuntime
-from ..results import MANY, ONE, SINGLE, deliver, kind_of
+from ..results import MANY, ONE, ONE_AS_IS, SINGLE, deliver, kind_of
 from ..slots import Slots
 from ._subscription import Operator, Subscription, fast_on_next, operator_of
 
@@ -151,9 +151,9 @@ class _Segment(Subscription):
         """Slow path of the fused code: step ``i``'s result ``x`` for input ``a`` is not
         a known single type; continue at position ``k``."""
         kind = kind_of(x)
-        if kind == ONE:
+        if kind == ONE or kind == ONE_AS_IS:
             self._count_out(i, 1)
-            self.conts[k](x)
+            self.conts[k](x if kind == ONE else x.item)
         elif kind == MANY:
             lazy = not isinstance(x, _EAGER)
             if self.captures:  # the lane worker's own code: expand right after this element

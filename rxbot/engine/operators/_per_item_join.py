@@ -14,17 +14,17 @@ from typing import Any, Callable, List, Sequence
 from ._pull_source import trigger
 from ._subscription import Operator
 
-#: ``build(steps, path) -> operators`` for one branch (the compiler's)
-BuildBranch = Callable[[Sequence[Any], str], List[Operator]]
+#: ``build(steps, place) -> operators`` for one branch (the compiler's)
+BuildBranch = Callable[[Sequence[Any], Any], List[Operator]]
 
 
-def per_item_join(ctx: Any, branches: Sequence[Sequence[Any]], where: str,
+def per_item_join(ctx: Any, branches: Sequence[Sequence[Any]], where: Any,
                   build: BuildBranch) -> Callable[[Any], Any]:
     """The async function ``item -> tuple`` a bounded map calls per input."""
 
     async def correlate(item: Any) -> tuple:
         results = await asyncio.gather(
-            *(run_subflow(ctx, build(steps, f"{where}/{b + 1}"), item) for b, steps in enumerate(branches)))
+            *(run_subflow(ctx, build(steps, where.branch(b + 1)), item) for b, steps in enumerate(branches)))
         return tuple(None if not r else r[0] if len(r) == 1 else r for r in results)
 
     return correlate
