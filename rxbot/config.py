@@ -44,6 +44,11 @@ class Config:
     #: taking a :class:`rxbot.StepError`
     dead_letters: Any = None
 
+    #: the optimisation pass: fuse runs of sync steps (and all-sync routes) into one
+    #: generated operator. False (or the environment variable RXBOT_NO_FUSION=1) builds
+    #: the unfused operator graph instead: slower, the same items.
+    fusion: bool = field(default_factory=lambda: os.environ.get("RXBOT_NO_FUSION", "") in ("", "0"))
+
     #: show a live progress bar per pipe (needs tqdm: ``pip install 'rxbot[progress]'``);
     #: turns per-step counting on
     progress: bool = False

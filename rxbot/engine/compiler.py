@@ -11,6 +11,7 @@ from typing import Any, Callable, List, Sequence, Tuple
 
 from reactivex import operators as rx_ops
 
+from ..config import config
 from ..flow import BlockedJoin, Route
 from ..node import Loop, Node, Timer
 from ..step import Const, RxOp, Step
@@ -21,9 +22,34 @@ from .classify import (callable_of, is_generator_function, matcher, node_of, opt
 from .fuse import CONST, FN
 from .gate import Boundary
 from .operators import (AsyncPlan, FusedPlan, Operator, PullPlan, bounded_map, fused_segment, gated_ticker,
-                        iterate, per_item_join, pull_source, route, rx_step)
+                        inline_blocked_join, inline_route, iterate, per_item_join, pull_source, route, rx_step)
+from .policy import StepRuntime
 
 Ops = List[Operator]
+
+
+def _plain_sync(step: Any) -> bool:
+    """A step the inline route evaluator runs exactly like the graph would: it runs
+    inline, has no end-of-input flush and no retries (a backoff needs the loop)."""
+    if not runs_inline(step):
+        return False
+    node = node_of(step)
+    if node is not None and overrides_flush(node):
+        return False
+    options = options_of(step)
+    return not options.get("retries") and config.policy(options.get("on_error")) != "retry"
+
+
+def inlinable_route(step: Any) -> bool:
+    """The optimisation pass's extension: a route (Branch/Return/Fork/Join/BlockedJoin,
+    nested too) whose every step is plain sync runs as one inline function."""
+    if not isinstance(step, Route) or step.kind == "filter" or not config.fusion:
+        return False
+    return all(_plain_sync(s) or inlinable_route(s) for branch in step.branches for s in branch)
+
+
+def fusable(step: Any) -> bool:
+    return runs_inline(step) or inlinable_route(step)
 
 
 class Builder:
@@ -44,7 +70,7 @@ class Builder:
         i = len(steps) - 1
         while i >= 0:
             j = i
-            while runs_inline(steps[j]) and j - 1 >= 0 and runs_inline(steps[j - 1]):
+            while fusable(steps[j]) and j - 1 >= 0 and fusable(steps[j - 1]):
                 j -= 1
             op, bounds, _ = self.build_span(steps, j, i, bounds, path, terminal and i == len(steps) - 1)
             ops_rev.append(op)
@@ -60,7 +86,7 @@ class Builder:
         operator). Replay builds top-level steps one at a time through here."""
         path = StepId.of(path)
         step = steps[last]
-        if runs_inline(step):
+        if fusable(step):
             plan = self._fused_plan(steps, first, last, downstream, path, terminal)
             return fused_segment(self.ctx, plan), downstream + [plan.boundary], plan
         assert first == last, "only inline steps form a span"
@@ -85,7 +111,15 @@ class Builder:
                 raise ValueError(
                     f"step {label!r}: a timeout needs an async or boosted step (a sync "
                     f"call cannot be interrupted); add boost='thread' to time it out")
-            runtimes.append(self.ctx.runtime(path.step(k + 1, label), label, **options))
+            where = path.step(k + 1, label)
+            if inlinable_route(step):  # counts itself as a route does (in, matched)
+                rt = self.ctx.runtime(where, label)
+                runtimes.append(StepRuntime(label, where, self.ctx))
+                shape.append(FN)
+                consts.append(None)
+                fns.append(self._inline(step, rt, where))
+                continue
+            runtimes.append(self.ctx.runtime(where, label, **options))
             if isinstance(step, Const):
                 shape.append(CONST)
                 fns.append(None)
@@ -101,6 +135,32 @@ class Builder:
         flushes = [(k - first, node.flush) for k in range(first, last + 1)
                    for node in [node_of(steps[k])] if node is not None and overrides_flush(node)]
         return FusedPlan(runtimes, shape, fns, consts, list(downstream), terminal, flushes)
+
+    def _inline(self, step: Route, rt: StepRuntime, where: StepId) -> Callable[[Any], Any]:
+        """An all-sync route as one function (see ``operators._inline_route``)."""
+        branches = []
+        for b, steps in enumerate(step.branches):
+            place = where.branch(b + 1)
+            entries = []
+            for k, s in enumerate(steps):
+                sid = place.step(k + 1, s.label())
+                if inlinable_route(s):
+                    inner = self.ctx.runtime(sid, s.label())
+                    entries.append((self._inline(s, inner, sid), StepRuntime(s.label(), sid, self.ctx)))
+                    continue
+                srt = self.ctx.runtime(sid, s.label(), **options_of(s))
+                if isinstance(s, Const):
+                    entries.append((lambda x, v=s.value: v, srt))
+                elif isinstance(s, Route):  # Filter
+                    entries.append((lambda x, m=matcher(s): x if m(x) else None, srt))
+                else:
+                    entries.append((callable_of(s), srt))
+            branches.append(entries)
+        counting = bool(config.metrics if config.metrics is not None else config.progress or any(
+            srt.policy != "raise" for entries in branches for _, srt in entries))
+        if isinstance(step, BlockedJoin):
+            return inline_blocked_join(rt, matcher(step), step.share, branches, counting)
+        return inline_route(rt, matcher(step), step.share, step.join, branches, counting)
 
     def _single(self, step: Any, downstream: List[Boundary], where: StepId) -> Tuple[Operator, Any]:
         label = step.label()
@@ -135,8 +195,8 @@ class Builder:
     def _route(self, step: Route, downstream: List[Boundary], where: StepId) -> Tuple[Operator, List[Boundary]]:
         rt = self.ctx.runtime(where, step.label())
         if isinstance(step, BlockedJoin):
-            correlate = per_item_join(self.ctx, step.branches, where,
-                                      lambda steps, path: self.build(steps, [], path)[0])
+            branch_ops = [self.build(steps, [], where.branch(b + 1))[0] for b, steps in enumerate(step.branches)]
+            correlate = per_item_join(self.ctx, branch_ops)
             plan = AsyncPlan(self.ctx.runtime(where, step.label()), correlate, list(downstream))
             # one "branch": the correlating map, which counts its own items
             op = route(rt, matcher(step), step.share, [[bounded_map(self.ctx, plan)]], counting=False)

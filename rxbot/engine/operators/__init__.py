@@ -7,20 +7,23 @@ state lives in its subscription (RxPY's shape, ``reactivex/operators/_map.py``):
 * :func:`bounded_map` (``_bounded_map``) — async steps with a fixed number of slots;
 * :func:`fused_segment` (``_fused``) — a run of sync steps as one generated operator;
 * :func:`route` (``_route``) — fan-out to branches and merge back (Branch, Fork, Join...);
+* :func:`inline_route`, :func:`inline_blocked_join` (``_inline_route``) — all-sync
+  routes as one function, for the fused segment;
 * :func:`per_item_join` (``_per_item_join``) — BlockedJoin: every branch per input;
 * :func:`rx_step` (``_rx_step``) — a user's raw Rx operator, its errors naming the step.
 """
 from ._bounded_map import AsyncPlan, bounded_map
 from ._fused import FusedPlan, fused_segment
 from ._gated_ticker import gated_ticker
-from ._per_item_join import per_item_join, run_subflow
+from ._inline_route import inline_blocked_join, inline_route, run_branch
+from ._per_item_join import per_item_join, start_subflow
 from ._pull_source import PullPlan, iterate, pull_source, trigger
 from ._route import route
 from ._rx_step import rx_step
 from ._subscription import Operator, Subscription, fast_on_next, operator_of
 
 __all__ = [
-    "AsyncPlan", "bounded_map", "FusedPlan", "fused_segment", "gated_ticker", "per_item_join",
-    "run_subflow", "PullPlan", "iterate", "pull_source", "trigger", "route", "rx_step", "Operator",
+    "AsyncPlan", "inline_blocked_join", "inline_route", "run_branch", "bounded_map", "FusedPlan", "fused_segment", "gated_ticker", "per_item_join",
+    "start_subflow", "PullPlan", "iterate", "pull_source", "trigger", "route", "rx_step", "Operator",
     "Subscription", "fast_on_next", "operator_of",
 ]

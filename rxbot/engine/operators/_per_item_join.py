@@ -1,37 +1,39 @@
 """per_item_join: BlockedJoin — for each input, run every branch on that one item and
 emit one tuple of their results in argument order (a zip keyed by input occurrence).
 
-Each input gets a fresh build of its branches (so results can never be mixed between
-inputs), runs as a bounded async map over inputs, and waits for every branch like
-Rx's ``fork_join``: a branch that emitted one item gives that item, none gives
-``None``, several give a list.
+Rx's ``fork_join`` shape: each branch's operators are built once and subscribed afresh
+for every input (operators keep their state per subscription, so inputs can never mix
+their results); the input is pushed in, the branch completes, and its output gives that
+branch's slot of the tuple — one item as itself, none as ``None``, several as a list.
+The inputs run as a bounded async map (the BlockedJoin's concurrency).
 """
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, List, Sequence
+from typing import Any, Callable, List, Sequence, Tuple
 
-from ._pull_source import trigger
+from ._route import Outlet
 from ._subscription import Operator
 
-#: ``build(steps, place) -> operators`` for one branch (the compiler's)
-BuildBranch = Callable[[Sequence[Any], Any], List[Operator]]
 
-
-def per_item_join(ctx: Any, branches: Sequence[Sequence[Any]], where: Any,
-                  build: BuildBranch) -> Callable[[Any], Any]:
+def per_item_join(ctx: Any, branch_ops: Sequence[List[Operator]]) -> Callable[[Any], Any]:
     """The async function ``item -> tuple`` a bounded map calls per input."""
 
     async def correlate(item: Any) -> tuple:
-        results = await asyncio.gather(
-            *(run_subflow(ctx, build(steps, where.branch(b + 1)), item) for b, steps in enumerate(branches)))
+        started = [start_subflow(ctx, ops, item) for ops in branch_ops]
+        try:
+            results = [f.result() if f.done() else await f for f, _ in started]
+        finally:
+            for _, subscription in started:
+                subscription.dispose()
         return tuple(None if not r else r[0] if len(r) == 1 else r for r in results)
 
     return correlate
 
 
-async def run_subflow(ctx: Any, ops: Sequence[Operator], item: Any) -> list:
-    """Feed ``item`` through ``ops`` and return everything that comes out."""
+def start_subflow(ctx: Any, ops: Sequence[Operator], item: Any) -> Tuple[asyncio.Future, Any]:
+    """Push ``item`` through a fresh subscription of ``ops``; the future gets everything
+    that comes out (already done when every step ran inline)."""
     done = ctx.loop.create_future()
     out: list = []
 
@@ -43,12 +45,12 @@ async def run_subflow(ctx: Any, ops: Sequence[Operator], item: Any) -> list:
         if not done.done():
             done.set_result(out)
 
-    subscription = trigger(ctx, item).pipe(*ops).subscribe(out.append, on_error, on_completed,
-                                                           scheduler=ctx.scheduler)
-    try:
-        return await done
-    finally:
-        subscription.dispose()
+    head = Outlet()  # the branches are wired synchronously, so the item can go in at once
+    subscription = head.observable.pipe(*ops).subscribe(out.append, on_error, on_completed,
+                                                        scheduler=ctx.scheduler)
+    head.on_next(item)
+    head.on_completed()
+    return done, subscription
 
 
-__all__ = ["per_item_join", "run_subflow"]
+__all__ = ["per_item_join", "start_subflow"]
