@@ -1,16 +1,17 @@
-"""Replay mode (databot's replayex.py): a failed run resumes from the nearest completed step.
+"""Replay mode (databot's replayex.py): fix the failed step, run again, ``double`` is not redone.
 
-Run it twice:
+    python examples/replayex.py   # double runs for all 10 items; triple fails on its 7th call
+    python examples/replayex.py   # double is skipped: triple gets all 10 saved items
 
-    python examples/replayex.py    # double runs 10 times; triple fails on its 7th call
-    python examples/replayex.py    # double is skipped: triple gets the 4 items it had not done
-
-The first run prints 0 6 12 18 24 30 and fails; before raising it lets ``double`` finish
+The first run prints 0 6 12 18 24 30 and fails; before raising, it lets ``double`` finish
 all ten items and saves its output in ``.rxbot/replay/replayex/`` next to this file. The
-second run logs "replaying pipe P1 from step 3 (triple) with 4 items", prints 36 42 48 54
-and, having succeeded, deletes the cache. Together the two runs print what one run
-without the failure would have printed. ``python -m rxbot replay --clear`` (or
-``rxbot.replay.clear_cache()``) forgets a saved run.
+second run, like databot's, does not call ``double``: it feeds the ten saved items into
+``triple``, which (unchanged) prints 0 6 12 18 24 30 and fails on its 7th call again. Edit
+``triple`` (say ``count > 60``) and run once more: ``double`` is still skipped, all ten
+results come out, and the successful run deletes the cache. ``rxbot replay --clear`` (or
+``rxbot.replay.clear_cache()``) forgets a saved run. Compared with databot's file: the
+imports are renamed, the exception has a message, logging is on, and
+``RXBOT_EXAMPLE_DELAY`` shortens the one-second sleep.
 """
 import logging
 import os

@@ -79,7 +79,11 @@ def search_page(word: str, page: int) -> str:
             "</body></html>")
 
 
+LATENCY = web.AppKey("latency", float)
+
+
 async def handle_search(request: web.Request) -> web.Response:
+    await asyncio.sleep(request.app[LATENCY])
     word = request.query.get("wd", "")
     try:
         page = int(request.query.get("pn", "1"))
@@ -91,10 +95,15 @@ async def handle_search(request: web.Request) -> web.Response:
 
 
 class SearchSite:
-    """The search site on 127.0.0.1 and a free port, in the running event loop."""
+    """The search site on 127.0.0.1 and a free port, in the running event loop.
+    ``latency``: seconds each page takes to come back, like a real site's round trip."""
+
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency
 
     async def __aenter__(self) -> "SearchSite":
         app = web.Application()
+        app[LATENCY] = self.latency
         app.router.add_get("/s", handle_search)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()

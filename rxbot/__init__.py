@@ -1,11 +1,16 @@
 """rxbot: databot-style data-flow pipelines on reactivex and asyncio."""
+import logging as _logging
+
 from .botframe import BotFrame
 from .config import config
 from .errors import StepError
 from .flow import (B, BlockedJoin, Branch, F, Fi, Filter, Fork, J, Join, Loop, P, Pipe,
                    Return, Route, T, Timer)
 from .node import Node
+from .redact import install_log_filter as _install_log_filter
 from .step import Step
+
+_install_log_filter(_logging.getLogger("rxbot"))  # every rxbot log line is redacted
 
 __version__ = "0.1.0"
 

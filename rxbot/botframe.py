@@ -6,13 +6,27 @@ import signal
 from typing import Any, List, Sequence
 
 from . import registry
+from .config import config
 from .errors import PipelineError
+from .replay import session as replay_session
+
+
+class _LiveBots:
+    """``BotFrame.bots``: read on the class, a fresh list each time (see rxbot.live)."""
+
+    def __get__(self, obj: Any, owner: Any = None) -> List[Any]:
+        from .live import bots
+
+        return bots()
 
 
 class BotFrame:
     """databot's run façade. Every Pipe built and not yet run is registered here;
     ``BotFrame.run()`` runs them all concurrently and returns when all have finished."""
 
+    #: the steps of the run going on (or of the last run): objects with ``label``,
+    #: ``path``, the report's counts and ``in_flight`` (databot listed its bots here)
+    bots = _LiveBots()
     #: the tree's registry of built pipes (``Pipe(...)`` registers there, see rxbot.registry)
     _pending: List[Any] = registry.pending
     #: when not None, run()/run_async() only record the pipes here (``rxbot render``
@@ -64,7 +78,13 @@ class BotFrame:
             from .engine import RunReport
 
             return RunReport()
-        return await run_pipes(chosen)
+        claim_pipes(chosen)
+        try:
+            # replay mode joins the run through the engine's public hooks (rxbot.engine.hooks)
+            return await run_pipes(chosen, hooks=replay_session(chosen) if config.replay_mode else None)
+        finally:
+            for p in chosen:
+                p._running = False
 
     @classmethod
     def run(cls, pipes: Sequence[Any] | None = None):
@@ -121,9 +141,32 @@ class BotFrame:
         return render(list(cls._pending) if pipes is None else list(pipes), path, format=format, **kwargs)
 
     @classmethod
+    def debug(cls) -> str:
+        """Log (INFO, ``rxbot`` logger) and return a snapshot of the live run: every
+        step with its in/out/failed counts and the items it holds. Safe to call from a
+        step, e.g. a Timer's, as databot's examples do; after a run it describes that run."""
+        from .live import debug
+
+        return debug()
+
+    @classmethod
     def clear(cls) -> None:
         """Forget pending pipes without running them."""
         cls._pending.clear()
+
+
+def claim_pipes(pipes: Sequence[Any]) -> None:
+    """Mark ``pipes`` as running, or refuse: one Pipe object run twice at once would run
+    its steps (and its nodes' ``init``/``close``) twice over shared state, without a word."""
+    seen: set = set()
+    for p in pipes:
+        if getattr(p, "_running", False) or id(p) in seen:
+            raise PipelineError(
+                f"pipe {p.label()!r} is already running; a Pipe object runs once at a time "
+                f"(await the first run, or build a second Pipe)")
+        seen.add(id(p))
+    for p in pipes:
+        p._running = True
 
 
 class _DryRun:

@@ -232,11 +232,15 @@ def _replay_command(sub: Any) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from .replay import clear_cache, default_root, replay_root
+    from .replay import ReplayPathError, clear_cache, default_root, replay_root
 
     root = args.dir if args.dir is not None else (
         default_root(args.script) if args.script is not None else None)
-    removed = clear_cache(root)
+    try:
+        removed = clear_cache(root)
+    except ReplayPathError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     where = replay_root(root)
     print(f"rxbot replay: cleared {removed} cache(s) in {where}" if removed
           else f"rxbot replay: no cache in {where}")

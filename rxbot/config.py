@@ -13,14 +13,16 @@ POLICIES = ("raise", "ignore", "retry", "pipein")
 class Config:
     """Global defaults; every field can be overridden per step with :class:`rxbot.Step`."""
 
-    # databot's constants, so ``config.Exception_ignore`` reads as it did there.
-    Exception_raise: str = "raise"
-    Exception_ignore: str = "ignore"
-    Exception_retry: str = "retry"
-    Exception_pipein: str = "pipein"
-    Exception_default: str = "raise"
+    # databot's constants with databot's values (0..3, the order of POLICIES), so
+    # ``config.exception_policy == config.Exception_ignore`` reads as it did there; the
+    # names 'raise', 'ignore', 'retry', 'pipein' work everywhere too (see policy()).
+    Exception_raise: int = 0
+    Exception_ignore: int = 1
+    Exception_retry: int = 2
+    Exception_pipein: int = 3
+    Exception_default: int = 0
 
-    exception_policy: str = "raise"
+    exception_policy: int | str = 0
     retry_attempts: int = 3
     retry_backoff: float = 0.05
     retry_max_backoff: float = 2.0
@@ -30,7 +32,8 @@ class Config:
     # items in flight for an async step unless the step says otherwise (databot used 32)
     default_concurrency: int = 32
     #: seconds a stopping run waits for boosted calls already running before it closes
-    #: the nodes they may use
+    #: the nodes they may use; calls still running then are abandoned (logged, listed in
+    #: ``report.abandoned``), so a run always ends
     shutdown_grace: float = 10.0
     # a source yields to the event loop after this many items so timers and other pipes run
     yield_every: int = 256
@@ -71,17 +74,22 @@ class Config:
     suppress_exception: bool = False
 
     def policy(self, value: Any = None) -> str:
-        """Normalise a policy name (databot constant or string) and reject unknown ones."""
-        value = self.exception_policy if value is None else value
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(POLICIES):
-            value = POLICIES[value]  # databot 0.1.8 numbered them 0..3 in this order
-        if value not in POLICIES:
-            raise ValueError(
-                f"exception policy must be one of {', '.join(POLICIES)}; got {value!r}"
-            )
+        """The policy's name ('raise', ...) for a databot constant (0..3) or a name;
+        ``None`` reads ``exception_policy``. Unknown values raise ValueError."""
+        return policy_name(self.exception_policy if value is None else value)
+
+
+def policy_name(value: Any, what: str = "exception policy") -> str:
+    """'raise', 'ignore', 'retry' or 'pipein' for that name or databot's number of it
+    (0..3, the order of POLICIES); anything else is a ValueError naming ``what``."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(POLICIES):
+        return POLICIES[value]
+    if isinstance(value, str) and value in POLICIES:
         return value
+    raise ValueError(f"{what} must be one of {', '.join(POLICIES)} (or databot's "
+                     f"config.Exception_* numbers 0-3); got {value!r}")
 
 
 config = Config()
 
-__all__ = ["config", "Config", "POLICIES"]
+__all__ = ["config", "Config", "POLICIES", "policy_name"]

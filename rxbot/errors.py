@@ -3,20 +3,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from .redact import redact
+
 
 def short_repr(value: Any, limit: int = 120) -> str:
-    """repr() cut to ``limit`` characters, so a huge item never floods a log line."""
+    """repr() redacted (no URL credentials, see :mod:`rxbot.redact`), then cut to
+    ``limit`` characters so that a huge item never floods a log line."""
     try:
         text = repr(value)
     except Exception as exc:  # a broken __repr__ must not hide the real failure
         text = f"<unrepresentable {type(value).__name__}: {exc!r}>"
+    text = redact(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class StepError(Exception):
-    """A step failed on an item. Under the ``pipein`` policy this object travels
-    downstream as an item (route it with ``Filter(route_type=StepError)`` or
-    ``route_type=Exception``); dead letters hold these too."""
+    """A step failed on an item: what the run report's dead letters and
+    ``config.dead_letters`` hold (``.step``, ``.item``, the original ``.exception``).
+    Under the ``pipein`` policy the original exception itself travels downstream, as in
+    databot, with ``rxbot_step``/``rxbot_item`` attributes and a note (see
+    :func:`annotate`); route it with ``Filter(route_type=Exception)``."""
 
     def __init__(self, step: str, item: Any, exception: BaseException, shown: str | None = None) -> None:
         # ``shown``: how the item may appear in messages (a node can redact secrets)

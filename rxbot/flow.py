@@ -78,6 +78,9 @@ class Route:
     kind = "route"
     #: True when each positional argument is its own parallel sub-flow (Fork family)
     parallel = False
+    #: a route whose whole meaning is its sub-flow rejects an empty one at build time:
+    #: ``Join()`` would swallow every matched item without a counter saying why
+    needs_steps = False
 
     def __init__(
         self,
@@ -89,6 +92,9 @@ class Route:
         name: str | None = None,
     ) -> None:
         cls = type(self).__name__
+        if self.needs_steps and not steps:
+            raise TypeError(f"{cls}: needs at least one step (an empty {cls}() would send matched "
+                            f"items into a sub-flow that does nothing)")
         if isinstance(route_type, list):  # databot accepted a list of classes
             route_type = tuple(route_type)
         if not (isinstance(route_type, type) or (
@@ -141,6 +147,7 @@ class Branch(Route):
     """Side flow: matched items also go through ``steps``; their results are discarded."""
 
     kind = "branch"
+    needs_steps = True
 
     def __init__(self, *steps: Any, route_type=object, route_func=None, share: bool = True,
                  join: bool = False, name: str | None = None) -> None:
@@ -151,6 +158,7 @@ class Return(Route):
     """Matched items go through ``steps`` and their results come back; unmatched pass on."""
 
     kind = "return"
+    needs_steps = True
 
     def __init__(self, *steps: Any, route_type=object, route_func=None, share: bool = False,
                  join: bool = True, name: str | None = None) -> None:
@@ -170,6 +178,7 @@ class Fork(Route):
     """Each argument is its own parallel sub-flow and receives every matched item."""
 
     kind = "fork"
+    needs_steps = True
     parallel = True
 
     def __init__(self, *steps: Any, route_type=object, route_func=None, share: bool = True,
@@ -181,6 +190,7 @@ class Join(Route):
     """A Fork whose branch outputs are merged into the main pipe (share=False, join=True)."""
 
     kind = "join"
+    needs_steps = True
     parallel = True
 
     def __init__(self, *steps: Any, route_type=object, route_func=None, share: bool = False,
@@ -198,11 +208,10 @@ class BlockedJoin(Route):
 
     kind = "blockedjoin"
     parallel = True
+    needs_steps = True
 
     def __init__(self, *steps: Any, route_type=object, route_func=None, share: bool = False,
                  join: bool = True, name: str | None = None) -> None:
-        if not steps:
-            raise TypeError("BlockedJoin: needs at least one branch step")
         super().__init__(*steps, route_type=route_type, route_func=route_func, share=share, join=join, name=name)
 
 
@@ -216,6 +225,7 @@ class Pipe:
         self.steps: List[TreeStep] = _to_steps(steps, "Pipe")
         self.name = name
         self._finished = False
+        self._running = False  # one run of this object at a time (BotFrame.run_async)
         self.report = None
         registry.register(self)
 

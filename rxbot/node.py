@@ -57,6 +57,15 @@ class Node:
     async def close(self) -> None:
         """Release resources. Runs once per run, after the last item or on failure."""
 
+    def settled_at_close(self) -> tuple:
+        """For a node that ``holds_items``: what its last ``close()`` did with the items a
+        stopped run left in it, as ``(finished, rejected, reclaimed)``: how many it
+        finished without passing them on (e.g. rows committed at close), the
+        ``(item, exception)`` pairs it could not finish, and how many of those items
+        belonged to calls the engine had counted as cancelled. The run report counts
+        them (``closed``, ``failed`` and dead letters), so nothing held is left uncounted."""
+        return 0, [], 0
+
     async def flush(self) -> Any:
         """Called when this node's input has ended; the return value goes downstream
         under the usual return-value rules (None emits nothing)."""
@@ -154,8 +163,9 @@ class Loop(Node):
 
 
 class Timer(Node):
-    """Emit 1, 2, 3, ... every ``delay`` seconds (first tick after ``delay``, like Rx
-    ``interval``); stop after ``max_time`` ticks or once ``until()`` is true."""
+    """Emit 1, 2, 3, ... every ``delay`` seconds, as databot did: tick 1 at once, then a
+    sleep of ``delay`` before each next tick; stop after ``max_time`` ticks or once
+    ``until()`` — asked once after each tick — is true, so one tick always comes out."""
 
     def __init__(
         self,
@@ -169,8 +179,10 @@ class Timer(Node):
             raise TypeError(f"Timer: argument 'delay' must be a number of seconds; got {delay!r}")
         if delay < 0:
             raise ValueError(f"Timer: argument 'delay' must be >= 0; got {delay!r}")
-        if max_time is not None and (isinstance(max_time, bool) or not isinstance(max_time, int) or max_time < 0):
-            raise ValueError(f"Timer: argument 'max_time' must be a non-negative int or None; got {max_time!r}")
+        if max_time is not None and (isinstance(max_time, bool) or not isinstance(max_time, int) or max_time < 1):
+            # databot read 0 as "no limit" (a falsy test); here that is spelled None
+            raise ValueError(f"Timer: argument 'max_time' must be an int >= 1 (the number of ticks) "
+                             f"or None for no limit; got {max_time!r}")
         if until is not None and not callable(until):
             raise TypeError(f"Timer: argument 'until' must be callable (e.g. pipe.finished); got {until!r}")
         self.delay = float(delay)

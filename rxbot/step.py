@@ -6,7 +6,8 @@ import functools
 import inspect
 from typing import Any, Callable
 
-from .config import POLICIES
+from .config import policy_name
+from .errors import short_repr
 from .node import BOOST_TYPES, Node, is_async_callable
 
 
@@ -74,8 +75,8 @@ class Step:
         label = name or callable_label(fn)
         if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
             raise ValueError(f"Step {label!r}: argument 'concurrency' must be an int >= 1; got {concurrency!r}")
-        if on_error is not None and on_error not in POLICIES:
-            raise ValueError(f"Step {label!r}: argument 'on_error' must be one of {POLICIES}; got {on_error!r}")
+        if on_error is not None:
+            on_error = policy_name(on_error, f"Step {label!r}: argument 'on_error'")
         if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
             raise ValueError(f"Step {label!r}: argument 'retries' must be an int >= 0; got {retries!r}")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
@@ -123,8 +124,9 @@ class Const:
         self.value = value
 
     def label(self) -> str:
-        text = repr(self.value)
-        return text if len(text) <= 30 else text[:27] + "..."
+        # redacted before it is cut: a URL constant must not show its password or token
+        # in a graph, a report or a replay manifest
+        return short_repr(self.value, 30)
 
     def __repr__(self) -> str:
         return f"Const({self.label()})"
@@ -160,7 +162,9 @@ class RxOp:
 
 
 def _short(value: Any) -> str:
-    text = callable_label(value) if callable(value) else repr(value)
+    if not callable(value):
+        return short_repr(value, 20)
+    text = callable_label(value)
     return text if len(text) <= 20 else text[:17] + "..."
 
 

@@ -48,7 +48,17 @@ def test_b1_notes_say_slower_when_rxbot_is_slower():
 def test_b2_every_implementation_returns_all_items_and_respects_the_limit(name):
     results, peak = bench_core.B2_IMPLS[name](50, 10, 0.001)
     assert results == list(range(50))
-    assert peak == 10  # the limit is used fully and never exceeded
+    # Never exceeded, by any implementation. How far a peer fills its limit is its own
+    # scheduling (aiostream missed 10 one run in 3 under load): not asserted here.
+    assert 1 <= peak <= 10
+
+
+@pytest.mark.parametrize("name", ["rxbot", "asyncio.gather+Semaphore"])
+def test_b2_rxbot_and_the_floor_fill_the_limit_exactly(name):
+    # Deterministic for both: the first 10 calls start in the same loop pass, before
+    # any 1 ms sleep can have ended, so "fills its limit" does not depend on load.
+    results, peak = bench_core.B2_IMPLS[name](50, 10, 0.001)
+    assert results == list(range(50)) and peak == 10
 
 
 def test_bench_b2_rows_report_the_floor_ratio():

@@ -146,8 +146,9 @@ def test_timer_until_stops_when_another_pipe_finished():
     assert ticks and ticks == list(range(1, len(ticks) + 1))
 
 
-def test_timer_until_true_from_the_start_emits_nothing():
-    assert run(Timer(delay=0.001, until=lambda: True)) == []
+def test_timer_until_true_from_the_start_still_emits_tick_1():
+    """databot asks until() after each tick, so one tick always comes out."""
+    assert run(Timer(delay=0.001, until=lambda: True)) == [1]
 
 
 # ---------------------------------------------------------------- nodes
@@ -357,6 +358,7 @@ def test_non_step_objects_are_rejected_clearly():
 
 @pytest.mark.parametrize("kwargs, arg", [
     ({"delay": -1}, "delay"), ({"delay": "1"}, "delay"), ({"max_time": -2}, "max_time"),
+    ({"max_time": 0}, "max_time"),
     ({"until": 5}, "until"),
 ])
 def test_timer_bad_arguments_name_timer_and_argument(kwargs, arg):

@@ -392,8 +392,10 @@ def test_failed_timed_batch_is_reported_for_its_own_rows_not_the_next_item(db):
     report = BotFrame.run()
     assert out == [rows[0], rows[2]]
     [dead] = report.dead_letters
-    assert dead.item == "<flush at end of input>"  # not row 2, which was written fine
-    assert isinstance(dead.exception, InsertError) and dead.exception.failed_items == [rows[1]]
+    # the bad row itself under its own error: not row 2 (written fine), not the flush
+    assert dead.item == rows[1] and type(dead.exception).__name__ == "IntegrityError"
+    [ins] = [stats for path, stats in report.steps.items() if "Insert:" in path]
+    assert ins.failed == ins.dropped == 1
     assert db.sql(f"select id, name from {db.table} order by id") == [(0, "n"), (1, "taken"), (2, "n")]
 
 

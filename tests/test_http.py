@@ -1,6 +1,7 @@
 """HttpLoader against a real local aiohttp server (tests/local_http.py), never the internet."""
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import os
@@ -15,7 +16,7 @@ import aiohttp
 import pytest
 
 from local_http import free_port, http_server, https_server  # noqa: F401  (fixtures)
-from rxbot import BotFrame, Filter, HttpLoader, HttpRequest, HttpResponse, Pipe, Step, StepError, config
+from rxbot import BotFrame, Filter, HttpLoader, HttpRequest, HttpResponse, Pipe, Step, config
 from rxbot.demo_server import PRICE_PATH, PriceServer, serve_in_thread
 from rxbot.http import HttpError, safe_url
 from rxbot.http.http import _retry_after
@@ -145,7 +146,7 @@ def test_defaults_and_label():
     assert loader.label() == "HttpLoader"
     assert HttpLoader(name="prices").label() == "prices"
     assert (loader.delay, loader.concurrency, loader.http_retries, loader.verify_ssl) == (0.0, 32, 3, True)
-    assert loader.request_timeout.total == 20
+    assert (loader.call_timeout, loader.max_size, loader.raise_for_status) == (20, 64 * 1024 * 1024, False)
     # engine-level retries/timeout stay unset so they do not stack on the HTTP retries
     assert (loader.retries, loader.timeout) == (None, None)
     assert HttpLoader(2).delay == 2.0  # databot's first positional argument
@@ -260,9 +261,18 @@ async def test_503_twice_is_retried_then_succeeds(http_server):
     assert report.find("HttpLoader").failed == 0
 
 
-async def test_retries_exhausted_raise_naming_url_and_status(http_server):
+async def test_retries_exhausted_pass_the_last_response_on(http_server):
+    out: list = []
+    Pipe(http_server.url("/flaky/b0?fail=99&status=502"), HttpLoader(retries=2, backoff=0.01), collect(out))
+    report = await BotFrame.run_async()
+    assert [(r.status, r.text, r.attempts) for r in out] == [(502, "attempt 3 failed", 3)]
+    assert http_server.attempts["b0"] == 3
+    assert report.find("HttpLoader").failed == 0
+
+
+async def test_retries_exhausted_raise_for_status_names_url_and_status(http_server):
     url = http_server.url("/flaky/b?fail=99&status=502")
-    Pipe(url, HttpLoader(retries=2, backoff=0.01), print)
+    Pipe(url, HttpLoader(retries=2, backoff=0.01, raise_for_status=True), print)
     with pytest.raises(HttpError) as info:
         await BotFrame.run_async()
     assert str(info.value) == f"HttpLoader: GET {url} failed after 3 attempts: HTTP 502 Bad Gateway"
@@ -280,42 +290,55 @@ async def test_429_retry_after_is_honoured(http_server):
     assert second - first >= 0.95  # the server asked for 1 s; the backoff alone would be ~1 ms
 
 
-async def test_retry_after_beyond_the_limit_fails_at_once(http_server):
+async def test_retry_after_beyond_the_limit_ends_the_retries_at_once(http_server):
     url = http_server.url("/flaky/d?fail=1&status=429&retry_after=120")
-    Pipe(url, HttpLoader(max_retry_after=5), print)
+    out: list = []
+    Pipe(url, HttpLoader(max_retry_after=5), collect(out))
+    await BotFrame.run_async()
+    assert [(r.status, r.attempts) for r in out] == [(429, 1)]  # passed on, not waited for
+    Pipe(url.replace("/d?", "/d2?"), HttpLoader(max_retry_after=5, raise_for_status=True), print)
     with pytest.raises(HttpError, match=r"HTTP 429 Too Many Requests \(Retry-After 120s exceeds max_retry_after=5s\)"):
         await BotFrame.run_async()
-    assert http_server.attempts["d"] == 1
+    assert http_server.attempts["d"] == http_server.attempts["d2"] == 1
 
 
-async def test_client_errors_are_not_retried(http_server):
+async def test_a_404_reaches_the_next_step_as_databot_did(http_server):
+    out: list = []
+    Pipe(http_server.url("/status/404"), HttpLoader(backoff=0.01), lambda r: (r.status, r.text, r.ok), collect(out))
+    report = await BotFrame.run_async()
+    assert out == [(404, "status 404", False)]
+    assert http_server.attempts["status/404"] == 1  # a client error is not retried
+    assert report.find("HttpLoader").failed == 0
+
+
+async def test_raise_for_status_true_raises_on_a_final_4xx(http_server):
     url = http_server.url("/status/404")
-    Pipe(url, HttpLoader(backoff=0.01), print)
+    Pipe(url, HttpLoader(backoff=0.01, raise_for_status=True), print)
     with pytest.raises(HttpError) as info:
         await BotFrame.run_async()
     assert str(info.value) == f"HttpLoader: GET {url} failed: HTTP 404 Not Found"
     assert http_server.attempts["status/404"] == 1
 
 
-async def test_raise_for_status_false_emits_error_responses(http_server):
+async def test_only_transient_statuses_are_retried(http_server):
     out: list = []
-    Pipe([http_server.url("/status/404"), http_server.url("/flaky/e?fail=9&status=500")],
-         HttpLoader(raise_for_status=False, retries=1, backoff=0.01, concurrency=1), collect(out))
+    Pipe([http_server.url("/flaky/e?fail=9&status=500"), http_server.url("/flaky/e2?fail=9&status=504")],
+         HttpLoader(retries=1, backoff=0.01, concurrency=1), collect(out))
     await BotFrame.run_async()
-    assert [(r.status, r.text) for r in out] == [(404, "status 404"), (500, "attempt 2 failed")]
-    assert http_server.attempts["e"] == 2
+    assert [(r.status, r.text) for r in out] == [(500, "attempt 1 failed"), (504, "attempt 2 failed")]
+    assert (http_server.attempts["e"], http_server.attempts["e2"]) == (1, 2)
 
 
 async def test_post_is_retried_only_when_the_server_cannot_have_acted(http_server):
     post = lambda key, status: {"url": http_server.url(f"/flaky/{key}?fail=1&status={status}"), "method": "POST"}
-    Pipe(post("p500", 500), HttpLoader(backoff=0.01), print)
-    with pytest.raises(HttpError, match=r"POST .*/flaky/p500\?fail=1&status=500 failed: HTTP 500"):
+    Pipe(post("p502", 502), HttpLoader(backoff=0.01, raise_for_status=True), print)
+    with pytest.raises(HttpError, match=r"POST .*/flaky/p502\?fail=1&status=502 failed: HTTP 502"):
         await BotFrame.run_async()
-    assert http_server.attempts["p500"] == 1  # a 500 may have had effects: not repeated
+    assert http_server.attempts["p502"] == 1  # a 502 may have had effects: not repeated
 
     out: list = []
     Pipe([post("p503", 503), post("p429", 429)], HttpLoader(backoff=0.01), lambda r: r.text, collect(out))
-    Pipe(post("opt", 500), HttpLoader(backoff=0.01, retry_non_idempotent=True), lambda r: r.text, collect(out))
+    Pipe(post("opt", 502), HttpLoader(backoff=0.01, retry_non_idempotent=True), lambda r: r.text, collect(out))
     await BotFrame.run_async()
     assert out == ["ok", "ok", "ok"]
     assert (http_server.attempts["p503"], http_server.attempts["p429"], http_server.attempts["opt"]) == (2, 2, 2)
@@ -323,13 +346,12 @@ async def test_post_is_retried_only_when_the_server_cannot_have_acted(http_serve
 
 def test_retryable_status_rules():
     loader = HttpLoader()
-    assert loader._retryable_status(500, "GET") is True
-    assert loader._retryable_status(404, "GET") is False
-    assert loader._retryable_status(500, "POST") is False
+    assert [s for s in range(100, 600) if loader._retryable_status(s, "GET")] == [429, 502, 503, 504]
+    assert loader._retryable_status(502, "POST") is False
     assert loader._retryable_status(503, "POST") is True
     assert loader._retryable_status(429, "PATCH") is True
-    assert loader._retryable_status(500, "PUT") is True
-    assert HttpLoader(retry_non_idempotent=True)._retryable_status(500, "POST") is True
+    assert loader._retryable_status(504, "PUT") is True
+    assert HttpLoader(retry_non_idempotent=True)._retryable_status(502, "POST") is True
     assert HttpLoader(retry_statuses=[418])._retryable_status(503, "GET") is False
     assert HttpLoader(retry_statuses=[418])._retryable_status(418, "GET") is True
 
@@ -358,12 +380,34 @@ async def test_connection_refused_names_the_url():
 
 async def test_hanging_endpoint_times_out_and_raise_policy_names_the_url(http_server):
     url = http_server.url("/hang")
-    Pipe(url, HttpLoader(timeout=0.2, retries=1, backoff=0.01), print)
-    with pytest.raises(HttpError) as info:
+    # an aiohttp.ClientTimeout limits each attempt (aiohttp's way), so the retry happens
+    Pipe(url, HttpLoader(timeout=aiohttp.ClientTimeout(total=0.2), retries=1, backoff=0.01), print)
+    with pytest.raises(asyncio.TimeoutError) as info:
         await BotFrame.run_async()
+    assert isinstance(info.value, HttpError)
     assert str(info.value) == f"HttpLoader: GET {url} failed after 2 attempts: TimeoutError: no complete response within 0.2s"
     assert http_server.attempts["hang"] == 2  # a timeout is retried like a connection error
     assert any("HttpLoader" in note for note in info.value.__notes__)  # the engine's step note
+
+
+async def test_timeout_bounds_the_whole_call_and_is_an_asyncio_timeout(http_server):
+    """databot raised asyncio.TimeoutError after the 1 s asked for; retries do not stretch it."""
+    url = http_server.url("/n/7?sleep=3")
+    Pipe(url, HttpLoader(timeout=1, backoff=0.01), print)  # 3 retries by default
+    started = time.monotonic()
+    with pytest.raises(asyncio.TimeoutError) as info:
+        await BotFrame.run_async()
+    assert time.monotonic() - started < 2.5  # well under the server's 3 s
+    assert isinstance(info.value, HttpError) and info.value.status is None
+    assert str(info.value) == f"HttpLoader: GET {url} failed: TimeoutError: no complete response within 1s"
+
+
+async def test_a_retry_wait_longer_than_the_time_left_passes_the_last_response_on(http_server):
+    out: list = []
+    Pipe(http_server.url("/flaky/late?fail=1&status=503&retry_after=2"), HttpLoader(timeout=1), collect(out))
+    await BotFrame.run_async()
+    assert [(r.status, r.attempts) for r in out] == [(503, 1)]
+    assert http_server.attempts["late"] == 1
 
 
 async def test_hanging_endpoint_under_step_ignore_policy(http_server):
@@ -390,7 +434,7 @@ async def test_hanging_endpoint_under_node_ignore_policy(http_server):
 async def test_global_ignore_policy(http_server):
     config.exception_policy = config.Exception_ignore
     out: list = []
-    Pipe([http_server.url("/status/500"), http_server.url("/n/3")], HttpLoader(retries=0),
+    Pipe([http_server.url("/status/500"), http_server.url("/n/3")], HttpLoader(retries=0, raise_for_status=True),
          lambda r: r.text, collect(out))
     report = await BotFrame.run_async()
     assert out == ["3"]
@@ -400,11 +444,11 @@ async def test_global_ignore_policy(http_server):
 async def test_pipein_policy_sends_the_error_downstream(http_server):
     errors: list = []
     url = http_server.url("/status/404")
-    Pipe(url, HttpLoader(on_error="pipein"), Filter(route_type=StepError), collect(errors))
+    Pipe(url, HttpLoader(on_error="pipein", raise_for_status=True), Filter(route_type=HttpError), collect(errors))
     await BotFrame.run_async()
     (err,) = errors
-    assert err.step == "HttpLoader" and err.item == url
-    assert isinstance(err.exception, HttpError) and err.exception.status == 404
+    assert (err.rxbot_step, err.rxbot_item) == ("HttpLoader", url)
+    assert err.status == 404 and err.response.text == "status 404"
 
 
 async def test_delay_pauses_before_each_request(http_server):
@@ -439,7 +483,7 @@ async def test_one_session_per_run_closed_afterwards(http_server):
 
 
 async def test_session_closed_after_a_failed_run(http_server):
-    loader = HttpLoader(retries=0)
+    loader = HttpLoader(retries=0, raise_for_status=True)
     sessions: list = []
     Pipe([http_server.url("/n/1"), http_server.url("/status/500")],
          loader, lambda r: sessions.append(loader._session), )
@@ -460,7 +504,7 @@ async def test_async_with_outside_a_pipe(http_server):
 async def test_secrets_never_logged(http_server, caplog):
     caplog.set_level(logging.DEBUG, logger="rxbot")
     url = http_server.url("/flaky/s?fail=9&status=503&api_key=SECRET3")
-    loader = HttpLoader(headers={"Authorization": "Bearer SECRET1"}, retries=2, backoff=0.01)
+    loader = HttpLoader(headers={"Authorization": "Bearer SECRET1"}, retries=2, backoff=0.01, raise_for_status=True)
     Pipe(HttpRequest(url, headers={"X-Api-Key": "SECRET2"}), loader, print)
     with pytest.raises(HttpError) as info:
         await BotFrame.run_async()
@@ -502,8 +546,8 @@ async def redirect_server():
 async def test_redirect_and_url_errors_never_reveal_secrets(redirect_server, caplog, path, cause):
     caplog.set_level(logging.DEBUG, logger="rxbot")
     url = redirect_server + path
-    async with HttpLoader(retries=0) as get:
-        with pytest.raises(Exception) as info:
+    async with HttpLoader(retries=0, raise_for_status=True) as get:  # the bad URL gets a 400
+        with pytest.raises(HttpError) as info:
             await get(url)
     error = info.value
     texts = [str(error), repr(error), str(error.__cause__), str(error.__context__)]
@@ -512,7 +556,7 @@ async def test_redirect_and_url_errors_never_reveal_secrets(redirect_server, cap
         assert f"failed: {cause}" in str(error)
     # in a pipe under the ignore policy: the drop is logged
     report_errors = []
-    Pipe(url, HttpLoader(retries=0, on_error="ignore"), print)
+    Pipe(url, HttpLoader(retries=0, on_error="ignore", raise_for_status=True), print)
     report = await BotFrame.run_async()
     report_errors = [str(d) + repr(d.exception) for d in report.dead_letters]
     assert len(report_errors) == 1
@@ -531,13 +575,14 @@ def test_safe_cause_masks_urls_in_any_exception_text():
 async def test_global_retry_policy_does_not_multiply_http_retries(http_server):
     config.exception_policy = "retry"
     config.retry_backoff = 0.01
-    Pipe(http_server.url("/flaky/g?fail=99&status=500"), HttpLoader(retries=2, backoff=0.01), print)
+    Pipe(http_server.url("/flaky/g?fail=99&status=502"), HttpLoader(retries=2, backoff=0.01, raise_for_status=True),
+         print)
     with pytest.raises(HttpError):
         await BotFrame.run_async()
     assert http_server.attempts["g"] == 3  # 1 + retries, not multiplied by the engine's attempts
 
     Pipe({"url": http_server.url("/flaky/p?fail=1&status=500"), "method": "POST", "data": "charge=1"},
-         HttpLoader(backoff=0.01), print)
+         HttpLoader(backoff=0.01, raise_for_status=True), print)
     with pytest.raises(HttpError, match="POST .* failed: HTTP 500"):
         await BotFrame.run_async()
     assert http_server.attempts["p"] == 1  # a POST the server may have acted on is never re-sent

@@ -15,7 +15,8 @@ CONTRACT = {
     "rxbot.config": ["config"],
     "rxbot.http": ["HttpLoader", "HttpRequest", "HttpResponse"],
     "rxbot.http.http": ["HttpLoader", "HttpRequest", "HttpResponse"],
-    "rxbot.db.mysql": ["Query", "Insert"],
+    "rxbot.db.mysql": ["Query", "Insert", "Mysql"],
+    "rxbot.bot": ["Bot"],
     "rxbot.db.sqlite": ["Query", "Insert"],
     "rxbot.db.aiofile": ["aiofile", "ReadLines"],
     "rxbot.rx": ["op", "to_observable", "as_operator", "from_observable"],
@@ -29,6 +30,15 @@ def test_contract_names_import(module):
         assert hasattr(mod, name), f"{module}.{name} is missing"
 
 
+def test_databot_compatibility_names_are_the_real_classes():
+    from rxbot.bot import Bot
+    from rxbot.botframe import BotFrame
+    from rxbot.db.mysql import Insert, Mysql, Query
+
+    assert Bot is BotFrame
+    assert issubclass(Query, Mysql) and issubclass(Insert, Mysql)
+
+
 def test_same_objects_under_every_path():
     import rxbot
     import rxbot.flow
@@ -38,8 +48,10 @@ def test_same_objects_under_every_path():
     assert rxbot.HttpLoader is rxbot.http.http.HttpLoader
     assert rxbot.P is rxbot.Pipe and rxbot.Fi is rxbot.Filter and rxbot.J is rxbot.Join
     assert rxbot.BotFrame.run and rxbot.BotFrame.render and rxbot.Node.boost
-    assert rxbot.config.exception_policy in ("raise", "ignore", "retry", "pipein")
-    assert rxbot.config.Exception_default == rxbot.config.Exception_raise == "raise"
+    # databot's numbers, in databot's order
+    c = rxbot.config
+    assert (c.Exception_raise, c.Exception_ignore, c.Exception_retry, c.Exception_pipein) == (0, 1, 2, 3)
+    assert c.Exception_default == c.Exception_raise == c.exception_policy == 0
 
 
 def test_importing_rxbot_does_not_load_database_drivers():

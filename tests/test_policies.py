@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rxbot import (BotFrame, Filter, Join, Loop, Node, Pipe, Return, Step, StepError, config)
+from rxbot import (BotFrame, Filter, Join, Loop, Node, Pipe, Return, Step, config)
 
 
 @pytest.fixture(autouse=True)
@@ -137,17 +137,22 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap():
 
 
 # ---------------------------------------------------------------- pipein
-def test_pipein_sends_the_wrapped_exception_downstream_to_a_filter():
+def test_pipein_sends_the_original_exception_downstream_to_a_filter():
     config.exception_policy = "pipein"
     errors, good = [], []
     Pipe(range(5), fails_on({1, 3}),
          Return(errors.append, route_type=Exception),
          good.append)
-    BotFrame.run()
+    report = BotFrame.run()
     assert good == [0, 2, 4]
-    assert [e.item for e in errors] == [1, 3]
-    assert all(isinstance(e, StepError) and e.step == "flaky" for e in errors)
-    assert isinstance(errors[0].exception, ValueError)
+    # databot's pipein: the exception object itself, never a wrapper
+    assert [type(e) for e in errors] == [ValueError, ValueError]
+    assert [e.rxbot_item for e in errors] == [1, 3]
+    assert all(e.rxbot_step == "flaky" for e in errors)
+    assert errors[0].__notes__ == ["rxbot: raised in step 'flaky' on item 1"]
+    # the dead letters still describe the failure with its step and item
+    assert [(d.step, d.item, d.exception) for d in report.dead_letters] == [
+        ("flaky", 1, errors[0]), ("flaky", 3, errors[1])]
 
 
 def test_pipein_with_filter_route_type_exception():
@@ -155,7 +160,7 @@ def test_pipein_with_filter_route_type_exception():
     out = []
     Pipe(range(4), fails_on({2}), Filter(route_type=Exception), out.append)
     BotFrame.run()
-    assert len(out) == 1 and out[0].item == 2
+    assert len(out) == 1 and isinstance(out[0], ValueError) and out[0].rxbot_item == 2
 
 
 # ---------------------------------------------------------------- per-step overrides
@@ -216,7 +221,7 @@ def test_timeout_on_a_sync_step_is_rejected_with_advice():
 
 
 # ---------------------------------------------------------------- sources and generators
-@pytest.mark.parametrize("policy, expected_tail", [("ignore", []), ("pipein", ["StepError"])])
+@pytest.mark.parametrize("policy, expected_tail", [("ignore", []), ("pipein", ["OSError"])])
 def test_source_iterator_raising_mid_way(policy, expected_tail):
     config.exception_policy = policy
 
@@ -246,8 +251,8 @@ def test_generator_step_raising_half_way(policy):
     out = []
     Pipe(range(3), gen, out.append)
     BotFrame.run()
-    values = [v for v in out if not isinstance(v, StepError)]
-    errors = [v for v in out if isinstance(v, StepError)]
+    values = [v for v in out if not isinstance(v, Exception)]
+    errors = [v for v in out if isinstance(v, ValueError)]
     assert values == [0, 100, 1, 2, 102]
     assert len(errors) == (1 if policy == "pipein" else 0)
 
@@ -278,9 +283,9 @@ def chain_strategy():
 
 def make_step(kind, bad):
     """Steps carry (id, hops) tuples so each output can be traced to its source item;
-    each step fails on the ids in ``bad``. Wrapped errors (pipein) pass through."""
+    each step fails on the ids in ``bad``. Piped-in exceptions pass through."""
     def f(t):
-        if isinstance(t, StepError):
+        if isinstance(t, Exception):
             return t
         if t[0] in bad:
             raise ValueError("injected")
@@ -322,15 +327,15 @@ def test_every_item_is_delivered_dropped_by_rule_in_dead_letters_or_raised(chain
     if policy == "raise":
         assert not dead
     got_values = [t[0] for t in out if isinstance(t, tuple)]
-    got_errors = [t for t in out if isinstance(t, StepError)]
+    got_errors = [t for t in out if isinstance(t, ValueError)]
     letters = [e.item[0] for e in report.dead_letters]
     assert Counter(got_values) == Counter(delivered)  # none lost, none duplicated
     assert Counter(letters) == Counter(dead)
     totals = report.totals()
     assert totals["failed"] == len(dead)
     if policy == "pipein":
-        # the wrapped exception travelled on to the end instead of the item
-        assert sorted(e.item[0] for e in got_errors) == sorted(dead)
+        # the original exception travelled on to the end instead of the item
+        assert sorted(e.rxbot_item[0] for e in got_errors) == sorted(dead)
     else:
         assert got_errors == [] and totals["dropped"] == len(dead)
 
@@ -629,3 +634,70 @@ def test_items_held_by_a_batching_node_are_not_counted_as_filtered():
     assert out == [0, 1, 2, 3, 4]
     stats = report.find("Pairs")
     assert (stats.inp, stats.out, stats.filtered) == (5, 5, 0)
+
+
+# ---------------------------------------------------------------- Insert accounting (property)
+def rejecting_insert(tmp: str, bad, batch_size: int):
+    """A SQLite Insert (a real database file) whose trigger rejects the ids in ``bad``:
+    a batch holding one of them fails and is written row by row by the node."""
+    import sqlite3
+
+    from rxbot.db.sqlite import Insert
+
+    path = f"{tmp}/t.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE t (id INTEGER, hops INTEGER); CREATE TABLE bad (id INTEGER);"
+            "CREATE TRIGGER reject BEFORE INSERT ON t WHEN NEW.id IN (SELECT id FROM bad) "
+            "BEGIN SELECT RAISE(ABORT, 'injected'); END;")
+        db.executemany("INSERT INTO bad VALUES (?)", [(i,) for i in bad])
+    db.close()
+    return path, Insert("INSERT INTO t (id, hops) VALUES (?, ?)", path=path, batch_size=batch_size,
+                        flush_interval=None, name="insert")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(before=st.frozensets(st.integers(0, 29), max_size=4), bad=st.frozensets(st.integers(0, 29), max_size=12),
+       batch_size=st.sampled_from([1, 4, 7, 50]), policy=st.sampled_from(["raise", "ignore", "pipein", "retry"]))
+def test_insert_counts_exactly_the_rows_it_rejected_under_every_policy(before, bad, batch_size, policy):
+    import sqlite3
+    import tempfile
+
+    from rxbot.db.base import InsertError
+
+    BotFrame.clear()
+    config.exception_policy = policy
+    config.retry_final_policy = "ignore"
+    config.retry_attempts = 1
+    config.retry_backoff = 0.0001
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path, insert = rejecting_insert(tmp, bad, batch_size)
+        # piped-in exceptions go around the Insert, as a user routes them
+        Pipe([(i, 0) for i in range(30)], make_step("sync", before), Return(insert, route_type=tuple),
+             out.append)
+        try:
+            report = BotFrame.run()
+        except (ValueError, InsertError, sqlite3.IntegrityError):
+            assert policy == "raise"
+            return
+        with sqlite3.connect(path) as db:
+            stored = [r[0] for r in db.execute("SELECT id FROM t")]
+        db.close()
+    dead_before = sorted(before)
+    rejected = sorted(set(range(30)) - set(before) & set(bad))
+    delivered = sorted(set(range(30)) - set(before) - set(bad))
+    if policy == "raise":
+        assert not dead_before and not rejected
+    assert sorted(stored) == delivered  # what the database holds ...
+    assert sorted(t[0] for t in out if isinstance(t, tuple)) == delivered  # ... is what passed on
+    ins = report.find("insert")
+    assert ins.failed == len(rejected)  # each rejected row counted once, under its own item
+    letters = sorted(e.item[0] for e in report.dead_letters if e.step == "insert")
+    assert letters == rejected
+    if policy == "pipein":
+        assert sorted(e.rxbot_item[0] for e in out if isinstance(e, Exception)) == sorted(dead_before + rejected)
+        assert ins.dropped == 0
+    else:
+        assert ins.dropped == len(rejected) and not any(isinstance(e, Exception) for e in out)
+    assert report.totals()["failed"] == len(dead_before) + len(rejected)

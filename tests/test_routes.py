@@ -298,8 +298,6 @@ def test_error_in_branch_ignored_under_ignore_policy():
 
 def test_error_in_blocked_join_branch_pipein():
     config.exception_policy = "pipein"
-    from rxbot import StepError
-
     def bad(x):
         if x == 1:
             raise ValueError("nope")
@@ -310,7 +308,8 @@ def test_error_in_blocked_join_branch_pipein():
     BotFrame.run()
     out.sort(key=lambda t: t[1])
     assert out[0] == (0, 0) and out[2] == (2, 6)
-    assert isinstance(out[1][0], StepError) and out[1][1] == 3 and out[1][0].item == 1
+    assert type(out[1][0]) is ValueError and str(out[1][0]) == "nope" and out[1][1] == 3
+    assert out[1][0].rxbot_item == 1
 
 
 def test_error_in_route_func_follows_policy():

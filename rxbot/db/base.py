@@ -26,6 +26,11 @@ class DatabaseConnectionError(ConnectionError):
     """A database node could not connect (wrong credentials, server down, timeout)."""
 
 
+class InterruptedCommitError(Exception):
+    """A row whose COMMIT was in flight when its write was cancelled: it may or may not
+    be in the database, and it is not written again (that could write it twice)."""
+
+
 class InsertError(Exception):
     """Rows an Insert could not write, each named with its own error.
 
@@ -42,6 +47,9 @@ class InsertError(Exception):
                  detail: str | None = None) -> None:
         self.node = node
         self.failed = list(failed)
+        #: what the engine's policies count, dead-letter and pipe in: each row, not the
+        #: call that happened to raise (see rxbot.engine.policy.rejected_by)
+        self.rejected = self.failed
         self.failed_items = [item for item, _ in self.failed]
         self.errors = [exc for _, exc in self.failed]
         self.total = total
@@ -284,6 +292,10 @@ class InsertNode(SqlNode):
         self._queue: Deque[asyncio.Future] = deque()  # calls waiting for room, in arrival order
         self._admitting = 0  # woken from the queue, not yet resumed
         self._committing: set = set()  # ids of batches whose COMMIT has been sent
+        # what the last close() did with the rows the stopped run left here (settled_at_close)
+        self._closed_written = 0
+        self._closed_rejected: List[Tuple[Any, BaseException]] = []
+        self._cancelled_in_commit = 0  # calls cancelled while their own row was being written
 
     async def init(self) -> None:
         self._reset()
@@ -302,7 +314,13 @@ class InsertNode(SqlNode):
         self._admit_next()
         if batch:
             total = len(batch)
-            failed = await self._commit(batch)
+            try:
+                failed = await self._commit(batch)
+            except asyncio.CancelledError:
+                # the engine counts this call cancelled, but its row stays in ``batch``:
+                # close() writes it and accounts for it (settled_at_close)
+                self._cancelled_in_commit += 1
+                raise
             if failed:
                 if len(failed) == 1 and failed[0][0] is item:
                     exc = failed[0][1]  # only this call's own row: its own error
@@ -360,6 +378,8 @@ class InsertNode(SqlNode):
         return _then_raise(ready or [], error)  # the good rows go downstream first
 
     async def close(self) -> None:
+        written = len(self._ready)  # committed before the run stopped, never passed on
+        rejected = list(self._timed_failed)  # the run stopped before flush() could raise them
         try:
             if self._timer is not None:
                 self._timer.cancel()
@@ -368,6 +388,11 @@ class InsertNode(SqlNode):
                 task.cancel()
             if self._timed:
                 await asyncio.gather(*list(self._timed), return_exceptions=True)
+                written = len(self._ready)
+                rejected = list(self._timed_failed)
+            if self._timed_failed:
+                log.error("rxbot: %s", InsertError(self.label(), self._timed_failed, self._timed_total,
+                                                   "batches written by the flush_interval timer"))
             left = self._unwritten + ([self._buf] if self._buf else [])
             self._buf, self._unwritten = [], []
             for batch in left:  # the run failed elsewhere: keep what was accepted
@@ -376,21 +401,32 @@ class InsertNode(SqlNode):
                 if id(batch) in self._committing:
                     log.warning("rxbot: %s: the commit of %d row(s) was interrupted; not repeated (it may "
                                 "have completed)", self.label(), len(batch))
+                    unknown = InterruptedCommitError(
+                        f"{self.label()}: the run stopped while this row's COMMIT was in flight; "
+                        "it may or may not have been written (not repeated)")
+                    rejected.extend((item, unknown) for item, _ in batch)
                     continue
                 total = len(batch)
-                _, failed = await self._write_batch(batch)
+                ok, failed = await self._write_batch(batch)
+                written += len(ok)
+                rejected.extend(failed)
                 if failed:
                     log.error("rxbot: %s", InsertError(self.label(), failed, total,
                                                        "buffered rows written at close"))
                 else:
                     log.info("rxbot: %s: committed %d buffered row(s) at close", self.label(), total)
-            if self._timed_failed:  # the run stopped before flush() could raise them
-                log.error("rxbot: %s", InsertError(self.label(), self._timed_failed, self._timed_total,
-                                                   "batches written by the flush_interval timer"))
         finally:
+            self._closed_written, self._closed_rejected = written, rejected
             self._ready = []
             self._timed_failed, self._timed_total = [], 0
             await self._close()
+
+    def settled_at_close(self) -> Tuple[int, List[Tuple[Any, BaseException]], int]:
+        """What the last ``close()`` did with the rows a stopped run left here: rows
+        committed (at close, or before it but never passed downstream), rows rejected
+        (with their errors), and how many of those rows belong to calls the engine
+        counted as cancelled (see :meth:`rxbot.node.Node.settled_at_close`)."""
+        return self._closed_written, list(self._closed_rejected), self._cancelled_in_commit
 
     # -- batching ----------------------------------------------------------------------------
     def _take(self) -> List[Tuple[Any, Any]]:
@@ -476,10 +512,19 @@ class InsertNode(SqlNode):
             try:
                 exc = await self._attempt([params], sent, lambda: None)
             except asyncio.CancelledError:
+                # rows done so far are not lost with this call: committed ones pass on
+                # later (or are counted at close), bad ones are raised at flush()
+                self._ready.extend(i for i, _ in ok)
+                self._timed_failed.extend(failed)
+                self._timed_total += len(ok) + len(failed)
                 if sent[0]:  # this row's COMMIT was sent: do not write it again at close
                     log.warning("rxbot: %s: the commit of 1 row was interrupted; not repeated "
                                 "(it may have completed): %s", self.label(), short_repr(item, 80))
                     batch.remove(entry)
+                    self._timed_failed.append((item, InterruptedCommitError(
+                        f"{self.label()}: this row's COMMIT was interrupted; it may or may not "
+                        "have been written (not repeated)")))
+                    self._timed_total += 1
                 raise
             batch.remove(entry)
             if exc is None:
@@ -528,4 +573,5 @@ def _then_raise(values: List[Any], error: BaseException) -> Iterator[Any]:
     raise error
 
 
-__all__ = ["SqlNode", "QueryNode", "InsertNode", "InsertError", "RowMapper", "DatabaseConnectionError"]
+__all__ = ["SqlNode", "QueryNode", "InsertNode", "InsertError", "InterruptedCommitError", "RowMapper",
+           "DatabaseConnectionError"]

@@ -16,6 +16,7 @@ import aiomysql
 import pymysql
 
 from .base import DatabaseConnectionError, InsertNode, QueryNode, SqlNode, _check_int, _check_seconds
+from .mysql_values import adapt
 from .params import PYFORMAT
 
 log = logging.getLogger("rxbot")
@@ -48,6 +49,11 @@ class _MySQL(SqlNode):
 
     def where(self) -> str:
         return f"{self.user}@{self.host}:{self.port}/{self.db}"
+
+    def params(self, item: Any) -> Any:
+        """The item's values, adapted to what the driver binds correctly (bytearray,
+        memoryview, dict: see :mod:`rxbot.db.mysql_values`)."""
+        return adapt(self.label(), super().params(item))
 
     async def _open(self) -> None:
         timeout = self.connect_timeout
@@ -215,4 +221,8 @@ class Insert(_MySQL, InsertNode):
         self._setup(host, port, user, password, db, pool_size, connect_timeout, charset)
 
 
-__all__ = ["Query", "Insert"]
+#: databot's name for the base class of its MySQL nodes (``from databot.db.mysql import
+#: Mysql``): here the connection handling that Query and Insert share
+Mysql = _MySQL
+
+__all__ = ["Query", "Insert", "Mysql"]

@@ -7,21 +7,29 @@ running while the blocking call works. The stage's slots (its ``concurrency``, i
 ``workers``) bound how many items are in the executor at once, which is also what keeps
 memory flat: a boosted step is a flow-control boundary like any async step.
 
-Executors belong to the run (``ctx.executors``) and are shut down by
-:meth:`RunContext.shutdown <rxbot.engine.context.RunContext.shutdown>`; the Dask client
-and local cluster are closed by a task the run owns (see :mod:`.dask_boost`).
+Executors belong to the run (``ctx.executors``) and are stopped by :func:`stop_boosted`
+when the run ends; the Dask client and local cluster are closed by a task the run owns
+(see :mod:`.dask_boost`). Every call handed to a thread or process pool is tracked in
+``ctx.calls`` until its worker returns, so a stopping run knows exactly which calls it
+waits for, and which it abandons after ``config.shutdown_grace``.
 """
 from __future__ import annotations
 
+import asyncio
 import collections.abc
 import concurrent.futures
+import logging
 import multiprocessing
 import os
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, List
 
 from ..config import config
+from ..errors import short_repr
 from ..node import BOOST_TYPES, is_async_callable
+from .daemon_pool import DaemonThreadPool
 from .picklable import check_picklable
+
+log = logging.getLogger("rxbot")
 
 
 def call_materialized(fn: Callable[[Any], Any], item: Any) -> Any:
@@ -80,18 +88,74 @@ def boosted(fn: Callable[[Any], Any], kind: str, ctx: Any, label: str, workers: 
     if kind == "thread":
         pool = ctx.executors.get(key)
         if pool is None:
-            pool = ctx.executors[key] = concurrent.futures.ThreadPoolExecutor(
-                workers, thread_name_prefix=f"rxbot-{label[:24]}")
+            pool = ctx.executors[key] = DaemonThreadPool(workers, name=f"rxbot-{label[:24]}")
     else:  # process
         check_picklable(fn, kind, label)
         pool = ctx.executors.get(key)
         if pool is None:
             pool = ctx.executors[key] = _process_pool(workers)
 
+    calls = ctx.calls
+
     def submit(item: Any) -> Awaitable[Any]:
-        return loop.run_in_executor(pool, call_materialized, fn, item)
+        call = pool.submit(call_materialized, fn, item)
+        calls[call] = (pool, label, item)
+        call.add_done_callback(lambda done: calls.pop(done, None))  # in the worker's thread
+        # cancelling the awaitable (timeout, stop) abandons the call; the worker keeps it
+        return asyncio.wrap_future(call, loop=loop)
 
     return submit
 
 
-__all__ = ["boosted", "call_materialized", "check_picklable", "check_sync", "process_workers"]
+async def stop_boosted(ctx: Any) -> None:
+    """Stop the run's executors: drop queued calls, wait up to ``config.shutdown_grace``
+    seconds for the running ones (nodes are closed right after, and a call still using a
+    node's connection after its ``close()`` would be a bug of ours), then abandon what is
+    still running so that the run returns anyway: each abandoned call is logged with its
+    step and item and listed in ``ctx.report.abandoned``; a process pool running one is
+    killed; a thread cannot be killed, but it is a daemon thread that cannot keep the
+    interpreter alive (:class:`.daemon_pool.DaemonThreadPool`)."""
+    # shutdown() forgets a process pool's workers: take the handles to kill them first
+    processes = {id(ex): list((getattr(ex, "_processes", None) or {}).values())
+                 for ex in ctx.executors.values()
+                 if isinstance(ex, concurrent.futures.ProcessPoolExecutor)}
+    for ex in ctx.executors.values():
+        shutdown = getattr(ex, "shutdown", None)
+        if shutdown is None:
+            continue
+        try:
+            shutdown(wait=False, cancel_futures=True)
+        except TypeError:
+            shutdown(wait=False)
+    running = ctx.calls.copy()  # atomic: workers remove their calls from their own threads
+    if not running:
+        return
+    waiting = {asyncio.wrap_future(call, loop=ctx.loop): call for call in running}
+    _, pending = await asyncio.wait(waiting, timeout=config.shutdown_grace)
+    killed: set = set()
+    for waiter in pending:
+        waiter.cancel()  # nothing awaits it any more, even if the worker returns later
+        pool, label, item = running[waiting[waiter]]
+        is_process = id(pool) in processes
+        log.warning("rxbot: abandoned the boosted call of step %r on item %s: still running "
+                    "%.1fs after the run stopped (config.shutdown_grace); %s", label,
+                    short_repr(item), config.shutdown_grace,
+                    "its worker process is killed" if is_process
+                    else "its daemon thread is left behind and will not keep the process alive")
+        ctx.report.abandoned.append((label, item))
+        if is_process and id(pool) not in killed:
+            killed.add(id(pool))
+            kill_processes(processes[id(pool)])
+
+
+def kill_processes(processes: List[Any]) -> None:
+    """Kill a process pool's workers: its pool is then broken, so its manager thread ends
+    instead of waiting forever, at interpreter exit, for a call that never returns."""
+    for proc in processes:
+        try:
+            proc.kill()
+        except Exception:  # already gone
+            pass
+
+__all__ = ["boosted", "call_materialized", "check_picklable", "check_sync", "kill_processes",
+           "process_workers", "stop_boosted"]

@@ -138,6 +138,7 @@ class Builder:
 
     def _inline(self, step: Route, rt: StepRuntime, where: StepId) -> Callable[[Any], Any]:
         """An all-sync route as one function (see ``operators._inline_route``)."""
+        known = set(self.ctx.runtimes)
         branches = []
         for b, steps in enumerate(step.branches):
             place = where.branch(b + 1)
@@ -159,8 +160,14 @@ class Builder:
         counting = bool(config.metrics if config.metrics is not None else config.progress or any(
             srt.policy != "raise" for entries in branches for _, srt in entries))
         if isinstance(step, BlockedJoin):
+            self._mark_blocked_join(known)
             return inline_blocked_join(rt, matcher(step), step.share, branches, counting)
         return inline_route(rt, matcher(step), step.share, step.join, branches, counting)
+
+    def _mark_blocked_join(self, known: set) -> None:
+        """The runtimes built since ``known`` are inside a BlockedJoin's branches."""
+        for where in self.ctx.runtimes.keys() - known:
+            self.ctx.runtimes[where].in_blocked_join = True
 
     def _single(self, step: Any, downstream: List[Boundary], where: StepId) -> Tuple[Operator, Any]:
         label = step.label()
@@ -188,6 +195,8 @@ class Builder:
         if boost:
             fn = boosted(fn, boost, self.ctx, label, rt.concurrency)
         flush = node.flush if node is not None and overrides_flush(node) else None
+        if node is not None and node.holds_items:
+            self.ctx.holders.setdefault(id(node), (node, rt))
         plan = AsyncPlan(rt, fn, list(downstream), flush=flush, holds_items=node is not None and node.holds_items)
         return bounded_map(self.ctx, plan), plan
 
@@ -195,7 +204,9 @@ class Builder:
     def _route(self, step: Route, downstream: List[Boundary], where: StepId) -> Tuple[Operator, List[Boundary]]:
         rt = self.ctx.runtime(where, step.label())
         if isinstance(step, BlockedJoin):
+            known = set(self.ctx.runtimes)
             branch_ops = [self.build(steps, [], where.branch(b + 1))[0] for b, steps in enumerate(step.branches)]
+            self._mark_blocked_join(known)
             correlate = per_item_join(self.ctx, branch_ops)
             plan = AsyncPlan(self.ctx.runtime(where, step.label()), correlate, list(downstream))
             # one "branch": the correlating map, which counts its own items

@@ -6,14 +6,15 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from ..config import config
-from ..errors import StepError
+from ..errors import StepError, short_repr
 from ..walk import StepId
 from .gate import Boundary, Gate, halt
+from .hooks import Deferrals, StepFailure
 from .policy import StepRuntime, StepStats
 
 log = logging.getLogger("rxbot")
@@ -27,6 +28,10 @@ class RunReport:
     dead_letters: List[StepError] = field(default_factory=list)
     seconds: float = 0.0
     error: BaseException | None = None
+    #: (step, item) of every boosted call still running when the shutdown grace ran out
+    abandoned: List[Tuple[str, Any]] = field(default_factory=list)
+    #: top-level steps whose raise was deferred (see :mod:`rxbot.engine.hooks`)
+    failures: List[StepFailure] = field(default_factory=list)
 
     def __getitem__(self, path: str) -> StepStats:
         return self.steps[path]
@@ -39,7 +44,7 @@ class RunReport:
         raise KeyError(label)
 
     def totals(self) -> Dict[str, int]:
-        keys = ("inp", "out", "filtered", "dropped", "failed", "retried", "cancelled")
+        keys = ("inp", "out", "filtered", "dropped", "failed", "retried", "cancelled", "closed")
         return {k: sum(getattr(s, k) for s in self.steps.values()) for k in keys}
 
     def __str__(self) -> str:
@@ -48,7 +53,10 @@ class RunReport:
             s = self.steps[path]
             lines.append(f"  {path}: in={s.inp} out={s.out} filtered={s.filtered} "
                          f"dropped={s.dropped} failed={s.failed} retried={s.retried}"
-                         + (f" cancelled={s.cancelled}" if s.cancelled else ""))
+                         + (f" cancelled={s.cancelled}" if s.cancelled else "")
+                         + (f" closed={s.closed}" if s.closed else ""))
+        for step, item in self.abandoned:
+            lines.append(f"  abandoned after the shutdown grace: step {step!r} on item {short_repr(item)}")
         return "\n".join(lines)
 
 
@@ -70,10 +78,14 @@ class RunContext:
         self.report = RunReport()
         self.started = time.perf_counter()
         self.executors: Dict[Any, Any] = {}
+        self.calls: Dict[Any, Any] = {}  # boosted calls in a worker: future -> (pool, step, item)
+        self.holders: Dict[int, Any] = {}  # nodes that hold items: id -> (node, its first StepRuntime)
         # weak: the gates of a finished BlockedJoin sub-flow must not pile up for the run
         self.gates: "weakref.WeakSet[Gate]" = weakref.WeakSet()
+        # sync segments: BotFrame.debug() publishes their counters mid-run
+        self.segments: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._closers: Dict[Any, None] = {}
-        self.replay: Any = None  # replay: rxbot.replay.ReplaySession when config.replay_mode
+        self.deferrals: Deferrals | None = None  # set by hooks.attach when a RunHooks defers raises
 
     def on_shutdown(self, fn: Any) -> None:
         """Call ``fn()`` when the run ends, however it ends (e.g. publish counters),
@@ -121,6 +133,12 @@ class RunContext:
             self.report.steps[path] = rt.stats
         return rt
 
+    def count_closed(self) -> None:
+        """After the nodes are closed: count what each holding node did with the items
+        a stopped run left in it (``Node.settled_at_close``)."""
+        for node, rt in self.holders.values():
+            rt.settle_close(*node.settled_at_close())
+
     def dead_letter(self, error: StepError) -> None:
         self.report.dead_letters.append(error)
         sink = getattr(config, "dead_letters", None)
@@ -145,22 +163,9 @@ class RunContext:
         self.report.seconds = time.perf_counter() - self.started
 
     async def _stop_executors(self) -> None:
-        """Drop queued boosted calls and wait (up to ``config.shutdown_grace`` seconds)
-        for the ones already running: nodes are closed right after, and a thread still
-        using a node's connection after its ``close()`` would be a bug of ours."""
-        for ex in self.executors.values():
-            shutdown = getattr(ex, "shutdown", None)
-            if shutdown is None:
-                continue
-            try:
-                shutdown(wait=False, cancel_futures=True)
-            except TypeError:
-                shutdown(wait=False)
-            try:
-                await asyncio.wait_for(asyncio.to_thread(shutdown, True), config.shutdown_grace)
-            except asyncio.TimeoutError:
-                log.warning("rxbot: boosted calls still running %.1fs after the run ended; "
-                            "closing nodes anyway", config.shutdown_grace)
+        from .boost import stop_boosted
+
+        await stop_boosted(self)
 
 
 __all__ = ["RunContext", "RunReport"]

@@ -46,16 +46,21 @@ async def close_nodes(inited: Sequence[Node]) -> None:
 
 
 @asynccontextmanager
-async def run_scope(ctx: Any, nodes: Sequence[Node]) -> AsyncIterator[None]:
+async def run_scope(ctx: Any, nodes: Sequence[Node],
+                    after_shutdown: Callable[[], None] | None = None) -> AsyncIterator[None]:
     """Nodes up for the body; afterwards, however it ends, the run is shut down (tasks
-    cancelled and awaited, executors stopped) and then the nodes are closed."""
+    cancelled and awaited, executors stopped; then ``after_shutdown()``), the nodes are
+    closed, and what holding nodes did with their items at close is counted."""
     inited: List[Node] = []
     try:
         await init_nodes(nodes, inited)
         yield
     finally:
         await ctx.shutdown()
+        if after_shutdown is not None:
+            after_shutdown()
         await close_nodes(inited)
+        ctx.count_closed()
 
 
 def subscribe_until_end(ctx: Any, observable: reactivex.Observable,

@@ -37,6 +37,9 @@ class StepStats:
     #: accepted but never finished because the run was cancelled or failed elsewhere
     #: (in flight or queued at an async step when the run stopped)
     cancelled: int = 0
+    #: held by a node when the run stopped and finished by its close() without passing
+    #: on (e.g. Insert rows committed at close after Ctrl-C/SIGTERM)
+    closed: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -47,8 +50,18 @@ def _short_text(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def rejected_by(exc: BaseException, item: Any) -> list:
+    """The (item, exception) pairs a failure rejected: ``exc.rejected`` when the exception
+    stands for several items (:class:`rxbot.db.base.InsertError`), else ``item`` itself."""
+    rejected = getattr(exc, "rejected", None)
+    if isinstance(rejected, list) and rejected:
+        return rejected
+    return [(item, exc)]
+
+
 class StepRuntime:
-    __slots__ = ("label", "path", "policy", "retries", "timeout", "stats", "ctx", "concurrency", "describe")
+    __slots__ = ("label", "path", "policy", "retries", "timeout", "stats", "ctx", "concurrency", "describe",
+                 "in_flight", "top", "in_blocked_join")
 
     def __init__(self, label: str, path: str, ctx: Any, *, on_error: str | None = None,
                  retries: int | None = None, timeout: float | None = None,
@@ -64,6 +77,14 @@ class StepRuntime:
         self.timeout = timeout
         self.concurrency = concurrency or config.default_concurrency
         self.stats = StepStats(path)
+        #: items accepted by an async step or a source and not finished yet (for
+        #: BotFrame.debug(); sync steps run inline and hold none)
+        self.in_flight = 0
+        #: (pipe, top-level step) this step belongs to, set when built with RunHooks
+        self.top: tuple | None = None
+        #: inside a BlockedJoin branch: a raise there is never deferred (a dropped item
+        #: would give the tuple a hole)
+        self.in_blocked_join = False
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter for the ``attempt``-th retry (1-based)."""
@@ -73,11 +94,16 @@ class StepRuntime:
     def final(self, exc: BaseException, item: Any) -> tuple[str, Any]:
         """Decide the fate of an item whose step failed for good.
 
-        Returns ``(RAISE, exc)`` (stop the run), ``(DROP, None)`` or ``(PIPEIN, StepError)``.
+        Returns ``(RAISE, exc)`` (stop the run), ``(DROP, None)`` or ``(PIPEIN, [exc, ...])``:
+        the original exception, annotated with the step and item (see :func:`annotate`),
+        as databot piped it in. A failure that stands for several items (``exc.rejected``,
+        e.g. the bad rows of an Insert batch) counts, dead-letters, logs and pipes in each
+        of them, under its own error, not the calling item (which may well have been written).
         """
         if isinstance(exc, asyncio.CancelledError):
             return RAISE, exc
-        self.stats.failed += 1
+        rejected = rejected_by(exc, item)
+        self.stats.failed += len(rejected)
         policy = self.policy
         if policy == "retry":
             policy = config.policy(config.retry_final_policy)
@@ -86,18 +112,37 @@ class StepRuntime:
         shown = self.describe(item)
         if policy == "raise":
             error = annotate(exc, self.label, item, shown)
-            replay = getattr(self.ctx, "replay", None)  # replay: poison the step, run on, raise at the end
-            if replay is not None and replay.poison(self, error):
+            deferrals = self.ctx.deferrals
+            if deferrals is not None and deferrals.defer(self.top, error):
                 return DROP, None
             return RAISE, error
-        error = StepError(self.label, item, exc, shown)
-        self.ctx.dead_letter(error)
+        errors = []
+        for bad, why in rejected:
+            shown = self.describe(bad)
+            self.ctx.dead_letter(StepError(self.label, bad, why, shown))
+            if policy == "ignore":
+                self.stats.dropped += 1
+                log.warning("rxbot: dropped item %s in step %r: %s: %s", shown,
+                            self.label, type(why).__name__, _short_text(why))
+            else:
+                # databot sent the exception object itself downstream: isinstance() and
+                # str() must hold there, so the step and item ride along as a note and
+                # attributes, never a wrapper
+                errors.append(annotate(why, self.label, bad, shown))
         if policy == "ignore":
-            self.stats.dropped += 1
-            log.warning("rxbot: dropped item %s in step %r: %s: %s", shown,
-                        self.label, type(exc).__name__, _short_text(exc))
             return DROP, None
-        return PIPEIN, error
+        return PIPEIN, errors
+
+    def settle_close(self, finished: int, rejected: list, reclaimed: int) -> None:
+        """Count what this step's node did at close with the items it held when the run
+        stopped (see :meth:`rxbot.node.Node.settled_at_close`): finished ones as
+        ``closed``, rejected ones as ``failed`` and dead letters; ``reclaimed`` items had
+        been counted ``cancelled`` and are counted here instead."""
+        self.stats.closed += finished
+        self.stats.failed += len(rejected)
+        self.stats.cancelled -= min(reclaimed, self.stats.cancelled)
+        for bad, why in rejected:
+            self.ctx.dead_letter(StepError(self.label, bad, why, self.describe(bad)))
 
     async def call_with_retry(self, fn: Callable[[Any], Any], item: Any, first_error: BaseException | None = None) -> Any:
         """Call ``fn(item)`` (awaiting a coroutine result) under this step's retry budget.
@@ -129,4 +174,4 @@ class StepRuntime:
                 attempt += 1
 
 
-__all__ = ["StepRuntime", "StepStats", "RAISE", "DROP", "PIPEIN"]
+__all__ = ["StepRuntime", "StepStats", "RAISE", "DROP", "PIPEIN", "rejected_by"]

@@ -5,14 +5,19 @@ An item (a URL, a request dict or an :class:`HttpRequest`) goes in, an
 depend on an open connection. One ``ClientSession`` serves the node for a whole run
 (opened in ``init()``, closed in ``close()``; the engine refcounts both).
 
-Failures are handled here first, where HTTP knowledge lives: connection errors,
-timeouts, 5xx and 429 are retried with exponential backoff (honouring ``Retry-After``);
-what still fails raises :class:`HttpError`, whose message names the method, the URL and
-the status, and the step's exception policy (``raise``/``ignore``/``pipein``) takes over.
+Every response is passed on whatever its status, as databot (and aiohttp) did: scripts
+branch on ``r.status``. Transient failures are retried here first, where HTTP knowledge
+lives: connection errors, timeouts and the statuses 429, 502, 503, 504, with exponential
+backoff (honouring ``Retry-After``); then the last response is passed on, or the last
+error raised as :class:`HttpError` (a timeout as :class:`HttpTimeoutError`, which is an
+``asyncio.TimeoutError`` too) naming the method and the URL, and the step's exception
+policy (``raise``/``ignore``/``pipein``) takes over. ``raise_for_status=True`` makes a
+final 4xx/5xx an :class:`HttpError` too.
 """
 from __future__ import annotations
 
 import asyncio
+import codecs
 import email.utils
 import json as _json
 import logging
@@ -27,8 +32,12 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ..config import POLICIES
+from ..config import policy_name
 from ..node import Node
+from ..redact import redact
+
+#: the former name of :func:`rxbot.redact.redact` (one redaction for all of rxbot)
+safe_url = redact
 
 log = logging.getLogger("rxbot")
 
@@ -39,27 +48,16 @@ REQUEST_KEYS = ("url", "method", "headers", "params", "data", "payload", "json",
 #: transient failure. Others (POST, PATCH) only when the server surely did nothing.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
+#: HttpLoader's default ``max_size``: bytes of decoded body read per response
+DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+#: statuses that say "try again later" (rate limited, a gateway or the server briefly down)
+TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_SECRET_PARAM = re.compile(r"(?i)(token|key|secret|pass|auth|sig|credential|session)")
 
 
 def _name(obj: Any) -> str:
     return type(obj).__name__
-
-
-def safe_url(url: Any) -> str:
-    """The URL as it may appear in messages and logs: no ``user:password@`` part and the
-    values of query parameters that look like credentials (``api_key``, ``token``, ...)
-    masked. Never raises."""
-    try:
-        u = URL(str(url))
-        if u.user is not None or u.password is not None:
-            u = u.with_user(None)
-        if u.query_string and any(_SECRET_PARAM.search(k) for k in u.query):
-            u = u.with_query([(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in u.query.items()])
-        return str(u)
-    except Exception:
-        return "<unprintable url>"
 
 
 class HttpRequest:
@@ -104,7 +102,7 @@ class HttpRequest:
 
     def __repr__(self) -> str:
         # headers and body are left out on purpose: they may carry credentials
-        return f"HttpRequest({str(self.method).upper()} {safe_url(self.url)})"
+        return f"HttpRequest({str(self.method).upper()} {redact(self.url)})"
 
 
 class HttpResponse:
@@ -148,10 +146,9 @@ class HttpResponse:
     body = property(lambda self: self.content)
 
     def __repr__(self) -> str:
-        return f"<HttpResponse {self.status} {self.method} {safe_url(self.url)} ({len(self.content)} bytes)>"
+        return f"<HttpResponse {self.status} {self.method} {redact(self.url)} ({len(self.content)} bytes)>"
 
 
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
 
 
 def safe_cause(exc: BaseException | None) -> str:
@@ -159,25 +156,25 @@ def safe_cause(exc: BaseException | None) -> str:
 
     aiohttp's exceptions put whole URLs in ``str()`` (a redirect target, the request
     URL of ``TooManyRedirects``), tokens included; here every URL goes through
-    :func:`safe_url`, and text of unknown shape has the URLs in it masked the same way.
+    :func:`rxbot.redact.redact`, and text of unknown shape has the URLs in it masked the same way.
     """
     if exc is None:
         return "unknown error"
     name = _name(exc)
     try:
         if isinstance(exc, aiohttp.InvalidURL):  # also NonHttpUrlRedirectClientError
-            return f"{name}: {safe_url(exc.url)}"
+            return f"{name}: {redact(exc.url)}"
         if isinstance(exc, aiohttp.ClientResponseError):  # e.g. TooManyRedirects
             hops = len(getattr(exc, "history", ()) or ())
             info = getattr(exc, "request_info", None)
-            where = safe_url(info.real_url) if info is not None else ""
+            where = redact(info.real_url) if info is not None else ""
             parts = [f"HTTP {exc.status}" if exc.status else "",
                      f"after {hops} redirect(s)" if hops else "", f"at {where}" if where else ""]
             return f"{name}: {' '.join(p for p in parts if p)}".rstrip(": ")
         text = " ".join(str(exc).split())
     except Exception:  # an exception with broken fields: say only what it is
         return name
-    text = _URL_IN_TEXT.sub(lambda m: safe_url(m.group(0)), text)
+    text = redact(text)
     return f"{name}: {text}" if text else name
 
 
@@ -196,12 +193,10 @@ class HttpError(Exception):
 
     def __init__(self, method: str, url: Any, *, status: int | None = None, reason: str = "",
                  attempts: int = 1, cause: BaseException | None = None,
-                 response: HttpResponse | None = None, detail: str = "") -> None:
-        shown = safe_url(url)
-        if status is not None:
-            what = f"HTTP {status}{' ' + reason if reason else ''}"
-        else:
-            what = safe_cause(cause)
+                 response: HttpResponse | None = None, detail: str = "", what: str | None = None) -> None:
+        shown = redact(url)
+        if what is None:  # ``what`` went wrong, unless the caller says it better
+            what = f"HTTP {status}{' ' + reason if reason else ''}" if status is not None else safe_cause(cause)
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         super().__init__(f"HttpLoader: {method} {shown} failed{tries}: {what}{detail}")
         self.method = method
@@ -211,6 +206,16 @@ class HttpError(Exception):
         self.attempts = attempts
         self.response = response
         self.cause_type = type(cause) if cause is not None else None
+
+
+class HttpTimeoutError(HttpError, asyncio.TimeoutError):
+    """No complete response within the time allowed: an :class:`HttpError` that
+    ``except asyncio.TimeoutError`` catches too, as databot's timeouts were."""
+
+
+class HttpResponseTooLarge(HttpError):
+    """The response body, as decoded (decompressed), grew past the loader's ``max_size``:
+    reading stopped there and the connection was closed."""
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -231,6 +236,18 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _charset(resp: aiohttp.ClientResponse) -> str:
+    """The body's charset from Content-Type if Python knows it, else UTF-8 (what
+    aiohttp's ``get_encoding()`` answers by default, which needs ``read()``)."""
+    name = resp.charset
+    if name:
+        try:
+            return codecs.lookup(name).name
+        except LookupError:
+            pass
+    return "utf-8"
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -244,19 +261,26 @@ class HttpLoader(Node):
     Arguments (all keyword except ``delay``, databot's first positional):
 
     * ``delay`` — seconds to pause before each request (politeness);
-    * ``timeout`` — seconds for one attempt, connect to last byte (or an
-      ``aiohttp.ClientTimeout``; None for no limit); databot's default of 20 s;
+    * ``timeout`` — seconds for the whole call the step waits for: every attempt,
+      connect to last byte, and the waits between them (databot's default of 20 s);
+      what is left when a retry is due must cover its wait, else the last outcome
+      stands. An ``aiohttp.ClientTimeout`` instead limits each attempt, aiohttp's way;
+      None: no limit;
     * ``headers`` (databot: ``header``) — sent with every request, item headers win;
     * ``proxy`` — an ``http://`` proxy URL for every request;
     * ``concurrency`` — requests in flight for this step (the engine's slots);
-    * ``retries`` — extra attempts after the first on a connection error, timeout, 429 or
-      5xx; ``backoff`` the first wait (doubling each time, up to ``max_backoff``, with
-      jitter). A ``Retry-After`` header is obeyed instead; one longer than
-      ``max_retry_after`` ends the retries. POST/PATCH are retried only when the server
-      cannot have acted (connection refused, 429, 503) unless ``retry_non_idempotent``;
+    * ``retries`` — extra attempts after the first on a connection error, timeout, or a
+      status in ``retry_statuses`` (429, 502, 503, 504); ``backoff`` the first wait
+      (doubling each time, up to ``max_backoff``, with jitter). A ``Retry-After`` header
+      is obeyed instead; one longer than ``max_retry_after`` ends the retries. POST/PATCH
+      are retried only when the server cannot have acted (connection refused, 429, 503)
+      unless ``retry_non_idempotent``;
+    * ``max_size`` — the most bytes of body read per response, counted after decoding
+      (a gzip/deflate/br body is counted decompressed), default 64 MiB; reading stops
+      there with :class:`HttpResponseTooLarge`. None lifts the limit;
     * ``verify_ssl`` — True (default), False (only when asked), or an ``ssl.SSLContext``;
-    * ``raise_for_status`` — a final 4xx/5xx raises :class:`HttpError` (default); False
-      emits the response whatever its status;
+    * ``raise_for_status`` — False (default, databot's way): every response is emitted
+      whatever its status; True: a final 4xx/5xx raises :class:`HttpError`;
     * ``name``, ``on_error`` — the label and the exception policy of this step.
 
     The node's ``retries``/``timeout`` *step options* stay unset on purpose: the engine
@@ -279,8 +303,9 @@ class HttpLoader(Node):
         max_retry_after: float = 60.0,
         retry_statuses: Iterable[int] | None = None,
         retry_non_idempotent: bool = False,
+        max_size: int | None = DEFAULT_MAX_SIZE,
         verify_ssl: bool | _ssl.SSLContext = True,
-        raise_for_status: bool = True,
+        raise_for_status: bool = False,
         name: str | None = None,
         on_error: str | None = None,
         session_policy: Any = None,
@@ -289,12 +314,16 @@ class HttpLoader(Node):
         self.name = self._check_name(name)
         if not _is_number(delay) or delay < 0:
             self._bad("delay", "a number of seconds >= 0", delay)
+        call_timeout: float | None = None
         if isinstance(timeout, aiohttp.ClientTimeout):
-            client_timeout = timeout
+            client_timeout = timeout  # the user's own per-attempt limits
         elif timeout is None:
             client_timeout = aiohttp.ClientTimeout(total=None)
         elif _is_number(timeout) and timeout > 0:
-            client_timeout = aiohttp.ClientTimeout(total=float(timeout))
+            # the deadline of the whole call is kept here; no per-attempt limit would
+            # be shorter than what is left of it
+            call_timeout = float(timeout)
+            client_timeout = aiohttp.ClientTimeout(total=None)
         else:
             self._bad("timeout", "a positive number of seconds, an aiohttp.ClientTimeout or None", timeout)
         if headers is not None and header is not None:
@@ -323,20 +352,23 @@ class HttpLoader(Node):
             statuses = frozenset(retry_statuses)
             if not all(isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in statuses):
                 self._bad("retry_statuses", expected, retry_statuses, error=ValueError)
+        if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1):
+            self._bad("max_size", "an int >= 1 (bytes) or None for no limit", max_size)
         if not isinstance(verify_ssl, (bool, _ssl.SSLContext)):
             self._bad("verify_ssl", "True, False or an ssl.SSLContext", verify_ssl)
         for arg, value in (("raise_for_status", raise_for_status), ("retry_non_idempotent", retry_non_idempotent)):
             if not isinstance(value, bool):
                 self._bad(arg, "True or False", value, error=TypeError)
-        if on_error is not None and on_error not in POLICIES:
-            self._bad("on_error", f"one of {POLICIES} or None", on_error,
-                      error=ValueError if isinstance(on_error, str) else TypeError)
+        if on_error is not None:
+            on_error = policy_name(on_error, "HttpLoader: argument 'on_error'")
         if session_policy is not None:
             log.warning("rxbot: HttpLoader ignores databot's 'session_policy' argument "
                         "(one session per run is always used)")
 
         self.delay = float(delay)
         self.request_timeout = client_timeout
+        self.call_timeout = call_timeout
+        self.max_size = max_size
         self.headers = headers
         self.proxy = proxy
         self.concurrency = concurrency
@@ -418,9 +450,9 @@ class HttpLoader(Node):
         if isinstance(item, HttpRequest):
             return repr(item)
         if isinstance(item, Mapping) and "url" in item:
-            return f"{{'method': {str(item.get('method') or 'GET').upper()!r}, 'url': {safe_url(item['url'])!r}, ...}}"
+            return f"{{'method': {str(item.get('method') or 'GET').upper()!r}, 'url': {redact(item['url'])!r}, ...}}"
         if isinstance(item, (str, URL)):
-            return repr(safe_url(item))
+            return repr(redact(item))
         return f"<{_name(item)}>"
 
     # ---- requests -------------------------------------------------------------------
@@ -450,22 +482,20 @@ class HttpLoader(Node):
         if not isinstance(url, (str, URL)) or not url:
             raise TypeError(f"HttpLoader: the request URL must be a non-empty string; got {_name(url)}")
         if URL(str(url)).scheme not in ("http", "https"):
-            raise ValueError(f"HttpLoader: the request URL must be absolute http:// or https://; got {safe_url(url)!r}")
+            raise ValueError(f"HttpLoader: the request URL must be absolute http:// or https://; got {redact(url)!r}")
         method = spec.get("method") or "GET"
         if not isinstance(method, str) or not _TOKEN.match(method):
-            raise ValueError(f"HttpLoader: invalid HTTP method {method!r} for {safe_url(url)}")
+            raise ValueError(f"HttpLoader: invalid HTTP method {method!r} for {redact(url)}")
         spec["method"] = method.upper()
         if spec.get("data") is not None and spec.get("json") is not None:
-            raise ValueError(f"HttpLoader: request for {safe_url(url)} has both a body ('data'/'payload') and 'json'")
+            raise ValueError(f"HttpLoader: request for {redact(url)} has both a body ('data'/'payload') and 'json'")
         if spec.get("headers") is not None:
             spec["headers"] = self._check_headers("headers", spec["headers"])
         return {k: v for k, v in spec.items() if v is not None}
 
     def _retryable_status(self, status: int, method: str) -> bool:
-        if self.retry_statuses is not None:
-            retryable = status in self.retry_statuses
-        else:
-            retryable = status in (408, 429) or 500 <= status <= 599
+        statuses = TRANSIENT_STATUSES if self.retry_statuses is None else self.retry_statuses
+        retryable = status in statuses
         if retryable and method not in IDEMPOTENT and not self.retry_non_idempotent:
             return status in (429, 503)  # the server says it did not process the request
         return retryable
@@ -493,53 +523,123 @@ class HttpLoader(Node):
         url = spec.pop("url")
         if self.delay:
             await asyncio.sleep(self.delay)
-        attempt = 0
-        while True:
-            attempt += 1
-            final: HttpError | None = None
-            try:
-                async with session.request(method, url, proxy=self.proxy, **spec) as resp:
-                    body = await resp.read()
-                    response = HttpResponse(resp.status, body, url=str(resp.url), headers=resp.headers,
-                                            encoding=resp.get_encoding(), reason=resp.reason or "",
-                                            method=method, attempts=attempt)
-            except asyncio.CancelledError:
+        call = _Call(self, session, method, url, spec)
+        if self.call_timeout is None:
+            return await call.run()
+        limit = asyncio.timeout(self.call_timeout)
+        try:
+            async with limit:
+                call.deadline = limit.when()
+                return await call.run()
+        except TimeoutError:
+            if not limit.expired():  # an attempt's own timeout, already described
                 raise
+            raise HttpTimeoutError(method, url, attempts=call.attempt, cause=TimeoutError(
+                f"no complete response within {self.call_timeout:g}s")) from None
+
+    async def read_body(self, resp: aiohttp.ClientResponse, method: str, url: Any, attempt: int) -> bytes:
+        """The body, decoded, read chunk by chunk up to ``max_size`` bytes. aiohttp
+        decompresses in bounded pieces as they are read, so a small compressed body
+        that would inflate past the limit (a decompression bomb) stops at the limit."""
+        limit = self.max_size
+        if limit is None:
+            return await resp.read()
+        encoding = resp.headers.get("Content-Encoding", "identity")
+        length = resp.content_length
+        if length is not None and length > limit and encoding.lower() == "identity":
+            resp.close()
+            raise HttpResponseTooLarge(method, url, attempts=attempt, status=resp.status, reason=resp.reason or "",
+                                       what=f"response body of {length} bytes (Content-Length) exceeds "
+                                            f"max_size={limit}")
+        # one growing buffer (large ones grow in place, outside the small-object heap)
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            if len(body) + len(chunk) > limit:
+                del body
+                resp.close()  # the rest is never read; the connection is not reused
+                raise HttpResponseTooLarge(
+                    method, url, attempts=attempt, status=resp.status, reason=resp.reason or "",
+                    what=f"response body larger than max_size={limit} bytes once decoded "
+                         f"(Content-Encoding: {encoding}); reading stopped there")
+            body += chunk
+        return bytes(body)
+
+
+class _Call:
+    """One HttpLoader call: attempts until a response or an error is final, within the
+    ``deadline`` (loop time) of the whole call if there is one."""
+
+    __slots__ = ("loader", "session", "method", "url", "spec", "attempt", "deadline")
+
+    def __init__(self, loader: HttpLoader, session: aiohttp.ClientSession, method: str, url: Any,
+                 spec: dict) -> None:
+        self.loader, self.session, self.method, self.url, self.spec = loader, session, method, url, spec
+        self.attempt = 0
+        self.deadline: float | None = None
+
+    async def run(self) -> HttpResponse:
+        loader, method, url = self.loader, self.method, self.url
+        while True:
+            self.attempt += 1
+            attempt = self.attempt
+            failure: HttpError | None = None
+            try:
+                async with self.session.request(method, url, proxy=loader.proxy, **self.spec) as resp:
+                    body = await loader.read_body(resp, method, url, attempt)
+                    response = HttpResponse(resp.status, body, url=str(resp.url), headers=resp.headers,
+                                            encoding=_charset(resp), reason=resp.reason or "",
+                                            method=method, attempts=attempt)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                if attempt > self.http_retries or not self._retryable_error(exc, method):
-                    cause = exc
-                    if isinstance(exc, asyncio.TimeoutError) and not str(exc):
-                        total = self.request_timeout.total
-                        cause = asyncio.TimeoutError(f"no complete response within {total:g}s" if total
-                                                     else "timed out")
-                    # raised below, outside this block: neither chained nor as __context__,
-                    # because the cause's own text may hold the raw URL with its tokens
-                    final = HttpError(method, url, attempts=attempt, cause=cause)
-                    final.cause_type = type(exc)
-                else:
-                    wait = self._wait(attempt)
-                    why = _name(exc)
+                # raised below, outside this block: neither chained nor as __context__,
+                # because the cause's own text may hold the raw URL with its tokens
+                failure = self._failure(exc)
+                final = attempt > loader.http_retries or not loader._retryable_error(exc, method)
+                wait, why, last = loader._wait(attempt), _name(exc), failure
             else:
                 status = response.status
-                if status < 400 or not self._retryable_status(status, method) or attempt > self.http_retries:
-                    if status >= 400 and self.raise_for_status:
-                        raise HttpError(method, url, status=status, reason=response.reason,
-                                        attempts=attempt, response=response)
-                    return response
-                wait = self._wait(attempt)
+                if not loader._retryable_status(status, method) or attempt > loader.http_retries:
+                    return self._final(response)
+                wait = loader._wait(attempt)
                 advised = _retry_after(response.headers.get("Retry-After"))
                 if advised is not None:
-                    if advised > self.max_retry_after:
-                        raise HttpError(method, url, status=status, reason=response.reason, attempts=attempt,
-                                        response=response, detail=f" (Retry-After {advised:g}s exceeds "
-                                                                  f"max_retry_after={self.max_retry_after:g}s)")
+                    if advised > loader.max_retry_after:
+                        return self._final(response, f" (Retry-After {advised:g}s exceeds "
+                                                     f"max_retry_after={loader.max_retry_after:g}s)")
                     wait = advised
-                why = f"HTTP {status}"
-            if final is not None:
-                raise final
-            log.debug("rxbot: HttpLoader %s %s: %s, retry %d/%d in %.2fs", method, safe_url(url), why,
-                      attempt, self.http_retries, wait)
+                why, last, final = f"HTTP {status}", response, False
+            if failure is not None and final:
+                raise failure
+            if self.deadline is not None and asyncio.get_running_loop().time() + wait >= self.deadline:
+                # the wait alone would outlast the call's time: the last outcome stands
+                if isinstance(last, HttpResponse):
+                    return self._final(last)
+                raise last
+            log.debug("rxbot: HttpLoader %s %s: %s, retry %d/%d in %.2fs", method, redact(url), why,
+                      attempt, loader.http_retries, wait)
             await asyncio.sleep(wait)
 
+    def _final(self, response: HttpResponse, detail: str = "") -> HttpResponse:
+        """The response to pass on, or (``raise_for_status=True``) the error for a 4xx/5xx."""
+        if response.status >= 400 and self.loader.raise_for_status:
+            raise HttpError(self.method, self.url, status=response.status, reason=response.reason,
+                            attempts=response.attempts, response=response, detail=detail)
+        return response
 
-__all__ = ["HttpLoader", "HttpRequest", "HttpResponse", "HttpError", "safe_url", "safe_cause"]
+    def _failure(self, exc: BaseException) -> HttpError:
+        """The error for a failed attempt: the cause is described, never chained (its own
+        text may hold the raw URL with its tokens)."""
+        if isinstance(exc, asyncio.TimeoutError):
+            text = str(exc)
+            if not text:
+                total = self.loader.request_timeout.total
+                text = f"no complete response within {total:g}s" if total else "timed out"
+            error: HttpError = HttpTimeoutError(self.method, self.url, attempts=self.attempt,
+                                                cause=TimeoutError(text))
+        else:
+            error = HttpError(self.method, self.url, attempts=self.attempt, cause=exc)
+        error.cause_type = type(exc)
+        return error
+
+
+__all__ = ["HttpLoader", "HttpRequest", "HttpResponse", "HttpError", "HttpTimeoutError", "HttpResponseTooLarge",
+           "safe_url", "safe_cause", "DEFAULT_MAX_SIZE", "TRANSIENT_STATUSES"]

@@ -1,20 +1,17 @@
-"""Safe serialisation of stream items for the replay cache (:mod:`rxbot.replay`).
+"""Safe serialisation of stream items for the replay cache: JSON lines by default.
 
-The default format is JSON lines: loading a cache can never run code, whoever wrote
-the file. Values JSON cannot express are written as small tagged objects
-``{"$": tag, ...}`` (tuples, bytes, sets, datetimes, Decimal, UUID, Enum members,
-dataclasses, namedtuples, exceptions and types registered with :func:`register_type`).
-Classes are looked up only among modules the program has already imported — a cache
-never triggers an import — and dataclasses are rebuilt field by field without calling
-``__init__``, so a replayed item is the recorded one, not a re-derived one.
-
-Pickle is opt-in (``config.replay_serializer = 'pickle'``) for items nothing else can
-express; :mod:`rxbot.replay` then signs every file with an HMAC key and refuses to
-unpickle a file whose signature does not match.
+Loading a JSON cache can never run code, whoever wrote the file. Values JSON cannot
+express are small tagged objects ``{"$": tag, "v": ...}`` (tuples, bytes, sets, dates,
+Decimal, UUID, Enum members, dataclasses, namedtuples, paths, exceptions, types registered
+with :func:`register_type`, ...). Classes are looked up only among modules already
+imported — a cache never triggers an import — and dataclasses are rebuilt field by field
+without calling ``__init__``, so a replayed item is the recorded one. Pickle is opt-in
+(``config.replay_serializer = 'pickle'``); :mod:`rxbot.replay` signs those files.
 """
 from __future__ import annotations
 
 import base64
+import builtins
 import dataclasses
 import datetime
 import decimal
@@ -26,7 +23,10 @@ import pickle
 import struct
 import sys
 import uuid
+import zoneinfo
 from typing import Any, BinaryIO, Callable, Dict, Iterator, Tuple
+
+from ..errors import StepError
 
 OPT_IN = ("config.replay_serializer = 'pickle' (the cache is then signed with an HMAC key "
           "kept beside it and refused if the signature does not match)")
@@ -41,8 +41,8 @@ class ReplayDecodeError(ValueError):
 
 
 class ReplayedError(Exception):
-    """Stands in for a recorded exception whose class rxbot does not rebuild (only
-    built-in exception classes are rebuilt): keeps the original type name and text."""
+    """Stands in for a recorded exception whose class is not built in (only those are
+    rebuilt): keeps the original type name and text."""
 
     def __init__(self, type_name: str, message: str) -> None:
         super().__init__(f"{type_name}: {message}")
@@ -50,20 +50,16 @@ class ReplayedError(Exception):
         self.message = message
 
 
-# ---- registered types -----------------------------------------------------------------
-_by_type: Dict[type, Tuple[str, Callable[[Any], Any], Callable[[Any], Any]]] = {}
-_by_name: Dict[str, Tuple[type, Callable[[Any], Any], Callable[[Any], Any]]] = {}
+# ---- registered types ------------------------------------------------------------------------
+_by_type: Dict[type, Tuple[str, Callable[[Any], Any]]] = {}
+_by_name: Dict[str, Tuple[type, Callable[[Any], Any]]] = {}
 
 
 def register_type(cls: type, encode: Callable[[Any], Any], decode: Callable[[Any], Any],
                   name: str | None = None) -> None:
-    """Teach the JSON replay format a type: ``encode(obj)`` returns something the format
-    can store (JSON values, tuples, datetimes, other registered types, ...) and
-    ``decode(value)`` rebuilds the object. ``name`` identifies the type in cache files
-    (default ``module:QualName``); keep it stable across versions of your script.
-
-    Only the exact class is matched, not subclasses (register those separately).
-    """
+    """Teach the JSON format a type: ``encode(obj)`` returns something the format can
+    store and ``decode(value)`` rebuilds the object. ``name`` identifies the type in cache
+    files (default ``module:QualName``); keep it stable. Only the exact class matches."""
     if not isinstance(cls, type):
         raise TypeError(f"register_type: argument 'cls' must be a class; got {cls!r}")
     for arg, fn in (("encode", encode), ("decode", decode)):
@@ -72,11 +68,10 @@ def register_type(cls: type, encode: Callable[[Any], Any], decode: Callable[[Any
     if name is not None and (not isinstance(name, str) or not name):
         raise TypeError(f"register_type({cls.__name__}): argument 'name' must be a non-empty str; got {name!r}")
     key = name or f"{cls.__module__}:{cls.__qualname__}"
-    old = _by_name.get(key)
-    if old is not None and old[0] is not cls:
-        raise ValueError(f"register_type: the name {key!r} is already used by {old[0]!r}")
-    _by_type[cls] = (key, encode, decode)
-    _by_name[key] = (cls, encode, decode)
+    if _by_name.get(key, (cls,))[0] is not cls:
+        raise ValueError(f"register_type: the name {key!r} is already used by {_by_name[key][0]!r}")
+    _by_type[cls] = (key, encode)
+    _by_name[key] = (cls, decode)
 
 
 def unregister_type(cls: type) -> None:
@@ -86,59 +81,61 @@ def unregister_type(cls: type) -> None:
         _by_name.pop(entry[0], None)
 
 
-# ---- encoding ---------------------------------------------------------------------------
+# ---- encoding --------------------------------------------------------------------------------
 def _type_name(t: type) -> str:
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
 def _class_ref(t: type, what: str) -> str:
     if "<locals>" in t.__qualname__:
-        raise ReplayEncodeError(
-            f"cannot store a {what} of class {_type_name(t)} in the replay cache: it is defined "
-            f"inside a function, so a later run cannot find it; define it at module level"
-        )
+        raise ReplayEncodeError(f"cannot store a {what} of class {_type_name(t)} in the replay cache: it is "
+                                f"defined inside a function, so a later run cannot find it; define it at "
+                                f"module level")
     return f"{t.__module__}:{t.__qualname__}"
 
 
-def _tz_fields(value: Any) -> dict:
-    tz = value.tzinfo
+def _clock(x: Any) -> Any:
+    """A datetime or time: its ISO text, or ``[text, zone, fold]`` with a ZoneInfo."""
+    tz = x.tzinfo
     if tz is None or isinstance(tz, datetime.timezone):
-        return {}
-    key = getattr(tz, "key", None)  # zoneinfo.ZoneInfo
-    if isinstance(key, str) and type(tz).__module__ == "zoneinfo":
-        return {"tz": key}
-    raise ReplayEncodeError(
-        f"cannot store a {type(value).__name__} with tzinfo {type(tz).__name__} in the replay "
-        f"cache; use datetime.timezone or zoneinfo.ZoneInfo, or opt in to pickle: {OPT_IN}"
-    )
+        return x.isoformat()
+    if isinstance(tz, zoneinfo.ZoneInfo):
+        return [x.replace(tzinfo=None).isoformat(), tz.key, x.fold]
+    raise ReplayEncodeError(f"cannot store a {type(x).__name__} with tzinfo {type(tz).__name__} in the replay "
+                            f"cache; use datetime.timezone or zoneinfo.ZoneInfo, or opt in to pickle: {OPT_IN}")
 
 
-def _enc_datetime(x: datetime.datetime) -> dict:
-    extra = _tz_fields(x)
-    if extra:
-        return {"$": "datetime", "v": x.replace(tzinfo=None).isoformat(), "fold": x.fold, **extra}
-    return {"$": "datetime", "v": x.isoformat()}
+def _unclock(cls: Any) -> Callable[[Any], Any]:
+    def decode(v: Any) -> Any:
+        if isinstance(v, str):
+            return cls.fromisoformat(v)
+        return cls.fromisoformat(v[0]).replace(tzinfo=zoneinfo.ZoneInfo(v[1]), fold=v[2])
+
+    return decode
 
 
-def _enc_time(x: datetime.time) -> dict:
-    extra = _tz_fields(x)
-    if extra:
-        return {"$": "time", "v": x.replace(tzinfo=None).isoformat(), "fold": x.fold, **extra}
-    return {"$": "time", "v": x.isoformat()}
+def _b64(x: bytes) -> str:
+    return base64.b64encode(x).decode("ascii")
 
 
-_SIMPLE: Dict[type, Callable[[Any], Any]] = {
-    bytes: lambda x: {"$": "bytes", "v": base64.b64encode(x).decode("ascii")},
-    bytearray: lambda x: {"$": "bytearray", "v": base64.b64encode(bytes(x)).decode("ascii")},
-    complex: lambda x: {"$": "complex", "v": [x.real, x.imag]},
-    datetime.datetime: _enc_datetime,
-    datetime.date: lambda x: {"$": "date", "v": x.isoformat()},
-    datetime.time: _enc_time,
-    datetime.timedelta: lambda x: {"$": "timedelta", "v": [x.days, x.seconds, x.microseconds]},
-    decimal.Decimal: lambda x: {"$": "decimal", "v": str(x)},
-    fractions.Fraction: lambda x: {"$": "fraction", "v": str(x)},
-    uuid.UUID: lambda x: {"$": "uuid", "v": str(x)},
-    range: lambda x: {"$": "range", "v": [x.start, x.stop, x.step]},
+def _unb64(v: str) -> bytes:
+    return base64.b64decode(v.encode("ascii"), validate=True)
+
+
+#: type -> (tag, value -> JSON, JSON -> value)
+_SIMPLE: Dict[type, Tuple[str, Callable[[Any], Any], Callable[[Any], Any]]] = {
+    bytes: ("bytes", _b64, _unb64),
+    bytearray: ("bytearray", _b64, lambda v: bytearray(_unb64(v))),
+    complex: ("complex", lambda x: [x.real, x.imag], lambda v: complex(*v)),
+    datetime.datetime: ("datetime", _clock, _unclock(datetime.datetime)),
+    datetime.date: ("date", datetime.date.isoformat, datetime.date.fromisoformat),
+    datetime.time: ("time", _clock, _unclock(datetime.time)),
+    datetime.timedelta: ("timedelta", lambda x: [x.days, x.seconds, x.microseconds],
+                         lambda v: datetime.timedelta(*v)),
+    decimal.Decimal: ("decimal", str, decimal.Decimal),
+    fractions.Fraction: ("fraction", str, fractions.Fraction),
+    uuid.UUID: ("uuid", str, uuid.UUID),
+    range: ("range", lambda x: [x.start, x.stop, x.step], lambda v: range(*v)),
 }
 
 
@@ -152,16 +149,13 @@ def _enc(x: Any) -> Any:
         if "$" not in x and all(type(k) is str for k in x):
             return {k: _enc(v) for k, v in x.items()}
         return {"$": "dict", "v": [[_enc(k), _enc(v)] for k, v in x.items()]}
-    if t is tuple:
-        return {"$": "tuple", "v": [_enc(v) for v in x]}
-    if t is set or t is frozenset:
+    if t is tuple or t is set or t is frozenset:
         return {"$": t.__name__, "v": [_enc(v) for v in x]}
-    simple = _SIMPLE.get(t)
-    if simple is not None:
-        return simple(x)
-    reg = _by_type.get(t)
-    if reg is not None:
-        name, encode, _ = reg
+    if t in _SIMPLE:
+        tag, encode, _ = _SIMPLE[t]
+        return {"$": tag, "v": encode(x)}
+    if t in _by_type:
+        name, encode = _by_type[t]
         return {"$": "reg", "n": name, "v": _enc(encode(x))}
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return {"$": "dc", "c": _class_ref(t, "dataclass"),
@@ -175,18 +169,15 @@ def _enc(x: Any) -> Any:
     if isinstance(x, BaseException):
         return _enc_exception(x)
     raise ReplayEncodeError(
-        f"cannot store an item of type {_type_name(t)} in the replay cache (JSON format). It "
-        f"stores None, bool, int, float, str, list, dict, tuple, set, bytes, datetime/date/time/"
-        f"timedelta, Decimal, Fraction, UUID, Enum members, dataclasses, namedtuples, paths, "
-        f"exceptions and types registered with rxbot.replay.register_type(cls, encode, decode). "
-        f"Register {t.__name__}, make it a dataclass, or opt in to pickle: {OPT_IN}"
-    )
+        f"cannot store an item of type {_type_name(t)} in the replay cache (JSON format). It stores None, "
+        f"bool, int, float, str, list, dict, tuple, set, bytes, datetime/date/time/timedelta, Decimal, "
+        f"Fraction, UUID, Enum members, dataclasses, namedtuples, paths, exceptions and types registered "
+        f"with rxbot.replay.register_type(cls, encode, decode). Register {t.__name__}, make it a "
+        f"dataclass, or opt in to pickle: {OPT_IN}")
 
 
 def _enc_exception(x: BaseException) -> dict:
-    from ..errors import StepError
-
-    if type(x) is StepError:
+    if type(x) is StepError:  # the pipein policy's items
         try:
             item = _enc(x.item)
         except ReplayEncodeError:
@@ -198,11 +189,17 @@ def _enc_exception(x: BaseException) -> dict:
             out["a"] = [_enc(a) for a in x.args]
         except ReplayEncodeError:
             pass
+    step = getattr(x, "rxbot_step", None)  # a pipein item: where it failed
+    if isinstance(step, str):
+        out["s"] = step
+        try:
+            out["i"] = _enc(getattr(x, "rxbot_item", None))
+        except ReplayEncodeError:
+            pass
     return out
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
-_encode = _ENCODER.encode
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
 
 def encode_json(item: Any) -> bytes:
@@ -212,23 +209,20 @@ def encode_json(item: Any) -> bytes:
     try:
         return _encode(_enc(item)).encode("ascii")
     except RecursionError:
-        raise ReplayEncodeError(
-            f"cannot store an item of type {_type_name(type(item))} in the replay cache: it is "
-            f"nested too deeply or contains itself"
-        ) from None
+        raise ReplayEncodeError(f"cannot store an item of type {_type_name(type(item))} in the replay cache: "
+                                f"it is nested too deeply or contains itself") from None
 
 
-# ---- decoding ---------------------------------------------------------------------------
+# ---- decoding --------------------------------------------------------------------------------
 def _find_class(ref: Any, check: Callable[[type], bool], what: str) -> type:
     if not isinstance(ref, str) or ":" not in ref:
         raise ReplayDecodeError(f"bad class reference {ref!r} in the replay cache")
     module_name, _, qualname = ref.partition(":")
     obj: Any = sys.modules.get(module_name)
     if obj is None:
-        raise ReplayDecodeError(
-            f"the replay cache holds a {what} of class {qualname} from module {module_name!r}, "
-            f"which is not imported; import it before the run (a cache never imports modules)"
-        )
+        raise ReplayDecodeError(f"the replay cache holds a {what} of class {qualname} from module "
+                                f"{module_name!r}, which is not imported; import it before the run (a cache "
+                                f"never imports modules)")
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
     if not isinstance(obj, type) or not check(obj):
@@ -247,78 +241,44 @@ def _dec_dataclass(v: dict) -> Any:
     return obj
 
 
-def _dec_datetime(v: dict) -> datetime.datetime:
-    value = datetime.datetime.fromisoformat(v["v"])
-    if "tz" in v:
-        import zoneinfo
-
-        value = value.replace(tzinfo=zoneinfo.ZoneInfo(v["tz"]), fold=v.get("fold", 0))
-    return value
-
-
-def _dec_time(v: dict) -> datetime.time:
-    value = datetime.time.fromisoformat(v["v"])
-    if "tz" in v:
-        import zoneinfo
-
-        value = value.replace(tzinfo=zoneinfo.ZoneInfo(v["tz"]), fold=v.get("fold", 0))
-    return value
-
-
 def _dec_registered(v: dict) -> Any:
-    entry = _by_name.get(v["n"])
-    if entry is None:
-        raise ReplayDecodeError(
-            f"the replay cache holds an item of registered type {v['n']!r}, which is not "
-            f"registered in this run; call rxbot.replay.register_type before the run"
-        )
-    return entry[2](_dec(v["v"]))
+    if v["n"] not in _by_name:
+        raise ReplayDecodeError(f"the replay cache holds an item of registered type {v['n']!r}, which is not "
+                                f"registered in this run; call rxbot.replay.register_type before the run")
+    return _by_name[v["n"]][1](_dec(v["v"]))
 
 
 def _dec_exception(v: dict) -> BaseException:
-    ref = v["c"]
-    module_name, _, qualname = ref.partition(":")
-    if module_name == "builtins":
-        import builtins
-
-        cls = getattr(builtins, qualname, None)
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            args = [_dec(a) for a in v["a"]] if "a" in v else [v["m"]]
-            try:
-                return cls(*args)
-            except Exception:
-                pass
-    return ReplayedError(qualname or ref, v["m"])
+    exc = _dec_exception_object(v)
+    if "s" in v:  # a pipein item: the step and item it failed in, as they were recorded
+        exc.rxbot_step = v["s"]  # type: ignore[attr-defined]
+        exc.rxbot_item = _dec(v["i"]) if "i" in v else None  # type: ignore[attr-defined]
+    return exc
 
 
-def _dec_steperror(v: dict) -> Any:
-    from ..errors import StepError
+def _dec_exception_object(v: dict) -> BaseException:
+    module_name, _, qualname = v["c"].partition(":")
+    cls = getattr(builtins, qualname, None) if module_name == "builtins" else None
+    if isinstance(cls, type) and issubclass(cls, BaseException):
+        try:
+            return cls(*([_dec(a) for a in v["a"]] if "a" in v else [v["m"]]))
+        except Exception:
+            pass
+    return ReplayedError(qualname or v["c"], v["m"])
 
+
+def _dec_steperror(v: dict) -> StepError:
     item = v["item"]
-    item = ("<not stored: " + item["v"] + ">") if isinstance(item, dict) and item.get("$") == "repr" else _dec(item)
+    item = f"<not stored: {item['v']}>" if isinstance(item, dict) and item.get("$") == "repr" else _dec(item)
     return StepError(v["step"], item, _dec_exception(v["exc"]))
 
 
-def _b64(v: dict) -> bytes:
-    return base64.b64decode(v["v"].encode("ascii"), validate=True)
-
-
 _DECODERS: Dict[str, Callable[[dict], Any]] = {
+    **{tag: (lambda v, decode=decode: decode(v["v"])) for tag, _, decode in _SIMPLE.values()},
     "dict": lambda v: {_dec(k): _dec(x) for k, x in v["v"]},
     "tuple": lambda v: tuple(_dec(x) for x in v["v"]),
     "set": lambda v: {_dec(x) for x in v["v"]},
     "frozenset": lambda v: frozenset(_dec(x) for x in v["v"]),
-    "bytes": _b64,
-    "bytearray": lambda v: bytearray(_b64(v)),
-    "complex": lambda v: complex(v["v"][0], v["v"][1]),
-    "datetime": _dec_datetime,
-    "date": lambda v: datetime.date.fromisoformat(v["v"]),
-    "time": _dec_time,
-    "timedelta": lambda v: datetime.timedelta(days=v["v"][0], seconds=v["v"][1], microseconds=v["v"][2]),
-    "decimal": lambda v: decimal.Decimal(v["v"]),
-    "fraction": lambda v: fractions.Fraction(v["v"]),
-    "uuid": lambda v: uuid.UUID(v["v"]),
-    "range": lambda v: range(*v["v"]),
     "reg": _dec_registered,
     "dc": _dec_dataclass,
     "nt": lambda v: _find_class(v["c"], lambda c: issubclass(c, tuple) and hasattr(c, "_make"),
@@ -335,32 +295,30 @@ def _dec(v: Any) -> Any:
     t = type(v)
     if t is list:
         return [_dec(x) for x in v]
-    if t is dict:
-        tag = v.get("$")
-        if tag is None:
-            return {k: _dec(x) for k, x in v.items()}
-        decoder = _DECODERS.get(tag)
-        if decoder is None:
-            raise ReplayDecodeError(f"unknown tag {tag!r} in the replay cache (written by a newer rxbot?)")
-        try:
-            return decoder(v)
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            if isinstance(exc, ReplayDecodeError):
-                raise
-            raise ReplayDecodeError(f"malformed {tag!r} value in the replay cache: {exc}") from None
-    return v
+    if t is not dict:
+        return v
+    tag = v.get("$")
+    if tag is None:
+        return {k: _dec(x) for k, x in v.items()}
+    if tag not in _DECODERS:
+        raise ReplayDecodeError(f"unknown tag {tag!r} in the replay cache (written by a newer rxbot?)")
+    try:
+        return _DECODERS[tag](v)
+    except ReplayDecodeError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ReplayDecodeError(f"malformed {tag!r} value in the replay cache: {exc}") from None
 
 
 def decode_json(payload: bytes) -> Any:
     return _dec(json.loads(payload))
 
 
-# ---- codecs: item <-> record bytes, and the framing of records in a file -------------------
+# ---- codecs: item <-> record bytes, and how records are framed in a file ----------------------
 class JsonCodec:
     """JSON lines: one ASCII line per item (readable with any text tool)."""
 
-    name = "json"
-    suffix = "jsonl"
+    name, suffix = "json", "jsonl"
     dumps = staticmethod(encode_json)
     loads = staticmethod(decode_json)
 
@@ -380,24 +338,18 @@ _LEN = struct.Struct(">Q")
 
 
 class PickleCodec:
-    """Length-prefixed pickles. Opt-in only; rxbot.replay verifies the file's HMAC
-    before :meth:`loads` is ever called on a record of it."""
+    """Length-prefixed pickles; opt-in only, and read only after the file's HMAC matched."""
 
-    name = "pickle"
-    suffix = "pkl"
+    name, suffix = "pickle", "pkl"
+    loads = staticmethod(pickle.loads)
 
     @staticmethod
     def dumps(item: Any) -> bytes:
         try:
             return pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
-            raise ReplayEncodeError(
-                f"cannot pickle an item of type {_type_name(type(item))} for the replay cache: {exc}"
-            ) from None
-
-    @staticmethod
-    def loads(payload: bytes) -> Any:
-        return pickle.loads(payload)
+            raise ReplayEncodeError(f"cannot pickle an item of type {_type_name(type(item))} for the replay "
+                                    f"cache: {exc}") from None
 
     @staticmethod
     def frame(payload: bytes) -> bytes:
@@ -409,11 +361,8 @@ class PickleCodec:
             head = fh.read(_LEN.size)
             if not head:
                 return
-            if len(head) < _LEN.size:
-                raise ReplayDecodeError("the replay cache file ends in the middle of a record")
-            (n,) = _LEN.unpack(head)
-            payload = fh.read(n)
-            if len(payload) < n:
+            payload = fh.read(_LEN.unpack(head)[0]) if len(head) == _LEN.size else b""
+            if len(head) < _LEN.size or len(payload) < _LEN.unpack(head)[0]:
                 raise ReplayDecodeError("the replay cache file ends in the middle of a record")
             yield payload
 
@@ -423,13 +372,10 @@ CODECS = {"json": JsonCodec, "pickle": PickleCodec}
 
 def codec(name: str) -> Any:
     """The codec for a ``config.replay_serializer`` value."""
-    try:
-        return CODECS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"config.replay_serializer must be 'json' (default, safe) or 'pickle' (opt-in, "
-            f"HMAC-signed); got {name!r}"
-        ) from None
+    if name not in ("json", "pickle"):
+        raise ValueError(f"config.replay_serializer must be 'json' (default, safe) or 'pickle' (opt-in, "
+                         f"HMAC-signed); got {name!r}")
+    return CODECS[name]
 
 
 __all__ = [

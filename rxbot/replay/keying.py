@@ -1,5 +1,14 @@
-"""The cache key: a hash of a pipe's structure, so a changed pipe never replays the
-output its old version saved."""
+"""What a step computes, as a hash: the cache saved after step K is replayed only while the
+hashes of steps 1..K are the ones it was saved with.
+
+A step's hash covers its kind, the qualified name and source code of its function or
+node class, its arguments (partial arguments, defaults, closure values, node constructor
+arguments, constants, Loop contents, Timer settings, step options), route types,
+functions and nested branches. Objects captured by a function that are not plain values
+(a list it appends to, a client) count by type only, so filling an accumulator does not
+change the hash; object addresses are removed and sets sorted, so it is the same in
+every process.
+"""
 from __future__ import annotations
 
 import enum
@@ -12,53 +21,50 @@ from typing import Any
 from ..flow import Route
 from ..node import Loop, Node, Timer
 from ..step import Const, RxOp, Step
-from .layout import FORMAT
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_VALUES = (int, float, complex, str, bytes, bool, type(None), range)
+_OPTIONS = ("concurrency", "on_error", "retries", "timeout", "boost")
 
 
-def _scrub(text: str) -> str:
-    """Object addresses change from run to run; they must not change the key."""
-    return _ADDRESS.sub("", text)
+def _ref(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', type(obj).__qualname__)}"
 
 
-def _canon(value: Any, depth: int = 0) -> str:
+def _is_function(value: Any) -> bool:
+    return inspect.isfunction(value) or inspect.ismethod(value) or isinstance(value, functools.partial)
+
+
+def _value(value: Any, depth: int = 0) -> str:
     """A repr that is the same in every process (sets sorted, addresses removed)."""
+    t = type(value)
     if depth > 20:
         return "..."
-    t = type(value)
     if t in (set, frozenset):
-        return f"{t.__name__}({sorted(_canon(v, depth + 1) for v in value)})"
+        return f"{t.__name__}{sorted(_value(v, depth + 1) for v in value)}"
     if t in (list, tuple):
-        return f"{t.__name__}[{', '.join(_canon(v, depth + 1) for v in value)}]"
+        return f"{t.__name__}[{', '.join(_value(v, depth + 1) for v in value)}]"
     if t is dict:
-        return "{" + ", ".join(f"{_canon(k, depth + 1)}: {_canon(v, depth + 1)}" for k, v in value.items()) + "}"
-    if inspect.isfunction(value) or inspect.ismethod(value) or isinstance(value, functools.partial):
-        h = hashlib.sha256()
-        _callable(value, h, depth + 1)
-        return f"<callable {h.hexdigest()[:16]}>"
+        return "{" + ", ".join(f"{_value(k, depth + 1)}: {_value(v, depth + 1)}" for k, v in value.items()) + "}"
+    if _is_function(value):
+        return _callable(value, depth + 1)
     try:
-        return _scrub(repr(value))
+        return _ADDRESS.sub("", repr(value))
     except Exception:
         return f"<{type(value).__qualname__}>"
 
 
-_VALUES = (int, float, complex, str, bytes, bool, type(None), range)
-
-
-def _arg(value: Any, depth: int = 0) -> str:
-    """How a function's closure cells, defaults and bound ``self`` enter the key: values
-    (numbers, strings, tuples of them) and functions by content, any other object by its
-    type only, so a captured accumulator (a list the step appends to) does not change
-    the key as it fills up."""
+def _captured(value: Any, depth: int = 0) -> str:
+    """A closure cell, default or bound ``self``: values by content, functions by their
+    hash, anything else by its type only (its state is the run's, not the code's)."""
     t = type(value)
     if t in _VALUES:
         return repr(value)
     if depth < 10 and t in (tuple, frozenset):
-        parts = [_arg(v, depth + 1) for v in value]
-        return f"{t.__name__}({sorted(parts) if t is frozenset else parts})"
-    if inspect.isfunction(value) or inspect.ismethod(value) or isinstance(value, functools.partial):
-        return _canon(value, depth + 1)
+        parts = [_captured(v, depth + 1) for v in value]
+        return f"{t.__name__}{sorted(parts) if t is frozenset else parts}"
+    if _is_function(value):
+        return _callable(value, depth + 1)
     if isinstance(value, type):
         return f"class {_ref(value)}"
     if isinstance(value, enum.Enum):
@@ -66,123 +72,87 @@ def _arg(value: Any, depth: int = 0) -> str:
     return f"<{_ref(t)}>"
 
 
-def _source_hash(obj: Any) -> str:
+def _source(obj: Any) -> str:
     try:
         text = inspect.getsource(obj)
     except (OSError, TypeError):
         code = getattr(obj, "__code__", None)
-        if code is None:
-            return "?"
-        text = f"{code.co_code.hex()}|{_canon(code.co_consts)}|{code.co_names}"
+        text = "?" if code is None else f"{code.co_code.hex()}|{_value(code.co_consts)}|{code.co_names}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _ref(obj: Any) -> str:
-    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', type(obj).__qualname__)}"
-
-
-def _callable(fn: Any, h: Any, depth: int = 0) -> None:
+def _callable(fn: Any, depth: int = 0) -> str:
     if depth > 10:
-        h.update(b"<deep>")
-        return
+        return "<deep>"
     if isinstance(fn, functools.partial):
-        h.update(b"partial(")
-        _callable(fn.func, h, depth + 1)
-        h.update(f"{_arg(tuple(fn.args))}{sorted((k, _arg(v)) for k, v in fn.keywords.items())})".encode())
-    elif isinstance(fn, Node):
-        _node(fn, h)
-    elif inspect.ismethod(fn):
-        h.update(f"method({_arg(fn.__self__)} ".encode())
-        _callable(fn.__func__, h, depth + 1)
-        h.update(b")")
-    elif inspect.isfunction(fn):
-        cells = [c.cell_contents for c in (fn.__closure__ or ()) if _cell_filled(c)]
-        kw = sorted((k, _arg(v)) for k, v in (fn.__kwdefaults__ or {}).items())
-        h.update(f"fn({_ref(fn)} src={_source_hash(fn)} defaults={_arg(fn.__defaults__ or ())} "
-                 f"kw={kw} closure={[_arg(c, depth + 1) for c in cells]})".encode())
-    elif isinstance(fn, type):
-        h.update(f"class({_ref(fn)})".encode())
-    elif inspect.isbuiltin(fn) or inspect.isroutine(fn):
-        h.update(f"builtin({_ref(fn)})".encode())
-    else:  # an instance with __call__
-        cls = type(fn)
-        # public attributes configure the object; _private ones are its runtime state
-        state = sorted((k, _arg(v)) for k, v in (getattr(fn, "__dict__", None) or {}).items()
-                       if not k.startswith("_"))
-        h.update(f"callable({_ref(cls)} src={_source_hash(cls)} state={state})".encode())
+        return (f"partial({_callable(fn.func, depth + 1)} {_captured(tuple(fn.args))} "
+                f"{sorted((k, _captured(v)) for k, v in fn.keywords.items())})")
+    if isinstance(fn, Node):
+        return _node(fn)
+    if inspect.ismethod(fn):
+        return f"method({_captured(fn.__self__)} {_callable(fn.__func__, depth + 1)})"
+    if inspect.isfunction(fn):
+        cells = []
+        for cell in fn.__closure__ or ():
+            try:
+                cells.append(_captured(cell.cell_contents, depth + 1))
+            except ValueError:  # an empty cell
+                pass
+        kw = sorted((k, _captured(v)) for k, v in (fn.__kwdefaults__ or {}).items())
+        return f"fn({_ref(fn)} {_source(fn)} {_captured(fn.__defaults__ or ())} {kw} {cells})"
+    if isinstance(fn, type) or inspect.isroutine(fn):
+        return f"ref({_ref(fn)})"
+    # an instance with __call__: public attributes configure it, _private ones are its state
+    state = sorted((k, _captured(v)) for k, v in (getattr(fn, "__dict__", None) or {}).items()
+                   if not k.startswith("_"))
+    return f"callable({_ref(type(fn))} {_source(type(fn))} {state})"
 
 
-def _cell_filled(cell: Any) -> bool:
-    try:
-        cell.cell_contents
-    except ValueError:
-        return False
-    return True
-
-
-def _node(node: Node, h: Any) -> None:
+def _node(node: Node) -> str:
     cls = type(node)
-    h.update(f"node({_ref(cls)} src={_source_hash(cls)} label={_scrub(node.label())} "
-             f"args={_canon(getattr(node, 'args', ()))} kwargs={_canon(getattr(node, 'kwargs', {}))} "
-             f"opts={[getattr(node, k, None) for k in ('concurrency', 'on_error', 'retries', 'timeout', 'boost_kind')]}".encode())
+    text = (f"node({_ref(cls)} {_source(cls)} {_ADDRESS.sub('', node.label())} "
+            f"{_value(getattr(node, 'args', ()))} {_value(getattr(node, 'kwargs', {}))} "
+            f"{[getattr(node, k, None) for k in ('concurrency', 'on_error', 'retries', 'timeout', 'boost_kind')]}")
     if isinstance(node, Loop):
         it = node.iterable
-        if isinstance(it, range):
-            h.update(repr(it).encode())
-        elif isinstance(it, (list, tuple, set, frozenset, dict)):
-            if isinstance(it, (set, frozenset)):
-                h.update(_canon(it).encode())
-            else:
-                h.update(f"{type(it).__name__}[{len(it)}]".encode())
-                for v in (it.items() if isinstance(it, dict) else it):
-                    h.update(_canon(v).encode())
-                    h.update(b",")
+        if isinstance(it, (range, set, frozenset)):
+            shown = _value(it)
+        elif isinstance(it, (list, tuple, dict)):  # element by element: it may be long
+            h = hashlib.sha256(type(it).__name__.encode())
+            for v in (it.items() if isinstance(it, dict) else it):
+                h.update(_value(v).encode() + b"\0")
+            shown = h.hexdigest()
         else:
-            h.update(f"iter({type(it).__qualname__} {getattr(getattr(it, 'gi_code', None), 'co_qualname', '')})".encode())
+            shown = f"iter({type(it).__qualname__} {getattr(getattr(it, 'gi_code', None), 'co_qualname', '')})"
+        text += f" loop={shown}"
     elif isinstance(node, Timer):
-        h.update(f"timer({node.delay}, {node.max_time})".encode())
-        if node.until is not None:
-            _callable(node.until, h)
-    h.update(b")")
+        text += f" timer({node.delay}, {node.max_time}, {node.until and _callable(node.until)})"
+    return text + ")"
 
 
-def _describe(step: Any, h: Any) -> None:
+def describe(step: Any) -> str:
+    """The text a step's hash is made of."""
     if isinstance(step, Step):
-        h.update(f"Step({[step.option(k) for k in ('concurrency', 'on_error', 'retries', 'timeout', 'boost')]} "
-                 f"name={step.name!r} ".encode())
-        _callable(step.fn, h)
-        h.update(b")")
-    elif isinstance(step, Const):
-        h.update(f"Const({_canon(step.value)})".encode())
-    elif isinstance(step, RxOp):
-        h.update(f"RxOp({_scrub(step.label())} ".encode())
-        _callable(step.op, h)
-        h.update(b")")
-    elif isinstance(step, Route):
+        return f"Step({[step.option(k) for k in _OPTIONS]} {step.name!r} {_callable(step.fn)})"
+    if isinstance(step, Const):
+        return f"Const({_value(step.value)})"
+    if isinstance(step, RxOp):
+        return f"RxOp({_ADDRESS.sub('', step.label())} {_callable(step.op)})"
+    if isinstance(step, Route):
         rt = step.route_type
         types = [_ref(t) for t in (rt if isinstance(rt, tuple) else (rt,))]
-        h.update(f"Route({type(step).__qualname__} {step.kind} {types} share={step.share} join={step.join} "
-                 f"name={step.name!r} func=".encode())
-        if step.route_func is not None:
-            _callable(step.route_func, h)
-        for branch in step.branches:
-            h.update(b"[")
-            for s in branch:
-                _describe(s, h)
-            h.update(b"]")
-        h.update(b")")
-    elif isinstance(step, Node):
-        _node(step, h)
-    else:
-        h.update(f"?{_ref(type(step))}".encode())
+        func = _callable(step.route_func) if step.route_func is not None else None
+        branches = [[describe(s) for s in branch] for branch in step.branches]
+        return (f"Route({type(step).__qualname__} {step.kind} {types} {step.share} {step.join} "
+                f"{step.name!r} {func} {branches})")
+    if isinstance(step, Node):
+        return _node(step)
+    return f"?{_ref(type(step))}"
 
 
-def pipe_key(pipe: Any, index: int) -> str:
-    """Hash of everything that decides what a pipe computes: its steps' kinds, the
-    qualified names and source of its functions, their arguments, nested routes, and
-    the pipe's position in the run. A changed pipe gets a different key."""
-    h = hashlib.sha256(f"rxbot-replay/{FORMAT}/pipe {index}/".encode())
-    for step in pipe.steps:
-        _describe(step, h)
-        h.update(b"|")
-    return h.hexdigest()
+def step_hash(step: Any) -> str:
+    """Hash of what ``step`` computes (see the module docstring)."""
+    return hashlib.sha256(describe(step).encode()).hexdigest()[:32]
+
+
+__all__ = ["step_hash", "describe"]

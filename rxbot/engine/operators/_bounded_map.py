@@ -52,6 +52,7 @@ class _BoundedMap(Subscription):
 
     def on_next(self, item: Any) -> None:
         self.rt.stats.inp += 1
+        self.rt.in_flight += 1
         self.slots.submit(item)
 
     def idle(self) -> bool:
@@ -81,6 +82,8 @@ class _BoundedMap(Subscription):
             raise
         except Exception as exc:
             self.settle(rt, exc, item, self._emit)
+        finally:
+            rt.in_flight -= 1
 
     def maybe_complete(self) -> None:
         if self.ctx.stopped or self.disposed:

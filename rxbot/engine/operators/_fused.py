@@ -85,6 +85,8 @@ class _Segment(Subscription):
             rt.policy != "raise" for rt in runtimes)
         n = len(runtimes)
         self.counters = ([0] * n, [0] * n, [0] * n) if counting else None
+        self.counting = counting
+        ctx.segments.add(self)  # BotFrame.debug() and progress publish counts mid-run
         if counting:
             ctx.on_shutdown(self.publish_counts)
         self.emit = emit = _discard if plan.terminal else fast_on_next(observer)
@@ -99,18 +101,20 @@ class _Segment(Subscription):
         self.lane.close()
         self.publish_counts()
 
-    def publish_counts(self) -> None:
-        """Add this subscription's counters to the steps' stats (once; segments of a
-        BlockedJoin branch are built per item and all add up)."""
+    def publish_counts(self, final: bool = True) -> None:
+        """Add this subscription's counters to the steps' stats and zero them (every
+        subscription adds up). ``final=False``: a mid-run snapshot; counting goes on."""
         if self.counters is None:
             return
-        ci, co, cn = self.counters
-        for rt, i, o, none in zip(self.runtimes, ci, co, cn):
-            rt.stats.inp += i
-            rt.stats.out += o
-            rt.stats.filtered += none
-        self.counters = None
-        self.ctx.forget(self.publish_counts)
+        ci, co, cn = self.counters  # zeroed in place: the fused code holds these lists
+        for k, rt in enumerate(self.runtimes):
+            rt.stats.inp += ci[k]
+            rt.stats.out += co[k]
+            rt.stats.filtered += cn[k]
+            ci[k] = co[k] = cn[k] = 0
+        if final:
+            self.counters = None
+            self.ctx.forget(self.publish_counts)
 
     def maybe_complete(self) -> None:
         if self.ctx.stopped or self.disposed:

@@ -11,23 +11,24 @@ from ._pull_source import Produce
 
 
 def gated_ticker(timer: Timer) -> Produce:
-    """The ``produce`` of a Timer's :func:`~._pull_source.pull_source`: its rate is
-    bounded by the clock; a closed gate delays the next tick instead of queueing it."""
+    """The ``produce`` of a Timer's :func:`~._pull_source.pull_source`, databot's Timer:
+    tick 1 at once, then sleep ``delay`` between ticks; ``until()`` is asked once after
+    each tick (so one tick always comes out); ``max_time`` counts ticks. Its rate is
+    bounded by the clock; a closed gate (a full step downstream) delays the next tick
+    instead of queueing it."""
 
     async def produce(item: Any, emit: Callable[[Any], None], gate: Gate, stats: Any) -> None:
         n = 0
-        until = timer.until
-        while timer.max_time is None or n < timer.max_time:
-            if until is not None and until():
-                return
-            await asyncio.sleep(timer.delay)
-            if until is not None and until():
-                return
+        until, limit = timer.until, timer.max_time
+        while True:
             if gate.blocked:
                 await gate.wait()
             n += 1
             stats.out += 1
             emit(n)
+            if (until is not None and until()) or (limit is not None and n >= limit):
+                return
+            await asyncio.sleep(timer.delay)
 
     return produce
 

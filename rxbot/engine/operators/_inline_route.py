@@ -32,7 +32,7 @@ def _failed(rt: StepRuntime, exc: Exception, item: Any, out: list) -> None:
     if action == RAISE:
         raise value
     if action == PIPEIN:
-        out.append(value)
+        out.extend(value)  # the original exceptions, one per rejected item
 
 
 def _take(y: Any, rt: StepRuntime, item: Any, out: list, counting: bool) -> Any:
@@ -152,7 +152,7 @@ def inline_route(rt: StepRuntime, match: Callable[[Any], bool], share: bool, joi
         except Exception as exc:
             out: list = []
             _failed(rt, exc, x, out)
-            return OneItem(out[0]) if out else None
+            return out or None
         if not matched:
             return _as_is(x)
         rt.stats.out += 1  # matched: sent into the branches
@@ -183,7 +183,7 @@ def inline_blocked_join(rt: StepRuntime, match: Callable[[Any], bool], share: bo
         except Exception as exc:
             out: list = []
             _failed(rt, exc, x, out)
-            return OneItem(out[0]) if out else None
+            return out or None
         if not matched:
             return _as_is(x)
         rt.stats.inp += 1

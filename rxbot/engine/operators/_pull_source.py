@@ -59,6 +59,7 @@ class _Pulled(Subscription):
 
     def on_next(self, item: Any) -> None:
         self.rt.stats.inp += 1
+        self.rt.in_flight += 1
         self.jobs.append(item)
         self.set_full(True)
         if not self.running:
@@ -83,6 +84,8 @@ class _Pulled(Subscription):
                 except Exception as exc:
                     if not self.settle(self.rt, exc, item, self.observer.on_next):
                         return
+                finally:
+                    self.rt.in_flight -= 1
         finally:
             if (self.ctx.stopped or self.disposed) and self.jobs:  # inputs never iterated
                 self.rt.stats.cancelled += len(self.jobs)

@@ -38,7 +38,8 @@ def route(rt: StepRuntime, match: Callable[[Any], bool], share: bool, branch_ops
                     if action == RAISE:
                         main.on_error(value)
                     elif action == PIPEIN:
-                        main.on_next(value)
+                        for error in value:
+                            main.on_next(error)
                     return
                 if m:
                     if counting:

@@ -99,14 +99,15 @@ class Subscription:
     # -- failures -------------------------------------------------------------------------
     def settle(self, rt: StepRuntime, exc: BaseException, item: Any, emit: Callable[[Any], None]) -> bool:
         """Apply ``rt``'s policy to a failure of ``item``: raise ends the stream, pipein
-        sends the error on through ``emit``, ignore drops it. Returns False when the
-        stream has ended."""
+        sends the original (annotated) exception on through ``emit``, ignore drops it.
+        Returns False when the stream has ended."""
         action, value = rt.final(exc, item)
         if action == RAISE:
             self.raise_(value)
             return False
         if action == PIPEIN:
-            emit(value)
+            for error in value:  # one per rejected item
+                emit(error)
         return True
 
     def raise_(self, exc: BaseException) -> None:

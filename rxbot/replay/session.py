@@ -1,0 +1,333 @@
+"""Replay mode for one run: records each top-level step's output, saves the output of the
+nearest completed step when a step fails, and feeds it back into the next step on the
+next run. It joins the run only through :class:`rxbot.engine.RunHooks`."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import time
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import reactivex
+
+from ..config import config
+from ..engine import RunHooks, RunOutcome
+from ..node import Timer
+from ..step import Step
+from .codec import CODECS, ReplayEncodeError, codec
+from .keying import step_hash
+from .store import (MANIFEST, atomic_write, fsync_dir, is_ours, load_key, make_dirs, open_new, open_read,
+                    refuse_links, remove_ours, replay_root, rmdir_empty, script_name)
+
+log = logging.getLogger("rxbot")
+
+FORMAT = 2
+
+
+def _digest(serializer: str, key: Optional[bytes]) -> Any:
+    """pickle files are signed (HMAC-SHA256), JSON files checksummed (SHA-256)."""
+    return hmac.new(key, digestmod="sha256") if serializer == "pickle" else hashlib.sha256()
+
+
+class Recorder:
+    """After top-level step ``step``: passes every item on and streams it to a ``.part``
+    file (in 64 KiB blocks, so memory stays flat). ``complete`` once the step finished
+    its input. A recording that fails (an item it cannot encode, a full disk) is dropped
+    with a warning; the run itself goes on unchanged."""
+
+    def __init__(self, slot: "PipeSlot", step: int, write: bool) -> None:
+        self.slot = slot
+        self.step = step
+        session = slot.session
+        self.codec = session.codec
+        self.path = slot.folder / f"{session.run_id}.s{step}.{self.codec.suffix}.part" if write else None
+        self.digest = _digest(self.codec.name, session.key)
+        self.fh: Any = None
+        self.buf: List[bytes] = []
+        self.count = 0
+        self.complete = False
+        self.broken = not write
+
+    def operator(self, source: reactivex.Observable) -> reactivex.Observable:
+        def subscribe(observer: Any, scheduler: Any = None) -> Any:
+            forward = observer.on_next
+            dumps, frame, append = self.codec.dumps, self.codec.frame, self.buf.append
+            size = 0
+
+            def on_next(x: Any) -> None:
+                nonlocal size
+                if not self.broken:
+                    try:
+                        record = frame(dumps(x))
+                        append(record)
+                        size += len(record)
+                        if size >= 1 << 16:
+                            size = 0
+                            self._flush()
+                    except (ReplayEncodeError, OSError) as exc:
+                        self.fail(exc)
+                forward(x)
+
+            def on_completed() -> None:
+                self.complete = True
+                observer.on_completed()
+
+            return source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
+
+        return reactivex.create(subscribe)
+
+    def fail(self, exc: Exception) -> None:
+        self.discard()
+        log.warning("rxbot replay: cannot record the output of step %d (%s) of pipe P%d: %s. The run goes "
+                    "on, but a failure after this step cannot be resumed from it",
+                    self.step, self.slot.label(self.step), self.slot.index, exc)
+
+    def _flush(self) -> None:
+        if self.fh is None:
+            make_dirs(self.slot.session.root, self.slot.folder)
+            self.fh = os.fdopen(open_new(self.path), "wb")
+        block = b"".join(self.buf)
+        self.count += len(self.buf)
+        self.buf.clear()
+        self.digest.update(block)
+        self.fh.write(block)
+
+    def seal(self) -> dict:
+        """Make the recording durable under its final name; its manifest entry."""
+        self._flush()
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        final = self.path.with_suffix("")  # drop .part
+        os.replace(self.path, final)
+        fsync_dir(final.parent)
+        self.broken = True  # nothing more to write or discard
+        return {"file": final.name, "serializer": self.codec.name, "count": self.count,
+                "digest": self.digest.hexdigest()}
+
+    def discard(self) -> None:
+        if not self.broken:
+            self.broken = True
+            self.buf.clear()
+            if self.fh is not None:
+                self.fh.close()
+                self.path.unlink(missing_ok=True)
+
+
+def _endless(step: Any) -> bool:
+    node = step.fn if isinstance(step, Step) else step
+    return isinstance(node, Timer) and node.max_time is None and node.until is None
+
+
+def _read(fh: Any, cdc: Any) -> Iterator[Any]:
+    """The saved items, decoded one at a time as the run pulls them."""
+    with fh:
+        for payload in cdc.records(fh):
+            yield cdc.loads(payload)
+
+
+class PipeSlot:
+    """One pipe's cache (``<root>/<script>/P<i>/``): what the last failed run saved, and
+    this run's recorders."""
+
+    def __init__(self, session: "ReplaySession", pipe: Any, index: int) -> None:
+        self.session = session
+        self.index = index
+        self.steps = list(pipe.steps)
+        self.folder = session.base / f"P{index}"
+        refuse_links(session.root, self.folder / MANIFEST)
+        self.hashes = [step_hash(s) for s in self.steps]
+        self.replayable = len(self.steps) > 1 and not _endless(self.steps[0])
+        self.recorders: Dict[int, Recorder] = {}
+        self.skip = 0
+        self.items: Optional[Iterator[Any]] = None
+        self.saved: dict = {}
+        if not self.replayable and len(self.steps) > 1:
+            log.warning("rxbot replay: pipe P%d starts with a Timer without max_time or until, which never "
+                        "ends, so its steps' output can never be complete: it is not replayed", index)
+        elif self.replayable:
+            self.load()
+
+    def label(self, step: int) -> str:
+        return self.steps[step - 1].label()
+
+    # -- the previous run's cache ------------------------------------------------------------------
+    def load(self) -> None:
+        try:
+            with open_read(self.folder / MANIFEST) as fh:
+                m = json.loads(fh.read())
+            k, old, data = int(m["after"]), m["steps"], m["data"]
+            if m["format"] != FORMAT or m["pipe"] != self.index or k < 1 or not is_ours(data["file"]) \
+                    or data["file"].endswith(".part") or len(old) < k or data["serializer"] not in CODECS:
+                raise ValueError("inconsistent manifest")
+            old_hashes = [s["hash"] for s in old]
+            old_labels = [s["label"] for s in old]
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self._fresh(f"its cache is damaged ({exc})")
+            return
+        saved = f"the failed run of {m.get('saved', '?')}"
+        if k >= len(self.steps):
+            self._fresh(f"it now has {len(self.steps)} steps, so the output saved after step {k} in {saved} "
+                        f"has no step to go into")
+            return
+        for j in range(k):
+            if old_hashes[j] != self.hashes[j]:
+                now, was = self.label(j + 1), old_labels[j]
+                what = f"step {j + 1} ({now}) was edited" if now == was else f"step {j + 1} is now {now} (was {was})"
+                self._fresh(f"{what} since {saved}, so the {data.get('count', '?')} items it saved after "
+                            f"step {k} would be stale")
+                return
+        if data.get("serializer") == "pickle" and self.session.codec.name != "pickle":
+            self._fresh("its cache was saved with pickle; set config.replay_serializer = 'pickle' to load it")
+            return
+        try:
+            fh = self._verified(data)
+        except (OSError, ValueError, KeyError) as exc:
+            self._fresh(f"its cache is damaged or was tampered with ({exc}); nothing of it is loaded")
+            return
+        self.skip, self.saved = k, m
+        self.items = _read(fh, codec(data["serializer"]))
+        changed = [f"{j + 1} ({self.label(j + 1)})" for j in range(k, len(self.steps))
+                   if j >= len(old_hashes) or old_hashes[j] != self.hashes[j]]
+        log.warning("rxbot replay: pipe P%d: steps 1-%d are unchanged since %s, so they are skipped and the "
+                    "%d items step %d (%s) produced then are fed into step %d (%s)%s", self.index, k, saved,
+                    data["count"], k, self.label(k), k + 1, self.label(k + 1),
+                    f"; changed since: step {', '.join(changed)}" if changed else "")
+
+    def _verified(self, data: dict) -> Any:
+        """The data file, open, after checking all of it against its digest (so the file
+        replayed is the file checked, and no pickle is loaded before its HMAC matches)."""
+        path = self.folder / data["file"]
+        refuse_links(self.session.root, path)
+        key = self.session.key
+        fh = open_read(path)
+        try:
+            digest = _digest(data["serializer"], key)
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+            if not hmac.compare_digest(digest.hexdigest(), str(data["digest"])):
+                raise ValueError(f"{path.name} does not match its "
+                                 f"{'signature' if data['serializer'] == 'pickle' else 'checksum'}")
+            fh.seek(0)
+            return fh
+        except BaseException:
+            fh.close()
+            raise
+
+    def _fresh(self, why: str) -> None:
+        log.warning("rxbot replay: pipe P%d runs from its first step: %s", self.index, why)
+
+    # -- this run ----------------------------------------------------------------------------------
+    def recorder(self, step: int) -> Optional[Any]:
+        if not self.replayable:
+            return None
+        rec = self.recorders[step] = Recorder(self, step, write=step < len(self.steps))
+        return rec.operator
+
+    def finish(self, outcome: RunOutcome) -> None:
+        if self.items is not None:
+            self.items.close()
+        failed = [f for f in outcome.failures if f.pipe == self.index]
+        last = self.recorders.get(len(self.steps))
+        if outcome.error is None or (not failed and last is not None and last.complete):
+            self._clear()  # this pipe ran to its end
+            return
+        first = min((f.step for f in failed), default=len(self.steps))
+        k = self.skip
+        while k + 1 < first and k + 1 in self.recorders and self.recorders[k + 1].complete \
+                and self.recorders[k + 1].path is not None and not self.recorders[k + 1].broken:
+            k += 1
+        if k == 0:
+            self._clear()
+            log.warning("rxbot replay: pipe P%d: no step finished before the run stopped; nothing to replay",
+                        self.index)
+            return
+        data = self.saved["data"] if k == self.skip else self.recorders[k].seal()
+        try:
+            self._commit(k, data, outcome.error)
+        except BaseException:
+            if k != self.skip:  # the previous manifest and its data file stay as they were
+                (self.folder / data["file"]).unlink(missing_ok=True)
+            raise
+        log.warning("rxbot replay: pipe P%d: %s. Saved the %d items step %d (%s) produced in %s; fix the "
+                    "failing step and run again: steps 1-%d will be skipped", self.index,
+                    self._why(failed[0] if failed else None, outcome.error), data["count"], k, self.label(k),
+                    self.folder, k)
+
+    def _why(self, failure: Any, error: Optional[BaseException]) -> str:
+        if failure is None:
+            return f"the run stopped ({type(error).__name__})"
+        n = failure.step
+        text = f"step {n} ({self.label(n)}) failed ({type(failure.error).__name__})"
+        if n > self.skip + 1:
+            text += f"; steps {self.skip + 1}-{n - 1} ran to their end"
+        if failure.refused:
+            text += f"; the {failure.refused} item(s) that reached step {n} after it failed were not given to it"
+        return text
+
+    def discard(self) -> None:
+        for rec in self.recorders.values():
+            rec.discard()
+
+    def _commit(self, k: int, data: dict, error: Optional[BaseException]) -> None:
+        manifest = {"format": FORMAT, "pipe": self.index, "after": k, "saved": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "error": type(error).__name__ if error is not None else None,
+                    "steps": [{"label": s.label(), "hash": h} for s, h in zip(self.steps, self.hashes)],
+                    "data": data}
+        make_dirs(self.session.root, self.folder)
+        atomic_write(self.folder / MANIFEST, json.dumps(manifest, indent=1).encode())
+        self.discard()
+        remove_ours(self.folder, keep={MANIFEST, data["file"]})
+
+    def _clear(self) -> None:
+        self.discard()
+        if self.folder.is_dir():
+            remove_ours(self.folder)
+        root = self.session.root
+        rmdir_empty(self.folder, self.session.base, root, *([root.parent] if root.parent.name == ".rxbot" else []))
+
+
+class ReplaySession(RunHooks):
+    """Replay mode for one run of ``pipes`` (see :mod:`rxbot.replay`)."""
+
+    def __init__(self, pipes: Sequence[Any]) -> None:
+        self.codec = codec(config.replay_serializer)  # a bad setting fails before anything runs
+        self.root = replay_root()
+        self.base = self.root / script_name()
+        refuse_links(self.root, self.base)
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
+        self.key = load_key(self.root, self.base) if self.codec.name == "pickle" else None
+        self.slots = [PipeSlot(self, pipe, i) for i, pipe in enumerate(pipes, 1)]
+
+    def source(self, pipe: int) -> Optional[Tuple[int, Iterator[Any]]]:
+        slot = self.slots[pipe - 1]
+        return (slot.skip, slot.items) if slot.items is not None else None
+
+    def recorder(self, pipe: int, step: int) -> Optional[Any]:
+        return self.slots[pipe - 1].recorder(step)
+
+    def defer_raise(self, pipe: int) -> bool:
+        return self.slots[pipe - 1].replayable
+
+    def finished(self, outcome: RunOutcome) -> None:
+        for slot in self.slots:
+            try:
+                slot.finish(outcome)
+            except Exception:
+                slot.discard()
+                log.exception("rxbot replay: saving the cache of pipe P%d in %s failed; the run's own outcome "
+                              "stands", slot.index, slot.folder)
+
+
+def session(pipes: Sequence[Any]) -> Optional[ReplaySession]:
+    """A :class:`ReplaySession` for ``pipes`` when ``config.replay_mode`` is on, else None."""
+    return ReplaySession(pipes) if config.replay_mode else None
+
+
+__all__ = ["ReplaySession", "session", "FORMAT"]

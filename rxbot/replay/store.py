@@ -1,0 +1,212 @@
+"""Where replay caches live and how their files are written, read and removed.
+
+Layout: ``<root>/<script>/P<i>/manifest.json`` plus one data file per pipe, and, for
+pickle caches only, ``<root>/<script>/replay.key``. ``<root>`` is ``config.replay_dir``,
+else ``.rxbot/replay`` next to the running script (the working directory when there is
+no script). Writes are atomic (temporary file, fsync, rename, fsync of the folder), so a
+process killed at any moment leaves the previous cache whole. No symbolic link at or
+below the root (nor ``.rxbot``) is ever followed, written through or deleted through:
+finding one is a :class:`ReplayPathError`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import stat
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+from ..config import config
+
+log = logging.getLogger("rxbot")
+
+MANIFEST = "manifest.json"
+KEY_FILE = "replay.key"
+#: every name rxbot writes in a cache folder (nothing else there is touched): the
+#: manifest, its temporary files, data files ``<run id>.s<step>.<jsonl|pkl>`` and the
+#: ``.part`` files they are recorded in
+_OURS = re.compile(r"^(manifest\.json(\.[0-9a-f]{8}\.tmp)?|replay\.key(\.[0-9a-f]{8}\.tmp)?"
+                   r"|\d{8}T\d{6}-[0-9a-f]{8}\.s\d+\.(jsonl|pkl)(\.part)?)$")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+class ReplayPathError(RuntimeError):
+    """A symbolic link where rxbot keeps its replay cache (it never follows one there)."""
+
+
+def is_ours(name: str) -> bool:
+    return bool(_OURS.match(name))
+
+
+# ---- location ---------------------------------------------------------------------------------
+def _main_file() -> Optional[Path]:
+    """The running script, unless it is a tool (pytest, ``python -m package``)."""
+    main = sys.modules.get("__main__")
+    name = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if not name or (spec is not None and spec.name.endswith(".__main__")):
+        return None
+    path = Path(name).resolve()
+    if {"site-packages", "dist-packages"} & set(path.parts) or (
+            path.parent.name in ("bin", "Scripts") and path.suffix != ".py"):
+        return None
+    return path
+
+
+def default_root(script: Any = None) -> Path:
+    """``.rxbot/replay/`` next to ``script`` or, by default, next to the running script;
+    in the working directory when there is none (REPL, notebook, pytest, ``python -m``)."""
+    main = Path(script).resolve() if script is not None else _main_file()
+    return (main.parent if main is not None else Path.cwd()) / ".rxbot" / "replay"
+
+
+def replay_root(dir: Any = None) -> Path:
+    """The folder holding the caches: ``dir``, else ``config.replay_dir``, else the default."""
+    chosen = dir if dir is not None else config.replay_dir
+    return Path(chosen).expanduser() if chosen else default_root()
+
+
+def script_name() -> str:
+    """Each script's caches live in their own folder below the root."""
+    main = _main_file()
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", main.stem) if main is not None else "session"
+
+
+# ---- no symbolic links ------------------------------------------------------------------------
+def _chain(root: Path, path: Path) -> List[Path]:
+    """``root`` (with its ``.rxbot`` parent) and every path from it down to ``path``."""
+    chain = [root.parent] if root.parent.name == ".rxbot" else []
+    chain.append(root)
+    for part in path.relative_to(root).parts:
+        chain.append(chain[-1] / part)
+    return chain
+
+
+def refuse_links(root: Path, path: Path) -> None:
+    """Raise :class:`ReplayPathError` if ``path`` or any folder between it and ``root``
+    is a symbolic link (missing paths are fine)."""
+    for p in _chain(root, path):
+        try:
+            mode = os.lstat(p).st_mode
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(mode):
+            raise ReplayPathError(
+                f"rxbot replay: {p} is a symbolic link; the replay cache never follows one. Remove "
+                f"it, or point config.replay_dir at a real folder")
+
+
+def make_dirs(root: Path, folder: Path) -> None:
+    """Create ``folder`` (mode 0700) and its parents below ``root``, refusing links."""
+    refuse_links(root, folder)
+    for p in _chain(root, folder):
+        try:
+            os.mkdir(p, 0o700)
+        except FileExistsError:
+            pass
+    refuse_links(root, folder)  # nothing swapped in while we made them
+
+
+# ---- files ------------------------------------------------------------------------------------
+def open_new(path: Path) -> int:
+    """A new file, never an existing one or a link: an OS-level file descriptor."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+
+
+def open_read(path: Path) -> Any:
+    return os.fdopen(os.open(path, os.O_RDONLY | _NOFOLLOW), "rb")
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash at any moment leaves either the old
+    file or the new one, complete."""
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with os.fdopen(open_new(tmp), "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def remove_ours(folder: Path, keep: set = frozenset()) -> None:
+    """Delete rxbot's files in ``folder`` except ``keep`` (links are never deleted)."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name not in keep and is_ours(name) and not os.path.islink(folder / name):
+            (folder / name).unlink(missing_ok=True)
+
+
+def rmdir_empty(*folders: Path) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
+def load_key(root: Path, base: Path) -> bytes:
+    """The HMAC key signing this script's pickle caches (``replay.key``, mode 0600),
+    made on first use. A damaged key is replaced, with a warning: caches signed with it
+    then fail their check and are not loaded."""
+    path = base / KEY_FILE
+    refuse_links(root, path)
+    try:
+        with open_read(path) as fh:
+            key = bytes.fromhex(fh.read().decode("ascii").strip())
+        if len(key) == 32:
+            return key
+        raise ValueError(f"{len(key)} bytes, expected 32")
+    except FileNotFoundError:
+        pass
+    except (ValueError, UnicodeDecodeError) as exc:
+        log.warning("rxbot replay: the key file %s is damaged (%s); making a new one, so the pickle "
+                    "caches signed with the old key will not be replayed", path, exc)
+    make_dirs(root, base)
+    key = secrets.token_bytes(32)
+    atomic_write(path, key.hex().encode())
+    return key
+
+
+def clear_cache(dir: Any = None) -> int:
+    """Delete every replay cache under ``dir`` (default ``config.replay_dir`` or the
+    default location): only rxbot's own files, then the folders they leave empty.
+    Returns the number of pipe caches removed. A symbolic link anywhere in the cache is
+    a :class:`ReplayPathError`, and then nothing is deleted."""
+    root = replay_root(dir)
+    refuse_links(root, root)
+    tree = list(os.walk(root, topdown=False))  # never descends into a linked folder
+    for folder, dirs, files in tree:
+        for name in dirs + files:
+            refuse_links(root, Path(folder) / name)
+    removed = 0
+    for folder, _, files in tree:
+        if len(Path(folder).relative_to(root).parts) <= 2:  # <root>/<script>/P<i>: the layout
+            removed += MANIFEST in files
+            remove_ours(Path(folder))
+            rmdir_empty(Path(folder))
+    if root.parent.name == ".rxbot":
+        rmdir_empty(root.parent)
+    log.info("rxbot replay: removed %d cache(s) under %s", removed, root)
+    return removed
+
+
+__all__ = ["ReplayPathError", "default_root", "replay_root", "script_name", "clear_cache", "atomic_write"]
