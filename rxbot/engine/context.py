@@ -19,6 +19,9 @@ from .policy import StepRuntime, StepStats
 
 log = logging.getLogger("rxbot")
 
+#: seconds between two publications of the fused steps' live counts
+LIVE_COUNTS_EVERY = 0.05
+
 
 @dataclass
 class RunReport:
@@ -85,6 +88,7 @@ class RunContext:
         # sync segments: BotFrame.debug() publishes their counters mid-run
         self.segments: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._closers: Dict[Any, None] = {}
+        self._published = 0.0
         self.deferrals: Deferrals | None = None  # set by hooks.attach when a RunHooks defers raises
 
     def on_shutdown(self, fn: Any) -> None:
@@ -98,10 +102,23 @@ class RunContext:
     def gate(self, downstream: List[Boundary]) -> Gate:
         """A gate over ``downstream`` that this run can close for good when it fails."""
         g = Gate(downstream)
+        g.on_pause = self.publish_live_counts
         if self.stopped:
             g.blocked += 1
         self.gates.add(g)
         return g
+
+    def publish_live_counts(self) -> None:
+        """Fused sync steps count into plain lists inside their generated code; add
+        those to the steps' stats now (at most every ``LIVE_COUNTS_EVERY`` seconds), so
+        the report, progress and ``BotFrame.debug()`` show live numbers mid-run. Sources
+        call this at every pause, i.e. at least every ``config.yield_every`` items."""
+        now = time.perf_counter()
+        if now - self._published < LIVE_COUNTS_EVERY:
+            return
+        self._published = now
+        for seg in list(self.segments):
+            seg.publish_counts(final=False)
 
     def spawn(self, coro: Any) -> asyncio.Task:
         task = self.loop.create_task(coro)

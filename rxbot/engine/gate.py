@@ -10,7 +10,7 @@ upstream or sibling ones) keeps the wait graph acyclic, hence free of deadlocks.
 from __future__ import annotations
 
 import asyncio
-from typing import Iterable, List
+from typing import Callable, Iterable, List
 
 
 class Boundary:
@@ -53,10 +53,13 @@ class Boundary:
 class Gate:
     """Open while none of the given downstream boundaries is full."""
 
-    __slots__ = ("blocked", "_waiters", "__weakref__")
+    __slots__ = ("blocked", "_waiters", "on_pause", "__weakref__")
 
     def __init__(self, downstream: Iterable[Boundary]) -> None:
         self.blocked = 0
+        #: called at every pause, before yielding to the loop (the run publishes the live
+        #: counts of its fused steps there, see ``RunContext.publish_live_counts``)
+        self.on_pause: Callable[[], None] | None = None
         self._waiters: List[asyncio.Future] = []
         for b in downstream:
             b.gates.append(self)
@@ -77,6 +80,8 @@ class Gate:
     async def pause(self) -> None:
         """The pause a source takes every few items or when downstream is full: wait for
         the gate if it is closed, else just yield to the loop once."""
+        if self.on_pause is not None:
+            self.on_pause()
         if self.blocked:
             await self.wait()
         else:
