@@ -21,9 +21,10 @@ from .classify import (callable_of, is_generator_function, matcher, node_of, opt
                        runs_inline)
 from .fuse import CONST, FN
 from .gate import Boundary
-from .operators import (AsyncPlan, FusedPlan, Operator, PullPlan, bounded_map, fused_segment, gated_ticker,
-                        inline_blocked_join, inline_route, iterate, per_item_join, pull_source, route, rx_step)
-from .policy import StepRuntime
+from .operators import (AsyncPlan, FlattenPlan, FusedPlan, Operator, PullPlan, bounded_map, flatten,
+                        fork_join_each, fused_segment, gated_ticker, guarded, inline_blocked_join, inline_route,
+                        iterate, per_item_join, publish_route, pull_source, route, rx_step)
+from .policy import DROP, RAISE, StepRuntime
 
 Ops = List[Operator]
 
@@ -49,7 +50,8 @@ def inlinable_route(step: Any) -> bool:
 
 
 def fusable(step: Any) -> bool:
-    return runs_inline(step) or inlinable_route(step)
+    """Does the optimisation pass put ``step`` into a generated segment?"""
+    return config.fusion and (runs_inline(step) or inlinable_route(step))
 
 
 class Builder:
@@ -91,6 +93,9 @@ class Builder:
             return fused_segment(self.ctx, plan), downstream + [plan.boundary], plan
         assert first == last, "only inline steps form a span"
         where = path.step(last + 1, step.label())
+        if runs_inline(step):  # the unfused graph: map + flatten, or filter
+            op, plan = self._unfused(step, downstream, where)
+            return op, downstream + ([plan.boundary] if plan is not None else []), plan
         if isinstance(step, RxOp):
             return rx_step(step.op, step.label()), list(downstream), None
         if isinstance(step, Route):
@@ -164,6 +169,31 @@ class Builder:
             return inline_blocked_join(rt, matcher(step), step.share, branches, counting)
         return inline_route(rt, matcher(step), step.share, step.join, branches, counting)
 
+    def _unfused(self, step: Any, downstream: List[Boundary], where: StepId) -> Tuple[Operator, Any]:
+        """A sync step on the honest graph: ``ops.map`` of the step, then :func:`flatten`
+        for the return-value rules and the exception policy; a Filter is ``ops.filter``."""
+        label = step.label()
+        options = options_of(step)
+        if options.get("timeout") is not None:
+            raise ValueError(
+                f"step {label!r}: a timeout needs an async or boosted step (a sync "
+                f"call cannot be interrupted); add boost='thread' to time it out")
+        rt = self.ctx.runtime(where, label, **options)
+        if isinstance(step, Route):  # Filter
+            match = matcher(step)
+            if rt.policy != "pipein":
+                return rx_ops.filter(_kept(match, rt)), None
+            fn = lambda x, m=match: x if m(x) else None  # noqa: E731 - pipein needs flatten
+        elif isinstance(step, Const):
+            fn = lambda x, v=step.value: v  # noqa: E731
+        else:
+            fn = callable_of(step)
+        node = node_of(step)
+        flush = node.flush if node is not None and overrides_flush(node) else None
+        plan = FlattenPlan(rt, fn, list(downstream), flush=flush)
+        mapped, flattened = rx_ops.map(guarded(fn, rt)), flatten(self.ctx, plan)
+        return (lambda source: source.pipe(mapped, flattened)), plan
+
     def _mark_blocked_join(self, known: set) -> None:
         """The runtimes built since ``known`` are inside a BlockedJoin's branches."""
         for where in self.ctx.runtimes.keys() - known:
@@ -207,7 +237,7 @@ class Builder:
             known = set(self.ctx.runtimes)
             branch_ops = [self.build(steps, [], where.branch(b + 1))[0] for b, steps in enumerate(step.branches)]
             self._mark_blocked_join(known)
-            correlate = per_item_join(self.ctx, branch_ops)
+            correlate = (per_item_join if config.fusion else fork_join_each)(self.ctx, branch_ops)
             plan = AsyncPlan(self.ctx.runtime(where, step.label()), correlate, list(downstream))
             # one "branch": the correlating map, which counts its own items
             op = route(rt, matcher(step), step.share, [[bounded_map(self.ctx, plan)]], counting=False)
@@ -221,7 +251,32 @@ class Builder:
             extra.extend(bounds_b[len(base):])
         if not step.join:
             branch_ops = [ops_b + [rx_ops.ignore_elements()] for ops_b in branch_ops]
+        if not config.fusion:  # the honest graph: publish + merge
+            return publish_route(rt, matcher(step), step.share, branch_ops), downstream + extra
         return route(rt, matcher(step), step.share, branch_ops, counting=True), downstream + extra
 
 
-__all__ = ["Builder", "matcher"]
+def _kept(match: Callable[[Any], bool], rt: StepRuntime) -> Callable[[Any], bool]:
+    """A Filter's predicate for ``ops.filter``: counts, and applies the step's policy to
+    a failing ``route_func`` (raise ends the stream with it, ignore drops the item)."""
+    stats = rt.stats
+
+    def keep(x: Any) -> bool:
+        stats.inp += 1
+        try:
+            kept = bool(match(x))
+        except Exception as exc:
+            action, value = rt.final(exc, x)
+            if action == RAISE:
+                raise value
+            return False  # DROP (a deferred raise drops too)
+        if kept:
+            stats.out += 1
+        else:
+            stats.filtered += 1
+        return kept
+
+    return keep
+
+
+__all__ = ["Builder", "matcher", "fusable"]
