@@ -154,6 +154,14 @@ class _Segment(Subscription):
     def spread(self, x: Any, k: int, i: int, a: Any) -> None:
         """Slow path of the fused code: step ``i``'s result ``x`` for input ``a`` is not
         a known single type; continue at position ``k``."""
+        if type(x) is list and not self.held[0] and not self.captures:  # eager: at once
+            cont = self.conts[k]
+            counters = self.counters
+            if counters is not None:
+                counters[1][i] += len(x)
+            for v in x:
+                cont(v)
+            return
         kind = kind_of(x)
         if kind == ONE or kind == ONE_AS_IS:
             self._count_out(i, 1)

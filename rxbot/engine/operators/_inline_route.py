@@ -13,6 +13,7 @@ its slots), so nothing is ever blocked or lost.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Callable, List, Sequence, Tuple
 
 from ...node import OneItem
@@ -65,7 +66,9 @@ def run_branch(entries: Sequence[Entry], x: Any, counting: bool) -> Any:
     items = [x]
     for k, (fn, rt) in enumerate(entries):
         out: list = []
-        for i, v in enumerate(items):
+        i = 0
+        for v in items:
+            i += 1
             if counting:
                 rt.stats.inp += 1
             try:
@@ -73,11 +76,83 @@ def run_branch(entries: Sequence[Entry], x: Any, counting: bool) -> Any:
             except Exception as exc:
                 _failed(rt, exc, v, out)
                 continue
+            if type(y) in SINGLE and y is not None:  # the common case, inline
+                out.append(y)
+                if counting:
+                    rt.stats.out += 1
+                continue
             pending = _take(y, rt, v, out, counting)
             if pending is not None:
-                return _finish(entries, k, pending, v, out, items[i + 1:], counting)
+                return _finish(entries, k, pending, v, out, items[i:], counting)
         items = out
     return items
+
+
+def _continue(entries: Sequence[Entry], k: int, out: list, counting: bool) -> Any:
+    """Run ``entries[k + 1:]`` over ``out`` (step ``k``'s outputs so far)."""
+    rest = entries[k + 1:]
+    if not rest:
+        return out
+    items: list = []
+    for v in out:
+        r = run_branch(rest, v, counting)
+        if type(r) is not list:  # rare: an awaitable result further on
+            return _continue_async(rest, out, counting)
+        items += r
+    return items
+
+
+async def _continue_async(rest: Sequence[Entry], out: list, counting: bool) -> list:
+    items: list = []
+    for v in out:
+        r = run_branch(rest, v, counting)
+        items += r if type(r) is list else await r
+    return items
+
+
+@lru_cache(maxsize=None)
+def _straight(n: int) -> Callable[..., Callable[[Any], Any]]:
+    """Straight-line code for an uncounted branch of ``n`` steps, compiled once per
+    length: each step's call, a None check and one type lookup; anything that is not a
+    single value leaves for the general path (``slow``) at that step."""
+    lines = ["def make(fns, SINGLE, slow, failed):"]
+    lines += [f"    f{j} = fns[{j}]" for j in range(n)]
+    lines.append("    def run(x):")
+    for j in range(n):
+        lines += [
+            "        try:",
+            f"            y = f{j}(x)",
+            "        except Exception as e:",
+            f"            return failed({j}, e, x)",
+            "        if y is None: return []",
+            f"        if type(y) not in SINGLE: return slow({j}, y, x)",
+            "        x = y",
+        ]
+    lines += ["        return [x]", "    return run"]
+    namespace: dict = {}
+    exec(compile("\n".join(lines), f"<rxbot branch {n}>", "exec"), namespace)
+    return namespace["make"]
+
+
+def branch_runner(entries: Sequence[Entry], counting: bool) -> Callable[[Any], Any]:
+    """``item -> outputs`` for one branch: :func:`run_branch`, or, when its steps are not
+    counted, generated straight-line code with the same rules (see :func:`_straight`)."""
+    if counting:
+        return lambda x: run_branch(entries, x, counting)
+
+    def slow(k: int, y: Any, v: Any) -> Any:
+        out: list = []
+        pending = _take(y, entries[k][1], v, out, False)
+        if pending is not None:
+            return _finish(entries, k, pending, v, out, [], False)
+        return _continue(entries, k, out, False)
+
+    def failed(k: int, exc: Exception, v: Any) -> Any:
+        out: list = []
+        _failed(entries[k][1], exc, v, out)
+        return _continue(entries, k, out, False)
+
+    return _straight(len(entries))([fn for fn, _ in entries], SINGLE, slow, failed)
 
 
 async def _collect(y: Any, rt: StepRuntime, item: Any, out: list, counting: bool) -> None:
@@ -133,6 +208,8 @@ async def _gathered(results: List[Any]) -> List[list]:
 def inline_route(rt: StepRuntime, match: Callable[[Any], bool], share: bool, join: bool,
                  branches: Sequence[Sequence[Entry]], counting: bool) -> Callable[[Any], Any]:
     """Branch / Return / Fork / Join as one function; see the module docstring."""
+    stats = rt.stats
+    runners = [branch_runner(b, counting) for b in branches]
 
     def finish(x: Any, outputs: List[list]) -> Any:
         if not join:
@@ -146,7 +223,7 @@ def inline_route(rt: StepRuntime, match: Callable[[Any], bool], share: bool, joi
         return finish(x, await _gathered(results))
 
     def route_fn(x: Any) -> Any:
-        rt.stats.inp += 1
+        stats.inp += 1
         try:
             matched = match(x)
         except Exception as exc:
@@ -154,12 +231,31 @@ def inline_route(rt: StepRuntime, match: Callable[[Any], bool], share: bool, joi
             _failed(rt, exc, x, out)
             return out or None
         if not matched:
-            return _as_is(x)
-        rt.stats.out += 1  # matched: sent into the branches
-        results = [run_branch(b, x, counting) for b in branches]
-        if all(isinstance(r, list) for r in results):
-            return finish(x, results)
-        return later(x, results)
+            return x if type(x) in SINGLE else OneItem(x)
+        stats.out += 1  # matched: sent into the branches
+        if join:
+            merged: list = []
+            results = []
+            pending = False
+            for run in runners:
+                r = run(x)
+                results.append(r)
+                if type(r) is list:
+                    merged += r
+                else:
+                    pending = True
+            if pending:
+                return later(x, results)
+            if share:
+                merged.append(x)
+            return merged
+        results = [run(x) for run in runners]
+        for r in results:
+            if type(r) is not list:
+                return later(x, results)
+        if share:
+            return x if type(x) in SINGLE else OneItem(x)
+        return None
 
     return route_fn
 
@@ -168,6 +264,7 @@ def inline_blocked_join(rt: StepRuntime, match: Callable[[Any], bool], share: bo
                         branches: Sequence[Sequence[Entry]], counting: bool) -> Callable[[Any], Any]:
     """BlockedJoin as one function: per input, one tuple of every branch's result (its
     single output, None for none, a list for several)."""
+    runners = [branch_runner(b, counting) for b in branches]
 
     def zipped(x: Any, outputs: List[list]) -> Any:
         rt.stats.out += 1
@@ -187,12 +284,13 @@ def inline_blocked_join(rt: StepRuntime, match: Callable[[Any], bool], share: bo
         if not matched:
             return _as_is(x)
         rt.stats.inp += 1
-        results = [run_branch(b, x, counting) for b in branches]
-        if all(isinstance(r, list) for r in results):
-            return zipped(x, results)
-        return later(x, results)
+        results = [run(x) for run in runners]
+        for r in results:
+            if type(r) is not list:
+                return later(x, results)
+        return zipped(x, results)
 
     return join_fn
 
 
-__all__ = ["inline_route", "inline_blocked_join", "run_branch", "Entry"]
+__all__ = ["inline_route", "inline_blocked_join", "run_branch", "branch_runner", "Entry"]
