@@ -97,8 +97,23 @@ class _Pulled(Subscription):
 
 async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats: Any) -> None:
     """Push every element of ``iterable``, yielding to the loop regularly and pausing
-    whenever the downstream gate closes (the hot loop of every Loop source)."""
+    whenever the downstream gate closes (the hot loop of every Loop source).
+
+    A list, tuple or range feeding a fused segment is handed over in slices (the
+    segment's chunk entry loops over them in generated code, one call per slice instead
+    of one per item); slicing a sequence pulls nothing early, and the segment stops at
+    the first item the downstream has no room for."""
     every = config.yield_every
+    many = getattr(emit, "__rxbot_many__", None)
+    if many is not None and type(iterable) in _SEQUENCES:
+        i = 0
+        try:
+            while i < len(iterable):  # a list may grow while it is iterated, as with ``for``
+                i += many(iterable[i:i + every], gate)
+                await gate.pause()
+        finally:
+            stats.out += i
+        return
     n = 0
     count = 0
     try:
@@ -111,6 +126,10 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
                 await gate.pause()
     finally:
         stats.out += count + n
+
+
+#: sequences a source may slice: indexing them has no side effect and costs no memory
+_SEQUENCES = (list, tuple, range)
 
 
 def trigger(ctx: Any, value: Any = 0) -> reactivex.Observable:
