@@ -4,11 +4,8 @@ text, refreshed a few times a second while a long run goes on."""
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 from typing import Any, Dict, List, Sequence
-
-_FIRST = re.compile(r"^P(\d+)\[1\] ")
 
 
 class Progress:
@@ -32,18 +29,17 @@ class Progress:
     def source_counts(self) -> Dict[int, int]:
         """Items each pipe's first step has emitted so far (sources always count)."""
         counts: Dict[int, int] = {}
-        for path, stats in self.report.steps.items():
-            m = _FIRST.match(path)
-            if m:
-                counts[int(m.group(1))] = stats.out
+        for sid, stats in self.report.steps.items():
+            if getattr(sid, "positions", None) == (1,):  # a StepId: pipe N, step 1
+                counts[sid.pipe_index] = stats.out
         return counts
 
     def step_summary(self, pipe_number: int) -> str:
         parts: List[str] = []
-        for path, s in self.report.steps.items():
-            if not path.startswith(f"P{pipe_number}["):
+        for sid, s in self.report.steps.items():
+            if getattr(sid, "pipe_index", None) != pipe_number or not sid.positions:
                 continue
-            name = path.split(" ", 1)[1] if " " in path else path
+            name = "/".join(sid.labels)
             text = f"{name[:18]} {s.inp}>{s.out}"
             if s.failed:
                 text += f" !{s.failed}"
