@@ -111,11 +111,7 @@ class Builder:
         for k in range(first, last + 1):
             step = steps[k]
             label = step.label()
-            options = options_of(step)
-            if options.get("timeout") is not None:
-                raise ValueError(
-                    f"step {label!r}: a timeout needs an async or boosted step (a sync "
-                    f"call cannot be interrupted); add boost='thread' to time it out")
+            options = _sync_options(step, label)
             where = path.step(k + 1, label)
             if inlinable_route(step):  # counts itself as a route does (in, matched)
                 rt = self.ctx.runtime(where, label)
@@ -173,12 +169,7 @@ class Builder:
         """A sync step on the honest graph: ``ops.map`` of the step, then :func:`flatten`
         for the return-value rules and the exception policy; a Filter is ``ops.filter``."""
         label = step.label()
-        options = options_of(step)
-        if options.get("timeout") is not None:
-            raise ValueError(
-                f"step {label!r}: a timeout needs an async or boosted step (a sync "
-                f"call cannot be interrupted); add boost='thread' to time it out")
-        rt = self.ctx.runtime(where, label, **options)
+        rt = self.ctx.runtime(where, label, **_sync_options(step, label))
         if isinstance(step, Route):  # Filter
             match = matcher(step)
             if rt.policy != "pipein":
@@ -254,6 +245,16 @@ class Builder:
         if not config.fusion:  # the honest graph: publish + merge
             return publish_route(rt, matcher(step), step.share, branch_ops), downstream + extra
         return route(rt, matcher(step), step.share, branch_ops, counting=True), downstream + extra
+
+
+def _sync_options(step: Any, label: str) -> dict:
+    """The options of a step that runs inline; a timeout cannot apply to it."""
+    options = options_of(step)
+    if options.get("timeout") is not None:
+        raise ValueError(
+            f"step {label!r}: a timeout needs an async or boosted step (a sync "
+            f"call cannot be interrupted); add boost='thread' to time it out")
+    return options
 
 
 def _kept(match: Callable[[Any], bool], rt: StepRuntime) -> Callable[[Any], bool]:

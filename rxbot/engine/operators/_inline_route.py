@@ -61,29 +61,29 @@ def _take(y: Any, rt: StepRuntime, item: Any, out: list, counting: bool) -> Any:
     return y  # AWAIT / AGEN
 
 
+def _call(fn: Callable[[Any], Any], rt: StepRuntime, v: Any, out: list, counting: bool) -> Any:
+    """One step on one item, its outputs into ``out``; returns a result still to be
+    awaited (an awaitable or async generator), else None."""
+    if counting:
+        rt.stats.inp += 1
+    try:
+        y = fn(v)
+    except Exception as exc:
+        _failed(rt, exc, v, out)
+        return None
+    return _take(y, rt, v, out, counting)
+
+
 def run_branch(entries: Sequence[Entry], x: Any, counting: bool) -> Any:
-    """Every output of ``entries`` for input ``x``: a list, or a coroutine giving it."""
+    """Every output of ``entries`` for input ``x``: a list, or a coroutine giving it
+    (the general path; uncounted branches run generated code, see :func:`branch_runner`)."""
     items = [x]
     for k, (fn, rt) in enumerate(entries):
         out: list = []
-        i = 0
-        for v in items:
-            i += 1
-            if counting:
-                rt.stats.inp += 1
-            try:
-                y = fn(v)
-            except Exception as exc:
-                _failed(rt, exc, v, out)
-                continue
-            if type(y) in SINGLE and y is not None:  # the common case, inline
-                out.append(y)
-                if counting:
-                    rt.stats.out += 1
-                continue
-            pending = _take(y, rt, v, out, counting)
+        for i, v in enumerate(items):
+            pending = _call(fn, rt, v, out, counting)
             if pending is not None:
-                return _finish(entries, k, pending, v, out, items[i:], counting)
+                return _finish(entries, k, pending, v, out, items[i + 1:], counting)
         items = out
     return items
 
@@ -189,14 +189,7 @@ async def _finish(entries: Sequence[Entry], k: int, pending: Any, item: Any, out
 
 
 async def _step_async(fn: Callable[[Any], Any], rt: StepRuntime, v: Any, out: list, counting: bool) -> None:
-    if counting:
-        rt.stats.inp += 1
-    try:
-        y = fn(v)
-    except Exception as exc:
-        _failed(rt, exc, v, out)
-        return
-    pending = _take(y, rt, v, out, counting)
+    pending = _call(fn, rt, v, out, counting)
     if pending is not None:
         await _collect(pending, rt, v, out, counting)
 
