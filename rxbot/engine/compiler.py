@@ -50,8 +50,15 @@ def inlinable_route(step: Any) -> bool:
 
 
 def fusable(step: Any) -> bool:
-    """Does the optimisation pass put ``step`` into a generated segment?"""
-    return config.fusion and (runs_inline(step) or inlinable_route(step))
+    """Does the optimisation pass put ``step`` into a generated segment?
+
+    Sync steps and Filter, and an all-sync BlockedJoin (with any routes nested in it):
+    run inline it costs ~3 µs an item instead of ~350 µs for a fresh subscription of
+    its branches per item. An all-sync Branch/Return/Fork/Join at the top could run
+    inline too, but measured it is no faster (Branch) or 45% slower (Join of three
+    one-step branches) than the route operator feeding fused branch segments, so the
+    pass leaves it to that operator."""
+    return config.fusion and (runs_inline(step) or isinstance(step, BlockedJoin) and inlinable_route(step))
 
 
 class Builder:
