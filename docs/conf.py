@@ -4,8 +4,9 @@ Build (warnings are errors, as in tests/test_docs.py)::
 
     python -m sphinx -W --keep-going -b html docs docs/_build/html
 
-The pages are MyST markdown; the API is described by hand in the pages, so the build
-imports nothing from rxbot except its version.
+The pages are MyST markdown. ``api.md`` is generated from the docstrings with autodoc,
+so the build imports rxbot (from this checkout: the folder above is put first on
+``sys.path``).
 """
 from __future__ import annotations
 
@@ -24,7 +25,15 @@ author = "rxbot contributors"
 copyright = "rxbot contributors"
 version = ".".join(release.split(".")[:2])
 
-extensions = ["myst_parser"]
+extensions = ["myst_parser", "sphinx.ext.autodoc"]
+
+# API reference (api.md): members in source order, type hints in the description
+# rather than in the signature line, so signatures fit the page
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_format = "short"
+autodoc_default_options = {"members": True, "show-inheritance": False}
+autodoc_preserve_defaults = True
 source_suffix = {".md": "markdown"}
 root_doc = "index"
 exclude_patterns = ["_build", "images/*.dot", "make_images.py", "Thumbs.db", ".DS_Store"]
@@ -41,3 +50,5 @@ html_theme_options = {
     "sidebar_width": "230px",
 }
 pygments_style = "sphinx"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]  # long output lines wrap instead of leaving the page

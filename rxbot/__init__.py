@@ -1,4 +1,5 @@
 """rxbot: databot-style data-flow pipelines on reactivex and asyncio."""
+from typing import Any
 import logging as _logging
 
 from .botframe import BotFrame
@@ -11,6 +12,7 @@ from .redact import install_log_filter as _install_log_filter
 from .step import Step
 
 _install_log_filter(_logging.getLogger("rxbot"))  # every rxbot log line is redacted
+from . import logs as _logs  # noqa: E402,F401 - and carries one 'rxbot:' prefix
 
 __version__ = "0.1.0"
 
@@ -22,7 +24,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # HTTP and file nodes import aiohttp/aiofiles; load them on first use only.
     if name in ("HttpLoader", "HttpRequest", "HttpResponse"):
         from . import http

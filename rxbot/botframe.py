@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Any, List, Sequence
+from typing import TYPE_CHECKING, Any, List, Sequence
 
 from . import registry
 from .config import config
 from .errors import PipelineError
-from .replay import session as replay_session
+from .replay.session import session as replay_session
+
+if TYPE_CHECKING:
+    from .engine.context import RunReport
 
 
 class _LiveBots:
@@ -32,6 +35,11 @@ class BotFrame:
     #: when not None, run()/run_async() only record the pipes here (``rxbot render``
     #: uses this to draw a script's pipes without running them)
     _dry_run: List[Any] | None = None
+    #: BotFrame.render() was used: pipes left pending at exit were meant to be drawn only
+    _drawn = False
+    #: the report of the last run that ended (also failed or interrupted ones);
+    #: ``rxbot run --report`` prints it
+    last_report: Any = None
 
     @classmethod
     def dry_run(cls) -> "_DryRun":
@@ -64,7 +72,7 @@ class BotFrame:
         return chosen
 
     @classmethod
-    async def run_async(cls, pipes: Sequence[Any] | None = None):
+    async def run_async(cls, pipes: Sequence[Any] | None = None) -> "RunReport":
         """Run inside an already running event loop (Jupyter, an aiohttp app, ...)."""
         from .engine import run_pipes
 
@@ -85,16 +93,30 @@ class BotFrame:
         finally:
             for p in chosen:
                 p._running = False
+            BotFrame.last_report = _report_of(chosen)
 
     @classmethod
-    def run(cls, pipes: Sequence[Any] | None = None):
+    def run(cls, pipes: Sequence[Any] | None = None, *, stats: Any = None,
+            interval: float | None = None) -> "RunReport":
         """Run every pending pipe to completion; return the run report.
 
         Raises the first exception of a failed run (``raise`` policy), with the step
-        name and item attached as a note.
+        name and item attached as a note; uncaught, it prints short (the user's frames
+        and the step/item line; ``RXBOT_DEBUG=1`` for everything). Ctrl-C prints one
+        line and the report instead of a traceback.
+
+        ``stats``: a callable given the per-step counters every ``interval`` seconds
+        and once at the end (see :mod:`rxbot.stats`); same as ``config.stats_hook``.
         """
         if cls._dry_run is not None:
             return asyncio.run(cls.run_async(pipes))
+        from . import errors_display
+        from .stats import hooked
+
+        errors_display.install()
+        from .logs import apply
+
+        apply(config.log_level)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -104,19 +126,25 @@ class BotFrame:
                 "BotFrame.run() was called inside a running event loop; use "
                 "'await BotFrame.run_async()' (or 'await pipe.run_async()') there instead"
             )
-        return asyncio.run(cls._run_with_signals(pipes))
+        chosen = cls._take(pipes)
+        try:
+            with hooked(stats, interval):
+                return asyncio.run(cls._run_with_signals(chosen))
+        except KeyboardInterrupt as exc:
+            raise errors_display.mark_interrupted(exc, _report_of(chosen))
 
     @classmethod
-    async def _run_with_signals(cls, pipes: Sequence[Any] | None):
+    async def _run_with_signals(cls, pipes: Sequence[Any] | None) -> "RunReport":
         """SIGTERM cancels the run like Ctrl-C does, so sources stop and every node,
         session and file is closed before the process exits (status 143)."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
-        terminated = []
+        terminated: List[bool] = []
 
         def on_sigterm() -> None:
             terminated.append(True)
-            task.cancel()
+            if task is not None:
+                task.cancel()
 
         try:
             loop.add_signal_handler(signal.SIGTERM, on_sigterm)
@@ -127,6 +155,9 @@ class BotFrame:
             return await cls.run_async(pipes)
         except asyncio.CancelledError:
             if terminated:
+                from .errors_display import print_interruption
+
+                print_interruption(_report_of(pipes or ()), "terminated")
                 raise SystemExit(128 + signal.SIGTERM) from None
             raise
         finally:
@@ -134,11 +165,17 @@ class BotFrame:
                 loop.remove_signal_handler(signal.SIGTERM)
 
     @classmethod
-    def render(cls, path: str, format: str | None = None, pipes: Sequence[Any] | None = None, **kwargs: Any):
+    def render(cls, path: str, format: str | None = None, pipes: Sequence[Any] | None = None,
+               **kwargs: Any) -> str:
         """Draw every pending pipe (they are not run or consumed)."""
         from .render import render
 
-        return render(list(cls._pending) if pipes is None else list(pipes), path, format=format, **kwargs)
+        chosen = list(cls._pending) if pipes is None else list(pipes)
+        if cls._dry_run is not None:  # ``rxbot render`` draws what the script would draw
+            cls._dry_run.extend(p for p in chosen if p not in cls._dry_run)
+            return path
+        cls._drawn = True
+        return render(chosen, path, format=format, **kwargs)
 
     @classmethod
     def debug(cls) -> str:
@@ -170,7 +207,7 @@ def claim_pipes(pipes: Sequence[Any]) -> None:
 
 
 class _DryRun:
-    def __init__(self, frame: type) -> None:
+    def __init__(self, frame: type[BotFrame]) -> None:
         self.frame = frame
 
     def __enter__(self) -> List[Any]:
@@ -178,13 +215,18 @@ class _DryRun:
         return self.frame._dry_run
 
     def __exit__(self, *exc: Any) -> None:
-        recorded = self.frame._dry_run or []
+        recorded = self.frame._dry_run if self.frame._dry_run is not None else []
         # pipes built but never passed to run() are part of the script too
         recorded.extend(p for p in self.frame._take(None) if p not in recorded)
         self.frame._dry_run = None
 
 
-def _render(pipes: Sequence[Any], path: str, format: str | None = None, **kwargs: Any):
+def _report_of(pipes: Sequence[Any]) -> "RunReport | None":
+    """The report of the run these pipes were part of (set when the run ends)."""
+    return next((p.report for p in pipes if getattr(p, "report", None) is not None), None)
+
+
+def _render(pipes: Sequence[Any], path: str, format: str | None = None, **kwargs: Any) -> Any:
     from .render import render
 
     return render(pipes, path, format=format, **kwargs)
@@ -193,5 +235,14 @@ def _render(pipes: Sequence[Any], path: str, format: str | None = None, **kwargs
 registry.provide("run", BotFrame.run)
 registry.provide("run_async", BotFrame.run_async)
 registry.provide("render", _render)
+
+
+def _registered(pipe: Any) -> None:
+    from .unrun import watch  # warn at exit if it is never run
+
+    watch(BotFrame.pipes, lambda: BotFrame._drawn or BotFrame._dry_run is not None)
+
+
+registry.provide("registered", _registered)
 
 __all__ = ["BotFrame"]

@@ -12,10 +12,10 @@ import argparse
 import os
 import runpy
 import sys
-import traceback
 from typing import Any, Callable, List, Optional, Sequence
 
 from .config import POLICIES
+from .config_env import LOG_LEVELS
 
 Handler = Callable[[argparse.Namespace], int]
 Registrar = Callable[[Any], None]
@@ -50,15 +50,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:  # 'rxbot' alone: say what it can do
+        parser.print_help()
+        return 0
     extra: List[str] = []
     if "--" in argv:  # split here: argparse's sub-commands mishandle a bare '--'
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
-    args = parser.parse_args(argv)
-    if extra:
+    args, unknown = parser.parse_known_args(argv)
+    if unknown or extra:
         if not hasattr(args, "script_args"):
-            parser.error("arguments after '--' are passed to the script of 'rxbot run' only")
-        args.script_args = [*args.script_args, *extra]
+            parser.error(f"unrecognized arguments: {' '.join(unknown or extra)} (arguments after "
+                         "the script go to it with 'rxbot run' only)")
+        # 'rxbot run job.py --day 3': what rxbot does not know goes to the script
+        args.script_args = [*args.script_args, *unknown, *extra]
     return int(args.handler(args) or 0)
 
 
@@ -85,7 +90,9 @@ def _exec_script(script: str, script_args: Sequence[str] = ()) -> None:
 
 
 def _script_failed(command: str, script: str) -> int:
-    traceback.print_exc()
+    from .errors_display import print_short
+
+    print_short(sys.exc_info()[1] or RuntimeError("unknown failure"))
     print(f"rxbot {command}: {script} failed (traceback above)", file=sys.stderr)
     return 1
 
@@ -125,8 +132,14 @@ def _render(args: argparse.Namespace) -> int:
         if exc.code not in (None, 0):
             print(f"rxbot render: {args.script} exited with {exc.code!r}", file=sys.stderr)
             return exc.code if isinstance(exc.code, int) else 1
-    except Exception:
-        return _script_failed("render", args.script)
+    except Exception as exc:
+        if not recorded:
+            return _script_failed("render", args.script)
+        # the script went on after BotFrame.run() and used results a dry run has not
+        # produced (an empty report, no rows): draw what it built up to there
+        print(f"rxbot render: {args.script} stopped after building its pipes "
+              f"({type(exc).__name__}: {exc}); drawing the {len(recorded)} pipe(s) built",
+              file=sys.stderr)
     if not recorded:
         print(f"rxbot render: {args.script} built no Pipe; nothing to draw", file=sys.stderr)
         return 1
@@ -155,7 +168,16 @@ def _run_command(sub: Any) -> None:
                         "assignment in the script itself still wins)")
     p.add_argument("--progress", action="store_true",
                    help="show a live progress bar per pipe with per-step counts")
-    p.epilog = "Arguments after '--' go to the script: rxbot run job.py --policy ignore -- --day 3"
+    p.add_argument("--report", choices=("text", "json"), default=None,
+                   help="print the report of the script's last run to stderr when it ends")
+    p.add_argument("--report-file", default=None, metavar="PATH",
+                   help="write that report to PATH (JSON unless --report text)")
+    p.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default=None,
+                   help="level of rxbot's log lines (default WARNING; env RXBOT_LOG_LEVEL)")
+    p.add_argument("--debug", action="store_true",
+                   help="print full tracebacks, rxbot and asyncio frames included (env RXBOT_DEBUG=1)")
+    p.epilog = ("Arguments rxbot does not know go to the script: rxbot run job.py --day 3. "
+                "Use '--' when one looks like an rxbot option: rxbot run job.py -- --policy x")
     p.set_defaults(script_args=[])
     p.set_defaults(handler=_run)
 
@@ -169,6 +191,21 @@ def _run(args: argparse.Namespace) -> int:
         config.exception_policy = args.policy
     if args.progress:
         config.progress = True
+        from .progress import check_library
+
+        check_library()  # before the script starts: a missing tqdm means plain text
+    if args.log_level is not None:
+        config.log_level = args.log_level
+    if args.debug:
+        config.debug = True
+    try:
+        return _exec_and_status(args)
+    finally:
+        _write_report(args)
+
+
+def _exec_and_status(args: argparse.Namespace) -> int:
+    """Run the script; its exit status the way ``python script.py`` would give it."""
     try:
         _exec_script(args.script, args.script_args)
     except SystemExit as exc:
@@ -179,9 +216,32 @@ def _run(args: argparse.Namespace) -> int:
             return code
         print(code, file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:
+        from .errors_display import print_interruption
+
+        print_interruption(getattr(exc, "rxbot_report", None))
+        return 130
     except Exception:
         return _script_failed("run", args.script)
     return 0
+
+
+def _write_report(args: argparse.Namespace) -> None:
+    """``--report``/``--report-file``: the report of the script's last run."""
+    if args.report is None and args.report_file is None:
+        return
+    from .botframe import BotFrame
+
+    report = BotFrame.last_report
+    if report is None:
+        print("rxbot run: the script ran no pipe; no report", file=sys.stderr)
+        return
+    text = str(report) if args.report == "text" else report.to_json()
+    if args.report_file is not None:
+        with open(args.report_file, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    else:
+        print(text, file=sys.stderr)
 
 
 # -- demo ------------------------------------------------------------------------------
@@ -223,19 +283,30 @@ def _replay_command(sub: Any) -> None:
         help="manage the replay cache of failed runs",
         description="Replay caches live in .rxbot/replay/ next to a script (or config.replay_dir).",
     )
-    p.add_argument("--clear", action="store_true", required=True, help="delete the replay cache")
+    p.add_argument("--clear", action="store_true", help="delete the replay cache")
     p.add_argument("script", nargs="?", default=None,
-                   help="the script whose cache to clear (its .rxbot/replay folder)")
+                   help="'list' to show the caches, or the script whose cache to clear (its "
+                        ".rxbot/replay folder)")
+    p.add_argument("list_script", nargs="?", default=None, metavar="SCRIPT",
+                   help="with 'list': the script whose caches to show")
     p.add_argument("--dir", default=None,
                    help="cache folder (default: next to SCRIPT, else config.replay_dir or ./.rxbot/replay)")
-    p.set_defaults(handler=_replay)
+    p.set_defaults(handler=_replay, replay_parser=p)
 
 
 def _replay(args: argparse.Namespace) -> int:
     from .replay import ReplayPathError, clear_cache, default_root, replay_root
 
+    listing = args.script == "list" and not args.clear
+    script = args.list_script if listing else args.script
     root = args.dir if args.dir is not None else (
-        default_root(args.script) if args.script is not None else None)
+        default_root(script) if script is not None else None)
+    if listing:
+        from .replay_list import print_caches
+
+        return print_caches(replay_root(root))
+    if not args.clear:
+        args.replay_parser.error("say 'list' to show the caches or '--clear' to delete them")
     try:
         removed = clear_cache(root)
     except ReplayPathError as exc:

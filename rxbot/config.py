@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-POLICIES = ("raise", "ignore", "retry", "pipein")
+from .config_env import POLICIES, from_environment, suggest
 
 
 @dataclass
@@ -56,6 +56,17 @@ class Config:
     #: turns per-step counting on
     progress: bool = False
 
+    #: called with the per-step counters every ``stats_interval`` seconds and at the end
+    #: of a run (see :mod:`rxbot.stats`); turns per-step counting on
+    stats_hook: Any = None
+    stats_interval: float = 5.0
+
+    #: print Python's full traceback for uncaught errors (also ``RXBOT_DEBUG=1``); by
+    #: default engine and asyncio frames are hidden
+    debug: bool = False
+    #: level of the 'rxbot' logger (DEBUG, INFO, WARNING, ERROR); None leaves it alone
+    log_level: str | None = None
+
     replay_mode: bool = False
     replay_dir: str | None = None
     replay_serializer: str = "json"
@@ -72,6 +83,24 @@ class Config:
     execute_mode: int = 0
     joined_network: bool = True
     suppress_exception: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value in from_environment(os.environ, {f.name: f.type for f in fields(self)}).items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # a typo (config.exeption_policy = ...) must not be accepted and ignored
+        if name not in self.__dataclass_fields__:
+            raise AttributeError(f"rxbot config has no setting {name!r}{suggest(name, self.__dataclass_fields__)}")
+        object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:  # called only for names that do not exist
+        raise AttributeError(f"rxbot config has no setting {name!r}{suggest(name, self.__dataclass_fields__)}")
+
+    def counting(self) -> bool:
+        """Something watches the counters while the run goes on (progress, stats hook),
+        so sync steps must count even under the ``raise`` policy."""
+        return bool(self.progress or self.stats_hook is not None)
 
     def policy(self, value: Any = None) -> str:
         """The policy's name ('raise', ...) for a databot constant (0..3) or a name;

@@ -226,7 +226,7 @@ class Pipe:
         self.name = name
         self._finished = False
         self._running = False  # one run of this object at a time (BotFrame.run_async)
-        self.report = None
+        self.report: Any = None  # the RunReport of its last run
         registry.register(self)
 
     def _adopt(self) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, List, Sequence
+from typing import Any, List, Sequence, Set
 
-from .engine.context import RunContext, _order
+from .engine.context import RunContext
+from .report_io import order as _order
 
 log = logging.getLogger("rxbot")
 
@@ -97,8 +98,8 @@ class BotInfo:
 
 
 def _pipe_index(path: str) -> int | None:
-    index = getattr(path, "pipe_index", 0)  # a StepId; other keys (replay sources) have none
-    return index - 1 if index else None
+    pipe, _ = _order(path)
+    return pipe - 1 if pipe else None
 
 
 def _shown_runs() -> List[_Run]:
@@ -112,7 +113,7 @@ def bots() -> List[BotInfo]:
     only counted when ``config.metrics`` is on or the step's policy is not ``raise``)."""
     out: List[BotInfo] = []
     for run in _shown_runs():
-        uncounted = set()
+        uncounted: Set[int] = set()
         for seg in list(run.ctx.segments):
             seg.publish_counts(final=False)
             if not seg.counting:

@@ -17,6 +17,9 @@ _services: Dict[str, Callable[..., Any]] = {}
 
 def register(pipe: Any) -> None:
     pending.append(pipe)
+    registered = _services.get("registered")
+    if registered is not None:  # the façade watches for pipes built and never run
+        registered(pipe)
 
 
 def unregister(pipe: Any) -> None:
@@ -25,7 +28,8 @@ def unregister(pipe: Any) -> None:
 
 
 def provide(name: str, fn: Callable[..., Any]) -> None:
-    """A layer above the tree offers ``fn`` under ``name`` (``run``, ``run_async``, ``render``)."""
+    """A layer above the tree offers ``fn`` under ``name`` (``run``, ``run_async``,
+    ``render``, and ``registered``: called with each pipe as it registers)."""
     _services[name] = fn
 
 

@@ -31,15 +31,15 @@ Operators that move items to a later point in time cut that link. The source see
 step while the items wait in the operator, so the operator buffers everything the source
 produces in that time:
 
-==============================================  ===========================================
-operator                                         what it holds
-==============================================  ===========================================
-``delay(t)``, ``delay_subscription``             source rate × ``t``
-``buffer_with_time(t)``, ``window_with_time``    one window's worth of items
-``buffer_with_time_or_count(t, n)``              up to ``n`` (flushes early when full)
-``observe_on`` / ``subscribe_on`` (async sched)  unbounded: each item is queued as a task
-``to_list``, ``reduce``, ``group_by``, ``last``  the whole stream (by design)
-==============================================  ===========================================
+=================================================  ===========================================
+operator                                           what it holds
+=================================================  ===========================================
+``delay(t)``, ``delay_subscription``               source rate × ``t``
+``buffer_with_time(t)``, ``window_with_time``      one window's worth of items
+``buffer_with_time_or_count(t, n)``                up to ``n`` (flushes early when full)
+``observe_on`` / ``subscribe_on`` (async sched)    unbounded: each item is queued as a task
+``to_list``, ``reduce``, ``group_by``, ``last``    the whole stream (by design)
+=================================================  ===========================================
 
 A measured example: a 3000-item Loop feeding ``buffer_with_time(0.05)`` and then a slow
 step had all 3000 items pulled before the slow step took its first one. With ``map`` in

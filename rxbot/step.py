@@ -126,7 +126,12 @@ class Const:
     def label(self) -> str:
         # redacted before it is cut: a URL constant must not show its password or token
         # in a graph, a report or a replay manifest
-        return short_repr(self.value, 30)
+        text = short_repr(self.value, 10_000)
+        if len(text) <= 30:
+            return text
+        if isinstance(self.value, (str, bytes)) and text[-1] in "'\"":
+            return text[:27] + "..." + text[-1]  # keep the closing quote: 'http://...'
+        return text[:27] + "..."
 
     def __repr__(self) -> str:
         return f"Const({self.label()})"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -147,7 +148,6 @@ def test_run_sets_replay_mode_and_exit_codes(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "the following arguments are required: COMMAND"),
     (["render"], "the following arguments are required: script"),
     (["render", "no-such-script.py"], "no such script: 'no-such-script.py'"),
     (["render", "JOB", "--format", "gif"], "invalid choice: 'gif'"),
@@ -208,6 +208,10 @@ def test_replay_clear_removes_a_failed_runs_cache(tmp_path):
     assert run.returncode != 0 and "ValueError" in run.stderr
     cache = tmp_path / ".rxbot" / "replay"
     assert cache.is_dir() and any(cache.rglob("*"))
+    listed = rxbot("replay", "list", str(script), cwd=REPO)  # a real cache, listed
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[0] == f"rxbot replay: caches in {cache}"
+    assert re.search(r"^  \S+  \d+ files?, [\d.]+ (B|kB), \d{4}-", listed.stdout, re.M), listed.stdout
     cleared = subprocess.run([sys.executable, "-m", "rxbot", "replay", "--clear", str(script)],
                              capture_output=True, text=True, timeout=60)
     assert cleared.returncode == 0 and "cleared 1 cache(s)" in cleared.stdout
@@ -235,3 +239,123 @@ def test_run_passes_arguments_after_double_dash_to_the_script(tmp_path):
                            "--", "--day", "3"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "['--day', '3'] ignore"
+
+
+EXAMPLES = sorted((REPO / "examples").glob("*.py"))
+#: files an example's own code writes before it builds its pipes (not a step's doing)
+SCRIPT_FILES = {"baidu_spider_joined.py": {Path("baidu.db")}}
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_render_works_on_every_shipped_example(tmp_path, example):
+    """Every example draws, none runs a step or writes a file: scripts that go on after
+    BotFrame.run() with the (empty) results of a dry run get their pipes drawn anyway."""
+    out = tmp_path / "graph.dot"
+    proc = rxbot("render", str(example), "-f", "dot", "-o", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == str(out)
+    text = out.read_text()
+    assert '"P1[1]"' in text and "->" in text
+    written = [p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()]
+    # no step ran, no other file was written
+    assert set(written) == {Path("graph.dot")} | SCRIPT_FILES.get(example.name, set())
+
+
+def test_render_draws_a_script_that_forgot_run(tmp_path):
+    job = script(tmp_path, """
+        from rxbot import Loop, Pipe
+        def double(x):
+            return x * 2
+        Pipe(Loop(range(3)), double, print)
+    """)
+    proc = rxbot("render", str(job), "-f", "dot", "-o", str(tmp_path / "g.dot"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "double" in (tmp_path / "g.dot").read_text()
+    assert "never run" not in proc.stderr  # drawing is what was asked for
+
+
+def test_rxbot_alone_prints_help():
+    proc = rxbot(cwd=REPO)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("usage: rxbot") and "render" in proc.stdout and "run" in proc.stdout
+
+
+def test_script_arguments_need_no_double_dash(tmp_path):
+    job = script(tmp_path, """
+        import sys
+        print(sys.argv[1:])
+    """)
+    proc = rxbot("run", str(job), "--day", "3", "--policy", "ignore", "-v", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    # --policy is rxbot's own; what rxbot does not know goes to the script, in order
+    assert proc.stdout.strip() == "['--day', '3', '-v']"
+    proc = rxbot("run", str(job), "--day", "3", "--", "--policy", "x", cwd=tmp_path)
+    assert proc.stdout.strip() == "['--day', '3', '--policy', 'x']"
+    proc = rxbot("render", str(job), "--bogus", cwd=tmp_path)
+    assert proc.returncode == 2 and "unrecognized arguments: --bogus" in proc.stderr
+
+
+REPORTED = """
+    from rxbot import BotFrame, Loop, Pipe, config
+
+    def half(x):
+        return x // 2 if x % 2 == 0 else None
+
+    Pipe(Loop(range(6)), half, print)
+    BotFrame.run()
+"""
+
+
+def test_run_prints_the_report_as_json_or_text(tmp_path):
+    import json
+
+    job = script(tmp_path, REPORTED)
+    proc = rxbot("run", str(job), "--policy", "ignore", "--report", "json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stderr)
+    steps = {s["label"]: s for s in data["steps"]}
+    assert [s["label"] for s in data["steps"]] == ["Loop(range(0, 6))", "half", "print"]
+    assert steps["half"]["inp"] == 6 and steps["half"]["filtered"] == 3
+    assert steps["print"]["consumed"] == 3 and steps["print"]["filtered"] == 0 and steps["print"]["sink"]
+    assert proc.stdout.split() == ["0", "1", "2"]
+    proc = rxbot("run", str(job), "--policy", "ignore", "--report", "text",
+                 "--report-file", str(tmp_path / "r.txt"), cwd=tmp_path)
+    text = (tmp_path / "r.txt").read_text()
+    assert text.startswith("run finished in")
+    assert "P1[2] half: in=6 out=3 filtered=3\n" in text and "P1[3] print: in=3 out=0 consumed=3" in text
+
+
+def test_run_log_level_and_one_prefix(tmp_path):
+    job = script(tmp_path, """
+        from rxbot import BotFrame, Loop, Pipe, config
+        config.exception_policy = "ignore"
+        def bad(x):
+            raise ValueError("nope")
+        Pipe(Loop([1]), bad)
+        BotFrame.run()
+    """)
+    proc = rxbot("run", str(job), cwd=tmp_path)
+    assert proc.returncode == 0
+    assert proc.stderr.startswith("rxbot: dropped item 1 in step 'bad': ValueError: nope")
+    assert "rxbot: rxbot:" not in proc.stderr
+    quiet = rxbot("run", "--log-level", "error", str(job), cwd=tmp_path)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    # an application that configures logging with the logger's name gets one prefix too
+    configured = script(tmp_path, "import logging\n"
+                        "logging.basicConfig(format='%(name)s: %(message)s')\n"
+                        + job.read_text(), "configured.py")
+    proc = rxbot("run", str(configured), cwd=tmp_path)
+    assert proc.stderr == "rxbot: dropped item 1 in step 'bad': ValueError: nope\n"
+
+
+def test_replay_list_shows_caches(tmp_path):
+    cache = tmp_path / "cache"
+    assert rxbot("replay", "list", "--dir", str(cache), cwd=tmp_path).stdout.startswith(
+        f"rxbot replay: no cache in {cache}")
+    (cache / "job" / "abc").mkdir(parents=True)
+    (cache / "job" / "abc" / "data.jsonl").write_text("x" * 2048)
+    proc = rxbot("replay", "list", "--dir", str(cache), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"rxbot replay: caches in {cache}"
+    assert re.fullmatch(r"  job/abc  1 file, 2\.0 kB, \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", lines[1])

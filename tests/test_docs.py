@@ -30,9 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 #: pages whose snippets are checked here (boost.md and replay.md have their own owners)
 PAGES = ["index.md", "quickstart.md", "migration.md", "concepts.md", "nodes.md", "policies.md",
-         "rx.md", "performance.md", "cli.md"]
-#: pages that show only shell commands and outputs (checked by hand, see their text)
-NO_PYTHON = {"index.md", "cli.md"}
+         "rx.md", "performance.md", "cli.md", "mistakes.md", "api.md"]
+#: pages that show only shell commands and outputs (checked by hand, see their text), or
+#: are generated (api.md: autodoc)
+NO_PYTHON = {"index.md", "cli.md", "api.md"}
+#: the longest code line that fits the page without a scroll bar (alabaster, 1100px)
+CODE_WIDTH = 88
 
 Snippet = Tuple[int, str, Optional[str]]  # (line number, code, expected output or None)
 
@@ -104,6 +107,63 @@ def test_sphinx_build_has_no_warnings(tmp_path):
     assert (tmp_path / "html" / "index.html").exists()
     for page in PAGES + ["boost.md"]:
         assert (tmp_path / "html" / page.replace(".md", ".html")).exists(), page
+    # the API reference is generated from the docstrings
+    api = (tmp_path / "html" / "api.html").read_text(encoding="utf-8")
+    for name in ("rxbot.botframe.BotFrame", "rxbot.flow.Pipe", "rxbot.node.Timer",
+                 "rxbot.engine.context.RunReport", "rxbot.http.HttpLoader", "rxbot.db.mysql.Query"):
+        assert f'id="{name}"' in api, name
+    assert "Run every pending pipe to completion" in api  # BotFrame.run's docstring
+    assert "RXBOT_SHUTDOWN_GRACE" in api  # rxbot.config_env's table of variables
+    # long output lines wrap in the page (docs/_static/custom.css)
+    assert "custom.css" in (tmp_path / "html" / "index.html").read_text(encoding="utf-8")
+
+
+def code_blocks(text: str) -> List[Tuple[int, str, List[str]]]:
+    """Every fenced block of a page: (line number, language, lines)."""
+    blocks, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        if lines[i].startswith("```"):
+            j = i + 1
+            while j < len(lines) and lines[j].rstrip() != "```":
+                j += 1
+            blocks.append((i + 1, lines[i][3:].strip(), lines[i + 1:j]))
+            i = j
+        i += 1
+    return blocks
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.md")) + ["../README.md"])
+def test_code_fits_the_page(page):
+    """Python code lines fit the page width; output (text) blocks may be longer because
+    the stylesheet wraps them."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    too_long = [(start + k + 1, line) for start, lang, lines in code_blocks(text)
+                if lang in ("python", "bash", "")
+                for k, line in enumerate(lines) if len(line) > CODE_WIDTH]
+    assert not too_long, f"{page}: code lines longer than {CODE_WIDTH} characters: {too_long}"
+
+
+def test_readme_first_example_runs_as_pasted(tmp_path):
+    """The README's first example starts the bundled price server itself, so it runs
+    exactly as pasted (offline)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    first = code_blocks(readme)[0]
+    assert first[1] == "python"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", "\n".join(first[2])], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    prices = proc.stdout.split()
+    assert len(prices) == 3 and all(float(p) > 0 for p in prices)
+    assert proc.stderr == ""
+
+
+def test_readme_setup_commands_are_what_ci_runs():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "pip install -e . && python -m rxbot demo" in readme
+    assert "pip install -e '.[test]' && python -m pytest" in readme
+    assert "pip install -e '.[test]' && python -m pytest" in ci
 
 
 def test_every_page_is_in_the_toctree():

@@ -74,7 +74,7 @@ def test_baidu_spider_joined_calls_debug_from_a_timer_and_inserts_every_entry(tm
     assert "asyncio — Asynchronous I/O | page 1 #1" in lines
     assert "PEP 3156 – Asynchronous IO Support Rebooted | page 3 #1" in lines
     # BotFrame.debug() from the Timer step logged the live run at every tick
-    heads = [line for line in stderr if line.startswith("INFO:rxbot:rxbot: 2 pipe(s) running for ")]
+    heads = [line for line in stderr if line.startswith("INFO:rxbot:2 pipe(s) running for ")]
     assert len(heads) >= 2
     first = stderr.index(heads[0])
     assert stderr[first + 1:first + 3] == ["  P1[1] Loop(list[2]): in=1 out=2 failed=0 in_flight=0",
@@ -82,3 +82,11 @@ def test_baidu_spider_joined_calls_debug_from_a_timer_and_inserts_every_entry(tm
     assert any(line.startswith("  P1[5] Insert: insert into baidu") and "in=11 out=11" in line
                for line in stderr)  # a later snapshot saw every row go in
     assert (tmp_path / "baiduspider.dot").read_text().startswith("digraph")
+
+
+def test_prometheus_exporter_example(tmp_path):
+    pytest.importorskip("prometheus_client", reason="the rxbot[prometheus] extra")
+    lines = run_example("prometheus_exporter.py", tmp_path)
+    assert re.fullmatch(r"metrics on http://127\.0\.0\.1:\d+/metrics", lines[0])
+    assert "  P1[2] fetch: in=300 out=300" in lines
+    assert "  P1[3] big: in=300 out=290 filtered=10" in lines

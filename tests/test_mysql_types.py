@@ -96,7 +96,7 @@ def test_bytes_bind_in_a_positional_query(mysql_params, table):
 def test_a_dict_that_is_not_json_able_is_a_clear_error_naming_node_and_placeholder(mysql_params, table):
     make, raw = table
     name = make("JSON")
-    config.on_error = "raise"
+    config.exception_policy = "raise"
     with pytest.raises(ParameterError, match=r"Insert: .*the mapping bound to \{v\} .*not JSON-able"):
         Pipe([{"id": 1, "v": {"when": datetime.date(2024, 1, 1)}}],
              Insert(f"INSERT INTO {name} (id, v) VALUES ({{id}}, {{v}})", **mysql_params)).run()

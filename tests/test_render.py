@@ -171,7 +171,7 @@ def test_linear_pipe_labels_and_edges():
         "P1[1]": "Loop(range(0, 10))",
         "P1[2]": "double",
         "P1[3]": f"<lambda> line {line}",
-        "P1[4]": "'a constant much longer tha...",
+        "P1[4]": "'a constant much longer tha...'",
         "P1[5]": "rx.buffer_with_count(3)",
         "P1[6]": "Timer(2s)",
     }

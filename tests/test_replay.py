@@ -229,8 +229,10 @@ def test_the_worked_example_of_the_docs_runs_as_shown(tmp_path):
         assert len(logged) == len(shown)
         for got, want in zip(logged, shown):
             assert re.fullmatch(".*".join(map(re.escape, want.split("..."))), got), (got, want)
-        if "Traceback (most recent call last):" in lines:
-            assert proc.returncode == 1 and proc.stderr.rstrip().endswith("\n".join(lines[-2:]))
+        if any(x.startswith("Traceback (most recent call last") for x in lines):
+            # the short form of an uncaught error (issue 19): step line, user frames, error
+            assert proc.returncode == 1 and proc.stderr.rstrip().endswith(lines[-1])
+            assert all(x in proc.stderr for x in lines if x.startswith(("rxbot: raised", "Traceback")))
         else:
             assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / ".rxbot").exists()

@@ -177,6 +177,7 @@ class RowMapper:
 
     def _plan(self, cols: Tuple[str, ...]) -> str:
         cls = self.map_class
+        assert cls is not None  # a plan is made only for a map_class
         try:
             sig = inspect.signature(cls)
         except (TypeError, ValueError):

@@ -25,6 +25,8 @@ log = logging.getLogger("rxbot")
 class _MySQL(SqlNode):
     """Connection handling shared by Query and Insert."""
 
+    fetch_size: int  # set by QueryNode (Query reads with it; Insert never does)
+
     paramstyle = PYFORMAT
     backslash_escapes = True
     #: Query reads in autocommit mode so that a pooled connection never keeps an old
@@ -57,6 +59,7 @@ class _MySQL(SqlNode):
 
     async def _open(self) -> None:
         timeout = self.connect_timeout
+        assert timeout is not None  # checked without allow_none in _setup
         try:
             # connect_timeout covers the TCP connect only; the outer wait_for also bounds a
             # server that accepts and then never answers the handshake.
@@ -165,7 +168,7 @@ class _MySQL(SqlNode):
         if isinstance(exc, pymysql.err.InterfaceError):  # the connection was closed
             return True
         if isinstance(exc, pymysql.err.MySQLError):
-            args = getattr(exc, "args", ())
+            args: Tuple[Any, ...] = getattr(exc, "args", ())
             return bool(args) and args[0] in _TRANSIENT_CODES
         return isinstance(exc, (ConnectionError, asyncio.TimeoutError))
 
@@ -176,10 +179,21 @@ _TRANSIENT_CODES = frozenset({1205, 1213, 2003, 2006, 2013, 2055})
 
 
 def _describe(exc: BaseException) -> str:
-    args = getattr(exc, "args", ())
-    if len(args) == 2 and isinstance(args[0], int):
-        return f"({args[0]}) {args[1]}"
-    return f"{type(exc).__name__}: {exc}"
+    """The driver's message plus its root cause (pymysql's 2003 alone does not say
+    whether the port was closed or the name did not resolve) and what to check."""
+    args: Tuple[Any, ...] = getattr(exc, "args", ())
+    text = f"({args[0]}) {args[1]}" if len(args) == 2 and isinstance(args[0], int) else f"{type(exc).__name__}: {exc}"
+    root = exc
+    for _ in range(10):  # bounded: a chain can loop
+        nxt = root.__cause__ or root.__context__
+        if nxt is None:
+            break
+        root = nxt
+    if root is not exc:
+        text += f" ({type(root).__name__}: {root})"
+    if args and args[0] in (1044, 1045):
+        return text + "; check user, password and db"
+    return text + "; check host, port and that the server is running" if args and args[0] == 2003 else text
 
 
 class Query(_MySQL, QueryNode):

@@ -43,6 +43,7 @@ def _key(path: str) -> str:
 
 
 class _SQLite(SqlNode):
+    fetch_size: int  # set by QueryNode (Query reads with it; Insert never does)
     paramstyle = SQLITE
     backslash_escapes = False
 
@@ -62,11 +63,12 @@ class _SQLite(SqlNode):
 
     async def _open(self) -> None:
         slot = (id(asyncio.get_running_loop()), _key(self.path))
-        shared = _connections.get(slot)
+        shared: _Shared | None = _connections.get(slot)
         if shared is None:
             pending = _opening.get(slot)
             if pending is not None:  # another node of this run is opening it right now
                 shared = await asyncio.shield(pending)
+                assert shared is not None
             else:
                 fut = _opening[slot] = asyncio.get_running_loop().create_future()
                 try:

@@ -88,13 +88,19 @@ class Builder:
         return ops_rev, bounds
 
     def build_span(self, steps: Sequence[Any], first: int, last: int, downstream: List[Boundary],
-                   path: StepId | str, terminal: bool = False) -> Tuple[Callable, List[Boundary], Any]:
+                   path: StepId | str, terminal: bool = False,
+                   sink: bool | None = None) -> Tuple[Callable, List[Boundary], Any]:
         """One operator for ``steps[first:last + 1]`` — a run of inline steps, or a
         single step of any kind — given the boundaries below it. Returns the operator,
         the boundaries at or below its head, and its plan (None for a route or a raw Rx
-        operator). Replay builds top-level steps one at a time through here."""
+        operator). Replay builds top-level steps one at a time through here.
+        ``sink`` (default: ``terminal``): the last step is the end of its pipe for the
+        report, even when a recorder reads its output."""
         path = StepId.of(path)
         step = steps[last]
+        if (terminal if sink is None else sink) and not isinstance(step, Route):
+            # report: what a sink (a last step nobody reads from) drops is consumed
+            self.ctx.report.sinks.add(path.step(last + 1, step.label()))
         if fusable(step):
             plan = self._fused_plan(steps, first, last, downstream, path, terminal)
             return fused_segment(self.ctx, plan), downstream + [plan.boundary], plan
@@ -165,7 +171,7 @@ class Builder:
                 else:
                     entries.append((callable_of(s), srt))
             branches.append(entries)
-        counting = bool(config.metrics if config.metrics is not None else config.progress or any(
+        counting = bool(config.metrics if config.metrics is not None else config.counting() or any(
             srt.policy != "raise" for entries in branches for _, srt in entries))
         if isinstance(step, BlockedJoin):
             self._mark_blocked_join(known)

@@ -6,7 +6,7 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Set, Tuple
 
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
@@ -31,6 +31,9 @@ class RunReport:
     dead_letters: List[StepError] = field(default_factory=list)
     seconds: float = 0.0
     error: BaseException | None = None
+    #: steps whose output nobody consumes (end of a pipe or of a discarding branch): a
+    #: None they return is an item consumed, not filtered
+    sinks: Set[str] = field(default_factory=set)
     #: (step, item) of every boosted call still running when the shutdown grace ran out
     abandoned: List[Tuple[str, Any]] = field(default_factory=list)
     #: top-level steps whose raise was deferred (see :mod:`rxbot.engine.hooks`)
@@ -47,20 +50,26 @@ class RunReport:
         raise KeyError(label)
 
     def totals(self) -> Dict[str, int]:
-        keys = ("inp", "out", "filtered", "dropped", "failed", "retried", "cancelled", "closed")
-        return {k: sum(getattr(s, k) for s in self.steps.values()) for k in keys}
+        from ..report_io import totals
+
+        return totals(self)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The report as plain data, ready for JSON (see :func:`rxbot.report_io.to_dict`)."""
+        from ..report_io import to_dict
+
+        return to_dict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """The report as JSON text (``rxbot run --report json`` prints this)."""
+        from ..report_io import to_json
+
+        return to_json(self, indent)
 
     def __str__(self) -> str:
-        lines = [f"run finished in {self.seconds:.3f}s"]
-        for path in sorted(self.steps, key=_order):
-            s = self.steps[path]
-            lines.append(f"  {path}: in={s.inp} out={s.out} filtered={s.filtered} "
-                         f"dropped={s.dropped} failed={s.failed} retried={s.retried}"
-                         + (f" cancelled={s.cancelled}" if s.cancelled else "")
-                         + (f" closed={s.closed}" if s.closed else ""))
-        for step, item in self.abandoned:
-            lines.append(f"  abandoned after the shutdown grace: step {step!r} on item {short_repr(item)}")
-        return "\n".join(lines)
+        from ..report_io import to_text
+
+        return to_text(self)
 
 
 def _order(path: str) -> tuple:

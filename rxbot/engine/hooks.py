@@ -168,7 +168,7 @@ def build_pipe(builder: "Builder", ctx: "RunContext", steps: Sequence[Any], inde
             ops_rev.append(recorder)
         known = set(ctx.runtimes)
         op, bounds, _ = builder.build_span(steps, k - 1, k - 1, bounds, path,
-                                           terminal=k == m and recorder is None)
+                                           terminal=k == m and recorder is None, sink=k == m)
         for where in ctx.runtimes.keys() - known:  # this step's runtimes, nested ones too
             if not ctx.runtimes[where].in_blocked_join:
                 ctx.runtimes[where].top = (index, k)

@@ -5,7 +5,6 @@ import asyncio
 from typing import List, Sequence
 
 from .. import live
-from ..config import config
 from ..flow import Pipe
 from ..node import Node
 from ..walk import StepId, nodes_in
@@ -36,12 +35,9 @@ async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None) -> Run
         async with run_scope(ctx, nodes_of(pipes), after_shutdown=lambda: live.ended(ctx)):
             builder = Builder(ctx)
             ends = [_start(pipe, builder, ctx, root, hooks) for pipe, root in zip(pipes, roots)]
-            if config.progress:
-                from ..progress import Progress
+            from ..stats import attach as attach_watchers  # progress bars, the stats hook
 
-                progress = Progress(pipes, ctx.report)
-                ctx.spawn(progress.run())
-                ctx.on_shutdown(progress.close)  # after the segments publish their counts
+            attach_watchers(ctx, pipes)
             await until_end(ctx, ends)
     except BaseException as exc:
         raised = exc

@@ -420,7 +420,7 @@ class HttpLoader(Node):
             # the engine's slots bound requests in flight; a pool limit below them would
             # only make requests queue inside aiohttp, where the timeout already runs
             limit=0,
-            ssl=self.verify_ssl if isinstance(self.verify_ssl, _ssl.SSLContext) else (None if self.verify_ssl else False),
+            ssl=self.verify_ssl if isinstance(self.verify_ssl, _ssl.SSLContext) else bool(self.verify_ssl),
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -583,6 +583,7 @@ class _Call:
             self.attempt += 1
             attempt = self.attempt
             failure: HttpError | None = None
+            last: HttpError | HttpResponse | None  # what the next attempt's log line names
             try:
                 async with self.session.request(method, url, proxy=loader.proxy, **self.spec) as resp:
                     body = await loader.read_body(resp, method, url, attempt)

@@ -17,7 +17,7 @@ import secrets
 import stat
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import AbstractSet, Any, List, Optional
 
 from ..config import config
 
@@ -144,7 +144,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def remove_ours(folder: Path, keep: set = frozenset()) -> None:
+def remove_ours(folder: Path, keep: AbstractSet[str] = frozenset()) -> None:
     """Delete rxbot's files in ``folder`` except ``keep`` (links are never deleted)."""
     try:
         names = os.listdir(folder)

@@ -81,7 +81,7 @@ class _Segment(Subscription):
                           self.spawn)
         self.held = [False]  # results queue in the lane while it is busy
         self.captures: List[list] = []  # lazy results met while the lane worker runs code
-        counting = config.metrics if config.metrics is not None else config.progress or any(
+        counting = config.metrics if config.metrics is not None else config.counting() or any(
             rt.policy != "raise" for rt in runtimes)
         n = len(runtimes)
         self.counters = ([0] * n, [0] * n, [0] * n) if counting else None

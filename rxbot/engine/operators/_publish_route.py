@@ -44,14 +44,31 @@ def publish_route(rt: StepRuntime, match: Callable[[Any], bool], share: bool,
             return matched_tag, x
         return _MAIN, x
 
+    def to_branch(t: tuple) -> bool:
+        return t[0] == _BRANCH or t[0] == _BOTH
+
+    def to_main(t: tuple) -> bool:
+        return t[0] == _MAIN or t[0] == _BOTH
+
+    def is_errors(t: tuple) -> bool:
+        return t[0] == _ERRORS
+
+    def item(t: tuple) -> Any:
+        return t[1]
+
+    def errors_of(t: tuple) -> reactivex.Observable:
+        return reactivex.from_iterable(t[1])
+
     def selector(shared: reactivex.Observable) -> reactivex.Observable:
-        branches = [shared.pipe(ops.filter(lambda t: t[0] == _BRANCH or t[0] == _BOTH),
-                                ops.map(lambda t: t[1]), *b) for b in branch_ops]
-        main = shared.pipe(ops.filter(lambda t: t[0] == _MAIN or t[0] == _BOTH), ops.map(lambda t: t[1]))
-        errors = shared.pipe(ops.filter(lambda t: t[0] == _ERRORS),
-                             ops.concat_map(lambda t: reactivex.from_iterable(t[1])))
+        branches = [chain(shared, [ops.filter(to_branch), ops.map(item), *b]) for b in branch_ops]
+        main = shared.pipe(ops.filter(to_main), ops.map(item))
+        errors = shared.pipe(ops.filter(is_errors), ops.concat_map(errors_of))
         sources = [*branches, main, errors]
-        return reactivex.create(lambda observer, scheduler=None: merge_into(observer, sources, scheduler))
+
+        def merged(observer: Any, scheduler: Any = None) -> Any:
+            return merge_into(observer, sources, scheduler)
+
+        return reactivex.create(merged)
 
     def op(source: reactivex.Observable) -> reactivex.Observable:
         return source.pipe(ops.map(tag), ops.publish(selector))
@@ -74,7 +91,7 @@ def fork_join_each(ctx: Any, branch_ops: Sequence[List[Operator]]) -> Callable[[
                 done.set_exception(exc)
 
         subscription = reactivex.fork_join(
-            *(reactivex.of(item).pipe(*b, ops.to_list()) for b in branch_ops)
+            *(chain(reactivex.of(item), [*b, ops.to_list()]) for b in branch_ops)
         ).subscribe(on_next, on_error, scheduler=ctx.scheduler)
         try:
             results = await done
@@ -83,6 +100,13 @@ def fork_join_each(ctx: Any, branch_ops: Sequence[List[Operator]]) -> Callable[[
         return tuple(None if not r else r[0] if len(r) == 1 else r for r in results)
 
     return correlate
+
+
+def chain(source: reactivex.Observable, operators: Sequence[Any]) -> reactivex.Observable:
+    """``source.pipe(*operators)`` for a list built at run time."""
+    for op in operators:
+        source = op(source)
+    return source
 
 
 __all__ = ["publish_route", "fork_join_each"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable, List, Sequence
 
 import reactivex
+from reactivex.abc import DisposableBase
 from reactivex.disposable import CompositeDisposable, Disposable
 
 from ..policy import PIPEIN, RAISE, StepRuntime
@@ -22,7 +23,7 @@ def route(rt: StepRuntime, match: Callable[[Any], bool], share: bool, branch_ops
     stats = rt.stats
 
     def op(source: reactivex.Observable) -> reactivex.Observable:
-        def subscribe(observer: Any, scheduler: Any = None) -> Disposable:
+        def subscribe(observer: Any, scheduler: Any = None) -> DisposableBase:
             main = Outlet()
             ins = [Outlet() for _ in branch_ops]
             outs = [s.observable.pipe(*ops_b) for s, ops_b in zip(ins, branch_ops)]

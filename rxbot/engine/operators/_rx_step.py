@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import reactivex
-from reactivex.disposable import Disposable
+from reactivex.abc import DisposableBase
 
 from ...errors import annotate, short_repr
 from ._subscription import Operator
@@ -23,11 +23,11 @@ _NOTHING = object()
 
 def rx_step(op: Operator, label: str) -> Operator:
     def operator(source: reactivex.Observable) -> reactivex.Observable:
-        def subscribe(observer: Any, scheduler: Any = None) -> Disposable:
+        def subscribe(observer: Any, scheduler: Any = None) -> DisposableBase:
             last: Any = _NOTHING
             from_upstream: set = set()
 
-            def tracked_subscribe(inner: Any, sched: Any = None) -> Disposable:
+            def tracked_subscribe(inner: Any, sched: Any = None) -> DisposableBase:
                 def on_next(x: Any) -> None:
                     nonlocal last
                     last = x

@@ -14,6 +14,7 @@ import asyncio
 from typing import Any, Callable
 
 import reactivex
+from reactivex.abc import DisposableBase
 from reactivex.disposable import CompositeDisposable, Disposable
 from reactivex.observer.autodetachobserver import AutoDetachObserver
 
@@ -119,14 +120,14 @@ class Subscription:
         self.observer.on_error(exc)
 
 
-def operator_of(make: Callable[[Any], Subscription],
-                entry: Callable[[Subscription], Callable[[Any], None]] | None = None) -> Operator:
+def operator_of(make: Callable[[Any], Any],
+                entry: Callable[[Any], Callable[[Any], None]] | None = None) -> Operator:
     """The curried operator ``(source) -> Observable`` whose every subscription gets a
     fresh state ``make(observer)``, subscribed to ``source`` through ``entry(state)``
     (default: ``state.on_next``)."""
 
     def operator(source: reactivex.Observable) -> reactivex.Observable:
-        def subscribe(observer: Any, scheduler: Any = None) -> Disposable:
+        def subscribe(observer: Any, scheduler: Any = None) -> DisposableBase:
             state = make(observer)
             on_next = state.on_next if entry is None else entry(state)
             upstream = source.subscribe(on_next, state.on_error, state.on_completed, scheduler=scheduler)

@@ -1,0 +1,1 @@
+"""Stats hooks that publish a run's counters to monitoring systems (optional extras)."""
