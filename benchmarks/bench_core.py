@@ -29,7 +29,7 @@ from reactivex import operators as ops
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from benchmarks.common import Row, best_of_each, print_rows, quick_from_env, run_in_subprocess, unjudged
-from rxbot import BotFrame, Pipe, Step
+from rxbot import BotFrame, Pipe, Step, config
 
 # ============================================================================ B1
 # The same four functions serve every implementation, so only the plumbing differs.
@@ -87,6 +87,20 @@ def b1_rxbot(n: int) -> int:
     return box[0]
 
 
+def unfused(f: Callable[[int], int]) -> Callable[[int], int]:
+    """``f`` run on the honest unfused graph (``config.fusion = False``)."""
+    def run(n: int) -> int:
+        saved = config.fusion
+        config.fusion = False
+        try:
+            return f(n)
+        finally:
+            config.fusion = saved
+
+    run.__name__ = f"{f.__name__}_unfused"
+    return run
+
+
 def b1_rx_sync(n: int) -> int:
     """Rx's filter calls keep_even directly, like rxbot and the plain loop do: every
     item reaching it is x + 1 >= 1, so "not None" and "truthy" agree (a fair baseline:
@@ -134,6 +148,7 @@ B1_IMPLS: Dict[str, Callable[[int], int]] = {
     "reactivex sync": b1_rx_sync,
     "reactivex AsyncIOScheduler": b1_rx_asyncio,
     "aiostream": b1_aiostream,
+    "rxbot, unfused graph (map/flatten)": unfused(b1_rxbot),
 }
 
 
