@@ -11,8 +11,11 @@ callable in a Pipe is a per-item step.
 
 An exception raised inside a raw Rx operator (``ops.map(lambda x: 1 / x)``) is an Rx
 error. It ends the stream, and the run raises it whatever the exception policy, because
-an Rx operator cannot go on after ``on_error``. Per-item work that may fail belongs in a
-plain step, where ``ignore`` / ``retry`` / ``pipein`` apply.
+an Rx operator cannot go on after ``on_error`` (going on would mean subscribing the
+whole pipe again, re-running its sources). The error names the step: it carries
+``rxbot_step`` (the operator's label), ``rxbot_item`` (the last item that entered the
+operator) and a note saying so, like every step failure. Per-item work that may fail
+belongs in a plain step, where ``ignore`` / ``retry`` / ``pipein`` apply.
 
 Time-based operators (``throttle_first``, ``debounce``, ``sample``, ``delay``,
 ``buffer_with_time``, ``window_with_time``, ...) work because the engine subscribes with
