@@ -29,7 +29,7 @@ from reactivex import operators as ops
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from benchmarks.common import Row, best_of_each, print_rows, quick_from_env, run_in_subprocess, unjudged
-from rxbot import BotFrame, Pipe, Step
+from rxbot import BotFrame, Pipe, Step, config
 
 # ============================================================================ B1
 # The same four functions serve every implementation, so only the plumbing differs.
@@ -47,9 +47,11 @@ def triple(x: int) -> int:
     return x * 3
 
 
-def is_kept(x: int) -> bool:
-    """keep_even as a predicate, for libraries whose filter wants a bool."""
-    return keep_even(x) is not None
+def faster_or_slower(peer: float, rxbot: float) -> str:
+    """'rxbot 2.3x faster' or 'rxbot 1.4x slower' — never 'rxbot 0.8x faster'."""
+    if rxbot <= peer:
+        return f"rxbot {peer / rxbot:.1f}x faster"
+    return f"rxbot {rxbot / peer:.1f}x slower"
 
 
 def make_acc() -> tuple[Callable[[int], None], list]:
@@ -85,10 +87,27 @@ def b1_rxbot(n: int) -> int:
     return box[0]
 
 
+def unfused(f: Callable[[int], int]) -> Callable[[int], int]:
+    """``f`` run on the honest unfused graph (``config.fusion = False``)."""
+    def run(n: int) -> int:
+        saved = config.fusion
+        config.fusion = False
+        try:
+            return f(n)
+        finally:
+            config.fusion = saved
+
+    run.__name__ = f"{f.__name__}_unfused"
+    return run
+
+
 def b1_rx_sync(n: int) -> int:
+    """Rx's filter calls keep_even directly, like rxbot and the plain loop do: every
+    item reaching it is x + 1 >= 1, so "not None" and "truthy" agree (a fair baseline:
+    no extra wrapper call per item)."""
     acc, box = make_acc()
     reactivex.from_iterable(range(n)).pipe(
-        ops.map(inc), ops.filter(is_kept), ops.map(triple)
+        ops.map(inc), ops.filter(keep_even), ops.map(triple)
     ).subscribe(acc)
     return box[0]
 
@@ -100,7 +119,7 @@ def b1_rx_asyncio(n: int) -> int:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         reactivex.from_iterable(range(n), scheduler=AsyncIOScheduler(loop)).pipe(
-            ops.map(inc), ops.filter(is_kept), ops.map(triple)
+            ops.map(inc), ops.filter(keep_even), ops.map(triple)
         ).subscribe(acc, done.set_exception, lambda: done.set_result(None))
         await done
 
@@ -114,7 +133,7 @@ def b1_aiostream(n: int) -> int:
     acc, box = make_acc()
 
     async def go() -> None:
-        xs = stream.iterate(range(n)) | pipe.map(inc) | pipe.filter(is_kept) | pipe.map(triple)
+        xs = stream.iterate(range(n)) | pipe.map(inc) | pipe.filter(keep_even) | pipe.map(triple)
         async with xs.stream() as s:
             async for v in s:
                 acc(v)
@@ -129,6 +148,7 @@ B1_IMPLS: Dict[str, Callable[[int], int]] = {
     "reactivex sync": b1_rx_sync,
     "reactivex AsyncIOScheduler": b1_rx_asyncio,
     "aiostream": b1_aiostream,
+    "rxbot, unfused graph (map/flatten)": unfused(b1_rxbot),
 }
 
 
@@ -152,14 +172,14 @@ def bench_b1(n: int = 200_000, repeat: int = 3) -> List[Row]:
         note = "" if right else f"WRONG SUM {t.result} != {expected}"
         if name == "rxbot":
             slower = [k for k in rivals if timings[k].best <= rxbot]
-            ok = right and rxbot / base <= 3.0 and not slower
+            ok = right and rxbot / base <= 1.5 and not slower
             if slower:
                 note += f"{'; ' if note else ''}not faster than {', '.join(slower)}"
-            target = "<= 3x, < rx asyncio, < aiostream"
+            target = "<= 1.5x, < rx asyncio, < aiostream"
         else:
             ok = None if right else False
             if name != "plain loop":
-                note += f"{'; ' if note else ''}rxbot {t.best / rxbot:.1f}x faster"
+                note += f"{'; ' if note else ''}{faster_or_slower(t.best, rxbot)}"
             target = ""
         rows.append(Row("B1", name, t.best / n * 1e6, "µs/item", t.best / base, "plain loop",
                         target=target, ok=ok, note=note))

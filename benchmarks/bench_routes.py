@@ -6,6 +6,9 @@ control holds across a fan-out.
   result summed) and raw reactivex ``publish`` + ``merge``.
 * R2 — ``Branch(f1, side)`` then ``f2`` on the main pipe (a side flow), 100k items,
   against its plain loop.
+* R4 — ``BlockedJoin(f1, f2)`` (every branch per item, one tuple out), 100k items of
+  sync steps against its plain loop; and of async steps (50k) against
+  ``asyncio.gather(f1(x), f2(x))`` per item.
 * R3 — memory: a generator forked into a fast sync branch and a slow async branch,
   in a fresh interpreter; the slow branch must throttle the source (bounded RSS).
 
@@ -25,9 +28,9 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``rxbo
 import reactivex
 from reactivex import operators as ops
 
-from benchmarks.bench_core import make_acc
+from benchmarks.bench_core import make_acc, unfused
 from benchmarks.common import Row, best_of_each, print_rows, quick_from_env, run_in_subprocess, unjudged
-from rxbot import BotFrame, Branch, Fork, Join, Pipe
+from rxbot import BlockedJoin, BotFrame, Branch, Fork, Join, Pipe
 
 
 def f1(x: int) -> int:
@@ -100,25 +103,106 @@ def branch_rxbot(n: int) -> int:
     return box[0] + side_box[0]
 
 
+# ===================================================================== R4 BlockedJoin
+
+
+def pair_sum(t: tuple) -> int:
+    return t[0] + t[1]
+
+
+def blocked_expected(n: int) -> int:
+    """sum over x < n of (x+1) + 2x = 3*sum(x) + n."""
+    return 3 * (n * (n - 1) // 2) + n
+
+
+def blocked_plain(n: int) -> int:
+    acc, box = make_acc()
+    for x in range(n):
+        acc(pair_sum((f1(x), f2(x))))
+    return box[0]
+
+
+def blocked_rxbot(n: int) -> int:
+    acc, box = make_acc()
+    Pipe(range(n), BlockedJoin(f1, f2), pair_sum, acc)
+    BotFrame.run()
+    return box[0]
+
+
+async def af1(x: int) -> int:
+    return x + 1
+
+
+async def af2(x: int) -> int:
+    return x * 2
+
+
+def blocked_async_gather(n: int) -> int:
+    """The hand-written equivalent: both coroutines per item with asyncio.gather."""
+    acc, box = make_acc()
+
+    async def go() -> None:
+        for x in range(n):
+            acc(pair_sum(await asyncio.gather(af1(x), af2(x))))
+
+    asyncio.run(go())
+    return box[0]
+
+
+def blocked_async_rxbot(n: int) -> int:
+    acc, box = make_acc()
+    Pipe(range(n), BlockedJoin(af1, af2), pair_sum, acc)
+    BotFrame.run()
+    return box[0]
+
+
+#: group -> (row id, baseline name, target ratio or None)
+GROUPS = {
+    "Join": ("R1", "Join: plain loop", 2.0),
+    "Branch": ("R2", "Branch: plain loop", 2.0),
+    "BlockedJoin": ("R4", "BlockedJoin: plain loop", 3.0),
+    "async BlockedJoin": ("R4", "async BlockedJoin: asyncio.gather per item", None),
+}
+
+
 def bench_cpu(n: int = 100_000, repeat: int = 3) -> List[Row]:
+    n_async = max(1, n // 2)
     runs: Dict[str, Callable[[], Any]] = {
         "Join: plain loop": lambda: join_plain(n),
         "Join: rxbot Join(f1, f2, f3)": lambda: join_rxbot(n),
         "Join: reactivex publish+merge": lambda: join_rx_sync(n),
+        "Join: rxbot unfused graph (publish+merge)": lambda: unfused(join_rxbot)(n),
         "Branch: plain loop": lambda: branch_plain(n),
         "Branch: rxbot Branch(f1, side), f2": lambda: branch_rxbot(n),
+        "Branch: rxbot unfused graph": lambda: unfused(branch_rxbot)(n),
+        "BlockedJoin: plain loop": lambda: blocked_plain(n),
+        "BlockedJoin: rxbot BlockedJoin(f1, f2)": lambda: blocked_rxbot(n),
+        "BlockedJoin: rxbot unfused graph (fork_join per item)": lambda: unfused(blocked_rxbot)(n // 10),
+        "async BlockedJoin: asyncio.gather per item": lambda: blocked_async_gather(n_async),
+        "async BlockedJoin: rxbot BlockedJoin(af1, af2)": lambda: blocked_async_rxbot(n_async),
     }
-    expected = {"Join": join_expected(n), "Branch": branch_expected(n)}
+    expected = {"Join": join_expected(n), "Branch": branch_expected(n), "BlockedJoin": blocked_expected(n),
+                "async BlockedJoin": blocked_expected(n_async)}
     timings = best_of_each(runs, repeat)
     rows = []
     for name, t in timings.items():
         group = name.split(":")[0]
-        base = timings[f"{group}: plain loop"].best
-        right = t.result == expected[group]
+        row_id, base_name, limit = GROUPS[group]
+        items = n_async if group.startswith("async") else n // 10 if "fork_join" in name else n
+        base = timings[base_name].best
+        right = t.result == (blocked_expected(n // 10) if "fork_join" in name else expected[group])
+        judged = limit is not None and "rxbot" in name and "unfused" not in name
+        note = "" if right else f"WRONG SUM {t.result} != {expected[group]}"
+        if "rxbot" in name:
+            ratio = (t.best / items) / (base / (n_async if group.startswith("async") else n))
+            note += f"{'; ' if note else ''}rxbot {ratio:.1f}x {'slower' if ratio > 1 else 'faster'} than the baseline"
         rows.append(Row(
-            "R1" if group == "Join" else "R2", name, t.best / n * 1e6, "µs/item", t.best / base,
-            f"{group} plain loop", ok=None if right else False,
-            note="" if right else f"WRONG SUM {t.result} != {expected[group]}",
+            row_id, name, t.best / items * 1e6, "µs/item",
+            (t.best / items) / (base / (n_async if group.startswith("async") else n)), base_name.split(": ")[1]
+            if group.startswith("async") else f"{group} plain loop",
+            target=f"<= {limit:g}x" if judged else "",
+            ok=(right and t.best / base <= limit) if judged and limit is not None else (None if right else False),
+            note=note,
         ))
     return rows
 

@@ -5,6 +5,7 @@ import asyncio
 import signal
 from typing import TYPE_CHECKING, Any, List, Sequence
 
+from . import registry
 from .config import config
 from .errors import PipelineError
 from .replay.session import session as replay_session
@@ -34,7 +35,8 @@ class BotFrame(metaclass=_FrameType):
     #: the steps of the run going on (or of the last run): objects with ``label``,
     #: ``path``, the report's counts and ``in_flight`` (databot listed its bots here)
     bots = _LiveBots()
-    _pending: List[Any] = []
+    #: the tree's registry of built pipes (``Pipe(...)`` registers there, see rxbot.registry)
+    _pending: List[Any] = registry.pending
     #: when not None, run()/run_async() only record the pipes here (``rxbot render``
     #: uses this to draw a script's pipes without running them)
     _dry_run: List[Any] | None = None
@@ -58,15 +60,11 @@ class BotFrame(metaclass=_FrameType):
 
     @classmethod
     def register(cls, pipe: Any) -> None:
-        cls._pending.append(pipe)
-        from .unrun import watch  # warn at exit if it is never run
-
-        watch(cls.pipes, lambda: cls._drawn or cls._dry_run is not None)
+        registry.register(pipe)
 
     @classmethod
     def unregister(cls, pipe: Any) -> None:
-        if pipe in cls._pending:
-            cls._pending.remove(pipe)
+        registry.unregister(pipe)
 
     @classmethod
     def pipes(cls) -> List[Any]:
@@ -267,5 +265,24 @@ def _report_of(pipes: Sequence[Any]) -> "RunReport | None":
     """The report of the run these pipes were part of (set when the run ends)."""
     return next((p.report for p in pipes if getattr(p, "report", None) is not None), None)
 
+
+def _render(pipes: Sequence[Any], path: str, format: str | None = None, **kwargs: Any) -> Any:
+    from .render import render
+
+    return render(pipes, path, format=format, **kwargs)
+
+
+registry.provide("run", BotFrame.run)
+registry.provide("run_async", BotFrame.run_async)
+registry.provide("render", _render)
+
+
+def _registered(pipe: Any) -> None:
+    from .unrun import watch  # warn at exit if it is never run
+
+    watch(BotFrame.pipes, lambda: BotFrame._drawn or BotFrame._dry_run is not None)
+
+
+registry.provide("registered", _registered)
 
 __all__ = ["BotFrame"]

@@ -6,9 +6,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .config_env import from_environment, suggest
-
-POLICIES = ("raise", "ignore", "retry", "pipein")
+from .config_env import POLICIES, from_environment, suggest
 
 
 @dataclass
@@ -48,6 +46,11 @@ class Config:
     #: where failed items go besides the report: a list to append to, or a callable
     #: taking a :class:`rxbot.StepError`
     dead_letters: Any = None
+
+    #: the optimisation pass: fuse runs of sync steps (and all-sync routes) into one
+    #: generated operator. False (or the environment variable RXBOT_NO_FUSION=1) builds
+    #: the unfused operator graph instead: slower, the same items.
+    fusion: bool = field(default_factory=lambda: os.environ.get("RXBOT_NO_FUSION", "") in ("", "0"))
 
     #: show a live progress bar per pipe (needs tqdm: ``pip install 'rxbot[progress]'``);
     #: turns per-step counting on

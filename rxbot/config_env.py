@@ -45,12 +45,12 @@ VARIABLES: Dict[str, str] = {
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
+#: the exception policies (here, below ``rxbot.config``, which imports this module)
+POLICIES = ("raise", "ignore", "retry", "pipein")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _parse(variable: str, setting: str, kind: str, text: str) -> Any:
-    from .config import POLICIES
-
     value = text.strip()
     if setting == "exception_policy":
         if value.lower() not in POLICIES:

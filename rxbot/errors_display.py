@@ -28,14 +28,13 @@ import traceback
 from types import TracebackType
 from typing import Any, Callable, List, Optional, Sequence, TextIO, Type
 
-import rxbot
 
 #: notes that rxbot itself attaches (``errors.annotate``); printed first, not twice
 NOTE_PREFIX = "rxbot: "
 
 _HIDDEN_DIRS = tuple(
     os.path.normcase(os.path.realpath(p)) + os.sep
-    for p in {os.path.dirname(rxbot.__file__), *(
+    for p in {os.path.dirname(__file__), *(
         sysconfig.get_paths().get(k, "") for k in ("stdlib", "platstdlib", "purelib", "platlib"))}
     if p
 )
@@ -177,7 +176,7 @@ ExceptHook = Callable[[Type[BaseException], BaseException, Optional[TracebackTyp
 _previous: Optional[ExceptHook] = None
 
 
-_RXBOT_DIR = os.path.normcase(os.path.realpath(os.path.dirname(rxbot.__file__))) + os.sep
+_RXBOT_DIR = os.path.normcase(os.path.realpath(os.path.dirname(__file__))) + os.sep
 
 
 def _through_rxbot(exc: BaseException) -> bool:

@@ -12,9 +12,11 @@ from typing import Any, Callable, List, Sequence, Union
 
 import reactivex
 
+from . import registry
 from .display import Displayable
 from .node import Loop, Node, Timer
-from .step import Const, RxOp, Step, is_rx_operator
+from .rx_source import from_observable
+from .step import Const, RxOp, Step, callable_label, is_rx_operator
 
 TreeStep = Union[Step, Const, RxOp, Node, "Route"]
 
@@ -26,8 +28,6 @@ def to_step(obj: Any, where: str) -> TreeStep:
     if isinstance(obj, Pipe):
         raise TypeError(f"{where}: a Pipe here must be inlined by its owner")  # handled in _to_steps
     if isinstance(obj, reactivex.Observable):  # an Observable is a source
-        from .rx import from_observable
-
         return from_observable(obj)
     if is_rx_operator(obj):
         return RxOp(obj)
@@ -137,8 +137,6 @@ class Route:
                 "|".join(t.__name__ for t in rt) if isinstance(rt, tuple) else rt.__name__
             )
         if self.route_func is not None:
-            from .step import callable_label
-
             parts.append(callable_label(self.route_func))
         return f"{type(self).__name__}({', '.join(parts)})" if parts else type(self).__name__
 
@@ -231,15 +229,11 @@ class Pipe(Displayable):
         self._finished = False
         self._running = False  # one run of this object at a time (BotFrame.run_async)
         self.report: Any = None  # the RunReport of its last run
-        from .botframe import BotFrame
-
-        BotFrame.register(self)
+        registry.register(self)
 
     def _adopt(self) -> None:
         """This Pipe became a sub-flow of another step: it no longer runs on its own."""
-        from .botframe import BotFrame
-
-        BotFrame.unregister(self)
+        registry.unregister(self)
 
     def finished(self) -> bool:
         """True once this pipe has run to its end (use as ``Timer(until=p.finished)``)."""
@@ -247,20 +241,15 @@ class Pipe(Displayable):
 
     async def run_async(self):
         """Run just this pipe inside the current event loop; returns its run report."""
-        from .botframe import BotFrame
-
-        return await BotFrame.run_async(pipes=[self])
+        return await registry.service("run_async")(pipes=[self])
 
     def run(self):
         """Run just this pipe to completion (blocking)."""
-        from .botframe import BotFrame
-
-        return BotFrame.run(pipes=[self])
+        return registry.service("run")(pipes=[self])
 
     def render(self, path: str, format: str | None = None, **kwargs: Any):
-        from .render import render
-
-        return render([self], path, format=format, **kwargs)
+        """Draw this pipe (see ``BotFrame.render``); it is not run."""
+        return registry.service("render")([self], path, format=format, **kwargs)
 
     def label(self) -> str:
         return self.name or "Pipe"

@@ -223,4 +223,24 @@ def is_async_callable(fn: Any) -> bool:
     return call is not None and (inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call))
 
 
-__all__ = ["Node", "Loop", "Timer", "BOOST_TYPES", "is_async_callable"]
+class OneItem:
+    """Return ``OneItem(x)`` from a step to pass ``x`` on as exactly one item, whatever
+    its type: a list stays one list item instead of being flattened (e.g. a writer node
+    that passes its input on unchanged)."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item: Any) -> None:
+        self.item = item
+
+
+#: item types a step can return as they are: never flattened (see the return-value rules)
+PLAIN_ITEM_TYPES = (str, bytes, bytearray, int, float, complex, bool, tuple, dict)
+
+
+def pass_on(item: Any) -> Any:
+    """``item`` as a step result that the return-value rules pass on as one item."""
+    return item if type(item) in PLAIN_ITEM_TYPES else OneItem(item)
+
+
+__all__ = ["Node", "Loop", "Timer", "BOOST_TYPES", "is_async_callable", "OneItem", "pass_on"]

@@ -77,13 +77,13 @@ def _counted(step: Any) -> bool:
     """Does the engine always count ``inp``/``out`` for this step? It does at async
     boundaries, sources and BlockedJoin; inline sync steps only when metrics are on, and
     route dispatch never (it counts failures only)."""
-    from .engine.compiler import _fusable
+    from .engine.classify import runs_inline
 
     if isinstance(step, RxOp):
         return False
     if isinstance(step, Route):
         return isinstance(step, BlockedJoin)
-    return not _fusable(step)
+    return not runs_inline(step)
 
 
 def _tooltip(step: Any) -> str:

@@ -11,8 +11,11 @@ callable in a Pipe is a per-item step.
 
 An exception raised inside a raw Rx operator (``ops.map(lambda x: 1 / x)``) is an Rx
 error. It ends the stream, and the run raises it whatever the exception policy, because
-an Rx operator cannot go on after ``on_error``. Per-item work that may fail belongs in a
-plain step, where ``ignore`` / ``retry`` / ``pipein`` apply.
+an Rx operator cannot go on after ``on_error`` (going on would mean subscribing the
+whole pipe again, re-running its sources). The error names the step: it carries
+``rxbot_step`` (the operator's label), ``rxbot_item`` (the last item that entered the
+operator) and a note saying so, like every step failure. Per-item work that may fail
+belongs in a plain step, where ``ignore`` / ``retry`` / ``pipein`` apply.
 
 Time-based operators (``throttle_first``, ``debounce``, ``sample``, ``delay``,
 ``buffer_with_time``, ``window_with_time``, ...) work because the engine subscribes with
@@ -80,10 +83,8 @@ Observable is held in memory; a ``Loop`` over an iterable is pulled on demand in
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-import threading
-from typing import Any, Callable, List, Sequence
+from typing import Any, Callable, Sequence
 
 import reactivex
 from reactivex import Observable
@@ -92,8 +93,9 @@ from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from .errors import PipelineError
 from .flow import Pipe, _to_steps
-from .node import Node
+from .rx_source import FromObservable, from_observable
 from .step import RxOp, callable_label
+from .walk import StepId
 
 Operator = Callable[[Observable], Observable]
 
@@ -125,83 +127,6 @@ def op(fn: Operator, name: str | None = None) -> RxOp:
     return RxOp(checked, name=label)
 
 
-class FromObservable(Node):
-    """For each input item, emit what an Observable emits (see :func:`from_observable`)."""
-
-    #: inputs are handled one after another, in order (like Loop)
-    concurrency = 1
-
-    def __init__(self, source: Observable | Callable[[Any], Observable], name: str | None = None) -> None:
-        super().__init__()
-        if not isinstance(source, Observable) and not (callable(source) and not isinstance(source, type)):
-            raise TypeError(
-                f"from_observable: argument 'source' must be an Observable or a function item -> Observable; "
-                f"got {type(source).__name__}")
-        self.source = source
-        self.name = name
-
-    def label(self) -> str:
-        if self.name:
-            return self.name
-        if isinstance(self.source, Observable):
-            return "from_observable"
-        return f"from_observable({callable_label(self.source)})"
-
-    async def __call__(self, item: Any):
-        obs = self.source if isinstance(self.source, Observable) else self.source(item)
-        if not isinstance(obs, Observable):
-            raise TypeError(f"{self.label()}: the function must return an Observable; got {type(obs).__name__}")
-        loop = asyncio.get_running_loop()
-        owner = threading.get_ident()
-        queue: collections.deque = collections.deque()
-        wake = asyncio.Event()
-
-        def notify() -> None:  # an Observable may push from a thread of its own scheduler
-            if threading.get_ident() == owner:
-                wake.set()
-            else:
-                loop.call_soon_threadsafe(wake.set)
-
-        def on_next(value: Any) -> None:
-            queue.append((0, value))
-            notify()
-
-        def on_error(exc: Exception) -> None:
-            queue.append((1, exc))
-            notify()
-
-        def on_completed() -> None:
-            queue.append((2, None))
-            notify()
-
-        subscription = obs.subscribe(on_next, on_error, on_completed, scheduler=AsyncIOScheduler(loop))
-        try:
-            while True:
-                while queue:
-                    kind, value = queue.popleft()
-                    if kind == 0:
-                        yield value
-                    elif kind == 1:
-                        raise value
-                    else:
-                        return
-                wake.clear()
-                if not queue:
-                    await wake.wait()
-        finally:
-            subscription.dispose()
-
-
-def from_observable(source: Observable | Callable[[Any], Observable], name: str | None = None) -> FromObservable:
-    """A step emitting, for each input item, every item of ``source``.
-
-    ``source`` is an Observable (re-subscribed per input; the trigger ``0`` of a Pipe is
-    one input) or a function ``item -> Observable``. An Observable error is the step's
-    failure, under the step's exception policy.
-    """
-    return FromObservable(source, name=name)
-
-
 # ------------------------------------------------------------------ pipes inside plain Rx
 def _loop_of(scheduler: Any) -> asyncio.AbstractEventLoop:
     try:
@@ -229,8 +154,9 @@ def _subscribe_run(steps: Sequence[Any], path: str, observer: Any, scheduler: An
     lifecycle. ``source`` None means "a Pipe": the steps are fed the trigger ``item``."""
     from .engine.compiler import Builder
     from .engine.context import RunContext
-    from .engine.runner import close_nodes, init_nodes, nodes_in
-    from .engine.stages import trigger
+    from .engine.lifecycle import make_room_for, run_scope, subscribe_until_end
+    from .engine.operators import trigger
+    from .walk import nodes_in
 
     loop = _loop_of(scheduler)
     state = {"disposed": False, "ended": False}
@@ -244,35 +170,26 @@ def _subscribe_run(steps: Sequence[Any], path: str, observer: Any, scheduler: An
             ctx.fail(exc)
 
     ctx = RunContext(loop)
+    root = StepId.root(path)
 
     async def drive() -> None:
-        nodes = nodes_in(steps)
-        inited: List[Node] = []
         inner = None
         try:
-            done = loop.create_future()
-
-            def on_error(exc: Exception) -> None:
-                ctx.fail(exc)
-
-            def on_completed() -> None:
-                if not done.done():
-                    done.set_result(None)
-
-            await init_nodes(nodes, inited)
-            ops, _ = Builder(ctx).build(steps, [], path)
-            head = trigger(ctx, item) if source is None else source
-            inner = head.pipe(*ops).subscribe(forward, on_error, on_completed, scheduler=ctx.scheduler)
-            await asyncio.wait([done, ctx.failed], return_when=asyncio.FIRST_COMPLETED)
+            make_room_for(steps, root)
+            async with run_scope(ctx, nodes_in(steps)):
+                try:
+                    ops, _ = Builder(ctx).build(steps, [], root)
+                    head = trigger(ctx, item) if source is None else source
+                    done, inner = subscribe_until_end(ctx, head.pipe(*ops), forward)
+                    await asyncio.wait([done, ctx.failed], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if inner is not None:
+                        inner.dispose()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             ctx.fail(exc)
         finally:
-            if inner is not None:
-                inner.dispose()
-            await ctx.shutdown()
-            await close_nodes(inited)
             ctx.report.error = ctx.error
             on_report(ctx.report)
         state["ended"] = True

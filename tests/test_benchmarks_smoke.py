@@ -32,7 +32,13 @@ def test_bench_b1_rows_name_every_implementation_and_no_wrong_sum():
     assert cases[-1] == "rxbot fixed cost per run (1 item)"
     assert all("WRONG" not in r.note for r in rows)
     assert rows[0].ratio == 1.0
-    assert rows[1].target.startswith("<= 3x")
+    assert rows[1].target.startswith("<= 1.5x")
+    assert all(("faster" in r.note) != ("slower" in r.note) for r in rows[2:-1])
+
+
+def test_b1_notes_say_slower_when_rxbot_is_slower():
+    assert bench_core.faster_or_slower(peer=2.0, rxbot=1.0) == "rxbot 2.0x faster"
+    assert bench_core.faster_or_slower(peer=1.0, rxbot=1.25) == "rxbot 1.2x slower"
 
 
 # ------------------------------------------------------------------------------ B2
@@ -123,8 +129,16 @@ def test_fork_memory_worker_feeds_both_branches_every_item():
 
 def test_bench_routes_cpu_rows():
     rows = bench_routes.bench_cpu(500, repeat=1)
-    assert [r.bench for r in rows] == ["R1", "R1", "R1", "R2", "R2"]
-    assert all(r.ok is None for r in rows)  # no target, and no wrong sum
+    assert [r.bench for r in rows] == ["R1"] * 4 + ["R2"] * 3 + ["R4"] * 5
+    assert all("WRONG" not in r.note and r.ok is not False or r.target for r in rows)
+    assert [r.target for r in rows if r.target] == ["<= 2x", "<= 2x", "<= 3x"]  # the rxbot rows
+
+
+def test_blocked_join_benchmarks_compute_the_same_sums():
+    expected = bench_routes.blocked_expected(300)
+    assert expected == sum((x + 1) + 2 * x for x in range(300))
+    assert bench_routes.blocked_plain(300) == bench_routes.blocked_rxbot(300) == expected
+    assert bench_routes.blocked_async_gather(300) == bench_routes.blocked_async_rxbot(300) == expected
 
 
 # ------------------------------------------------------------------------- helpers

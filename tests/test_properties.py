@@ -8,7 +8,7 @@ from collections import Counter
 from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 
-from rxbot import BotFrame, Pipe, Return, Step, Filter
+from rxbot import BlockedJoin, BotFrame, Branch, Filter, Join, Pipe, Return, Step, config
 
 # an op is (kind, is_async, param)
 ops = st.one_of(
@@ -87,3 +87,108 @@ def test_pipe_equals_plain_loop(source, chain):
         assert Counter(out) == Counter(expected)
     else:
         assert out == expected
+
+
+# ---------------------------------------------------------------- nested routes, fused or not
+# A chain is a list of ops; an op is a leaf (as above) or a route holding chains:
+# ("join", [chain, chain]), ("branch", chain), ("returnr", chain, param), ("blocked", [chain, chain]).
+def chains(depth):
+    leaf = ops
+    if depth == 0:
+        return st.lists(leaf, min_size=1, max_size=3)
+    inner = chains(depth - 1)
+    route = st.one_of(
+        st.tuples(st.just("join"), st.lists(inner, min_size=1, max_size=3)),
+        st.tuples(st.just("branch"), inner),
+        st.tuples(st.just("returnr"), inner, st.integers(2, 3)),
+        st.tuples(st.just("blocked"), st.lists(inner, min_size=1, max_size=2)),
+    )
+    return st.lists(st.one_of(leaf, route), min_size=1, max_size=3)
+
+
+def _num(v):
+    if v is None:
+        return 0
+    if isinstance(v, list):
+        return sum(v)
+    return v
+
+
+def total(t):
+    """After a BlockedJoin: its tuple as one number again (None 0, a list its sum)."""
+    return sum(_num(v) for v in t)
+
+
+def ref_chain(chain, items):
+    for op in chain:
+        items = [y for x in items for y in ref_op(op, x)]
+    return items
+
+
+def ref_op(op, x):
+    kind = op[0]
+    if kind == "join":
+        return [y for c in op[1] for y in ref_chain(c, [x])]
+    if kind == "branch":
+        ref_chain(op[1], [x])
+        return [x]
+    if kind == "returnr":
+        return ref_chain(op[1], [x]) if x % op[2] == 0 else [x]
+    if kind == "blocked":
+        outs = [ref_chain(c, [x]) for c in op[1]]
+        return [total(tuple(None if not r else r[0] if len(r) == 1 else r for r in outs))]
+    return reference(kind, op[2])(x)
+
+
+def build_chain(chain):
+    return [s for op in chain for s in build_op(op)]
+
+
+def build_op(op):
+    kind = op[0]
+    if kind == "join":
+        return [Join(*[Pipe(*build_chain(c)) for c in op[1]])]
+    if kind == "branch":
+        return [Branch(*build_chain(op[1]))]
+    if kind == "returnr":
+        return [Return(*build_chain(op[1]), route_func=lambda x, p=op[2]: x % p == 0)]
+    if kind == "blocked":
+        return [BlockedJoin(*[Pipe(*build_chain(c)) for c in op[1]]), total]
+    return [as_step(*op)]
+
+
+def has_async(chain):
+    for op in chain:
+        if op[0] in ("join", "blocked"):
+            if any(has_async(c) for c in op[1]):
+                return True
+        elif op[0] in ("branch", "returnr"):
+            if has_async(op[1]):
+                return True
+        elif op[1]:
+            return True
+    return False
+
+
+def run_chain(source, chain, fusion):
+    config.fusion = fusion
+    out = []
+    BotFrame.clear()
+    Pipe(list(source), *build_chain(chain), out.append)
+    BotFrame.run()
+    return out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(source=st.lists(st.integers(-30, 30), max_size=12), chain=chains(2))
+def test_fused_build_equals_unfused_build_equals_plain_loop(source, chain):
+    """The optimisation pass changes nothing but speed: fused (sync runs and all-sync
+    routes as generated code) == unfused (map/flatten, publish+merge, fork_join) ==
+    plain Python, for random pipes with nested routes."""
+    expected = ref_chain(chain, list(source))
+    fused = run_chain(source, chain, True)
+    unfused = run_chain(source, chain, False)
+    if has_async(chain):
+        assert Counter(fused) == Counter(unfused) == Counter(expected)
+    else:
+        assert fused == unfused == expected

@@ -22,8 +22,7 @@ from typing import Any, AsyncIterator, Callable, Deque
 
 import aiofiles
 
-from ..engine.results import SINGLE
-from ..node import Node
+from ..node import Node, pass_on
 
 log = logging.getLogger("rxbot")
 
@@ -49,12 +48,6 @@ def _check_path(owner: str, name: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise TypeError(f"{owner}: argument {name!r} must be a file path (str or PathLike); got {value!r}")
     return value
-
-
-def _one(item: Any) -> list:
-    """Pass ``item`` on as exactly one item: a list or other iterable returned by a step
-    would be flattened, and a list of one element flattens to that element."""
-    return [item]
 
 
 class aiofile(Node):  # noqa: N801 - databot's name
@@ -114,7 +107,7 @@ class aiofile(Node):  # noqa: N801 - databot's name
         self._buf.append(line)
         self._size += len(line) + 1
         if self._size < self.buffer_size:
-            return item if type(item) in SINGLE else _one(item)
+            return pass_on(item)
         self._chunks.append("\n".join(self._buf) + "\n")
         self._buf = []
         self._size = 0
@@ -122,7 +115,7 @@ class aiofile(Node):  # noqa: N801 - databot's name
 
     async def _write_then(self, item: Any) -> Any:
         await self._drain()
-        return item if type(item) in SINGLE else _one(item)
+        return pass_on(item)
 
     async def _drain(self) -> None:
         """Write queued chunks in order, then flush the file object's buffer to the OS, so

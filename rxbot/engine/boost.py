@@ -1,6 +1,6 @@
 """Run a blocking step off the event loop: a thread pool, a process pool, or Dask.
 
-A boosted step is an :class:`~rxbot.engine.stages.AsyncStage` whose function is the
+A boosted step is an :func:`~rxbot.engine.operators.bounded_map` whose function is the
 wrapper returned by :func:`boosted`: calling it hands the item to an executor and
 returns an awaitable, so the event loop (timers, other pipes, other steps) keeps
 running while the blocking call works. The stage's slots (its ``concurrency``, i.e.
@@ -22,13 +22,13 @@ import contextvars
 import logging
 import multiprocessing
 import os
-import pickle
 from typing import Any, Awaitable, Callable, List
 
 from ..config import config
 from ..errors import short_repr
 from ..node import BOOST_TYPES, is_async_callable
 from .daemon_pool import DaemonThreadPool
+from .picklable import check_picklable
 
 log = logging.getLogger("rxbot")
 
@@ -53,19 +53,6 @@ def check_sync(fn: Any, kind: str, label: str) -> None:
             f"but {label!r} is async; an async step already runs without blocking the loop "
             f"(remove boost, or make it a plain def)"
         )
-
-
-def check_picklable(fn: Any, kind: str, label: str, dumps: Callable[[Any], bytes] = pickle.dumps) -> None:
-    """Fail at build time, naming the step, rather than on the first item inside a worker."""
-    try:
-        dumps(fn)
-    except Exception as exc:
-        hint = ("defined at module top level, not a lambda or closure" if kind == "process"
-                else "holding no locks, open files or connections")
-        raise TypeError(
-            f"step {label!r}: boost={kind!r} needs a picklable function ({hint}); "
-            f"pickling {label!r} failed: {type(exc).__name__}: {exc}"
-        ) from None
 
 
 def process_workers(workers: int) -> int:

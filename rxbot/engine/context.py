@@ -11,12 +11,16 @@ from typing import Any, Dict, List, Set, Tuple
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from ..config import config
-from ..errors import StepError
+from ..errors import StepError, short_repr
+from ..walk import StepId
 from .gate import Boundary, Gate, halt
 from .hooks import Deferrals, StepFailure
 from .policy import StepRuntime, StepStats
 
 log = logging.getLogger("rxbot")
+
+#: seconds between two publications of the fused steps' live counts
+LIVE_COUNTS_EVERY = 0.05
 
 
 @dataclass
@@ -39,10 +43,10 @@ class RunReport:
         return self.steps[path]
 
     def find(self, label: str) -> StepStats:
-        """The stats of the first step whose path ends with ``label``."""
-        for path, stats in self.steps.items():
-            if path.endswith(" " + label) or path == label:
-                return stats
+        """The stats of the first step (in flow order) labelled ``label``."""
+        for path in sorted(self.steps, key=_order):
+            if getattr(path, "label", None) == label or path.endswith(" " + label) or path == label:
+                return self.steps[path]
         raise KeyError(label)
 
     def totals(self) -> Dict[str, int]:
@@ -74,6 +78,12 @@ class RunReport:
         return to_text(self)
 
 
+def _order(path: str) -> tuple:
+    """Flow order: pipe, then the position numbers of every level (a StepId carries
+    them; a key that is not a step's id, e.g. a replay source, sorts last)."""
+    return path.order() if isinstance(path, StepId) else (float("inf"),)
+
+
 class RunContext:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -93,6 +103,7 @@ class RunContext:
         # sync segments: BotFrame.debug() publishes their counters mid-run
         self.segments: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._closers: Dict[Any, None] = {}
+        self._published = 0.0
         self.deferrals: Deferrals | None = None  # set by hooks.attach when a RunHooks defers raises
 
     def on_shutdown(self, fn: Any) -> None:
@@ -106,10 +117,23 @@ class RunContext:
     def gate(self, downstream: List[Boundary]) -> Gate:
         """A gate over ``downstream`` that this run can close for good when it fails."""
         g = Gate(downstream)
+        g.on_pause = self.publish_live_counts
         if self.stopped:
             g.blocked += 1
         self.gates.add(g)
         return g
+
+    def publish_live_counts(self) -> None:
+        """Fused sync steps count into plain lists inside their generated code; add
+        those to the steps' stats now (at most every ``LIVE_COUNTS_EVERY`` seconds), so
+        the report, progress and ``BotFrame.debug()`` show live numbers mid-run. Sources
+        call this at every pause, i.e. at least every ``config.yield_every`` items."""
+        now = time.perf_counter()
+        if now - self._published < LIVE_COUNTS_EVERY:
+            return
+        self._published = now
+        for seg in list(self.segments):
+            seg.publish_counts(final=False)
 
     def spawn(self, coro: Any) -> asyncio.Task:
         task = self.loop.create_task(coro)
@@ -134,7 +158,7 @@ class RunContext:
             if not self.failed.done():
                 self.failed.set_result(exc)
 
-    def runtime(self, path: str, label: str, **options: Any) -> StepRuntime:
+    def runtime(self, path: StepId, label: str, **options: Any) -> StepRuntime:
         rt = self.runtimes.get(path)
         if rt is None:
             rt = self.runtimes[path] = StepRuntime(label, path, self, **options)

@@ -21,7 +21,7 @@ import uuid
 from typing import Any, Awaitable, Callable
 
 from ..config import config
-from .boost import check_picklable
+from .picklable import check_picklable
 
 log = logging.getLogger("rxbot")
 

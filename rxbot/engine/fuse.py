@@ -17,6 +17,45 @@ from typing import Any, Callable, Sequence, Tuple
 FN, CONST = "f", "c"
 
 
+def _body(shape: Tuple[str, ...], k: int, terminal: bool, counting: bool, indent: str, leave: str) -> list:
+    """Steps ``k``.. for one item ``x``. ``leave`` ends the item early: ``return`` in a
+    per-item function, ``continue`` in the chunk loop."""
+    out = []
+    done = "return" if leave == "return" else "continue"
+    for j in range(k, len(shape)):
+        if counting:
+            out.append(f"{indent}ci[{j}] += 1")
+        if shape[j] == FN:
+            # one try per call: free in 3.11 when nothing raises, and the handler
+            # knows the step and its input without per-item bookkeeping
+            out.append(f"{indent}try:")
+            out.append(f"{indent}    y = f{j}(x)")
+            out.append(f"{indent}except Exception as e:")
+            out.append(f"{indent}    fail(e, {j}, x)")
+            out.append(f"{indent}    {done}")
+            out.append(f"{indent}if y is None:")
+            if counting:
+                out.append(f"{indent}    cn[{j}] += 1")
+            out.append(f"{indent}    {done}")
+        else:
+            out.append(f"{indent}y = v{j}")
+        out.append(f"{indent}if type(y) not in SINGLE:")
+        out.append(f"{indent}    spread(y, {j + 1}, {j}, x)")
+        out.append(f"{indent}    {done}")
+        if counting:
+            out.append(f"{indent}co[{j}] += 1")
+        out.append(f"{indent}x = y")
+    # at the end of a pipe nothing listens: skip the call rather than make a no-op one.
+    # Otherwise, while the segment's ordered lane is busy (held[0]), results queue
+    # behind it so that outputs keep their input order.
+    if not terminal:
+        out.append(f"{indent}if held[0]:")
+        out.append(f"{indent}    hold(x)")
+        out.append(f"{indent}else:")
+        out.append(f"{indent}    emit(x)")
+    return out
+
+
 @lru_cache(maxsize=None)
 def _factory(shape: Tuple[str, ...], terminal: bool, counting: bool) -> Callable[..., tuple]:
     n = len(shape)
@@ -25,31 +64,17 @@ def _factory(shape: Tuple[str, ...], terminal: bool, counting: bool) -> Callable
         out.append(f"    f{j} = fns[{j}]" if kind == FN else f"    v{j} = consts[{j}]")
     for k in range(n):
         out.append(f"    def c{k}(x):")
-        for j in range(k, n):
-            if counting:
-                out.append(f"        ci[{j}] += 1")
-            if shape[j] == FN:
-                # one try per call: free in 3.11 when nothing raises, and the handler
-                # knows the step and its input without per-item bookkeeping
-                out.append("        try:")
-                out.append(f"            y = f{j}(x)")
-                out.append("        except Exception as e:")
-                out.append(f"            return fail(e, {j}, x)")
-                out.append(f"        if y is None: {f'cn[{j}] += 1; ' if counting else ''}return")
-            else:
-                out.append(f"        y = v{j}")
-            out.append(f"        if type(y) not in SINGLE: return spread(y, {j + 1}, {j}, x)")
-            if counting:
-                out.append(f"        co[{j}] += 1")
-            out.append("        x = y")
-        # at the end of a pipe nothing listens: skip the call rather than make a no-op one.
-        # Otherwise, while the segment's ordered lane is busy (held[0]), results queue
-        # behind it so that outputs keep their input order.
-        if terminal:
-            out.append("        return")
-        else:
-            out.append("        if held[0]: return hold(x)")
-            out.append("        emit(x)")
+        out += _body(shape, k, terminal, counting, "        ", "return")
+    # the chunk entry: a source hands a slice of its sequence; stops (returning how many
+    # it took) as soon as the downstream is full, so flow control holds per item
+    out.append("    def many(xs, gate):")
+    out.append("        i = 0")
+    out.append("        for x in xs:")
+    out.append("            if gate.blocked: return i")
+    out.append("            i += 1")
+    out += _body(shape, 0, terminal, counting, "            ", "continue")
+    out.append("        return i")
+    out.append("    c0.__rxbot_many__ = many")
     if terminal:
         out.append("    out = emit")
     else:
@@ -74,7 +99,7 @@ def fuse(shape: Sequence[str], fns: Sequence[Any], consts: Sequence[Any], emit: 
     ``counters``: lists (in, out, returned-None) per step to count into; counting costs
     about a third of the per-item time, so it is compiled in only when asked for.
     ``held``/``hold``: while ``held[0]`` is true, results go to ``hold(x)`` instead of
-    downstream (see ``SyncSegment``'s ordered lane).
+    downstream (see the fused segment's ordered lane).
     """
     ci, co, cn = counters if counters is not None else (None, None, None)
     conts = _factory(tuple(shape), terminal, counters is not None)(

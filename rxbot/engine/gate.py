@@ -10,17 +10,31 @@ upstream or sibling ones) keeps the wait graph acyclic, hence free of deadlocks.
 from __future__ import annotations
 
 import asyncio
-from typing import Iterable, List
+from typing import Callable, Iterable, List
 
 
 class Boundary:
-    """A stage with a bounded number of slots; tells its gates when it fills or drains."""
+    """A point of the built graph where work is bounded (an async step's slots, an
+    iterating stage); tells its gates when it fills or drains.
 
-    __slots__ = ("full", "gates")
+    The boundary belongs to the *build* (it is how the gates upstream learn about it),
+    while the slots that fill it belong to each *subscription* of the operator: every
+    subscription holds the boundary full through :meth:`hold` while it has no room, so
+    an operator subscribed again (``repeat``, ``retry``) or twice at once keeps one
+    consistent demand signal upstream.
+    """
+
+    __slots__ = ("full", "gates", "holders")
 
     def __init__(self) -> None:
         self.full = False
         self.gates: List[Gate] = []
+        self.holders = 0
+
+    def hold(self, full: bool) -> None:
+        """One holder (a subscription's slots) became full (True) or has room again."""
+        self.holders += 1 if full else -1
+        self.set_full(self.holders > 0)
 
     def set_full(self, full: bool) -> None:
         if full is self.full:
@@ -39,10 +53,13 @@ class Boundary:
 class Gate:
     """Open while none of the given downstream boundaries is full."""
 
-    __slots__ = ("blocked", "_waiters", "__weakref__")
+    __slots__ = ("blocked", "_waiters", "on_pause", "__weakref__")
 
     def __init__(self, downstream: Iterable[Boundary]) -> None:
         self.blocked = 0
+        #: called at every pause, before yielding to the loop (the run publishes the live
+        #: counts of its fused steps there, see ``RunContext.publish_live_counts``)
+        self.on_pause: Callable[[], None] | None = None
         self._waiters: List[asyncio.Future] = []
         for b in downstream:
             b.gates.append(self)
@@ -63,6 +80,8 @@ class Gate:
     async def pause(self) -> None:
         """The pause a source takes every few items or when downstream is full: wait for
         the gate if it is closed, else just yield to the loop once."""
+        if self.on_pause is not None:
+            self.on_pause()
         if self.blocked:
             await self.wait()
         else:

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional,
 
 import reactivex
 
-from .stages import IterStage, iterate, trigger
+from ..walk import StepId
+from .operators import PullPlan, iterate, pull_source, trigger
 
 if TYPE_CHECKING:  # pragma: no cover
     from .compiler import Builder
@@ -149,7 +150,7 @@ def build_pipe(builder: "Builder", ctx: "RunContext", steps: Sequence[Any], inde
     """The source and operators of pipe ``index`` with the hooks' source, recorders and
     valves: each top-level step built alone, from the last to the first (the same
     right-to-left threading of flow-control boundaries as ``Builder.build``)."""
-    path = f"P{index}"
+    path = StepId.root(f"P{index}", index)
     m = len(steps)
     replacement = hooks.source(index)
     skip = 0
@@ -169,7 +170,8 @@ def build_pipe(builder: "Builder", ctx: "RunContext", steps: Sequence[Any], inde
         op, bounds, _ = builder.build_span(steps, k - 1, k - 1, bounds, path,
                                            terminal=k == m and recorder is None, sink=k == m)
         for where in ctx.runtimes.keys() - known:  # this step's runtimes, nested ones too
-            ctx.runtimes[where].top = (index, k)
+            if not ctx.runtimes[where].in_blocked_join:
+                ctx.runtimes[where].top = (index, k)
         ops_rev.append(op)
         if defer:
             ops_rev.append(_valve(deferrals.failed, (index, k)))
@@ -179,7 +181,7 @@ def build_pipe(builder: "Builder", ctx: "RunContext", steps: Sequence[Any], inde
         async def produce(item: Any, emit: Callable[[Any], None], gate: Any, stats: Any) -> None:
             await iterate(items, emit, gate, stats)
 
-        ops_rev.append(IterStage(ctx, rt, produce, bounds).operator)
+        ops_rev.append(pull_source(ctx, PullPlan(rt, produce, list(bounds))))
     ops_rev.reverse()
     return trigger(ctx, 0), ops_rev
 

@@ -61,7 +61,7 @@ def rejected_by(exc: BaseException, item: Any) -> list:
 
 class StepRuntime:
     __slots__ = ("label", "path", "policy", "retries", "timeout", "stats", "ctx", "concurrency", "describe",
-                 "in_flight", "top")
+                 "in_flight", "top", "in_blocked_join")
 
     def __init__(self, label: str, path: str, ctx: Any, *, on_error: str | None = None,
                  retries: int | None = None, timeout: float | None = None,
@@ -82,6 +82,9 @@ class StepRuntime:
         self.in_flight = 0
         #: (pipe, top-level step) this step belongs to, set when built with RunHooks
         self.top: tuple | None = None
+        #: inside a BlockedJoin branch: a raise there is never deferred (a dropped item
+        #: would give the tuple a hole)
+        self.in_blocked_join = False
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter for the ``attempt``-th retry (1-based)."""

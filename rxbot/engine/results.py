@@ -1,7 +1,10 @@
-"""DESIGN §2 'What a step's return value does', as a classification of results.
+"""DESIGN §2 'What a step's return value does': the classification of results and
+:func:`deliver`, the one place that applies the rules in async context.
 
 The hot path only asks ``type(r) in SINGLE`` (one set lookup); everything else is
 classified once per type and remembered, so custom item classes get the fast path too.
+The fused code (:mod:`rxbot.engine.fuse`) inlines that lookup and leaves everything
+else to :func:`deliver` (through its segment's slow path).
 """
 from __future__ import annotations
 
@@ -11,7 +14,10 @@ import decimal
 import fractions
 import inspect
 import uuid
-from typing import Any
+from typing import Any, Callable
+
+from ..config import config
+from ..node import OneItem
 
 #: types whose instances are always exactly one item. Grows at run time with user
 #: types found to be neither iterable nor awaitable (see :func:`kind_of`).
@@ -22,6 +28,8 @@ SINGLE: set = {
 }
 
 ONE, MANY, AWAIT, AGEN = 0, 1, 2, 3
+#: a :class:`~rxbot.node.OneItem`: pass its ``.item`` on as one item
+ONE_AS_IS = 4
 
 
 def kind_of(value: Any) -> int:
@@ -29,6 +37,8 @@ def kind_of(value: Any) -> int:
     t = type(value)
     if t in SINGLE:
         return ONE
+    if t is OneItem:
+        return ONE_AS_IS
     if isinstance(value, (str, bytes, bytearray, memoryview, tuple, dict, collections.abc.Mapping)):
         return ONE  # subclasses of the single types, and mappings, stay whole
     if inspect.isawaitable(value):
@@ -46,4 +56,44 @@ def kind_of(value: Any) -> int:
     return MANY
 
 
-__all__ = ["SINGLE", "kind_of", "ONE", "MANY", "AWAIT", "AGEN"]
+async def deliver(result: Any, emit: Callable[[Any], None], gate: Any) -> bool:
+    """Apply the return-value rules to ``result`` in async context, pushing each item
+    through ``emit`` and pausing at ``gate`` while downstream is full.
+
+    Returns False when the result was None (the step dropped the item by its own rule)."""
+    while True:
+        if result is None:
+            return False
+        kind = ONE if type(result) in SINGLE else kind_of(result)
+        if kind == ONE:
+            emit(result)
+            return True
+        if kind == ONE_AS_IS:
+            emit(result.item)
+            return True
+        if kind == AWAIT:
+            result = await result
+            continue
+        every = config.yield_every
+        n = 0
+        if kind == MANY:
+            for v in result:
+                emit(v)
+                n += 1
+                if gate.blocked or n >= every:
+                    n = 0
+                    await gate.pause()
+        else:  # AGEN
+            try:
+                async for v in result:
+                    emit(v)
+                    if gate.blocked:
+                        await gate.wait()
+            finally:
+                # an abandoned generator (failure, cancellation) runs its cleanup now,
+                # before the run closes the nodes it may be using
+                await result.aclose()
+        return True
+
+
+__all__ = ["SINGLE", "kind_of", "ONE", "MANY", "AWAIT", "AGEN", "ONE_AS_IS", "deliver"]

@@ -2,64 +2,21 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-from typing import Any, Callable, Iterator, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from .. import live
-from ..errors import annotate
-from ..flow import Pipe, Route
+from ..flow import Pipe
 from ..node import Node
-from ..step import Step
+from ..walk import StepId, nodes_in
 from .compiler import Builder
 from .context import RunContext, RunReport
 from .hooks import RunHooks, attach, build_pipe, finish
-from .stages import trigger
-
-log = logging.getLogger("rxbot")
-
-
-def walk(steps: Sequence[Any]) -> Iterator[Any]:
-    """Every element of a step tree, depth first (routes before their branches)."""
-    for step in steps:
-        yield step
-        if isinstance(step, Route):
-            for branch in step.branches:
-                yield from walk(branch)
-
-
-def nodes_in(steps: Sequence[Any]) -> List[Node]:
-    """Every distinct Node of a step tree (one init/close each, however often used)."""
-    seen: dict = {}
-    for step in walk(steps):
-        node = step.fn if isinstance(step, Step) else step
-        if isinstance(node, Node):
-            seen.setdefault(id(node), node)
-    return list(seen.values())
+from .lifecycle import close_nodes, init_nodes, make_room_for, run_scope, subscribe_until_end, until_end
+from .operators import trigger
 
 
 def nodes_of(pipes: Sequence[Pipe]) -> List[Node]:
     return nodes_in([step for pipe in pipes for step in pipe.steps])
-
-
-async def init_nodes(nodes: Sequence[Node], inited: List[Node]) -> None:
-    """``init()`` every node (refcounted), appending each to ``inited`` once it is up so
-    that the caller can close exactly those if a later one fails."""
-    for node in nodes:
-        try:
-            await node.node_init()
-        except Exception as exc:
-            raise annotate(exc, node.label(), "<init>")
-        inited.append(node)
-
-
-async def close_nodes(inited: Sequence[Node]) -> None:
-    """``close()`` nodes in reverse order; a failing close is logged, never hides the run's
-    own outcome."""
-    for node in reversed(inited):
-        try:
-            await node.node_close()
-        except Exception:
-            log.exception("rxbot: closing node %r failed", node.label())
 
 
 async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None,
@@ -69,6 +26,9 @@ async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None,
     ``hooks``: see :mod:`rxbot.engine.hooks` (replay mode joins a run through them).
     ``observe(report)`` is called once the run's report exists, before any item flows
     (the live view, :mod:`rxbot.watch`, reads the counts from it while the run goes on)."""
+    roots = [StepId.root(f"P{index + 1}", index + 1) for index in range(len(pipes))]
+    for pipe, root in zip(pipes, roots):
+        make_room_for(pipe.steps, root)
     loop = asyncio.get_running_loop()
     ctx = RunContext(loop)
     for pipe in pipes:  # the live report (a sharded run sends its counts as they grow)
@@ -76,33 +36,20 @@ async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None,
     attach(ctx, hooks, len(pipes))
     if observe is not None:
         observe(ctx.report)
-    inited: List[Node] = []
     live.started(ctx, pipes)  # BotFrame.bots / debug()
     raised: BaseException | None = None
     try:
-        await init_nodes(nodes_of(pipes), inited)
-        builder = Builder(ctx)
-        sinks = []
-        for index, pipe in enumerate(pipes):
-            sinks.append(_start(pipe, builder, ctx, index + 1, hooks))
-        from ..stats import attach as attach_watchers  # progress bars, the stats hook
+        async with run_scope(ctx, nodes_of(pipes), after_shutdown=lambda: live.ended(ctx)):
+            builder = Builder(ctx)
+            ends = [_start(pipe, builder, ctx, root, hooks) for pipe, root in zip(pipes, roots)]
+            from ..stats import attach as attach_watchers  # progress bars, the stats hook
 
-        attach_watchers(ctx, pipes)
-        everything = asyncio.gather(*sinks)
-        try:
-            await asyncio.wait([everything, ctx.failed], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not everything.done():
-                everything.cancel()
-            await asyncio.gather(everything, return_exceptions=True)
+            attach_watchers(ctx, pipes)
+            await until_end(ctx, ends)
     except BaseException as exc:
         raised = exc
         raise
     finally:
-        await ctx.shutdown()
-        live.ended(ctx)
-        await close_nodes(inited)
-        ctx.count_closed()
         for pipe in pipes:
             pipe._finished = True
             pipe.report = ctx.report
@@ -113,30 +60,19 @@ async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None,
     return ctx.report
 
 
-def _start(pipe: Pipe, builder: Builder, ctx: RunContext, index: int, hooks: RunHooks | None) -> asyncio.Future:
+def _start(pipe: Pipe, builder: Builder, ctx: RunContext, root: StepId, hooks: RunHooks | None) -> asyncio.Future:
+    index = root.pipe_index
     if hooks is not None:
         source, ops = build_pipe(builder, ctx, pipe.steps, index, hooks)
     else:
-        source, ops = trigger(ctx, 0), builder.build(pipe.steps, [], f"P{index}", terminal=True)[0]
-    done = ctx.loop.create_future()
+        source, ops = trigger(ctx, 0), builder.build(pipe.steps, [], root, terminal=True)[0]
 
-    def on_next(_: Any) -> None:
-        pass
-
-    def on_error(exc: Exception) -> None:
-        ctx.fail(exc)
-        if not done.done():
-            done.set_result(None)
-
-    def on_completed() -> None:
+    def on_end() -> None:
         pipe._finished = True
         if ctx.deferrals is not None:
             ctx.deferrals.pipe_finished(index)
-        if not done.done():
-            done.set_result(None)
 
-    source.pipe(*ops).subscribe(on_next, on_error, on_completed, scheduler=ctx.scheduler)
-    return done
+    return subscribe_until_end(ctx, source.pipe(*ops), on_end=on_end)[0]
 
 
-__all__ = ["run_pipes", "walk", "nodes_in", "nodes_of", "init_nodes", "close_nodes"]
+__all__ = ["run_pipes", "nodes_in", "nodes_of", "init_nodes", "close_nodes"]

@@ -1,0 +1,34 @@
+"""rxbot's operators, one per module, each a curried ``(source) -> Observable`` whose
+state lives in its subscription (RxPY's shape, ``reactivex/operators/_map.py``):
+
+* :func:`pull_source` (``_pull_source``) — Loop/generator steps: pulled on demand;
+  and :func:`trigger`, the pipe's one-item source;
+* :func:`gated_ticker` (``_gated_ticker``) — Timer: a gated interval;
+* :func:`bounded_map` (``_bounded_map``) — async steps with a fixed number of slots;
+* :func:`fused_segment` (``_fused``) — a run of sync steps as one generated operator;
+* :func:`route` (``_route``) — fan-out to branches and merge back (Branch, Fork, Join...);
+* :func:`inline_route`, :func:`inline_blocked_join` (``_inline_route``) — all-sync
+  routes as one function, for the fused segment;
+* :func:`per_item_join` (``_per_item_join``) — BlockedJoin: every branch per input;
+* :func:`flatten` (``_flatten``) — the return-value rules after ``ops.map`` (unfused graph);
+* :func:`publish_route`, :func:`fork_join_each` (``_publish_route``) — routes as
+  ``publish`` + ``merge`` and BlockedJoin as per-item ``fork_join`` (unfused graph);
+* :func:`rx_step` (``_rx_step``) — a user's raw Rx operator, its errors naming the step.
+"""
+from ._bounded_map import AsyncPlan, bounded_map
+from ._flatten import FlattenPlan, flatten, guarded
+from ._fused import FusedPlan, fused_segment
+from ._publish_route import fork_join_each, publish_route
+from ._gated_ticker import gated_ticker
+from ._inline_route import inline_blocked_join, inline_route, run_branch
+from ._per_item_join import per_item_join, start_subflow
+from ._pull_source import PullPlan, iterate, pull_source, trigger
+from ._route import route
+from ._rx_step import rx_step
+from ._subscription import Operator, Subscription, fast_on_next, operator_of
+
+__all__ = [
+    "AsyncPlan", "FlattenPlan", "flatten", "guarded", "fork_join_each", "publish_route", "inline_blocked_join", "inline_route", "run_branch", "bounded_map", "FusedPlan", "fused_segment", "gated_ticker", "per_item_join",
+    "start_subflow", "PullPlan", "iterate", "pull_source", "trigger", "route", "rx_step", "Operator",
+    "Subscription", "fast_on_next", "operator_of",
+]

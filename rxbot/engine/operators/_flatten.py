@@ -1,0 +1,164 @@
+"""flatten: the return-value rules as an operator, for the unfused graph.
+
+On the honest (unfused) path a sync step is ``ops.map(step)`` followed by this operator:
+``map`` calls the step (catching its exception, which becomes a :class:`Failed`
+result), ``flatten`` turns the result into items — None drops the item, a single value
+is one item, a list or generator gives one item per element, an awaitable or async
+generator is awaited — and applies the step's exception policy to a failure (retries
+included). Results that are ready are passed on at once; the others (lazy iterables,
+awaitables, retries, and everything behind them, to keep the order) are worked off by
+one task that pulls while the downstream has demand: while it is busy the operator's
+boundary is full, which pauses the source.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, List
+
+from ..gate import Boundary
+from ..policy import StepRuntime
+from ..results import MANY, ONE, ONE_AS_IS, SINGLE, deliver, kind_of
+from ._subscription import Operator, Subscription, fast_on_next, operator_of
+
+_EAGER = (list, tuple, set, frozenset, dict)
+
+
+class Failed:
+    """What the mapper hands on when the step raised for ``item``."""
+
+    __slots__ = ("error", "item")
+
+    def __init__(self, error: Exception, item: Any) -> None:
+        self.error = error
+        self.item = item
+
+
+def guarded(fn: Callable[[Any], Any], rt: StepRuntime) -> Callable[[Any], Any]:
+    """The function ``ops.map`` calls: the step, counting its input, failures as values."""
+    stats = rt.stats
+
+    def call(x: Any) -> Any:
+        stats.inp += 1
+        try:
+            return fn(x)
+        except Exception as exc:
+            return Failed(exc, x)
+
+    return call
+
+
+@dataclass
+class FlattenPlan:
+    rt: StepRuntime
+    fn: Callable[[Any], Any]  # the step itself, for retries
+    downstream: List[Boundary]
+    flush: Callable[[], Any] | None = None
+    boundary: Boundary = field(default_factory=Boundary)
+
+
+def flatten(ctx: Any, plan: FlattenPlan) -> Operator:
+    return operator_of(lambda observer: _Flatten(ctx, plan, observer))
+
+
+class _Flatten(Subscription):
+    def __init__(self, ctx: Any, plan: FlattenPlan, observer: Any) -> None:
+        super().__init__(ctx, observer)
+        self.plan = plan
+        self.rt = plan.rt
+        self.flush = plan.flush
+        self.gate = ctx.gate(plan.downstream)
+        self.jobs: deque = deque()
+        self.running = False
+        self.full = False
+        self.emit_next = fast_on_next(observer)
+
+    def emit(self, value: Any) -> None:
+        self.rt.stats.out += 1
+        self.emit_next(value)
+
+    def set_full(self, full: bool) -> None:
+        if full is not self.full:
+            self.full = full
+            self.plan.boundary.hold(full)
+
+    def on_next(self, result: Any) -> None:
+        if not self.running:  # nothing queued: what is ready goes on at once
+            if result is None:
+                self.rt.stats.filtered += 1
+                return
+            t = type(result)
+            if t in SINGLE:
+                self.emit(result)
+                return
+            kind = kind_of(result) if t is not Failed else None
+            if kind == ONE or kind == ONE_AS_IS:
+                self.emit(result if kind == ONE else result.item)
+                return
+            if kind == MANY and isinstance(result, _EAGER):
+                for v in result:
+                    self.emit(v)
+                return
+        self.jobs.append(result)
+        self.set_full(True)
+        if not self.running:
+            self.running = True
+            self.spawn(self._drain())
+
+    def idle(self) -> bool:
+        return not self.running and not self.jobs and self.flush is None
+
+    def release(self) -> None:
+        self.set_full(False)
+
+    def on_completed(self) -> None:
+        self.upstream_done = True
+        if self.flush is not None and not self.running:
+            self.running = True
+            self.spawn(self._drain())
+            return
+        self.maybe_complete()
+
+    async def _drain(self) -> None:
+        try:
+            while self.jobs and not self.ctx.stopped:
+                result = self.jobs.popleft()
+                if type(result) is Failed:
+                    if not await self._failed(result):
+                        return
+                elif not await deliver(result, self.emit, self.gate):
+                    self.rt.stats.filtered += 1
+            if self.upstream_done and self.flush is not None and not self.ctx.stopped:
+                flush, self.flush = self.flush, None
+                try:
+                    await deliver(await flush(), self.emit, self.gate)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.settle(self.rt, exc, "<flush at end of input>", self.emit)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a lazy result failing part-way: no retry (no duplicates)
+            self.settle(self.rt, exc, None, self.emit)
+        finally:
+            self.running = False
+            self.set_full(bool(self.jobs))
+            self.maybe_complete()
+
+    async def _failed(self, failed: Failed) -> bool:
+        rt = self.rt
+        if rt.retries:
+            try:
+                result = await rt.call_with_retry(self.plan.fn, failed.item, first_error=failed.error)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                return self.settle(rt, exc, failed.item, self.emit)
+            if not await deliver(result, self.emit, self.gate):
+                rt.stats.filtered += 1
+            return True
+        return self.settle(rt, failed.error, failed.item, self.emit)
+
+
+__all__ = ["flatten", "FlattenPlan", "guarded", "Failed"]

@@ -1,0 +1,151 @@
+"""pull_source: Loop, generator steps and Timer — for each input, a sequence pulled
+only while the downstream has demand; and ``trigger``, the pipe's one-item source.
+
+rxbot's own operator, not ``from_iterable``: RxPY's ``from_iterable`` runs the whole
+iterable in one scheduler callback and cannot be paused (DESIGN §3's measured trap).
+Here an asyncio task pulls the next element only while the downstream gate is open,
+and yields to the loop every ``config.yield_every`` elements.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, List
+
+import reactivex
+from reactivex.disposable import Disposable
+
+from ...config import config
+from ..gate import Boundary, Gate
+from ..policy import StepRuntime
+from ._subscription import Operator, Subscription, fast_on_next, operator_of
+
+#: ``produce(item, emit, gate, stats)``: push the sequence for one input
+Produce = Callable[[Any, Callable[[Any], None], Gate, Any], Awaitable[None]]
+
+
+@dataclass
+class PullPlan:
+    """What the compiler decided for one iterating step (shared by subscriptions)."""
+
+    rt: StepRuntime
+    produce: Produce
+    downstream: List[Boundary]
+    boundary: Boundary = field(default_factory=Boundary)
+
+
+def pull_source(ctx: Any, plan: PullPlan) -> Operator:
+    """The operator producing ``plan.produce``'s sequence for each input, in order.
+    While an input waits, the step's boundary is full, which pauses its upstream."""
+    return operator_of(lambda observer: _Pulled(ctx, plan, observer))
+
+
+class _Pulled(Subscription):
+    def __init__(self, ctx: Any, plan: PullPlan, observer: Any) -> None:
+        super().__init__(ctx, observer)
+        self.rt = plan.rt
+        self.produce = plan.produce
+        self.boundary = plan.boundary
+        self.full = False
+        self.gate = ctx.gate(plan.downstream)
+        self.jobs: deque = deque()
+        self.running = False
+
+    def set_full(self, full: bool) -> None:
+        if full is not self.full:
+            self.full = full
+            self.boundary.hold(full)
+
+    def on_next(self, item: Any) -> None:
+        self.rt.stats.inp += 1
+        self.rt.in_flight += 1
+        self.jobs.append(item)
+        self.set_full(True)
+        if not self.running:
+            self.running = True
+            self.spawn(self._drain())
+
+    def idle(self) -> bool:
+        return not self.running and not self.jobs
+
+    def release(self) -> None:
+        self.set_full(False)
+
+    async def _drain(self) -> None:
+        try:
+            while self.jobs and not self.ctx.stopped:
+                item = self.jobs.popleft()
+                try:
+                    await self.produce(item, fast_on_next(self.observer), self.gate, self.rt.stats)
+                except asyncio.CancelledError:
+                    self.rt.stats.cancelled += 1  # its sequence was cut short
+                    raise
+                except Exception as exc:
+                    if not self.settle(self.rt, exc, item, self.observer.on_next):
+                        return
+                finally:
+                    self.rt.in_flight -= 1
+        finally:
+            if (self.ctx.stopped or self.disposed) and self.jobs:  # inputs never iterated
+                self.rt.stats.cancelled += len(self.jobs)
+                self.jobs.clear()
+            self.running = False
+            self.set_full(bool(self.jobs))
+            self.maybe_complete()
+
+
+async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats: Any) -> None:
+    """Push every element of ``iterable``, yielding to the loop regularly and pausing
+    whenever the downstream gate closes (the hot loop of every Loop source).
+
+    A list, tuple or range feeding a fused segment is handed over in slices (the
+    segment's chunk entry loops over them in generated code, one call per slice instead
+    of one per item); slicing a sequence pulls nothing early, and the segment stops at
+    the first item the downstream has no room for."""
+    every = config.yield_every
+    many = getattr(emit, "__rxbot_many__", None)
+    if many is not None and type(iterable) in _SEQUENCES:
+        i = 0
+        try:
+            while i < len(iterable):  # a list may grow while it is iterated, as with ``for``
+                i += many(iterable[i:i + every], gate)
+                await gate.pause()
+        finally:
+            stats.out += i
+        return
+    n = 0
+    count = 0
+    try:
+        for v in iterable:
+            emit(v)
+            n += 1
+            if gate.blocked or n >= every:
+                count += n
+                n = 0
+                await gate.pause()
+    finally:
+        stats.out += count + n
+
+
+#: sequences a source may slice: indexing them has no side effect and costs no memory
+_SEQUENCES = (list, tuple, range)
+
+
+def trigger(ctx: Any, value: Any = 0) -> reactivex.Observable:
+    """The pipe's source: one item (databot's trigger ``0``), emitted from a task so that
+    every subscriber (e.g. all branches of a route) is attached before data flows.
+    Cold: every subscription gets its own trigger."""
+
+    def subscribe(observer: Any, scheduler: Any = None) -> Disposable:
+        async def emit() -> None:
+            observer.on_next(value)
+            observer.on_completed()
+
+        task = ctx.spawn(emit())
+        return Disposable(task.cancel)
+
+    return reactivex.create(subscribe)
+
+
+__all__ = ["PullPlan", "pull_source", "iterate", "trigger", "Produce"]
