@@ -26,7 +26,7 @@ def _setup_display() -> None:
 
     display.set_drawer(notebook.draw_tree)
     if "IPython" in sys.modules:
-        notebook.register_ipython()
+        notebook.register_ipython(BotFrame)
 
 
 _setup_display()

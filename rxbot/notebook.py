@@ -4,8 +4,7 @@ their graph, with the counts of their last run once they have run.
 :func:`draw_tree` is the drawer :mod:`rxbot.display` calls for tree objects.
 ``BotFrame`` is used as a class, and IPython never asks a class for ``_repr_*_``
 methods, so :func:`register_ipython` adds a formatter for BotFrame's metaclass to a
-running IPython (done when ``rxbot`` is imported inside one, or with
-``%load_ext rxbot``).
+running IPython (done when ``rxbot`` is imported inside one).
 """
 from __future__ import annotations
 
@@ -46,24 +45,17 @@ def frame_bundle(pipes: Sequence[Any]) -> Optional[Bundle]:
     return bundle_of(pipes, text=f"BotFrame with {len(pipes)} pending pipe(s)")
 
 
-def register_ipython(shell: Any = None) -> bool:
-    """Teach a running IPython to display ``BotFrame`` (the class itself) as its graph.
-    Returns False when no IPython shell is running."""
+def register_ipython(frame: Any, shell: Any = None) -> bool:
+    """Teach a running IPython (or ``shell``) to display ``frame`` — the BotFrame class
+    itself — as its graph. Returns False when no IPython shell is running."""
     if shell is None:
         ipython = sys.modules.get("IPython")
         shell = ipython.get_ipython() if ipython is not None else None
     if shell is None:
         return False
-    from .botframe import BotFrame
-
     formatter = shell.display_formatter.mimebundle_formatter
-    formatter.for_type(type(BotFrame), lambda frame: frame._repr_mimebundle_())
+    formatter.for_type(type(frame), lambda cls: cls._repr_mimebundle_())
     return True
 
 
-def load_ipython_extension(shell: Any) -> None:
-    """``%load_ext rxbot.notebook``."""
-    register_ipython(shell)
-
-
-__all__ = ["bundle_of", "draw_tree", "frame_bundle", "register_ipython", "load_ipython_extension"]
+__all__ = ["bundle_of", "draw_tree", "frame_bundle", "register_ipython"]

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rxbot"
 
 #: the plain-data step tree, and the few modules below it that it may use
 TREE = {"rxbot.flow", "rxbot.step", "rxbot.node", "rxbot.walk", "rxbot.rx_source"}
-BELOW_TREE = {"rxbot.config", "rxbot.errors", "rxbot.registry", "rxbot.redact"}
+BELOW_TREE = {"rxbot.config", "rxbot.errors", "rxbot.registry", "rxbot.redact", "rxbot.display"}
 IO_PACKAGES = ("rxbot.db", "rxbot.http")
 
 

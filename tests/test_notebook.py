@@ -57,7 +57,7 @@ def test_ipython_shows_pipes_and_botframe_as_svg():
     data, _ = formatter.format(first)
     assert "double" in texts_of(data["image/svg+xml"])
     # BotFrame is a class: IPython needs the formatter rxbot registers for it
-    assert register_ipython(types.SimpleNamespace(display_formatter=formatter))
+    assert register_ipython(BotFrame, types.SimpleNamespace(display_formatter=formatter))
     data, _ = formatter.format(BotFrame)
     assert {"Pipe 1", "Pipe 2: second", "double", "slow_half"} <= texts_of(data["image/svg+xml"])
     assert BotFrame._repr_mimebundle_()["text/plain"] == "BotFrame with 2 pending pipe(s)"
@@ -66,7 +66,7 @@ def test_ipython_shows_pipes_and_botframe_as_svg():
 
 
 def test_no_ipython_running_registers_nothing():
-    assert register_ipython() is False
+    assert register_ipython(BotFrame) is False
 
 
 def test_run_report_displays_as_a_table():

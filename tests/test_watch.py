@@ -95,7 +95,11 @@ async def test_a_watched_run_streams_growing_counts_then_its_report(capsys):
     await asyncio.wait_for(reader, 10)
     outs = [counts(s).get("P1[3] slow", {}).get("out", 0) for s in seen if s["state"] == "running"]
     assert outs == sorted(outs) and any(0 < o < 29 for o in outs), outs  # seen growing
-    # an inline sync step counted (its policy is 'ignore') shows its counts live too
+    # so does the source (it publishes its count each time it pauses) ...
+    emitted = [counts(s).get("P1[1] Loop(range(0, 30))", {}).get("out", 0) for s in seen
+               if s["state"] == "running"]
+    assert emitted == sorted(emitted) and any(0 < e < 30 for e in emitted), emitted
+    # ... and an inline sync step counted (its policy is 'ignore')
     ins = [counts(s).get("P1[2] bad", {}).get("inp", 0) for s in seen if s["state"] == "running"]
     assert ins == sorted(ins) and any(0 < i < 30 for i in ins), ins
     final = seen[-1]

@@ -106,26 +106,27 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
     every = config.yield_every
     many = getattr(emit, "__rxbot_many__", None)
     if many is not None and type(iterable) in _SEQUENCES:
-        i = 0
+        i = counted = 0
         try:
             while i < len(iterable):  # a list may grow while it is iterated, as with ``for``
                 i += many(iterable[i:i + every], gate)
+                stats.out += i - counted  # published at each pause, as below
+                counted = i
                 await gate.pause()
         finally:
-            stats.out += i
+            stats.out += i - counted
         return
     n = 0
-    count = 0
     try:
         for v in iterable:
             emit(v)
             n += 1
             if gate.blocked or n >= every:
-                count += n
+                stats.out += n  # published at each pause, so live views see it grow
                 n = 0
                 await gate.pause()
     finally:
-        stats.out += count + n
+        stats.out += n
 
 
 #: sequences a source may slice: indexing them has no side effect and costs no memory
