@@ -150,6 +150,18 @@ async def stop_boosted(ctx: Any) -> None:
         if is_process and id(pool) not in killed:
             killed.add(id(pool))
             kill_processes(processes[id(pool)])
+    for ex in ctx.executors.values():
+        if id(ex) in killed:  # let its manager thread see the broken pool and end now,
+            await _join_manager(ex)  # not race the interpreter's exit hook on its pipe
+
+
+async def _join_manager(pool: Any) -> None:
+    """Wait (bounded) for a killed process pool's manager thread to end: while it is still
+    closing its wake-up pipe, ``concurrent.futures``' exit hook can write to that pipe and
+    print a 'Bad file descriptor' traceback at interpreter exit."""
+    thread = getattr(pool, "_executor_manager_thread", None)
+    if thread is not None and thread.is_alive():
+        await asyncio.to_thread(thread.join, config.shutdown_grace)
 
 
 def kill_processes(processes: List[Any]) -> None:
