@@ -170,6 +170,17 @@ def has_async(chain):
     return False
 
 
+def has_blocked(chain):
+    for op in chain:
+        if op[0] == "blocked":
+            return True
+        if op[0] == "join" and any(has_blocked(c) for c in op[1]):
+            return True
+        if op[0] in ("branch", "returnr") and has_blocked(op[1]):
+            return True
+    return False
+
+
 def run_chain(source, chain, fusion):
     config.fusion = fusion
     out = []
@@ -190,5 +201,11 @@ def test_fused_build_equals_unfused_build_equals_plain_loop(source, chain):
     unfused = run_chain(source, chain, False)
     if has_async(chain):
         assert Counter(fused) == Counter(unfused) == Counter(expected)
+        return
+    assert fused == expected
+    if has_blocked(chain):
+        # unfused, a BlockedJoin is an async boundary (per-item fork_join through the
+        # bounded map), so inside a route an unmatched item may overtake a matched one
+        assert Counter(unfused) == Counter(expected)
     else:
-        assert fused == unfused == expected
+        assert unfused == expected
