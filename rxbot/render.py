@@ -29,6 +29,10 @@ from .flow import BlockedJoin, Route
 from .layout import INSTALL_HINT, GraphvizUnavailable, draw
 from .node import Loop, Node, Timer
 from .step import Const, RxOp, Step
+from .walk import StepId, walk
+
+#: what identifies a step across a run and a drawing: (pipe, positions, labels) of its StepId
+Parts = Tuple[str, Tuple[int, ...], Tuple[str, ...]]
 
 log = logging.getLogger("rxbot")
 
@@ -134,16 +138,21 @@ class _Drawer:
         self.skip: Dict[str, int] = {}  # split node -> ranks its bypass edge spans
         self.report = report
         self.stats: Dict[str, Any] = dict(getattr(report, "steps", {}) or {}) if report is not None else {}
+        #: the report's entries by the parts of their StepId (never by their text)
+        self.entries: Dict[Parts, Any] = {_parts(key): stats for key, stats in self.stats.items()
+                                          if isinstance(key, StepId)}
+        #: the report's sinks (a None they return is consumed, not filtered), by parts
+        self.sinks = {_parts(key) for key in getattr(report, "sinks", ()) or () if isinstance(key, StepId)}
         self.seconds: float = float(getattr(report, "seconds", 0.0) or 0.0)
         #: drawn node name -> the report key of its step (what the live view updates)
-        self.paths: Dict[str, str] = {}
+        self.paths: Dict[str, StepId] = {}
         self.kinds_used: Dict[str, None] = {}
         #: report key -> does the engine always count in/out there (see ``_counted``)
-        self.counted: Dict[str, bool] = {}
+        self.counted: Dict[StepId, bool] = {}
 
     # -- top level --------------------------------------------------------------------
     def draw(self, pipes: Sequence[Any]) -> graphviz.Digraph:
-        prefixes = _report_prefixes(pipes, self.stats)
+        names = _report_pipes(pipes, self.entries)
         for index, pipe in enumerate(pipes, 1):
             pid = f"P{index}"
             title = f"Pipe {index}" + (f": {pipe.name}" if getattr(pipe, "name", None) else "")
@@ -151,7 +160,8 @@ class _Drawer:
                 title += f"  (run {self.seconds:.2f} s)"
             with self.graph.subgraph(name=f"cluster_{pid}") as cluster:
                 cluster.attr(label=title, style="rounded", color="#6b7280", fontname="Helvetica")
-                outs = self.chain(cluster, pipe.steps, pid, prefixes.get(index, pid), [])
+                place = StepId.root(names.get(index, pid), index)
+                outs = self.chain(cluster, pipe.steps, pid, place, [])
                 if any(label for _, label in outs):
                     # a labelled edge (e.g. 'unmatched') needs an end to point at
                     cluster.node(f"{pid}.end", "", shape="point", width="0.12", group=pid)
@@ -181,14 +191,15 @@ class _Drawer:
                 previous = name
 
     # -- walker -----------------------------------------------------------------------
-    def chain(self, g: Any, steps: Sequence[Any], nid_prefix: str, path_prefix: str,
+    def chain(self, g: Any, steps: Sequence[Any], nid_prefix: str, place: StepId,
               incoming: List[Out]) -> List[Out]:
-        """Draw ``steps`` in order, fed by ``incoming``; return where the data leaves."""
+        """Draw ``steps`` (the steps held at ``place``: a pipe's root or a route's
+        branch) in order, fed by ``incoming``; return where the data leaves."""
         outs = incoming
         for k, step in enumerate(steps, 1):
             label = step.label()
             nid = f"{nid_prefix}[{k}]"
-            path = f"{path_prefix}[{k}] {label}"
+            path = place.step(k, label)
             if isinstance(step, Route) and step.kind != "filter":
                 outs = self.route(g, step, nid, path, outs, group=nid_prefix)
                 continue
@@ -198,7 +209,7 @@ class _Drawer:
             outs = [(nid, "matched" if isinstance(step, Route) else None)]
         return outs
 
-    def route(self, g: Any, route: Route, nid: str, path: str, incoming: List[Out],
+    def route(self, g: Any, route: Route, nid: str, path: StepId, incoming: List[Out],
               group: str) -> List[Out]:
         """A cluster: split node where items enter, one chain per branch, and a join
         (or zip, for BlockedJoin) point where results return when ``join=True``."""
@@ -216,7 +227,7 @@ class _Drawer:
             ends: List[List[Out]] = []
             for b, steps in enumerate(route.branches, 1):
                 entry: List[Out] = [(split, "matched" if conditional else None)]
-                ends.append(self.chain(c, steps, f"{nid}/{b}", f"{path}/{b}", entry))
+                ends.append(self.chain(c, steps, f"{nid}/{b}", path.branch(b), entry))
             bypass: Out = (split, "all" if route.share else "unmatched")
             # the bypass skips past the branches, so the next main-flow node sits below
             # this cluster instead of beside a branch (clusters cannot overlap)
@@ -249,7 +260,7 @@ class _Drawer:
                 attrs["minlen"] = str(self.skip.get(tail, 1))
             self.edges.append((tail, head, attrs))
 
-    def label(self, text: str, step: Any, path: str):
+    def label(self, text: str, step: Any, path: StepId):
         """``text`` plus, after a run, the step's counts from the report and its
         throughput over the run.
 
@@ -257,7 +268,7 @@ class _Drawer:
         sources and BlockedJoin, at inline sync steps only when metrics were on for
         them (``config.metrics``, or a policy other than 'raise'); elsewhere only what
         is always counted: failures and drops."""
-        stats = self.stats.get(path)
+        stats = self.entries.get(_parts(path))
         counted = _counted(step)
         self.counted[path] = counted
         if stats is None:
@@ -265,30 +276,32 @@ class _Drawer:
         if getattr(self.report, "live", False):  # room for the numbers a live page writes
             return _text(text, *LIVE_PLACEHOLDER)
         rate = rate_text(max(stats.inp, stats.out), self.seconds) if self.seconds > 0 else None
-        return _text(text, *count_lines(stats, counted, rate))
+        return _text(text, *count_lines(stats, counted, rate, sink=_parts(path) in self.sinks))
 
     def kind(self, kind: str) -> Dict[str, str]:
         self.kinds_used[kind] = None
         return dict(KINDS[kind][0])
 
-    def style(self, step: Any, path: str) -> Dict[str, str]:
+    def style(self, step: Any, path: StepId) -> Dict[str, str]:
         attrs = self.kind(kind_of(step))
         tip = _tooltip(step)
         if tip:
             attrs["tooltip"] = tip
-        stats = self.stats.get(path)
+        stats = self.entries.get(_parts(path))
         if stats is not None and stats.failed:
             attrs.update(_FAILED)
         return attrs
 
 
-def count_lines(stats: Any, counted: bool, rate: Optional[str]) -> List[str]:
+def count_lines(stats: Any, counted: bool, rate: Optional[str], sink: bool = False) -> List[str]:
     """The lines a step's numbers take under its label: ``in=.. out=..`` (plus any
-    filtered/failed/dropped/retried) and the throughput where in/out were counted,
-    else only what is always counted (failures and drops)."""
+    filtered/consumed/failed/dropped/retried) and the throughput where in/out were
+    counted, else only what is always counted (failures and drops). At a ``sink`` (see
+    :mod:`rxbot.report_io`) the Nones its step returned are ``consumed``, not filtered."""
     filtered = getattr(stats, "filtered", 0)
+    dropped_by = "consumed" if sink else "filtered"
     if counted or stats.inp or stats.out or filtered:
-        extra = [f"{k}={v}" for k, v in (("filtered", filtered), ("failed", stats.failed),
+        extra = [f"{k}={v}" for k, v in ((dropped_by, filtered), ("failed", stats.failed),
                                           ("dropped", stats.dropped), ("retried", stats.retried)) if v]
         lines = [" ".join([f"in={stats.inp} out={stats.out}"] + extra)]
         return lines + [rate] if rate else lines
@@ -317,15 +330,8 @@ def _depth(steps: Sequence[Any]) -> int:
     return total
 
 
-def _step_paths(steps: Sequence[Any], prefix: str, out: set) -> set:
-    """Every report key a step list can produce, relative to its pipe (``[1] double``)."""
-    for k, step in enumerate(steps, 1):
-        path = f"{prefix}[{k}] {step.label()}"
-        out.add(path)
-        if isinstance(step, Route):
-            for b, branch in enumerate(step.branches, 1):
-                _step_paths(branch, f"{path}/{b}", out)
-    return out
+def _parts(sid: StepId) -> Parts:
+    return sid.pipe, sid.positions, sid.labels
 
 
 def outline(pipes: Sequence[Any]) -> Tuple[Tuple[str, bool, str, bool, bool], ...]:
@@ -333,40 +339,31 @@ def outline(pipes: Sequence[Any]) -> Tuple[Tuple[str, bool, str, bool, bool], ..
     decides the picture, computed without drawing (the live view keys its cached
     picture and its count lines by it)."""
     rows: List[Tuple[str, bool, str, bool, bool]] = []
-
-    def walk(steps: Sequence[Any], prefix: str) -> None:
-        for k, step in enumerate(steps, 1):
-            path = f"{prefix}[{k}] {step.label()}"
-            route = isinstance(step, Route)
-            rows.append((path, _counted(step), kind_of(step), route and step.share, route and step.join))
-            if route:
-                for b, branch in enumerate(step.branches, 1):
-                    walk(branch, f"{path}/{b}")
-
     for index, pipe in enumerate(pipes, 1):
-        walk(pipe.steps, f"P{index}")
+        for sid, step in walk(pipe.steps, StepId.root(f"P{index}", index)):
+            route = isinstance(step, Route)
+            rows.append((sid, _counted(step), kind_of(step), route and step.share, route and step.join))
     return tuple(rows)
 
 
-def _report_prefixes(pipes: Sequence[Any], stats: Dict[str, Any]) -> Dict[int, str]:
-    """Which ``P<n>`` of the report belongs to each drawn pipe.
+def _report_pipes(pipes: Sequence[Any], entries: Dict[Parts, Any]) -> Dict[int, str]:
+    """Which pipe of the report (its ``StepId.pipe``) belongs to each drawn pipe.
 
     A report numbers pipes in run order; the pipes drawn may be a subset or another order
     (``pipe.render(..., report=pipe.report)`` after a run of several pipes). A pipe takes
-    its own position when the report's keys under it fit its tree, else the first unused
-    report pipe whose keys all fit.
+    its own position when the report's steps under it fit its tree (same positions and
+    labels), else the first unused report pipe whose steps all fit.
     """
-    if not stats:
+    if not entries:
         return {}
     groups: Dict[str, set] = {}
-    for key in stats:
-        head, sep, rest = key.partition("[")
-        if sep:
-            groups.setdefault(head, set()).add("[" + rest)
+    for pipe_name, positions, labels in entries:
+        if positions:
+            groups.setdefault(pipe_name, set()).add((positions, labels))
     chosen: Dict[int, str] = {}
     used: set = set()
     for index, pipe in enumerate(pipes, 1):
-        mine = _step_paths(pipe.steps, "", set())
+        mine = {(sid.positions, sid.labels) for sid, _ in walk(pipe.steps)}
         candidates = [f"P{index}"] + [p for p in groups if p != f"P{index}"]
         for cand in candidates:
             keys = groups.get(cand)

@@ -621,7 +621,7 @@ def test_metrics_on_counts_every_inline_step():
         "P1[4]": f"<lambda> line {line}\nin=3 out=2 filtered=1",
         "P1[5].split": "Branch\nin=2 out=2",
         "P1[5]/1[1]": "double\nin=2 out=2",
-        "P1[6]": "print\nin=2 out=0 filtered=2",
+        "P1[6]": "print\nin=2 out=0 consumed=2",  # a sink: its Nones are consumed
     }
 
 
@@ -653,3 +653,57 @@ def test_example_script_draws_the_documented_picture(tmp_path):
     committed = os.path.join(repo, "docs", "images", "route_example.dot")
     assert (tmp_path / "route_example.dot").read_text() == open(committed, encoding="utf-8").read()
     assert (tmp_path / "route_example.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def asink(x):
+    """A sink that keeps nothing: returns None for every item."""
+    return None
+
+
+def test_a_sink_shows_consumed_like_the_report_not_filtered():
+    p = Pipe(Loop(range(4)), atriple, Fork(asink), asink)
+    BotFrame.run()
+    entries = {row["step"]: row for row in p.report.to_dict()["steps"]}
+    assert entries["P1[4] asink"]["sink"] and entries["P1[4] asink"]["consumed"] == 4
+    g = graph_of(p, report=p.report)
+    # the end of the pipe and the end of a discarding branch: both sinks in the report
+    assert counts_of(g, p.report)["P1[4]"] == "asink\nin=4 out=0 consumed=4"
+    assert counts_of(g, p.report)["P1[3]/1[1]"] == "asink\nin=4 out=0 consumed=4"
+    assert "filtered=" not in build_graph([p], p.report).source
+    # a step whose Nones stop items before a later step still says filtered
+    from rxbot import config
+
+    config.metrics = True  # count the inline step
+    q = Pipe(Loop(range(4)), Step(lambda x: None if x % 2 else x, name="evens"), atriple)
+    BotFrame.run()
+    assert counts_of(graph_of(q, report=q.report), q.report)["P1[2]"] == "evens\nin=4 out=2 filtered=2"
+
+
+def test_counts_of_same_labelled_steps_in_nested_routes_land_on_their_own_nodes():
+    first = Pipe(Loop(range(2)), atriple, print)
+    # 'atriple' four times: top level, a Fork's branch 1, and twice in a Branch that is its branch 2
+    second = Pipe(Loop(range(6)), atriple,
+                  Fork(atriple, Branch(atriple, atriple, route_func=is_even), join=True), repr)
+    report = BotFrame.run()
+    want = {"P1[2]": "atriple\nin=6 out=6", "P1[3]/1[1]": "atriple\nin=6 out=6",
+            # the nested Branch sees only the even items (3 of 6), its second step the same
+            "P1[3]/2[1]/1[1]": "atriple\nin=3 out=3", "P1[3]/2[1]/1[2]": "atriple\nin=3 out=3"}
+    # drawn alone, 'second' (P2 of the run) takes the report's P2 entries
+    got = counts_of(graph_of(second, report=report), report)
+    assert {k: got[k] for k in want} == want
+    # drawn with 'first', each pipe keeps its own numbers
+    both = counts_of(graph_of(first, second, report=report), report)
+    assert both["P1[2]"] == "atriple\nin=2 out=2"
+    assert {k: both["P2" + k[2:]] for k in want} == want
+
+
+def test_drawn_nodes_name_their_steps_by_step_id():
+    from rxbot.render import node_paths
+    from rxbot.walk import StepId
+
+    p = Pipe(Loop([1]), Fork(double, Branch(double)), triple)
+    nodes, counted = node_paths([p])
+    inner = nodes["P1[2]/2[1]/1[1]"]
+    assert isinstance(inner, StepId)
+    assert (inner.pipe, inner.positions, inner.labels) == ("P1", (2, 2, 1, 1, 1), ("Fork", "Branch", "double"))
+    assert set(counted) == set(nodes.values())

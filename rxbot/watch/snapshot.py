@@ -51,7 +51,8 @@ class Sampler:
             row: Dict[str, Any] = counters(report, key)
             row.update(path=path, rate=round(rate, 2), counted=counted,
                        in_flight=step.in_flight if step is not None and running else 0,
-                       lines=count_lines(stats, counted, rate_text(rate, 1.0)))
+                       lines=count_lines(stats, counted, rate_text(rate, 1.0),
+                                         sink=key in getattr(report, "sinks", ())))
             steps.append(row)
         letters = list(report.dead_letters)
         return {
