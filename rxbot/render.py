@@ -79,15 +79,17 @@ def _text(*lines: str) -> str:
 
 def _counted(step: Any) -> bool:
     """Does the engine always count ``inp``/``out`` for this step? It does at async
-    boundaries, sources and BlockedJoin; inline sync steps only when metrics are on, and
-    route dispatch never (it counts failures only)."""
+    boundaries, sources and BlockedJoin; fused inline sync steps only when metrics are on
+    (the unfused graph's ``map`` counts every call), and route dispatch never (it counts
+    failures only)."""
+    from .config import config
     from .engine.classify import runs_inline
 
     if isinstance(step, RxOp):
         return False
     if isinstance(step, Route):
         return isinstance(step, BlockedJoin)
-    return not runs_inline(step)
+    return not (runs_inline(step) and config.fusion)
 
 
 def _tooltip(step: Any) -> str:

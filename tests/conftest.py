@@ -45,6 +45,15 @@ def _isolated_run_state():
     vars(config).update(saved)
 
 
+@pytest.fixture(params=[True, False], ids=["fused", "unfused"])
+def both_builds(request):
+    """Run the test on the fused build and on the honest unfused Rx graph
+    (``config.fusion = False``, what ``RXBOT_NO_FUSION=1`` selects): both must give the
+    same items, errors and reports. Cheap enough for core behaviour tests."""
+    config.fusion = request.param
+    return request.param
+
+
 class FlowTracker:
     """Measures how far a source runs ahead of the end of a pipe: ``worst`` is the most
     items ever pulled from :meth:`source` and not yet counted by :meth:`done` — the

@@ -22,6 +22,7 @@ def run(*steps):
 
 
 # ---------------------------------------------------------------- return-value rules
+@pytest.mark.usefixtures("both_builds")
 def test_none_drops_the_item():
     assert run(range(6), lambda x: x if x % 2 else None) == [1, 3, 5]
 
@@ -43,12 +44,14 @@ def test_custom_objects_are_one_item():
     assert run(range(3), lambda x: t) == [t, t, t]
 
 
+@pytest.mark.usefixtures("both_builds")
 @pytest.mark.parametrize("make", [list, set, lambda v: range(len(v)), lambda v: (i for i in v), iter])
 def test_iterables_flatten(make):
     got = run([3], lambda n: make(range(n)))
     assert sorted(got) == [0, 1, 2]
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_generator_function_step_flattens_in_order():
     def gen(x):
         yield x
@@ -67,6 +70,7 @@ def test_async_generator_flattens_as_it_yields():
     assert Counter(got) == Counter([(1, 0), (3, 0), (3, 1), (3, 2)])
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_coroutine_is_awaited_then_rules_apply():
     async def double_list(x):
         await asyncio.sleep(0)
@@ -75,6 +79,7 @@ def test_coroutine_is_awaited_then_rules_apply():
     assert sorted(run(range(3), double_list)) == [1, 1, 2, 2]
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_sync_callable_returning_a_coroutine_is_awaited():
     async def fetch(x):
         await asyncio.sleep(0)
@@ -257,6 +262,7 @@ async def test_blocking_run_inside_a_loop_says_what_to_use():
         BotFrame.run()
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_sync_chains_preserve_order():
     data = list(range(1000))
     assert run(data, lambda x: x * 3, lambda x: [x, -x], lambda x: x + 1) == [
@@ -265,6 +271,7 @@ def test_sync_chains_preserve_order():
 
 
 # ---------------------------------------------------------------- errors (raise policy)
+@pytest.mark.usefixtures("both_builds")
 def test_raise_policy_reraises_original_exception_with_step_and_item():
     def boom(x):
         if x == 3:
@@ -506,6 +513,7 @@ def test_databot_compat_settings_and_names():
     assert Branch(print, route_type=[int, str]).route_type == (int, str)
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_run_report_lists_steps_in_pipe_order_at_every_level():
     from rxbot import Fork
 
@@ -517,6 +525,8 @@ def test_run_report_lists_steps_in_pipe_order_at_every_level():
         "P1[1]", "P1[2]", "P1[2]", "P1[2]", "P1[2]", "P1[3]"]
     assert paths[2].startswith("P1[2] Fork/1[1]") and paths[3].startswith("P1[2] Fork/1[2]")
     assert paths[4].startswith("P1[2] Fork/2[1]")
+    # the report itself lists its steps in that order, however the graph was built
+    assert [str(k) for k in BotFrame.last_report.steps] == paths
 
 
 def test_lazy_iterable_returned_by_a_plain_function_is_pulled_on_demand(tracker):
@@ -532,12 +542,14 @@ def test_lazy_iterable_returned_by_a_plain_function_is_pulled_on_demand(tracker)
     assert tracker.worst <= 4 + 1
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_lazy_results_keep_input_order_through_a_burst():
     # a list fans out at once; each element then returns a lazy range, a later step maps
     got = run([0], lambda _: [3, 1, 2], lambda n: range(n), lambda v: v * 10, lambda v: [v, -v])
     assert got == [0, 0, 10, -10, 20, -20, 0, 0, 0, 0, 10, -10]
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_nested_lazy_results_expand_depth_first_like_nested_loops():
     got = run([2], lambda n: range(n), lambda m: (f"{m}.{j}" for j in range(2)), str.upper)
     assert got == ["0.0", "0.1", "1.0", "1.1"]
@@ -551,6 +563,7 @@ def test_long_lazy_result_does_not_starve_other_pipes():
     assert len(ticks) >= 2
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_lazy_result_failing_part_way_is_not_retried_into_duplicates():
     calls = []
 
@@ -571,6 +584,33 @@ def test_lazy_result_failing_part_way_is_not_retried_into_duplicates():
     with pytest.raises(ConnectionError):
         BotFrame.run()
     assert out == ["a", "b"] and calls == [1]
+
+
+@pytest.mark.usefixtures("both_builds")
+@pytest.mark.usefixtures("both_builds")
+def test_lazy_or_awaited_result_failing_is_charged_to_its_item_and_the_rest_flows():
+    """A generator failing part-way or an awaitable failing when awaited: the failure is
+    the step's, for the item whose result it was, and later items still go through."""
+    async def fail_on_two(x):
+        if x == 2:
+            raise ValueError("two")
+        return x
+
+    def gen(x):
+        yield x
+        if x == 1:
+            raise ValueError("one")
+
+    def parts(x):  # a plain function returning a lazy result (not a generator step)
+        return gen(x)
+
+    config.exception_policy = "ignore"
+    out = []
+    Pipe(range(4), Step(parts, name="parts"), Step(lambda x: fail_on_two(x), name="later"), out.append)
+    report = BotFrame.run()
+    assert out == [0, 1, 3]
+    assert [(d.step, d.item, str(d.exception)) for d in report.dead_letters] == [
+        ("parts", 1, "one"), ("later", 2, "two")]
 
 
 def test_sync_nodes_flush_in_order_inside_a_fused_segment():

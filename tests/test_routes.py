@@ -70,6 +70,7 @@ def collect(out):
     return lambda x: out.append(x if isinstance(x, tuple) else x.v)
 
 
+@pytest.mark.usefixtures("both_builds")
 @pytest.mark.parametrize("kind", list(ROUTES))
 @pytest.mark.parametrize("share", [True, False])
 @pytest.mark.parametrize("join", [True, False])
@@ -158,6 +159,7 @@ def test_multi_step_branches_from_pipes():
     assert BotFrame.pipes() == []
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_three_level_nest_fork_branch_join():
     """Fork( Branch( Join(double, triple) -> record ), negate ) with exact output."""
     side = []
@@ -179,6 +181,7 @@ def test_three_level_nest_fork_branch_join():
     assert Counter(side) == Counter([2, 3, 6, 9])
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_deeper_nesting_branch_in_return_in_fork_in_join():
     out, rec = [], []
     Pipe(
@@ -220,6 +223,7 @@ def test_blocked_join_equal_inputs_are_separate_tuples():
     assert out == [(6, 4)] * 3
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_blocked_join_drop_gives_none_and_fan_out_gives_list():
     out = []
     Pipe(range(3), BlockedJoin(lambda x: x if x else None, lambda x: [x] * x, lambda x: x), out.append)
@@ -281,6 +285,7 @@ def test_error_in_branch_raises_under_raise_policy():
     assert "'bad'" in "".join(info.value.__notes__)
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_error_in_branch_ignored_under_ignore_policy():
     config.exception_policy = "ignore"
 
@@ -296,6 +301,7 @@ def test_error_in_branch_ignored_under_ignore_policy():
     assert report.find("bad").failed == 1 and report.find("bad").dropped == 1
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_error_in_blocked_join_branch_pipein():
     config.exception_policy = "pipein"
     def bad(x):

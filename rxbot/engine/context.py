@@ -193,6 +193,16 @@ class RunContext:
             fn()
         await self._stop_executors()
         self.report.seconds = time.perf_counter() - self.started
+        self._steps_in_flow_order()
+
+    def _steps_in_flow_order(self) -> None:
+        """The report lists its steps in flow order, whichever order the graph was built
+        in (the unfused graph registers a pipe's steps from its end)."""
+        steps = self.report.steps
+        ordered = sorted(steps.items(), key=lambda kv: _order(kv[0]))
+        if list(steps) != [k for k, _ in ordered]:
+            steps.clear()
+            steps.update(ordered)
 
     async def _stop_executors(self) -> None:
         from .boost import stop_boosted

@@ -5,7 +5,9 @@ On the honest (unfused) path a sync step is ``ops.map(step)`` followed by this o
 result), ``flatten`` turns the result into items — None drops the item, a single value
 is one item, a list or generator gives one item per element, an awaitable or async
 generator is awaited — and applies the step's exception policy to a failure (retries
-included). Results that are ready are passed on at once; the others (lazy iterables,
+included). A result that is not a plain value travels with its input item, so a failure
+while it is awaited or iterated is charged to that item, as in the fused code. Results
+that are ready are passed on at once; the others (lazy iterables,
 awaitables, retries, and everything behind them, to keep the order) are worked off by
 one task that pulls while the downstream has demand: while it is busy the operator's
 boundary is full, which pauses the source.
@@ -35,16 +37,29 @@ class Failed:
         self.item = item
 
 
+class Pending:
+    """A result that is not a plain value (an awaitable, an iterable, ...) with the input
+    ``item`` it came from: what fails while it is worked off is charged to that item."""
+
+    __slots__ = ("result", "item")
+
+    def __init__(self, result: Any, item: Any) -> None:
+        self.result = result
+        self.item = item
+
+
 def guarded(fn: Callable[[Any], Any], rt: StepRuntime) -> Callable[[Any], Any]:
-    """The function ``ops.map`` calls: the step, counting its input, failures as values."""
+    """The function ``ops.map`` calls: the step, counting its input, failures as values,
+    results other than plain values paired with their item."""
     stats = rt.stats
 
     def call(x: Any) -> Any:
         stats.inp += 1
         try:
-            return fn(x)
+            r = fn(x)
         except Exception as exc:
             return Failed(exc, x)
+        return r if r is None or type(r) in SINGLE else Pending(r, x)
 
     return call
 
@@ -92,14 +107,16 @@ class _Flatten(Subscription):
             if t in SINGLE:
                 self.emit(result)
                 return
-            kind = kind_of(result) if t is not Failed else None
-            if kind == ONE or kind == ONE_AS_IS:
-                self.emit(result if kind == ONE else result.item)
-                return
-            if kind == MANY and isinstance(result, _EAGER):
-                for v in result:
-                    self.emit(v)
-                return
+            if t is Pending:
+                value = result.result
+                kind = kind_of(value)
+                if kind == ONE or kind == ONE_AS_IS:
+                    self.emit(value if kind == ONE else value.item)
+                    return
+                if kind == MANY and isinstance(value, _EAGER):
+                    for v in value:
+                        self.emit(v)
+                    return
         self.jobs.append(result)
         self.set_full(True)
         if not self.running:
@@ -127,8 +144,18 @@ class _Flatten(Subscription):
                 if type(result) is Failed:
                     if not await self._failed(result):
                         return
-                elif not await deliver(result, self.emit, self.gate):
-                    self.rt.stats.filtered += 1
+                    continue
+                item = None
+                if type(result) is Pending:
+                    result, item = result.result, result.item
+                try:
+                    if not await deliver(result, self.emit, self.gate):
+                        self.rt.stats.filtered += 1
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # failing part-way: no retry (no duplicates)
+                    if not self.settle(self.rt, exc, item, self.emit):
+                        return
             if self.upstream_done and self.flush is not None and not self.ctx.stopped:
                 flush, self.flush = self.flush, None
                 try:
@@ -139,7 +166,7 @@ class _Flatten(Subscription):
                     self.settle(self.rt, exc, "<flush at end of input>", self.emit)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a lazy result failing part-way: no retry (no duplicates)
+        except Exception as exc:  # the flush failing part-way
             self.settle(self.rt, exc, None, self.emit)
         finally:
             self.running = False
@@ -161,4 +188,4 @@ class _Flatten(Subscription):
         return self.settle(rt, failed.error, failed.item, self.emit)
 
 
-__all__ = ["flatten", "FlattenPlan", "guarded", "Failed"]
+__all__ = ["flatten", "FlattenPlan", "guarded", "Failed", "Pending"]
