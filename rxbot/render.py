@@ -399,7 +399,7 @@ def build_graph(pipes: Sequence[Any], report: Any = None, legend: bool = True) -
     return _drawer(pipes, report, legend).graph
 
 
-def node_paths(pipes: Sequence[Any]) -> Tuple[Dict[str, str], Dict[str, bool]]:
+def node_paths(pipes: Sequence[Any]) -> Tuple[Dict[str, StepId], Dict[StepId, bool]]:
     """``(nodes, counted)``: drawn node name (also its SVG element id) -> report key of the
     step it draws, and report key -> whether the engine counts its in/out live."""
     drawer = _drawer(pipes, legend=False)
