@@ -33,10 +33,14 @@ def test_routes_of_sync_steps_are_fused_and_async_ones_are_not():
     async def a(x):
         return x
 
-    assert fusable(BlockedJoin(lambda x: x, Join(lambda x: x, Return(lambda x: x))))
+    config.fusion = True  # what the pass fuses; RXBOT_NO_FUSION=1 turns the pass off
+    sync_routes = BlockedJoin(lambda x: x, Join(lambda x: x, Return(lambda x: x)))
+    assert fusable(sync_routes)
     assert not fusable(BlockedJoin(lambda x: x, Join(lambda x: x, a)))
     assert not fusable(BlockedJoin(Step(lambda x: x, retries=2)))
     assert not fusable(Join(lambda x: x))  # measured: no faster inline (see compiler.fusable)
+    config.fusion = False  # the honest unfused graph fuses nothing
+    assert not fusable(sync_routes) and not fusable(lambda x: x)
 
 
 @pytest.mark.parametrize("fusion", [True, False])
