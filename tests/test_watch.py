@@ -284,4 +284,6 @@ def test_the_watch_benchmark_runs_and_its_viewer_sees_the_runs():
         "server start (once per process)"]
     assert not any("WRONG" in r.note for r in rows)
     events, graphs = map(int, re.match(r"the viewer read (\d+) snapshots and (\d+) graphs", rows[-1].note).groups())
-    assert graphs == 2 and events > graphs  # the two pipes' pictures, fetched once each
+    # each picture is fetched once at most; a --quick run can start and end between two
+    # snapshots (sent twice a second), so the viewer may see one of the two graphs only
+    assert 1 <= graphs <= 2 and events >= graphs
