@@ -170,6 +170,19 @@ def has_async(chain):
     return False
 
 
+def lazy_in_route(chain, inside=False):
+    for op in chain:
+        if op[0] in ("join", "blocked"):
+            if any(lazy_in_route(c, True) for c in op[1]):
+                return True
+        elif op[0] in ("branch", "returnr"):
+            if lazy_in_route(op[1], True):
+                return True
+        elif inside and op[0] == "gen":
+            return True
+    return False
+
+
 def has_blocked(chain):
     for op in chain:
         if op[0] == "blocked":
@@ -200,6 +213,11 @@ def test_fused_build_equals_unfused_build_equals_plain_loop(source, chain):
     fused = run_chain(source, chain, True)
     unfused = run_chain(source, chain, False)
     if has_async(chain):
+        assert Counter(fused) == Counter(unfused) == Counter(expected)
+        return
+    if lazy_in_route(chain):
+        # a generator step is pulled lazily (bounded memory): inside a route its outputs
+        # come back after items that passed straight on (as before the operators rewrite)
         assert Counter(fused) == Counter(unfused) == Counter(expected)
         return
     assert fused == expected
