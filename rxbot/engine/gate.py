@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import Callable, Iterable, List
 
+_ENDED = object()  # a gate's waiter result: the waiting source's feeder ran dry
+
 
 class Boundary:
     """A point of the built graph where work is bounded (an async step's slots, an
@@ -36,6 +38,37 @@ class Boundary:
         self.holders += 1 if full else -1
         self.set_full(self.holders > 0)
 
+    def feed(self) -> bool:
+        """The only holder of this full boundary has just freed a slot: instead of
+        opening the gates (waking a source's task, which pushes one element, fills the
+        boundary and waits again: several trips through the event loop per element),
+        let a source that waits at a gate closed by this boundary alone push its next
+        element now, synchronously, through its feeder (see :meth:`Gate.wait`). True
+        when one did. The boundary stays full all along, so the bounds are unchanged;
+        the element takes the path it would have taken from the source's own task.
+
+        A feeder that has no more elements, or whose element raised (in its iterator or
+        downstream), wakes its source to end or fail in its own task, as if it had
+        pulled the element itself. The gate that fed moves to the end of the list, so
+        sources feeding one boundary (a join) take turns."""
+        if self.holders != 1:
+            return False
+        gates = self.gates
+        for g in gates:
+            fut = g._fed
+            # blocked == 1: this boundary is the only one keeping the gate closed
+            if fut is not None and g.blocked == 1 and not fut.done():
+                try:
+                    if g.feeder():  # type: ignore[misc]
+                        if g is not gates[-1]:
+                            gates.remove(g)
+                            gates.append(g)
+                        return True
+                    fut.set_result(_ENDED)
+                except Exception as exc:
+                    fut.set_exception(exc)
+        return False
+
     def set_full(self, full: bool) -> None:
         if full is self.full:
             return
@@ -53,7 +86,7 @@ class Boundary:
 class Gate:
     """Open while none of the given downstream boundaries is full."""
 
-    __slots__ = ("blocked", "_waiters", "on_pause", "__weakref__")
+    __slots__ = ("blocked", "_waiters", "on_pause", "feeder", "_fed", "__weakref__")
 
     def __init__(self, downstream: Iterable[Boundary]) -> None:
         self.blocked = 0
@@ -61,19 +94,31 @@ class Gate:
         #: counts of its fused steps there, see ``RunContext.publish_live_counts``)
         self.on_pause: Callable[[], None] | None = None
         self._waiters: List[asyncio.Future] = []
+        #: while a source waits here with a feeder: the feeder, and the future it waits on
+        self.feeder: Callable[[], bool] | None = None
+        self._fed: asyncio.Future | None = None
         for b in downstream:
             b.gates.append(self)
             if b.full:
                 self.blocked += 1
 
-    async def wait(self) -> None:
-        """Return once the gate is open (immediately if it already is)."""
+    async def wait(self, feeder: Callable[[], bool] | None = None) -> None:
+        """Return once the gate is open (immediately if it already is).
+
+        ``feeder``: the waiting source's way to push its next element synchronously
+        (True when it pushed one, False when it has no more); while the source waits,
+        a boundary that frees a slot may call it (:meth:`Boundary.feed`)."""
         while self.blocked:
             fut = asyncio.get_running_loop().create_future()
             self._waiters.append(fut)
+            if feeder is not None:
+                self.feeder, self._fed = feeder, fut
             try:
-                await fut
+                if await fut is _ENDED:  # the feeder found no more elements
+                    return
             finally:
+                if feeder is not None:
+                    self.feeder = self._fed = None
                 if fut in self._waiters:
                     self._waiters.remove(fut)
 

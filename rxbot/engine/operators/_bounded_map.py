@@ -9,15 +9,15 @@ this step holds the gates of every source upstream closed.
 from __future__ import annotations
 
 import asyncio
-import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, List
+from functools import partial
+from typing import Any, Awaitable, Callable, List
 
 from ..gate import Boundary
 from ..policy import StepRuntime
-from ..results import deliver
+from ..results import SINGLE, deliver
 from ..slots import Slots
-from ._subscription import Operator, Subscription, operator_of
+from ._subscription import Operator, Subscription, fast_on_next, operator_of
 
 
 @dataclass
@@ -34,25 +34,36 @@ class AsyncPlan:
 
 
 def bounded_map(ctx: Any, plan: AsyncPlan) -> Operator:
-    """The operator calling ``plan.fn`` per item with ``plan.rt.concurrency`` slots."""
-    return operator_of(lambda observer: _BoundedMap(ctx, plan, observer))
+    """The operator calling ``plan.fn`` per item with ``plan.rt.concurrency`` slots.
+
+    Upstream pushes straight into the slots (:meth:`Slots.submit` is the entry, which
+    counts the step's input), one call fewer per item than a forwarding ``on_next``."""
+    return operator_of(lambda observer: _BoundedMap(ctx, plan, observer), lambda state: state.slots.submit)
 
 
 class _BoundedMap(Subscription):
+    """One subscription of an async step: its slots run the calls (fed by the source
+    upstream while full, see :class:`Slots`) and each result is applied here
+    (:meth:`_finish`, :meth:`_fail`)."""
+
     def __init__(self, ctx: Any, plan: AsyncPlan, observer: Any) -> None:
         super().__init__(ctx, observer)
         rt = self.rt = plan.rt
-        self.fn = plan.fn
         self.flush = plan.flush
-        self.count_none = not plan.holds_items
         self.gate = ctx.gate(plan.downstream)
-        self.slots = Slots(rt.concurrency, self._run, ctx, self.maybe_complete, lambda _: rt.stats,
-                           plan.boundary, self.spawn)
+        self.downstream = fast_on_next(observer)
+        fn = plan.fn
+        # the common case: the worker calls and awaits ``fn`` itself; else the
+        # retry/timeout machinery, as before
+        call: Callable[[Any], Any] = fn if not (rt.retries or rt.timeout is not None) \
+            else partial(rt.call_with_retry, fn)
+        self.slots = Slots(rt.concurrency, call, ctx, self.maybe_complete, lambda _: rt.stats,
+                           plan.boundary, self.spawn, feed=True, finish=self._finish,
+                           fail=self._fail, rt=rt, count_none=not plan.holds_items)
+        self.count_none = not plan.holds_items
         self.flushing = False
 
     def on_next(self, item: Any) -> None:
-        self.rt.stats.inp += 1
-        self.rt.in_flight += 1
         self.slots.submit(item)
 
     def idle(self) -> bool:
@@ -63,27 +74,25 @@ class _BoundedMap(Subscription):
 
     def _emit(self, value: Any) -> None:
         self.rt.stats.out += 1
-        self.observer.on_next(value)
+        self.downstream(value)
 
-    async def _run(self, item: Any) -> None:
-        rt = self.rt
-        try:
-            if rt.retries or rt.timeout is not None:
-                result = await rt.call_with_retry(self.fn, item)
-            else:  # the common case, without the retry/timeout machinery
-                result = self.fn(item)
-                if inspect.isawaitable(result):
-                    result = await result
-            if self.ctx.stopped:  # the run ended while this call was out
-                return
-            if result is None or not await deliver(result, self._emit, self.gate):
-                rt.stats.filtered += self.count_none
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.settle(rt, exc, item, self._emit)
-        finally:
-            rt.in_flight -= 1
+    def _finish(self, item: Any, result: Any) -> Awaitable[None] | None:
+        """Apply the call's result (never None: the slots count that one). An awaitable
+        is returned only when the result has to be delivered in async context (an
+        iterable or async generator, which pauses at the gate while downstream is full)."""
+        if self.ctx.stopped:  # the run ended while this call was out
+            return None
+        if type(result) in SINGLE:  # one item: what ``deliver`` would do, without its coroutine
+            self._emit(result)
+            return None
+        return self._deliver(result)
+
+    async def _deliver(self, result: Any) -> None:
+        if not await deliver(result, self._emit, self.gate):
+            self.rt.stats.filtered += self.count_none
+
+    def _fail(self, item: Any, exc: Exception) -> None:
+        self.settle(self.rt, exc, item, self._emit)
 
     def maybe_complete(self) -> None:
         if self.ctx.stopped or self.disposed:

@@ -116,15 +116,42 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
         finally:
             stats.out += i - counted
         return
+    it = iter(iterable)
+    ended = False
+    fed = 0
+
+    def feeder() -> bool:
+        """While this source waits at its closed gate, the async step that closed it
+        pulls the next element through here as soon as it frees a slot (see
+        :meth:`Gate.feed`): one element per freed slot, in order, from the same iterator."""
+        nonlocal ended, fed
+        for v in it:
+            emit(v)
+            stats.out += 1
+            fed += 1
+            if fed >= every and gate.on_pause is not None:  # live counts, as at a pause
+                fed = 0
+                gate.on_pause()
+            return True
+        ended = True
+        return False
+
     n = 0
     try:
-        for v in iterable:
+        for v in it:
             emit(v)
             n += 1
             if gate.blocked or n >= every:
                 stats.out += n  # published at each pause, so live views see it grow
                 n = 0
-                await gate.pause()
+                if not gate.blocked:
+                    await gate.pause()
+                    continue
+                if gate.on_pause is not None:
+                    gate.on_pause()
+                await gate.wait(feeder)
+                if ended:
+                    return
     finally:
         stats.out += n
 
