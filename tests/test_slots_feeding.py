@@ -1,0 +1,166 @@
+"""An async step fed by its source while full (``Slots(feed=True)``, ``Boundary.feed``,
+the feeder of ``iterate``): when a worker frees a slot, the source waiting at the gate
+pushes its next element synchronously instead of being woken through the event loop.
+
+What must hold whatever the speed-up: the number of calls in flight never exceeds
+``concurrency``, what the source runs ahead stays bounded by the slots and does not grow
+with its length, calls start in arrival order, errors and counts are those of a source
+that pulled the element itself. No timing is asserted: items are counted.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from rxbot import BotFrame, Join, Loop, Pipe, Step, config
+
+
+class Counted:
+    """A generator of ``n`` ints that records, per element, how many elements were
+    pulled and not yet finished, and in which task it was pulled."""
+
+    def __init__(self) -> None:
+        self.pulled = 0
+        self.finished = 0
+        self.worst = 0
+        self.tasks: list = []
+
+    def source(self, n: int):
+        for i in range(n):
+            self.pulled += 1
+            self.worst = max(self.worst, self.pulled - self.finished)
+            self.tasks.append(asyncio.current_task())
+            yield i
+
+
+def run_bounded(n: int, concurrency: int) -> tuple[Counted, dict]:
+    counted = Counted()
+    calls = {"now": 0, "peak": 0, "sum": 0}
+
+    async def sink(x: int) -> None:
+        calls["now"] += 1
+        calls["peak"] = max(calls["peak"], calls["now"])
+        await asyncio.sleep(0)
+        calls["now"] -= 1
+        calls["sum"] += x
+        counted.finished += 1
+
+    Pipe(counted.source(n), Step(sink, concurrency=concurrency))
+    report = BotFrame.run()
+    assert calls["sum"] == n * (n - 1) // 2
+    return counted, {**calls, "report": report}
+
+
+@pytest.mark.parametrize("concurrency", [1, 3, 8])
+def test_fed_step_keeps_its_bounds_whatever_the_source_length(both_builds, concurrency):
+    """Exactly ``concurrency`` calls in flight at the peak, never more; the source runs
+    ahead by at most the slots (+1 being pulled), the same for 20x the length."""
+    worst = []
+    for n in (1_000, 20_000):
+        counted, calls = run_bounded(n, concurrency)
+        assert calls["peak"] == concurrency
+        assert counted.finished == counted.pulled == n
+        assert counted.worst <= concurrency + 1
+        worst.append(counted.worst)
+    assert worst[0] == worst[1]  # not growing with the source
+
+
+def test_fed_step_counts_like_before(both_builds):
+    counted, calls = run_bounded(5_000, 4)
+    stats = [s for s in calls["report"].steps.values() if s.name.endswith("sink")]
+    (sink,) = stats
+    assert (sink.inp, sink.out, sink.filtered, sink.cancelled, sink.failed) == (5_000, 0, 5_000, 0, 0)
+    (source,) = [s for s in calls["report"].steps.values() if s is not sink]
+    assert source.out == 5_000
+    assert not BotFrame.bots or all(b.in_flight == 0 for b in BotFrame.bots)
+
+
+def test_a_full_step_pulls_the_source_from_its_own_workers():
+    """The point of feeding: once the slots are full, the elements are pulled by the
+    step's workers as they free slots, not by the source's task woken through the loop
+    (which would cost several trips through the event loop per element)."""
+    counted, _ = run_bounded(2_000, 4)
+    source_task = counted.tasks[0]
+    fed = sum(t is not source_task for t in counted.tasks)
+    assert fed >= 2_000 - 4 * 10  # all but a few (the first fill) were fed
+
+
+def test_calls_start_in_arrival_order_while_fed():
+    """A worker that frees a slot must not start the fed element before the elements
+    already handed to workers that have not run yet (a batching Insert relies on the
+    order in which its calls start)."""
+    started = []
+
+    async def step(x: int) -> int:
+        started.append(x)
+        if x % 3:  # some calls return at once, some await
+            await asyncio.sleep(0)
+        return x
+
+    out: list = []
+    Pipe((i for i in range(500)), Step(step, concurrency=4), out.append)
+    BotFrame.run()
+    assert started == list(range(500))
+    assert sorted(out) == list(range(500))
+
+
+def test_a_generator_failing_while_fed_fails_its_own_step():
+    """An element pulled by a worker of the step downstream is still the source's: its
+    error is the source's failure, raised by the run (policy raise)."""
+    seen = []
+
+    def source():
+        for i in range(1_000):
+            if i == 300:
+                raise ValueError("bad element 300")
+            yield i
+
+    async def sink(x: int) -> None:
+        await asyncio.sleep(0)
+        seen.append(x)
+
+    Pipe(source(), Step(sink, concurrency=2))
+    with pytest.raises(ValueError, match="bad element 300"):
+        BotFrame.run()
+    assert max(seen) < 300
+
+
+def test_a_generator_failing_while_fed_is_dropped_under_ignore():
+    def source():
+        for i in range(1_000):
+            if i == 300:
+                raise ValueError("bad element 300")
+            yield i
+
+    seen = []
+
+    async def sink(x: int) -> None:
+        await asyncio.sleep(0)
+        seen.append(x)
+
+    saved = config.exception_policy
+    config.exception_policy = "ignore"
+    try:
+        Pipe(source(), Step(sink, concurrency=2))
+        report = BotFrame.run()
+    finally:
+        config.exception_policy = saved
+    assert sorted(seen) == list(range(300))  # a generator ends at its first exception
+    assert sum(s.failed for s in report.steps.values()) == 1
+
+
+def test_two_sources_feeding_one_step_take_turns():
+    """Two Loops joined into one async step: each freed slot is fed by the sources in
+    turn, so neither waits for the other to run dry."""
+    arrived = []
+
+    async def sink(x: str) -> None:
+        arrived.append(x)
+        await asyncio.sleep(0)
+
+    Pipe(Join(Loop(["a"] * 2_000), Loop(["b"] * 2_000)), Step(sink, concurrency=2))
+    BotFrame.run()
+    assert sorted(arrived) == ["a"] * 2_000 + ["b"] * 2_000
+    first = arrived[:200]
+    assert first.count("a") >= 50 and first.count("b") >= 50
