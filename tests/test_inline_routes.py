@@ -151,3 +151,22 @@ def test_a_full_segment_stops_its_chunk_so_deferred_work_stays_bounded():
     BotFrame.run()
     assert calls == 1000 and outstanding == 0
     assert worst <= 5  # 4 in the slots, 1 queued when they filled
+
+
+@pytest.mark.parametrize("fusion", [True, False])
+def test_a_blocked_join_of_plain_steps_keeps_every_rule(fusion):
+    """The generated BlockedJoin (plain steps, uncounted): one value, None, a list, a
+    coroutine, share, and a failure that names the branch's step."""
+    out, _ = run(range(4), BlockedJoin(lambda x: x + 1, lambda x: None if x % 2 else x,
+                                      lambda x: [x] * (x % 3), later), fusion=fusion)
+    slot = {0: None, 1: "one", 2: "list"}  # [x] * (x % 3): no output, one, several
+    assert sorted(out) == [(x + 1, None if x % 2 else x, {None: None, "one": x, "list": [x, x]}[slot[x % 3]], x * 10)
+                           for x in range(4)]
+    out, _ = run(range(3), BlockedJoin(lambda x: x, lambda x: -x, share=True), fusion=fusion)
+    # unfused, the BlockedJoin is an async boundary, so a shared item may overtake tuples
+    assert Counter(out) == Counter([(0, 0), 0, (1, -1), 1, (2, -2), 2])
+    with pytest.raises(ValueError, match="bad 2") as info:
+        run(range(4), BlockedJoin(lambda x: x, bad_on_2), fusion=fusion)
+    assert info.value.rxbot_step == "bad_on_2"
+    out, report = run(range(4), BlockedJoin(lambda x: x, Step(bad_on_2, on_error="ignore")), fusion=fusion)
+    assert sorted(out) == [(0, 0), (1, 1), (2, None), (3, 3)]

@@ -19,9 +19,9 @@ from ..walk import StepId
 from .boost import boosted
 from .classify import (callable_of, is_generator_function, matcher, node_of, options_of, overrides_flush,
                        runs_inline)
-from .fuse import ALL, CONST, FILTER, FN, FUNC, ROUTE, SPREAD_CONST, TYPE, Element
+from .fuse import ALL, BLOCKED, CONST, FILTER, FN, FUNC, ROUTE, SPREAD_CONST, TYPE, Element
 from .gate import Boundary
-from .operators import (AsyncPlan, FlattenPlan, FusedPlan, Operator, PullPlan, bounded_map, flatten,
+from .operators import (AsyncPlan, BlockedParts, FlattenPlan, FusedPlan, Operator, PullPlan, bounded_map, flatten,
                         fork_join_each, fused_segment, gated_ticker, guarded, inline_blocked_join, inline_route,
                         iterate, per_item_join, publish_route, pull_source, route, rx_step)
 from .policy import DROP, RAISE, StepRuntime
@@ -152,8 +152,12 @@ class Builder:
         runtime, function and constant added to ``acc`` (pre-order: a route before its
         branches' steps)."""
         label = step.label()
-        if isinstance(step, BlockedJoin):  # one function, counting itself (in, tuples out)
+        if isinstance(step, BlockedJoin):
             rt = self.ctx.runtime(where, label)
+            element = self._blocked(acc, step, rt, where)
+            if element is not None:
+                return element
+            # one function, counting itself (in, tuples out)
             acc.add(StepRuntime(label, where, self.ctx), self._inline(step, rt, where))
             return (FN,)
         if isinstance(step, Route):
@@ -183,10 +187,19 @@ class Builder:
     def _inline(self, step: Route, rt: StepRuntime, where: StepId) -> Callable[[Any], Any]:
         """An all-sync route as one function (see ``operators._inline_route``)."""
         known = set(self.ctx.runtimes)
+        branches, counting = self._entries(step, where)
+        if isinstance(step, BlockedJoin):
+            self._mark_blocked_join(known)
+            return inline_blocked_join(rt, matcher(step), step.share, branches, counting)
+        return inline_route(rt, matcher(step), step.share, step.join, branches, counting)
+
+    def _entries(self, step: Route, where: StepId) -> Tuple[List[List[Tuple[Callable, StepRuntime]]], bool]:
+        """Each branch of an all-sync route as (function, runtime) entries, and whether
+        its steps are counted (a policy other than raise needs the counts)."""
         branches = []
         for b, steps in enumerate(step.branches):
             place = where.branch(b + 1)
-            entries = []
+            entries: List[Tuple[Callable, StepRuntime]] = []
             for k, s in enumerate(steps):
                 sid = place.step(k + 1, s.label())
                 if inlinable_route(s):
@@ -203,10 +216,22 @@ class Builder:
             branches.append(entries)
         counting = bool(config.metrics if config.metrics is not None else config.counting() or any(
             srt.policy != "raise" for entries in branches for _, srt in entries))
-        if isinstance(step, BlockedJoin):
-            self._mark_blocked_join(known)
-            return inline_blocked_join(rt, matcher(step), step.share, branches, counting)
-        return inline_route(rt, matcher(step), step.share, step.join, branches, counting)
+        return branches, counting
+
+    def _blocked(self, acc: "_Positions", step: BlockedJoin, rt: StepRuntime, where: StepId) -> Element | None:
+        """An uncounted BlockedJoin of plain steps as generated code (its tuple built
+        from locals, no list per branch); None when it must stay one function (its
+        branches hold routes, or their steps are counted)."""
+        if any(isinstance(s, Route) and s.kind != "filter" for branch in step.branches for s in branch):
+            return None
+        known = set(self.ctx.runtimes)
+        branches, counting = self._entries(step, where)
+        self._mark_blocked_join(known)
+        if counting:
+            return None
+        mode, test = _match_mode(step)
+        acc.add(rt, test, BlockedParts(step.share, branches))
+        return (BLOCKED, mode, step.share, tuple(len(b) for b in branches))
 
     def _unfused(self, step: Any, downstream: List[Boundary], where: StepId) -> Tuple[Operator, Any]:
         """A sync step on the honest graph: ``ops.map`` of the step, then :func:`flatten`

@@ -33,7 +33,7 @@ from operator import length_hint
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 #: element kinds of a shape
-FN, CONST, SPREAD_CONST, FILTER, ROUTE = "f", "c", "C", "filter", "route"
+FN, CONST, SPREAD_CONST, FILTER, ROUTE, BLOCKED = "f", "c", "C", "filter", "route", "blocked"
 #: how a Filter or route matches: every item, ``isinstance`` only, or its matcher function
 ALL, TYPE, FUNC = "all", "type", "func"
 
@@ -169,6 +169,8 @@ class _Program:
             out.append(f"{ind}x = v{j}")
         elif kind == SPREAD_CONST:
             out += self._slow(f"spread(v{j}, {j}, x)", ind, ctx)
+        elif kind == BLOCKED:
+            out += self._blocked(j, ind, ctx)
         else:  # FILTER
             lines, cond = self._match(j, ind, ctx)
             out += lines
@@ -178,6 +180,40 @@ class _Program:
             if counting:
                 out.append(f"{ind}co[{j}] += 1")
         return out
+
+    def _blocked(self, j: int, ind: str, ctx: _Ctx) -> List[str]:
+        """An all-sync BlockedJoin of plain steps: each branch a ``while True`` block
+        whose straight path leaves one value in ``s<b>`` (``r<b> is ONE``); a branch that
+        leaves it (None, a list, a coroutine, a failure) hands its general continuation's
+        result to ``r<b>`` and the item's tuple is finished by ``B<j>.finish``. A failure
+        under the raise policy propagates from there and fails the BlockedJoin's item."""
+        _, mode, share, lengths = self.elems[j]
+        lines, cond = self._match(j, ind, ctx)
+        out = list(lines)
+        body = ind
+        if cond is not None:
+            out.append(f"{ind}if {cond}:")
+            body = ind + "    "
+        t, w = body + "    ", body + "        "
+        out += [f"{body}co[{j}] += 1", f"{body}x{j} = x", f"{body}try:"]
+        for b, n in enumerate(lengths):
+            out += [f"{t}while True:", f"{w}x = x{j}"]
+            for k in range(n):
+                out += [f"{w}try:", f"{w}    y = g{j}_{b}_{k}(x)", f"{w}except Exception as e:",
+                        f"{w}    r{b} = fl{j}_{b}({k}, e, x)", f"{w}    break",
+                        f"{w}if type(y) not in VALUES:",
+                        f"{w}    r{b} = [] if y is None else sl{j}_{b}({k}, y, x)", f"{w}    break",
+                        f"{w}x = y"]
+            out += [f"{w}r{b} = ONE", f"{w}s{b} = x", f"{w}break"]
+        # what escapes the branches is a raise their step's policy already decided
+        out += [f"{body}except Exception as e:", *self._slow(f"fail(e, {j}, x{j}, True)", t, ctx)]
+        slots = ", ".join(f"[s{b}] if r{b} is ONE else r{b}" for b in range(len(lengths)))
+        finish = self._slow(f"spread(B{j}.finish(x{j}, [{slots}]), {j}, x{j})", t, ctx)
+        if share:  # the tuple, then the item itself: the general path
+            return out + [f"{body}if True:", *finish]
+        every = " and ".join(f"r{b} is ONE" for b in range(len(lengths)))
+        values = "".join(f"s{b}, " for b in range(len(lengths)))
+        return out + [f"{body}if {every}:", f"{t}x = ({values})", f"{body}else:", *finish]
 
     def _route(self, j: int, ind: str, ctx: _Ctx) -> List[str]:
         """A route: matched items through every branch (each a ``while True`` block, so
@@ -219,6 +255,11 @@ class _Program:
                 out.append(f"    v{j} = consts[{j}]")
             elif el[0] == FN or el[1] != ALL:
                 out.append(f"    f{j} = fns[{j}]")
+            if el[0] == BLOCKED:
+                out.append(f"    B{j} = consts[{j}]")
+                for b, length in enumerate(el[3]):
+                    out += [f"    g{j}_{b}_{k} = B{j}.fns[{b}][{k}]" for k in range(length)]
+                    out += [f"    sl{j}_{b} = B{j}.slow[{b}]", f"    fl{j}_{b} = B{j}.failed[{b}]"]
         fn_ctx: _Ctx = ("return", ())
         out.append("    def entry(x):")
         out += self.run_from(0, 0, "        ", fn_ctx)
@@ -245,6 +286,10 @@ class _Program:
         return "\n".join(out)
 
 
+#: a BlockedJoin branch's straight path ended with exactly one value
+_ONE = object()
+
+
 def _tag(shape: Sequence[Element]) -> str:
     return "".join(el[0][0] if el[0] != ROUTE else f"<{'|'.join(_tag(b) for b in el[4])}>" for el in shape)
 
@@ -252,7 +297,7 @@ def _tag(shape: Sequence[Element]) -> str:
 @lru_cache(maxsize=None)
 def _factory(shape: Shape, terminal: bool, counting: bool) -> Callable[..., tuple]:
     text = _Program(shape, terminal, counting).source()
-    namespace: Dict[str, Any] = {"length_hint": length_hint}
+    namespace: Dict[str, Any] = {"length_hint": length_hint, "ONE": _ONE}
     tag = f"{_tag(shape)}{'.' if terminal else ''}{'#' if counting else ''}"
     exec(compile(text, f"<rxbot fused {tag}>", "exec"), namespace)
     return namespace["make"]
@@ -263,10 +308,11 @@ def source_of(shape: Sequence[Element], terminal: bool = False, counting: bool =
     return _Program(tuple(shape), terminal, counting).source()
 
 
-def route_positions(shape: Sequence[Element]) -> List[int]:
-    """The positions of the routes in ``shape``. A route's counters mean: ``co``
-    matched, ``cn`` unmatched, ``ci`` failed to match — its items in are their sum."""
-    return [j for j, el in enumerate(_Program(tuple(shape), False, False).elems) if el[0] == ROUTE]
+def route_positions(shape: Sequence[Element], kind: str = ROUTE) -> List[int]:
+    """The positions of the routes (or BlockedJoins) in ``shape``. A route's counters
+    mean: ``co`` matched, ``cn`` unmatched, ``ci`` failed to match — its items in are
+    their sum. A generated BlockedJoin counts its matched items in ``co``: one tuple each."""
+    return [j for j, el in enumerate(_Program(tuple(shape), False, False).elems) if el[0] == kind]
 
 
 def fuse(shape: Sequence[Element], fns: Sequence[Any], consts: Sequence[Any], emit: Callable,
@@ -291,5 +337,5 @@ def fuse(shape: Sequence[Element], fns: Sequence[Any], consts: Sequence[Any], em
     return entry, many, after
 
 
-__all__ = ["fuse", "source_of", "route_positions", "FN", "CONST", "SPREAD_CONST", "FILTER", "ROUTE", "ALL", "TYPE",
+__all__ = ["fuse", "source_of", "route_positions", "FN", "CONST", "SPREAD_CONST", "FILTER", "ROUTE", "BLOCKED", "ALL", "TYPE",
            "FUNC", "Element", "Shape"]

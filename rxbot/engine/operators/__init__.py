@@ -20,7 +20,7 @@ from ._flatten import FlattenPlan, flatten, guarded
 from ._fused import FusedPlan, fused_segment
 from ._publish_route import fork_join_each, publish_route
 from ._gated_ticker import gated_ticker
-from ._inline_route import inline_blocked_join, inline_route, run_branch
+from ._inline_route import BlockedParts, inline_blocked_join, inline_route, run_branch
 from ._per_item_join import per_item_join, start_subflow
 from ._pull_source import PullPlan, iterate, pull_source, trigger
 from ._route import route
@@ -28,7 +28,7 @@ from ._rx_step import rx_step
 from ._subscription import Operator, Subscription, fast_on_next, operator_of
 
 __all__ = [
-    "AsyncPlan", "FlattenPlan", "flatten", "guarded", "fork_join_each", "publish_route", "inline_blocked_join", "inline_route", "run_branch", "bounded_map", "FusedPlan", "fused_segment", "gated_ticker", "per_item_join",
+    "AsyncPlan", "FlattenPlan", "flatten", "guarded", "fork_join_each", "publish_route", "BlockedParts", "inline_blocked_join", "inline_route", "run_branch", "bounded_map", "FusedPlan", "fused_segment", "gated_ticker", "per_item_join",
     "start_subflow", "PullPlan", "iterate", "pull_source", "trigger", "route", "rx_step", "Operator",
     "Subscription", "fast_on_next", "operator_of",
 ]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, List, Sequence
 
 from ...config import config
-from ..fuse import Element, fuse, route_positions
+from ..fuse import BLOCKED, Element, fuse, route_positions
 from ..gate import Boundary
 from ..policy import StepRuntime
 from ..results import MANY, ONE, ONE_AS_IS, VALUES, deliver, kind_of
@@ -86,7 +86,8 @@ class _Segment(Subscription):
         n = len(runtimes)
         # a fused route always counts (in, matched), as the route operator does
         self.routes = set(route_positions(plan.shape))
-        self.counters = ([0] * n, [0] * n, [0] * n) if counting or self.routes else None
+        self.blocked = route_positions(plan.shape, BLOCKED)
+        self.counters = ([0] * n, [0] * n, [0] * n) if counting or self.routes or self.blocked else None
         self.counting = counting
         #: where the slow paths count a step's outputs (None: steps are not counted)
         self.step_counters = self.counters if counting else None
@@ -115,6 +116,8 @@ class _Segment(Subscription):
         for k in self.routes:  # matched, unmatched, failed to match: in is their sum
             ci[k] += co[k] + cn[k]
             cn[k] = 0
+        for k in self.blocked:  # one tuple per matched item
+            ci[k] = co[k]
         for k, rt in enumerate(self.runtimes):
             rt.stats.inp += ci[k]
             rt.stats.out += co[k]
@@ -249,7 +252,13 @@ class _Segment(Subscription):
                 n = 0
                 await gate.pause()
 
-    def fail(self, exc: Exception, i: int, item: Any) -> None:
+    def fail(self, exc: Exception, i: int, item: Any, decided: bool = False) -> None:
+        """Step ``i`` raised ``exc`` for ``item``. ``decided``: a raise that a step inside
+        a generated BlockedJoin's branch already chose (never deferred: a tuple with a
+        hole must not go on)."""
+        if decided:
+            self.raise_(exc)
+            return
         rt = self.runtimes[i]
         if rt.retries:
             self.slots.submit((None, i, item, exc))
@@ -258,7 +267,7 @@ class _Segment(Subscription):
 
     def _final(self, exc: BaseException, i: int, item: Any) -> None:
         def pipe_in(error: Any) -> None:
-            if i not in self.routes:  # a route counts what it matched, not what it piped in
+            if i not in self.routes and i not in self.blocked:  # a route counts what it matched
                 self._count_out(i, 1)
             self.after[i](error)
 
