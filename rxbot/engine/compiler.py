@@ -19,13 +19,14 @@ from ..walk import StepId
 from .boost import boosted
 from .classify import (callable_of, is_generator_function, matcher, node_of, options_of, overrides_flush,
                        runs_inline)
-from .fuse import CONST, FN
+from .fuse import ALL, CONST, FILTER, FN, FUNC, ROUTE, SPREAD_CONST, TYPE, Element
 from .gate import Boundary
 from .operators import (AsyncPlan, FlattenPlan, FusedPlan, Operator, PullPlan, bounded_map, flatten,
                         fork_join_each, fused_segment, gated_ticker, guarded, inline_blocked_join, inline_route,
                         iterate, per_item_join, publish_route, pull_source, route, rx_step)
 from .operators import TimerPlan, gated_interval
 from .policy import DROP, RAISE, StepRuntime
+from .results import VALUES
 
 Ops = List[Operator]
 
@@ -44,22 +45,37 @@ def _plain_sync(step: Any) -> bool:
 
 def inlinable_route(step: Any) -> bool:
     """The optimisation pass's extension: a route (Branch/Return/Fork/Join/BlockedJoin,
-    nested too) whose every step is plain sync runs as one inline function."""
+    nested too) whose every step is plain sync runs inline."""
     if not isinstance(step, Route) or step.kind == "filter" or not config.fusion:
         return False
     return all(_plain_sync(s) or inlinable_route(s) for branch in step.branches for s in branch)
 
 
+#: routes nested deeper than this inside one generated segment stay operators: each
+#: level is a ``while`` block, and Python allows 20 nested blocks in one function
+MAX_FUSED_DEPTH = 8
+
+
+def _generated_depth(step: Any) -> int:
+    """How deep routes nest in the code generated for ``step`` (a BlockedJoin is one
+    call there, whatever it holds)."""
+    if not isinstance(step, Route) or isinstance(step, BlockedJoin) or step.kind == "filter":
+        return 0
+    return 1 + max((_generated_depth(s) for branch in step.branches for s in branch), default=0)
+
+
 def fusable(step: Any) -> bool:
     """Does the optimisation pass put ``step`` into a generated segment?
 
-    Sync steps and Filter, and an all-sync BlockedJoin (with any routes nested in it):
-    run inline it costs ~3 µs an item instead of ~350 µs for a fresh subscription of
-    its branches per item. An all-sync Branch/Return/Fork/Join at the top could run
-    inline too, but measured it is no faster (Branch) or 45% slower (Join of three
-    one-step branches) than the route operator feeding fused branch segments, so the
-    pass leaves it to that operator."""
-    return config.fusion and (runs_inline(step) or isinstance(step, BlockedJoin) and inlinable_route(step))
+    Sync steps and Filter, and all-sync routes (Branch, Return, Fork, Join with any
+    routes nested in them, up to :data:`MAX_FUSED_DEPTH`) generated into the same code;
+    an all-sync BlockedJoin is one inline function there (~3 µs an item instead of
+    ~350 µs for a fresh subscription of its branches per item)."""
+    if not config.fusion:
+        return False
+    if runs_inline(step):
+        return True
+    return inlinable_route(step) and _generated_depth(step) <= MAX_FUSED_DEPTH
 
 
 class Builder:
@@ -121,35 +137,49 @@ class Builder:
     # -- leaves -----------------------------------------------------------------------
     def _fused_plan(self, steps: Sequence[Any], first: int, last: int, downstream: List[Boundary], path: StepId,
                     terminal: bool = False) -> FusedPlan:
-        shape, fns, consts, runtimes = [], [], [], []
+        acc = _Positions()
+        flushes = []
         for k in range(first, last + 1):
             step = steps[k]
-            label = step.label()
-            options = _sync_options(step, label)
-            where = path.step(k + 1, label)
-            if inlinable_route(step):  # counts itself as a route does (in, matched)
-                rt = self.ctx.runtime(where, label)
-                runtimes.append(StepRuntime(label, where, self.ctx))
-                shape.append(FN)
-                consts.append(None)
-                fns.append(self._inline(step, rt, where))
-                continue
-            runtimes.append(self.ctx.runtime(where, label, **options))
-            if isinstance(step, Const):
-                shape.append(CONST)
-                fns.append(None)
-                consts.append(step.value)
-            else:
-                shape.append(FN)
-                consts.append(None)
-                if isinstance(step, Route):  # Filter: matched items pass
-                    match = matcher(step)
-                    fns.append(lambda x, m=match: x if m(x) else None)
-                else:
-                    fns.append(callable_of(step))
-        flushes = [(k - first, node.flush) for k in range(first, last + 1)
-                   for node in [node_of(steps[k])] if node is not None and overrides_flush(node)]
-        return FusedPlan(runtimes, shape, fns, consts, list(downstream), terminal, flushes)
+            j = len(acc.runtimes)
+            acc.shape.append(self._element(acc, step, path.step(k + 1, step.label())))
+            node = node_of(step)
+            if node is not None and overrides_flush(node):
+                flushes.append((j, node.flush))
+        return FusedPlan(acc.runtimes, acc.shape, acc.fns, acc.consts, list(downstream), terminal, flushes)
+
+    def _element(self, acc: "_Positions", step: Any, where: StepId) -> Element:
+        """The shape element for ``step`` (see :mod:`rxbot.engine.fuse`), its position's
+        runtime, function and constant added to ``acc`` (pre-order: a route before its
+        branches' steps)."""
+        label = step.label()
+        if isinstance(step, BlockedJoin):  # one function, counting itself (in, tuples out)
+            rt = self.ctx.runtime(where, label)
+            acc.add(StepRuntime(label, where, self.ctx), self._inline(step, rt, where))
+            return (FN,)
+        if isinstance(step, Route):
+            mode, test = _match_mode(step)
+            if step.kind == "filter":
+                acc.add(self.ctx.runtime(where, label, **_sync_options(step, label)), test)
+                return (FILTER, mode)
+            acc.add(self.ctx.runtime(where, label), test)
+            branches = []
+            for b, branch in enumerate(step.branches):
+                place = where.branch(b + 1)
+                elements = []
+                for k, s in enumerate(branch):
+                    sid = place.step(k + 1, s.label())
+                    if not step.join and k == len(branch) - 1 and not isinstance(s, Route):
+                        self.ctx.report.sinks.add(sid)  # what a side flow's last step drops is consumed
+                    elements.append(self._element(acc, s, sid))
+                branches.append(tuple(elements))
+            return (ROUTE, mode, step.share, step.join, tuple(branches))
+        rt = self.ctx.runtime(where, label, **_sync_options(step, label))
+        if isinstance(step, Const):
+            acc.add(rt, None, step.value)
+            return (CONST,) if type(step.value) in VALUES else (SPREAD_CONST,)
+        acc.add(rt, callable_of(step))
+        return (FN,)
 
     def _inline(self, step: Route, rt: StepRuntime, where: StepId) -> Callable[[Any], Any]:
         """An all-sync route as one function (see ``operators._inline_route``)."""
@@ -262,6 +292,29 @@ class Builder:
         if not config.fusion:  # the honest graph: publish + merge
             return publish_route(rt, matcher(step), step.share, branch_ops), downstream + extra
         return route(rt, matcher(step), step.share, branch_ops, counting=True), downstream + extra
+
+
+class _Positions:
+    """What a fused segment holds per position, filled in pre-order."""
+
+    def __init__(self) -> None:
+        self.shape: List[Element] = []
+        self.runtimes: List[StepRuntime] = []
+        self.fns: List[Any] = []
+        self.consts: List[Any] = []
+
+    def add(self, rt: StepRuntime, fn: Any, const: Any = None) -> None:
+        self.runtimes.append(rt)
+        self.fns.append(fn)
+        self.consts.append(const)
+
+
+def _match_mode(route: Route) -> Tuple[str, Any]:
+    """How the generated code tests a Filter or route: every item, ``isinstance`` with
+    the route's type, or its matcher function."""
+    if route.route_func is None:
+        return (ALL, None) if route.route_type is object else (TYPE, route.route_type)
+    return FUNC, matcher(route)
 
 
 def _sync_options(step: Any, label: str) -> dict:
