@@ -24,6 +24,7 @@ from .gate import Boundary
 from .operators import (AsyncPlan, BlockedParts, FlattenPlan, FusedPlan, Operator, PullPlan, bounded_map, flatten,
                         fork_join_each, fused_segment, gated_ticker, guarded, inline_blocked_join, inline_route,
                         iterate, per_item_join, publish_route, pull_source, route, rx_step)
+from .operators import TimerPlan, gated_interval
 from .policy import DROP, RAISE, StepRuntime
 from .results import VALUES
 
@@ -271,6 +272,9 @@ class Builder:
             plan = PullPlan(rt, produce_loop, list(downstream))
             return pull_source(self.ctx, plan), plan
         if isinstance(node, Timer):
+            if not config.fusion:  # the honest graph: a gated interval on the run's scheduler
+                timer = TimerPlan(rt, node, list(downstream))
+                return gated_interval(self.ctx, timer), timer
             plan = PullPlan(rt, gated_ticker(node), list(downstream))
             return pull_source(self.ctx, plan), plan
         fn = callable_of(step)
