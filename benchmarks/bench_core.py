@@ -28,7 +28,7 @@ import reactivex
 from reactivex import operators as ops
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
-from benchmarks.common import Row, best_of_each, print_rows, quick_from_env, run_in_subprocess, unjudged
+from benchmarks.common import Row, best_of_each, compared, print_rows, quick_from_env, run_in_subprocess, unjudged
 from rxbot import BotFrame, Pipe, Step, config
 
 # ============================================================================ B1
@@ -45,13 +45,6 @@ def keep_even(x: int) -> int | None:
 
 def triple(x: int) -> int:
     return x * 3
-
-
-def faster_or_slower(peer: float, rxbot: float) -> str:
-    """'rxbot 2.3x faster' or 'rxbot 1.4x slower' — never 'rxbot 0.8x faster'."""
-    if rxbot <= peer:
-        return f"rxbot {peer / rxbot:.1f}x faster"
-    return f"rxbot {rxbot / peer:.1f}x slower"
 
 
 def make_acc() -> tuple[Callable[[int], None], list]:
@@ -142,14 +135,28 @@ def b1_aiostream(n: int) -> int:
     return box[0]
 
 
+#: the unfused row's name (its note compares it with the fused build, not with a peer)
+B1_UNFUSED = "rxbot, unfused graph (map/flatten)"
 B1_IMPLS: Dict[str, Callable[[int], int]] = {
     "plain loop": b1_plain,
     "rxbot": b1_rxbot,
     "reactivex sync": b1_rx_sync,
     "reactivex AsyncIOScheduler": b1_rx_asyncio,
     "aiostream": b1_aiostream,
-    "rxbot, unfused graph (map/flatten)": unfused(b1_rxbot),
+    B1_UNFUSED: unfused(b1_rxbot),
 }
+
+
+def b1_note(name: str, seconds: float, rxbot: float) -> str:
+    """What a B1 row's note compares: a peer's row says how rxbot (the fused build) does
+    against that peer; the unfused row, how the unfused graph does against the fused
+    build; the plain loop is the ratio column's baseline and rxbot's own row is judged
+    there, so they have no comparison note."""
+    if name == B1_UNFUSED:
+        return compared("unfused graph", seconds, "the fused build", rxbot)
+    if name in ("plain loop", "rxbot"):
+        return ""
+    return compared("rxbot", rxbot, name, seconds)
 
 
 def available(impls: Dict[str, Callable[..., Any]]) -> Dict[str, Callable[..., Any]]:
@@ -178,8 +185,9 @@ def bench_b1(n: int = 200_000, repeat: int = 3) -> List[Row]:
             target = "<= 1.5x, < rx asyncio, < aiostream"
         else:
             ok = None if right else False
-            if name != "plain loop":
-                note += f"{'; ' if note else ''}{faster_or_slower(t.best, rxbot)}"
+            comparison = b1_note(name, t.best, rxbot)
+            if comparison:
+                note += f"{'; ' if note else ''}{comparison}"
             target = ""
         rows.append(Row("B1", name, t.best / n * 1e6, "µs/item", t.best / base, "plain loop",
                         target=target, ok=ok, note=note))
@@ -278,7 +286,7 @@ def bench_b2(n: int = 2000, concurrency: int = 100, delay: float = 0.01, repeat:
         if name.startswith("asyncio.gather"):
             gather_best = t.best
         elif gather_best:
-            note += f"; {t.best / gather_best:.2f}x gather"
+            note += f"; {compared(name, t.best, 'asyncio.gather+Semaphore', gather_best, digits=2)}"
         is_rxbot = name == "rxbot"
         rows.append(Row(
             "B2", name, t.best, "s", t.best / floor, f"floor {floor:.3f}s",

@@ -29,7 +29,7 @@ import reactivex
 from reactivex import operators as ops
 
 from benchmarks.bench_core import make_acc, unfused
-from benchmarks.common import Row, best_of_each, print_rows, quick_from_env, run_in_subprocess, unjudged
+from benchmarks.common import Row, best_of_each, compared, print_rows, quick_from_env, run_in_subprocess, unjudged
 from rxbot import BlockedJoin, BotFrame, Branch, Fork, Join, Pipe
 
 
@@ -184,21 +184,36 @@ def bench_cpu(n: int = 100_000, repeat: int = 3) -> List[Row]:
     expected = {"Join": join_expected(n), "Branch": branch_expected(n), "BlockedJoin": blocked_expected(n),
                 "async BlockedJoin": blocked_expected(n_async)}
     timings = best_of_each(runs, repeat)
+
+    def items_of(name: str) -> int:
+        """How many items the row's run pushed (the unfused BlockedJoin runs a tenth)."""
+        return n_async if name.startswith("async") else n // 10 if "fork_join" in name else n
+
+    per_item = {name: t.best / items_of(name) for name, t in timings.items()}
+    # each group's fused rxbot row: what its unfused row is compared with
+    fused = {name.split(":")[0]: per_item[name] for name in timings if "rxbot" in name and "unfused" not in name}
     rows = []
     for name, t in timings.items():
         group = name.split(":")[0]
         row_id, base_name, limit = GROUPS[group]
-        items = n_async if group.startswith("async") else n // 10 if "fork_join" in name else n
         base = timings[base_name].best
+        baseline = base_name.split(": ")[1] if group.startswith("async") else "the plain loop"
         right = t.result == (blocked_expected(n // 10) if "fork_join" in name else expected[group])
         judged = limit is not None and "rxbot" in name and "unfused" not in name
         note = "" if right else f"WRONG SUM {t.result} != {expected[group]}"
-        if "rxbot" in name:
-            ratio = (t.best / items) / (base / (n_async if group.startswith("async") else n))
-            note += f"{'; ' if note else ''}rxbot {ratio:.1f}x {'slower' if ratio > 1 else 'faster'} than the baseline"
+        if "unfused" in name:
+            comparison = compared("unfused graph", per_item[name], "the fused build", fused[group])
+        elif "rxbot" in name:
+            comparison = compared("rxbot", per_item[name], baseline, per_item[base_name])
+        elif name != base_name:  # a peer (reactivex): how rxbot does against it
+            comparison = compared("rxbot", fused[group], name.split(": ")[1], per_item[name])
+        else:
+            comparison = ""  # the baseline itself
+        if comparison:
+            note += f"{'; ' if note else ''}{comparison}"
         rows.append(Row(
-            row_id, name, t.best / items * 1e6, "µs/item",
-            (t.best / items) / (base / (n_async if group.startswith("async") else n)), base_name.split(": ")[1]
+            row_id, name, per_item[name] * 1e6, "µs/item",
+            per_item[name] / per_item[base_name], base_name.split(": ")[1]
             if group.startswith("async") else f"{group} plain loop",
             target=f"<= {limit:g}x" if judged else "",
             ok=(right and t.best / base <= limit) if judged and limit is not None else (None if right else False),

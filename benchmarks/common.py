@@ -198,6 +198,18 @@ def unjudged(rows: Sequence[Row]) -> List[Row]:
     return list(rows)
 
 
+def compared(subject: str, seconds: float, other: str, other_seconds: float, digits: int = 1) -> str:
+    """A note saying exactly what it compares: ``"rxbot 1.7x faster than reactivex sync"``
+    or ``"unfused graph 5.6x slower than the fused build"``. The factor is always >= 1 and
+    the word gives the direction, so a note never reads "0.8x faster". ``seconds`` and
+    ``other_seconds`` must be for the same work (per item, or for the same N)."""
+    if seconds <= 0 or other_seconds <= 0:
+        return f"{subject} vs {other}: no time measured"
+    if seconds <= other_seconds:
+        return f"{subject} {other_seconds / seconds:.{digits}f}x faster than {other}"
+    return f"{subject} {seconds / other_seconds:.{digits}f}x slower than {other}"
+
+
 def _fmt_value(v: float) -> str:
     if v == 0:
         return "0"
@@ -253,5 +265,6 @@ def print_rows(title: str, rows: Sequence[Any]) -> None:
 
 __all__ = [
     "REPO_ROOT", "QUICK_ENV", "ensure_repo_on_path", "quick_from_env", "Timing", "best_of", "best_of_each",
-    "ChildRun", "run_in_subprocess", "peak_rss_kb", "Row", "as_row", "unjudged", "WRONG_MARKERS", "format_table", "print_rows",
+    "ChildRun", "run_in_subprocess", "peak_rss_kb", "Row", "as_row", "unjudged", "WRONG_MARKERS", "compared",
+    "format_table", "print_rows",
 ]

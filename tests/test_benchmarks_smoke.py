@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from benchmarks import bench_core, bench_routes, run_all
-from benchmarks.common import (QUICK_ENV, Row, as_row, best_of, best_of_each, format_table,
+from benchmarks.common import (QUICK_ENV, Row, as_row, best_of, best_of_each, compared, format_table,
                                run_in_subprocess, unjudged)
 
 # ------------------------------------------------------------------------------ B1
@@ -34,11 +34,27 @@ def test_bench_b1_rows_name_every_implementation_and_no_wrong_sum():
     assert rows[0].ratio == 1.0
     assert rows[1].target.startswith("<= 1.5x")
     assert all(("faster" in r.note) != ("slower" in r.note) for r in rows[2:-1])
+    # every comparison names both sides: the peer's own name, or the fused build
+    for r in rows[2:-1]:
+        if r.case == bench_core.B1_UNFUSED:
+            assert r.note.startswith("unfused graph ") and r.note.endswith(" than the fused build")
+        else:
+            assert r.note.startswith("rxbot ") and r.note.endswith(f" than {r.case}")
 
 
-def test_b1_notes_say_slower_when_rxbot_is_slower():
-    assert bench_core.faster_or_slower(peer=2.0, rxbot=1.0) == "rxbot 2.0x faster"
-    assert bench_core.faster_or_slower(peer=1.0, rxbot=1.25) == "rxbot 1.2x slower"
+def test_notes_say_which_way_with_a_factor_of_at_least_one():
+    assert compared("rxbot", 1.0, "reactivex sync", 2.0) == "rxbot 2.0x faster than reactivex sync"
+    assert compared("rxbot", 1.25, "aiostream", 1.0) == "rxbot 1.2x slower than aiostream"
+    assert compared("unfused graph", 5.6, "the fused build", 1.0) == "unfused graph 5.6x slower than the fused build"
+    assert compared("rxbot", 1.02, "gather", 1.0, digits=2) == "rxbot 1.02x slower than gather"
+    assert compared("rxbot", 1.0, "gather", 1.0) == "rxbot 1.0x faster than gather"  # a tie is never "0.x"
+
+
+def test_b1_note_compares_rxbot_with_a_peer_and_the_unfused_graph_with_the_fused_build():
+    assert bench_core.b1_note("reactivex sync", 2.0, rxbot=1.0) == "rxbot 2.0x faster than reactivex sync"
+    assert bench_core.b1_note("aiostream", 0.8, rxbot=1.0) == "rxbot 1.2x slower than aiostream"
+    assert bench_core.b1_note(bench_core.B1_UNFUSED, 5.6, rxbot=1.0) == "unfused graph 5.6x slower than the fused build"
+    assert bench_core.b1_note("plain loop", 0.5, rxbot=1.0) == bench_core.b1_note("rxbot", 1.0, rxbot=1.0) == ""
 
 
 # ------------------------------------------------------------------------------ B2
@@ -132,6 +148,16 @@ def test_bench_routes_cpu_rows():
     assert [r.bench for r in rows] == ["R1"] * 4 + ["R2"] * 3 + ["R4"] * 5
     assert all("WRONG" not in r.note and r.ok is not False or r.target for r in rows)
     assert [r.target for r in rows if r.target] == ["<= 2x", "<= 2x", "<= 3x"]  # the rxbot rows
+    notes = {r.case: r.note for r in rows}
+    for case, note in notes.items():
+        assert ("faster" in note) != ("slower" in note) or "plain loop" in case or "asyncio.gather" in case, case
+    assert notes["Join: rxbot Join(f1, f2, f3)"].endswith(" than the plain loop")
+    assert notes["Join: reactivex publish+merge"].startswith("rxbot ")
+    assert notes["Join: reactivex publish+merge"].endswith(" than reactivex publish+merge")
+    assert all(notes[c].startswith("unfused graph ") and notes[c].endswith(" than the fused build")
+               for c in notes if "unfused" in c)
+    assert notes["async BlockedJoin: rxbot BlockedJoin(af1, af2)"].endswith(" than asyncio.gather per item")
+    assert notes["Join: plain loop"] == notes["async BlockedJoin: asyncio.gather per item"] == ""
 
 
 def test_blocked_join_benchmarks_compute_the_same_sums():

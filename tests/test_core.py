@@ -131,10 +131,12 @@ def test_list_range_and_generator_steps_are_loops():
     assert run(x * x for x in range(3)) == [0, 1, 4]
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_timer_max_time_ticks_1_2_3():
     assert run(Timer(delay=0.001, max_time=3)) == [1, 2, 3]
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_timer_until_stops_when_another_pipe_finished():
     async def slow(x):
         await asyncio.sleep(0.05)
@@ -151,6 +153,7 @@ def test_timer_until_stops_when_another_pipe_finished():
     assert ticks and ticks == list(range(1, len(ticks) + 1))
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_timer_until_true_from_the_start_still_emits_tick_1():
     """databot asks until() after each tick, so one tick always comes out."""
     assert run(Timer(delay=0.001, until=lambda: True)) == [1]
@@ -450,6 +453,7 @@ def test_default_concurrency_is_32():
     assert state["peak"] == 32
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_long_source_yields_to_other_pipes():
     """A Timer in another pipe keeps ticking while a long sync source runs."""
     ticks = []
@@ -555,6 +559,7 @@ def test_nested_lazy_results_expand_depth_first_like_nested_loops():
     assert got == ["0.0", "0.1", "1.0", "1.1"]
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_long_lazy_result_does_not_starve_other_pipes():
     ticks = []
     big = Pipe(lambda _: iter(range(300_000)), lambda x: x)

@@ -20,6 +20,7 @@ def ticks_of(timer: Timer) -> list:
 
 
 # ---------------------------------------------------------------- Timer
+@pytest.mark.usefixtures("both_builds")
 def test_timer_emits_tick_1_at_once_then_sleeps_delay():
     stamps = []
     start = time.monotonic()
@@ -30,6 +31,7 @@ def test_timer_emits_tick_1_at_once_then_sleeps_delay():
     assert stamps[1][1] - stamps[0][1] >= 0.29  # then a whole delay before tick 2
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_timer_asks_until_once_after_each_tick():
     calls = []
 
@@ -44,16 +46,19 @@ def test_timer_asks_until_once_after_each_tick():
     assert calls == [1, 2, 3]  # asked exactly once after each tick had gone downstream
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_timer_until_already_true_gives_one_tick():
     assert ticks_of(Timer(delay=0.001, until=lambda: True)) == [1]
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_timer_max_time_counts_ticks_and_ends_without_a_trailing_sleep():
     start = time.monotonic()
     assert ticks_of(Timer(delay=0.2, max_time=1)) == [1]
     assert time.monotonic() - start < 0.2  # tick 1 came at once and was the last
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_timer_waits_for_a_full_step_before_the_next_tick():
     """Flow control still applies: with delay=0 the Timer would tick again at once, but a
     tick is only emitted while the one-slot step downstream has room."""
@@ -71,6 +76,7 @@ def test_timer_waits_for_a_full_step_before_the_next_tick():
     assert seen_running == [[], [], [], []]
 
 
+@pytest.mark.usefixtures("both_builds")
 def test_progress_idiom_prints_a_final_line_after_the_work_finished():
     """databot's examples/baidu_spider_progress.py: Timer(until=p.finished) shows the total."""
     async def fetch(x):
@@ -159,6 +165,7 @@ def test_unknown_policy_number_is_a_clear_error():
 
 
 # ---------------------------------------------------------------- BotFrame.debug / bots
+@pytest.mark.usefixtures("both_builds")
 def test_debug_from_a_timer_step_shows_the_live_run(caplog):
     """databot's examples/baidu_spider_joined.py calls BotFrame.debug() from a Timer step."""
     release = asyncio.Event()

@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from rxbot import BlockedJoin, BotFrame, Branch, Join, Pipe, Return, Step, config
-from rxbot.engine.compiler import fusable
+from rxbot import BlockedJoin, BotFrame, Branch, Fork, Join, Pipe, Return, Step, config
+from rxbot.engine.compiler import MAX_FUSED_DEPTH, fusable
 
 
 def run(*steps, fusion=True):
@@ -38,7 +38,12 @@ def test_routes_of_sync_steps_are_fused_and_async_ones_are_not():
     assert fusable(sync_routes)
     assert not fusable(BlockedJoin(lambda x: x, Join(lambda x: x, a)))
     assert not fusable(BlockedJoin(Step(lambda x: x, retries=2)))
-    assert not fusable(Join(lambda x: x))  # measured: no faster inline (see compiler.fusable)
+    assert fusable(Join(lambda x: x)) and fusable(Branch(lambda x: x, Return(lambda x: x)))
+    assert not fusable(Join(lambda x: x, a)) and not fusable(Branch(Step(lambda x: x, retries=2)))
+    deep = lambda x: x  # noqa: E731
+    for _ in range(MAX_FUSED_DEPTH):
+        deep = Return(deep)
+    assert fusable(deep) and not fusable(Return(deep))  # Python's limit of nested blocks
     config.fusion = False  # the honest unfused graph fuses nothing
     assert not fusable(sync_routes) and not fusable(lambda x: x)
 
@@ -88,3 +93,80 @@ def test_route_and_branch_step_counts(fusion):
     assert (route.inp, route.out) == (6, 2)  # a route counts what it saw and what it matched
     inner = report.steps[next(k for k in report.steps if k.positions == (2, 1, 1, 1, 1))]
     assert (inner.inp, inner.out) == (2, 2)
+
+
+# ------------------------------------------------------ routes generated into fused code
+
+
+def odd(x):
+    if x == 5:
+        raise ValueError("no 5")
+    return x % 2
+
+
+def test_a_fused_route_counts_like_the_route_operator(both_builds):
+    """Matched and unmatched items add up to the route's items in, on the generated code
+    as on the route operator (a route always counts, metrics or not)."""
+    side = []
+    out, report = run(range(8), Return(lambda x: -x, route_func=lambda x: x % 2, name="ret"),
+                      Branch(side.append, route_type=str), Fork(side.append), fusion=both_builds)
+    assert out == [0, -1, 2, -3, 4, -5, 6, -7] and side == out
+    ret, branch, fork = (report[k] for k in ("P1[2] ret", "P1[3] Branch(str)", "P1[4] Fork"))
+    assert (ret.inp, ret.out) == (8, 4)
+    assert (branch.inp, branch.out) == (8, 0)
+    assert (fork.inp, fork.out) == (8, 8)
+
+
+def test_a_failing_route_func_follows_the_route_policy_in_generated_code(both_builds):
+    config.exception_policy = config.Exception_pipein  # the conftest fixture resets config
+    out, report = run(range(8), Return(lambda x: -x, route_func=odd, name="ret"), fusion=both_builds)
+    errors = [o for o in out if isinstance(o, ValueError)]
+    assert [o for o in out if not isinstance(o, ValueError)] == [0, -1, 2, -3, 4, 6, -7]
+    assert len(errors) == 1 and errors[0].rxbot_item == 5
+    ret = report["P1[2] ret"]
+    assert (ret.inp, ret.out) == (8, 3)
+
+
+def test_a_full_segment_stops_its_chunk_so_deferred_work_stays_bounded():
+    """At the end of a pipe the generated chunk loop checks the gate only after a slow
+    path; a sync step returning coroutines fills the segment's slots, which must stop
+    the source's slice at once (not 256 coroutines later)."""
+    config.fusion = True
+    outstanding = worst = calls = 0
+
+    def later_sink(x):
+        nonlocal outstanding, worst, calls
+        calls += 1
+        outstanding += 1
+        worst = max(worst, outstanding)
+
+        async def finish():
+            nonlocal outstanding
+            await asyncio.sleep(0)
+            outstanding -= 1
+
+        return finish()
+
+    Pipe(list(range(1000)), Step(later_sink, concurrency=4))
+    BotFrame.run()
+    assert calls == 1000 and outstanding == 0
+    assert worst <= 5  # 4 in the slots, 1 queued when they filled
+
+
+@pytest.mark.parametrize("fusion", [True, False])
+def test_a_blocked_join_of_plain_steps_keeps_every_rule(fusion):
+    """The generated BlockedJoin (plain steps, uncounted): one value, None, a list, a
+    coroutine, share, and a failure that names the branch's step."""
+    out, _ = run(range(4), BlockedJoin(lambda x: x + 1, lambda x: None if x % 2 else x,
+                                      lambda x: [x] * (x % 3), later), fusion=fusion)
+    slot = {0: None, 1: "one", 2: "list"}  # [x] * (x % 3): no output, one, several
+    assert sorted(out) == [(x + 1, None if x % 2 else x, {None: None, "one": x, "list": [x, x]}[slot[x % 3]], x * 10)
+                           for x in range(4)]
+    out, _ = run(range(3), BlockedJoin(lambda x: x, lambda x: -x, share=True), fusion=fusion)
+    # unfused, the BlockedJoin is an async boundary, so a shared item may overtake tuples
+    assert Counter(out) == Counter([(0, 0), 0, (1, -1), 1, (2, -2), 2])
+    with pytest.raises(ValueError, match="bad 2") as info:
+        run(range(4), BlockedJoin(lambda x: x, bad_on_2), fusion=fusion)
+    assert info.value.rxbot_step == "bad_on_2"
+    out, report = run(range(4), BlockedJoin(lambda x: x, Step(bad_on_2, on_error="ignore")), fusion=fusion)
+    assert sorted(out) == [(0, 0), (1, 1), (2, None), (3, 3)]

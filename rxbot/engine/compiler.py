@@ -7,7 +7,7 @@ are fused into one generated operator (:func:`~.operators.fused_segment`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Set, Tuple
 
 from reactivex import operators as rx_ops
 
@@ -19,12 +19,15 @@ from ..walk import StepId
 from .boost import boosted
 from .classify import (callable_of, is_generator_function, matcher, node_of, options_of, overrides_flush,
                        runs_inline)
-from .fuse import CONST, FN
-from .gate import Boundary
-from .operators import (AsyncPlan, FlattenPlan, FusedPlan, Operator, PullPlan, bounded_map, flatten,
+from .fuse import ALL, BLOCKED, CONST, FILTER, FN, FUNC, ROUTE, SPREAD_CONST, TYPE, Element
+from .gate import Boundary, Gate
+from .operators import (AsyncPlan, BlockedParts, FlattenPlan, FusedPlan, Operator, PullPlan, bounded_map, flatten,
                         fork_join_each, fused_segment, gated_ticker, guarded, inline_blocked_join, inline_route,
                         iterate, per_item_join, publish_route, pull_source, route, rx_step)
-from .policy import DROP, RAISE, StepRuntime
+from .operators import TimerPlan, gated_interval
+from .operators._inline_route import Entry
+from .policy import DROP, RAISE, StepRuntime, StepStats
+from .results import VALUES
 
 Ops = List[Operator]
 
@@ -43,22 +46,37 @@ def _plain_sync(step: Any) -> bool:
 
 def inlinable_route(step: Any) -> bool:
     """The optimisation pass's extension: a route (Branch/Return/Fork/Join/BlockedJoin,
-    nested too) whose every step is plain sync runs as one inline function."""
+    nested too) whose every step is plain sync runs inline."""
     if not isinstance(step, Route) or step.kind == "filter" or not config.fusion:
         return False
     return all(_plain_sync(s) or inlinable_route(s) for branch in step.branches for s in branch)
 
 
+#: routes nested deeper than this inside one generated segment stay operators: each
+#: level is a ``while`` block, and Python allows 20 nested blocks in one function
+MAX_FUSED_DEPTH = 8
+
+
+def _generated_depth(step: Any) -> int:
+    """How deep routes nest in the code generated for ``step`` (a BlockedJoin is one
+    call there, whatever it holds)."""
+    if not isinstance(step, Route) or isinstance(step, BlockedJoin) or step.kind == "filter":
+        return 0
+    return 1 + max((_generated_depth(s) for branch in step.branches for s in branch), default=0)
+
+
 def fusable(step: Any) -> bool:
     """Does the optimisation pass put ``step`` into a generated segment?
 
-    Sync steps and Filter, and an all-sync BlockedJoin (with any routes nested in it):
-    run inline it costs ~3 µs an item instead of ~350 µs for a fresh subscription of
-    its branches per item. An all-sync Branch/Return/Fork/Join at the top could run
-    inline too, but measured it is no faster (Branch) or 45% slower (Join of three
-    one-step branches) than the route operator feeding fused branch segments, so the
-    pass leaves it to that operator."""
-    return config.fusion and (runs_inline(step) or isinstance(step, BlockedJoin) and inlinable_route(step))
+    Sync steps and Filter, and all-sync routes (Branch, Return, Fork, Join with any
+    routes nested in them, up to :data:`MAX_FUSED_DEPTH`) generated into the same code;
+    an all-sync BlockedJoin is one inline function there (~3 µs an item instead of
+    ~350 µs for a fresh subscription of its branches per item)."""
+    if not config.fusion:
+        return False
+    if runs_inline(step):
+        return True
+    return inlinable_route(step) and _generated_depth(step) <= MAX_FUSED_DEPTH
 
 
 class Builder:
@@ -89,7 +107,7 @@ class Builder:
 
     def build_span(self, steps: Sequence[Any], first: int, last: int, downstream: List[Boundary],
                    path: StepId | str, terminal: bool = False,
-                   sink: bool | None = None) -> Tuple[Callable, List[Boundary], Any]:
+                   sink: bool | None = None) -> Tuple[Operator, List[Boundary], Any]:
         """One operator for ``steps[first:last + 1]`` — a run of inline steps, or a
         single step of any kind — given the boundaries below it. Returns the operator,
         the boundaries at or below its head, and its plan (None for a route or a raw Rx
@@ -120,63 +138,97 @@ class Builder:
     # -- leaves -----------------------------------------------------------------------
     def _fused_plan(self, steps: Sequence[Any], first: int, last: int, downstream: List[Boundary], path: StepId,
                     terminal: bool = False) -> FusedPlan:
-        shape, fns, consts, runtimes = [], [], [], []
+        acc = _Positions()
+        flushes = []
         for k in range(first, last + 1):
             step = steps[k]
-            label = step.label()
-            options = _sync_options(step, label)
-            where = path.step(k + 1, label)
-            if inlinable_route(step):  # counts itself as a route does (in, matched)
-                rt = self.ctx.runtime(where, label)
-                runtimes.append(StepRuntime(label, where, self.ctx))
-                shape.append(FN)
-                consts.append(None)
-                fns.append(self._inline(step, rt, where))
-                continue
-            runtimes.append(self.ctx.runtime(where, label, **options))
-            if isinstance(step, Const):
-                shape.append(CONST)
-                fns.append(None)
-                consts.append(step.value)
-            else:
-                shape.append(FN)
-                consts.append(None)
-                if isinstance(step, Route):  # Filter: matched items pass
-                    match = matcher(step)
-                    fns.append(lambda x, m=match: x if m(x) else None)
-                else:
-                    fns.append(callable_of(step))
-        flushes = [(k - first, node.flush) for k in range(first, last + 1)
-                   for node in [node_of(steps[k])] if node is not None and overrides_flush(node)]
-        return FusedPlan(runtimes, shape, fns, consts, list(downstream), terminal, flushes)
+            j = len(acc.runtimes)
+            acc.shape.append(self._element(acc, step, path.step(k + 1, step.label())))
+            node = node_of(step)
+            if node is not None and overrides_flush(node):
+                flushes.append((j, node.flush))
+        return FusedPlan(acc.runtimes, acc.shape, acc.fns, acc.consts, list(downstream), terminal, flushes)
+
+    def _element(self, acc: "_Positions", step: Any, where: StepId) -> Element:
+        """The shape element for ``step`` (see :mod:`rxbot.engine.fuse`), its position's
+        runtime, function and constant added to ``acc`` (pre-order: a route before its
+        branches' steps)."""
+        label = step.label()
+        if isinstance(step, BlockedJoin):
+            rt = self.ctx.runtime(where, label)
+            element = self._blocked(acc, step, rt, where)
+            if element is not None:
+                return element
+            # one function, counting itself (in, tuples out)
+            acc.add(StepRuntime(label, where, self.ctx), self._inline(step, rt, where))
+            return (FN,)
+        if isinstance(step, Route):
+            mode, test = _match_mode(step)
+            if step.kind == "filter":
+                acc.add(self.ctx.runtime(where, label, **_sync_options(step, label)), test)
+                return (FILTER, mode)
+            acc.add(self.ctx.runtime(where, label), test)
+            branches = []
+            for b, branch in enumerate(step.branches):
+                place = where.branch(b + 1)
+                elements = []
+                for k, s in enumerate(branch):
+                    sid = place.step(k + 1, s.label())
+                    if not step.join and k == len(branch) - 1 and not isinstance(s, Route):
+                        self.ctx.report.sinks.add(sid)  # what a side flow's last step drops is consumed
+                    elements.append(self._element(acc, s, sid))
+                branches.append(tuple(elements))
+            return (ROUTE, mode, step.share, step.join, tuple(branches))
+        rt = self.ctx.runtime(where, label, **_sync_options(step, label))
+        if isinstance(step, Const):
+            acc.add(rt, None, step.value)
+            return (CONST,) if type(step.value) in VALUES else (SPREAD_CONST,)
+        acc.add(rt, callable_of(step))
+        return (FN,)
 
     def _inline(self, step: Route, rt: StepRuntime, where: StepId) -> Callable[[Any], Any]:
         """An all-sync route as one function (see ``operators._inline_route``)."""
         known = set(self.ctx.runtimes)
-        branches = []
-        for b, steps in enumerate(step.branches):
-            place = where.branch(b + 1)
-            entries = []
-            for k, s in enumerate(steps):
-                sid = place.step(k + 1, s.label())
-                if inlinable_route(s):
-                    inner = self.ctx.runtime(sid, s.label())
-                    entries.append((self._inline(s, inner, sid), StepRuntime(s.label(), sid, self.ctx)))
-                    continue
-                srt = self.ctx.runtime(sid, s.label(), **options_of(s))
-                if isinstance(s, Const):
-                    entries.append((lambda x, v=s.value: v, srt))
-                elif isinstance(s, Route):  # Filter
-                    entries.append((lambda x, m=matcher(s): x if m(x) else None, srt))
-                else:
-                    entries.append((callable_of(s), srt))
-            branches.append(entries)
-        counting = bool(config.metrics if config.metrics is not None else config.counting() or any(
-            srt.policy != "raise" for entries in branches for _, srt in entries))
+        branches, counting = self._entries(step, where)
         if isinstance(step, BlockedJoin):
             self._mark_blocked_join(known)
             return inline_blocked_join(rt, matcher(step), step.share, branches, counting)
         return inline_route(rt, matcher(step), step.share, step.join, branches, counting)
+
+    def _entries(self, step: Route, where: StepId) -> Tuple[List[List[Entry]], bool]:
+        """Each branch of an all-sync route as (function, runtime) entries, and whether
+        its steps are counted (a policy other than raise needs the counts)."""
+        branches = []
+        for b, steps in enumerate(step.branches):
+            place = where.branch(b + 1)
+            entries: List[Entry] = []
+            for k, s in enumerate(steps):
+                sid = place.step(k + 1, s.label())
+                if isinstance(s, Route) and inlinable_route(s):
+                    inner = self.ctx.runtime(sid, s.label())
+                    entries.append((self._inline(s, inner, sid), StepRuntime(s.label(), sid, self.ctx)))
+                    continue
+                srt = self.ctx.runtime(sid, s.label(), **options_of(s))
+                entries.append((_as_function(s), srt))
+            branches.append(entries)
+        counting = bool(config.metrics if config.metrics is not None else config.counting() or any(
+            srt.policy != "raise" for entries in branches for _, srt in entries))
+        return branches, counting
+
+    def _blocked(self, acc: "_Positions", step: BlockedJoin, rt: StepRuntime, where: StepId) -> Element | None:
+        """An uncounted BlockedJoin of plain steps as generated code (its tuple built
+        from locals, no list per branch); None when it must stay one function (its
+        branches hold routes, or their steps are counted)."""
+        if any(isinstance(s, Route) and s.kind != "filter" for branch in step.branches for s in branch):
+            return None
+        known = set(self.ctx.runtimes)
+        branches, counting = self._entries(step, where)
+        self._mark_blocked_join(known)
+        if counting:
+            return None
+        mode, test = _match_mode(step)
+        acc.add(rt, test, BlockedParts(step.share, branches))
+        return (BLOCKED, mode, step.share, tuple(len(b) for b in branches))
 
     def _unfused(self, step: Any, downstream: List[Boundary], where: StepId) -> Tuple[Operator, Any]:
         """A sync step on the honest graph: ``ops.map`` of the step, then :func:`flatten`
@@ -198,7 +250,7 @@ class Builder:
         mapped, flattened = rx_ops.map(guarded(fn, rt)), flatten(self.ctx, plan)
         return (lambda source: source.pipe(mapped, flattened)), plan
 
-    def _mark_blocked_join(self, known: set) -> None:
+    def _mark_blocked_join(self, known: Set[StepId]) -> None:
         """The runtimes built since ``known`` are inside a BlockedJoin's branches."""
         for where in self.ctx.runtimes.keys() - known:
             self.ctx.runtimes[where].in_blocked_join = True
@@ -210,18 +262,22 @@ class Builder:
         if isinstance(node, Loop):
             iterable = node.iterable
 
-            async def produce_loop(item, emit, gate, stats):
+            async def produce_loop(item: Any, emit: Callable[[Any], None], gate: Gate, stats: StepStats) -> None:
                 await iterate(iterable, emit, gate, stats)
 
             plan = PullPlan(rt, produce_loop, list(downstream))
             return pull_source(self.ctx, plan), plan
         if isinstance(node, Timer):
+            if not config.fusion:  # the honest graph: a gated interval on the run's scheduler
+                timer = TimerPlan(rt, node, list(downstream))
+                return gated_interval(self.ctx, timer), timer
             plan = PullPlan(rt, gated_ticker(node), list(downstream))
             return pull_source(self.ctx, plan), plan
         fn = callable_of(step)
         boost = step.option("boost") if isinstance(step, Step) else step.boost_kind
         if not boost and is_generator_function(fn):
-            async def produce_generator(item, emit, gate, stats, fn=fn):
+            async def produce_generator(item: Any, emit: Callable[[Any], None], gate: Gate, stats: StepStats,
+                                        fn: Callable[[Any], Any] = fn) -> None:
                 await iterate(fn(item), emit, gate, stats)
 
             plan = PullPlan(rt, produce_generator, list(downstream))
@@ -231,17 +287,18 @@ class Builder:
         flush = node.flush if node is not None and overrides_flush(node) else None
         if node is not None and node.holds_items:
             self.ctx.holders.setdefault(id(node), (node, rt))
-        plan = AsyncPlan(rt, fn, list(downstream), flush=flush, holds_items=node is not None and node.holds_items)
-        return bounded_map(self.ctx, plan), plan
+        async_plan = AsyncPlan(rt, fn, list(downstream), flush=flush,
+                               holds_items=node is not None and node.holds_items)
+        return bounded_map(self.ctx, async_plan), async_plan
 
     # -- routes -----------------------------------------------------------------------
     def _route(self, step: Route, downstream: List[Boundary], where: StepId) -> Tuple[Operator, List[Boundary]]:
         rt = self.ctx.runtime(where, step.label())
         if isinstance(step, BlockedJoin):
             known = set(self.ctx.runtimes)
-            branch_ops = [self.build(steps, [], where.branch(b + 1))[0] for b, steps in enumerate(step.branches)]
+            per_branch = [self.build(steps, [], where.branch(b + 1))[0] for b, steps in enumerate(step.branches)]
             self._mark_blocked_join(known)
-            correlate = (per_item_join if config.fusion else fork_join_each)(self.ctx, branch_ops)
+            correlate = (per_item_join if config.fusion else fork_join_each)(self.ctx, per_branch)
             plan = AsyncPlan(self.ctx.runtime(where, step.label()), correlate, list(downstream))
             # one "branch": the correlating map, which counts its own items
             op = route(rt, matcher(step), step.share, [[bounded_map(self.ctx, plan)]], counting=False)
@@ -260,7 +317,43 @@ class Builder:
         return route(rt, matcher(step), step.share, branch_ops, counting=True), downstream + extra
 
 
-def _sync_options(step: Any, label: str) -> dict:
+class _Positions:
+    """What a fused segment holds per position, filled in pre-order."""
+
+    def __init__(self) -> None:
+        self.shape: List[Element] = []
+        self.runtimes: List[StepRuntime] = []
+        self.fns: List[Any] = []
+        self.consts: List[Any] = []
+
+    def add(self, rt: StepRuntime, fn: Any, const: Any = None) -> None:
+        self.runtimes.append(rt)
+        self.fns.append(fn)
+        self.consts.append(const)
+
+
+def _match_mode(route: Route) -> Tuple[str, Any]:
+    """How the generated code tests a Filter or route: every item, ``isinstance`` with
+    the route's type, or its matcher function."""
+    if route.route_func is None:
+        return (ALL, None) if route.route_type is object else (TYPE, route.route_type)
+    return FUNC, matcher(route)
+
+
+def _as_function(step: Any) -> Callable[[Any], Any]:
+    """A plain step of an all-sync route as ``item -> result``: a constant, a Filter
+    (the item or None) or the step's callable."""
+    if isinstance(step, Const):
+        value = step.value
+        return lambda x: value
+    if isinstance(step, Route):  # Filter
+        match = matcher(step)
+        return lambda x: x if match(x) else None
+    fn: Callable[[Any], Any] = callable_of(step)
+    return fn
+
+
+def _sync_options(step: Any, label: str) -> Dict[str, Any]:
     """The options of a step that runs inline; a timeout cannot apply to it."""
     options = options_of(step)
     if options.get("timeout") is not None:

@@ -158,7 +158,10 @@ class RunContext:
             if not self.failed.done():
                 self.failed.set_result(exc)
 
-    def runtime(self, path: StepId, label: str, **options: Any) -> StepRuntime:
+    def runtime(self, path: str, label: str, **options: Any) -> StepRuntime:
+        """The runtime (counters, policy) of ``path``: a step's :class:`StepId`, or a plain
+        name for something that is not a step of the tree (replay's source of saved
+        items); plain names sort after the steps in the report."""
         rt = self.runtimes.get(path)
         if rt is None:
             rt = self.runtimes[path] = StepRuntime(label, path, self, **options)

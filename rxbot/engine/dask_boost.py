@@ -18,10 +18,13 @@ import inspect
 import logging
 import re
 import uuid
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict
 
 from ..config import config
 from .picklable import check_picklable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .context import RunContext
 
 log = logging.getLogger("rxbot")
 
@@ -30,34 +33,44 @@ SESSION_KEY = "dask"
 #: the cluster a run starts when no scheduler address is configured. No dashboard; the
 #: scheduler's small HTTP server (health, metrics) still starts, so it gets a free
 #: loopback port instead of taking 8787 from a dashboard the user may be running.
-LOCAL_CLUSTER_OPTIONS = dict(processes=True, n_workers=2, threads_per_worker=1, host="127.0.0.1",
+LOCAL_CLUSTER_OPTIONS: Dict[str, Any] = dict(processes=True, n_workers=2, threads_per_worker=1, host="127.0.0.1",
                              dashboard_address=None,
                              scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
 
 
 class DaskSession:
-    """The run's Dask client (and local cluster), opened on first use."""
+    """The run's Dask client (and local cluster), opened on first use.
 
-    def __init__(self, ctx: Any, purpose: str = "boost='cluster'",
-                 local_options: dict | None = None) -> None:
+    ``ctx`` is the run that owns the client (its holder task is one of the run's tasks);
+    a sharded run, which opens and closes the client itself, passes None and never calls
+    :meth:`client_ready`."""
+
+    def __init__(self, ctx: "RunContext | None", purpose: str = "boost='cluster'",
+                 local_options: Dict[str, Any] | None = None) -> None:
         self.ctx = ctx
         self.purpose = purpose  # what the error messages say needed the cluster
         self.local_options = local_options or LOCAL_CLUSTER_OPTIONS
         self.address: str | None = config.dask_address or None
         self.client: Any = None
         self.cluster: Any = None
-        self.ready: asyncio.Future | None = None
+        self.ready: asyncio.Future[Any] | None = None
 
-    def client_ready(self) -> asyncio.Future:
+    def client_ready(self) -> asyncio.Future[Any]:
         """A future for the connected client; the first call starts the holder task."""
+        ctx = self.ctx
+        if ctx is None:
+            raise RuntimeError("DaskSession.client_ready needs the run's context (it owns the holder task)")
         if self.ready is None:
-            self.ready = self.ctx.loop.create_future()
+            ready: asyncio.Future[Any] = ctx.loop.create_future()
             # a failed start is reported to every waiting item; never "unretrieved"
-            self.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
-            self.ctx.spawn(self._hold())
+            ready.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self.ready = ready
+            ctx.spawn(self._hold(ctx, ready))
         return self.ready
 
-    async def _hold(self) -> None:
+    async def _hold(self, ctx: "RunContext", ready: asyncio.Future[Any]) -> None:
+        """Open the client, resolve ``ready`` with it, and keep it open until the run's
+        shutdown cancels this task; close it whatever happens."""
         try:
             try:
                 await self.open()
@@ -65,15 +78,15 @@ class DaskSession:
                 raise
             except Exception as exc:
                 error = self.explain(exc)
-                if not self.ready.done():
-                    self.ready.set_exception(error)
-                self.ctx.fail(error)  # no scheduler: the run cannot do its work
+                if not ready.done():
+                    ready.set_exception(error)
+                ctx.fail(error)  # no scheduler: the run cannot do its work
                 return
-            self.ready.set_result(self.client)
+            ready.set_result(self.client)
             await asyncio.Event().wait()  # until the run's shutdown cancels us
         finally:
-            if self.ready is not None and not self.ready.done():
-                self.ready.cancel()
+            if not ready.done():
+                ready.cancel()
             await self.close()
 
     async def open(self) -> None:
@@ -144,7 +157,8 @@ def _work(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     if inspect.isgeneratorfunction(fn):
         from toolz import compose
 
-        return compose(list, fn)
+        listed: Callable[[Any], Any] = compose(list, fn)  # toolz is untyped
+        return listed
     return fn
 
 
@@ -152,7 +166,7 @@ def _key_prefix(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "_", label).strip("_")[:40] or "step"
 
 
-def cluster_call(fn: Callable[[Any], Any], ctx: Any, label: str) -> Callable[[Any], Awaitable[Any]]:
+def cluster_call(fn: Callable[[Any], Any], ctx: "RunContext", label: str) -> Callable[[Any], Awaitable[Any]]:
     """Wrap ``fn`` so that each call submits ``fn(item)`` to Dask and returns an awaitable
     of its result. A worker exception is re-raised here with its original type, so the
     step's exception policy applies to it like to a local failure."""

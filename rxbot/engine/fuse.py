@@ -1,112 +1,347 @@
-"""Fuse a run of consecutive sync steps into straight-line Python.
+"""Fuse a run of sync steps — and the all-sync routes among them — into straight-line Python.
 
 Calling three small functions per item through three Rx operators costs several times
-a plain loop. Instead each run of sync steps becomes one generated function per
-position (``c0`` handles steps 0..n-1, ``c1`` steps 1..n-1, ...), so the common path
-is exactly the user's calls plus a ``None`` check and one type lookup per step. Results
-that are not a known single type (lists, generators, coroutines) leave the fast path
-through ``spread(result, next_position, step, input)``. The
-generated text depends only on the *shape* (which positions are constants), so it is
-compiled once per shape per process and reused by every pipe and every run.
+a plain loop. Instead a run of sync steps becomes generated code whose common path is
+exactly the user's calls plus one type lookup per step (``type(y) not in VALUES``: a
+value of a known single type goes on; None, lists, generators and coroutines leave the
+fast path). A Filter is an ``if``. A route whose branches are all sync (Branch, Return,
+Fork, Join, nested) is generated into the same code: each branch is a ``while True:``
+block that ``break`` leaves, so a branch that drops its item goes on with the next
+branch, and a joining route's outputs continue with the steps after it — copied into
+each branch when they are a few plain steps, else one call away.
+
+The code is generated from the segment's *shape* (a nested tuple saying what each
+position is, never which function), so it is compiled once per shape per process and
+reused by every pipe and every run. Positions are numbered in pre-order: a route, then
+its branches' steps, then what follows it; counters, runtimes and the slow-path
+continuations are indexed by position.
+
+What the generated ``make(...)`` returns:
+
+* ``entry(x)`` — one item into position 0 (the segment's on_next);
+* ``many(xs, gate)`` — a slice of a source's sequence, returning how many it took: it
+  stops at the first item the downstream has no room for, so flow control holds per
+  item. At the end of a pipe the gate can only close through a slow path (a result the
+  segment defers, a failure), so only those check it;
+* ``after`` — per position ``j``, the continuation taking one output of step ``j``
+  (what the slow paths, retries, flushes and pipein push into).
 """
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Callable, Sequence, Tuple
+from operator import length_hint
+from typing import Any, Callable, Dict, List, Sequence, Set, Tuple
 
-FN, CONST = "f", "c"
+#: element kinds of a shape
+FN, CONST, SPREAD_CONST, FILTER, ROUTE, BLOCKED = "f", "c", "C", "filter", "route", "blocked"
+#: how a Filter or route matches: every item, ``isinstance`` only, or its matcher function
+ALL, TYPE, FUNC = "all", "type", "func"
+
+Element = Tuple[Any, ...]
+Shape = Tuple[Element, ...]
+
+#: a joining route's tail of at most this many plain steps is copied into each branch
+INLINE_TAIL = 6
+
+_Ctx = Tuple[str, Tuple[str, ...]]
+Push = Callable[[Any], None]
+#: in, out, returned-None per position
+Counters = Tuple[List[int], List[int], List[int]]
+#: ``(entry, many, after)``
+Made = Tuple[Push, Callable[[Any, Any], int], List[Push]]  # (how to leave the item, lines after a slow-path call)
 
 
-def _body(shape: Tuple[str, ...], k: int, terminal: bool, counting: bool, indent: str, leave: str) -> list:
-    """Steps ``k``.. for one item ``x``. ``leave`` ends the item early: ``return`` in a
-    per-item function, ``continue`` in the chunk loop."""
-    out = []
-    done = "return" if leave == "return" else "continue"
-    for j in range(k, len(shape)):
-        if counting:
-            out.append(f"{indent}ci[{j}] += 1")
-        if shape[j] == FN:
-            # one try per call: free in 3.11 when nothing raises, and the handler
-            # knows the step and its input without per-item bookkeeping
-            out.append(f"{indent}try:")
-            out.append(f"{indent}    y = f{j}(x)")
-            out.append(f"{indent}except Exception as e:")
-            out.append(f"{indent}    fail(e, {j}, x)")
-            out.append(f"{indent}    {done}")
-            out.append(f"{indent}if y is None:")
+class _Program:
+    """The numbering of one shape and the code for it."""
+
+    def __init__(self, shape: Shape, terminal: bool, counting: bool) -> None:
+        self.terminal = terminal
+        self.counting = counting
+        self.elems: List[Element] = []
+        self.where: List[Tuple[int, int]] = []  # position -> (sequence, index in it)
+        self.seqs: List[Tuple[List[int], int | None]] = []  # sequence -> (positions, parent route)
+        self.branches: Dict[int, List[int]] = {}  # route position -> its branch sequences
+        self._number(shape, None)
+
+    def _number(self, seq: Sequence[Element], parent: int | None) -> int:
+        sid = len(self.seqs)
+        positions: List[int] = []
+        self.seqs.append((positions, parent))
+        for idx, el in enumerate(seq):
+            j = len(self.elems)
+            self.elems.append(el)
+            self.where.append((sid, idx))
+            positions.append(j)
+            if el[0] == ROUTE:
+                self.branches[j] = [self._number(b, j) for b in el[4]]
+        return sid
+
+    # -- what follows a position --------------------------------------------------------
+    def _tail(self, sid: int, idx: int) -> List[int]:
+        """Positions an item at element ``idx`` of sequence ``sid`` still goes through
+        on this sequence and, when it ends a joining branch, after the route."""
+        positions, parent = self.seqs[sid]
+        rest = positions[idx:]
+        if parent is None or not self.elems[parent][3]:
+            return rest
+        psid, pidx = self.where[parent]
+        return rest + self._tail(psid, pidx + 1)
+
+    def _discarded(self, j: int) -> bool:
+        """Do the outputs of position ``j`` go nowhere (it ends a pipe's last segment,
+        or a side flow that does not join)?"""
+        sid, idx = self.where[j]
+        while True:
+            positions, parent = self.seqs[sid]
+            if idx + 1 < len(positions):
+                return False
+            if parent is None:
+                return self.terminal
+            if not self.elems[parent][3]:
+                return True
+            sid, idx = self.where[parent]
+
+    def _inline_after(self, route: int) -> bool:
+        psid, pidx = self.where[route]
+        tail = self._tail(psid, pidx + 1)
+        return len(tail) <= INLINE_TAIL and all(self.elems[j][0] != ROUTE for j in tail)
+
+    # -- code -----------------------------------------------------------------------------
+    def run_from(self, sid: int, idx: int, ind: str, ctx: _Ctx) -> List[str]:
+        """Elements ``idx..`` of sequence ``sid`` for the item in ``x``, then the end of
+        the sequence (emit, a joining route's tail, or nothing)."""
+        positions, parent = self.seqs[sid]
+        out: List[str] = []
+        for j in positions[idx:]:
+            if self.elems[j][0] == ROUTE:
+                return out + self._route(j, ind, ctx)  # the route's code runs the rest
+            out += self._step(j, ind, ctx)
+        if parent is None:
+            if not self.terminal:  # at the end of a pipe nothing listens: no call at all
+                out += [f"{ind}if held[0]:", f"{ind}    hold(x)", f"{ind}else:", f"{ind}    emit(x)"]
+        elif self.elems[parent][3]:  # a joining branch: continue after the route
+            if self._inline_after(parent):
+                psid, pidx = self.where[parent]
+                out += self.run_from(psid, pidx + 1, ind, ctx)
+            else:
+                out.append(f"{ind}a{parent}(x)")
+        return out
+
+    def _slow(self, call: str, ind: str, ctx: _Ctx) -> List[str]:
+        leave, after_slow = ctx
+        return [f"{ind}{call}", *(ind + s for s in after_slow), f"{ind}{leave}"]
+
+    def _match(self, j: int, ind: str, ctx: _Ctx, count_failure: bool = False) -> Tuple[List[str], str | None]:
+        """Lines computing whether the item matches element ``j``, and the condition
+        (None: every item matches)."""
+        mode = self.elems[j][1]
+        if mode == ALL:
+            return [], None
+        if mode == TYPE:
+            return [], f"isinstance(x, f{j})"
+        return [f"{ind}try:", f"{ind}    m = f{j}(x)", f"{ind}except Exception as e:",
+                *([f"{ind}    ci[{j}] += 1"] if count_failure else []),
+                *self._slow(f"fail(e, {j}, x)", ind + "    ", ctx)], "m"
+
+    def _step(self, j: int, ind: str, ctx: _Ctx) -> List[str]:
+        kind = self.elems[j][0]
+        leave = ctx[0]
+        counting = self.counting
+        out = [f"{ind}ci[{j}] += 1"] if counting else []
+        if kind == FN and not counting and self._discarded(j):
+            # what the last step of a pipe or side flow returns goes nowhere: only a
+            # result that is more than one value (a generator, a coroutine) is looked at
+            return [f"{ind}try:", f"{ind}    y = f{j}(x)", f"{ind}except Exception as e:",
+                    *self._slow(f"fail(e, {j}, x)", ind + "    ", ctx),
+                    f"{ind}if y is not None and type(y) not in VALUES:",
+                    *self._slow(f"spread(y, {j}, x)", ind + "    ", ctx)]
+        if kind == FN:
+            # one try per call: free in 3.11 when nothing raises, and the handler knows
+            # the step and its input without per-item bookkeeping
+            out += [f"{ind}try:", f"{ind}    y = f{j}(x)", f"{ind}except Exception as e:",
+                    *self._slow(f"fail(e, {j}, x)", ind + "    ", ctx),
+                    f"{ind}if type(y) not in VALUES:",  # one lookup: None and spreads leave
+                    f"{ind}    if y is None:",
+                    *([f"{ind}        cn[{j}] += 1"] if counting else []),
+                    f"{ind}        {leave}",
+                    *self._slow(f"spread(y, {j}, x)", ind + "    ", ctx)]
             if counting:
-                out.append(f"{indent}    cn[{j}] += 1")
-            out.append(f"{indent}    {done}")
+                out.append(f"{ind}co[{j}] += 1")
+            out.append(f"{ind}x = y")
+        elif kind == CONST:
+            if counting:
+                out.append(f"{ind}co[{j}] += 1")
+            out.append(f"{ind}x = v{j}")
+        elif kind == SPREAD_CONST:
+            out += self._slow(f"spread(v{j}, {j}, x)", ind, ctx)
+        elif kind == BLOCKED:
+            out += self._blocked(j, ind, ctx)
+        else:  # FILTER
+            lines, cond = self._match(j, ind, ctx)
+            out += lines
+            if cond is not None:
+                out += [f"{ind}if not {cond}:", *([f"{ind}    cn[{j}] += 1"] if counting else []),
+                        f"{ind}    {leave}"]
+            if counting:
+                out.append(f"{ind}co[{j}] += 1")
+        return out
+
+    def _blocked(self, j: int, ind: str, ctx: _Ctx) -> List[str]:
+        """An all-sync BlockedJoin of plain steps: each branch a ``while True`` block
+        whose straight path leaves one value in ``s<b>`` (``r<b> is ONE``); a branch that
+        leaves it (None, a list, a coroutine, a failure) hands its general continuation's
+        result to ``r<b>`` and the item's tuple is finished by ``B<j>.finish``. A failure
+        under the raise policy propagates from there and fails the BlockedJoin's item."""
+        _, mode, share, lengths = self.elems[j]
+        lines, cond = self._match(j, ind, ctx)
+        out = list(lines)
+        body = ind
+        if cond is not None:
+            out.append(f"{ind}if {cond}:")
+            body = ind + "    "
+        t, w = body + "    ", body + "        "
+        out += [f"{body}co[{j}] += 1", f"{body}x{j} = x", f"{body}try:"]
+        for b, n in enumerate(lengths):
+            out += [f"{t}while True:", f"{w}x = x{j}"]
+            for k in range(n):
+                out += [f"{w}try:", f"{w}    y = g{j}_{b}_{k}(x)", f"{w}except Exception as e:",
+                        f"{w}    r{b} = fl{j}_{b}({k}, e, x)", f"{w}    break",
+                        f"{w}if type(y) not in VALUES:",
+                        f"{w}    r{b} = [] if y is None else sl{j}_{b}({k}, y, x)", f"{w}    break",
+                        f"{w}x = y"]
+            out += [f"{w}r{b} = ONE", f"{w}s{b} = x", f"{w}break"]
+        # what escapes the branches is a raise their step's policy already decided
+        out += [f"{body}except Exception as e:", *self._slow(f"fail(e, {j}, x{j}, True)", t, ctx)]
+        slots = ", ".join(f"[s{b}] if r{b} is ONE else r{b}" for b in range(len(lengths)))
+        finish = self._slow(f"spread(B{j}.finish(x{j}, [{slots}]), {j}, x{j})", t, ctx)
+        if share:  # the tuple, then the item itself: the general path
+            return out + [f"{body}if True:", *finish]
+        every = " and ".join(f"r{b} is ONE" for b in range(len(lengths)))
+        values = "".join(f"s{b}, " for b in range(len(lengths)))
+        return out + [f"{body}if {every}:", f"{t}x = ({values})", f"{body}else:", *finish]
+
+    def _route(self, j: int, ind: str, ctx: _Ctx) -> List[str]:
+        """A route: matched items through every branch (each a ``while True`` block, so
+        that dropping the item in one branch goes on with the next), then the main
+        stream: unmatched items, and with ``share`` the matched ones too."""
+        _, mode, share, _join, _ = self.elems[j]
+        leave, after_slow = ctx
+        # a route always counts, as its operator does, with one counter per item: matched
+        # (co), unmatched (cn) or failed to match (ci); see :func:`route_positions`
+        lines, cond = self._match(j, ind, ctx, count_failure=True)
+        out = list(lines)
+        body = ind
+        if cond is not None:
+            out.append(f"{ind}if {cond}:")
+            body = ind + "    "
+        out += [f"{body}co[{j}] += 1", f"{body}x{j} = x"]
+        for b, sid in enumerate(self.branches[j]):
+            out.append(f"{body}while True:")
+            if b:
+                out.append(f"{body}    x = x{j}")
+            out += self.run_from(sid, 0, body + "    ", ("break", after_slow))
+            out.append(f"{body}    break")
+        if share:
+            out.append(f"{body}x = x{j}")
         else:
-            out.append(f"{indent}y = v{j}")
-        out.append(f"{indent}if type(y) not in SINGLE:")
-        out.append(f"{indent}    spread(y, {j + 1}, {j}, x)")
-        out.append(f"{indent}    {done}")
-        if counting:
-            out.append(f"{indent}co[{j}] += 1")
-        out.append(f"{indent}x = y")
-    # at the end of a pipe nothing listens: skip the call rather than make a no-op one.
-    # Otherwise, while the segment's ordered lane is busy (held[0]), results queue
-    # behind it so that outputs keep their input order.
-    if not terminal:
-        out.append(f"{indent}if held[0]:")
-        out.append(f"{indent}    hold(x)")
-        out.append(f"{indent}else:")
-        out.append(f"{indent}    emit(x)")
-    return out
+            out.append(f"{body}{leave}")
+            if cond is None:
+                return out  # every item matched and none goes on: no main stream
+        if cond is not None:
+            out += [f"{ind}else:", f"{ind}    cn[{j}] += 1"]
+        psid, pidx = self.where[j]
+        return out + self.run_from(psid, pidx + 1, ind, ctx)
+
+    def source(self) -> str:
+        n = len(self.elems)
+        out = ["def make(fns, consts, emit, spread, fail, VALUES, ci, co, cn, held, hold):"]
+        for j, el in enumerate(self.elems):
+            if el[0] in (CONST, SPREAD_CONST):
+                out.append(f"    v{j} = consts[{j}]")
+            elif el[0] == FN or el[1] != ALL:
+                out.append(f"    f{j} = fns[{j}]")
+            if el[0] == BLOCKED:
+                out.append(f"    B{j} = consts[{j}]")
+                for b, length in enumerate(el[3]):
+                    out += [f"    g{j}_{b}_{k} = B{j}.fns[{b}][{k}]" for k in range(length)]
+                    out += [f"    sl{j}_{b} = B{j}.slow[{b}]", f"    fl{j}_{b} = B{j}.failed[{b}]"]
+        fn_ctx: _Ctx = ("return", ())
+        out.append("    def entry(x):")
+        out += self.run_from(0, 0, "        ", fn_ctx)
+        out.append("        return")
+        for j in range(n):
+            sid, idx = self.where[j]
+            out.append(f"    def a{j}(x):")
+            out += self.run_from(sid, idx + 1, "        ", fn_ctx)
+            out.append("        return")
+        # the chunk entry. ``it``'s length hint says how many items are left, so the
+        # count taken costs nothing per item
+        out += ["    def many(xs, gate):", "        it = iter(xs)"]
+        if self.terminal:
+            out += ["        stop = False", "        for x in it:",
+                    "            if stop: return len(xs) - length_hint(it) - 1"]
+            ctx: _Ctx = ("continue", ("if gate.blocked: stop = True",))
+        else:
+            out += ["        for x in it:",
+                    "            if gate.blocked: return len(xs) - length_hint(it) - 1"]
+            ctx = ("continue", ())
+        out += self.run_from(0, 0, "            ", ctx)
+        out.append("        return len(xs)")
+        out.append(f"    return entry, many, [{', '.join(f'a{j}' for j in range(n))}]")
+        return "\n".join(out)
+
+
+#: a BlockedJoin branch's straight path ended with exactly one value
+_ONE = object()
+
+
+def _tag(shape: Sequence[Element]) -> str:
+    return "".join(el[0][0] if el[0] != ROUTE else f"<{'|'.join(_tag(b) for b in el[4])}>" for el in shape)
 
 
 @lru_cache(maxsize=None)
-def _factory(shape: Tuple[str, ...], terminal: bool, counting: bool) -> Callable[..., tuple]:
-    n = len(shape)
-    out = ["def make(fns, consts, emit, spread, fail, SINGLE, ci, co, cn, held, hold):"]
-    for j, kind in enumerate(shape):
-        out.append(f"    f{j} = fns[{j}]" if kind == FN else f"    v{j} = consts[{j}]")
-    for k in range(n):
-        out.append(f"    def c{k}(x):")
-        out += _body(shape, k, terminal, counting, "        ", "return")
-    # the chunk entry: a source hands a slice of its sequence; stops (returning how many
-    # it took) as soon as the downstream is full, so flow control holds per item
-    out.append("    def many(xs, gate):")
-    out.append("        i = 0")
-    out.append("        for x in xs:")
-    out.append("            if gate.blocked: return i")
-    out.append("            i += 1")
-    out += _body(shape, 0, terminal, counting, "            ", "continue")
-    out.append("        return i")
-    out.append("    c0.__rxbot_many__ = many")
-    if terminal:
-        out.append("    out = emit")
-    else:
-        out.append("    def out(x):")
-        out.append("        if held[0]: return hold(x)")
-        out.append("        emit(x)")
-    out.append(f"    return ({''.join(f'c{k}, ' for k in range(n))}out)")
-    namespace: dict = {}
-    tag = f"{''.join(shape)}{'.' if terminal else ''}{'#' if counting else ''}"
-    exec(compile("\n".join(out), f"<rxbot fused {tag}>", "exec"), namespace)
-    return namespace["make"]
+def _factory(shape: Shape, terminal: bool, counting: bool) -> Callable[..., Made]:
+    text = _Program(shape, terminal, counting).source()
+    namespace: Dict[str, Any] = {"length_hint": length_hint, "ONE": _ONE}
+    tag = f"{_tag(shape)}{'.' if terminal else ''}{'#' if counting else ''}"
+    exec(compile(text, f"<rxbot fused {tag}>", "exec"), namespace)
+    make: Callable[..., Made] = namespace["make"]
+    return make
 
 
-def fuse(shape: Sequence[str], fns: Sequence[Any], consts: Sequence[Any], emit: Callable,
-         spread: Callable, fail: Callable, single: set, terminal: bool = False,
-         counters: Tuple[list, list, list] | None = None,
-         held: list | None = None, hold: Callable | None = None) -> tuple:
-    """Return the continuations ``(c0, ..., c_{n-1}, out)`` for one segment instance;
-    ``out`` delivers a finished result downstream.
+def source_of(shape: Sequence[Element], terminal: bool = False, counting: bool = False) -> str:
+    """The generated text for ``shape`` (for reading and for tests)."""
+    return _Program(tuple(shape), terminal, counting).source()
+
+
+def route_positions(shape: Sequence[Element], kind: str = ROUTE) -> List[int]:
+    """The positions of the routes (or BlockedJoins) in ``shape``. A route's counters
+    mean: ``co`` matched, ``cn`` unmatched, ``ci`` failed to match — its items in are
+    their sum. A generated BlockedJoin counts its matched items in ``co``: one tuple each."""
+    return [j for j, el in enumerate(_Program(tuple(shape), False, False).elems) if el[0] == kind]
+
+
+def fuse(shape: Sequence[Element], fns: Sequence[Any], consts: Sequence[Any], emit: Push,
+         spread: Callable[..., None], fail: Callable[..., None], values: Set[type], terminal: bool = False,
+         counters: Counters | None = None, counting: bool = False,
+         held: List[bool] | None = None, hold: Push | None = None) -> Made:
+    """Return ``(entry, many, after)`` for one segment instance (see the module docstring).
 
     ``terminal``: the segment ends a pipe, so its results go nowhere and are not emitted.
-    ``counters``: lists (in, out, returned-None) per step to count into; counting costs
-    about a third of the per-item time, so it is compiled in only when asked for.
+    ``counters``: lists (in, out, returned-None) per position; routes always count into
+    them, steps only with ``counting`` (counting costs about a third of the per-item
+    time, so it is compiled in only when asked for).
     ``held``/``hold``: while ``held[0]`` is true, results go to ``hold(x)`` instead of
     downstream (see the fused segment's ordered lane).
     """
     ci, co, cn = counters if counters is not None else (None, None, None)
-    conts = _factory(tuple(shape), terminal, counters is not None)(
-        fns, consts, emit, spread, fail, single, ci, co, cn, held or [False], hold)
-    for c in conts[:-1]:
-        c.__rxbot_fused__ = True
-    return conts
+    entry, many, after = _factory(tuple(shape), terminal, counting and counters is not None)(
+        fns, consts, emit, spread, fail, values, ci, co, cn, held or [False], hold)
+    for c in (entry, *after):  # what fast_on_next and a slicing source look for
+        setattr(c, "__rxbot_fused__", True)
+    setattr(entry, "__rxbot_many__", many)
+    return entry, many, after
 
 
-__all__ = ["fuse", "FN", "CONST"]
+__all__ = ["fuse", "source_of", "route_positions", "FN", "CONST", "SPREAD_CONST", "FILTER", "ROUTE", "BLOCKED", "ALL", "TYPE",
+           "FUNC", "Element", "Shape"]

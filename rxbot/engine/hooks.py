@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional,
 import reactivex
 
 from ..walk import StepId
+from .gate import Boundary, Gate
 from .operators import PullPlan, iterate, pull_source, trigger
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("rxbot")
 
-Operator = Callable[[reactivex.Observable], reactivex.Observable]
+Operator = Callable[[reactivex.Observable[Any]], reactivex.Observable[Any]]
 
 
 @dataclass
@@ -121,7 +122,7 @@ class Deferrals:
 def _valve(failed: Dict[Tuple[int, int], StepFailure], top: Tuple[int, int]) -> Operator:
     """Before a top-level step: passes items until the step has failed, then counts them."""
 
-    def op(source: reactivex.Observable) -> reactivex.Observable:
+    def op(source: reactivex.Observable[Any]) -> reactivex.Observable[Any]:
         def subscribe(observer: Any, scheduler: Any = None) -> Any:
             forward = observer.on_next
 
@@ -146,7 +147,7 @@ def attach(ctx: "RunContext", hooks: Optional[RunHooks], count: int) -> None:
 
 
 def build_pipe(builder: "Builder", ctx: "RunContext", steps: Sequence[Any], index: int,
-               hooks: RunHooks) -> Tuple[reactivex.Observable, list]:
+               hooks: RunHooks) -> Tuple[reactivex.Observable[Any], List[Operator]]:
     """The source and operators of pipe ``index`` with the hooks' source, recorders and
     valves: each top-level step built alone, from the last to the first (the same
     right-to-left threading of flow-control boundaries as ``Builder.build``)."""
@@ -159,9 +160,9 @@ def build_pipe(builder: "Builder", ctx: "RunContext", steps: Sequence[Any], inde
         if not 1 <= skip < m:
             raise ValueError(f"RunHooks.source for pipe {path} must skip 1..{m - 1} of its {m} steps; got {skip}")
     deferrals = ctx.deferrals
-    defer = deferrals is not None and index in deferrals.pipes
-    ops_rev: list = []
-    bounds: list = []
+    failed = deferrals.failed if deferrals is not None and index in deferrals.pipes else None
+    ops_rev: List[Operator] = []
+    bounds: List[Boundary] = []
     for k in range(m, skip, -1):
         recorder = hooks.recorder(index, k)
         if recorder is not None:
@@ -173,12 +174,12 @@ def build_pipe(builder: "Builder", ctx: "RunContext", steps: Sequence[Any], inde
             if not ctx.runtimes[where].in_blocked_join:
                 ctx.runtimes[where].top = (index, k)
         ops_rev.append(op)
-        if defer:
-            ops_rev.append(_valve(deferrals.failed, (index, k)))
+        if failed is not None:  # this pipe defers its raises
+            ops_rev.append(_valve(failed, (index, k)))
     if skip:
         rt = ctx.runtime(f"{path} replayed", f"the saved output of steps 1-{skip}", on_error="raise")
 
-        async def produce(item: Any, emit: Callable[[Any], None], gate: Any, stats: Any) -> None:
+        async def produce(item: Any, emit: Callable[[Any], None], gate: Gate, stats: Any) -> None:
             await iterate(items, emit, gate, stats)
 
         ops_rev.append(pull_source(ctx, PullPlan(rt, produce, list(bounds))))

@@ -27,6 +27,10 @@ SINGLE: set = {
     datetime.time, datetime.timedelta, uuid.UUID, type(None),
 }
 
+#: the same without ``NoneType``: the fused code's one lookup per result (a None, like
+#: anything not in here, leaves its fast path)
+VALUES: set = SINGLE - {type(None)}
+
 ONE, MANY, AWAIT, AGEN = 0, 1, 2, 3
 #: a :class:`~rxbot.node.OneItem`: pass its ``.item`` on as one item
 ONE_AS_IS = 4
@@ -52,6 +56,7 @@ def kind_of(value: Any) -> int:
     except TypeError:
         if not any(hasattr(t, a) for a in ("__iter__", "__getitem__", "__await__", "__aiter__")):
             SINGLE.add(t)
+            VALUES.add(t)
         return ONE
     return MANY
 
@@ -96,4 +101,4 @@ async def deliver(result: Any, emit: Callable[[Any], None], gate: Any) -> bool:
         return True
 
 
-__all__ = ["SINGLE", "kind_of", "ONE", "MANY", "AWAIT", "AGEN", "ONE_AS_IS", "deliver"]
+__all__ = ["SINGLE", "VALUES", "kind_of", "ONE", "MANY", "AWAIT", "AGEN", "ONE_AS_IS", "deliver"]

@@ -24,7 +24,7 @@ import struct
 import sys
 import uuid
 import zoneinfo
-from typing import Any, BinaryIO, Callable, Dict, Iterator, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, Protocol, Tuple, Type
 
 from ..errors import StepError
 
@@ -176,14 +176,14 @@ def _enc(x: Any) -> Any:
         f"dataclass, or opt in to pickle: {OPT_IN}")
 
 
-def _enc_exception(x: BaseException) -> dict:
+def _enc_exception(x: BaseException) -> Dict[str, Any]:
     if type(x) is StepError:  # the pipein policy's items
         try:
             item = _enc(x.item)
         except ReplayEncodeError:
             item = {"$": "repr", "v": repr(x.item)[:1000]}
         return {"$": "steperror", "step": x.step, "item": item, "exc": _enc_exception(x.exception)}
-    out: dict = {"$": "exc", "c": f"{type(x).__module__}:{type(x).__qualname__}", "m": str(x)}
+    out: Dict[str, Any] = {"$": "exc", "c": f"{type(x).__module__}:{type(x).__qualname__}", "m": str(x)}
     if type(x).__module__ == "builtins":
         try:
             out["a"] = [_enc(a) for a in x.args]
@@ -214,7 +214,7 @@ def encode_json(item: Any) -> bytes:
 
 
 # ---- decoding --------------------------------------------------------------------------------
-def _find_class(ref: Any, check: Callable[[type], bool], what: str) -> type:
+def _find_class(ref: Any, check: Callable[[type], bool], what: str) -> Type[Any]:
     if not isinstance(ref, str) or ":" not in ref:
         raise ReplayDecodeError(f"bad class reference {ref!r} in the replay cache")
     module_name, _, qualname = ref.partition(":")
@@ -230,10 +230,15 @@ def _find_class(ref: Any, check: Callable[[type], bool], what: str) -> type:
     return obj
 
 
-def _dec_dataclass(v: dict) -> Any:
+def _blank(cls: Type[object]) -> Any:
+    """An instance made without ``__init__`` (its fields are set from the cache)."""
+    return cls.__new__(cls)
+
+
+def _dec_dataclass(v: Dict[str, Any]) -> Any:
     cls = _find_class(v["c"], dataclasses.is_dataclass, "dataclass")
     names = {f.name for f in dataclasses.fields(cls)}
-    obj = cls.__new__(cls)
+    obj = _blank(cls)
     for name, value in v["v"].items():
         if name not in names:
             raise ReplayDecodeError(f"dataclass {v['c']} has no field {name!r} any more")
@@ -241,22 +246,23 @@ def _dec_dataclass(v: dict) -> Any:
     return obj
 
 
-def _dec_registered(v: dict) -> Any:
+def _dec_registered(v: Dict[str, Any]) -> Any:
     if v["n"] not in _by_name:
         raise ReplayDecodeError(f"the replay cache holds an item of registered type {v['n']!r}, which is not "
                                 f"registered in this run; call rxbot.replay.register_type before the run")
     return _by_name[v["n"]][1](_dec(v["v"]))
 
 
-def _dec_exception(v: dict) -> BaseException:
+def _dec_exception(v: Dict[str, Any]) -> BaseException:
     exc = _dec_exception_object(v)
     if "s" in v:  # a pipein item: the step and item it failed in, as they were recorded
-        exc.rxbot_step = v["s"]  # type: ignore[attr-defined]
-        exc.rxbot_item = _dec(v["i"]) if "i" in v else None  # type: ignore[attr-defined]
+        # the same ad-hoc attributes as errors.annotate (an exception has no declared slot)
+        setattr(exc, "rxbot_step", v["s"])
+        setattr(exc, "rxbot_item", _dec(v["i"]) if "i" in v else None)
     return exc
 
 
-def _dec_exception_object(v: dict) -> BaseException:
+def _dec_exception_object(v: Dict[str, Any]) -> BaseException:
     module_name, _, qualname = v["c"].partition(":")
     cls = getattr(builtins, qualname, None) if module_name == "builtins" else None
     if isinstance(cls, type) and issubclass(cls, BaseException):
@@ -267,14 +273,19 @@ def _dec_exception_object(v: dict) -> BaseException:
     return ReplayedError(qualname or v["c"], v["m"])
 
 
-def _dec_steperror(v: dict) -> StepError:
+def _dec_steperror(v: Dict[str, Any]) -> StepError:
     item = v["item"]
     item = f"<not stored: {item['v']}>" if isinstance(item, dict) and item.get("$") == "repr" else _dec(item)
     return StepError(v["step"], item, _dec_exception(v["exc"]))
 
 
-_DECODERS: Dict[str, Callable[[dict], Any]] = {
-    **{tag: (lambda v, decode=decode: decode(v["v"])) for tag, _, decode in _SIMPLE.values()},
+def _simple(decode: Callable[[Any], Any]) -> Callable[[Dict[str, Any]], Any]:
+    """The decoder of a ``_SIMPLE`` tag: its value is stored as is under ``v``."""
+    return lambda v: decode(v["v"])
+
+
+_DECODERS: Dict[str, Callable[[Dict[str, Any]], Any]] = {
+    **{tag: _simple(decode) for tag, _, decode in _SIMPLE.values()},
     "dict": lambda v: {_dec(k): _dec(x) for k, x in v["v"]},
     "tuple": lambda v: tuple(_dec(x) for x in v["v"]),
     "set": lambda v: {_dec(x) for x in v["v"]},
@@ -315,6 +326,22 @@ def decode_json(payload: bytes) -> Any:
 
 
 # ---- codecs: item <-> record bytes, and how records are framed in a file ----------------------
+class Codec(Protocol):
+    """What the replay session needs of a serializer (the classes below are used as
+    they are, never instantiated: every member is a class attribute or staticmethod)."""
+
+    name: str  # the ``config.replay_serializer`` value, also written in manifests
+    suffix: str  # the data file's extension
+
+    def dumps(self, item: Any, /) -> bytes: ...
+
+    def loads(self, payload: bytes, /) -> Any: ...
+
+    def frame(self, payload: bytes, /) -> bytes: ...
+
+    def records(self, fh: IO[bytes], /) -> Iterator[bytes]: ...
+
+
 class JsonCodec:
     """JSON lines: one ASCII line per item (readable with any text tool)."""
 
@@ -327,7 +354,7 @@ class JsonCodec:
         return payload + b"\n"
 
     @staticmethod
-    def records(fh: BinaryIO) -> Iterator[bytes]:
+    def records(fh: IO[bytes]) -> Iterator[bytes]:
         for line in fh:
             if not line.endswith(b"\n"):
                 raise ReplayDecodeError("the replay cache file ends in the middle of a record")
@@ -356,7 +383,7 @@ class PickleCodec:
         return _LEN.pack(len(payload)) + payload
 
     @staticmethod
-    def records(fh: BinaryIO) -> Iterator[bytes]:
+    def records(fh: IO[bytes]) -> Iterator[bytes]:
         while True:
             head = fh.read(_LEN.size)
             if not head:
@@ -367,10 +394,10 @@ class PickleCodec:
             yield payload
 
 
-CODECS = {"json": JsonCodec, "pickle": PickleCodec}
+CODECS: Dict[str, Codec] = {"json": JsonCodec, "pickle": PickleCodec}
 
 
-def codec(name: str) -> Any:
+def codec(name: str) -> Codec:
     """The codec for a ``config.replay_serializer`` value."""
     if name not in ("json", "pickle"):
         raise ValueError(f"config.replay_serializer must be 'json' (default, safe) or 'pickle' (opt-in, "
@@ -380,5 +407,5 @@ def codec(name: str) -> Any:
 
 __all__ = [
     "register_type", "unregister_type", "ReplayEncodeError", "ReplayDecodeError", "ReplayedError",
-    "encode_json", "decode_json", "JsonCodec", "PickleCodec", "codec", "CODECS",
+    "encode_json", "decode_json", "Codec", "JsonCodec", "PickleCodec", "codec", "CODECS",
 ]

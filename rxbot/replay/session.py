@@ -10,15 +10,18 @@ import logging
 import os
 import secrets
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import IO, Any, Dict, Generator, Iterator, List, Optional, Sequence, Tuple
 
 import reactivex
 
 from ..config import config
-from ..engine import RunHooks, RunOutcome
+from ..engine import RunHooks, RunOutcome, StepFailure
+from ..engine.hooks import Operator
+from ..flow import Pipe, TreeStep
 from ..node import Timer
 from ..step import Step
-from .codec import CODECS, ReplayEncodeError, codec
+from .codec import CODECS, Codec, ReplayEncodeError, codec
 from .keying import step_hash
 from .store import (MANIFEST, atomic_write, fsync_dir, is_ours, load_key, make_dirs, open_new, open_read,
                     refuse_links, remove_ours, replay_root, rmdir_empty, script_name)
@@ -28,9 +31,13 @@ log = logging.getLogger("rxbot")
 FORMAT = 2
 
 
-def _digest(serializer: str, key: Optional[bytes]) -> Any:
+def _digest(serializer: str, key: Optional[bytes]) -> "hmac.HMAC | hashlib._Hash":
     """pickle files are signed (HMAC-SHA256), JSON files checksummed (SHA-256)."""
-    return hmac.new(key, digestmod="sha256") if serializer == "pickle" else hashlib.sha256()
+    if serializer != "pickle":
+        return hashlib.sha256()
+    if key is None:  # the session loads the key whenever its codec is pickle
+        raise ValueError("a pickle replay cache is signed, but no signing key was loaded")
+    return hmac.new(key, digestmod="sha256")
 
 
 class Recorder:
@@ -44,15 +51,17 @@ class Recorder:
         self.step = step
         session = slot.session
         self.codec = session.codec
-        self.path = slot.folder / f"{session.run_id}.s{step}.{self.codec.suffix}.part" if write else None
+        #: None for the last step, whose output is never needed again (only its completion)
+        self.path: Optional[Path] = \
+            slot.folder / f"{session.run_id}.s{step}.{self.codec.suffix}.part" if write else None
         self.digest = _digest(self.codec.name, session.key)
-        self.fh: Any = None
+        self.fh: Optional[IO[bytes]] = None
         self.buf: List[bytes] = []
         self.count = 0
         self.complete = False
         self.broken = not write
 
-    def operator(self, source: reactivex.Observable) -> reactivex.Observable:
+    def operator(self, source: reactivex.Observable[Any]) -> reactivex.Observable[Any]:
         def subscribe(observer: Any, scheduler: Any = None) -> Any:
             forward = observer.on_next
             dumps, frame, append = self.codec.dumps, self.codec.frame, self.buf.append
@@ -86,24 +95,35 @@ class Recorder:
                     "on, but a failure after this step cannot be resumed from it",
                     self.step, self.slot.label(self.step), self.slot.index, exc)
 
-    def _flush(self) -> None:
-        if self.fh is None:
+    def _part(self) -> Path:
+        """The ``.part`` file; only a writing recorder gets this far (one that does not
+        write starts broken, so it never flushes, seals or discards)."""
+        if self.path is None:
+            raise RuntimeError(f"the recorder after step {self.step} writes no file")
+        return self.path
+
+    def _flush(self) -> IO[bytes]:
+        """Write the buffered records (opening the file on first use); the open file."""
+        fh = self.fh
+        if fh is None:
             make_dirs(self.slot.session.root, self.slot.folder)
-            self.fh = os.fdopen(open_new(self.path), "wb")
+            fh = self.fh = os.fdopen(open_new(self._part()), "wb")
         block = b"".join(self.buf)
         self.count += len(self.buf)
         self.buf.clear()
         self.digest.update(block)
-        self.fh.write(block)
+        fh.write(block)
+        return fh
 
-    def seal(self) -> dict:
+    def seal(self) -> Dict[str, Any]:
         """Make the recording durable under its final name; its manifest entry."""
-        self._flush()
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
-        final = self.path.with_suffix("")  # drop .part
-        os.replace(self.path, final)
+        fh = self._flush()
+        fh.flush()
+        os.fsync(fh.fileno())
+        fh.close()
+        part = self._part()
+        final = part.with_suffix("")  # drop .part
+        os.replace(part, final)
         fsync_dir(final.parent)
         self.broken = True  # nothing more to write or discard
         return {"file": final.name, "serializer": self.codec.name, "count": self.count,
@@ -115,15 +135,15 @@ class Recorder:
             self.buf.clear()
             if self.fh is not None:
                 self.fh.close()
-                self.path.unlink(missing_ok=True)
+                self._part().unlink(missing_ok=True)
 
 
-def _endless(step: Any) -> bool:
+def _endless(step: TreeStep) -> bool:
     node = step.fn if isinstance(step, Step) else step
     return isinstance(node, Timer) and node.max_time is None and node.until is None
 
 
-def _read(fh: Any, cdc: Any) -> Iterator[Any]:
+def _read(fh: IO[bytes], cdc: Codec) -> Generator[Any, None, None]:
     """The saved items, decoded one at a time as the run pulls them."""
     with fh:
         for payload in cdc.records(fh):
@@ -134,7 +154,7 @@ class PipeSlot:
     """One pipe's cache (``<root>/<script>/P<i>/``): what the last failed run saved, and
     this run's recorders."""
 
-    def __init__(self, session: "ReplaySession", pipe: Any, index: int) -> None:
+    def __init__(self, session: "ReplaySession", pipe: Pipe, index: int) -> None:
         self.session = session
         self.index = index
         self.steps = list(pipe.steps)
@@ -144,8 +164,9 @@ class PipeSlot:
         self.replayable = len(self.steps) > 1 and not _endless(self.steps[0])
         self.recorders: Dict[int, Recorder] = {}
         self.skip = 0
-        self.items: Optional[Iterator[Any]] = None
-        self.saved: dict = {}
+        #: the saved items, read lazily (closed when the run is over)
+        self.items: Optional[Generator[Any, None, None]] = None
+        self.saved: Dict[str, Any] = {}
         if not self.replayable and len(self.steps) > 1:
             log.warning("rxbot replay: pipe P%d starts with a Timer without max_time or until, which never "
                         "ends, so its steps' output can never be complete: it is not replayed", index)
@@ -200,7 +221,7 @@ class PipeSlot:
                     data["count"], k, self.label(k), k + 1, self.label(k + 1),
                     f"; changed since: step {', '.join(changed)}" if changed else "")
 
-    def _verified(self, data: dict) -> Any:
+    def _verified(self, data: Dict[str, Any]) -> IO[bytes]:
         """The data file, open, after checking all of it against its digest (so the file
         replayed is the file checked, and no pickle is loaded before its HMAC matches)."""
         path = self.folder / data["file"]
@@ -224,7 +245,7 @@ class PipeSlot:
         log.warning("rxbot replay: pipe P%d runs from its first step: %s", self.index, why)
 
     # -- this run ----------------------------------------------------------------------------------
-    def recorder(self, step: int) -> Optional[Any]:
+    def recorder(self, step: int) -> Optional[Operator]:
         if not self.replayable:
             return None
         rec = self.recorders[step] = Recorder(self, step, write=step < len(self.steps))
@@ -260,7 +281,7 @@ class PipeSlot:
                     self._why(failed[0] if failed else None, outcome.error), data["count"], k, self.label(k),
                     self.folder, k)
 
-    def _why(self, failure: Any, error: Optional[BaseException]) -> str:
+    def _why(self, failure: Optional[StepFailure], error: Optional[BaseException]) -> str:
         if failure is None:
             return f"the run stopped ({type(error).__name__})"
         n = failure.step
@@ -275,7 +296,7 @@ class PipeSlot:
         for rec in self.recorders.values():
             rec.discard()
 
-    def _commit(self, k: int, data: dict, error: Optional[BaseException]) -> None:
+    def _commit(self, k: int, data: Dict[str, Any], error: Optional[BaseException]) -> None:
         manifest = {"format": FORMAT, "pipe": self.index, "after": k, "saved": time.strftime("%Y-%m-%d %H:%M:%S"),
                     "error": type(error).__name__ if error is not None else None,
                     "steps": [{"label": s.label(), "hash": h} for s, h in zip(self.steps, self.hashes)],
@@ -296,7 +317,7 @@ class PipeSlot:
 class ReplaySession(RunHooks):
     """Replay mode for one run of ``pipes`` (see :mod:`rxbot.replay`)."""
 
-    def __init__(self, pipes: Sequence[Any]) -> None:
+    def __init__(self, pipes: Sequence[Pipe]) -> None:
         self.codec = codec(config.replay_serializer)  # a bad setting fails before anything runs
         self.root = replay_root()
         self.base = self.root / script_name()
@@ -309,7 +330,7 @@ class ReplaySession(RunHooks):
         slot = self.slots[pipe - 1]
         return (slot.skip, slot.items) if slot.items is not None else None
 
-    def recorder(self, pipe: int, step: int) -> Optional[Any]:
+    def recorder(self, pipe: int, step: int) -> Optional[Operator]:
         return self.slots[pipe - 1].recorder(step)
 
     def defer_raise(self, pipe: int) -> bool:
@@ -325,7 +346,7 @@ class ReplaySession(RunHooks):
                               "stands", slot.index, slot.folder)
 
 
-def session(pipes: Sequence[Any]) -> Optional[ReplaySession]:
+def session(pipes: Sequence[Pipe]) -> Optional[ReplaySession]:
     """A :class:`ReplaySession` for ``pipes`` when ``config.replay_mode`` is on, else None."""
     return ReplaySession(pipes) if config.replay_mode else None
 

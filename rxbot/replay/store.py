@@ -17,7 +17,7 @@ import secrets
 import stat
 import sys
 from pathlib import Path
-from typing import AbstractSet, Any, List, Optional
+from typing import IO, AbstractSet, Any, List, Optional
 
 from ..config import config
 
@@ -116,7 +116,8 @@ def open_new(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
 
 
-def open_read(path: Path) -> Any:
+def open_read(path: Path) -> IO[bytes]:
+    """An existing file for reading, never through a link."""
     return os.fdopen(os.open(path, os.O_RDONLY | _NOFOLLOW), "rb")
 
 

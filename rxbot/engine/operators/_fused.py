@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, List, Sequence
 
 from ...config import config
-from ..fuse import fuse
+from ..fuse import BLOCKED, Element, fuse, route_positions
 from ..gate import Boundary
 from ..policy import StepRuntime
-from ..results import MANY, ONE, ONE_AS_IS, SINGLE, deliver, kind_of
+from ..results import MANY, ONE, ONE_AS_IS, VALUES, deliver, kind_of
 from ..slots import Slots
 from ._subscription import Operator, Subscription, fast_on_next, operator_of
 
@@ -34,8 +34,8 @@ _LAZY, _VALUE = "lazy", "value"
 class FusedPlan:
     """What the compiler decided for one run of sync steps (shared by subscriptions)."""
 
-    runtimes: List[StepRuntime]
-    shape: List[str]
+    runtimes: List[StepRuntime]  # per position (see :mod:`rxbot.engine.fuse`)
+    shape: List[Element]
     fns: List[Any]
     consts: List[Any]
     downstream: List[Boundary]
@@ -47,7 +47,7 @@ class FusedPlan:
 
 def fused_segment(ctx: Any, plan: FusedPlan) -> Operator:
     """The operator running ``plan``'s steps inline; see :class:`_Segment`."""
-    return operator_of(lambda observer: _Segment(ctx, plan, observer), lambda seg: seg.conts[0])
+    return operator_of(lambda observer: _Segment(ctx, plan, observer), lambda seg: seg.entry)
 
 
 class _Segment(Subscription):
@@ -75,23 +75,29 @@ class _Segment(Subscription):
         self.gate = ctx.gate(plan.downstream)
         runtimes = self.runtimes
         self.slots = Slots(min(rt.concurrency for rt in runtimes), self._run_deferred, ctx, self.maybe_complete,
-                           lambda work: runtimes[work[2]].stats, plan.boundary, self.spawn)
+                           lambda work: runtimes[work[1]].stats, plan.boundary, self.spawn)
         self.lane = Slots(1, self._run_lane, ctx, self._lane_idle,
-                          lambda work: runtimes[work[3] if work[0] is _LAZY else -1].stats, plan.boundary,
+                          lambda work: runtimes[work[2] if work[0] is _LAZY else -1].stats, plan.boundary,
                           self.spawn)
         self.held = [False]  # results queue in the lane while it is busy
         self.captures: List[list] = []  # lazy results met while the lane worker runs code
         counting = config.metrics if config.metrics is not None else config.counting() or any(
             rt.policy != "raise" for rt in runtimes)
         n = len(runtimes)
-        self.counters = ([0] * n, [0] * n, [0] * n) if counting else None
+        # a fused route always counts (in, matched), as the route operator does
+        self.routes = set(route_positions(plan.shape))
+        self.blocked = route_positions(plan.shape, BLOCKED)
+        self.counters = ([0] * n, [0] * n, [0] * n) if counting or self.routes or self.blocked else None
         self.counting = counting
+        #: where the slow paths count a step's outputs (None: steps are not counted)
+        self.step_counters = self.counters if counting else None
         ctx.segments.add(self)  # BotFrame.debug() and progress publish counts mid-run
-        if counting:
+        if self.counters is not None:
             ctx.on_shutdown(self.publish_counts)
         self.emit = emit = _discard if plan.terminal else fast_on_next(observer)
-        self.conts = fuse(plan.shape, self.fns, plan.consts, emit, self.spread, self.fail, SINGLE,
-                          plan.terminal, self.counters, self.held, self.hold)
+        self.entry, self.many, self.after = fuse(
+            plan.shape, self.fns, plan.consts, emit, self.spread, self.fail, VALUES, plan.terminal,
+            self.counters, bool(counting), self.held, self.hold)
 
     def idle(self) -> bool:
         return self.slots.idle() and self.lane.idle() and not self.flushing
@@ -107,13 +113,18 @@ class _Segment(Subscription):
         if self.counters is None:
             return
         ci, co, cn = self.counters  # zeroed in place: the fused code holds these lists
+        for k in self.routes:  # matched, unmatched, failed to match: in is their sum
+            ci[k] += co[k] + cn[k]
+            cn[k] = 0
+        for k in self.blocked:  # one tuple per matched item
+            ci[k] = co[k]
         for k, rt in enumerate(self.runtimes):
             rt.stats.inp += ci[k]
             rt.stats.out += co[k]
             rt.stats.filtered += cn[k]
             ci[k] = co[k] = cn[k] = 0
         if final:
-            self.counters = None
+            self.counters = self.step_counters = None
             self.ctx.forget(self.publish_counts)
 
     def maybe_complete(self) -> None:
@@ -137,26 +148,26 @@ class _Segment(Subscription):
                     while not (self.slots.idle() and self.lane.idle()):
                         await asyncio.sleep(0.001)  # rare: two flushing nodes in one segment
                 try:
-                    await deliver(await flush(), self.conts[j + 1], self.gate)
+                    await deliver(await flush(), self.after[j], self.gate)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    if not self.settle(self.runtimes[j], exc, "<flush at end of input>", self.conts[j + 1]):
+                    if not self.settle(self.runtimes[j], exc, "<flush at end of input>", self.after[j]):
                         return
         finally:
             self.flushing = False
             self.maybe_complete()
 
     def _count_out(self, i: int, n: int) -> None:
-        if self.counters is not None:
-            self.counters[1][i] += n
+        if self.step_counters is not None:
+            self.step_counters[1][i] += n
 
-    def spread(self, x: Any, k: int, i: int, a: Any) -> None:
+    def spread(self, x: Any, i: int, a: Any) -> None:
         """Slow path of the fused code: step ``i``'s result ``x`` for input ``a`` is not
-        a known single type; continue at position ``k``."""
+        a value of a known single type; its outputs continue after position ``i``."""
         if type(x) is list and not self.held[0] and not self.captures:  # eager: at once
-            cont = self.conts[k]
-            counters = self.counters
+            cont = self.after[i]
+            counters = self.step_counters
             if counters is not None:
                 counters[1][i] += len(x)
             for v in x:
@@ -165,19 +176,19 @@ class _Segment(Subscription):
         kind = kind_of(x)
         if kind == ONE or kind == ONE_AS_IS:
             self._count_out(i, 1)
-            self.conts[k](x if kind == ONE else x.item)
+            self.after[i](x if kind == ONE else x.item)
         elif kind == MANY:
             lazy = not isinstance(x, _EAGER)
             if self.captures:  # the lane worker's own code: expand right after this element
                 if lazy:
-                    self.captures[-1].append((x, k, i, a))
+                    self.captures[-1].append((x, i, a))
                     return
             elif lazy or self.held[0]:
                 self.held[0] = True
-                self.lane.submit((_LAZY, x, k, i, a))
+                self.lane.submit((_LAZY, x, i, a))
                 return
-            cont = self.conts[k]
-            counters = self.counters
+            cont = self.after[i]
+            counters = self.step_counters
             try:
                 for v in x:  # a generator raising here is reported as step i's failure
                     if counters is not None:
@@ -186,7 +197,7 @@ class _Segment(Subscription):
             except Exception as exc:
                 self.fail(exc, i, a)
         else:
-            self.slots.submit((x, k, i, a, None))
+            self.slots.submit((x, i, a, None))
 
     # -- the ordered lane -------------------------------------------------------------
     def hold(self, x: Any) -> None:
@@ -203,12 +214,12 @@ class _Segment(Subscription):
         else:
             await self._expand(*work[1:])
 
-    async def _expand(self, x: Any, k: int, i: int, a: Any) -> None:
-        """Push the elements of step ``i``'s lazy result ``x`` into position ``k``, one at
+    async def _expand(self, x: Any, i: int, a: Any) -> None:
+        """Push the elements of step ``i``'s lazy result ``x`` on after position ``i``, one at
         a time, depth first: lazy results met while handling an element are expanded
         before the next element, so the order is the order of a plain nested loop."""
-        cont = self.conts[k]
-        counters = self.counters
+        cont = self.after[i]
+        counters = self.step_counters
         gate = self.gate
         every = config.yield_every
         n = 0
@@ -241,34 +252,41 @@ class _Segment(Subscription):
                 n = 0
                 await gate.pause()
 
-    def fail(self, exc: Exception, i: int, item: Any) -> None:
+    def fail(self, exc: Exception, i: int, item: Any, decided: bool = False) -> None:
+        """Step ``i`` raised ``exc`` for ``item``. ``decided``: a raise that a step inside
+        a generated BlockedJoin's branch already chose (never deferred: a tuple with a
+        hole must not go on)."""
+        if decided:
+            self.raise_(exc)
+            return
         rt = self.runtimes[i]
         if rt.retries:
-            self.slots.submit((None, i + 1, i, item, exc))
+            self.slots.submit((None, i, item, exc))
             return
         self._final(exc, i, item)
 
     def _final(self, exc: BaseException, i: int, item: Any) -> None:
         def pipe_in(error: Any) -> None:
-            self._count_out(i, 1)
-            self.conts[i + 1](error)
+            if i not in self.routes and i not in self.blocked:  # a route counts what it matched
+                self._count_out(i, 1)
+            self.after[i](error)
 
         self.settle(self.runtimes[i], exc, item, pipe_in)
 
     async def _run_deferred(self, work: tuple) -> None:
-        result, k, i, item, error = work
+        result, i, item, error = work
         try:
             if error is not None:
                 result = await self.runtimes[i].call_with_retry(self.fns[i], item, first_error=error)
-            cont = self.conts[k]
-            if self.counters is not None:
-                counters = self.counters
+            cont = self.after[i]
+            if self.step_counters is not None:
+                counters = self.step_counters
 
                 def cont(v: Any, _next: Callable = cont) -> None:
                     counters[1][i] += 1
                     _next(v)
-            if not await deliver(result, cont, self.gate) and self.counters is not None:
-                self.counters[2][i] += 1
+            if not await deliver(result, cont, self.gate) and self.step_counters is not None:
+                self.step_counters[2][i] += 1
         except asyncio.CancelledError:
             raise
         except Exception as exc:

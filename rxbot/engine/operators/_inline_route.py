@@ -134,11 +134,11 @@ def _straight(n: int) -> Callable[..., Callable[[Any], Any]]:
     return namespace["make"]
 
 
-def branch_runner(entries: Sequence[Entry], counting: bool) -> Callable[[Any], Any]:
-    """``item -> outputs`` for one branch: :func:`run_branch`, or, when its steps are not
-    counted, generated straight-line code with the same rules (see :func:`_straight`)."""
-    if counting:
-        return lambda x: run_branch(entries, x, counting)
+def continuations(entries: Sequence[Entry]) -> Tuple[Callable[[int, Any, Any], Any], Callable[[int, Exception, Any], Any]]:
+    """The general path of an uncounted branch once its straight-line code left it at
+    step ``k``: ``slow(k, result, input)`` for a result that is not one value,
+    ``failed(k, exc, input)`` for a step that raised. Each returns the branch's outputs
+    (a list) or a coroutine giving them; ``failed`` raises under the raise policy."""
 
     def slow(k: int, y: Any, v: Any) -> Any:
         out: list = []
@@ -152,6 +152,15 @@ def branch_runner(entries: Sequence[Entry], counting: bool) -> Callable[[Any], A
         _failed(entries[k][1], exc, v, out)
         return _continue(entries, k, out, False)
 
+    return slow, failed
+
+
+def branch_runner(entries: Sequence[Entry], counting: bool) -> Callable[[Any], Any]:
+    """``item -> outputs`` for one branch: :func:`run_branch`, or, when its steps are not
+    counted, generated straight-line code with the same rules (see :func:`_straight`)."""
+    if counting:
+        return lambda x: run_branch(entries, x, counting)
+    slow, failed = continuations(entries)
     return _straight(len(entries))([fn for fn, _ in entries], SINGLE, slow, failed)
 
 
@@ -253,6 +262,39 @@ def inline_route(rt: StepRuntime, match: Callable[[Any], bool], share: bool, joi
     return route_fn
 
 
+def _as_slot(r: list) -> Any:
+    """A branch's outputs as its place in a BlockedJoin's tuple."""
+    return None if not r else r[0] if len(r) == 1 else r
+
+
+class BlockedParts:
+    """What the fusion pass's generated code for an uncounted all-sync BlockedJoin calls
+    (see :mod:`rxbot.engine.fuse`): each branch's step functions for its straight path,
+    its general continuations, and :meth:`finish` for an item whose branches left the
+    straight path (a list, a coroutine, a failure)."""
+
+    def __init__(self, share: bool, branches: Sequence[Sequence[Entry]]) -> None:
+        self.share = share
+        self.fns = [[fn for fn, _ in entries] for entries in branches]
+        parts = [continuations(entries) for entries in branches]
+        self.slow = [p[0] for p in parts]
+        self.failed = [p[1] for p in parts]
+
+    def finish(self, x: Any, results: List[Any]) -> Any:
+        """The route's result for ``x``: its tuple (then ``x`` with ``share``), or a
+        coroutine giving that once every branch's pending work is done."""
+        if all(type(r) is list for r in results):
+            return self._zipped(x, results)
+        return self._later(x, results)
+
+    def _zipped(self, x: Any, outputs: List[list]) -> Any:
+        t = tuple(_as_slot(r) for r in outputs)
+        return [t, x] if self.share else t
+
+    async def _later(self, x: Any, results: List[Any]) -> Any:
+        return self._zipped(x, await _gathered(results))
+
+
 def inline_blocked_join(rt: StepRuntime, match: Callable[[Any], bool], share: bool,
                         branches: Sequence[Sequence[Entry]], counting: bool) -> Callable[[Any], Any]:
     """BlockedJoin as one function: per input, one tuple of every branch's result (its
@@ -286,4 +328,4 @@ def inline_blocked_join(rt: StepRuntime, match: Callable[[Any], bool], share: bo
     return join_fn
 
 
-__all__ = ["inline_route", "inline_blocked_join", "run_branch", "branch_runner", "Entry"]
+__all__ = ["inline_route", "inline_blocked_join", "BlockedParts", "continuations", "run_branch", "branch_runner", "Entry"]
