@@ -132,7 +132,7 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
     def feeder() -> bool:
         """While this source waits at its closed gate, the async step that closed it
         pulls the next element through here as soon as it frees a slot (see
-        :meth:`Gate.feed`): one element per freed slot, in order, from the same iterator."""
+        :meth:`Boundary.feed`): one element per freed slot, in order, from the same iterator."""
         nonlocal ended, fed
         for v in it:
             emit(v)
