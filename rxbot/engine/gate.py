@@ -26,12 +26,13 @@ class Boundary:
     consistent demand signal upstream.
     """
 
-    __slots__ = ("full", "gates", "holders")
+    __slots__ = ("full", "gates", "holders", "turn")
 
     def __init__(self) -> None:
         self.full = False
         self.gates: List[Gate] = []
         self.holders = 0
+        self.turn = 0  # where the next :meth:`feed` starts looking among the gates
 
     def hold(self, full: bool) -> None:
         """One holder (a subscription's slots) became full (True) or has room again."""
@@ -49,20 +50,27 @@ class Boundary:
 
         A feeder that has no more elements, or whose element raised (in its iterator or
         downstream), wakes its source to end or fail in its own task, as if it had
-        pulled the element itself. The gate that fed moves to the end of the list, so
-        sources feeding one boundary (a join) take turns."""
+        pulled the element itself. Sources feeding one boundary (a join) take turns."""
         if self.holders != 1:
             return False
         gates = self.gates
+        n = len(gates)
+        if n > 1:  # start after the gate that fed last (the list itself is never reordered)
+            t = self.turn % n
+            gates = gates[t:] + gates[:t]
+        k = 0
         for g in gates:
-            fut = g._fed
+            k += 1
+            try:
+                fut = g._fed
+            except AttributeError:  # a gate-like listener nothing waits at (engine.demand)
+                continue
             # blocked == 1: this boundary is the only one keeping the gate closed
             if fut is not None and g.blocked == 1 and not fut.done():
                 try:
                     if g.feeder():  # type: ignore[misc]
-                        if g is not gates[-1]:
-                            gates.remove(g)
-                            gates.append(g)
+                        if n > 1:
+                            self.turn += k
                         return True
                     fut.set_result(_ENDED)
                 except Exception as exc:
