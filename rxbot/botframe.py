@@ -178,10 +178,13 @@ class BotFrame(metaclass=_FrameType):
             if task is not None:
                 task.cancel()
 
+        # signal.signal + call_soon_threadsafe, as asyncio.Runner does for SIGINT:
+        # loop.add_signal_handler validates the number against every valid signal as an
+        # enum on each call, a third of a short run's fixed cost
         try:
-            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+            previous = signal.signal(signal.SIGTERM, lambda signum, frame: loop.call_soon_threadsafe(on_sigterm))
             installed = True
-        except (NotImplementedError, RuntimeError, ValueError):  # not main thread / Windows
+        except (ValueError, OSError):  # not the main thread
             installed = False
         try:
             return await cls.run_async(pipes, **options)
@@ -194,7 +197,7 @@ class BotFrame(metaclass=_FrameType):
             raise
         finally:
             if installed:
-                loop.remove_signal_handler(signal.SIGTERM)
+                signal.signal(signal.SIGTERM, previous)
 
     @classmethod
     def render(cls, path: str, format: str | None = None, pipes: Sequence[Any] | None = None,

@@ -50,3 +50,32 @@ def test_a_list_growing_while_iterated_is_followed_like_a_for_loop():
     Pipe(Loop(items), grow, out.append)
     BotFrame.run()
     assert out == [1, 2, 3, 11, 12]
+
+
+def test_a_long_sequence_into_fused_steps_still_lets_other_tasks_run():
+    """Slices of a list pushed through generated code yield to the loop at least every
+    millisecond (or every ``yield_every`` items when steps are slow): a task started
+    beside the pipe runs long before the list is done."""
+    from rxbot import BotFrame, Pipe
+
+    seen = []
+    done = [0]
+
+    def count(x):
+        done[0] += 1
+
+    async def watcher():
+        while True:
+            seen.append(done[0])
+            await asyncio.sleep(0)
+
+    async def main():
+        task = asyncio.ensure_future(watcher())
+        Pipe(list(range(300_000)), lambda x: x + 1, count)
+        await BotFrame.run_async()
+        task.cancel()
+
+    asyncio.run(main())
+    assert done[0] == 300_000
+    during = [n for n in seen if 0 < n < 300_000]
+    assert len(during) >= 3  # it ran repeatedly while the list was pushed

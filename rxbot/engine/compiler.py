@@ -7,7 +7,7 @@ are fused into one generated operator (:func:`~.operators.fused_segment`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Set, Tuple
 
 from reactivex import operators as rx_ops
 
@@ -20,12 +20,13 @@ from .boost import boosted
 from .classify import (callable_of, is_generator_function, matcher, node_of, options_of, overrides_flush,
                        runs_inline)
 from .fuse import ALL, BLOCKED, CONST, FILTER, FN, FUNC, ROUTE, SPREAD_CONST, TYPE, Element
-from .gate import Boundary
+from .gate import Boundary, Gate
 from .operators import (AsyncPlan, BlockedParts, FlattenPlan, FusedPlan, Operator, PullPlan, bounded_map, flatten,
                         fork_join_each, fused_segment, gated_ticker, guarded, inline_blocked_join, inline_route,
                         iterate, per_item_join, publish_route, pull_source, route, rx_step)
 from .operators import TimerPlan, gated_interval
-from .policy import DROP, RAISE, StepRuntime
+from .operators._inline_route import Entry
+from .policy import DROP, RAISE, StepRuntime, StepStats
 from .results import VALUES
 
 Ops = List[Operator]
@@ -106,7 +107,7 @@ class Builder:
 
     def build_span(self, steps: Sequence[Any], first: int, last: int, downstream: List[Boundary],
                    path: StepId | str, terminal: bool = False,
-                   sink: bool | None = None) -> Tuple[Callable, List[Boundary], Any]:
+                   sink: bool | None = None) -> Tuple[Operator, List[Boundary], Any]:
         """One operator for ``steps[first:last + 1]`` — a run of inline steps, or a
         single step of any kind — given the boundaries below it. Returns the operator,
         the boundaries at or below its head, and its plan (None for a route or a raw Rx
@@ -194,26 +195,21 @@ class Builder:
             return inline_blocked_join(rt, matcher(step), step.share, branches, counting)
         return inline_route(rt, matcher(step), step.share, step.join, branches, counting)
 
-    def _entries(self, step: Route, where: StepId) -> Tuple[List[List[Tuple[Callable, StepRuntime]]], bool]:
+    def _entries(self, step: Route, where: StepId) -> Tuple[List[List[Entry]], bool]:
         """Each branch of an all-sync route as (function, runtime) entries, and whether
         its steps are counted (a policy other than raise needs the counts)."""
         branches = []
         for b, steps in enumerate(step.branches):
             place = where.branch(b + 1)
-            entries: List[Tuple[Callable, StepRuntime]] = []
+            entries: List[Entry] = []
             for k, s in enumerate(steps):
                 sid = place.step(k + 1, s.label())
-                if inlinable_route(s):
+                if isinstance(s, Route) and inlinable_route(s):
                     inner = self.ctx.runtime(sid, s.label())
                     entries.append((self._inline(s, inner, sid), StepRuntime(s.label(), sid, self.ctx)))
                     continue
                 srt = self.ctx.runtime(sid, s.label(), **options_of(s))
-                if isinstance(s, Const):
-                    entries.append((lambda x, v=s.value: v, srt))
-                elif isinstance(s, Route):  # Filter
-                    entries.append((lambda x, m=matcher(s): x if m(x) else None, srt))
-                else:
-                    entries.append((callable_of(s), srt))
+                entries.append((_as_function(s), srt))
             branches.append(entries)
         counting = bool(config.metrics if config.metrics is not None else config.counting() or any(
             srt.policy != "raise" for entries in branches for _, srt in entries))
@@ -254,7 +250,7 @@ class Builder:
         mapped, flattened = rx_ops.map(guarded(fn, rt)), flatten(self.ctx, plan)
         return (lambda source: source.pipe(mapped, flattened)), plan
 
-    def _mark_blocked_join(self, known: set) -> None:
+    def _mark_blocked_join(self, known: Set[StepId]) -> None:
         """The runtimes built since ``known`` are inside a BlockedJoin's branches."""
         for where in self.ctx.runtimes.keys() - known:
             self.ctx.runtimes[where].in_blocked_join = True
@@ -266,7 +262,7 @@ class Builder:
         if isinstance(node, Loop):
             iterable = node.iterable
 
-            async def produce_loop(item, emit, gate, stats):
+            async def produce_loop(item: Any, emit: Callable[[Any], None], gate: Gate, stats: StepStats) -> None:
                 await iterate(iterable, emit, gate, stats)
 
             plan = PullPlan(rt, produce_loop, list(downstream))
@@ -280,7 +276,8 @@ class Builder:
         fn = callable_of(step)
         boost = step.option("boost") if isinstance(step, Step) else step.boost_kind
         if not boost and is_generator_function(fn):
-            async def produce_generator(item, emit, gate, stats, fn=fn):
+            async def produce_generator(item: Any, emit: Callable[[Any], None], gate: Gate, stats: StepStats,
+                                        fn: Callable[[Any], Any] = fn) -> None:
                 await iterate(fn(item), emit, gate, stats)
 
             plan = PullPlan(rt, produce_generator, list(downstream))
@@ -290,17 +287,18 @@ class Builder:
         flush = node.flush if node is not None and overrides_flush(node) else None
         if node is not None and node.holds_items:
             self.ctx.holders.setdefault(id(node), (node, rt))
-        plan = AsyncPlan(rt, fn, list(downstream), flush=flush, holds_items=node is not None and node.holds_items)
-        return bounded_map(self.ctx, plan), plan
+        async_plan = AsyncPlan(rt, fn, list(downstream), flush=flush,
+                               holds_items=node is not None and node.holds_items)
+        return bounded_map(self.ctx, async_plan), async_plan
 
     # -- routes -----------------------------------------------------------------------
     def _route(self, step: Route, downstream: List[Boundary], where: StepId) -> Tuple[Operator, List[Boundary]]:
         rt = self.ctx.runtime(where, step.label())
         if isinstance(step, BlockedJoin):
             known = set(self.ctx.runtimes)
-            branch_ops = [self.build(steps, [], where.branch(b + 1))[0] for b, steps in enumerate(step.branches)]
+            per_branch = [self.build(steps, [], where.branch(b + 1))[0] for b, steps in enumerate(step.branches)]
             self._mark_blocked_join(known)
-            correlate = (per_item_join if config.fusion else fork_join_each)(self.ctx, branch_ops)
+            correlate = (per_item_join if config.fusion else fork_join_each)(self.ctx, per_branch)
             plan = AsyncPlan(self.ctx.runtime(where, step.label()), correlate, list(downstream))
             # one "branch": the correlating map, which counts its own items
             op = route(rt, matcher(step), step.share, [[bounded_map(self.ctx, plan)]], counting=False)
@@ -342,7 +340,20 @@ def _match_mode(route: Route) -> Tuple[str, Any]:
     return FUNC, matcher(route)
 
 
-def _sync_options(step: Any, label: str) -> dict:
+def _as_function(step: Any) -> Callable[[Any], Any]:
+    """A plain step of an all-sync route as ``item -> result``: a constant, a Filter
+    (the item or None) or the step's callable."""
+    if isinstance(step, Const):
+        value = step.value
+        return lambda x: value
+    if isinstance(step, Route):  # Filter
+        match = matcher(step)
+        return lambda x: x if match(x) else None
+    fn: Callable[[Any], Any] = callable_of(step)
+    return fn
+
+
+def _sync_options(step: Any, label: str) -> Dict[str, Any]:
     """The options of a step that runs inline; a timeout cannot apply to it."""
     options = options_of(step)
     if options.get("timeout") is not None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from operator import length_hint
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Set, Tuple
 
 #: element kinds of a shape
 FN, CONST, SPREAD_CONST, FILTER, ROUTE, BLOCKED = "f", "c", "C", "filter", "route", "blocked"
@@ -43,7 +43,12 @@ Shape = Tuple[Element, ...]
 #: a joining route's tail of at most this many plain steps is copied into each branch
 INLINE_TAIL = 6
 
-_Ctx = Tuple[str, Tuple[str, ...]]  # (how to leave the item, lines after a slow-path call)
+_Ctx = Tuple[str, Tuple[str, ...]]
+Push = Callable[[Any], None]
+#: in, out, returned-None per position
+Counters = Tuple[List[int], List[int], List[int]]
+#: ``(entry, many, after)``
+Made = Tuple[Push, Callable[[Any, Any], int], List[Push]]  # (how to leave the item, lines after a slow-path call)
 
 
 class _Program:
@@ -295,12 +300,13 @@ def _tag(shape: Sequence[Element]) -> str:
 
 
 @lru_cache(maxsize=None)
-def _factory(shape: Shape, terminal: bool, counting: bool) -> Callable[..., tuple]:
+def _factory(shape: Shape, terminal: bool, counting: bool) -> Callable[..., Made]:
     text = _Program(shape, terminal, counting).source()
     namespace: Dict[str, Any] = {"length_hint": length_hint, "ONE": _ONE}
     tag = f"{_tag(shape)}{'.' if terminal else ''}{'#' if counting else ''}"
     exec(compile(text, f"<rxbot fused {tag}>", "exec"), namespace)
-    return namespace["make"]
+    make: Callable[..., Made] = namespace["make"]
+    return make
 
 
 def source_of(shape: Sequence[Element], terminal: bool = False, counting: bool = False) -> str:
@@ -315,10 +321,10 @@ def route_positions(shape: Sequence[Element], kind: str = ROUTE) -> List[int]:
     return [j for j, el in enumerate(_Program(tuple(shape), False, False).elems) if el[0] == kind]
 
 
-def fuse(shape: Sequence[Element], fns: Sequence[Any], consts: Sequence[Any], emit: Callable,
-         spread: Callable, fail: Callable, values: set, terminal: bool = False,
-         counters: Tuple[list, list, list] | None = None, counting: bool = False,
-         held: list | None = None, hold: Callable | None = None) -> Tuple[Callable, Callable, List[Callable]]:
+def fuse(shape: Sequence[Element], fns: Sequence[Any], consts: Sequence[Any], emit: Push,
+         spread: Callable[..., None], fail: Callable[..., None], values: Set[type], terminal: bool = False,
+         counters: Counters | None = None, counting: bool = False,
+         held: List[bool] | None = None, hold: Push | None = None) -> Made:
     """Return ``(entry, many, after)`` for one segment instance (see the module docstring).
 
     ``terminal``: the segment ends a pipe, so its results go nowhere and are not emitted.
@@ -331,9 +337,9 @@ def fuse(shape: Sequence[Element], fns: Sequence[Any], consts: Sequence[Any], em
     ci, co, cn = counters if counters is not None else (None, None, None)
     entry, many, after = _factory(tuple(shape), terminal, counting and counters is not None)(
         fns, consts, emit, spread, fail, values, ci, co, cn, held or [False], hold)
-    for c in (entry, *after):
-        c.__rxbot_fused__ = True
-    entry.__rxbot_many__ = many
+    for c in (entry, *after):  # what fast_on_next and a slicing source look for
+        setattr(c, "__rxbot_fused__", True)
+    setattr(entry, "__rxbot_many__", many)
     return entry, many, after
 
 

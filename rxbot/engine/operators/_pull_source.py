@@ -9,6 +9,7 @@ and yields to the loop every ``config.yield_every`` elements.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, List
@@ -115,15 +116,23 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
     every = config.yield_every
     many = getattr(emit, "__rxbot_many__", None)
     if many is not None and type(iterable) in _SEQUENCES:
+        # a slice of plain sync work takes well under a millisecond: yielding after
+        # every one would cost more than the work (a loop pass is ~3 µs). Yield when
+        # the gate closes, or once ``SLICE_SECONDS`` have passed: never later than a
+        # pause every ``yield_every`` items would, for steps that are slow.
         i = counted = 0
+        clock = time.perf_counter
+        paused = clock()
         try:
             while i < len(iterable):  # a list may grow while it is iterated, as with ``for``
                 i += many(iterable[i:i + every], gate)
                 stats.out += i - counted  # published at each pause, as below
                 counted = i
-                if gate.halted:
-                    return
-                await gate.pause()
+                if gate.blocked or clock() - paused >= SLICE_SECONDS:
+                    if gate.halted:
+                        return
+                    await gate.pause()
+                    paused = clock()
         finally:
             stats.out += i - counted
         return
@@ -141,6 +150,9 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
     finally:
         stats.out += n
 
+
+#: how long a source feeding a fused segment in slices runs before it yields to the loop
+SLICE_SECONDS = 0.001
 
 #: sequences a source may slice: indexing them has no side effect and costs no memory
 _SEQUENCES = (list, tuple, range)
