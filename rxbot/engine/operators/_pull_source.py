@@ -74,22 +74,27 @@ class _Pulled(Subscription):
         self.set_full(False)
 
     async def _drain(self) -> None:
+        gate = self.gate
         try:
-            while self.jobs and not self.ctx.stopped:
+            while self.jobs and not gate.halted and not self.ctx.stopped:
                 item = self.jobs.popleft()
                 try:
-                    await self.produce(item, fast_on_next(self.observer), self.gate, self.rt.stats)
+                    await self.produce(item, fast_on_next(self.observer), gate, self.rt.stats)
                 except asyncio.CancelledError:
                     self.rt.stats.cancelled += 1  # its sequence was cut short
                     raise
                 except Exception as exc:
                     if not self.settle(self.rt, exc, item, self.observer.on_next):
                         return
+                else:
+                    if gate.halted:  # produce returned early: the run failed or take had enough
+                        self.rt.stats.cancelled += 1
                 finally:
                     self.rt.in_flight -= 1
         finally:
             if (self.ctx.stopped or self.disposed) and self.jobs:  # inputs never iterated
                 self.rt.stats.cancelled += len(self.jobs)
+                self.rt.in_flight -= len(self.jobs)
                 self.jobs.clear()
             self.running = False
             self.set_full(bool(self.jobs))
@@ -98,7 +103,11 @@ class _Pulled(Subscription):
 
 async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats: Any) -> None:
     """Push every element of ``iterable``, yielding to the loop regularly and pausing
-    whenever the downstream gate closes (the hot loop of every Loop source).
+    whenever the downstream gate closes (the hot loop of every Loop source); return
+    without pulling another element once the gate is halted (the run failed, or the
+    subscription was disposed, e.g. by ``take``, possibly from inside this push). The
+    check costs nothing per element: a halted gate is closed, so it is made only where
+    the loop would pause anyway.
 
     A list, tuple or range feeding a fused segment is handed over in slices (the
     segment's chunk entry loops over them in generated code, one call per slice instead
@@ -120,6 +129,8 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
                 stats.out += i - counted  # published at each pause, as below
                 counted = i
                 if gate.blocked or clock() - paused >= SLICE_SECONDS:
+                    if gate.halted:
+                        return
                     await gate.pause()
                     paused = clock()
         finally:
@@ -133,6 +144,8 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
             if gate.blocked or n >= every:
                 stats.out += n  # published at each pause, so live views see it grow
                 n = 0
+                if gate.halted:
+                    return
                 await gate.pause()
     finally:
         stats.out += n

@@ -18,6 +18,7 @@ from reactivex.abc import DisposableBase
 from reactivex.disposable import CompositeDisposable, Disposable
 from reactivex.observer.autodetachobserver import AutoDetachObserver
 
+from ..gate import Gate, halt
 from ..policy import PIPEIN, RAISE, StepRuntime
 
 Operator = Callable[[reactivex.Observable], reactivex.Observable]
@@ -41,9 +42,14 @@ def fast_on_next(observer: Any) -> Callable[[Any], None]:
 
 class Subscription:
     """One subscription of an rxbot operator: its observer, its upstream completion,
-    its tasks. ``maybe_complete`` sends ``on_completed`` once upstream is done and the
-    subscription is idle; ``dispose`` (unsubscribe before the end, e.g. ``retry``
-    re-subscribing) cancels its tasks and frees its slots."""
+    its tasks, its gate. ``maybe_complete`` sends ``on_completed`` once upstream is done
+    and the subscription is idle; ``dispose`` (unsubscribe before the end: ``take``
+    has enough, ``retry`` re-subscribes) halts its gate, cancels its tasks and frees
+    its slots."""
+
+    #: where its own tasks pause while the downstream is full (``ctx.gate(downstream)``);
+    #: every operator's subscription sets it in ``__init__``
+    gate: Gate
 
     def __init__(self, ctx: Any, observer: Any) -> None:
         self.ctx = ctx
@@ -62,11 +68,20 @@ class Subscription:
         return task
 
     def dispose(self) -> None:
+        """Unsubscribed before the end. The tasks of the subscription are cancelled,
+        except the one running now: a subscription is often disposed from inside its
+        own push (``take`` has its last item), and cancelling that task would throw into
+        whatever it awaits next, wherever that is. RxPY's sources check ``disposed``
+        before their next element instead (``from_iterable``: ``while not disposed``);
+        here the gate is halted, so the task finds it closed right after the push, and a
+        pulling loop returns (``iterate``, the Timer's ticker) while one that only
+        pushes waits there until the run's end cancels it."""
         if self.disposed:
             return
         self.disposed = True
         if self.completed or self.ctx.stopped:  # a stopped run cancels its tasks itself
             return
+        halt((self.gate,))
         current = asyncio.current_task() if self.ctx.loop.is_running() else None
         for task in list(self.tasks):
             if task is not current:
