@@ -127,7 +127,8 @@ def test_a_failing_route_func_follows_the_route_policy_in_generated_code(both_bu
     assert (ret.inp, ret.out) == (8, 3)
 
 
-def test_a_full_segment_stops_its_chunk_so_deferred_work_stays_bounded():
+@pytest.mark.parametrize("inside", ["pipe", "branch"])
+def test_a_full_segment_stops_its_chunk_so_deferred_work_stays_bounded(inside):
     """At the end of a pipe the generated chunk loop checks the gate only after a slow
     path; a sync step returning coroutines fills the segment's slots, which must stop
     the source's slice at once (not 256 coroutines later)."""
@@ -147,7 +148,8 @@ def test_a_full_segment_stops_its_chunk_so_deferred_work_stays_bounded():
 
         return finish()
 
-    Pipe(list(range(1000)), Step(later_sink, concurrency=4))
+    step = Step(later_sink, concurrency=4)
+    Pipe(list(range(1000)), step if inside == "pipe" else Branch(step))
     BotFrame.run()
     assert calls == 1000 and outstanding == 0
     assert worst <= 5  # 4 in the slots, 1 queued when they filled
