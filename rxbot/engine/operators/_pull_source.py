@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, List
 
@@ -20,7 +19,7 @@ from reactivex.disposable import Disposable
 from ...config import config
 from ..gate import Boundary, Gate
 from ..policy import StepRuntime
-from ._subscription import Operator, Subscription, fast_on_next, operator_of
+from ._subscription import InputQueue, Operator, fast_on_next, operator_of
 
 #: ``produce(item, emit, gate, stats)``: push the sequence for one input
 Produce = Callable[[Any, Callable[[Any], None], Gate, Any], Awaitable[None]]
@@ -42,36 +41,19 @@ def pull_source(ctx: Any, plan: PullPlan) -> Operator:
     return operator_of(lambda observer: _Pulled(ctx, plan, observer))
 
 
-class _Pulled(Subscription):
+class _Pulled(InputQueue):
     def __init__(self, ctx: Any, plan: PullPlan, observer: Any) -> None:
-        super().__init__(ctx, observer)
-        self.rt = plan.rt
+        super().__init__(ctx, observer, plan.rt, plan.boundary, plan.downstream)
         self.produce = plan.produce
-        self.boundary = plan.boundary
-        self.full = False
-        self.gate = ctx.gate(plan.downstream)
-        self.jobs: deque = deque()
         self.running = False
 
-    def set_full(self, full: bool) -> None:
-        if full is not self.full:
-            self.full = full
-            self.boundary.hold(full)
-
-    def on_next(self, item: Any) -> None:
-        self.rt.stats.inp += 1
-        self.rt.in_flight += 1
-        self.jobs.append(item)
-        self.set_full(True)
+    def start(self) -> None:
         if not self.running:
             self.running = True
             self.spawn(self._drain())
 
     def idle(self) -> bool:
         return not self.running and not self.jobs
-
-    def release(self) -> None:
-        self.set_full(False)
 
     async def _drain(self) -> None:
         gate = self.gate

@@ -11,6 +11,7 @@ never shared — and :func:`operator_of` is the only place that creates it.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any, Callable
 
 import reactivex
@@ -135,6 +136,39 @@ class Subscription:
         self.observer.on_error(exc)
 
 
+class InputQueue(Subscription):
+    """A subscription that handles its inputs one after the other (a pulled source, a
+    Timer): the ones waiting queue in ``jobs``, and while any input is waiting or being
+    handled the step's boundary is held full, which pauses the stages upstream."""
+
+    def __init__(self, ctx: Any, observer: Any, rt: StepRuntime, boundary: Any, downstream: Any) -> None:
+        super().__init__(ctx, observer)
+        self.rt = rt
+        self.boundary = boundary
+        self.full = False
+        self.gate = ctx.gate(downstream)
+        self.jobs: deque = deque()
+
+    def set_full(self, full: bool) -> None:
+        if full is not self.full:
+            self.full = full
+            self.boundary.hold(full)
+
+    def on_next(self, item: Any) -> None:
+        self.rt.stats.inp += 1
+        self.rt.in_flight += 1
+        self.jobs.append(item)
+        self.set_full(True)
+        self.start()
+
+    def start(self) -> None:
+        """Begin handling the queued inputs, unless that is already going on."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        self.set_full(False)
+
+
 def operator_of(make: Callable[[Any], Any],
                 entry: Callable[[Any], Callable[[Any], None]] | None = None) -> Operator:
     """The curried operator ``(source) -> Observable`` whose every subscription gets a
@@ -153,4 +187,4 @@ def operator_of(make: Callable[[Any], Any],
     return operator
 
 
-__all__ = ["Subscription", "operator_of", "fast_on_next", "Operator"]
+__all__ = ["Subscription", "InputQueue", "operator_of", "fast_on_next", "Operator"]
