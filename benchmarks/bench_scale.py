@@ -43,7 +43,7 @@ from typing import Any, Callable, List, Sequence
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``rxbot`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Row, best_of_each, print_rows, quick_from_env, unjudged
+from benchmarks.common import Row, best_of_each, compared, print_rows, quick_from_env, unjudged
 from rxbot import BotFrame, HttpLoader, Pipe, aiofile
 
 TARGET_SPEEDUP = 1.6
@@ -134,10 +134,19 @@ def measure_cpu(items: int, per_item: float, address: str | None, repeat: int) -
             ok = False
         best = f"best of {repeat}" if name in timed else "one run"
         rows.append(Row("SC1 cpu", name, seconds, "s", seconds / base, "local", target, ok,
-                        ("" if right else "WRONG output; ") + f"speed-up {base / seconds:.2f}x, "
-                        f"{items} items x {per_item * 1000:.0f} ms, {best}"
+                        ("" if right else "WRONG output; ") + sc1_note(name, seconds, base)
+                        + f"{items} items x {per_item * 1000:.0f} ms, {best}"
                         + (f", cores busy {max(cores[name]):.2f}" if name in timed else "")))
     return rows
+
+
+def sc1_note(name: str, seconds: float, local: float) -> str:
+    """The start of an SC1 row's note: how a sharded run does against the local run, a
+    factor of at least 1 with its direction in words (``sharded run 1.88x faster than the
+    local run``); nothing for the local baseline itself."""
+    if name == "local":
+        return ""
+    return compared("sharded run", seconds, "the local run", local, digits=2) + ", "
 
 
 def _split_time(run: Callable[[], tuple]) -> Callable[[], tuple]:

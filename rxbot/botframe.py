@@ -178,13 +178,10 @@ class BotFrame(metaclass=_FrameType):
             if task is not None:
                 task.cancel()
 
-        # signal.signal + call_soon_threadsafe, as asyncio.Runner does for SIGINT:
-        # loop.add_signal_handler validates the number against every valid signal as an
-        # enum on each call, a third of a short run's fixed cost
         try:
-            previous = signal.signal(signal.SIGTERM, lambda signum, frame: loop.call_soon_threadsafe(on_sigterm))
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
             installed = True
-        except (ValueError, OSError):  # not the main thread
+        except (NotImplementedError, RuntimeError, ValueError):  # not main thread / Windows
             installed = False
         try:
             return await cls.run_async(pipes, **options)
@@ -197,7 +194,10 @@ class BotFrame(metaclass=_FrameType):
             raise
         finally:
             if installed:
-                signal.signal(signal.SIGTERM, previous)
+                # (not signal.signal, though add_signal_handler is a third of a short run's
+                # fixed cost: its wakeup fd is what wakes the loop when the signal lands on
+                # another thread, e.g. a boost pool's)
+                loop.remove_signal_handler(signal.SIGTERM)
 
     @classmethod
     def render(cls, path: str, format: str | None = None, pipes: Sequence[Any] | None = None,

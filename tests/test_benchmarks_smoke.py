@@ -256,7 +256,28 @@ def test_run_all_list_and_bad_only(capsys):
     assert exc.value.code == 2
 
 
+# --------------------------------------------------------------------------- boost
+
+
+def test_x1_note_says_how_a_boost_does_against_inline_with_a_factor_of_at_least_one():
+    from benchmarks import bench_boost
+
+    assert bench_boost.x1_note("process", 0.5, inline=1.0, items=40) == "80 items/s, process 2.00x faster than inline"
+    assert bench_boost.x1_note("thread", 1.25, inline=1.0, items=40) == "32 items/s, thread 1.25x slower than inline"
+    assert bench_boost.x1_note("inline", 1.0, inline=1.0, items=40) == "40 items/s"  # the baseline
+
+
 # --------------------------------------------------------------------------- scale
+
+
+def test_sc1_note_says_how_a_sharded_run_does_against_the_local_run():
+    from benchmarks import bench_scale
+
+    assert bench_scale.sc1_note("sharded x2, running cluster", 5.08, local=9.54) == \
+        "sharded run 1.88x faster than the local run, "
+    assert bench_scale.sc1_note("sharded x2, own cluster", 15.9, local=13.3) == \
+        "sharded run 1.20x slower than the local run, "
+    assert bench_scale.sc1_note("local", 9.54, local=9.54) == ""
 
 
 def test_scale_cpu_run_writes_every_burned_item_once(tmp_path):

@@ -127,7 +127,8 @@ def test_a_failing_route_func_follows_the_route_policy_in_generated_code(both_bu
     assert (ret.inp, ret.out) == (8, 3)
 
 
-def test_a_full_segment_stops_its_chunk_so_deferred_work_stays_bounded():
+@pytest.mark.parametrize("inside", ["pipe", "branch"])
+def test_a_full_segment_stops_its_chunk_so_deferred_work_stays_bounded(inside):
     """At the end of a pipe the generated chunk loop checks the gate only after a slow
     path; a sync step returning coroutines fills the segment's slots, which must stop
     the source's slice at once (not 256 coroutines later)."""
@@ -147,7 +148,8 @@ def test_a_full_segment_stops_its_chunk_so_deferred_work_stays_bounded():
 
         return finish()
 
-    Pipe(list(range(1000)), Step(later_sink, concurrency=4))
+    step = Step(later_sink, concurrency=4)
+    Pipe(list(range(1000)), step if inside == "pipe" else Branch(step))
     BotFrame.run()
     assert calls == 1000 and outstanding == 0
     assert worst <= 5  # 4 in the slots, 1 queued when they filled
@@ -170,3 +172,69 @@ def test_a_blocked_join_of_plain_steps_keeps_every_rule(fusion):
     assert info.value.rxbot_step == "bad_on_2"
     out, report = run(range(4), BlockedJoin(lambda x: x, Step(bad_on_2, on_error="ignore")), fusion=fusion)
     assert sorted(out) == [(0, 0), (1, 1), (2, None), (3, 3)]
+
+
+# ------------------------------------------- a BlockedJoin of plain async steps, evaluated
+
+
+def test_async_branches_of_one_item_run_concurrently_and_keep_their_slots(both_builds):
+    running = peak = 0
+
+    async def a(x):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0)
+        running -= 1
+        return x + 1
+
+    async def b(x):
+        return await a(x) * 10
+
+    out, _ = run(range(5), BlockedJoin(a, b, lambda x: None), fusion=both_builds)
+    assert sorted(out) == [(x + 1, (x + 1) * 10, None) for x in range(5)]
+    assert peak >= 2  # awaited together, not one branch after the other
+
+
+def test_an_async_step_with_its_own_concurrency_keeps_it_inside_a_blocked_join(both_builds):
+    running = peak = 0
+
+    async def slow(x):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.001)
+        running -= 1
+        return x
+
+    out, _ = run(range(20), BlockedJoin(Step(slow, concurrency=2), lambda x: -x), fusion=both_builds)
+    assert sorted(out) == [(x, -x) for x in range(20)]
+    assert peak <= 2
+
+
+def test_a_failing_async_branch_follows_its_step_policy(both_builds):
+    async def bad(x):
+        await asyncio.sleep(0)
+        if x == 2:
+            raise ValueError("bad 2")
+        return x
+
+    out, _ = run(range(4), BlockedJoin(Step(bad, on_error="ignore"), lambda x: x), fusion=both_builds)
+    assert sorted(out, key=lambda t: t[1]) == [(0, 0), (1, 1), (None, 2), (3, 3)]
+    with pytest.raises(ValueError, match="bad 2") as info:
+        run(range(4), BlockedJoin(bad, lambda x: x), fusion=both_builds)
+    assert info.value.rxbot_step == "bad"
+
+
+def test_each_output_of_a_fan_out_in_a_branch_runs_the_rest_once(both_builds):
+    """A list result whose second element meets an awaitable further on: the elements
+    before it are not run again (their side effects happen once)."""
+    calls = []
+
+    def then(v):
+        calls.append(v)
+        return later(v) if v == 2 else v
+
+    out, _ = run([7], BlockedJoin(Pipe(lambda x: [1, 2, 3], then), lambda x: x), fusion=both_builds)
+    assert out == [([1, 20, 3], 7)]
+    assert sorted(calls) == [1, 2, 3]

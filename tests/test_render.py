@@ -576,7 +576,8 @@ def test_run_report_counts_land_on_their_nodes(tmp_path):
         "P1[3]/2[1]": "atriple\nin=4 out=4",
         "P1[3].join": "join",
         "P1[4].split": "BlockedJoin\nin=12 out=12",
-        "P1[4]/1[1]": inline_raise("double", "in=12 out=12"),
+        # a BlockedJoin with an async step counts every step in it, sync ones too
+        "P1[4]/1[1]": "double\nin=12 out=12",
         "P1[4]/2[1]": "atriple\nin=12 out=12",
         "P1[4].zip": "zip → tuple",
         "P1[5]": inline_raise("list.append", "in=12 out=0 consumed=12"),

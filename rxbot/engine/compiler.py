@@ -7,6 +7,8 @@ are fused into one generated operator (:func:`~.operators.fused_segment`).
 """
 from __future__ import annotations
 
+import asyncio
+import inspect
 from typing import Any, Callable, Dict, List, Sequence, Set, Tuple
 
 from reactivex import operators as rx_ops
@@ -52,6 +54,31 @@ def inlinable_route(step: Any) -> bool:
     return all(_plain_sync(s) or inlinable_route(s) for branch in step.branches for s in branch)
 
 
+def _plain_async(step: Any) -> bool:
+    """An ``async def`` step (or async generator) with no option the operator graph
+    would have to apply: no boost, own concurrency, timeout or retries. The inline
+    evaluator awaits what it returns, bounded by its BlockedJoin's concurrency."""
+    if not isinstance(step, Step) or isinstance(step.fn, Node) or not step.is_async:
+        return False
+    if step.option("boost") is not None or step.option("timeout") is not None:
+        return False
+    if step.option("concurrency") is not None and inspect.isasyncgenfunction(step.fn):
+        return False  # a semaphore cannot hold across an async generator's items
+    return not step.option("retries") and config.policy(step.option("on_error")) != "retry"
+
+
+def evaluable_route(step: Any) -> bool:
+    """A route the inline evaluator can run per item, awaiting its async steps: every
+    step plain sync or plain async (see :func:`_plain_async`), nested routes too."""
+    if not isinstance(step, Route) or step.kind == "filter":
+        return False
+    return all(_plain_sync(s) or _plain_async(s) or evaluable_route(s) for branch in step.branches for s in branch)
+
+
+def _has_async(route: Route) -> bool:
+    return any(_plain_async(s) or isinstance(s, Route) and _has_async(s) for branch in route.branches for s in branch)
+
+
 #: routes nested deeper than this inside one generated segment stay operators: each
 #: level is a ``while`` block, and Python allows 20 nested blocks in one function
 MAX_FUSED_DEPTH = 8
@@ -82,6 +109,8 @@ def fusable(step: Any) -> bool:
 class Builder:
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
+        #: building a BlockedJoin's branches (each item gets a fresh subscription of them)
+        self.per_item = 0
 
     # -- public -----------------------------------------------------------------------
     def build(self, steps: Sequence[Any], downstream: List[Boundary], path: StepId | str,
@@ -204,12 +233,12 @@ class Builder:
             entries: List[Entry] = []
             for k, s in enumerate(steps):
                 sid = place.step(k + 1, s.label())
-                if isinstance(s, Route) and inlinable_route(s):
+                if isinstance(s, Route) and s.kind != "filter":  # the caller checked it is evaluable
                     inner = self.ctx.runtime(sid, s.label())
                     entries.append((self._inline(s, inner, sid), StepRuntime(s.label(), sid, self.ctx)))
                     continue
                 srt = self.ctx.runtime(sid, s.label(), **options_of(s))
-                entries.append((_as_function(s), srt))
+                entries.append((limited(_as_function(s), s), srt))
             branches.append(entries)
         counting = bool(config.metrics if config.metrics is not None else config.counting() or any(
             srt.policy != "raise" for entries in branches for _, srt in entries))
@@ -284,6 +313,10 @@ class Builder:
             return pull_source(self.ctx, plan), plan
         if boost:
             fn = boosted(fn, boost, self.ctx, label, rt.concurrency)
+        elif self.per_item and isinstance(step, Step) and step.option("concurrency") is not None:
+            # every item subscribes a BlockedJoin's branches afresh, each subscription
+            # with its own slots: the step's own limit must hold across them
+            fn = limited(fn, step)
         flush = node.flush if node is not None and overrides_flush(node) else None
         if node is not None and node.holds_items:
             self.ctx.holders.setdefault(id(node), (node, rt))
@@ -296,9 +329,26 @@ class Builder:
         rt = self.ctx.runtime(where, step.label())
         if isinstance(step, BlockedJoin):
             known = set(self.ctx.runtimes)
-            per_branch = [self.build(steps, [], where.branch(b + 1))[0] for b, steps in enumerate(step.branches)]
+            correlate: Callable[[Any], Any]
+            if config.fusion and evaluable_route(step):
+                # plain sync and async steps: evaluated per item, the async ones awaited
+                # together, instead of a fresh subscription of every branch per item
+                branches, counting = self._entries(step, where)
+                # with async steps in it, every step is counted (as the graph counts an
+                # async step): the time goes to the awaits, not to the counters
+                counting = counting or _has_async(step)
+                # the correlating map counts the items: the function counts into nothing
+                correlate = inline_blocked_join(StepRuntime(step.label(), where, self.ctx), _every, False,
+                                                branches, counting)
+            else:
+                self.per_item += 1
+                try:
+                    per_branch = [self.build(steps, [], where.branch(b + 1))[0]
+                                  for b, steps in enumerate(step.branches)]
+                finally:
+                    self.per_item -= 1
+                correlate = (per_item_join if config.fusion else fork_join_each)(self.ctx, per_branch)
             self._mark_blocked_join(known)
-            correlate = (per_item_join if config.fusion else fork_join_each)(self.ctx, per_branch)
             plan = AsyncPlan(self.ctx.runtime(where, step.label()), correlate, list(downstream))
             # one "branch": the correlating map, which counts its own items
             op = route(rt, matcher(step), step.share, [[bounded_map(self.ctx, plan)]], counting=False)
@@ -338,6 +388,29 @@ def _match_mode(route: Route) -> Tuple[str, Any]:
     if route.route_func is None:
         return (ALL, None) if route.route_type is object else (TYPE, route.route_type)
     return FUNC, matcher(route)
+
+
+def limited(fn: Callable[[Any], Any], step: Any) -> Callable[[Any], Any]:
+    """``fn`` under one semaphore of the step's own ``concurrency`` (an async step that
+    runs outside an operator with slots of its own: evaluated inline, or in a fresh
+    subscription per item); ``fn`` itself otherwise."""
+    limit = step.option("concurrency") if isinstance(step, Step) and step.is_async else None
+    if limit is None:
+        return fn
+    semaphore = asyncio.Semaphore(limit)
+
+    async def call(item: Any) -> Any:
+        async with semaphore:
+            result = fn(item)
+            # an async generator's items are pulled later, outside the semaphore
+            return await result if inspect.isawaitable(result) else result
+
+    return call
+
+
+def _every(item: Any) -> bool:
+    """The match of a route whose matching was done before (by its route operator)."""
+    return True
 
 
 def _as_function(step: Any) -> Callable[[Any], Any]:

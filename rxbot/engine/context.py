@@ -119,7 +119,7 @@ class RunContext:
         g = Gate(downstream)
         g.on_pause = self.publish_live_counts
         if self.stopped:
-            g.blocked += 1
+            halt([g])
         self.gates.add(g)
         return g
 

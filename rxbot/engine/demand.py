@@ -60,6 +60,7 @@ class _Listener(Gate):
     def __init__(self, boundary: Boundary, observer: ObserverBase[bool]) -> None:
         self._waiters = []  # always empty: the boundary never calls _wake
         self.on_pause = None
+        self.halted = False  # never halted: a view ends by being disposed (``detach``)
         self.boundary = boundary
         self.observer = observer
         self.room = not boundary.full

@@ -44,6 +44,9 @@ Shape = Tuple[Element, ...]
 INLINE_TAIL = 6
 
 _Ctx = Tuple[str, Tuple[str, ...]]
+#: after a slow path at a pipe's end (chunk entry): the downstream may be full now
+_RETURN_IF_FULL = "if gate.blocked: return len(xs) - length_hint(it)"
+_STOP_IF_FULL = "if gate.blocked: stop = True"
 Push = Callable[[Any], None]
 #: in, out, returned-None per position
 Counters = Tuple[List[int], List[int], List[int]]
@@ -239,7 +242,8 @@ class _Program:
             out.append(f"{body}while True:")
             if b:
                 out.append(f"{body}    x = x{j}")
-            out += self.run_from(sid, 0, body + "    ", ("break", after_slow))
+            in_branch = tuple(_STOP_IF_FULL if line == _RETURN_IF_FULL else line for line in after_slow)
+            out += self.run_from(sid, 0, body + "    ", ("break", in_branch))
             out.append(f"{body}    break")
         if share:
             out.append(f"{body}x = x{j}")
@@ -277,10 +281,15 @@ class _Program:
         # the chunk entry. ``it``'s length hint says how many items are left, so the
         # count taken costs nothing per item
         out += ["    def many(xs, gate):", "        it = iter(xs)"]
-        if self.terminal:
+        if self.terminal and any(el[0] == ROUTE for el in self.elems):
+            # inside a route's branch a slow path cannot end the item: it asks to stop
+            # before the next one
             out += ["        stop = False", "        for x in it:",
                     "            if stop: return len(xs) - length_hint(it) - 1"]
-            ctx: _Ctx = ("continue", ("if gate.blocked: stop = True",))
+            ctx: _Ctx = ("continue", (_RETURN_IF_FULL,))
+        elif self.terminal:
+            out += ["        for x in it:"]
+            ctx = ("continue", (_RETURN_IF_FULL,))
         else:
             out += ["        for x in it:",
                     "            if gate.blocked: return len(xs) - length_hint(it) - 1"]

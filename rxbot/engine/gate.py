@@ -92,12 +92,19 @@ class Boundary:
 
 
 class Gate:
-    """Open while none of the given downstream boundaries is full."""
+    """Open while none of the given downstream boundaries is full.
 
-    __slots__ = ("blocked", "_waiters", "on_pause", "feeder", "_fed", "__weakref__")
+    A gate :func:`halt`-ed (its run failed, or its subscription was disposed) stays
+    closed for good and says so in ``halted``: a source that finds its gate closed after
+    a push checks it and returns instead of waiting for room that never comes. It is a
+    flag of its own because ``blocked`` alone cannot tell "downstream is full for now"
+    from "nobody will ever want another element"."""
+
+    __slots__ = ("blocked", "halted", "_waiters", "on_pause", "feeder", "_fed", "__weakref__")
 
     def __init__(self, downstream: Iterable[Boundary]) -> None:
         self.blocked = 0
+        self.halted = False
         #: called at every pause, before yielding to the loop (the run publishes the live
         #: counts of its fused steps there, see ``RunContext.publish_live_counts``)
         self.on_pause: Callable[[], None] | None = None
@@ -148,9 +155,14 @@ class Gate:
 
 
 def halt(gates: Iterable[Gate]) -> None:
-    """Close every gate for good: sources stop at their next element (a failed run)."""
+    """Close every gate for good: sources stop at their next element (a failed run, a
+    disposed subscription). A source waiting at a halted gate waits until its task is
+    cancelled; one that is pushing (the push that failed the run or disposed its
+    subscription) finds the gate closed and ``halted`` right after, and returns."""
     for g in gates:
-        g.blocked += 1
+        if not g.halted:
+            g.halted = True
+            g.blocked += 1
 
 
 __all__ = ["Boundary", "Gate", "halt"]

@@ -86,6 +86,8 @@ async def deliver(result: Any, emit: Callable[[Any], None], gate: Any) -> bool:
                 emit(v)
                 n += 1
                 if gate.blocked or n >= every:
+                    if gate.halted:  # the run failed, or take had enough: pull no further
+                        return True
                     n = 0
                     await gate.pause()
         else:  # AGEN
@@ -93,6 +95,8 @@ async def deliver(result: Any, emit: Callable[[Any], None], gate: Any) -> bool:
                 async for v in result:
                     emit(v)
                     if gate.blocked:
+                        if gate.halted:
+                            return True
                         await gate.wait()
             finally:
                 # an abandoned generator (failure, cancellation) runs its cleanup now,

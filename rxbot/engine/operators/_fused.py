@@ -249,6 +249,9 @@ class _Segment(Subscription):
                 await self._expand(*job)
             n += 1
             if gate.blocked or n >= every:
+                if gate.halted:  # the run failed, or take had enough: pull no further
+                    self.runtimes[i].stats.cancelled += 1
+                    return
                 n = 0
                 await gate.pause()
 

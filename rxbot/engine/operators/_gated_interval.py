@@ -21,9 +21,8 @@ same ticks and counts.
 """
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, List, Optional
+from typing import Any, List, Optional
 
 import reactivex
 from reactivex.abc import DisposableBase
@@ -31,7 +30,7 @@ from reactivex.abc import DisposableBase
 from ...node import Timer
 from ..gate import Boundary
 from ..policy import StepRuntime
-from ._subscription import Operator, Subscription, fast_on_next, operator_of
+from ._subscription import InputQueue, Operator, fast_on_next, operator_of
 
 
 @dataclass
@@ -50,19 +49,14 @@ def gated_interval(ctx: Any, plan: TimerPlan) -> Operator:
     return operator_of(lambda observer: _Ticking(ctx, plan, observer))
 
 
-class _Ticking(Subscription):
+class _Ticking(InputQueue):
     """One subscription: the inputs waiting for their ticks, the sequence ticking now
     (``n`` ticks so far), and its pending one-shot timer."""
 
     def __init__(self, ctx: Any, plan: TimerPlan, observer: Any) -> None:
-        super().__init__(ctx, observer)
-        self.rt = plan.rt
+        super().__init__(ctx, observer, plan.rt, plan.boundary, plan.downstream)
         self.timer = plan.timer
-        self.boundary = plan.boundary
-        self.gate = ctx.gate(plan.downstream)
         self.emit = fast_on_next(observer)
-        self.full = False
-        self.jobs: Deque[Any] = deque()
         self.current: Any = None  # the input whose ticks are being emitted
         self.active = False
         self.n = 0
@@ -71,25 +65,12 @@ class _Ticking(Subscription):
         # max_time or until) stops the pending timer, which is not one of its tasks
         ctx.on_shutdown(self.stop)
 
-    # -- flow control ---------------------------------------------------------------------
-    def set_full(self, full: bool) -> None:
-        if full is not self.full:
-            self.full = full
-            self.boundary.hold(full)
-
-    def on_next(self, item: Any) -> None:
-        self.rt.stats.inp += 1
-        self.rt.in_flight += 1
-        self.jobs.append(item)
-        self.set_full(True)
+    def start(self) -> None:
         if not self.active:
             self._start_next()
 
     def idle(self) -> bool:
         return not self.active and not self.jobs
-
-    def release(self) -> None:
-        self.set_full(False)
 
     # -- ticking --------------------------------------------------------------------------
     def _start_next(self) -> None:

@@ -15,17 +15,23 @@ def gated_ticker(timer: Timer) -> Produce:
     tick 1 at once, then sleep ``delay`` between ticks; ``until()`` is asked once after
     each tick (so one tick always comes out); ``max_time`` counts ticks. Its rate is
     bounded by the clock; a closed gate (a full step downstream) delays the next tick
-    instead of queueing it."""
+    instead of queueing it. A halted gate (the run failed, or the subscription was
+    disposed, e.g. by ``take`` inside this very tick) ends the ticks at once, without
+    asking ``until()`` again, as the unfused ``gated_interval`` does."""
 
     async def produce(item: Any, emit: Callable[[Any], None], gate: Gate, stats: Any) -> None:
         n = 0
         until, limit = timer.until, timer.max_time
         while True:
             if gate.blocked:
+                if gate.halted:
+                    return
                 await gate.wait()
             n += 1
             stats.out += 1
             emit(n)
+            if gate.halted:
+                return
             if (until is not None and until()) or (limit is not None and n >= limit):
                 return
             await asyncio.sleep(timer.delay)

@@ -13,6 +13,7 @@ its slots), so nothing is ever blocked or lost.
 """
 from __future__ import annotations
 
+import asyncio
 from functools import lru_cache
 from typing import Any, Callable, List, Sequence, Tuple
 
@@ -94,17 +95,20 @@ def _continue(entries: Sequence[Entry], k: int, out: list, counting: bool) -> An
     if not rest:
         return out
     items: list = []
-    for v in out:
+    for i, v in enumerate(out):
         r = run_branch(rest, v, counting)
         if type(r) is not list:  # rare: an awaitable result further on
-            return _continue_async(rest, out, counting)
+            return _continue_async(rest, items, r, out[i + 1:], counting)
         items += r
     return items
 
 
-async def _continue_async(rest: Sequence[Entry], out: list, counting: bool) -> list:
-    items: list = []
-    for v in out:
+async def _continue_async(rest: Sequence[Entry], items: list, pending: Any, remaining: list,
+                          counting: bool) -> list:
+    """The rest of :func:`_continue` once an output's branch became ``pending``: await
+    it, then run the outputs after it (each output runs exactly once)."""
+    items += await pending
+    for v in remaining:
         r = run_branch(rest, v, counting)
         items += r if type(r) is list else await r
     return items
@@ -204,7 +208,21 @@ async def _step_async(fn: Callable[[Any], Any], rt: StepRuntime, v: Any, out: li
 
 
 async def _gathered(results: List[Any]) -> List[list]:
-    return [await r if not isinstance(r, list) else r for r in results]
+    """Every branch's outputs: the pending ones (coroutines) run concurrently, as the
+    branches of a route do; if one fails the others are cancelled."""
+    pending = [r for r in results if not isinstance(r, list)]
+    if len(pending) == 1:
+        done = [await pending[0]]
+    else:
+        tasks = [asyncio.ensure_future(r) for r in pending]
+        try:
+            done = await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            raise
+    finished = iter(done)
+    return [r if isinstance(r, list) else next(finished) for r in results]
 
 
 def inline_route(rt: StepRuntime, match: Callable[[Any], bool], share: bool, join: bool,

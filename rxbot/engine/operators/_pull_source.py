@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, List
 
@@ -20,7 +19,7 @@ from reactivex.disposable import Disposable
 from ...config import config
 from ..gate import Boundary, Gate
 from ..policy import StepRuntime
-from ._subscription import Operator, Subscription, fast_on_next, operator_of
+from ._subscription import InputQueue, Operator, fast_on_next, operator_of
 
 #: ``produce(item, emit, gate, stats)``: push the sequence for one input
 Produce = Callable[[Any, Callable[[Any], None], Gate, Any], Awaitable[None]]
@@ -42,27 +41,13 @@ def pull_source(ctx: Any, plan: PullPlan) -> Operator:
     return operator_of(lambda observer: _Pulled(ctx, plan, observer))
 
 
-class _Pulled(Subscription):
+class _Pulled(InputQueue):
     def __init__(self, ctx: Any, plan: PullPlan, observer: Any) -> None:
-        super().__init__(ctx, observer)
-        self.rt = plan.rt
+        super().__init__(ctx, observer, plan.rt, plan.boundary, plan.downstream)
         self.produce = plan.produce
-        self.boundary = plan.boundary
-        self.full = False
-        self.gate = ctx.gate(plan.downstream)
-        self.jobs: deque = deque()
         self.running = False
 
-    def set_full(self, full: bool) -> None:
-        if full is not self.full:
-            self.full = full
-            self.boundary.hold(full)
-
-    def on_next(self, item: Any) -> None:
-        self.rt.stats.inp += 1
-        self.rt.in_flight += 1
-        self.jobs.append(item)
-        self.set_full(True)
+    def start(self) -> None:
         if not self.running:
             self.running = True
             self.spawn(self._drain())
@@ -70,26 +55,28 @@ class _Pulled(Subscription):
     def idle(self) -> bool:
         return not self.running and not self.jobs
 
-    def release(self) -> None:
-        self.set_full(False)
-
     async def _drain(self) -> None:
+        gate = self.gate
         try:
-            while self.jobs and not self.ctx.stopped:
+            while self.jobs and not gate.halted and not self.ctx.stopped:
                 item = self.jobs.popleft()
                 try:
-                    await self.produce(item, fast_on_next(self.observer), self.gate, self.rt.stats)
+                    await self.produce(item, fast_on_next(self.observer), gate, self.rt.stats)
                 except asyncio.CancelledError:
                     self.rt.stats.cancelled += 1  # its sequence was cut short
                     raise
                 except Exception as exc:
                     if not self.settle(self.rt, exc, item, self.observer.on_next):
                         return
+                else:
+                    if gate.halted:  # produce returned early: the run failed or take had enough
+                        self.rt.stats.cancelled += 1
                 finally:
                     self.rt.in_flight -= 1
         finally:
             if (self.ctx.stopped or self.disposed) and self.jobs:  # inputs never iterated
                 self.rt.stats.cancelled += len(self.jobs)
+                self.rt.in_flight -= len(self.jobs)
                 self.jobs.clear()
             self.running = False
             self.set_full(bool(self.jobs))
@@ -98,7 +85,11 @@ class _Pulled(Subscription):
 
 async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats: Any) -> None:
     """Push every element of ``iterable``, yielding to the loop regularly and pausing
-    whenever the downstream gate closes (the hot loop of every Loop source).
+    whenever the downstream gate closes (the hot loop of every Loop source); return
+    without pulling another element once the gate is halted (the run failed, or the
+    subscription was disposed, e.g. by ``take``, possibly from inside this push). The
+    check costs nothing per element: a halted gate is closed, so it is made only where
+    the loop would pause anyway.
 
     A list, tuple or range feeding a fused segment is handed over in slices (the
     segment's chunk entry loops over them in generated code, one call per slice instead
@@ -120,6 +111,8 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
                 stats.out += i - counted  # published at each pause, as below
                 counted = i
                 if gate.blocked or clock() - paused >= SLICE_SECONDS:
+                    if gate.halted:
+                        return
                     await gate.pause()
                     paused = clock()
         finally:
@@ -137,12 +130,14 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
         for v in it:
             emit(v)
             stats.out += 1
+            if gate.halted:  # this push ended the run or the subscription: stop, as below
+                break
             fed += 1
             if fed >= every and gate.on_pause is not None:  # live counts, as at a pause
                 fed = 0
                 gate.on_pause()
             return True
-        ended = True
+        ended = True  # no more elements (or halted): the source returns in its own task
         return False
 
     n = 0
@@ -156,6 +151,8 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
                 if not gate.blocked:
                     await gate.pause()
                     continue
+                if gate.halted:
+                    return
                 if gate.on_pause is not None:
                     gate.on_pause()
                 await gate.wait(feeder)

@@ -72,7 +72,14 @@ class Outlet:
     """A hot source with exactly one subscriber: the route pushes items straight into
     one branch (or the main stream). A ``Subject`` would take a lock and copy its
     observer list for every item; a route has exactly one listener per outlet, wired
-    before any item flows."""
+    before any item flows.
+
+    Disposing the subscription unwires the outlet: a branch that ended early (``take``
+    inside it had enough) gets nothing more. The wire is the subscriber's own entry
+    point when it is a fused segment (:func:`fast_on_next`), which skips the
+    ``is_stopped`` check of reactivex's observer wrapper, so the outlet must stop
+    calling it itself; a disposed segment fed on would queue the items in its lane and
+    hold the route's upstream closed for good."""
 
     __slots__ = ("on_next", "on_error", "on_completed", "observable")
 
@@ -86,11 +93,18 @@ class Outlet:
         self.on_next = fast_on_next(observer)
         self.on_error = observer.on_error
         self.on_completed = observer.on_completed
-        return Disposable()
+        return Disposable(self._detach)
+
+    def _detach(self) -> None:
+        self.on_next = self.on_error = self.on_completed = _detached
 
 
 def _unwired(*_: Any) -> None:
     raise RuntimeError("rxbot: a route emitted before its branch was subscribed")
+
+
+def _detached(*_: Any) -> None:
+    """What a disposed outlet does with what the route still sends it: nothing."""
 
 
 def merge_into(observer: Any, sources: Sequence[reactivex.Observable], scheduler: Any) -> CompositeDisposable:

@@ -11,6 +11,7 @@ never shared — and :func:`operator_of` is the only place that creates it.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any, Callable
 
 import reactivex
@@ -18,6 +19,7 @@ from reactivex.abc import DisposableBase
 from reactivex.disposable import CompositeDisposable, Disposable
 from reactivex.observer.autodetachobserver import AutoDetachObserver
 
+from ..gate import Gate, halt
 from ..policy import PIPEIN, RAISE, StepRuntime
 
 Operator = Callable[[reactivex.Observable], reactivex.Observable]
@@ -41,9 +43,14 @@ def fast_on_next(observer: Any) -> Callable[[Any], None]:
 
 class Subscription:
     """One subscription of an rxbot operator: its observer, its upstream completion,
-    its tasks. ``maybe_complete`` sends ``on_completed`` once upstream is done and the
-    subscription is idle; ``dispose`` (unsubscribe before the end, e.g. ``retry``
-    re-subscribing) cancels its tasks and frees its slots."""
+    its tasks, its gate. ``maybe_complete`` sends ``on_completed`` once upstream is done
+    and the subscription is idle; ``dispose`` (unsubscribe before the end: ``take``
+    has enough, ``retry`` re-subscribes) halts its gate, cancels its tasks and frees
+    its slots."""
+
+    #: where its own tasks pause while the downstream is full (``ctx.gate(downstream)``);
+    #: every operator's subscription sets it in ``__init__``
+    gate: Gate
 
     def __init__(self, ctx: Any, observer: Any) -> None:
         self.ctx = ctx
@@ -62,11 +69,20 @@ class Subscription:
         return task
 
     def dispose(self) -> None:
+        """Unsubscribed before the end. The tasks of the subscription are cancelled,
+        except the one running now: a subscription is often disposed from inside its
+        own push (``take`` has its last item), and cancelling that task would throw into
+        whatever it awaits next, wherever that is. RxPY's sources check ``disposed``
+        before their next element instead (``from_iterable``: ``while not disposed``);
+        here the gate is halted, so the task finds it closed right after the push, and a
+        pulling loop returns (``iterate``, the Timer's ticker) while one that only
+        pushes waits there until the run's end cancels it."""
         if self.disposed:
             return
         self.disposed = True
         if self.completed or self.ctx.stopped:  # a stopped run cancels its tasks itself
             return
+        halt((self.gate,))
         current = asyncio.current_task() if self.ctx.loop.is_running() else None
         for task in list(self.tasks):
             if task is not current:
@@ -120,6 +136,39 @@ class Subscription:
         self.observer.on_error(exc)
 
 
+class InputQueue(Subscription):
+    """A subscription that handles its inputs one after the other (a pulled source, a
+    Timer): the ones waiting queue in ``jobs``, and while any input is waiting or being
+    handled the step's boundary is held full, which pauses the stages upstream."""
+
+    def __init__(self, ctx: Any, observer: Any, rt: StepRuntime, boundary: Any, downstream: Any) -> None:
+        super().__init__(ctx, observer)
+        self.rt = rt
+        self.boundary = boundary
+        self.full = False
+        self.gate = ctx.gate(downstream)
+        self.jobs: deque = deque()
+
+    def set_full(self, full: bool) -> None:
+        if full is not self.full:
+            self.full = full
+            self.boundary.hold(full)
+
+    def on_next(self, item: Any) -> None:
+        self.rt.stats.inp += 1
+        self.rt.in_flight += 1
+        self.jobs.append(item)
+        self.set_full(True)
+        self.start()
+
+    def start(self) -> None:
+        """Begin handling the queued inputs, unless that is already going on."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        self.set_full(False)
+
+
 def operator_of(make: Callable[[Any], Any],
                 entry: Callable[[Any], Callable[[Any], None]] | None = None) -> Operator:
     """The curried operator ``(source) -> Observable`` whose every subscription gets a
@@ -138,4 +187,4 @@ def operator_of(make: Callable[[Any], Any],
     return operator
 
 
-__all__ = ["Subscription", "operator_of", "fast_on_next", "Operator"]
+__all__ = ["Subscription", "InputQueue", "operator_of", "fast_on_next", "Operator"]
