@@ -155,13 +155,19 @@ async def stop_boosted(ctx: Any) -> None:
             await _join_manager(ex)  # not race the interpreter's exit hook on its pipe
 
 
+#: the least time to wait for a killed process pool's manager thread
+MANAGER_JOIN_SECONDS = 5.0
+
+
 async def _join_manager(pool: Any) -> None:
     """Wait (bounded) for a killed process pool's manager thread to end: while it is still
     closing its wake-up pipe, ``concurrent.futures``' exit hook can write to that pipe and
     print a 'Bad file descriptor' traceback at interpreter exit."""
     thread = getattr(pool, "_executor_manager_thread", None)
     if thread is not None and thread.is_alive():
-        await asyncio.to_thread(thread.join, config.shutdown_grace)
+        # it ends within milliseconds once the workers are dead, but on a loaded machine
+        # 0.5 s (the default grace) was seen to be too short: bound it by 5 s at least
+        await asyncio.to_thread(thread.join, max(config.shutdown_grace, MANAGER_JOIN_SECONDS))
 
 
 def kill_processes(processes: List[Any]) -> None:
