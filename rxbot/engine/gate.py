@@ -61,12 +61,13 @@ class Boundary:
         k = 0
         for g in gates:
             k += 1
+            if g.blocked != 1:  # other boundaries (or a halt) keep this gate closed too
+                continue
             try:
                 fut = g._fed
             except AttributeError:  # a gate-like listener nothing waits at (engine.demand)
                 continue
-            # blocked == 1: this boundary is the only one keeping the gate closed
-            if fut is not None and g.blocked == 1 and not fut.done():
+            if fut is not None and not fut.done():
                 try:
                     if g.feeder():  # type: ignore[misc]
                         if n > 1:

@@ -122,7 +122,8 @@ class Slots:
 
     async def _worker(self, work: Any) -> None:
         runner, finish, fail, rt, pending = self.runner, self.finish, self.fail, self.rt, self.pending
-        ctx, feed = self.ctx, self.feed
+        ctx, feed, boundary = self.ctx, self.feed, self.boundary
+        dropped = rt.stats if rt is not None and self.count_none else None  # counts a None result
         self.handed -= 1
         try:
             while True:
@@ -132,8 +133,8 @@ class Slots:
                         value = await value
                     if finish is not None:
                         if value is None:  # dropped by the step's own rule
-                            if rt is not None and self.count_none and not ctx.stopped:
-                                rt.stats.filtered += 1
+                            if dropped is not None and not ctx.stopped:
+                                dropped.filtered += 1
                         else:
                             value = finish(work, value)
                             if value is not None:  # a delivery that waits for room downstream
@@ -154,7 +155,7 @@ class Slots:
                 if feed and not pending and self.full and not self.handed:
                     # the source's next element, if it can, lands in pending; not while a
                     # work handed to a parked worker waits to start (calls start in order)
-                    self.boundary.feed()
+                    boundary.feed()
                 if pending:  # the common case under load: the next work without a trip
                     self.busy += 1  # through the event loop
                     work = pending.popleft()
