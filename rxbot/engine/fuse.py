@@ -347,7 +347,7 @@ def fuse(shape: Sequence[Element], fns: Sequence[Any], consts: Sequence[Any], em
     entry, many, after = _factory(tuple(shape), terminal, counting and counters is not None)(
         fns, consts, emit, spread, fail, values, ci, co, cn, held or [False], hold)
     for c in (entry, *after):  # what fast_on_next and a slicing source look for
-        setattr(c, "__rxbot_fused__", True)
+        setattr(c, "__rxbot_direct__", True)
     setattr(entry, "__rxbot_many__", many)
     return entry, many, after
 

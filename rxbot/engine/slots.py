@@ -101,7 +101,13 @@ class Slots:
                 rt.in_flight -= 1
 
     def submit(self, work: Any) -> None:
-        """Run ``work`` in a free slot, or queue it; full once ``limit`` are held."""
+        """Run ``work`` in a free slot, or queue it; full once ``limit`` are held.
+
+        Upstream may call this directly (it is marked ``__rxbot_direct__``, see
+        ``operators.fast_on_next``): work arriving after :meth:`close` is ignored, as
+        reactivex's wrapper would once the subscription has ended."""
+        if self.closed:
+            return
         rt = self.rt
         if rt is not None:
             rt.stats.inp += 1
@@ -199,5 +205,7 @@ class Slots:
     def idle(self) -> bool:
         return not self.busy and not self.pending
 
+
+Slots.submit.__rxbot_direct__ = True  # type: ignore[attr-defined]  # see Slots.submit
 
 __all__ = ["Slots"]

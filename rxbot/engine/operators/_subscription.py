@@ -29,16 +29,21 @@ def fast_on_next(observer: Any) -> Callable[[Any], None]:
     """The function to call per item to reach ``observer``.
 
     reactivex wraps every subscriber in an ``AutoDetachObserver`` whose ``on_next`` only
-    checks ``is_stopped`` and forwards. When the subscriber is one of our fused segments
-    we call its entry point directly, saving a call per item on the hottest path; a
-    disposed subscription or a failed run stops its sources through their tasks and
-    gates instead (see :meth:`Subscription.dispose`, ``RunContext.fail``).
+    checks ``is_stopped`` and forwards. When the subscriber's entry point is marked
+    :data:`DIRECT` (a fused segment's, an async step's slots) we call it directly, saving
+    a call per item on the hottest path; a disposed subscription or a failed run stops
+    its sources through their tasks and gates instead (see :meth:`Subscription.dispose`,
+    ``RunContext.fail``), and such an entry ignores what still arrives after its end.
     """
     if isinstance(observer, AutoDetachObserver):
         target = observer._on_next
-        if getattr(target, "__rxbot_fused__", False):
+        if getattr(target, DIRECT, False):
             return target
     return observer.on_next
+
+
+#: the attribute marking an entry point that may be called without reactivex's wrapper
+DIRECT = "__rxbot_direct__"
 
 
 class Subscription:
@@ -187,4 +192,4 @@ def operator_of(make: Callable[[Any], Any],
     return operator
 
 
-__all__ = ["Subscription", "InputQueue", "operator_of", "fast_on_next", "Operator"]
+__all__ = ["DIRECT", "Subscription", "InputQueue", "operator_of", "fast_on_next", "Operator"]
