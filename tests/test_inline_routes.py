@@ -238,3 +238,28 @@ def test_each_output_of_a_fan_out_in_a_branch_runs_the_rest_once(both_builds):
     out, _ = run([7], BlockedJoin(Pipe(lambda x: [1, 2, 3], then), lambda x: x), fusion=both_builds)
     assert out == [([1, 20, 3], 7)]
     assert sorted(calls) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("head", ["join", "blocked", "fork"])
+def test_a_route_at_the_head_of_a_segment_counts_every_item_of_a_chunk(both_builds, head):
+    """A route matching every item, first in its generated segment, is counted once per
+    chunk of the source (not per item): the numbers are the same as the operator's, for
+    a list, for a generator (one item at a time) and when the run stops part-way."""
+    route = {"join": lambda: Join(lambda x: x, lambda x: -x, name="r"),
+             "blocked": lambda: BlockedJoin(lambda x: x, lambda x: -x, name="r"),
+             "fork": lambda: Fork(lambda x: x, name="r")}[head]
+    for source in (list(range(600)), (x for x in range(600))):
+        _, report = run(source, route(), fusion=both_builds)
+        assert (report["P1[2] r"].inp, report["P1[2] r"].out) == (600, 600)
+
+    def stop_at_300(x):
+        if x in (300, (300, -300)):
+            raise ValueError("stop")
+        return x
+
+    config.fusion = both_builds
+    pipe = Pipe(list(range(600)), route(), stop_at_300)
+    with pytest.raises(ValueError):
+        BotFrame.run()
+    source, counted = pipe.report["P1[1] Loop(list[600])"], pipe.report["P1[2] r"]
+    assert 300 < counted.inp == source.out <= 600  # every item that reached it, once

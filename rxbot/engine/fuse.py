@@ -44,8 +44,9 @@ Shape = Tuple[Element, ...]
 INLINE_TAIL = 6
 
 _Ctx = Tuple[str, Tuple[str, ...]]
-#: after a slow path at a pipe's end (chunk entry): the downstream may be full now
-_RETURN_IF_FULL = "if gate.blocked: return len(xs) - length_hint(it)"
+#: after a slow path at a pipe's end (chunk entry) the downstream may be full now: the
+#: chunk returns, or inside a route's branch it stops before the next item
+_IF_FULL = "if gate.blocked:"
 _STOP_IF_FULL = "if gate.blocked: stop = True"
 Push = Callable[[Any], None]
 #: in, out, returned-None per position
@@ -64,6 +65,7 @@ class _Program:
         self.where: List[Tuple[int, int]] = []  # position -> (sequence, index in it)
         self.seqs: List[Tuple[List[int], int | None]] = []  # sequence -> (positions, parent route)
         self.branches: Dict[int, List[int]] = {}  # route position -> its branch sequences
+        self.uncounted_head = False  # generating the chunk entry, which counts the head route
         self._number(shape, None)
 
     def _number(self, seq: Sequence[Element], parent: int | None) -> int:
@@ -203,7 +205,7 @@ class _Program:
             out.append(f"{ind}if {cond}:")
             body = ind + "    "
         t, w = body + "    ", body + "        "
-        out += [f"{body}co[{j}] += 1", f"{body}x{j} = x", f"{body}try:"]
+        out += [*self._matched(j, body), f"{body}x{j} = x", f"{body}try:"]
         for b, n in enumerate(lengths):
             out += [f"{t}while True:", f"{w}x = x{j}"]
             for k in range(n):
@@ -223,6 +225,11 @@ class _Program:
         values = "".join(f"s{b}, " for b in range(len(lengths)))
         return out + [f"{body}if {every}:", f"{t}x = ({values})", f"{body}else:", *finish]
 
+    def _matched(self, j: int, ind: str) -> List[str]:
+        """Count a matched item of the route (or BlockedJoin) at ``j`` — unless the chunk
+        entry counts it per chunk (see ``many``)."""
+        return [] if j == 0 and self.uncounted_head else [f"{ind}co[{j}] += 1"]
+
     def _route(self, j: int, ind: str, ctx: _Ctx) -> List[str]:
         """A route: matched items through every branch (each a ``while True`` block, so
         that dropping the item in one branch goes on with the next), then the main
@@ -237,12 +244,12 @@ class _Program:
         if cond is not None:
             out.append(f"{ind}if {cond}:")
             body = ind + "    "
-        out += [f"{body}co[{j}] += 1", f"{body}x{j} = x"]
+        out += [*self._matched(j, body), f"{body}x{j} = x"]
         for b, sid in enumerate(self.branches[j]):
             out.append(f"{body}while True:")
             if b:
                 out.append(f"{body}    x = x{j}")
-            in_branch = tuple(_STOP_IF_FULL if line == _RETURN_IF_FULL else line for line in after_slow)
+            in_branch = tuple(_STOP_IF_FULL if line.startswith(_IF_FULL) else line for line in after_slow)
             out += self.run_from(sid, 0, body + "    ", ("break", in_branch))
             out.append(f"{body}    break")
         if share:
@@ -281,21 +288,31 @@ class _Program:
         # the chunk entry. ``it``'s length hint says how many items are left, so the
         # count taken costs nothing per item
         out += ["    def many(xs, gate):", "        it = iter(xs)"]
+        # a route (or BlockedJoin) matching every item at the head of the segment sees
+        # every item the chunk takes: it is counted once per chunk, not per item
+        head = self.elems[0][0] in (ROUTE, BLOCKED) and self.elems[0][1] == ALL
+
+        def ret(taken: str) -> str:
+            return f"n = {taken}; co[0] += n; return n" if head else f"return {taken}"
+
+        full = f"if gate.blocked: {ret('len(xs) - length_hint(it)')}"
         if self.terminal and any(el[0] == ROUTE for el in self.elems):
             # inside a route's branch a slow path cannot end the item: it asks to stop
             # before the next one
             out += ["        stop = False", "        for x in it:",
-                    "            if stop: return len(xs) - length_hint(it) - 1"]
-            ctx: _Ctx = ("continue", (_RETURN_IF_FULL,))
+                    f"            if stop: {ret('len(xs) - length_hint(it) - 1')}"]
+            ctx: _Ctx = ("continue", (full,))
         elif self.terminal:
             out += ["        for x in it:"]
-            ctx = ("continue", (_RETURN_IF_FULL,))
+            ctx = ("continue", (full,))
         else:
             out += ["        for x in it:",
-                    "            if gate.blocked: return len(xs) - length_hint(it) - 1"]
+                    f"            if gate.blocked: {ret('len(xs) - length_hint(it) - 1')}"]
             ctx = ("continue", ())
+        self.uncounted_head = head
         out += self.run_from(0, 0, "            ", ctx)
-        out.append("        return len(xs)")
+        self.uncounted_head = False
+        out.append(f"        {ret('len(xs)')}")
         out.append(f"    return entry, many, [{', '.join(f'a{j}' for j in range(n))}]")
         return "\n".join(out)
 
