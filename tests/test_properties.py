@@ -9,6 +9,7 @@ from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 
 from rxbot import BlockedJoin, BotFrame, Branch, Filter, Fork, Join, Pipe, Return, Step, config
+from rxbot.step import Const
 
 # an op is (kind, is_async, param)
 ops = st.one_of(
@@ -18,6 +19,8 @@ ops = st.one_of(
     st.tuples(st.just("gen"), st.booleans(), st.integers(0, 3)),
     st.tuples(st.just("return"), st.just(False), st.integers(2, 3)),
     st.tuples(st.just("filter"), st.just(False), st.integers(2, 3)),
+    st.tuples(st.just("const"), st.just(False), st.integers(-3, 3)),
+    st.tuples(st.just("constlist"), st.just(False), st.integers(0, 2)),
 )
 
 
@@ -33,6 +36,10 @@ def reference(kind, param):
         return lambda x: [-x] if x % param == 0 else [x]
     if kind == "filter":
         return lambda x: [x] if x % param else []
+    if kind == "const":
+        return lambda x: [param]
+    if kind == "constlist":
+        return lambda x: [param + i for i in range(param)]
     raise AssertionError(kind)
 
 
@@ -60,6 +67,10 @@ def as_step(kind, is_async, param):
         return Return(lambda x: -x, route_func=lambda x: x % param == 0)
     elif kind == "filter":
         return Filter(route_type=int, route_func=lambda x: x % param)
+    elif kind == "const":  # a constant step: every item becomes the value
+        return param
+    elif kind == "constlist":  # a constant list: every item becomes its elements
+        return Const([param + i for i in range(param)])
     if not is_async:
         return f
 
