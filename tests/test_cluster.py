@@ -240,6 +240,8 @@ def test_merged_report_counts_equal_the_sum_of_the_shards(cluster, tmp_path):
     assert merged.find("one_in_seven_fails").dropped == len(range(0, 100, 14))
     assert sorted(e.item for e in merged.dead_letters) == list(range(0, 100, 14))
     assert all(isinstance(e.exception, ZeroDivisionError) for e in merged.dead_letters)
+    # the sinks (what a last step returns is consumed, not filtered) come through too
+    assert merged.sinks == expected.sinks == alone[0].sinks and merged.sinks
 
 
 class Unpicklable:

@@ -23,8 +23,8 @@ class RemoteError(Exception):
 
 def merge_reports(reports: Sequence[RunReport]) -> RunReport:
     """Add up the counts of every step over ``reports`` (steps appear in first-seen
-    order) and gather, shard by shard, every list the reports hold (dead letters,
-    abandoned calls, ...)."""
+    order), gather, shard by shard, every list the reports hold (dead letters,
+    abandoned calls, ...) and unite their sets (the sinks)."""
     merged = RunReport()
     for report in reports:
         for key, stats in report.steps.items():
@@ -33,13 +33,15 @@ def merge_reports(reports: Sequence[RunReport]) -> RunReport:
                 merged.steps[key] = copy.copy(stats)
             else:
                 _add(into, stats)
-        for name in _lists(report):
+        for name in _fields(report, list):
             getattr(merged, name).extend(getattr(report, name))
+        for name in _fields(report, set):  # e.g. which steps are sinks: the same in every shard
+            getattr(merged, name).update(getattr(report, name))
     return merged
 
 
-def _lists(report: RunReport) -> Iterable[str]:
-    return [f.name for f in dataclasses.fields(report) if isinstance(getattr(report, f.name), list)]
+def _fields(report: RunReport, kind: type) -> Iterable[str]:
+    return [f.name for f in dataclasses.fields(report) if isinstance(getattr(report, f.name), kind)]
 
 
 def _counters(stats: Any) -> Iterable[str]:
@@ -68,7 +70,7 @@ def portable(report: RunReport) -> RunReport:
     out = copy.copy(report)
     out.steps = dict(report.steps)
     out.error = None
-    for name in _lists(report):
+    for name in _fields(report, list):
         setattr(out, name, [_portable_entry(x) for x in getattr(report, name)])
     return out
 
