@@ -163,3 +163,12 @@ def test_a_sink_is_consumed_in_replay_mode_too(tmp_path):
     report = BotFrame.run([Pipe(Loop(range(3)), half, out.append)])
     step = next(s for s in report.to_dict()["steps"] if s["label"] == "list.append")
     assert step["sink"] and step["consumed"] == 2 and step["filtered"] == 0
+
+
+def test_find_matches_a_whole_label_not_the_end_of_one():
+    from rxbot import BotFrame, Pipe, Step
+
+    Pipe(range(3), Step(lambda x: x, name="one in seven fails"), Step(lambda x: x * 2, name="fails"))
+    report = BotFrame.run()
+    assert report.find("fails") is report["P1[3] fails"]
+    assert report.find("one in seven fails") is report["P1[2] one in seven fails"]

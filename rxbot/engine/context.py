@@ -45,7 +45,10 @@ class RunReport:
     def find(self, label: str) -> StepStats:
         """The stats of the first step (in flow order) labelled ``label``."""
         for path in sorted(self.steps, key=_order):
-            if getattr(path, "label", None) == label or path.endswith(" " + label) or path == label:
+            if isinstance(path, StepId):  # its label, whole: "fails" is not "one in seven fails"
+                if path.label == label or path == label:
+                    return self.steps[path]
+            elif path == label or path.endswith(" " + label):  # a plain name (a replayed source)
                 return self.steps[path]
         raise KeyError(label)
 
