@@ -69,15 +69,25 @@ def redact(text: Any) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """A logging filter that redacts the formatted message of every record it sees
-    (installed on the ``rxbot`` logger, so every rxbot log line goes through it)."""
+    """A logging filter that redacts the formatted message of every record it sees, and
+    its traceback (installed on the ``rxbot`` logger, so every rxbot log line goes
+    through it)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         clean = redact(message)
         if clean != message:
             record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            # a traceback repeats the exception's message (a URL with its token): format
+            # it now, redacted; formatters print ``exc_text`` when it is set
+            record.exc_text = redact(_FORMATTER.formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+_FORMATTER = logging.Formatter()
 
 
 def install_log_filter(logger: logging.Logger) -> None:

@@ -302,6 +302,20 @@ def test_every_rxbot_log_line_is_redacted(caplog):
     assert caplog.records[-1].getMessage() == "connecting to mysql://db/test?password=***"
 
 
+def test_a_logged_traceback_is_redacted_too(caplog):
+    import rxbot  # noqa: F401  (installs the filter)
+
+    try:
+        raise ConnectionError(f"cannot reach {SECRET_URL}")
+    except ConnectionError:
+        with caplog.at_level(logging.INFO, logger="rxbot"):
+            logging.getLogger("rxbot").warning("closing failed", exc_info=True, stack_info=True)
+    shown = logging.Formatter().format(caplog.records[-1])
+    assert "ConnectionError: cannot reach http://host.example/x?jwt=***&page=2" in shown
+    assert "Stack (most recent call last)" in shown
+    assert all(s not in shown for s in SECRETS)
+
+
 def test_a_url_constant_is_redacted_in_the_replay_manifest(tmp_path):
     config.replay_mode = True
     config.replay_dir = str(tmp_path / "cache")
