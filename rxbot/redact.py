@@ -6,7 +6,9 @@ One function, :func:`redact`, takes any text (or object, via ``str()``) and rewr
   ``redis``...) is removed;
 - the value of each query or fragment parameter (``?name=value``, ``&name=value``,
   ``#name=value``) whose name looks secret (``token``, ``api_key``, ``X-Amz-Signature``,
-  ``jwt``, OAuth's ``code`` ...) becomes ``***``.
+  ``jwt``, OAuth's ``code`` ...) becomes ``***``;
+- so does the string value of such a name in a mapping's repr or JSON
+  (``{'password': 'x'}``, ``{"api_key": "x"}``): an item shown in a message or report.
 
 Everything else is kept verbatim (no re-encoding), so redacting clean text is the
 identity. It is applied where text is *made* — a step's label, an item's repr in a
@@ -39,6 +41,9 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#'\"<>@]*(?:@[^\s/?#
 # name=value after '?', '&', ';' or '#': a query or fragment parameter, found anywhere in
 # the text, since a URL in a message may hold a space or be cut ("GET /x?token=...")
 _PARAM = re.compile(r"([?&;#])([^=&;#\s'\"<>]+)=([^&;#\s'\"<>]*)")
+# 'name': 'value' in a dict's repr, "name": "value" in JSON: a quoted name, a colon, a
+# quoted string value (escapes inside it kept)
+_ENTRY = re.compile(r"""(['"])([A-Za-z0-9_.\-]{1,64})\1(\s*:\s*)(['"])((?:\\.|(?!\4)[^\\\n])*)\4""")
 # word boundaries inside a parameter name: separators and camelCase humps
 _WORDS = re.compile(r"[a-z0-9]+")
 _HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -56,6 +61,11 @@ def _mask_param(m: "re.Match[str]") -> str:
     return f"{sep}{name}={MASK}" if value and secret_name(name) else m.group(0)
 
 
+def _mask_entry(m: "re.Match[str]") -> str:
+    q, name, colon, vq, value = m.groups()
+    return f"{q}{name}{q}{colon}{vq}{MASK}{vq}" if value and secret_name(name) else m.group(0)
+
+
 def redact(text: Any) -> str:
     """``text`` (``str()`` of it if it is not a string) with every URL's userinfo removed
     and its secret-looking parameter values masked. Never raises."""
@@ -63,6 +73,8 @@ def redact(text: Any) -> str:
         s = text if isinstance(text, str) else str(text)
         if "://" in s:
             s = _USERINFO.sub(r"\1", s)
+        if ":" in s and ("'" in s or '"' in s):
+            s = _ENTRY.sub(_mask_entry, s)
         return _PARAM.sub(_mask_param, s) if "=" in s else s
     except Exception:  # a broken __str__: say only what it is
         return f"<unprintable {type(text).__name__}>"

@@ -243,6 +243,11 @@ SECRETS = ("PW123", "abc123", "user:")
     ("api%5Fkey", "api%5Fkey"),  # no '=': not a parameter
     ("http://h/?api%5Fkey=K", "http://h/?api%5Fkey=***"),
     ("no url here: a=b", "no url here: a=b"),
+    # a mapping's repr or JSON: a secret name's string value (an item shown in a message)
+    ("{'user': 'bob', 'password': 'hunter2', 'n': 1}", "{'user': 'bob', 'password': '***', 'n': 1}"),
+    ('{"api_key": "K1", "page": "2"}', '{"api_key": "***", "page": "2"}'),
+    ("{'token': 'a\\'b', 'x': 'y'}", "{'token': '***', 'x': 'y'}"),
+    ("{'title': 'key: value', 'url': 'x'}", "{'title': 'key: value', 'url': 'x'}"),
 ])
 def test_redact(text, shown):
     assert redact(text) == shown
