@@ -243,9 +243,10 @@ class Pipe(Displayable):
         """Run just this pipe inside the current event loop; returns its run report."""
         return await registry.service("run_async")(pipes=[self])
 
-    def run(self):
-        """Run just this pipe to completion (blocking)."""
-        return registry.service("run")(pipes=[self])
+    def run(self, **options: Any):
+        """Run just this pipe to completion (blocking); ``options`` are
+        ``BotFrame.run``'s (``stats``, ``interval``, ``cluster``, ``shards``, ``watch``)."""
+        return registry.service("run")(pipes=[self], **options)
 
     def render(self, path: str, format: str | None = None, **kwargs: Any):
         """Draw this pipe (see ``BotFrame.render``); it is not run."""

@@ -206,6 +206,16 @@ def test_run_with_a_blocking_client_uses_its_scheduler_and_leaves_it_open(cluste
     assert (tmp_path / "out-1.jsonl").read_text().split() == ['"B"']
 
 
+def test_one_pipe_runs_sharded_with_pipe_run(cluster, tmp_path):
+    other = Pipe(Loop(("x",)), str.upper)  # pending, not run by the pipe's own run
+    pipe = Pipe(Loop(("a", "b", "c")), str.upper, aiofile(str(tmp_path / "out-{index}.jsonl"), format="json"))
+    report = pipe.run(cluster=cluster, shards=2)
+    assert (tmp_path / "out-0.jsonl").read_text().split() == ['"A"', '"C"']
+    assert (tmp_path / "out-1.jsonl").read_text().split() == ['"B"']
+    assert report["P1[1] Loop(tuple[3])"].out == 3 and other.report is None
+    BotFrame.clear()
+
+
 def test_a_constant_first_step_is_one_item_for_shard_0(cluster, tmp_path):
     Pipe("hello", str.upper, aiofile(str(tmp_path / "out-{index}.jsonl"), format="json"))
     report = BotFrame.run(cluster=cluster, shards=2)
