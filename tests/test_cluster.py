@@ -225,6 +225,36 @@ def test_a_constant_first_step_is_one_item_for_shard_0(cluster, tmp_path):
 
 
 # --------------------------------------------------------------------- report merge
+def test_the_stats_hook_sees_a_sharded_run_while_it_goes_and_at_its_end(cluster, tmp_path):
+    """The shards' live counts reach the hook on the client mid-run: the last item of
+    each shard waits until the hook has been called with ``final=False`` (a flag file the
+    hook writes), so the run cannot end without a call during it. No timing involved."""
+    flag = tmp_path / "hook-called"
+    calls = []
+
+    def hook(snapshot):
+        calls.append(snapshot)
+        if not snapshot["final"]:
+            flag.write_text("seen")
+
+    async def wait_for_the_hook(x):
+        if x >= 4:  # the last item of each of the 2 shards (4, 5)
+            for _ in range(3000):  # bounded: a hook never called fails the test, not hangs it
+                if flag.exists():
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise TimeoutError("the stats hook was not called during the run")
+        return x
+
+    Pipe(Loop(range(6)), wait_for_the_hook, double)
+    report = BotFrame.run(cluster=cluster, shards=2, stats=hook, interval=0.05)
+    assert any(not c["final"] for c in calls) and calls[-1]["final"]
+    assert [c["final"] for c in calls].count(True) == 1
+    last = {s["step"]: s for s in calls[-1]["steps"]}
+    assert last["P1[2] wait_for_the_hook"]["out"] == 6 == report.find("wait_for_the_hook").out
+
+
 def test_merged_report_counts_equal_the_sum_of_the_shards(cluster, tmp_path):
     from rxbot.cluster import merge_reports
 

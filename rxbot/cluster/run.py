@@ -47,7 +47,9 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
         # on every worker: a copy on one only would pull every shard to that worker
         [blob] = await client.scatter([chosen.blob], hash=False, broadcast=True)
         keys = [f"rxbot-shard-{run_id}-{k}" for k in range(count)]
-        live = _LiveCounts(pipes, client, f"rxbot-progress-{run_id}") if config.progress else None
+        hook = getattr(config, "stats_hook", None)
+        live = (_LiveCounts(pipes, client, f"rxbot-progress-{run_id}", bool(config.progress), hook, started)
+                if config.progress or hook is not None else None)
         try:
             futures = [client.submit(_task(), blob, shares[k], k, count, settings, keys[k],
                                      live.topic if live else None, key=keys[k], pure=False)
@@ -229,17 +231,28 @@ def _local_options(shards: int | None) -> dict:
 
 
 class _LiveCounts:
-    """``--progress`` for a sharded run: the shards send their counts as Dask events;
-    the client keeps the latest per shard and shows their sum with the usual bars. The
-    bars are made at the first event, when the steps (named on the workers) are known."""
+    """``--progress`` and the stats hook for a sharded run: the shards send their counts
+    as Dask events; the client keeps the latest per shard and shows their sum with the
+    usual bars (made at the first event, when the steps, named on the workers, are
+    known), and hands it to the stats hook every ``config.stats_interval`` seconds and
+    once more, with the merged report, at the end."""
 
-    def __init__(self, pipes: Sequence[Any], client: Any, topic: str) -> None:
+    def __init__(self, pipes: Sequence[Any], client: Any, topic: str, bars: bool = True,
+                 hook: Any = None, started: float = 0.0) -> None:
         self.pipes = list(pipes)
         self.topic = topic
         self.client = client
+        self.bars = bars
         self.latest: Dict[int, list] = {}
         self.report = RunReport()
         self.progress: Any = None
+        self.watch: Any = None
+        self.ticking: Any = None
+        if hook is not None:
+            from ..stats import StatsWatch
+
+            self.watch = StatsWatch(self.report, hook, float(config.stats_interval), started)
+            self.ticking = asyncio.ensure_future(self.watch.run())
         client.subscribe_topic(topic, self.on_event)
 
     def on_event(self, event: Any) -> None:
@@ -252,6 +265,8 @@ class _LiveCounts:
 
         self.report.steps.clear()
         self.report.steps.update(steps)
+        if not self.bars:
+            return
         if self.progress is None:
             self.progress = Progress(self.pipes, self.report)
         self.progress.update()
@@ -265,6 +280,12 @@ class _LiveCounts:
             self.show({str(k): s for k, s in final.steps.items()})
         if self.progress is not None:
             self.progress.close()
+        if self.ticking is not None:
+            self.ticking.cancel()
+        if self.watch is not None:
+            if final is not None:
+                self.watch.report = final  # the last call sees the merged report itself
+            self.watch.close()
 
 
 def _summed(snapshots: Any) -> Dict[str, Any]:
