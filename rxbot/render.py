@@ -230,7 +230,10 @@ class _Drawer:
             for b, steps in enumerate(route.branches, 1):
                 entry: List[Out] = [(split, "matched" if conditional else None)]
                 ends.append(self.chain(c, steps, f"{nid}/{b}", path.branch(b), entry))
-            bypass: Out = (split, "all" if route.share else "unmatched")
+            # the main flow past the branches: every item with share, the unmatched ones
+            # without; a route matching everything without share has none to draw
+            bypass: List[Out] = ([(split, "all" if route.share else "unmatched")]
+                                 if route.share or conditional else [])
             # the bypass skips past the branches, so the next main-flow node sits below
             # this cluster instead of beside a branch (clusters cannot overlap)
             self.skip[split] = max((_depth(b) for b in route.branches), default=0) + 1 + blocked
@@ -240,12 +243,12 @@ class _Drawer:
                 for b, outs in enumerate(ends, 1):
                     self.connect(outs, merge, position=str(b))
                 # the engine merges the tuples back whatever ``join`` says
-                return [bypass, (merge, None)]
+                return [*bypass, (merge, None)]
             if not route.join:
-                return [bypass]
+                return bypass
             merge = f"{nid}.join"
             c.node(merge, "join", group=group, **self.kind("join"))
-            self.connect([bypass], merge)
+            self.connect(bypass, merge)
             for outs in ends:
                 self.connect(outs, merge)
             return [(merge, None)]

@@ -247,7 +247,7 @@ def test_join_with_multi_step_branch():
                        "P1[3]": "print"}
     assert g.edges == {("P1[1]", "P1[2].split", None), ("P1[2].split", "P1[2]/1[1]", None),
                        ("P1[2].split", "P1[2]/2[1]", None), ("P1[2]/2[1]", "P1[2]/2[2]", None),
-                       ("P1[2].split", "P1[2].join", "unmatched"),
+                       # a Join matching every item has no unmatched ones: no bypass
                        ("P1[2]/1[1]", "P1[2].join", None), ("P1[2]/2[2]", "P1[2].join", None),
                        ("P1[2].join", "P1[3]", None)}
     assert g.clusters["cluster_P1[2]"] == "Join  share=False join=True"
@@ -260,7 +260,7 @@ def test_blocked_join_zips_branches_in_argument_order():
     assert g.edges == {("P1[1]", "P1[2].split", None), ("P1[2].split", "P1[2]/1[1]", None),
                        ("P1[2].split", "P1[2]/2[1]", None),
                        ("P1[2]/1[1]", "P1[2].zip", "1"), ("P1[2]/2[1]", "P1[2].zip", "2"),
-                       ("P1[2].split", "P1[3]", "unmatched"), ("P1[2].zip", "P1[3]", None)}
+                       ("P1[2].zip", "P1[3]", None)}
     assert g.clusters["cluster_P1[2]"] == "BlockedJoin  share=False join=True"
     assert g.parent["P1[2].zip"] == "cluster_P1[2]"
 
@@ -294,7 +294,6 @@ def test_three_level_nest_fork_branch_join():
         (f"{br}.split", f"{jn}.split", "matched"),
         (f"{jn}.split", f"{jn}/1[1]", None),
         (f"{jn}.split", f"{jn}/2[1]", None),
-        (f"{jn}.split", f"{jn}.join", "unmatched"),
         (f"{jn}/1[1]", f"{jn}.join", None),
         (f"{jn}/2[1]", f"{jn}.join", None),
         (f"{fork}.split", f"{fork}/2[1]", None),
