@@ -7,11 +7,15 @@ state lives in its subscription (RxPY's shape, ``reactivex/operators/_map.py``):
 * :func:`gated_interval` (``_gated_interval``) — Timer as ``reactivex.timer`` ticks on the
   run's scheduler, held back by the downstream gate (unfused graph);
 * :func:`bounded_map` (``_bounded_map``) — async steps with a fixed number of slots;
-* :func:`fused_segment` (``_fused``) — a run of sync steps as one generated operator;
-* :func:`route` (``_route``) — fan-out to branches and merge back (Branch, Fork, Join...);
-* :func:`inline_route`, :func:`inline_blocked_join` (``_inline_route``) — all-sync
-  routes as one function, for the fused segment;
-* :func:`per_item_join` (``_per_item_join``) — BlockedJoin: every branch per input;
+* :func:`fused_segment` (``_fused``) — a run of sync steps, with the all-sync routes
+  among them, as one generated operator;
+* :func:`route` (``_route``) — fan-out to branches and merge back (Branch, Fork, Join...)
+  for routes with async steps;
+* :func:`inline_route`, :func:`inline_blocked_join`, :class:`BlockedParts`
+  (``_inline_route``) — a BlockedJoin's branches evaluated per item (routes nested in
+  it, async steps awaited together), and the general path of a generated BlockedJoin;
+* :func:`per_item_join` (``_per_item_join``) — BlockedJoin: every branch subscribed
+  afresh per input (steps the evaluator does not run: boosted, timeouts, retries, Nodes);
 * :func:`flatten` (``_flatten``) — the return-value rules after ``ops.map`` (unfused graph);
 * :func:`publish_route`, :func:`fork_join_each` (``_publish_route``) — routes as
   ``publish`` + ``merge`` and BlockedJoin as per-item ``fork_join`` (unfused graph);

@@ -1,6 +1,8 @@
-"""inline routes: an all-sync route (Branch, Return, Fork, Join, BlockedJoin — nested
-too) as one plain function ``item -> result``, so the optimisation pass can fuse it into
-the segment around it like any sync step.
+"""inline routes: a route's branches evaluated per item as plain function calls
+(``item -> result``), for a BlockedJoin and the routes nested in it: inside the fused
+segment when every step is sync, and as the correlating function of the BlockedJoin's
+bounded map when some are ``async def`` (their coroutines awaited together). Routes
+outside a BlockedJoin are generated code instead (:mod:`rxbot.engine.fuse`).
 
 The route function applies the route's rules and returns what the route sends on, in
 the form the return-value rules expect: the item itself (``OneItem`` when it is a list
