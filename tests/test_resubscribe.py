@@ -105,3 +105,38 @@ async def test_an_operator_subscribed_twice_at_once_keeps_both_streams():
     twice = op(lambda source: reactivex.merge(source, source), name="twice")
     out, _ = await run(Loop(range(3)), lambda x: x + 1, Step(slow_double, concurrency=1), twice)
     assert sorted(out) == [2, 2, 4, 4, 6, 6]
+
+
+@pytest.fixture
+def boundaries(monkeypatch):
+    """Every Boundary built during the test (to look at the gates left in them)."""
+    from rxbot.engine.gate import Boundary
+
+    made: list = []
+    original = Boundary.__init__
+
+    def init(self):
+        original(self)
+        made.append(self)
+
+    monkeypatch.setattr(Boundary, "__init__", init)
+    return made
+
+
+async def test_subscriptions_that_ended_leave_no_gates_behind(boundaries, both_builds):
+    """repeat subscribes the steps above it 100 times: each ended subscription takes its
+    gate out of the boundaries below (which walk their gates at every fill and drain)."""
+    out, _ = await run(range(3), lambda x: x * 2, ops.repeat(100), Step(slow_double, concurrency=2))
+    assert sorted(out) == sorted([x * 4 for x in range(3)] * 100)
+    assert boundaries and max(len(b.gates) for b in boundaries) <= 4
+
+
+async def test_a_blocked_join_subscribed_per_item_leaves_no_gates_behind(boundaries, both_builds):
+    from rxbot import BlockedJoin
+
+    # retries keep the branch off the inline evaluator: a fresh subscription per item,
+    # whose first step's gate sits on the second step's boundary (built once)
+    branch = Pipe(Step(slow_double, retries=1), slow_double)
+    out, _ = await run(range(200), BlockedJoin(branch, lambda x: x), lambda t: t[0] + t[1])
+    assert sorted(out) == [5 * x for x in range(200)]
+    assert max(len(b.gates) for b in boundaries) <= 4

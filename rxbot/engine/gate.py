@@ -101,7 +101,7 @@ class Gate:
     flag of its own because ``blocked`` alone cannot tell "downstream is full for now"
     from "nobody will ever want another element"."""
 
-    __slots__ = ("blocked", "halted", "_waiters", "on_pause", "feeder", "_fed", "__weakref__")
+    __slots__ = ("blocked", "halted", "_waiters", "on_pause", "feeder", "_fed", "boundaries", "__weakref__")
 
     def __init__(self, downstream: Iterable[Boundary]) -> None:
         self.blocked = 0
@@ -113,10 +113,22 @@ class Gate:
         #: while a source waits here with a feeder: the feeder, and the future it waits on
         self.feeder: Callable[[], bool] | None = None
         self._fed: asyncio.Future | None = None
-        for b in downstream:
+        self.boundaries = tuple(downstream)
+        for b in self.boundaries:
             b.gates.append(self)
             if b.full:
                 self.blocked += 1
+
+    def detach(self) -> None:
+        """Its subscription has ended: the boundaries stop telling it anything. Without
+        this, every subscription of an operator subscribed again and again (``repeat``,
+        ``retry``, a long polling loop) would leave its gate in the boundaries' lists,
+        which every fill and drain walks. The lists are replaced, never changed in place
+        (a boundary may be walking one; see :mod:`rxbot.engine.demand`)."""
+        for b in getattr(self, "boundaries", ()):
+            if self in b.gates:
+                b.gates = [g for g in b.gates if g is not self]
+        self.boundaries = ()
 
     async def wait(self, feeder: Callable[[], bool] | None = None) -> None:
         """Return once the gate is open (immediately if it already is).

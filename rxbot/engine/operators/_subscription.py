@@ -93,6 +93,7 @@ class Subscription:
             if task is not current:
                 task.cancel()
         self.release()
+        self.gate.detach()  # halted, so the task still pushing finds it closed
 
     def on_next(self, item: Any) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -113,6 +114,7 @@ class Subscription:
         if self.upstream_done and not self.completed and self.idle():
             self.completed = True
             self.release()
+            self.gate.detach()
             self.observer.on_completed()
 
     def release(self) -> None:
