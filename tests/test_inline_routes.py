@@ -177,39 +177,42 @@ def test_a_blocked_join_of_plain_steps_keeps_every_rule(fusion):
 # ------------------------------------------- a BlockedJoin of plain async steps, evaluated
 
 
-def test_async_branches_of_one_item_run_concurrently_and_keep_their_slots(both_builds):
-    running = peak = 0
+class InFlight:
+    """Wraps ``async def`` steps to count how many of their calls run at once."""
 
-    async def a(x):
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        await asyncio.sleep(0)
-        running -= 1
-        return x + 1
+    def __init__(self):
+        self.running = self.peak = 0
+
+    def counted(self, value, pause=0.0):
+        async def step(x):
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            await asyncio.sleep(pause)
+            self.running -= 1
+            return value(x)
+
+        return step
+
+
+def test_async_branches_of_one_item_run_concurrently_and_keep_their_slots(both_builds):
+    calls = InFlight()
+    a = calls.counted(lambda x: x + 1)
 
     async def b(x):
         return await a(x) * 10
 
     out, _ = run(range(5), BlockedJoin(a, b, lambda x: None), fusion=both_builds)
     assert sorted(out) == [(x + 1, (x + 1) * 10, None) for x in range(5)]
-    assert peak >= 2  # awaited together, not one branch after the other
+    assert calls.peak >= 2  # awaited together, not one branch after the other
 
 
 def test_an_async_step_with_its_own_concurrency_keeps_it_inside_a_blocked_join(both_builds):
-    running = peak = 0
+    calls = InFlight()
+    slow = calls.counted(lambda x: x, pause=0.001)
 
-    async def slow(x):
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        await asyncio.sleep(0.001)
-        running -= 1
-        return x
-
-    out, _ = run(range(20), BlockedJoin(Step(slow, concurrency=2), lambda x: -x), fusion=both_builds)
+    out, _ = run(range(20), BlockedJoin(Step(slow, concurrency=2, name="slow"), lambda x: -x), fusion=both_builds)
     assert sorted(out) == [(x, -x) for x in range(20)]
-    assert peak <= 2
+    assert calls.peak <= 2
 
 
 def test_a_failing_async_branch_follows_its_step_policy(both_builds):

@@ -28,7 +28,7 @@ from .operators import (AsyncPlan, BlockedParts, FlattenPlan, FusedPlan, Operato
                         iterate, per_item_join, publish_route, pull_source, route, rx_step)
 from .operators import TimerPlan, gated_interval
 from .operators._inline_route import Entry
-from .policy import DROP, RAISE, StepRuntime, StepStats
+from .policy import DROP, RAISE, StepRuntime, StepStats, counts_sync_steps
 from .results import VALUES
 
 Ops = List[Operator]
@@ -73,10 +73,6 @@ def evaluable_route(step: Any) -> bool:
     if not isinstance(step, Route) or step.kind == "filter":
         return False
     return all(_plain_sync(s) or _plain_async(s) or evaluable_route(s) for branch in step.branches for s in branch)
-
-
-def _has_async(route: Route) -> bool:
-    return any(_plain_async(s) or isinstance(s, Route) and _has_async(s) for branch in route.branches for s in branch)
 
 
 #: routes nested deeper than this inside one generated segment stay operators: each
@@ -185,11 +181,18 @@ class Builder:
         label = step.label()
         if isinstance(step, BlockedJoin):
             rt = self.ctx.runtime(where, label)
-            element = self._blocked(acc, step, rt, where)
-            if element is not None:
-                return element
+            known = set(self.ctx.runtimes)
+            branches, counting = self._entries(step, where)
+            self._mark_blocked_join(known)
+            if not counting and not any(isinstance(s, Route) and s.kind != "filter"
+                                        for branch in step.branches for s in branch):
+                # plain steps, uncounted: generated code, its tuple built from locals
+                mode, test = _match_mode(step)
+                acc.add(rt, test, BlockedParts(step.share, branches))
+                return (BLOCKED, mode, step.share, tuple(len(b) for b in branches))
             # one function, counting itself (in, tuples out)
-            acc.add(StepRuntime(label, where, self.ctx), self._inline(step, rt, where))
+            acc.add(StepRuntime(label, where, self.ctx),
+                    inline_blocked_join(rt, matcher(step), step.share, branches, counting))
             return (FN,)
         if isinstance(step, Route):
             mode, test = _match_mode(step)
@@ -197,7 +200,7 @@ class Builder:
                 acc.add(self.ctx.runtime(where, label, **_sync_options(step, label)), test)
                 return (FILTER, mode)
             acc.add(self.ctx.runtime(where, label), test)
-            branches = []
+            shapes = []
             for b, branch in enumerate(step.branches):
                 place = where.branch(b + 1)
                 elements = []
@@ -206,8 +209,8 @@ class Builder:
                     if not step.join and k == len(branch) - 1 and not isinstance(s, Route):
                         self.ctx.report.sinks.add(sid)  # what a side flow's last step drops is consumed
                     elements.append(self._element(acc, s, sid))
-                branches.append(tuple(elements))
-            return (ROUTE, mode, step.share, step.join, tuple(branches))
+                shapes.append(tuple(elements))
+            return (ROUTE, mode, step.share, step.join, tuple(shapes))
         rt = self.ctx.runtime(where, label, **_sync_options(step, label))
         if isinstance(step, Const):
             acc.add(rt, None, step.value)
@@ -240,24 +243,8 @@ class Builder:
                 srt = self.ctx.runtime(sid, s.label(), **options_of(s))
                 entries.append((limited(_as_function(s), s), srt))
             branches.append(entries)
-        counting = bool(config.metrics if config.metrics is not None else config.counting() or any(
-            srt.policy != "raise" for entries in branches for _, srt in entries))
+        counting = counts_sync_steps(srt for entries in branches for _, srt in entries)
         return branches, counting
-
-    def _blocked(self, acc: "_Positions", step: BlockedJoin, rt: StepRuntime, where: StepId) -> Element | None:
-        """An uncounted BlockedJoin of plain steps as generated code (its tuple built
-        from locals, no list per branch); None when it must stay one function (its
-        branches hold routes, or their steps are counted)."""
-        if any(isinstance(s, Route) and s.kind != "filter" for branch in step.branches for s in branch):
-            return None
-        known = set(self.ctx.runtimes)
-        branches, counting = self._entries(step, where)
-        self._mark_blocked_join(known)
-        if counting:
-            return None
-        mode, test = _match_mode(step)
-        acc.add(rt, test, BlockedParts(step.share, branches))
-        return (BLOCKED, mode, step.share, tuple(len(b) for b in branches))
 
     def _unfused(self, step: Any, downstream: List[Boundary], where: StepId) -> Tuple[Operator, Any]:
         """A sync step on the honest graph: ``ops.map`` of the step, then :func:`flatten`
@@ -333,13 +320,13 @@ class Builder:
             if config.fusion and evaluable_route(step):
                 # plain sync and async steps: evaluated per item, the async ones awaited
                 # together, instead of a fresh subscription of every branch per item
-                branches, counting = self._entries(step, where)
-                # with async steps in it, every step is counted (as the graph counts an
-                # async step): the time goes to the awaits, not to the counters
-                counting = counting or _has_async(step)
-                # the correlating map counts the items: the function counts into nothing
+                branches, _ = self._entries(step, where)
+                # it has async steps (all-sync ones are fused, see ``fusable``), so every
+                # step is counted, as the graph counts an async step: the time goes to the
+                # awaits, not to the counters. The correlating map counts the items: the
+                # function counts into nothing
                 correlate = inline_blocked_join(StepRuntime(step.label(), where, self.ctx), _every, False,
-                                                branches, counting)
+                                                branches, counting=True)
             else:
                 self.per_item += 1
                 try:

@@ -344,7 +344,14 @@ def route_positions(shape: Sequence[Element], kind: str = ROUTE) -> List[int]:
     """The positions of the routes (or BlockedJoins) in ``shape``. A route's counters
     mean: ``co`` matched, ``cn`` unmatched, ``ci`` failed to match — its items in are
     their sum. A generated BlockedJoin counts its matched items in ``co``: one tuple each."""
-    return [j for j, el in enumerate(_Program(tuple(shape), False, False).elems) if el[0] == kind]
+    return [j for j, k in enumerate(_kinds(tuple(shape))) if k == kind]
+
+
+@lru_cache(maxsize=None)
+def _kinds(shape: Shape) -> Tuple[str, ...]:
+    """The kind of every position of ``shape``, in pre-order (numbered once per shape,
+    not for every subscription of a segment)."""
+    return tuple(el[0] for el in _Program(shape, False, False).elems)
 
 
 def fuse(shape: Sequence[Element], fns: Sequence[Any], consts: Sequence[Any], emit: Push,

@@ -10,7 +10,7 @@ import inspect
 import logging
 import random
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ..config import config
 from ..errors import StepError, annotate, short_repr
@@ -174,4 +174,14 @@ class StepRuntime:
                 attempt += 1
 
 
-__all__ = ["StepRuntime", "StepStats", "RAISE", "DROP", "PIPEIN", "rejected_by"]
+def counts_sync_steps(runtimes: Iterable["StepRuntime"]) -> bool:
+    """Do sync steps run inline with these runtimes count their items? Counting costs
+    about a third of their time, so only when asked (``config.metrics``), when something
+    watches the counters (progress, a stats hook), or when a policy other than raise
+    makes the accounting matter."""
+    if config.metrics is not None:
+        return bool(config.metrics)
+    return config.counting() or any(rt.policy != "raise" for rt in runtimes)
+
+
+__all__ = ["StepRuntime", "StepStats", "RAISE", "DROP", "PIPEIN", "rejected_by", "counts_sync_steps"]

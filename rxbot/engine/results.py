@@ -14,7 +14,7 @@ import decimal
 import fractions
 import inspect
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..config import config
 from ..node import OneItem
@@ -61,6 +61,12 @@ def kind_of(value: Any) -> int:
     return MANY
 
 
+def blocked_tuple(outputs: Sequence[list]) -> tuple:
+    """A BlockedJoin's result from each branch's outputs, in argument order: one output
+    as itself, none as None, several as a list (DESIGN §2b)."""
+    return tuple(None if not r else r[0] if len(r) == 1 else r for r in outputs)
+
+
 async def deliver(result: Any, emit: Callable[[Any], None], gate: Any) -> bool:
     """Apply the return-value rules to ``result`` in async context, pushing each item
     through ``emit`` and pausing at ``gate`` while downstream is full.
@@ -105,4 +111,4 @@ async def deliver(result: Any, emit: Callable[[Any], None], gate: Any) -> bool:
         return True
 
 
-__all__ = ["SINGLE", "VALUES", "kind_of", "ONE", "MANY", "AWAIT", "AGEN", "ONE_AS_IS", "deliver"]
+__all__ = ["SINGLE", "VALUES", "blocked_tuple", "kind_of", "ONE", "MANY", "AWAIT", "AGEN", "ONE_AS_IS", "deliver"]

@@ -14,7 +14,7 @@ from typing import Any, Callable, List, Sequence
 from ...config import config
 from ..fuse import BLOCKED, Element, fuse, route_positions
 from ..gate import Boundary
-from ..policy import StepRuntime
+from ..policy import StepRuntime, counts_sync_steps
 from ..results import MANY, ONE, ONE_AS_IS, VALUES, deliver, kind_of
 from ..slots import Slots
 from ._subscription import Operator, Subscription, fast_on_next, operator_of
@@ -81,8 +81,7 @@ class _Segment(Subscription):
                           self.spawn)
         self.held = [False]  # results queue in the lane while it is busy
         self.captures: List[list] = []  # lazy results met while the lane worker runs code
-        counting = config.metrics if config.metrics is not None else config.counting() or any(
-            rt.policy != "raise" for rt in runtimes)
+        counting = counts_sync_steps(runtimes)
         n = len(runtimes)
         # a fused route always counts (in, matched), as the route operator does
         self.routes = set(route_positions(plan.shape))

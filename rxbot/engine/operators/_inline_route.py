@@ -21,7 +21,7 @@ from typing import Any, Callable, List, Sequence, Tuple
 
 from ...node import OneItem
 from ..policy import PIPEIN, RAISE, StepRuntime
-from ..results import AGEN, AWAIT, MANY, ONE, ONE_AS_IS, SINGLE, kind_of
+from ..results import AGEN, AWAIT, MANY, ONE, ONE_AS_IS, SINGLE, blocked_tuple, kind_of
 
 #: one compiled step of a branch: the sync callable and its runtime
 Entry = Tuple[Callable[[Any], Any], StepRuntime]
@@ -29,6 +29,14 @@ Entry = Tuple[Callable[[Any], Any], StepRuntime]
 
 def _as_is(x: Any) -> Any:
     return x if type(x) in SINGLE else OneItem(x)
+
+
+def _failed_match(rt: StepRuntime, exc: Exception, item: Any) -> Any:
+    """A route's result for an item whose match raised: what the policy pipes in, else
+    None (dropped; under raise the error propagates)."""
+    out: list = []
+    _failed(rt, exc, item, out)
+    return out or None
 
 
 def _failed(rt: StepRuntime, exc: Exception, item: Any, out: list) -> None:
@@ -249,11 +257,9 @@ def inline_route(rt: StepRuntime, match: Callable[[Any], bool], share: bool, joi
         try:
             matched = match(x)
         except Exception as exc:
-            out: list = []
-            _failed(rt, exc, x, out)
-            return out or None
+            return _failed_match(rt, exc, x)
         if not matched:
-            return x if type(x) in SINGLE else OneItem(x)
+            return _as_is(x)
         stats.out += 1  # matched: sent into the branches
         if join:
             merged: list = []
@@ -282,11 +288,6 @@ def inline_route(rt: StepRuntime, match: Callable[[Any], bool], share: bool, joi
     return route_fn
 
 
-def _as_slot(r: list) -> Any:
-    """A branch's outputs as its place in a BlockedJoin's tuple."""
-    return None if not r else r[0] if len(r) == 1 else r
-
-
 class BlockedParts:
     """What the fusion pass's generated code for an uncounted all-sync BlockedJoin calls
     (see :mod:`rxbot.engine.fuse`): each branch's step functions for its straight path,
@@ -308,7 +309,7 @@ class BlockedParts:
         return self._later(x, results)
 
     def _zipped(self, x: Any, outputs: List[list]) -> Any:
-        t = tuple(_as_slot(r) for r in outputs)
+        t = blocked_tuple(outputs)
         return [t, x] if self.share else t
 
     async def _later(self, x: Any, results: List[Any]) -> Any:
@@ -323,7 +324,7 @@ def inline_blocked_join(rt: StepRuntime, match: Callable[[Any], bool], share: bo
 
     def zipped(x: Any, outputs: List[list]) -> Any:
         rt.stats.out += 1
-        t = tuple(None if not r else r[0] if len(r) == 1 else r for r in outputs)
+        t = blocked_tuple(outputs)
         return [t, x] if share else t
 
     async def later(x: Any, results: List[Any]) -> Any:
@@ -333,9 +334,7 @@ def inline_blocked_join(rt: StepRuntime, match: Callable[[Any], bool], share: bo
         try:
             matched = match(x)
         except Exception as exc:
-            out: list = []
-            _failed(rt, exc, x, out)
-            return out or None
+            return _failed_match(rt, exc, x)
         if not matched:
             return _as_is(x)
         rt.stats.inp += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable, List, Sequence, Tuple
 
+from ..results import blocked_tuple
 from ._route import Outlet
 from ._subscription import Operator
 
@@ -26,7 +27,7 @@ def per_item_join(ctx: Any, branch_ops: Sequence[List[Operator]]) -> Callable[[A
         finally:
             for _, subscription in started:
                 subscription.dispose()
-        return tuple(None if not r else r[0] if len(r) == 1 else r for r in results)
+        return blocked_tuple(results)
 
     return correlate
 

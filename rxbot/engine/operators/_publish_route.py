@@ -19,6 +19,7 @@ import reactivex
 from reactivex import operators as ops
 
 from ..policy import DROP, RAISE, StepRuntime
+from ..results import blocked_tuple
 from ._route import merge_into
 from ._subscription import Operator
 
@@ -97,7 +98,7 @@ def fork_join_each(ctx: Any, branch_ops: Sequence[List[Operator]]) -> Callable[[
             results = await done
         finally:
             subscription.dispose()
-        return tuple(None if not r else r[0] if len(r) == 1 else r for r in results)
+        return blocked_tuple(results)
 
     return correlate
 
