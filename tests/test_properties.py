@@ -21,6 +21,9 @@ ops = st.one_of(
     st.tuples(st.just("filter"), st.just(False), st.integers(2, 3)),
     st.tuples(st.just("const"), st.just(False), st.integers(-3, 3)),
     st.tuples(st.just("constlist"), st.just(False), st.integers(0, 2)),
+    # one step, several result types by item: the fused code's per-step type guard
+    # learns one type and must still spread a list and drop a None after it
+    st.tuples(st.just("mixed"), st.booleans(), st.integers(3, 4)),
 )
 
 
@@ -40,6 +43,8 @@ def reference(kind, param):
         return lambda x: [param]
     if kind == "constlist":
         return lambda x: [param + i for i in range(param)]
+    if kind == "mixed":
+        return lambda x: [[x], [x, -x], [], [x, x + 1, x + 2]][x % param]
     raise AssertionError(kind)
 
 
@@ -53,6 +58,9 @@ def as_step(kind, is_async, param):
     elif kind == "flat":
         def f(x):
             return [x + i for i in range(param)]
+    elif kind == "mixed":
+        def f(x):
+            return [x, [x, -x], None, (x + i for i in range(3))][x % param]
     elif kind == "gen":
         if is_async:
             async def agen(x):
@@ -211,7 +219,7 @@ def lazy_in_route(chain, inside=False):
         elif op[0] in SINGLE_CHAIN:
             if lazy_in_route(op[1], True):
                 return True
-        elif inside and op[0] == "gen":
+        elif inside and op[0] in ("gen", "mixed"):
             return True
     return False
 

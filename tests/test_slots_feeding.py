@@ -164,3 +164,85 @@ def test_two_sources_feeding_one_step_take_turns():
     assert sorted(arrived) == ["a"] * 2_000 + ["b"] * 2_000
     first = arrived[:200]
     assert first.count("a") >= 50 and first.count("b") >= 50
+
+
+# ------------------------------------------------------------------ drawing (Slots.draw)
+# A generator right before an async step hands its iterator to the step's workers while
+# the step is full: each worker pulls the next element itself when its call ends.
+
+
+def test_a_full_later_step_stops_the_drawing_workers():
+    """The workers draw only while their own slots alone hold the source: when a later
+    step is full too, they stop, so what the source runs ahead stays bounded by the
+    slots of both steps, not by the source's length."""
+    worst = []
+    for n in (1_000, 10_000):
+        pulled = finished = peak = 0
+
+        def source():
+            nonlocal pulled, peak
+            for i in range(n):
+                pulled += 1
+                peak = max(peak, pulled - finished)
+                yield i
+
+        async def quick(x: int) -> int:
+            await asyncio.sleep(0)
+            return x
+
+        async def slow(x: int) -> None:
+            nonlocal finished
+            for _ in range(3):  # slower than ``quick``: its slots are the ones that fill
+                await asyncio.sleep(0)
+            finished += 1
+
+        Pipe(source(), Step(quick, concurrency=4), Step(slow, concurrency=1))
+        BotFrame.run()
+        assert finished == pulled == n
+        worst.append(peak)
+    assert worst[0] == worst[1] <= 4 + 1 + 4 + 1  # both steps' slots, queued results, one pulled
+
+
+def test_counts_of_drawn_elements_are_live_and_exact(both_builds):
+    """Elements drawn by the workers are counted in batches (as a source counts at its
+    pauses): the run's report grows while it runs and is exact at the end."""
+    from rxbot import live
+
+    seen = []
+
+    async def sink(x: int) -> None:
+        await asyncio.sleep(0)
+        if x == 3_000:
+            report = live._running[-1].ctx.report
+            seen.append((report.find("Loop(generator)").out, report.find("sink").inp))
+
+    def source():
+        yield from range(4_000)
+
+    Pipe(source(), Step(sink, concurrency=4))
+    report = BotFrame.run()
+    ((out, inp),) = seen
+    assert 2_000 <= out <= 4_000 and 2_000 <= inp <= 4_000
+    assert report.find("Loop(generator)").out == report.find("sink").inp == 4_000
+    assert report.find("sink").filtered == 4_000
+
+
+def test_a_run_cancelled_while_drawn_counts_and_stops():
+    """Ctrl-C (a cancelled run) while the workers draw: the run ends at once, and no
+    element is pulled after it (the generator is not driven on by a stray worker)."""
+    pulled = []
+
+    def source():
+        for i in range(1_000_000):
+            pulled.append(i)
+            yield i
+
+    async def sink(x: int) -> None:
+        await asyncio.sleep(0)
+        if x == 5_000:
+            raise KeyboardInterrupt
+
+    Pipe(source(), Step(sink, concurrency=4))
+    with pytest.raises(KeyboardInterrupt):
+        BotFrame.run()
+    assert 5_000 < len(pulled) < 5_000 + 4 * 256

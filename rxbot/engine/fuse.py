@@ -158,18 +158,26 @@ class _Program:
             # result that is more than one value (a generator, a coroutine) is looked at
             return [f"{ind}try:", f"{ind}    y = f{j}(x)", f"{ind}except Exception as e:",
                     *self._slow(f"fail(e, {j}, x)", ind + "    ", ctx),
-                    f"{ind}if y is not None and type(y) not in VALUES:",
-                    *self._slow(f"spread(y, {j}, x)", ind + "    ", ctx)]
+                    f"{ind}if y is not None and type(y) is not t{j}:",
+                    f"{ind}    if type(y) in VALUES:",
+                    f"{ind}        t{j} = type(y)",
+                    f"{ind}    else:",
+                    *self._slow(f"spread(y, {j}, x)", ind + "        ", ctx)]
         if kind == FN:
             # one try per call: free in 3.11 when nothing raises, and the handler knows
             # the step and its input without per-item bookkeeping
             out += [f"{ind}try:", f"{ind}    y = f{j}(x)", f"{ind}except Exception as e:",
                     *self._slow(f"fail(e, {j}, x)", ind + "    ", ctx),
-                    f"{ind}if type(y) not in VALUES:",  # one lookup: None and spreads leave
+                    # the type this step returned last: one identity test while it keeps
+                    # returning values of one type (see _guard)
+                    f"{ind}if type(y) is not t{j}:",
                     f"{ind}    if y is None:",
                     *([f"{ind}        cn[{j}] += 1"] if counting else []),
                     f"{ind}        {leave}",
-                    *self._slow(f"spread(y, {j}, x)", ind + "    ", ctx)]
+                    f"{ind}    if type(y) in VALUES:",
+                    f"{ind}        t{j} = type(y)",
+                    f"{ind}    else:",
+                    *self._slow(f"spread(y, {j}, x)", ind + "        ", ctx)]
             if counting:
                 out.append(f"{ind}co[{j}] += 1")
             out.append(f"{ind}x = y")
@@ -209,10 +217,14 @@ class _Program:
         for b, n in enumerate(lengths):
             out += [f"{t}while True:", f"{w}x = x{j}"]
             for k in range(n):
+                t_ = f"t{j}_{b}_{k}"
                 out += [f"{w}try:", f"{w}    y = g{j}_{b}_{k}(x)", f"{w}except Exception as e:",
                         f"{w}    r{b} = fl{j}_{b}({k}, e, x)", f"{w}    break",
-                        f"{w}if type(y) not in VALUES:",
-                        f"{w}    r{b} = [] if y is None else sl{j}_{b}({k}, y, x)", f"{w}    break",
+                        f"{w}if type(y) is not {t_}:",
+                        f"{w}    if type(y) in VALUES:",
+                        f"{w}        {t_} = type(y)",
+                        f"{w}    else:",
+                        f"{w}        r{b} = [] if y is None else sl{j}_{b}({k}, y, x)", f"{w}        break",
                         f"{w}x = y"]
             out += [f"{w}r{b} = ONE", f"{w}s{b} = x", f"{w}break"]
         # what escapes the branches is a raise their step's policy already decided
@@ -263,6 +275,22 @@ class _Program:
         psid, pidx = self.where[j]
         return out + self.run_from(psid, pidx + 1, ind, ctx)
 
+    def _guards(self) -> List[str]:
+        """The type guard of every call: ``t<j>`` for a step, ``t<j>_<b>_<k>`` for a
+        BlockedJoin branch's step. A guard holds the type of the last value its call
+        returned (a type of ``VALUES``; initially ``NOTYPE``, which nothing is), so while
+        a step keeps returning one type — nearly always — its result costs one identity
+        test instead of a set lookup; any other type takes the full test and, when it is
+        one value, becomes the guard. ``VALUES`` only grows, so a learned type stays
+        right."""
+        names: List[str] = []
+        for j, el in enumerate(self.elems):
+            if el[0] == FN:
+                names.append(f"t{j}")
+            elif el[0] == BLOCKED:
+                names += [f"t{j}_{b}_{k}" for b, length in enumerate(el[3]) for k in range(length)]
+        return names
+
     def source(self) -> str:
         n = len(self.elems)
         out = ["def make(fns, consts, emit, spread, fail, VALUES, ci, co, cn, held, hold):"]
@@ -276,18 +304,22 @@ class _Program:
                 for b, length in enumerate(el[3]):
                     out += [f"    g{j}_{b}_{k} = B{j}.fns[{b}][{k}]" for k in range(length)]
                     out += [f"    sl{j}_{b} = B{j}.slow[{b}]", f"    fl{j}_{b} = B{j}.failed[{b}]"]
+        guards = self._guards()
+        out += [f"    {t} = NOTYPE" for t in guards]
+        # every function below may learn any guard's type
+        learn = [f"        nonlocal {', '.join(guards)}"] if guards else []
         fn_ctx: _Ctx = ("return", ())
-        out.append("    def entry(x):")
+        out += ["    def entry(x):", *learn]
         out += self.run_from(0, 0, "        ", fn_ctx)
         out.append("        return")
         for j in range(n):
             sid, idx = self.where[j]
-            out.append(f"    def a{j}(x):")
+            out += [f"    def a{j}(x):", *learn]
             out += self.run_from(sid, idx + 1, "        ", fn_ctx)
             out.append("        return")
         # the chunk entry. ``it``'s length hint says how many items are left, so the
         # count taken costs nothing per item
-        out += ["    def many(xs, gate):", "        it = iter(xs)"]
+        out += ["    def many(xs, gate):", *learn, "        it = iter(xs)"]
         # a route (or BlockedJoin) matching every item at the head of the segment sees
         # every item the chunk takes: it is counted once per chunk, not per item
         head = self.elems[0][0] in (ROUTE, BLOCKED) and self.elems[0][1] == ALL
@@ -321,6 +353,10 @@ class _Program:
 _ONE = object()
 
 
+class _NoType:
+    """The type guards' first value: no result is of this type (it has no instances)."""
+
+
 def _tag(shape: Sequence[Element]) -> str:
     return "".join(el[0][0] if el[0] != ROUTE else f"<{'|'.join(_tag(b) for b in el[4])}>" for el in shape)
 
@@ -328,7 +364,7 @@ def _tag(shape: Sequence[Element]) -> str:
 @lru_cache(maxsize=None)
 def _factory(shape: Shape, terminal: bool, counting: bool) -> Callable[..., Made]:
     text = _Program(shape, terminal, counting).source()
-    namespace: Dict[str, Any] = {"length_hint": length_hint, "ONE": _ONE}
+    namespace: Dict[str, Any] = {"length_hint": length_hint, "ONE": _ONE, "NOTYPE": _NoType}
     tag = f"{_tag(shape)}{'.' if terminal else ''}{'#' if counting else ''}"
     exec(compile(text, f"<rxbot fused {tag}>", "exec"), namespace)
     make: Callable[..., Made] = namespace["make"]

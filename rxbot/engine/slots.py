@@ -7,6 +7,7 @@ import types
 from collections import deque
 from typing import Any, Awaitable, Callable
 
+from ..config import config
 from .gate import Boundary
 
 _STOP = object()
@@ -58,7 +59,8 @@ class Slots:
     """
 
     __slots__ = ("limit", "feed", "handed", "busy", "workers", "pending", "parked", "runner", "finish", "fail",
-                 "rt", "count_none", "ctx", "on_idle", "closed", "stats_of", "boundary", "full", "spawn")
+                 "rt", "count_none", "ctx", "on_idle", "closed", "stats_of", "boundary", "full", "spawn",
+                 "drawn", "drawn_count")
 
     def __init__(self, limit: int, runner: Callable[[Any], Any], ctx: Any, on_idle: Callable[[], None],
                  stats_of: Callable[[Any], Any], boundary: Boundary,
@@ -85,6 +87,10 @@ class Slots:
         self.closed = False
         self.boundary = boundary
         self.full = False
+        #: a source's iterator the workers pull from themselves (see :meth:`draw`):
+        #: ``(iterator, its gate, its stats, the future its source waits on)``
+        self.drawn: tuple | None = None
+        self.drawn_count = 0
         ctx.on_shutdown(self.abandon)
 
     def set_full(self, full: bool) -> None:
@@ -129,6 +135,7 @@ class Slots:
     async def _worker(self, work: Any) -> None:
         runner, finish, fail, rt, pending = self.runner, self.finish, self.fail, self.rt, self.pending
         ctx, feed, boundary = self.ctx, self.feed, self.boundary
+        every = config.yield_every
         dropped = rt.stats if rt is not None and self.count_none else None  # counts a None result
         self.handed -= 1
         try:
@@ -158,7 +165,29 @@ class Slots:
                         rt.in_flight -= 1
                 if ctx.stopped:
                     return
-                if feed and not pending and self.full and not self.handed:
+                drawn = self.drawn
+                if drawn is not None and not pending:  # pull the source's next element here (see draw)
+                    it, gate, stats, _ = drawn
+                    # only this step holds the source, and no handed work is to start first
+                    if self.full and not self.handed and gate.blocked == 1 and boundary.holders == 1:
+                        try:
+                            work = next(it)
+                        except StopIteration:
+                            self._end_draw(True)
+                        except Exception as exc:  # the source's failure, raised in its task
+                            self._end_draw(exc)
+                        else:
+                            self.busy += 1
+                            if rt is not None:
+                                rt.in_flight += 1
+                            # counted in the source's out and this step's in at each pause
+                            self.drawn_count += 1
+                            if self.drawn_count >= every:
+                                self._drawn_pause()
+                            continue
+                    else:  # the source waits at its gate again, and opens with it
+                        self._end_draw(False)
+                elif feed and not pending and self.full and not self.handed:
                     # the source's next element, if it can, lands in pending; not while a
                     # work handed to a parked worker waits to start (calls start in order)
                     boundary.feed()
@@ -193,9 +222,73 @@ class Slots:
         finally:
             self.workers -= 1
 
+    # -- drawing from a source ----------------------------------------------------------
+    def drawable(self, gate: Any) -> bool:
+        """Can the source waiting at ``gate`` hand its iterator to :meth:`draw`? Only
+        while these slots alone keep that gate closed and the source is the only one
+        feeding them (sources of a join take turns through :meth:`Boundary.feed`)."""
+        boundary = self.boundary
+        return (self.feed and self.full and self.drawn is None and not self.closed and gate.blocked == 1
+                and boundary.holders == 1 and len(boundary.gates) == 1 and boundary.gates[0] is gate)
+
+    async def draw(self, it: Any, gate: Any, stats: Any) -> bool:
+        """The workers pull ``it``'s next elements themselves, each when it finishes a
+        call, as hand-written workers pulling from one iterator do: no push, queue or
+        wake-up per element. It is :meth:`Boundary.feed` without the trip through the
+        source's feeder and :meth:`submit` — a source whose elements go straight into
+        these slots (an async step right after a Loop or generator) hands its iterator
+        over while it waits. The bounds are the same: a worker pulls only when its call
+        has ended, so calls in flight stay at most ``limit`` and calls start in the
+        iterator's order.
+
+        Returns True when the iterator ended, False when drawing stopped first (the gate
+        closed for another reason, a work handed to a parked worker must start first,
+        the subscription closed): the source then waits at its gate as before. An
+        exception of the iterator is raised here, in the source's task."""
+        fut = self.ctx.loop.create_future()
+        self.drawn = (it, gate, stats, fut)
+        self.drawn_count = 0
+        try:
+            ended: bool = await fut
+            return ended
+        finally:
+            if self.drawn is not None and self.drawn[3] is fut:  # cancelled with the run
+                self._count_drawn()
+                self.drawn = None
+
+    def _end_draw(self, how: Any) -> None:
+        """Stop drawing: the source's task goes on (True: its iterator ended; False: it
+        waits at its gate again; an exception: it raises it)."""
+        self._count_drawn()
+        drawn, self.drawn = self.drawn, None
+        if drawn is None or drawn[3].done():
+            return
+        if isinstance(how, BaseException):
+            drawn[3].set_exception(how)
+        else:
+            drawn[3].set_result(how)
+
+    def _count_drawn(self) -> None:
+        """Add the elements drawn since the last count to the source's ``out`` and to
+        this step's ``in`` (batched, as a source publishes its count at each pause)."""
+        n, self.drawn_count = self.drawn_count, 0
+        if n and self.drawn is not None:
+            self.drawn[2].out += n
+            if self.rt is not None:
+                self.rt.stats.inp += n
+
+    def _drawn_pause(self) -> None:
+        """Every ``yield_every`` elements drawn: the counts, and the live counts of the
+        run published, as at a source's pause."""
+        drawn = self.drawn
+        self._count_drawn()
+        if drawn is not None and drawn[1].on_pause is not None:
+            drawn[1].on_pause()
+
     def close(self) -> None:
         """The subscription is done (or disposed): let parked workers end and stop
         holding the boundary full."""
+        self._end_draw(False)
         self.closed = True
         self.ctx.forget(self.abandon)
         while self.parked:

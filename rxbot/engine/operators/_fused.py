@@ -165,12 +165,7 @@ class _Segment(Subscription):
         """Slow path of the fused code: step ``i``'s result ``x`` for input ``a`` is not
         a value of a known single type; its outputs continue after position ``i``."""
         if type(x) is list and not self.held[0] and not self.captures:  # eager: at once
-            cont = self.after[i]
-            counters = self.step_counters
-            if counters is not None:
-                counters[1][i] += len(x)
-            for v in x:
-                cont(v)
+            self._push_each(x, i, a)
             return
         kind = kind_of(x)
         if kind == ONE or kind == ONE_AS_IS:
@@ -186,17 +181,38 @@ class _Segment(Subscription):
                 self.held[0] = True
                 self.lane.submit((_LAZY, x, i, a))
                 return
-            cont = self.after[i]
-            counters = self.step_counters
+            if self.captures and self.captures[-1]:  # behind a lazy result of this element
+                self.captures[-1].append((x, i, a))
+                return
             try:
-                for v in x:  # a generator raising here is reported as step i's failure
-                    if counters is not None:
-                        counters[1][i] += 1
-                    cont(v)
-            except Exception as exc:
+                self._push_each(x, i, a)
+            except Exception as exc:  # e.g. a dict changed while iterated
                 self.fail(exc, i, a)
         else:
             self.slots.submit((x, i, a, None))
+
+    def _push_each(self, x: Any, i: int, a: Any) -> None:
+        """Push the elements of step ``i``'s eager result ``x`` on after position ``i``, in
+        order. When an element's own results include a lazy one (which waits in the lane,
+        or for the lane worker), the elements left wait behind it, so the order stays
+        that of a plain nested loop: ``[a, b]`` where ``a`` leads to a generator gives
+        ``a``'s generated items before anything of ``b``."""
+        cont = self.after[i]
+        counters = self.step_counters
+        held = self.held
+        captures = self.captures
+        it = iter(x)
+        for v in it:
+            if counters is not None:
+                counters[1][i] += 1
+            cont(v)
+            if captures:
+                if captures[-1]:  # the lane worker expands it after this element: the rest too
+                    captures[-1].append((it, i, a))
+                    return
+            elif held[0]:  # it went to the lane: the rest queues behind it
+                self.lane.submit((_LAZY, it, i, a))
+                return
 
     # -- the ordered lane -------------------------------------------------------------
     def hold(self, x: Any) -> None:

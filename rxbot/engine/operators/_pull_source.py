@@ -19,6 +19,7 @@ from reactivex.disposable import Disposable
 from ...config import config
 from ..gate import Boundary, Gate
 from ..policy import StepRuntime
+from ..slots import Slots
 from ._subscription import InputQueue, Operator, fast_on_next, operator_of
 
 #: ``produce(item, emit, gate, stats)``: push the sequence for one input
@@ -140,6 +141,9 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
         ended = True  # no more elements (or halted): the source returns in its own task
         return False
 
+    # an async step right below takes the elements itself while it is full (Slots.draw)
+    slots = getattr(emit, "__self__", None)
+    drawing = slots if isinstance(slots, Slots) else None
     n = 0
     try:
         for v in it:
@@ -155,6 +159,11 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
                     return
                 if gate.on_pause is not None:
                     gate.on_pause()
+                if drawing is not None and drawing.drawable(gate):
+                    if await drawing.draw(it, gate, stats):
+                        return  # the workers found the end of ``it``
+                    if gate.halted:
+                        return
                 await gate.wait(feeder)
                 if ended:
                     return
