@@ -142,7 +142,7 @@ class Slots:
             while True:
                 try:
                     value = runner(work)
-                    if value.__class__ is _COROUTINE or inspect.isawaitable(value):
+                    if type(value) is _COROUTINE or inspect.isawaitable(value):
                         value = await value
                     if finish is not None:
                         if value is None:  # dropped by the step's own rule
@@ -154,19 +154,25 @@ class Slots:
                                 await value
                 except asyncio.CancelledError:
                     self.stats_of(work).cancelled += 1
+                    self._release()
                     raise
                 except Exception as exc:
                     if fail is None:
+                        self._release()
                         raise
-                    fail(work, exc)
-                finally:
-                    self.busy -= 1
-                    if rt is not None:
-                        rt.in_flight -= 1
-                if ctx.stopped:
-                    return
+                    try:
+                        fail(work, exc)
+                    except BaseException:
+                        self._release()
+                        raise
+                except BaseException:
+                    self._release()
+                    raise
+                # the call has ended. While the workers draw from a source, its slot goes
+                # straight to the source's next element (busy and in flight stay as they
+                # are: one call ended, the next starts)
                 drawn = self.drawn
-                if drawn is not None and not pending:  # pull the source's next element here (see draw)
+                if drawn is not None and not pending and not ctx.stopped:
                     it, gate, stats, _ = drawn
                     # only this step holds the source, and no handed work is to start first
                     if self.full and not self.handed and gate.blocked == 1 and boundary.holders == 1:
@@ -177,9 +183,6 @@ class Slots:
                         except Exception as exc:  # the source's failure, raised in its task
                             self._end_draw(exc)
                         else:
-                            self.busy += 1
-                            if rt is not None:
-                                rt.in_flight += 1
                             # counted in the source's out and this step's in at each pause
                             self.drawn_count += 1
                             if self.drawn_count >= every:
@@ -187,7 +190,10 @@ class Slots:
                             continue
                     else:  # the source waits at its gate again, and opens with it
                         self._end_draw(False)
-                elif feed and not pending and self.full and not self.handed:
+                self._release()
+                if ctx.stopped:
+                    return
+                if feed and not pending and self.full and not self.handed:
                     # the source's next element, if it can, lands in pending; not while a
                     # work handed to a parked worker waits to start (calls start in order)
                     boundary.feed()
@@ -221,6 +227,12 @@ class Slots:
                 self.handed -= 1
         finally:
             self.workers -= 1
+
+    def _release(self) -> None:
+        """A work has ended (done, failed or cancelled): its slot is free."""
+        self.busy -= 1
+        if self.rt is not None:
+            self.rt.in_flight -= 1
 
     # -- drawing from a source ----------------------------------------------------------
     def drawable(self, gate: Any) -> bool:
