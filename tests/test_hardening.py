@@ -17,6 +17,7 @@ import pytest
 
 from rxbot import BlockedJoin, BotFrame, Branch, Fork, Join, Pipe, Return, Step, config
 from rxbot.db.base import InterruptedCommitError
+from rxbot.engine.policy import rejected_by
 from rxbot.errors import PipelineError
 from rxbot.redact import redact, secret_name
 
@@ -414,13 +415,17 @@ async def test_rows_committed_at_close_after_a_stop_are_counted(stoppable_insert
     s = p.report.find("insert")
     rows = set(stored())
     letters = [e for e in p.report.dead_letters if e.step == "insert"]
+    # a batch whose bad rows came back just as the run was cancelled: the failure (policy
+    # raise) is the run's error, in the report, not dead letters
+    raised = rejected_by(p.report.error, None) if p.report.error is not None else []
     # a row whose COMMIT the stop interrupted is reported failed as "may or may not have
     # been written" (it is not written twice): it may be in the table
     unknown = {e.item for e in letters if isinstance(e.exception, InterruptedCommitError)}
-    rejected = {e.item for e in letters} - unknown
+    rejected = ({e.item for e in letters} | {item for item, _ in raised}) - unknown
     assert s.closed > 0  # rows were left in the Insert when the run stopped ...
     assert s.out + s.closed == len(rows - unknown)  # ... and every stored row is counted once
-    assert s.failed == len(letters) and all(i % 7 == 3 for i in rejected) and not rejected & rows
+    assert s.failed == len(letters) + len(raised)
+    assert all(i % 7 == 3 for i in rejected) and not rejected & rows
     assert s.inp == s.out + s.closed + s.failed + s.cancelled  # each accepted item, one fate
 
 
@@ -472,3 +477,22 @@ def test_rows_committed_at_close_after_sigterm_are_counted(tmp_path):
     inp, sent, closed, failed, cancelled = map(int, lines["stats"].split())
     assert closed > 0 and sent + closed == int(lines["stored"])
     assert inp == sent + closed + failed + cancelled
+
+
+async def test_a_failure_as_the_run_is_cancelled_is_named_by_the_report():
+    """A step failing (policy raise) just as the run is cancelled: the run raises the
+    cancellation, and its report still names the failure it counted (it used to be
+    counted in ``failed`` and named nowhere)."""
+    async def step(x: int) -> int:
+        await asyncio.sleep(0)
+        if x == 5:
+            run.cancel()  # the stop arrives ...
+            raise ValueError("bad item 5")  # ... as this call fails
+        return x
+
+    p = Pipe(range(10), Step(step, concurrency=1))
+    run = asyncio.ensure_future(p.run_async())
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert p.report.find("step").failed == 1
+    assert isinstance(p.report.error, ValueError) and "bad item 5" in str(p.report.error)

@@ -54,8 +54,11 @@ async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None,
             pipe._finished = True
             pipe.report = ctx.report
         finish(ctx, hooks, raised)
-    if ctx.error is not None:
+        # also when the run was cancelled (Ctrl-C, SIGTERM) just as a step failed: the
+        # failure is counted, so the report names it even though the run raises the
+        # cancellation
         ctx.report.error = ctx.error
+    if ctx.error is not None:
         raise ctx.error
     return ctx.report
 
