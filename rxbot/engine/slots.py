@@ -97,6 +97,8 @@ class Slots:
         if full is not self.full:
             self.full = full
             self.boundary.hold(full)
+            if not full and self.drawn is not None:  # room without drawing: the source goes on itself
+                self._end_draw(False)
 
     def abandon(self) -> None:
         """The run stopped: queued work will never start; count it as cancelled."""
@@ -172,10 +174,12 @@ class Slots:
                 # straight to the source's next element (busy and in flight stay as they
                 # are: one call ended, the next starts)
                 drawn = self.drawn
-                if drawn is not None and not pending and not ctx.stopped:
-                    it, gate, stats, _ = drawn
-                    # only this step holds the source, and no handed work is to start first
-                    if self.full and not self.handed and gate.blocked == 1 and boundary.holders == 1:
+                if drawn is not None and not pending:
+                    it, gate = drawn[0], drawn[1]
+                    # only this step holds the source (a halted gate, a failed run, a later
+                    # full step close it more), and no handed work is to start first. The
+                    # slots are full all along (see set_full)
+                    if gate.blocked == 1 and not self.handed:
                         try:
                             work = next(it)
                         except StopIteration:
