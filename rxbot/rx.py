@@ -149,9 +149,12 @@ def _loop_of(scheduler: Any) -> asyncio.AbstractEventLoop:
 
 
 def _subscribe_run(steps: Sequence[Any], path: str, observer: Any, scheduler: Any,
-                   source: Observable | None, item: Any, on_report: Callable[[Any], None]) -> Disposable:
+                   source: Observable | None, item: Any, on_report: Callable[[Any], None],
+                   pipes: Sequence[Any] = ()) -> Disposable:
     """Start one run of ``steps`` for one subscriber; see the module docstring for the
-    lifecycle. ``source`` None means "a Pipe": the steps are fed the trigger ``item``."""
+    lifecycle. ``source`` None means "a Pipe": the steps are fed the trigger ``item``.
+    ``pipes``: the Pipe the steps came from, if any (what ``BotFrame.bots`` shows)."""
+    from . import live
     from .engine.compiler import Builder
     from .engine.context import RunContext
     from .engine.lifecycle import make_room_for, run_scope, subscribe_until_end
@@ -174,6 +177,7 @@ def _subscribe_run(steps: Sequence[Any], path: str, observer: Any, scheduler: An
 
     async def drive() -> None:
         inner = None
+        live.started(ctx, pipes)  # BotFrame.bots / debug() list its steps, as a BotFrame run's
         try:
             make_room_for(steps, root)
             async with run_scope(ctx, nodes_in(steps)):
@@ -190,6 +194,7 @@ def _subscribe_run(steps: Sequence[Any], path: str, observer: Any, scheduler: An
         except Exception as exc:
             ctx.fail(exc)
         finally:
+            live.ended(ctx)
             ctx.report.error = ctx.error
             on_report(ctx.report)
         state["ended"] = True
@@ -239,7 +244,8 @@ def to_observable(pipe_or_steps: Pipe | Sequence[Any], item: Any = 0) -> Observa
             pipe._finished = True
 
     def subscribe(observer: Any, scheduler: Any = None) -> Disposable:
-        return _subscribe_run(steps, path, observer, scheduler, None, item, on_report)
+        return _subscribe_run(steps, path, observer, scheduler, None, item, on_report,
+                              [] if pipe is None else [pipe])
 
     return reactivex.create(subscribe)
 

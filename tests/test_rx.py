@@ -278,6 +278,24 @@ async def test_to_observable_is_cold_each_subscription_is_a_run():
     assert events == ["init", "close", "init", "close"]
 
 
+async def test_a_pipe_run_as_an_observable_is_listed_by_bots_while_it_runs():
+    """BotFrame.bots and debug() list the steps of a pipe running as an Observable, as
+    they do for BotFrame.run(): live while it runs, that run once it has ended."""
+    seen = []
+
+    async def slow(x: int) -> int:
+        await asyncio.sleep(0)
+        seen.append({b.label: (b.inp, b.stopped) for b in BotFrame.bots})
+        return x
+
+    pipe = Pipe(Loop([1, 2, 3]), Step(slow, concurrency=1), name="watched")
+    assert await collect(to_observable(pipe)) == ([1, 2, 3], None)
+    assert seen[-1]["slow"] == (3, False)  # counted live, not stopped yet
+    after = {b.label: (b.inp, b.stopped) for b in BotFrame.bots}
+    assert after["slow"] == (3, True)
+    assert "watched" in BotFrame.debug() or "slow" in BotFrame.debug()
+
+
 async def test_to_observable_raise_policy_gives_on_error_after_close():
     events = []
     items, error = await collect(to_observable([Loop([1, 2, 3]), Step(Recorder(events, fail_on=2), concurrency=1)]),

@@ -42,6 +42,12 @@ class Slots:
     buffer, measured about as fast but would hold twice the items and let a Timer tick
     into a busy step.)
 
+    **Drawing** (:meth:`draw`). When the source's elements go straight into these
+    slots (a Loop or generator right before an async step), the source hands over its
+    iterator instead and each worker calls ``next()`` on it when its call ends, keeping
+    its slot for the element: no feeder, queue or wake-up per element.
+    The bounds and the order of calls are those of feeding.
+
     **A work** is ``runner(work)``'s result, awaited when it is awaitable. Without
     ``finish`` that is all (the runner is a coroutine that settles its own errors; an
     exception escaping it ends the worker and, through its task, the run). With
@@ -60,7 +66,7 @@ class Slots:
 
     __slots__ = ("limit", "feed", "handed", "busy", "workers", "pending", "parked", "runner", "finish", "fail",
                  "rt", "count_none", "ctx", "on_idle", "closed", "stats_of", "boundary", "full", "spawn",
-                 "drawn", "drawn_count")
+                 "drawn")
 
     def __init__(self, limit: int, runner: Callable[[Any], Any], ctx: Any, on_idle: Callable[[], None],
                  stats_of: Callable[[Any], Any], boundary: Boundary,
@@ -90,7 +96,6 @@ class Slots:
         #: a source's iterator the workers pull from themselves (see :meth:`draw`):
         #: ``(iterator, its gate, its stats, the future its source waits on)``
         self.drawn: tuple | None = None
-        self.drawn_count = 0
         ctx.on_shutdown(self.abandon)
 
     def set_full(self, full: bool) -> None:
@@ -137,8 +142,9 @@ class Slots:
     async def _worker(self, work: Any) -> None:
         runner, finish, fail, rt, pending = self.runner, self.finish, self.fail, self.rt, self.pending
         ctx, feed, boundary = self.ctx, self.feed, self.boundary
-        every = config.yield_every
-        dropped = rt.stats if rt is not None and self.count_none else None  # counts a None result
+        every = left = config.yield_every  # (left: elements this worker draws before a pause)
+        step_stats = rt.stats if rt is not None else None
+        dropped = step_stats if self.count_none else None  # counts a None result
         self.handed -= 1
         try:
             while True:
@@ -175,7 +181,7 @@ class Slots:
                 # are: one call ended, the next starts)
                 drawn = self.drawn
                 if drawn is not None and not pending:
-                    it, gate = drawn[0], drawn[1]
+                    it, gate, counts = drawn[0], drawn[1], drawn[2]
                     # only this step holds the source (a halted gate, a failed run, a later
                     # full step close it more), and no handed work is to start first. The
                     # slots are full all along (see set_full)
@@ -187,10 +193,14 @@ class Slots:
                         except Exception as exc:  # the source's failure, raised in its task
                             self._end_draw(exc)
                         else:
-                            # counted in the source's out and this step's in at each pause
-                            self.drawn_count += 1
-                            if self.drawn_count >= every:
-                                self._drawn_pause()
+                            counts.out += 1  # the source's
+                            if step_stats is not None:
+                                step_stats.inp += 1
+                            left -= 1
+                            if not left:  # the run's live counts, as at a source's pause
+                                left = every
+                                if gate.on_pause is not None:
+                                    gate.on_pause()
                             continue
                     else:  # the source waits at its gate again, and opens with it
                         self._end_draw(False)
@@ -263,19 +273,16 @@ class Slots:
         exception of the iterator is raised here, in the source's task."""
         fut = self.ctx.loop.create_future()
         self.drawn = (it, gate, stats, fut)
-        self.drawn_count = 0
         try:
             ended: bool = await fut
             return ended
         finally:
             if self.drawn is not None and self.drawn[3] is fut:  # cancelled with the run
-                self._count_drawn()
                 self.drawn = None
 
     def _end_draw(self, how: Any) -> None:
         """Stop drawing: the source's task goes on (True: its iterator ended; False: it
         waits at its gate again; an exception: it raises it)."""
-        self._count_drawn()
         drawn, self.drawn = self.drawn, None
         if drawn is None or drawn[3].done():
             return
@@ -283,23 +290,6 @@ class Slots:
             drawn[3].set_exception(how)
         else:
             drawn[3].set_result(how)
-
-    def _count_drawn(self) -> None:
-        """Add the elements drawn since the last count to the source's ``out`` and to
-        this step's ``in`` (batched, as a source publishes its count at each pause)."""
-        n, self.drawn_count = self.drawn_count, 0
-        if n and self.drawn is not None:
-            self.drawn[2].out += n
-            if self.rt is not None:
-                self.rt.stats.inp += n
-
-    def _drawn_pause(self) -> None:
-        """Every ``yield_every`` elements drawn: the counts, and the live counts of the
-        run published, as at a source's pause."""
-        drawn = self.drawn
-        self._count_drawn()
-        if drawn is not None and drawn[1].on_pause is not None:
-            drawn[1].on_pause()
 
     def close(self) -> None:
         """The subscription is done (or disposed): let parked workers end and stop
