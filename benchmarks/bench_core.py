@@ -440,7 +440,9 @@ def main(argv: Sequence[str] | None = None) -> List[Row]:
     """Run B1-B3, print a table per benchmark, return all rows (for run_all)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run, not a measurement)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is kept (default 3)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="runs per figure; the best is kept (default 5 for B1, whose runs take "
+                             "milliseconds and whose ratio the machine's noise moves most; 3 for B2 and B3)")
     parser.add_argument("--only", default="B1,B2,B3", help="comma-separated subset of B1,B2,B3")
     args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
     quick = args.quick or quick_from_env()
@@ -454,14 +456,14 @@ def main(argv: Sequence[str] | None = None) -> List[Row]:
 
     if "B1" in only:
         n = 20_000 if quick else 200_000
-        show(f"B1 CPU overhead: {n:,} ints, x+1 -> keep even -> x*3 -> sum", bench_b1(n, args.repeat))
+        show(f"B1 CPU overhead: {n:,} ints, x+1 -> keep even -> x*3 -> sum", bench_b1(n, args.repeat or 5))
     if "B2" in only:
         n = 500 if quick else 2000
-        show(f"B2 async concurrency: {n:,} x sleep(10 ms), 100 in flight", bench_b2(n, 100, 0.01, args.repeat))
+        show(f"B2 async concurrency: {n:,} x sleep(10 ms), 100 in flight", bench_b2(n, 100, 0.01, args.repeat or 3))
     if "B3" in only:
         sizes = (20_000, 200_000) if quick else (200_000, 2_000_000)
         show("B3 bounded memory: generator -> async sink (sleep(0), 32 in flight), fresh interpreter each",
-             bench_b3(sizes, 5_000 if quick else 50_000, 1 if quick else args.repeat))
+             bench_b3(sizes, 5_000 if quick else 50_000, 1 if quick else args.repeat or 3))
     return rows
 
 
