@@ -441,8 +441,8 @@ def main(argv: Sequence[str] | None = None) -> List[Row]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run, not a measurement)")
     parser.add_argument("--repeat", type=int, default=None,
-                        help="runs per figure; the best is kept (default 5 for B1, whose runs take "
-                             "milliseconds and whose ratio the machine's noise moves most; 3 for B2 and B3)")
+                        help="runs per figure; the best is kept (default 5 for B1 and B3, whose ratios "
+                             "this machine's noise moves most; 3 for B2)")
     parser.add_argument("--only", default="B1,B2,B3", help="comma-separated subset of B1,B2,B3")
     args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
     quick = args.quick or quick_from_env()
@@ -463,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> List[Row]:
     if "B3" in only:
         sizes = (20_000, 200_000) if quick else (200_000, 2_000_000)
         show("B3 bounded memory: generator -> async sink (sleep(0), 32 in flight), fresh interpreter each",
-             bench_b3(sizes, 5_000 if quick else 50_000, 1 if quick else args.repeat or 3))
+             bench_b3(sizes, 5_000 if quick else 50_000, 1 if quick else args.repeat or 5))
     return rows
 
 

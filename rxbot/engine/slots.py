@@ -181,7 +181,7 @@ class Slots:
                 # are: one call ended, the next starts)
                 drawn = self.drawn
                 if drawn is not None and not pending:
-                    it, gate, counts = drawn[0], drawn[1], drawn[2]
+                    it, gate, counts, _ = drawn
                     # only this step holds the source (a halted gate, a failed run, a later
                     # full step close it more), and no handed work is to start first. The
                     # slots are full all along (see set_full)
