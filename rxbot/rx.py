@@ -177,10 +177,10 @@ def _subscribe_run(steps: Sequence[Any], path: str, observer: Any, scheduler: An
 
     async def drive() -> None:
         inner = None
-        live.started(ctx, pipes)  # BotFrame.bots / debug() list its steps, as a BotFrame run's
         try:
             make_room_for(steps, root)
-            async with run_scope(ctx, nodes_in(steps)):
+            live.started(ctx, pipes)  # BotFrame.bots / debug() list its steps, as run_pipes does
+            async with run_scope(ctx, nodes_in(steps), after_shutdown=lambda: live.ended(ctx)):
                 try:
                     ops, _ = Builder(ctx).build(steps, [], root)
                     head = trigger(ctx, item) if source is None else source
@@ -194,7 +194,6 @@ def _subscribe_run(steps: Sequence[Any], path: str, observer: Any, scheduler: An
         except Exception as exc:
             ctx.fail(exc)
         finally:
-            live.ended(ctx)
             ctx.report.error = ctx.error
             on_report(ctx.report)
         state["ended"] = True

@@ -159,25 +159,19 @@ class _Program:
             return [f"{ind}try:", f"{ind}    y = f{j}(x)", f"{ind}except Exception as e:",
                     *self._slow(f"fail(e, {j}, x)", ind + "    ", ctx),
                     f"{ind}if y is not None and type(y) is not t{j}:",
-                    f"{ind}    if type(y) in VALUES:",
-                    f"{ind}        t{j} = type(y)",
-                    f"{ind}    else:",
-                    *self._slow(f"spread(y, {j}, x)", ind + "        ", ctx)]
+                    *self._learn(f"t{j}", ind + "    ", self._slow(f"spread(y, {j}, x)", "    ", ctx))]
         if kind == FN:
             # one try per call: free in 3.11 when nothing raises, and the handler knows
             # the step and its input without per-item bookkeeping
             out += [f"{ind}try:", f"{ind}    y = f{j}(x)", f"{ind}except Exception as e:",
                     *self._slow(f"fail(e, {j}, x)", ind + "    ", ctx),
                     # the type this step returned last: one identity test while it keeps
-                    # returning values of one type (see _guard)
+                    # returning values of one type (see _guards)
                     f"{ind}if type(y) is not t{j}:",
                     f"{ind}    if y is None:",
                     *([f"{ind}        cn[{j}] += 1"] if counting else []),
                     f"{ind}        {leave}",
-                    f"{ind}    if type(y) in VALUES:",
-                    f"{ind}        t{j} = type(y)",
-                    f"{ind}    else:",
-                    *self._slow(f"spread(y, {j}, x)", ind + "        ", ctx)]
+                    *self._learn(f"t{j}", ind + "    ", self._slow(f"spread(y, {j}, x)", "    ", ctx))]
             if counting:
                 out.append(f"{ind}co[{j}] += 1")
             out.append(f"{ind}x = y")
@@ -221,10 +215,8 @@ class _Program:
                 out += [f"{w}try:", f"{w}    y = g{j}_{b}_{k}(x)", f"{w}except Exception as e:",
                         f"{w}    r{b} = fl{j}_{b}({k}, e, x)", f"{w}    break",
                         f"{w}if type(y) is not {t_}:",
-                        f"{w}    if type(y) in VALUES:",
-                        f"{w}        {t_} = type(y)",
-                        f"{w}    else:",
-                        f"{w}        r{b} = [] if y is None else sl{j}_{b}({k}, y, x)", f"{w}        break",
+                        *self._learn(t_, w + "    ",
+                                     [f"    r{b} = [] if y is None else sl{j}_{b}({k}, y, x)", "    break"]),
                         f"{w}x = y"]
             out += [f"{w}r{b} = ONE", f"{w}s{b} = x", f"{w}break"]
         # what escapes the branches is a raise their step's policy already decided
@@ -274,6 +266,13 @@ class _Program:
             out += [f"{ind}else:", f"{ind}    cn[{j}] += 1"]
         psid, pidx = self.where[j]
         return out + self.run_from(psid, pidx + 1, ind, ctx)
+
+    @staticmethod
+    def _learn(guard: str, ind: str, other: List[str]) -> List[str]:
+        """After a guard missed: a single value's type becomes the guard, anything else
+        runs ``other`` (lines indented relative to the ``else``)."""
+        return [f"{ind}if type(y) in VALUES:", f"{ind}    {guard} = type(y)", f"{ind}else:",
+                *(ind + line for line in other)]
 
     def _guards(self) -> List[str]:
         """The type guard of every call: ``t<j>`` for a step, ``t<j>_<b>_<k>`` for a
