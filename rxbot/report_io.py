@@ -30,8 +30,11 @@ def step_parts(key: Any) -> Tuple[int, Tuple[int, ...], str]:
     positions_of = getattr(key, "positions", None)
     labels = getattr(key, "labels", None)
     pipe_name = str(getattr(key, "pipe", ""))
-    if positions_of is not None and labels and pipe_name.lstrip("P").isdigit():
-        return int(pipe_name.lstrip("P")), tuple(positions_of), str(labels[-1])
+    if positions_of is not None and labels:
+        digits = pipe_name.lstrip("P")
+        # a run of rxbot.rx names its pipe freely ("watched[2] slow"): its index, then
+        number = int(digits) if digits.isdigit() else int(getattr(key, "pipe_index", 0))
+        return number, tuple(positions_of), str(labels[-1])
     text = str(key)
     positions: List[int] = []
     pipe, offset, label_at = 0, 0, 0

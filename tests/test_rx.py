@@ -293,6 +293,7 @@ async def test_a_pipe_run_as_an_observable_is_listed_by_bots_while_it_runs():
     assert seen[-1]["slow"] == (3, False)  # counted live, not stopped yet
     after = {b.label: (b.inp, b.stopped) for b in BotFrame.bots}
     assert after["slow"] == (3, True)
+    assert [str(b.path) for b in BotFrame.bots] == ["watched[1] Loop(list[3])", "watched[2] slow"]  # flow order
     assert "watched" in BotFrame.debug() or "slow" in BotFrame.debug()
 
 
