@@ -77,6 +77,10 @@ class Config:
     #: multiprocessing start method for boost='process' pools (None: the platform's,
     #: fork on Linux, so scripts without a main guard keep working)
     boost_start_method: str | None = None
+    #: seconds rxbot waits for a remote peer to connect and answer its handshake, and
+    #: for each control call to it (the Dask scheduler: connect, worker list, cancel,
+    #: close); a stalled peer fails the run with an error instead of hanging it
+    connect_timeout: float = 10.0
     dask_address: str | None = field(default_factory=lambda: os.environ.get("RXBOT_DASK_ADDRESS"))
     #: run every pipe sharded on a Dask cluster (``rxbot run --cluster/--shards``): a
     #: scheduler address or True (docs/scaling.md); None runs here

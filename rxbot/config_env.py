@@ -3,22 +3,23 @@
 The environment sets the defaults the script starts with (a deployment can switch a job
 to ``ignore`` or turn progress on without editing it); an assignment in the script wins.
 
-========================  =========================  ====================================
-variable                  setting                    values
-========================  =========================  ====================================
-``RXBOT_POLICY``          ``exception_policy``       raise, ignore, retry, pipein
-``RXBOT_RETRY_ATTEMPTS``  ``retry_attempts``         an integer >= 0
-``RXBOT_CONCURRENCY``     ``default_concurrency``    an integer >= 1
-``RXBOT_SHUTDOWN_GRACE``  ``shutdown_grace``         seconds
-``RXBOT_METRICS``         ``metrics``                1/0 (count sync steps always/never)
-``RXBOT_PROGRESS``        ``progress``               1/0
-``RXBOT_STATS_INTERVAL``  ``stats_interval``         seconds
-``RXBOT_REPLAY``          ``replay_mode``            1/0
-``RXBOT_REPLAY_DIR``      ``replay_dir``             a folder
-``RXBOT_LOG_LEVEL``       ``log_level``              DEBUG, INFO, WARNING, ERROR
-``RXBOT_DEBUG``           ``debug``                  1/0 (full tracebacks)
-``RXBOT_DASK_ADDRESS``    ``dask_address``           a Dask scheduler address
-========================  =========================  ====================================
+=========================  =======================  ===================================
+variable                   setting                  values
+=========================  =======================  ===================================
+``RXBOT_POLICY``           ``exception_policy``     raise, ignore, retry, pipein
+``RXBOT_RETRY_ATTEMPTS``   ``retry_attempts``       an integer >= 0
+``RXBOT_CONCURRENCY``      ``default_concurrency``  an integer >= 1
+``RXBOT_SHUTDOWN_GRACE``   ``shutdown_grace``       seconds
+``RXBOT_METRICS``          ``metrics``              1/0 (count sync steps always/never)
+``RXBOT_PROGRESS``         ``progress``             1/0
+``RXBOT_STATS_INTERVAL``   ``stats_interval``       seconds
+``RXBOT_REPLAY``           ``replay_mode``          1/0
+``RXBOT_REPLAY_DIR``       ``replay_dir``           a folder
+``RXBOT_LOG_LEVEL``        ``log_level``            DEBUG, INFO, WARNING, ERROR
+``RXBOT_DEBUG``            ``debug``                1/0 (full tracebacks)
+``RXBOT_DASK_ADDRESS``     ``dask_address``         a Dask scheduler address
+``RXBOT_CONNECT_TIMEOUT``  ``connect_timeout``      seconds
+=========================  =======================  ===================================
 
 A value that does not parse stops the import with an error naming the variable.
 """
@@ -41,6 +42,7 @@ VARIABLES: Dict[str, str] = {
     "RXBOT_LOG_LEVEL": "log_level",
     "RXBOT_DEBUG": "debug",
     "RXBOT_DASK_ADDRESS": "dask_address",
+    "RXBOT_CONNECT_TIMEOUT": "connect_timeout",
 }
 
 _TRUE = ("1", "true", "yes", "on")

@@ -8,6 +8,7 @@ topics for live counts. rxbot adds only the split (:mod:`.plan`), the worker tas
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import os
@@ -18,6 +19,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from ..config import config
 from ..engine import RunReport
+from ..engine.dask_boost import connect_deadline
 from .merge import merge_reports
 from .plan import ShardingError, plan
 
@@ -41,11 +43,12 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
     chosen = plan(pipes)  # refuses before anything starts
     settings = _settings()
     async with _Connection(cluster, shards) as client:
-        count = shards or sum((await _nthreads(client)).values()) or 1
+        count = shards or sum((await _bounded(_nthreads(client), "list the workers")).values()) or 1
         run_id = uuid.uuid4().hex[:12]
         shares = [chosen.pickled_share(k, count) for k in range(count)]  # all or nothing
         # on every worker: a copy on one only would pull every shard to that worker
-        [blob] = await client.scatter([chosen.blob], hash=False, broadcast=True)
+        [blob] = await _bounded(client.scatter([chosen.blob], hash=False, broadcast=True),
+                                "send the pipes to the workers", len(chosen.blob))
         keys = [f"rxbot-shard-{run_id}-{k}" for k in range(count)]
         hook = getattr(config, "stats_hook", None)
         live = (_LiveCounts(pipes, client, f"rxbot-progress-{run_id}", bool(config.progress), hook, started)
@@ -102,6 +105,26 @@ def _check_shards(shards: Any) -> None:
         raise ValueError(f"BotFrame.run: argument 'shards' must be an int >= 1; got {shards!r}")
 
 
+#: bytes a second a scatter is allowed at least, on top of the connect deadline
+SLOWEST_TRANSFER = 1 << 20
+
+
+async def _bounded(call: Any, what: str, nbytes: int = 0) -> Any:
+    """Await one control call to the scheduler, within ``config.connect_timeout`` (plus a
+    second a MiB sent): a scheduler that stops answering fails the run, naming the call."""
+    deadline = connect_deadline() + nbytes / SLOWEST_TRANSFER
+    try:
+        return await asyncio.wait_for(_awaited(call), deadline)
+    except asyncio.TimeoutError:
+        raise ConnectionError(
+            f"sharded run: the Dask scheduler did not answer within {deadline:g}s when asked to {what} "
+            f"(config.connect_timeout / RXBOT_CONNECT_TIMEOUT)") from None
+
+
+async def _awaited(call: Any) -> Any:
+    return await call if inspect.isawaitable(call) else call
+
+
 async def _nthreads(client: Any) -> Dict[str, int]:
     result = client.nthreads()
     return await result if asyncio.iscoroutine(result) or asyncio.isfuture(result) else result
@@ -149,7 +172,7 @@ async def _cancel(client: Any, futures: List[Any]) -> None:
     """Tell the scheduler to drop the shards (each stops within a fraction of a second,
     see :mod:`.worker`); never hide the run's own outcome behind a failure here."""
     try:
-        await asyncio.shield(client.cancel(futures))
+        await asyncio.shield(_bounded(client.cancel(futures), "cancel the shards"))
     except BaseException as exc:  # including our own cancellation: the shards are told
         if not isinstance(exc, (asyncio.CancelledError, Exception)):
             raise

@@ -94,8 +94,16 @@ class DaskSession:
         from distributed import Client
 
         if self.address:
+            deadline = connect_deadline()
             log.info("rxbot: connecting to the Dask scheduler at %s", self.address)
-            self.client = Client(self.address, asynchronous=True, set_as_default=False)
+            self.client = Client(self.address, asynchronous=True, set_as_default=False, timeout=deadline)
+            # Dask's own timeout covers the TCP connect but not a peer that accepts and
+            # never answers the handshake (it waited forever): bound the whole of it
+            try:
+                await asyncio.wait_for(_awaited(self.client), deadline)
+            except asyncio.TimeoutError:
+                raise ConnectDeadline(deadline) from None
+            return
         else:
             from distributed import LocalCluster
 
@@ -114,16 +122,25 @@ class DaskSession:
             if thing is None:
                 continue
             try:
-                await thing.close()
+                if thing is client:  # a stalled scheduler must not hold the run's end
+                    await asyncio.wait_for(_awaited(thing.close()), connect_deadline())
+                else:
+                    await thing.close()
             except Exception:  # never hide the run's own outcome behind a cleanup error
                 log.warning("rxbot: closing the Dask %s failed", what, exc_info=True)
 
     def explain(self, exc: Exception) -> Exception:
         """The error to raise for a failed :meth:`open`, saying what to do."""
         if self.address:
+            if isinstance(exc, ConnectDeadline):
+                reason = (f"no answer within {exc.seconds:g}s (config.connect_timeout / "
+                          f"RXBOT_CONNECT_TIMEOUT): the port accepts connections but does not speak "
+                          f"Dask's protocol, or the scheduler is stalled")
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
             return ConnectionError(
                 f"{self.purpose}: cannot connect to the Dask scheduler at {self.address!r} "
-                f"(config.dask_address / RXBOT_DASK_ADDRESS): {type(exc).__name__}: {exc}")
+                f"(config.dask_address / RXBOT_DASK_ADDRESS): {reason}{_port_hint(self.address)}")
         hint = ""
         if "failed to start" in str(exc):
             hint = (" Dask starts worker processes with multiprocessing 'spawn', which re-imports "
@@ -149,6 +166,32 @@ class DaskSession:
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         """Called by ``RunContext.shutdown()`` with the executors; the holder task has
         closed everything by then (it is cancelled and awaited first)."""
+
+
+class ConnectDeadline(TimeoutError):
+    """The scheduler did not complete the connection and handshake in time."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no answer within {seconds:g}s")
+        self.seconds = seconds
+
+
+def connect_deadline() -> float:
+    """Seconds to wait for a remote peer to connect and answer (``config.connect_timeout``)."""
+    return float(config.connect_timeout)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _port_hint(address: str) -> str:
+    """The dashboard's port given for the scheduler's is the usual mistake: say so."""
+    port = address.rstrip("/").rsplit(":", 1)[-1]
+    if port == "8787":
+        return (". Port 8787 is the Dask dashboard's (HTTP); the scheduler listens on 8786 "
+                "by default (tcp://HOST:8786)")
+    return ""
 
 
 def _work(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -191,4 +234,4 @@ def cluster_call(fn: Callable[[Any], Any], ctx: "RunContext", label: str) -> Cal
     return call
 
 
-__all__ = ["cluster_call", "DaskSession", "LOCAL_CLUSTER_OPTIONS"]
+__all__ = ["cluster_call", "DaskSession", "LOCAL_CLUSTER_OPTIONS", "ConnectDeadline", "connect_deadline"]
