@@ -70,6 +70,11 @@ class Config:
     #: level of the 'rxbot' logger (DEBUG, INFO, WARNING, ERROR); None leaves it alone
     log_level: str | None = None
 
+    #: headers every HttpLoader sends (a loader's ``headers=`` win over them one by
+    #: one). None: rxbot.http.DEFAULT_HEADERS, a browser's User-Agent and
+    #: Accept-Language as databot sent; ``{}``: aiohttp's own
+    http_headers: Any = None
+
     replay_mode: bool = False
     replay_dir: str | None = None
     replay_serializer: str = "json"

@@ -3,8 +3,8 @@
 ``from rxbot.http import HttpLoader`` and databot's ``from rxbot.http.http import
 HttpLoader`` both work.
 """
-from .http import (HttpError, HttpLoader, HttpRequest, HttpResponse, HttpResponseTooLarge, HttpTimeoutError,
+from .http import (DEFAULT_HEADERS, HttpError, HttpLoader, HttpRequest, HttpResponse, HttpResponseTooLarge, HttpTimeoutError,
                    safe_url)
 
 __all__ = ["HttpLoader", "HttpRequest", "HttpResponse", "HttpError", "HttpTimeoutError", "HttpResponseTooLarge",
-           "safe_url"]
+           "safe_url", "DEFAULT_HEADERS"]

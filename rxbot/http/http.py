@@ -17,7 +17,6 @@ final 4xx/5xx an :class:`HttpError` too.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import email.utils
 import json as _json
 import logging
@@ -26,15 +25,18 @@ import re
 import ssl as _ssl
 import time
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ..config import policy_name
+from ..config import config, policy_name
 from ..node import Node
 from ..redact import redact
+from .encoding import decode, sniff_encoding, text_encoding
 
 #: the former name of :func:`rxbot.redact.redact` (one redaction for all of rxbot)
 safe_url = redact
@@ -50,6 +52,18 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 #: HttpLoader's default ``max_size``: bytes of decoded body read per response
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+
+#: the headers every HttpLoader sends unless ``config.http_headers`` says otherwise, like
+#: databot's (a browser's User-Agent and Accept-Language, ``zh-CN`` first): sites that
+#: serve other pages to non-browser agents serve a ported crawler what databot got.
+#: A loader's ``headers=`` win over these one by one; ``config.http_headers = {}`` sends
+#: aiohttp's own instead.
+DEFAULT_HEADERS: Mapping[str, str] = MappingProxyType({
+    "User-Agent": ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                   "Chrome/142.0.0.0 Safari/537.36"),
+    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+    "Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8",
+})
 #: statuses that say "try again later" (rate limited, a gateway or the server briefly down)
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 
@@ -112,31 +126,57 @@ class HttpResponse:
     URL after redirects, a str), ``.method``, ``.content`` (bytes), ``.encoding``;
     ``.text`` and ``.json`` decode the body on access (``.json`` is a property, as in
     databot: ``r.json['bpi']``).
+
+    ``.encoding`` is decided as a browser decides it (:mod:`rxbot.http.encoding`): a
+    byte-order mark, the Content-Type charset, the page's own ``<meta charset>`` or XML
+    declaration, then detection, then UTF-8. It is worked out on first use, so a step
+    that never reads ``.text`` pays nothing; assigning it decodes with another encoding.
     """
 
-    __slots__ = ("status", "reason", "headers", "url", "method", "content", "encoding", "attempts")
+    __slots__ = ("status", "reason", "headers", "url", "method", "content", "_encoding", "attempts", "from_cache")
 
     def __init__(self, status: int, content: bytes, *, url: str = "", headers: Any = None,
-                 encoding: str = "utf-8", reason: str = "", method: str = "GET",
-                 attempts: int = 1) -> None:
+                 encoding: str | None = None, reason: str = "", method: str = "GET",
+                 attempts: int = 1, from_cache: bool = False) -> None:
         self.status = status
         self.content = content
         self.url = url
         self.headers = headers if isinstance(headers, CIMultiDictProxy) else CIMultiDictProxy(CIMultiDict(headers or {}))
-        self.encoding = encoding
+        self._encoding = text_encoding(encoding) if encoding else None
         self.reason = reason
         self.method = method
         self.attempts = attempts
+        #: True when the response came from the loader's HTTP cache (no request was made)
+        self.from_cache = from_cache
+
+    @property
+    def encoding(self) -> str:
+        """The text encoding ``.text`` uses (Python's codec name, e.g. ``'gbk'``)."""
+        if self._encoding is None:
+            self._encoding = sniff_encoding(self.content, self.headers.get("Content-Type"))
+        return self._encoding
+
+    @encoding.setter
+    def encoding(self, value: str | None) -> None:
+        # an unknown or non-text codec (base64, hex, ...) means "decide from the body"
+        self._encoding = text_encoding(value) if value else None
 
     @property
     def text(self) -> str:
-        """The body decoded with the response's charset (undecodable bytes replaced)."""
-        return self.content.decode(self.encoding or "utf-8", errors="replace")
+        """The body decoded with :attr:`encoding` (undecodable bytes replaced, a leading
+        byte-order mark dropped). Always a str."""
+        return decode(self.content, self.encoding)
 
     @property
     def json(self) -> Any:
-        """The body parsed as JSON (parsed anew on each access, so callers may mutate it)."""
-        return _json.loads(self.text)
+        """The body parsed as JSON (parsed anew on each access, so callers may mutate it).
+        Raises only ``json.JSONDecodeError`` (a ValueError) when it is not JSON, also
+        for a document nested too deeply for Python's parser."""
+        text = self.text
+        try:
+            return _json.loads(text)
+        except RecursionError:
+            raise _json.JSONDecodeError("JSON nested too deeply to parse", text[:100], 0) from None
 
     @property
     def ok(self) -> bool:
@@ -149,6 +189,20 @@ class HttpResponse:
         return f"<HttpResponse {self.status} {self.method} {redact(self.url)} ({len(self.content)} bytes)>"
 
 
+_LINE_TOO_LONG = re.compile(r"Got more than (\d+) bytes")
+
+
+def _unparsable(error: BaseException) -> str:
+    """What was wrong with a response aiohttp's parser refused (no header bytes quoted:
+    they may be a cookie)."""
+    message = str(getattr(error, "message", "") or "")
+    too_long = _LINE_TOO_LONG.search(message)
+    if too_long:
+        return (f"oversized response headers: a header line longer than {too_long.group(1)} bytes "
+                f"(the server sent no status; HttpLoader(max_field_size=) raises the limit)")
+    if "too many headers" in message.lower():
+        return "oversized response headers: too many header lines (the server sent no status)"
+    return f"malformed HTTP response ({_name(error)}; the server sent no usable status)"
 
 
 def safe_cause(exc: BaseException | None) -> str:
@@ -164,6 +218,10 @@ def safe_cause(exc: BaseException | None) -> str:
     try:
         if isinstance(exc, aiohttp.InvalidURL):  # also NonHttpUrlRedirectClientError
             return f"{name}: {redact(exc.url)}"
+        if isinstance(exc, aiohttp.ClientResponseError) and isinstance(exc.__cause__, HttpProcessingError):
+            # aiohttp reports a response it could not parse as "400": a status the server
+            # never sent. Say what it was; its message quotes header bytes, so not shown
+            return f"{name}: {_unparsable(exc.__cause__)}"
         if isinstance(exc, aiohttp.ClientResponseError):  # e.g. TooManyRedirects
             hops = len(getattr(exc, "history", ()) or ())
             info = getattr(exc, "request_info", None)
@@ -236,18 +294,6 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _charset(resp: aiohttp.ClientResponse) -> str:
-    """The body's charset from Content-Type if Python knows it, else UTF-8 (what
-    aiohttp's ``get_encoding()`` answers by default, which needs ``read()``)."""
-    name = resp.charset
-    if name:
-        try:
-            return codecs.lookup(name).name
-        except LookupError:
-            pass
-    return "utf-8"
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -266,7 +312,9 @@ class HttpLoader(Node):
       what is left when a retry is due must cover its wait, else the last outcome
       stands. An ``aiohttp.ClientTimeout`` instead limits each attempt, aiohttp's way;
       None: no limit;
-    * ``headers`` (databot: ``header``) — sent with every request, item headers win;
+    * ``headers`` (databot: ``header``) — sent with every request, over the default
+      headers (:data:`DEFAULT_HEADERS`, a browser's as in databot, or
+      ``config.http_headers``) one by one; an item's own headers win over both;
     * ``proxy`` — an ``http://`` proxy URL for every request;
     * ``concurrency`` — requests in flight for this step (the engine's slots);
     * ``retries`` — extra attempts after the first on a connection error, timeout, or a
@@ -304,6 +352,7 @@ class HttpLoader(Node):
         retry_statuses: Iterable[int] | None = None,
         retry_non_idempotent: bool = False,
         max_size: int | None = DEFAULT_MAX_SIZE,
+        max_field_size: int = 8190,
         verify_ssl: bool | _ssl.SSLContext = True,
         raise_for_status: bool = False,
         name: str | None = None,
@@ -354,6 +403,8 @@ class HttpLoader(Node):
                 self._bad("retry_statuses", expected, retry_statuses, error=ValueError)
         if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1):
             self._bad("max_size", "an int >= 1 (bytes) or None for no limit", max_size)
+        if isinstance(max_field_size, bool) or not isinstance(max_field_size, int) or max_field_size < 1024:
+            self._bad("max_field_size", "an int >= 1024 (bytes of one response header line)", max_field_size)
         if not isinstance(verify_ssl, (bool, _ssl.SSLContext)):
             self._bad("verify_ssl", "True, False or an ssl.SSLContext", verify_ssl)
         for arg, value in (("raise_for_status", raise_for_status), ("retry_non_idempotent", retry_non_idempotent)):
@@ -369,6 +420,7 @@ class HttpLoader(Node):
         self.request_timeout = client_timeout
         self.call_timeout = call_timeout
         self.max_size = max_size
+        self.max_field_size = max_field_size
         self.headers = headers
         self.proxy = proxy
         self.concurrency = concurrency
@@ -424,9 +476,23 @@ class HttpLoader(Node):
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
-            headers=self.headers,
+            headers=self.session_headers(),
+            max_field_size=self.max_field_size,
+            max_line_size=max(8190, self.max_field_size),
             timeout=self.request_timeout,
         )
+
+    def session_headers(self) -> dict:
+        """The headers sent with every request: the defaults (``config.http_headers``,
+        else :data:`DEFAULT_HEADERS`) with this loader's ``headers=`` over them."""
+        defaults = config.http_headers
+        if defaults is None:
+            defaults = DEFAULT_HEADERS
+        else:
+            defaults = self._check_headers("config.http_headers", defaults) or {}
+        merged = CIMultiDict(defaults)
+        merged.update(self.headers or {})
+        return dict(merged)
 
     async def close(self) -> None:
         session, self._session = self._session, None
@@ -588,8 +654,7 @@ class _Call:
                 async with self.session.request(method, url, proxy=loader.proxy, **self.spec) as resp:
                     body = await loader.read_body(resp, method, url, attempt)
                     response = HttpResponse(resp.status, body, url=str(resp.url), headers=resp.headers,
-                                            encoding=_charset(resp), reason=resp.reason or "",
-                                            method=method, attempts=attempt)
+                                            reason=resp.reason or "", method=method, attempts=attempt)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 # raised below, outside this block: neither chained nor as __context__,
                 # because the cause's own text may hold the raw URL with its tokens
@@ -643,4 +708,4 @@ class _Call:
 
 
 __all__ = ["HttpLoader", "HttpRequest", "HttpResponse", "HttpError", "HttpTimeoutError", "HttpResponseTooLarge",
-           "safe_url", "safe_cause", "DEFAULT_MAX_SIZE", "TRANSIENT_STATUSES"]
+           "safe_url", "safe_cause", "DEFAULT_MAX_SIZE", "DEFAULT_HEADERS", "TRANSIENT_STATUSES"]
