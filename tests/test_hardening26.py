@@ -111,3 +111,83 @@ def test_item02_connect_timeout_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("RXBOT_CONNECT_TIMEOUT", "2.5")
     assert Config().connect_timeout == 2.5
     assert config.connect_timeout == 10.0  # the default: a stalled peer fails in seconds
+
+
+# ------------------------------------------------------------------------------ item 12
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A LocalCluster on loopback for the sharded-run tests of this module."""
+    distributed = _require_distributed()
+    import cloudpickle
+
+    from rxbot.engine.dask_boost import LOCAL_CLUSTER_OPTIONS
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # as a script's functions go
+    local = distributed.LocalCluster(**{**LOCAL_CLUSTER_OPTIONS, "threads_per_worker": 2})
+    try:
+        yield local.scheduler_address
+    finally:
+        local.close()
+
+
+class HoldsALock(Exception):
+    """An exception that cannot be pickled (it keeps a lock)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def fails_with_a_lock(x):
+    if x == 3:
+        raise HoldsALock(f"cannot handle {x}")
+    return x
+
+
+def fails_while_handling_a_lock(x):
+    if x == 3:
+        try:
+            raise HoldsALock("the first failure")
+        except HoldsALock:
+            raise KeyError("the second failure")  # its __context__ cannot be pickled
+    return x
+
+
+def test_item12_an_unpicklable_exception_of_a_shard_keeps_its_type_message_step_and_shard(dask_cluster):
+    Pipe(range(6), fails_with_a_lock)
+    with pytest.raises(Exception) as caught:
+        BotFrame.run(cluster=dask_cluster, shards=2)
+    error = caught.value
+    assert type(error).__name__ == "RemoteError"
+    assert str(error) == f"{__name__}.HoldsALock: cannot handle 3"
+    notes = "\n".join(error.__notes__)
+    assert "rxbot: raised in step 'fails_with_a_lock' on item 3" in notes
+    assert "rxbot: raised in shard 1 of 2 on Dask worker" in notes
+    assert "could not be sent from the worker (TypeError: cannot pickle '_thread.lock' object)" in notes
+
+
+def test_item12_an_unpicklable_cause_does_not_cost_the_exception_itself(dask_cluster):
+    Pipe(range(6), fails_while_handling_a_lock)
+    with pytest.raises(KeyError) as caught:
+        BotFrame.run(cluster=dask_cluster, shards=2)
+    assert "rxbot: raised in shard 1 of 2 on Dask worker" in "\n".join(caught.value.__notes__)
+    assert str(caught.value.__context__) == f"{__name__}.HoldsALock: the first failure"
+
+
+@pytest.mark.parametrize("shards", [2, None])
+def test_item12_an_unpicklable_source_item_is_named_before_connecting(shards):
+    _require_distributed()
+    from rxbot.cluster import ShardingError
+
+    server = SilentServer()  # would hang or fail if the run connected to it
+    Pipe([1, 2, threading.Lock(), 4], double)
+    try:
+        with pytest.raises(ShardingError) as caught:
+            _run_sharded_against(server.address) if shards else asyncio.run(
+                BotFrame.run_async(cluster=server.address))
+    finally:
+        server.close()
+    message = str(caught.value)
+    assert message.startswith("step 'P1[1] Loop(list[4])': source item 2 (<unlocked _thread.lock object at")
+    assert "cannot be sent to the Dask workers: pickling it failed: TypeError: cannot pickle '_thread.lock' object" in message
+    assert not server.accepted

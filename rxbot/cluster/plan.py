@@ -48,6 +48,23 @@ class SplitSource:
     original: Any  # the object replaced in the pickled tree (a Loop node or a Const)
     items: Any  # a sliceable sequence (range, list, tuple)
     label: str
+    where: str = ""  # the step as error messages name it ("P1[1] Loop")
+
+    def check_items(self, part: Any, index: int, count: int) -> None:
+        """Raise a :class:`ShardingError` naming the first item of ``part`` (every
+        ``count``-th item from ``index``) that does not pickle."""
+        from ..errors import short_repr
+
+        for position, item in enumerate(part):
+            try:
+                cloudpickle.dumps(item)
+            except Exception as exc:
+                raise ShardingError(
+                    f"step {self.where!r}: source item {index + position * count} "
+                    f"({short_repr(item)}) cannot be sent to the Dask workers: pickling it failed: "
+                    f"{type(exc).__name__}: {exc}. A sharded run ships the source's items to the "
+                    f"workers: give it plain data and open connections, files or locks in a step "
+                    f"or node init()") from None
 
     def share(self, index: int, count: int) -> Loop:
         """The source of shard ``index``: a Loop over every ``count``-th item from
@@ -74,9 +91,27 @@ class ShardPlan:
     blob: bytes = b""
 
     def pickled_share(self, index: int, count: int) -> bytes:
-        """Shard ``index``'s sources, in the order of their persistent ids."""
+        """Shard ``index``'s sources, in the order of their persistent ids; a
+        :class:`ShardingError` naming the step and the first item that cannot go."""
         shares = [None if s is None else s.share(index, count) for s in self.sources]
-        return cloudpickle.dumps(shares)
+        try:
+            return cloudpickle.dumps(shares)
+        except Exception:
+            for source in self.sources:
+                if source is not None:
+                    source.check_items(_every(source.items, index, count), index, count)
+            raise
+
+    def check_items(self) -> None:
+        """Every source item can be sent to the workers (checked before connecting when
+        the number of shards is not known yet): a :class:`ShardingError` otherwise."""
+        for source in self.sources:
+            if source is not None and not isinstance(source.items, range):
+                try:
+                    cloudpickle.dumps(source.items)
+                except Exception:
+                    source.check_items(source.items, 0, 1)
+                    raise
 
     def _replaced(self) -> Dict[int, int]:
         return {id(s.original): i for i, s in enumerate(self.sources) if s is not None}
@@ -95,7 +130,11 @@ def plan(pipes: Sequence[Pipe]) -> ShardPlan:
             "with replay in a local run first")
     result = ShardPlan(list(pipes))
     for i, pipe in enumerate(pipes):
-        result.sources.append(_split(pipe.steps[0], f"P{i + 1}[1] {pipe.steps[0].label()}"))
+        where = f"P{i + 1}[1] {pipe.steps[0].label()}"
+        source = _split(pipe.steps[0], where)
+        if source is not None:
+            source.where = where
+        result.sources.append(source)
     for where, step in _leaves(pipes):
         _check_boost(step, where)
     replaced = result._replaced()

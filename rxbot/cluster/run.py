@@ -42,10 +42,17 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
     started = time.perf_counter()
     chosen = plan(pipes)  # refuses before anything starts
     settings = _settings()
+    # every source item must pickle: found before connecting, with the item named
+    shares: List[bytes] = []
+    if shards:
+        shares = [chosen.pickled_share(k, shards) for k in range(shards)]  # all or nothing
+    else:
+        chosen.check_items()
     async with _Connection(cluster, shards) as client:
         count = shards or sum((await _bounded(_nthreads(client), "list the workers")).values()) or 1
         run_id = uuid.uuid4().hex[:12]
-        shares = [chosen.pickled_share(k, count) for k in range(count)]  # all or nothing
+        if not shares:
+            shares = [chosen.pickled_share(k, count) for k in range(count)]
         # on every worker: a copy on one only would pull every shard to that worker
         [blob] = await _bounded(client.scatter([chosen.blob], hash=False, broadcast=True),
                                 "send the pipes to the workers", len(chosen.blob))

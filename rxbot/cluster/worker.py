@@ -56,14 +56,20 @@ async def run_shard(pipes_blob: bytes, share_blob: bytes, index: int, count: int
             helpers = [asyncio.ensure_future(_watch(worker, key, run))]
             if topic is not None and worker is not None:
                 helpers.append(asyncio.ensure_future(_publish(worker, topic, index, pipes, run)))
+            failure: Exception | None = None
             try:
                 report = await run
             except Exception as exc:
-                raise _shippable(exc, where, getattr(pipes[0], "report", None))
+                failure = _shippable(exc, where, getattr(pipes[0], "report", None))
             finally:
                 for helper in helpers:
                     helper.cancel()
                 await asyncio.gather(*helpers, return_exceptions=True)
+            if failure is not None:
+                # raised outside the handler: a stand-in must not carry the unpicklable
+                # original as its __context__ (Dask pickles the chain, and on failure sends
+                # a bare Exception(repr) without the step and shard)
+                raise failure
     finally:
         _applied["users"] -= 1
     if topic is not None and worker is not None:
@@ -121,25 +127,54 @@ def _log_counts(worker: Any, topic: str, index: int, report: Any) -> None:
 
 
 def _shippable(exc: Exception, where: str, report: Any) -> Exception:
-    """``exc`` with the shard named and its report attached, made picklable if it can
-    be (an unpicklable item attached by the engine is replaced by its text)."""
-    import cloudpickle
-
+    """``exc`` with the shard named and its report attached, made to survive the trip to
+    the client if it can (an unpicklable item attached by the engine is replaced by its
+    text; causes that do not survive are replaced by stand-ins), else a
+    :class:`~.merge.RemoteError` with its type, message and notes (step and shard)."""
     exc.add_note(f"rxbot: raised in {where}")
     try:
         exc.rxbot_shard_report = portable(report) if report is not None else None  # type: ignore[attr-defined]
     except Exception:
         pass
-    for attempt in range(2):
-        try:
-            cloudpickle.dumps(exc)
-            return exc
-        except Exception:
-            if attempt == 0 and hasattr(exc, "rxbot_item"):
-                exc.rxbot_item = short_repr(exc.rxbot_item)  # type: ignore[attr-defined]
+    _portable_chain(exc)
+    problem = _round_trip(exc)
+    if problem is not None and hasattr(exc, "rxbot_item"):
+        exc.rxbot_item = short_repr(exc.rxbot_item)  # type: ignore[attr-defined]
+        problem = _round_trip(exc)
+    if problem is None:
+        return exc
     shown = stand_in(exc)
+    shown.add_note(f"rxbot: the original exception could not be sent from the worker ({problem})")
     shown.rxbot_shard_report = getattr(exc, "rxbot_shard_report", None)  # type: ignore[attr-defined]
     return shown
+
+
+def _round_trip(exc: BaseException) -> str | None:
+    """Why ``exc`` cannot be pickled on a worker and unpickled on the client, or None.
+    (Its causes travel too, see :func:`_portable_chain`.)"""
+    import pickle
+
+    import cloudpickle
+
+    try:
+        pickle.loads(cloudpickle.dumps(exc))
+        return None
+    except Exception as problem:
+        return f"{type(problem).__name__}: {problem}"
+
+
+def _portable_chain(exc: BaseException, depth: int = 0) -> None:
+    """Dask sends an exception's ``__cause__`` and ``__context__`` along with it: replace
+    each one that cannot make the trip by a stand-in, so the chain never costs the user
+    the exception itself."""
+    for name in ("__cause__", "__context__"):
+        link = getattr(exc, name)
+        if link is None:
+            continue
+        if depth < 16:
+            _portable_chain(link, depth + 1)
+        if _round_trip(link) is not None:
+            setattr(exc, name, stand_in(link))
 
 
 __all__ = ["run_shard"]
