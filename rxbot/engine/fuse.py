@@ -235,9 +235,10 @@ class _Program:
         return [] if j == 0 and self.uncounted_head else [f"{ind}co[{j}] += 1"]
 
     def _route(self, j: int, ind: str, ctx: _Ctx) -> List[str]:
-        """A route: matched items through every branch (each a ``while True`` block, so
-        that dropping the item in one branch goes on with the next), then the main
-        stream: unmatched items, and with ``share`` the matched ones too."""
+        """A route: with ``share``, a matched item first through the main stream (the
+        steps after the route, one call away), then through every branch (each a
+        ``while True`` block, so that dropping the item in one branch goes on with the
+        next); unmatched items only through the main stream."""
         _, mode, share, _join, _ = self.elems[j]
         leave, after_slow = ctx
         # a route always counts, as its operator does, with one counter per item: matched
@@ -249,19 +250,20 @@ class _Program:
             out.append(f"{ind}if {cond}:")
             body = ind + "    "
         out += [*self._matched(j, body), f"{body}x{j} = x"]
+        in_branch = tuple(_STOP_IF_FULL if line.startswith(_IF_FULL) else line for line in after_slow)
+        if share:
+            # the main stream first, as databot's queues did: the steps after the route
+            # see the item before a branch's steps can change it (one call per item)
+            out += [f"{body}a{j}(x)", *(body + line for line in in_branch)]
         for b, sid in enumerate(self.branches[j]):
             out.append(f"{body}while True:")
             if b:
                 out.append(f"{body}    x = x{j}")
-            in_branch = tuple(_STOP_IF_FULL if line.startswith(_IF_FULL) else line for line in after_slow)
             out += self.run_from(sid, 0, body + "    ", ("break", in_branch))
             out.append(f"{body}    break")
-        if share:
-            out.append(f"{body}x = x{j}")
-        else:
-            out.append(f"{body}{leave}")
-            if cond is None:
-                return out  # every item matched and none goes on: no main stream
+        out.append(f"{body}{leave}")
+        if cond is None:
+            return out  # every item matched and went its ways: no unmatched path
         if cond is not None:
             out += [f"{ind}else:", f"{ind}    cn[{j}] += 1"]
         psid, pidx = self.where[j]

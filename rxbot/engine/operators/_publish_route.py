@@ -3,8 +3,8 @@ Rx's own operators.
 
 * Branch / Return / Fork / Join: ``map`` tags each item with its match (evaluated once),
   ``publish`` shares the tagged stream, every branch filters its items out of it, and
-  a merge brings back what comes out (branches first, then the main stream, the order
-  the fused route keeps). The merge is :func:`~._route.merge_into`, not
+  a merge brings back what comes out (the main stream first, then the branches, the
+  order the fused route keeps and databot's queues had). The merge is :func:`~._route.merge_into`, not
   ``reactivex.merge``: Rx's merge subscribes its inner sources through the
   current-thread trampoline, and with routes nested three deep the innermost branch
   lost every item (measured: ``Fork(Branch(Join(...)))``).
@@ -64,7 +64,7 @@ def publish_route(rt: StepRuntime, match: Callable[[Any], bool], share: bool,
         branches = [chain(shared, [ops.filter(to_branch), ops.map(item), *b]) for b in branch_ops]
         main = shared.pipe(ops.filter(to_main), ops.map(item))
         errors = shared.pipe(ops.filter(is_errors), ops.concat_map(errors_of))
-        sources = [*branches, main, errors]
+        sources = [main, *branches, errors]  # subscribed in this order: the main stream sees an item first
 
         def merged(observer: Any, scheduler: Any = None) -> Any:
             return merge_into(observer, sources, scheduler)

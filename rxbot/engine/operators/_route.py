@@ -45,10 +45,10 @@ def route(rt: StepRuntime, match: Callable[[Any], bool], share: bool, branch_ops
                 if m:
                     if counting:
                         stats.out += 1  # matched: sent into the branches
+                    if share:  # the main stream first, as databot's queues did
+                        main.on_next(x)
                     for s in ins:
                         s.on_next(x)
-                    if share:
-                        main.on_next(x)
                 else:
                     main.on_next(x)
 
