@@ -103,7 +103,13 @@ class BotFrame(metaclass=_FrameType):
         claim_pipes(chosen)
         try:
             if sharding_requested(cluster, shards):  # scale out: docs/scaling.md
-                return await run_sharded(chosen, cluster, shards)
+                if watch is None or watch is False:
+                    return await run_sharded(chosen, cluster, shards)
+                from .watch import follow  # the shards' counts, summed on this side
+
+                sharded: "RunReport" = await follow(
+                    watch, chosen, lambda observe: run_sharded(chosen, cluster, shards, observe=observe))
+                return sharded
             # replay mode joins the run through the engine's public hooks (rxbot.engine.hooks)
             hooks = replay_session(chosen) if config.replay_mode else None
             if watch is None or watch is False:

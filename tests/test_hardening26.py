@@ -191,3 +191,53 @@ def test_item12_an_unpicklable_source_item_is_named_before_connecting(shards):
     assert message.startswith("step 'P1[1] Loop(list[4])': source item 2 (<unlocked _thread.lock object at")
     assert "cannot be sent to the Dask workers: pickling it failed: TypeError: cannot pickle '_thread.lock' object" in message
     assert not server.accepted
+
+
+# ------------------------------------------------------------------------------ item 15
+async def slow_double(x):
+    await asyncio.sleep(0.02)
+    return x * 2
+
+
+async def _events(url: str, until: set, seen: list) -> None:
+    import json
+
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url + "events") as reply:
+            async for raw in reply.content:
+                line = raw.decode().strip()
+                if line.startswith("data: "):
+                    seen.append(json.loads(line[6:]))
+                    if seen[-1]["state"] in until:
+                        return
+
+
+async def _printed_url(capsys) -> str:
+    for _ in range(3000):
+        err = capsys.readouterr().err
+        if "watch the run at " in err:
+            return err.split("watch the run at ", 1)[1].split()[0]
+        await asyncio.sleep(0.01)
+    raise AssertionError("no address printed: the live view was not started")
+
+
+async def test_item15_watch_with_shards_shows_the_shards_counts_summed(dask_cluster, capsys):
+    from rxbot.watch import close_all
+
+    Pipe(range(40), slow_double)
+    run = asyncio.ensure_future(BotFrame.run_async(cluster=dask_cluster, shards=2, watch=True))
+    try:
+        url = await _printed_url(capsys)
+        seen: list = []
+        reader = asyncio.ensure_future(_events(url, {"finished", "failed"}, seen))
+        report = await run
+        await asyncio.wait_for(reader, 30)
+    finally:
+        close_all()
+    final = seen[-1]
+    assert final["state"] == "finished"
+    rows = {s["path"]: (s["inp"], s["out"]) for s in final["steps"]}
+    assert rows["P1[2] slow_double"] == (40, 40)  # both shards' items, summed
+    assert rows == {str(k): (s.inp, s.out) for k, s in report.steps.items()}

@@ -27,7 +27,8 @@ def sharding_requested(cluster: Any = None, shards: int | None = None) -> bool:
         cluster, shards, getattr(config, "cluster", None), getattr(config, "shards", None)))
 
 
-async def run_sharded(pipes: Any, cluster: Any = None, shards: int | None = None) -> "RunReport":
+async def run_sharded(pipes: Any, cluster: Any = None, shards: int | None = None,
+                      observe: Any = None) -> "RunReport":
     """See :func:`rxbot.cluster.run.run_sharded` (imported here on first use: it needs
     Dask, which only sharded runs do)."""
     try:
@@ -36,7 +37,7 @@ async def run_sharded(pipes: Any, cluster: Any = None, shards: int | None = None
         raise ImportError(
             f"a sharded run (cluster=/shards=, --cluster/--shards) needs Dask distributed: "
             f"pip install 'dask[distributed]' ({exc})") from exc
-    return await run(pipes, cluster, shards)
+    return await run(pipes, cluster, shards, observe)
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,7 @@ import os
 import time
 import uuid
 from dataclasses import fields
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from ..config import config
 from ..engine import RunReport
@@ -31,11 +31,14 @@ CLIENT_ONLY = ("dead_letters", "progress", "stats_hook", "stats_interval", "repl
                "cluster", "shards")
 
 
-async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | None = None) -> RunReport:
+async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | None = None,
+                      observe: Callable[[RunReport], None] | None = None) -> RunReport:
     """Run every pipe of ``pipes`` as ``shards`` tasks on a Dask cluster and return the
     merged report; raise the first failing shard's original exception (the others are
     cancelled first). ``cluster``: a scheduler address, a ``distributed.Client``, or
-    True / None for ``config.dask_address`` else a local cluster on loopback."""
+    True / None for ``config.dask_address`` else a local cluster on loopback.
+    ``observe`` (the live view) is given, once the shards start, a report that holds
+    the shards' counts summed, kept up to date as they send them."""
     cluster = cluster if cluster is not None else getattr(config, "cluster", None)
     shards = shards if shards is not None else getattr(config, "shards", None)
     _check_shards(shards)
@@ -59,7 +62,9 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
         keys = [f"rxbot-shard-{run_id}-{k}" for k in range(count)]
         hook = getattr(config, "stats_hook", None)
         live = (_LiveCounts(pipes, client, f"rxbot-progress-{run_id}", bool(config.progress), hook, started)
-                if config.progress or hook is not None else None)
+                if config.progress or hook is not None or observe is not None else None)
+        if observe is not None and live is not None:
+            observe(live.report)
         try:
             futures = [client.submit(_task(), blob, shares[k], k, count, settings, keys[k],
                                      live.topic if live else None, key=keys[k], pure=False)
@@ -308,6 +313,8 @@ class _LiveCounts:
             pass
         if final is not None:
             self.show({str(k): s for k, s in final.steps.items()})
+            self.report.seconds = final.seconds  # the live view's last picture is the final one
+            self.report.dead_letters[:] = final.dead_letters
         if self.progress is not None:
             self.progress.close()
         if self.ticking is not None:
