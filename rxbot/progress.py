@@ -67,8 +67,8 @@ def source_size(pipe: Any) -> Optional[int]:
 def step_text(report: Any, key: Any) -> str:
     """``  parse  12>11  !1`` — one step's live counts."""
     c = counters(report, key)
-    text = f"{c['inp']}>{c['out']}"
-    for name, mark in (("failed", "!"), ("dropped", "dropped "), ("consumed", "consumed "),
+    text = "{}>{}".format(*("-" if c[k] is None else c[k] for k in ("inp", "out")))
+    for name, mark in (("matched", "matched "), ("failed", "!"), ("dropped", "dropped "), ("consumed", "consumed "),
                        ("cancelled", "cancelled ")):
         if c[name]:
             text += f" {mark}{c[name]}"

@@ -145,6 +145,8 @@ class _Drawer:
                                           if isinstance(key, StepId)}
         #: the report's sinks (a None they return is consumed, not filtered), by parts
         self.sinks = {_parts(key) for key in getattr(report, "sinks", ()) or () if isinstance(key, StepId)}
+        #: (went on, matched) of the report's routes, by parts (see :mod:`rxbot.report_io`)
+        self.routes = _route_numbers(report)
         self.seconds: float = float(getattr(report, "seconds", 0.0) or 0.0)
         #: drawn node name -> the report key of its step (what the live view updates)
         self.paths: Dict[str, StepId] = {}
@@ -281,7 +283,8 @@ class _Drawer:
         if getattr(self.report, "live", False):  # room for the numbers a live page writes
             return _text(text, *LIVE_PLACEHOLDER)
         rate = rate_text(max(stats.inp, stats.out), self.seconds) if self.seconds > 0 else None
-        return _text(text, *count_lines(stats, counted, rate, sink=_parts(path) in self.sinks))
+        return _text(text, *count_lines(stats, counted, rate, sink=_parts(path) in self.sinks,
+                                        route=self.routes.get(_parts(path))))
 
     def kind(self, kind: str) -> Dict[str, str]:
         self.kinds_used[kind] = None
@@ -298,13 +301,32 @@ class _Drawer:
         return attrs
 
 
-def count_lines(stats: Any, counted: bool, rate: Optional[str], sink: bool = False) -> List[str]:
+def _route_numbers(report: Any) -> Dict[Parts, Tuple[Optional[int], int]]:
+    """``{parts: (went on, matched)}`` of the routes of ``report``."""
+    if report is None or not getattr(report, "routes", None):
+        return {}
+    from .report_io import route_numbers, routes
+
+    shapes = routes(report)
+    return {_parts(key): numbers for key in shapes if isinstance(key, StepId) and key in report.steps
+            for numbers in [route_numbers(report, key, shapes)] if numbers is not None}
+
+
+def count_lines(stats: Any, counted: bool, rate: Optional[str], sink: bool = False,
+                route: Optional[Tuple[Optional[int], int]] = None) -> List[str]:
     """The lines a step's numbers take under its label: ``in=.. out=..`` (plus any
     filtered/consumed/failed/dropped/retried) and the throughput where in/out were
     counted, else only what is always counted (failures and drops). At a ``sink`` (see
-    :mod:`rxbot.report_io`) the Nones its step returned are ``consumed``, not filtered."""
+    :mod:`rxbot.report_io`) the Nones its step returned are ``consumed``, not filtered.
+    A ``route`` gives ``(went on, matched)``: its ``out`` is what went on (``-`` when
+    not known), then ``matched``."""
     filtered = getattr(stats, "filtered", 0)
     dropped_by = "consumed" if sink else "filtered"
+    if route is not None:
+        went_on, matched = route
+        extra = [f"{k}={v}" for k, v in (("failed", stats.failed), ("dropped", stats.dropped)) if v]
+        lines = [" ".join([f"in={stats.inp} out={'-' if went_on is None else went_on} matched={matched}"] + extra)]
+        return lines + [rate] if rate else lines
     if counted or stats.inp or stats.out or filtered:
         extra = [f"{k}={v}" for k, v in ((dropped_by, filtered), ("failed", stats.failed),
                                           ("dropped", stats.dropped), ("retried", stats.retried)) if v]

@@ -4,6 +4,12 @@ Why a separate module: the report (:class:`rxbot.engine.context.RunReport`) is b
 the engine while the run goes on; how it is *shown* — to a person, to ``jq``, to a
 metrics exporter — is the users' side and changes for other reasons.
 
+Routes: a route's engine counter ``out`` is what it *matched* (sent into its branches).
+Shown as ``out`` that would read "went on", so every view shows a route's ``matched``
+and, as ``out``, what went on along the main pipe after it: every item it saw with
+``share`` (Branch, Fork), the unmatched ones without, plus with ``join`` what its
+branches gave back (``None`` when a branch's steps were not counted).
+
 Sinks: a step whose output nobody consumes (the last step of a pipe, or of a branch
 whose results are discarded — ``print``, ``results.append``) returns ``None`` for every
 item by design. Those items were *consumed*, not filtered out, so the report counts them
@@ -13,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 #: the counters of one step, in the order they are shown
 COUNTERS = ("inp", "out", "filtered", "consumed", "dropped", "failed", "retried", "cancelled",
@@ -64,23 +70,95 @@ def is_source(key: Any) -> bool:
     return positions == (1,)
 
 
-def counters(report: Any, key: Any) -> Dict[str, int]:
-    """One step's counters, with a sink's ``filtered`` moved to ``consumed``."""
+def routes(report: Any) -> Dict[Any, Tuple[bool, bool]]:
+    """``{route step: (share, join)}`` of the routes (Branch, Return, Fork, Join) whose
+    engine counter ``out`` is what they matched (``RunReport.routes``)."""
+    return {key: (share, join) for key, share, join in getattr(report, "routes", ())}
+
+
+def route_numbers(report: Any, key: Any, shapes: Optional[Dict[Any, Tuple[bool, bool]]] = None
+                  ) -> Optional[Tuple[Optional[int], int]]:
+    """``(went on, matched)`` of a route step, ``None`` for any other step. What went
+    on is ``None`` when it depends on branch steps that were not counted."""
+    shapes = routes(report) if shapes is None else shapes
+    shape = shapes.get(key)
+    if shape is None:
+        return None
+    share, join = shape
     s = report.steps[key]
-    values = {k: int(getattr(s, k, 0)) for k in COUNTERS if k != "consumed"}
+    matched = int(s.out)
+    evaluated = int(s.inp) - int(s.failed) - int(s.dropped)  # route_func raised: not on
+    went_on: Optional[int] = evaluated if share else evaluated - matched
+    if join and went_on is not None:
+        back = _branch_output(report, key, matched, shapes)
+        went_on = None if back is None else went_on + back
+    return went_on, matched
+
+
+def _branch_output(report: Any, key: Any, matched: int, shapes: Dict[Any, Tuple[bool, bool]]
+                   ) -> Optional[int]:
+    """Items the branches of the joining route ``key`` gave back, if they were counted."""
+    positions = getattr(key, "positions", None)
+    if positions is None:
+        return None
+    ends: Dict[int, Any] = {}
+    firsts: Dict[int, Any] = {}
+    for other in report.steps:
+        p = getattr(other, "positions", None)
+        if p is None or getattr(other, "pipe", None) != key.pipe or len(p) != len(positions) + 2 \
+                or p[:len(positions)] != positions:
+            continue
+        branch, step = p[-2], p[-1]
+        if branch not in ends or step > ends[branch].positions[-1]:
+            ends[branch] = other
+        if step == 1:
+            firsts[branch] = other
+    total = 0
+    for branch, end in ends.items():
+        first = report.steps[firsts[branch]] if branch in firsts else None
+        if matched and (first is None or getattr(first, "inp", 0) is None or not first.inp):
+            return None  # the branch's steps were not counted: what came back is unknown
+        numbers = route_numbers(report, end, shapes)
+        out = getattr(report.steps[end], "out", None) if numbers is None else numbers[0]
+        if out is None:
+            return None
+        total += int(out)
+    return total
+
+
+def counters(report: Any, key: Any, shapes: Optional[Dict[Any, Tuple[bool, bool]]] = None
+             ) -> Dict[str, Any]:
+    """One step's counters, with a sink's ``filtered`` moved to ``consumed`` and a
+    route's ``out`` read as what went on (its ``matched`` beside it; ``None`` for any
+    other step)."""
+    s = report.steps[key]
+    values: Dict[str, Any] = {k: int(getattr(s, k, 0)) for k in COUNTERS if k != "consumed"}
     values["consumed"] = 0
     if key in getattr(report, "sinks", ()):
         values["consumed"], values["filtered"] = values["filtered"], 0
-    return {k: values[k] for k in COUNTERS}
+    numbers = route_numbers(report, key, shapes)
+    result = {k: values[k] for k in COUNTERS}
+    if numbers is not None:
+        result["out"] = numbers[0]
+    result["matched"] = None if numbers is None else numbers[1]
+    return result
+
+
+#: counters whose sum over the steps means something: events, each counted at the one
+#: step where it happened (an item passes many steps, so in/out sums mean nothing)
+EVENTS = ("filtered", "consumed", "dropped", "failed", "retried", "cancelled", "closed")
 
 
 def totals(report: Any) -> Dict[str, int]:
-    """Every counter summed over the steps."""
-    sums = dict.fromkeys(COUNTERS, 0)
+    """``items`` (what the pipes' sources emitted) and every event counter summed over
+    the steps. ``in``/``out`` are not summed: one item passes through many steps."""
+    sums = dict.fromkeys(EVENTS, 0)
+    shapes = routes(report)
     for key in report.steps:
-        for k, v in counters(report, key).items():
-            sums[k] += v
-    return sums
+        values = counters(report, key, shapes)
+        for k in EVENTS:
+            sums[k] += values[k]
+    return {"items": source_items(report), **sums}
 
 
 def source_items(report: Any) -> int:
@@ -97,16 +175,19 @@ def to_dict(report: Any) -> Dict[str, Any]:
     """The report as plain data (str/int/float/None, lists and dicts only), JSON-ready.
 
     ``{"seconds", "error", "totals", "steps": [{"step", "pipe", "position", "label",
-    "sink", inp, out, filtered, consumed, dropped, failed, retried, cancelled, closed},
-    ...], "dead_letters": [{"step", "item", "error"}, ...], "abandoned": [{"step",
-    "item"}, ...]}``; steps are in pipe order."""
+    "sink", inp, out, filtered, consumed, dropped, failed, retried, cancelled, closed,
+    matched}, ...], "dead_letters": [{"step", "item", "error"}, ...], "abandoned":
+    [{"step", "item"}, ...]}``; steps are in pipe order. ``matched`` is a route's
+    (``null`` for other steps), whose ``out`` is what went on; ``totals`` has ``items``
+    (what the sources emitted) and the event counters summed (see :func:`totals`)."""
     from .errors import short_repr
 
     steps = []
+    shapes = routes(report)
     for key in sorted(report.steps, key=order):
         pipe, positions, label = step_parts(key)
         steps.append({"step": str(key), "pipe": pipe, "position": list(positions), "label": label,
-                      "sink": key in getattr(report, "sinks", ()), **counters(report, key)})
+                      "sink": key in getattr(report, "sinks", ()), **counters(report, key, shapes)})
     error = getattr(report, "error", None)
     return {
         "seconds": round(float(report.seconds), 6),
@@ -127,13 +208,20 @@ def to_json(report: Any, indent: int | None = 2) -> str:
     return json.dumps(to_dict(report), indent=indent, ensure_ascii=False)
 
 
+def _number(value: Any) -> str:
+    """A counter as text: ``-`` when it is not known."""
+    return "-" if value is None else str(value)
+
+
 def to_text(report: Any) -> str:
     """One line per step in pipe order; zero counters other than in/out are left out."""
     lines = [f"run finished in {report.seconds:.3f}s"]
+    shapes = routes(report)
     for key in sorted(report.steps, key=order):
-        c = counters(report, key)
-        extra = " ".join(f"{k}={v}" for k, v in c.items() if k not in ("inp", "out") and v)
-        lines.append(f"  {key}: in={c['inp']} out={c['out']}" + (f" {extra}" if extra else ""))
+        c = counters(report, key, shapes)
+        extra = " ".join(f"{k}={_number(v)}" for k, v in c.items()
+                         if k not in ("inp", "out") and (v or k == "matched" and v is not None))
+        lines.append(f"  {key}: in={_number(c['inp'])} out={_number(c['out'])}" + (f" {extra}" if extra else ""))
     from .errors import short_repr
 
     for step, item in getattr(report, "abandoned", ()):
@@ -141,5 +229,5 @@ def to_text(report: Any) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["to_dict", "to_json", "to_text", "totals", "counters", "source_items",
+__all__ = ["to_dict", "to_json", "to_text", "totals", "counters", "source_items", "routes", "route_numbers",
            "step_parts", "order", "is_source", "COUNTERS"]

@@ -392,3 +392,56 @@ def test_run_render_draws_the_run_with_its_numbers(tmp_path):
     assert any(t.endswith("items/s") for t in texts)
     proc = rxbot("run", str(job), "--render", str(tmp_path / "ran.jpg"), cwd=tmp_path)
     assert proc.returncode == 2 and "not a format rxbot draws" in proc.stderr
+
+
+def documented_commands(page: str, heading: str) -> list:
+    """The ``$ ...`` lines of the first console block under ``heading`` of docs/``page``."""
+    text = (REPO / "docs" / page).read_text(encoding="utf-8")
+    block = text[text.index(heading):].split("```console\n", 1)[1].split("```", 1)[0]
+    return [line[2:] for line in block.splitlines() if line.startswith("$ ")]
+
+
+def test_the_documented_json_report_recipe_runs_as_written_whatever_is_logged(tmp_path):
+    """docs/cli.md's recipe, run command by command in a shell as a user pastes it, on a
+    script that prints and logs (a dropped item's warning, its own warnings): the file
+    is JSON, jq and the Python line read it. (The former recipe, ``2> report.json`` and
+    jq's ``{label, ...}``, gave a file with log lines in it and a jq syntax error.)"""
+    import json
+    import shutil
+
+    script(tmp_path, """
+        import logging
+        from rxbot import BotFrame, Branch, Pipe, config
+
+        config.exception_policy = "ignore"
+        logging.getLogger("job").warning("starting: this line goes to stderr")
+
+        def check(x):
+            if x == 3:
+                raise ValueError("three")
+            print("checked", x)
+            return x
+
+        Pipe(range(5), check, Branch(print, route_func=lambda x: x == 4), print)
+        BotFrame.run()
+    """)
+    commands = documented_commands("cli.md", "### The report as JSON")
+    assert [c.split()[0] for c in commands] == ["rxbot", "jq", "python"]
+    bindir = os.path.dirname(sys.executable)
+    env = dict(os.environ, PATH=os.pathsep.join([bindir, os.environ["PATH"]]),
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    assert shutil.which("rxbot", path=env["PATH"]) and shutil.which("jq", path=env["PATH"]), \
+        "the recipe needs the rxbot command (pip install -e .) and jq (apt-get install jq)"
+    outputs = []
+    for command in commands:
+        proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, (command, proc.stderr)
+        outputs.append(proc)
+    assert "dropped item 3" in outputs[0].stderr and "starting" in outputs[0].stderr
+    data = json.loads((tmp_path / "report.json").read_text())
+    rows = [json.loads(line) for line in outputs[1].stdout.splitlines()]
+    assert rows[0] == {"step": "Loop(range(0, 5))", "inp": 1, "out": 5, "matched": None}
+    assert rows[2] == {"step": "Branch(<lambda> line 14)", "inp": 4, "out": 4, "matched": 1}
+    assert outputs[2].stdout.strip() == str(data["totals"])
+    assert data["totals"]["items"] == 5 and data["totals"]["dropped"] == 1

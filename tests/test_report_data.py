@@ -39,11 +39,15 @@ def test_to_dict_is_plain_data_in_pipe_order():
     assert steps["half"] == {
         "step": "P1[2] half", "pipe": 1, "position": [2], "label": "half", "sink": False,
         "inp": 6, "out": 3, "filtered": 2, "consumed": 0, "dropped": 1, "failed": 1, "retried": 0,
-        "cancelled": 0, "closed": 0}
+        "cancelled": 0, "closed": 0, "matched": None}
+    # the Fork shares every item: 3 went on, all 3 matched
+    assert (steps["Fork"]["out"], steps["Fork"]["matched"]) == (3, 3)
     # the end of a discarding branch is a sink: its Nones are consumed items
     assert steps["list.append"]["sink"] and steps["list.append"]["consumed"] == 3
     assert steps["list.append"]["filtered"] == 0
     assert data["totals"]["consumed"] == 3 and data["totals"]["filtered"] == 2
+    # no sums of in/out (an item passes many steps); the items are the sources'
+    assert "inp" not in data["totals"] and data["totals"]["items"] == 6
     assert data["dead_letters"] == [{"step": "half", "item": "3", "error": "ValueError: three"}]
     assert data["error"] is None and data["seconds"] > 0 and data["abandoned"] == []
     assert report.totals() == data["totals"]
@@ -172,3 +176,53 @@ def test_find_matches_a_whole_label_not_the_end_of_one():
     report = BotFrame.run()
     assert report.find("fails") is report["P1[3] fails"]
     assert report.find("one in seven fails") is report["P1[2] one in seven fails"]
+
+
+def test_a_route_reports_what_it_matched_and_what_went_on_in_every_view():
+    """A route's engine counter ``out`` is what it matched; every view shows ``matched``
+    and, as ``out``, what went on along the pipe (the issue's ``Branch(...): in=25 out=1``
+    while 24 went on)."""
+    from rxbot import Branch, Join, Return
+    from rxbot.render import build_graph
+    from rxbot.report_html import report_html
+    from rxbot.watch.snapshot import Sampler
+
+    config.metrics = True  # the branches' steps are counted: a Return's output is known
+    got = []
+    Pipe(Loop(range(25)), Branch(discard, route_func=lambda x: x == 3),
+         Return(lambda x: x * 100, route_func=lambda x: x % 2 == 0),
+         Join(ident, ident, route_func=lambda x: x < 10), got.append)
+    report = BotFrame.run()
+    data = {s["label"]: s for s in report.to_dict()["steps"]}
+    branch = next(s for label, s in data.items() if label.startswith("Branch"))
+    ret = next(s for label, s in data.items() if label.startswith("Return"))
+    # Branch shares: all 25 went on, 1 matched
+    assert (branch["inp"], branch["out"], branch["matched"]) == (25, 25, 1)
+    # Return: 12 odd ones pass, 13 even ones come back from its branch
+    assert (ret["inp"], ret["out"], ret["matched"]) == (25, 25, 13)
+    # Join: 6 items under 10 (0, 1, 3, 5, 7, 9) matched, each back twice; 19 unmatched on
+    join = next(s for label, s in data.items() if label.startswith("Join"))
+    assert (join["inp"], join["out"], join["matched"]) == (25, 31, 6)
+    assert len(got) == 31
+    text = str(report)
+    assert [line.split(": ", 1)[1] for line in text.splitlines() if "Branch(" in line and "/" not in line] == [
+        "in=25 out=25 matched=1"]
+    assert "in=25 out=31 matched=6" in text
+    # the notebook table: a matched column; the picture; the live view's lines
+    assert "<th>matched</th>" in report_html(report)
+    dot = build_graph(BotFrame.last_run[0], report=report).source
+    assert "in=25 out=25 matched=1" in dot and "in=25 out=31 matched=6" in dot
+    rows = {s["path"]: s for s in Sampler(1, "").snapshot(report, state="finished")["steps"]}
+    join_row = next(r for path, r in rows.items() if "] Join(" in path and "/" not in path)
+    assert (join_row["out"], join_row["matched"]) == (31, 6)
+    assert join_row["lines"][0] == "in=25 out=31 matched=6"
+
+
+def test_a_joining_routes_output_is_unknown_when_its_branch_was_not_counted():
+    from rxbot import Return
+
+    Pipe(Loop(range(4)), Return(lambda x: x * 10, route_func=lambda x: x < 2), ident)
+    report = BotFrame.run()
+    route = next(s for s in report.to_dict()["steps"] if s["label"].startswith("Return"))
+    assert (route["inp"], route["out"], route["matched"]) == (4, None, 2)
+    assert "in=4 out=- matched=2" in str(report)

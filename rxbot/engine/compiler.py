@@ -17,7 +17,7 @@ from ..config import config
 from ..flow import BlockedJoin, Route
 from ..node import Loop, Node, Timer
 from ..step import Const, RxOp, Step
-from ..walk import StepId
+from ..walk import StepId, walk
 from .boost import boosted
 from .classify import (callable_of, is_generator_function, matcher, node_of, options_of, overrides_flush,
                        runs_inline)
@@ -102,6 +102,19 @@ def fusable(step: Any) -> bool:
     return inlinable_route(step) and _generated_depth(step) <= MAX_FUSED_DEPTH
 
 
+def note_routes(report: Any, steps: Sequence[Any], path: StepId | str, tops: Any = None) -> None:
+    """Tell the report which steps held at a pipe's root (those at positions ``tops``)
+    are routes whose counter ``out`` is what they matched, with their share and join,
+    so that it can show what went on after them (:mod:`rxbot.report_io`)."""
+    root = StepId.of(path)
+    if root.positions:  # a branch: its routes were noted with the pipe's
+        return
+    for sid, step in walk(steps, root):
+        if isinstance(step, Route) and step.kind != "filter" and not isinstance(step, BlockedJoin) \
+                and (tops is None or sid.top in tops):
+            report.routes.add((sid, step.share, step.join))
+
+
 class Builder:
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
@@ -116,6 +129,7 @@ class Builder:
 
         ``terminal``: nothing consumes the output of the last step (end of a pipe or of
         a branch whose results are discarded)."""
+        note_routes(self.ctx.report, steps, path)
         path = StepId.of(path)
         ops_rev: Ops = []
         bounds = list(downstream)
@@ -140,6 +154,7 @@ class Builder:
         ``sink`` (default: ``terminal``): the last step is the end of its pipe for the
         report, even when a recorder reads its output."""
         path = StepId.of(path)
+        note_routes(self.ctx.report, steps, path, range(first + 1, last + 2))
         step = steps[last]
         if (terminal if sink is None else sink) and not isinstance(step, Route):
             # report: what a sink (a last step nobody reads from) drops is consumed

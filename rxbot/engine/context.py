@@ -34,6 +34,9 @@ class RunReport:
     #: steps whose output nobody consumes (end of a pipe or of a discarding branch): a
     #: None they return is an item consumed, not filtered
     sinks: Set[str] = field(default_factory=set)
+    #: (step, share, join) of each route whose counter ``out`` is what it matched, not
+    #: what went on after it (the report's views show both, see :mod:`rxbot.report_io`)
+    routes: Set[Tuple[str, bool, bool]] = field(default_factory=set)
     #: (step, item) of every boosted call still running when the shutdown grace ran out
     abandoned: List[Tuple[str, Any]] = field(default_factory=list)
     #: top-level steps whose raise was deferred (see :mod:`rxbot.engine.hooks`)

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..live import bots
 from ..render import count_lines, rate_text
-from ..report_io import COUNTERS, counters, order
+from ..report_io import COUNTERS, counters, order, route_numbers, routes
 #: weight of the newest interval in the smoothed rate (the rest is the previous rate)
 SMOOTHING = 0.5
 #: dead letters sent with each snapshot (the newest ones; the total is always sent)
@@ -39,6 +39,7 @@ class Sampler:
         running = state == "running"
         seconds = now - self.started if running else float(report.seconds or 0.0)
         steps: List[Dict[str, Any]] = []
+        shapes = routes(report)
         for key in sorted(report.steps, key=order):
             stats, path = report.steps[key], str(key)
             items = max(stats.inp, stats.out)
@@ -48,11 +49,12 @@ class Sampler:
                 rate = items / seconds if seconds > 0 else 0.0
             step = live.get(path)
             counted = step is None or step.counted
-            row: Dict[str, Any] = counters(report, key)
+            row: Dict[str, Any] = counters(report, key, shapes)
             row.update(path=path, rate=round(rate, 2), counted=counted,
                        in_flight=step.in_flight if step is not None and running else 0,
                        lines=count_lines(stats, counted, rate_text(rate, 1.0),
-                                         sink=key in getattr(report, "sinks", ())))
+                                         sink=key in getattr(report, "sinks", ()),
+                                         route=route_numbers(report, key, shapes)))
             steps.append(row)
         letters = list(report.dead_letters)
         return {
