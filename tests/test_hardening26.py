@@ -7,6 +7,7 @@ view's own aiohttp server, real files in tmp_path, subprocesses of ``rxbot``.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import sys
 import threading
@@ -241,3 +242,172 @@ async def test_item15_watch_with_shards_shows_the_shards_counts_summed(dask_clus
     rows = {s["path"]: (s["inp"], s["out"]) for s in final["steps"]}
     assert rows["P1[2] slow_double"] == (40, 40)  # both shards' items, summed
     assert rows == {str(k): (s.inp, s.out) for k, s in report.steps.items()}
+
+
+# ------------------------------------------------------------------------- items 6, 9
+def _raw_get(port: int, path: str, headers: dict, host: str = "127.0.0.1") -> tuple:
+    """One HTTP/1.1 GET with exactly these headers (aiohttp's client sets Host itself)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.settimeout(10)
+        sock.connect((host, port))
+        lines = [f"GET {path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items()), "Connection: close", "", ""]
+        sock.sendall("\r\n".join(lines).encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+@pytest.fixture
+def watch_server():
+    from rxbot.watch import close_all, server_for
+
+    server, _ = server_for(True)
+    server.publish({"run": 1, "graph": "", "state": "running", "steps": [], "dead_letters": 0,
+                    "last_dead_letters": [], "seconds": 1, "error": None})
+    yield server
+    close_all()
+
+
+@pytest.mark.parametrize("path", ["/", "/state.json", "/graph.json", "/events"])
+def test_item06_live_view_refuses_foreign_host(watch_server, path):
+    port = watch_server.port
+    status, body = _raw_get(port, path, {"Host": "attacker.example"})
+    assert status == 421
+    assert b"Host header 'attacker.example' refused" in body
+    assert _raw_get(port, path, {"Host": f"attacker.example:{port}"})[0] == 421
+    assert _raw_get(port, path, {"Host": "127.0.0.1"})[0] == 421  # another port's name
+
+
+@pytest.mark.parametrize("name", ["127.0.0.1", "localhost", "LOCALHOST"])
+def test_item06_live_view_answers_its_own_names(watch_server, name):
+    status, body = _raw_get(watch_server.port, "/state.json", {"Host": f"{name}:{watch_server.port}"})
+    assert status == 200
+    assert json.loads(body)["state"] == "running"
+
+
+def test_item06_live_view_refuses_another_origin(watch_server):
+    port = watch_server.port
+    own = {"Host": f"127.0.0.1:{port}"}
+    assert _raw_get(port, "/state.json", {**own, "Origin": "http://attacker.example"})[0] == 403
+    assert _raw_get(port, "/state.json", {**own, "Origin": f"http://localhost:{port}"})[0] == 200
+
+
+def test_item06_an_ipv6_live_view_answers_its_bracketed_name():
+    from rxbot.watch import close_all, server_for
+
+    if not socket.has_ipv6:
+        pytest.fail("this machine has no IPv6 loopback")
+    server, _ = server_for("[::1]")
+    try:
+        assert server.url == f"http://[::1]:{server.port}/"
+        assert _raw_get(server.port, "/state.json", {"Host": f"[::1]:{server.port}"}, host="::1")[0] == 200
+        assert _raw_get(server.port, "/state.json", {"Host": "evil.example"}, host="::1")[0] == 421
+    finally:
+        close_all()
+
+
+def _stalled_stream(port: int) -> socket.socket:
+    """A client of /events that never reads (its receive buffer as small as allowed)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    return sock
+
+
+def test_item09_a_client_that_never_reads_holds_at_most_one_snapshot(watch_server):
+    import time
+    import tracemalloc
+
+    sock = _stalled_stream(watch_server.port)
+    try:
+        while not watch_server.clients:  # the stream is open once the server lists it
+            time.sleep(0.01)
+        big = {"run": 1, "state": "running", "steps": [], "padding": "x" * 100_000}
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(200):  # 20 MB of snapshots
+                watch_server.publish({**big, "seconds": n})
+            ready = watch_server.publish_final({**big, "state": "finished"})
+            ready.result(timeout=30)  # the stalled page is not waited for
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        [client] = watch_server.clients
+        assert client.dropped > 150  # older snapshots were replaced, not queued
+        assert held < 2_000_000  # one pending message, the latest, and what the socket holds
+    finally:
+        sock.close()
+
+
+def test_item09_stopping_the_server_with_a_stalled_client_ends_its_thread():
+    from rxbot.watch import close_all, server_for
+
+    server, _ = server_for(True)
+    sock = _stalled_stream(server.port)
+    try:
+        for n in range(50):
+            server.publish({"run": 1, "state": "running", "padding": "x" * 200_000, "seconds": n})
+        server.publish_final({"run": 1, "state": "finished", "padding": "x" * 200_000})
+        close_all()
+        assert not server.thread.is_alive()
+        assert server.loop.is_closed()
+    finally:
+        sock.close()
+
+
+def test_item09_a_script_with_a_stalled_page_exits_without_a_traceback(tmp_path):
+    import subprocess
+    import os
+
+    script = tmp_path / "stalled.py"
+    script.write_text(
+        "import socket\n"
+        "from rxbot import BotFrame, Pipe\n"
+        "from rxbot.watch import server_for\n"
+        "server, _ = server_for(True)\n"
+        "sock = socket.socket(); sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)\n"
+        "sock.connect(('127.0.0.1', server.port))\n"
+        "sock.sendall(f'GET /events HTTP/1.1\\r\\nHost: 127.0.0.1:{server.port}\\r\\n\\r\\n'.encode())\n"
+        "Pipe(range(20000), lambda x: {'x': x, 'pad': 'y' * 50})\n"
+        "for n in range(40):\n"
+        "    server.publish({'run': 1, 'state': 'running', 'padding': 'x' * 300_000, 'seconds': n})\n"
+        "BotFrame.run(watch=True)\n"
+        "print('ran')\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ran"
+    assert "Traceback" not in proc.stderr
+    assert "TimeoutError" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------ item 18
+@pytest.mark.parametrize("given, expected", [
+    ("::1", ("::1", 0)),
+    ("[::1]", ("::1", 0)),
+    ("[::1]:8000", ("::1", 8000)),
+    ("fe80::1", ("fe80::1", 0)),
+    ("127.0.0.1:8000", ("127.0.0.1", 8000)),
+    (":8765", ("127.0.0.1", 8765)),
+])
+def test_item18_watch_addresses_with_ipv6_literals_parse(given, expected):
+    from rxbot.watch import parse_address
+
+    assert parse_address(given) == expected
+
+
+@pytest.mark.parametrize("given, words", [
+    ("[::1", "is not '[IPv6]' or '[IPv6]:PORT'"),
+    ("[::1]8000", "is not '[IPv6]' or '[IPv6]:PORT'"),
+    ("[::1]:http", "port in '[::1]:http' is not a number"),
+])
+def test_item18_bad_bracketed_watch_addresses_are_named(given, words):
+    from rxbot.watch import parse_address
+
+    with pytest.raises(ValueError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        parse_address(given)

@@ -19,6 +19,7 @@ import atexit
 import concurrent.futures
 import html
 import json
+import logging
 import socket
 import threading
 from importlib import resources
@@ -32,25 +33,39 @@ KEEPALIVE = 15.0
 #: how long stopping the server (at the latest, at process exit) waits for open pages
 #: to receive the final report of the runs
 DELIVERY_TIMEOUT = 5.0
+#: how long stopping the server thread may take before the process moves on without it
+STOP_TIMEOUT = 2.0
+
+log = logging.getLogger("rxbot")
 
 
 def parse_address(address: Any) -> Tuple[str, int]:
     """``True``/``None`` -> 127.0.0.1 on a free port; ``'HOST:PORT'``, ``':PORT'``,
-    ``'HOST'`` or ``PORT`` otherwise. Only loopback unless the user names a host."""
+    ``'HOST'`` or ``PORT`` otherwise; IPv6 literals bare (``'::1'``) or in brackets
+    (``'[::1]'``, ``'[::1]:8000'``). Only loopback unless the user names a host."""
     if address in (None, True, "", "auto"):
         return "127.0.0.1", 0
     if isinstance(address, bool) or not isinstance(address, (str, int)):
         raise TypeError(f"watch: argument 'watch' must be True, a port or 'HOST:PORT'; got {address!r}")
     if isinstance(address, int):
         return "127.0.0.1", _port(address, address)
-    host, sep, port = address.rpartition(":")
-    if not sep:
-        host, port = address, "0"
+    text = address.strip()
+    if text.startswith("["):  # [v6] or [v6]:PORT
+        host, closing, rest = text[1:].partition("]")
+        if not closing or not host or (rest and not rest.startswith(":")):
+            raise ValueError(f"watch: {address!r} is not '[IPv6]' or '[IPv6]:PORT'")
+        port = rest[1:] or "0"
+    elif text.count(":") > 1:  # a bare IPv6 literal has no port ('[::1]:8000' has one)
+        host, port = text, "0"
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = text, "0"
     try:
         number = int(port)
     except ValueError:
         raise ValueError(f"watch: port in {address!r} is not a number") from None
-    return host.strip("[]") or "127.0.0.1", _port(number, address)
+    return host or "127.0.0.1", _port(number, address)
 
 
 def _port(number: int, given: Any) -> int:
@@ -60,10 +75,32 @@ def _port(number: int, given: Any) -> int:
 
 
 class _Client:
-    __slots__ = ("queue",)
+    """One open event stream: the newest message not yet written (an older one that
+    was not written yet is dropped: a page only needs the latest snapshot, and a page
+    that does not read costs one message, not a queue that grows with the run)."""
+
+    __slots__ = ("pending", "wake", "dropped", "closing")
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue = asyncio.Queue()
+        self.pending: Optional[bytes] = None
+        self.wake = asyncio.Event()
+        self.dropped = 0  # messages replaced before they were written
+        self.closing = False
+
+    def offer(self, message: bytes) -> None:
+        if self.pending is not None:
+            self.dropped += 1
+        self.pending = message
+        self.wake.set()
+
+    def take(self) -> Optional[bytes]:
+        message, self.pending = self.pending, None
+        self.wake.clear()
+        return message
+
+    def close(self) -> None:
+        self.closing = True
+        self.wake.set()
 
 
 class WatchServer:
@@ -82,6 +119,8 @@ class WatchServer:
         self.host, self.port = host, self.sock.getsockname()[1]
         shown = f"[{host}]" if family == socket.AF_INET6 else host
         self.url = f"http://{shown}:{self.port}/"
+        #: the Host headers this server answers (a DNS-rebinding page sends its own name)
+        self.allowed_hosts = allowed_hosts(host, self.port)
         self.loop = asyncio.new_event_loop()
         self.clients: Set[_Client] = set()
         self.latest: Dict[str, Any] = {"run": 0, "graph": "", "state": "waiting", "steps": [], "dead_letters": 0,
@@ -93,6 +132,7 @@ class WatchServer:
         self._drawn: Dict[Any, bytes] = {}  # outline -> /graph.json body (last 16)
         self._runner: Optional[web.AppRunner] = None
         self._waiting: Dict[_Client, concurrent.futures.Future] = {}
+        self._streams: Set[Any] = set()  # the handler tasks of open event streams
         #: final snapshots not yet delivered to every open page
         self.finals: Set[concurrent.futures.Future] = set()
         started: concurrent.futures.Future = concurrent.futures.Future()
@@ -120,14 +160,19 @@ class WatchServer:
         return done
 
     def close(self, grace: float = DELIVERY_TIMEOUT) -> None:
-        """Stop serving, after open pages got the final report of every run (at most
-        ``grace`` seconds)."""
+        """Stop serving, after open pages that keep up got the final report of every run
+        (at most ``grace`` seconds; a page that does not read is not waited for, see
+        :meth:`_publish`). Never raises: it runs at process exit."""
         concurrent.futures.wait(list(self.finals), timeout=grace)
-        if self.loop.is_closed():
+        if self.loop.is_closed() or not self.thread.is_alive():
             return
-        if self.thread.is_alive():
-            asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(timeout=10)
-            self.thread.join(timeout=10)
+        try:
+            asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(timeout=STOP_TIMEOUT)
+        except (concurrent.futures.TimeoutError, RuntimeError) as exc:  # a closed loop: already stopped
+            log.debug("rxbot: stopping the live view: %r", exc)
+            if not self.loop.is_closed():
+                self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=STOP_TIMEOUT)
 
     # -- the server thread ---------------------------------------------------------------
     def _serve(self, started: concurrent.futures.Future) -> None:
@@ -144,18 +189,21 @@ class WatchServer:
             self.loop.close()
 
     async def _start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._check_host])
         app.router.add_get("/", self._page)
         app.router.add_get("/graph.json", self._graph)
         app.router.add_get("/state.json", self._state)
         app.router.add_get("/events", self._events)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        # open event streams are ended by _stop; nothing else may hold the exit up
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         await web.SockSite(self._runner, self.sock).start()
 
     async def _stop(self) -> None:
         for client in list(self.clients):
-            client.queue.put_nowait(None)
+            client.close()
+        for task in list(self._streams):  # one blocked writing to a page that does not read
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
         self.loop.call_soon(self.loop.stop)
@@ -168,8 +216,9 @@ class WatchServer:
         self.latest = snapshot
         message = _event(snapshot)
         for client in self.clients:
-            client.queue.put_nowait(message)
-            if done is not None:
+            behind = client.pending is not None  # its last message is still unwritten
+            client.offer(message)
+            if done is not None and not behind:  # a page that does not read is not waited for
                 self._waiting[client] = done
         if done is not None and not any(f is done for f in self._waiting.values()):
             done.set_result(None)
@@ -180,6 +229,20 @@ class WatchServer:
             done.set_result(None)
 
     # -- handlers ------------------------------------------------------------------------
+    @web.middleware
+    async def _check_host(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Answer only requests for this server's own name: a page of another site whose
+        name the attacker points at 127.0.0.1 (DNS rebinding) sends that name as Host
+        (421); a page of another origin sends its Origin (403)."""
+        host = request.headers.get("Host", "").strip().lower()
+        if host not in self.allowed_hosts:
+            return web.Response(status=421, text="rxbot live view: this server answers only for "
+                                                 f"{self.url} (Host header {_shown(host)} refused)\n")
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.strip().lower() not in {f"http://{h}" for h in self.allowed_hosts}:
+            return web.Response(status=403, text=f"rxbot live view: requests from {_shown(origin)} are refused\n")
+        return await handler(request)
+
     async def _page(self, request: web.Request) -> web.Response:
         text = resources.files(__package__).joinpath(PAGE).read_text(encoding="utf-8")
         return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
@@ -204,24 +267,50 @@ class WatchServer:
         await response.prepare(request)
         client = _Client()
         self.clients.add(client)
+        task = asyncio.current_task()
+        if task is not None:
+            self._streams.add(task)
         try:
             await response.write(_event(self.latest))
-            while True:
+            while not client.closing:
                 try:
-                    message = await asyncio.wait_for(client.queue.get(), KEEPALIVE)
+                    await asyncio.wait_for(client.wake.wait(), KEEPALIVE)
                 except asyncio.TimeoutError:
-                    message = b": keep-alive\n\n"
-                if message is None:
-                    break
-                await response.write(message)
-                if client.queue.empty():
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                message = client.take()
+                if message is not None:
+                    await response.write(message)
+                if client.pending is None:
                     self._delivered(client)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             self.clients.discard(client)
+            self._streams.discard(task)
             self._delivered(client)
         return response
+
+
+def allowed_hosts(host: str, port: int) -> Set[str]:
+    """The Host header values a server bound to ``host``:``port`` answers (lower case):
+    the loopback names, the configured name, and this machine's names when it listens
+    on every interface. Port 80 may be left out, as browsers do."""
+    names = {"127.0.0.1", "localhost", "[::1]"}
+    wildcard = host in ("0.0.0.0", "::", "")
+    if wildcard:
+        names.update({socket.gethostname(), socket.getfqdn()})
+    elif host:
+        names.add(f"[{host}]" if ":" in host else host)
+    hosts = {f"{name.lower()}:{port}" for name in names if name}
+    if port == 80:
+        hosts.update(name.lower() for name in names if name)
+    return hosts
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A client-sent header value, cut and made printable, for an error message."""
+    return repr(text[:limit])
 
 
 def _graph_body(graph: Dict[str, Any]) -> bytes:
