@@ -97,7 +97,8 @@ def test_a_dict_that_is_not_json_able_is_a_clear_error_naming_node_and_placehold
     make, raw = table
     name = make("JSON")
     config.exception_policy = "raise"
-    with pytest.raises(ParameterError, match=r"Insert: .*the mapping bound to \{v\} .*not JSON-able"):
+    with pytest.raises(ParameterError, match=r"Insert: .*cannot bind \{v\}: a value of type dict holds a "
+                                             r"datetime\.date in its JSON"):
         Pipe([{"id": 1, "v": {"when": datetime.date(2024, 1, 1)}}],
              Insert(f"INSERT INTO {name} (id, v) VALUES ({{id}}, {{v}})", **mysql_params)).run()
     with raw.cursor() as cur:

@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator, Callable, Deque, Dict, Iterator, List, Se
 from ..errors import short_repr
 from ..node import Node
 from .params import Statement
+from .values import ValueAdapter
 
 log = logging.getLogger("rxbot")
 
@@ -104,6 +105,13 @@ class SqlNode(Node):
         self.statement = Statement.parse(sql, self.kind, self.backslash_escapes)
         self.statement.owner = self.label()
         self.driver_sql = self.statement.render(self.paramstyle)
+        #: converts each value exactly or refuses it (set by the back end's ``_setup``;
+        #: the MySQL nodes replace it at ``init()`` with one that knows the session zone)
+        self.values: ValueAdapter = self.make_values()
+
+    def make_values(self) -> ValueAdapter:  # pragma: no cover - back ends override
+        """The back end's :class:`ValueAdapter` for this node."""
+        raise NotImplementedError
 
     def label(self) -> str:
         if self.name:
@@ -112,8 +120,10 @@ class SqlNode(Node):
         return f"{self.kind}: {text if len(text) <= 40 else text[:37].rstrip() + '...'}"
 
     def params(self, item: Any) -> Any:
-        """The bound values for ``item`` (raises :class:`ParameterError` naming the node)."""
-        return self.statement.values(item)
+        """The bound values for ``item``, each converted exactly for the database (raises
+        :class:`ParameterError`, or its :class:`~rxbot.db.values.UnsupportedValueError`,
+        naming the node and the placeholder)."""
+        return self.values.row(self.statement.values(item))
 
     # -- back end hooks ------------------------------------------------------------------
     async def _open(self) -> None:  # pragma: no cover - back ends override

@@ -8,6 +8,7 @@ Each node owns one connection pool per run, opened in ``init()`` and closed in
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
 import re
 from typing import Any, AsyncIterator, Callable, Sequence, Tuple
@@ -16,7 +17,7 @@ import aiomysql
 import pymysql
 
 from .base import DatabaseConnectionError, InsertNode, QueryNode, SqlNode, _check_int, _check_seconds
-from .mysql_values import adapt
+from .mysql_values import MySQLValues, parse_offset, session_offset
 from .params import PYFORMAT
 
 log = logging.getLogger("rxbot")
@@ -35,7 +36,7 @@ class _MySQL(SqlNode):
     autocommit = True
 
     def _setup(self, host: str, port: int, user: str, password: str, db: str, pool_size: int,
-               connect_timeout: float, charset: str) -> None:
+               connect_timeout: float, charset: str, time_zone: str | None = None) -> None:
         owner = self.label()
         if not isinstance(host, str) or not host:
             raise ValueError(f"{owner}: argument 'host' must be a host name or address; got {host!r}")
@@ -47,15 +48,23 @@ class _MySQL(SqlNode):
         self.pool_size = _check_int(owner, "pool_size", pool_size, 1)
         self.connect_timeout = _check_seconds(owner, "connect_timeout", connect_timeout)
         self.charset = charset
+        if time_zone is not None and (not isinstance(time_zone, str) or parse_offset(time_zone) is None):
+            raise ValueError(f"{owner}: argument 'time_zone' must be a fixed UTC offset like '+00:00' or "
+                             f"'-05:30' (the session is set to it), or None for the server's; got {time_zone!r}")
+        self.time_zone = time_zone
         self._pool: Any = None
+        self.values = self.make_values()
+
+    def make_values(self, offset: Any = None, zone: str = "not yet known (the node is not open)") -> MySQLValues:
+        charset = getattr(self, "charset", "utf8mb4")
+        try:
+            encoding = codecs.lookup(pymysql.charset.charset_by_name(charset).encoding).name
+        except (KeyError, LookupError, AttributeError):
+            encoding = "utf-8"
+        return MySQLValues(self.label(), charset=charset, encoding=encoding, offset=offset, zone=zone)
 
     def where(self) -> str:
         return f"{self.user}@{self.host}:{self.port}/{self.db}"
-
-    def params(self, item: Any) -> Any:
-        """The item's values, adapted to what the driver binds correctly (bytearray,
-        memoryview, dict: see :mod:`rxbot.db.mysql_values`)."""
-        return adapt(self.label(), super().params(item))
 
     async def _open(self) -> None:
         timeout = self.connect_timeout
@@ -68,6 +77,7 @@ class _MySQL(SqlNode):
                     host=self.host, port=self.port, user=self.user, password=self._password,
                     db=self.db, minsize=1, maxsize=self.pool_size, connect_timeout=timeout,
                     autocommit=self.autocommit, charset=self.charset, echo=False,
+                    init_command=None if self.time_zone is None else f"SET time_zone = '{self.time_zone}'",
                 ),
                 timeout=timeout * 2,
             )
@@ -79,6 +89,27 @@ class _MySQL(SqlNode):
             raise DatabaseConnectionError(
                 f"{self.label()}: cannot connect to MySQL at {self.where()}: {_describe(exc)}"
             ) from exc
+        try:
+            self.values = await asyncio.wait_for(self._session_values(), timeout=timeout * 2)
+        except BaseException as exc:
+            await self._close()  # init() failed: nobody calls close()
+            if isinstance(exc, (asyncio.TimeoutError, pymysql.err.MySQLError)):
+                raise DatabaseConnectionError(
+                    f"{self.label()}: could not read the session time zone from MySQL at {self.where()}: "
+                    f"{type(exc).__name__}: {exc}") from exc
+            raise
+
+    async def _session_values(self) -> MySQLValues:
+        """The value adapter for this run's sessions: aware datetimes are converted to the
+        session's time zone when it is a fixed offset (see :mod:`rxbot.db.mysql_values`)."""
+        async with self._pool.acquire() as conn:
+            async with conn.cursor() as cur:
+                await cur.execute("SELECT @@session.time_zone, @@system_time_zone")
+                zone, system = await cur.fetchone()
+            if not self.autocommit:
+                await conn.rollback()  # end the read's transaction: no snapshot kept open
+        shown = f"SYSTEM ({system})" if zone == "SYSTEM" else str(zone)
+        return self.make_values(session_offset(str(zone), str(system)), shown)
 
     async def _close(self) -> None:
         pool, self._pool = self._pool, None
@@ -210,9 +241,9 @@ class Query(_MySQL, QueryNode):
     def __init__(self, sql: str, host: str = "127.0.0.1", port: int = 3306, user: str = "root",
                  password: str = "", db: str = "test", map_class: Callable[..., Any] | None = None,
                  pool_size: int = 10, fetch_size: int = 1000, connect_timeout: float = 5.0,
-                 charset: str = "utf8mb4", **options: Any) -> None:
+                 charset: str = "utf8mb4", time_zone: str | None = None, **options: Any) -> None:
         QueryNode.__init__(self, sql, map_class, fetch_size, options)
-        self._setup(host, port, user, password, db, pool_size, connect_timeout, charset)
+        self._setup(host, port, user, password, db, pool_size, connect_timeout, charset, time_zone)
         if self.concurrency is None:
             self.concurrency = self.pool_size
 
@@ -230,9 +261,9 @@ class Insert(_MySQL, InsertNode):
     def __init__(self, sql: str, host: str = "127.0.0.1", port: int = 3306, user: str = "root",
                  password: str = "", db: str = "test", batch_size: int = 500,
                  flush_interval: float | None = 1.0, pool_size: int = 2, connect_timeout: float = 5.0,
-                 charset: str = "utf8mb4", **options: Any) -> None:
+                 charset: str = "utf8mb4", time_zone: str | None = None, **options: Any) -> None:
         InsertNode.__init__(self, sql, batch_size, flush_interval, options)
-        self._setup(host, port, user, password, db, pool_size, connect_timeout, charset)
+        self._setup(host, port, user, password, db, pool_size, connect_timeout, charset, time_zone)
 
 
 #: databot's name for the base class of its MySQL nodes (``from databot.db.mysql import

@@ -19,6 +19,7 @@ import aiosqlite
 
 from .base import DatabaseConnectionError, InsertNode, QueryNode, SqlNode, _check_seconds
 from .params import SQLITE
+from .sqlite_values import SQLiteValues
 
 
 class _Shared:
@@ -60,6 +61,9 @@ class _SQLite(SqlNode):
 
     def where(self) -> str:
         return self.path
+
+    def make_values(self) -> SQLiteValues:
+        return SQLiteValues(self.label())
 
     async def _open(self) -> None:
         slot = (id(asyncio.get_running_loop()), _key(self.path))
