@@ -155,6 +155,19 @@ class RunContext:
         if exc is not None:  # an engine bug or a BaseException: never lose it
             self.fail(exc)
 
+    def _settle_finished(self) -> None:
+        """Settle now the tasks that have ended but whose done callback has not run yet.
+
+        A task's done callbacks run on a later turn of the loop, so a loop that waits
+        for :attr:`tasks` to empty must not count on them: since Python 3.12,
+        ``asyncio.gather`` of futures that are all done completes without yielding, and
+        ``while self.tasks: await gather(*self.tasks)`` spun forever at 100% CPU on a
+        task that had ended (issue 30). Settling here (the callback withdrawn, then run
+        once by hand) records a task's error in the same order, whatever the version."""
+        for task in [t for t in self.tasks if t.done()]:
+            task.remove_done_callback(self._task_done)
+            self._task_done(task)
+
     def fail(self, exc: BaseException) -> None:
         """Record the run's first fatal error and stop it."""
         if self.error is None:
@@ -193,11 +206,14 @@ class RunContext:
     async def shutdown(self) -> None:
         """Cancel whatever is still running and wait for it, so nothing is left pending."""
         self.stopped = True
-        while self.tasks:
+        while True:
+            self._settle_finished()
             pending = list(self.tasks)
+            if not pending:
+                break
             for t in pending:
                 t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.wait(pending)
         for fn in list(self._closers):
             fn()
         await self._stop_executors()
