@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .config_env import POLICIES, from_environment, suggest
+from .config_env import POLICIES, EnvironmentSettingError, from_environment, one_line_hook, suggest
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Config:
     #: the optimisation pass: fuse runs of sync steps (and all-sync routes) into one
     #: generated operator. False (or the environment variable RXBOT_NO_FUSION=1) builds
     #: the unfused operator graph instead: slower, the same items.
-    fusion: bool = field(default_factory=lambda: os.environ.get("RXBOT_NO_FUSION", "") in ("", "0"))
+    fusion: bool = True
 
     #: show a live progress bar per pipe (needs tqdm: ``pip install 'rxbot[progress]'``);
     #: turns per-step counting on
@@ -101,7 +101,12 @@ class Config:
     suppress_exception: bool = False
 
     def __post_init__(self) -> None:
-        for name, value in from_environment(os.environ, {f.name: f.type for f in fields(self)}).items():
+        try:
+            settings = from_environment(os.environ, {f.name: f.type for f in fields(self)})
+        except EnvironmentSettingError:
+            one_line_hook()  # uncaught (rxbot's own import), it prints as one line
+            raise
+        for name, value in settings.items():
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:

@@ -18,14 +18,18 @@ variable                   setting                  values
 ``RXBOT_LOG_LEVEL``        ``log_level``            DEBUG, INFO, WARNING, ERROR
 ``RXBOT_DEBUG``            ``debug``                1/0 (full tracebacks)
 ``RXBOT_DASK_ADDRESS``     ``dask_address``         a Dask scheduler address
-``RXBOT_CONNECT_TIMEOUT``  ``connect_timeout``      seconds
+``RXBOT_CONNECT_TIMEOUT``  ``connect_timeout``      seconds (> 0)
+``RXBOT_NO_FUSION``        ``fusion`` (inverted)    1/0: 1 turns fusion off
 =========================  =======================  ===================================
 
-A value that does not parse stops the import with an error naming the variable.
+Booleans are ``1, true, yes, on`` or ``0, false, no, off`` (any case); anything else,
+like any value that does not parse, stops the import with one line naming the variable,
+its value and what is allowed (:class:`EnvironmentSettingError`).
 """
 from __future__ import annotations
 
 import difflib
+import sys
 from typing import Any, Dict, Iterable, Mapping
 
 #: variable -> setting
@@ -50,51 +54,87 @@ _FALSE = ("0", "false", "no", "off", "")
 #: the exception policies (here, below ``rxbot.config``, which imports this module)
 POLICIES = ("raise", "ignore", "retry", "pipein")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: variables whose truth turns their setting off
+INVERTED = {"RXBOT_NO_FUSION": "fusion"}
+#: settings that must be more than 0 (a zero deadline or interval cannot work)
+POSITIVE = ("connect_timeout", "stats_interval", "default_concurrency")
+
+
+class EnvironmentSettingError(ValueError):
+    """An ``RXBOT_*`` variable holds a value its setting cannot take. Uncaught, it is
+    printed as its one line (see :func:`one_line_hook`), also for ``rxbot --version``."""
+
+
+def _refuse(variable: str, text: str, allowed: str) -> EnvironmentSettingError:
+    return EnvironmentSettingError(f"{variable} must be {allowed}; got {text!r}")
 
 
 def _parse(variable: str, setting: str, kind: str, text: str) -> Any:
     value = text.strip()
     if setting == "exception_policy":
         if value.lower() not in POLICIES:
-            raise ValueError(f"{variable} must be one of {', '.join(POLICIES)}; got {text!r}")
+            raise _refuse(variable, text, f"one of {', '.join(POLICIES)}")
         return value.lower()
     if setting == "log_level":
         if value.upper() not in LOG_LEVELS:
-            raise ValueError(f"{variable} must be one of {', '.join(LOG_LEVELS)}; got {text!r}")
+            raise _refuse(variable, text, f"one of {', '.join(LOG_LEVELS)}")
         return value.upper()
     if kind.startswith("bool"):
         if value.lower() in _TRUE:
             return True
         if value.lower() in _FALSE:
             return False
-        raise ValueError(f"{variable} must be 1 or 0 (true/false, yes/no); got {text!r}")
+        raise _refuse(variable, text, "a boolean: 1, true, yes, on or 0, false, no, off")
     if kind == "int":
+        least = 1 if setting in POSITIVE else 0
         try:
             number = int(value)
         except ValueError:
-            raise ValueError(f"{variable} must be an integer; got {text!r}") from None
-        if number < (1 if setting == "default_concurrency" else 0):
-            raise ValueError(f"{variable} is too small; got {text!r}")
+            raise _refuse(variable, text, f"an integer >= {least}") from None
+        if number < least:
+            raise _refuse(variable, text, f"an integer >= {least}")
         return number
     if kind == "float":
+        allowed = "a number of seconds " + ("> 0" if setting in POSITIVE else ">= 0")
         try:
             seconds = float(value)
         except ValueError:
-            raise ValueError(f"{variable} must be a number of seconds; got {text!r}") from None
-        if not seconds >= 0:
-            raise ValueError(f"{variable} must be >= 0; got {text!r}")
+            raise _refuse(variable, text, allowed) from None
+        if not (0 <= seconds < float("inf")) or (seconds == 0 and setting in POSITIVE):
+            raise _refuse(variable, text, allowed)
         return seconds
     return value or None
 
 
 def from_environment(environ: Mapping[str, str], kinds: Mapping[str, Any]) -> Dict[str, Any]:
     """The settings the ``RXBOT_*`` variables of ``environ`` give (``kinds``: setting ->
-    its annotation, e.g. ``'bool'``, ``'float'``, ``'str | None'``)."""
+    its annotation, e.g. ``'bool'``, ``'float'``, ``'str | None'``); an
+    :class:`EnvironmentSettingError` naming the variable, its value and what is allowed."""
     values: Dict[str, Any] = {}
     for variable, setting in VARIABLES.items():
         if variable in environ:
             values[setting] = _parse(variable, setting, str(kinds[setting]), environ[variable])
+    for variable, setting in INVERTED.items():
+        if variable in environ:
+            values[setting] = not _parse(variable, setting, "bool", environ[variable])
     return values
+
+
+def one_line_hook() -> None:
+    """Print an uncaught :class:`EnvironmentSettingError` as one line (a deployment's
+    typo deserves no 20-line traceback into rxbot's import); others as before."""
+    previous = sys.excepthook
+    if getattr(previous, "rxbot_one_line", False):
+        return
+
+    def hook(kind: Any, error: BaseException, tb: Any) -> None:
+        if isinstance(error, EnvironmentSettingError):
+            print(f"rxbot: {error}", file=sys.stderr)
+        else:
+            previous(kind, error, tb)
+
+    hook.rxbot_one_line = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
 
 
 def suggest(name: str, known: Iterable[str]) -> str:
@@ -103,4 +143,5 @@ def suggest(name: str, known: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-__all__ = ["VARIABLES", "from_environment", "suggest", "LOG_LEVELS"]
+__all__ = ["VARIABLES", "INVERTED", "from_environment", "suggest", "LOG_LEVELS", "EnvironmentSettingError",
+           "one_line_hook"]

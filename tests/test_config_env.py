@@ -52,8 +52,8 @@ def test_environment_variables_set_the_defaults():
 
 @pytest.mark.parametrize("variable, value, message", [
     ("RXBOT_POLICY", "ignroe", "RXBOT_POLICY must be one of raise, ignore, retry, pipein; got 'ignroe'"),
-    ("RXBOT_PROGRESS", "maybe", "RXBOT_PROGRESS must be 1 or 0"),
-    ("RXBOT_CONCURRENCY", "0", "RXBOT_CONCURRENCY is too small"),
+    ("RXBOT_PROGRESS", "maybe", "RXBOT_PROGRESS must be a boolean: 1, true, yes, on or 0, false, no, off"),
+    ("RXBOT_CONCURRENCY", "0", "RXBOT_CONCURRENCY must be an integer >= 1; got '0'"),
     ("RXBOT_SHUTDOWN_GRACE", "soon", "RXBOT_SHUTDOWN_GRACE must be a number of seconds"),
     ("RXBOT_LOG_LEVEL", "loud", "RXBOT_LOG_LEVEL must be one of DEBUG"),
 ])

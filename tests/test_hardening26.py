@@ -411,3 +411,109 @@ def test_item18_bad_bracketed_watch_addresses_are_named(given, words):
 
     with pytest.raises(ValueError, match=words.replace("[", r"\[").replace("]", r"\]")):
         parse_address(given)
+
+
+def _fresh(code: str, **env: str):
+    import os
+    import subprocess
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RXBOT_")}
+    argv = code.split() if code.startswith("-m") else ["-c", code]
+    return subprocess.run([sys.executable, *argv], env=dict(clean, PYTHONPATH=str(ROOT), **env),
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("variable, value, allowed", [
+    ("RXBOT_POLICY", "nope", "one of raise, ignore, retry, pipein"),
+    ("RXBOT_CONCURRENCY", "abc", "an integer >= 1"),
+    ("RXBOT_RETRY_ATTEMPTS", "-1", "an integer >= 0"),
+    ("RXBOT_PROGRESS", "maybe", "a boolean: 1, true, yes, on or 0, false, no, off"),
+    ("RXBOT_NO_FUSION", "perhaps", "a boolean: 1, true, yes, on or 0, false, no, off"),
+    ("RXBOT_SHUTDOWN_GRACE", "nan", "a number of seconds >= 0"),
+    ("RXBOT_CONNECT_TIMEOUT", "0", "a number of seconds > 0"),
+    ("RXBOT_STATS_INTERVAL", "inf", "a number of seconds > 0"),
+    ("RXBOT_LOG_LEVEL", "loud", "one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+])
+@pytest.mark.parametrize("command", ["-m rxbot --version", "import rxbot"])
+def test_item18_a_bad_environment_value_is_one_line(variable, value, allowed, command):
+    proc = _fresh(command, **{variable: value})
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"rxbot: {variable} must be {allowed}; got {value!r}"]
+
+
+def test_item18_a_bad_environment_value_is_catchable_as_a_value_error():
+    proc = _fresh("try:\n import rxbot\nexcept ValueError as e:\n print(type(e).__name__, e)",
+                  RXBOT_DEBUG="sometimes")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ("EnvironmentSettingError RXBOT_DEBUG must be a boolean: 1, true, yes, on or "
+                                   "0, false, no, off; got 'sometimes'")
+
+
+@pytest.mark.parametrize("value, fusion", [("false", True), ("0", True), ("no", True), ("OFF", True), ("", True),
+                                           ("true", False), ("1", False), ("yes", False), ("On", False)])
+def test_item18_no_fusion_parses_booleans(value, fusion):
+    proc = _fresh("from rxbot import config; print(config.fusion)", RXBOT_NO_FUSION=value)
+    assert proc.stdout.strip() == str(fusion), proc.stderr
+
+
+@pytest.mark.parametrize("value, progress", [("false", False), ("off", False), ("on", True), ("Yes", True)])
+def test_item18_boolean_variables_parse_words(value, progress):
+    proc = _fresh("from rxbot import config; print(config.progress)", RXBOT_PROGRESS=value)
+    assert proc.stdout.strip() == str(progress), proc.stderr
+
+
+def _source_generator(closed: list):
+    try:
+        yield from range(1000)
+    finally:
+        closed.append("closed")
+
+
+def _fails_on_five(x):
+    if x == 5:
+        raise ValueError("five")
+    return x
+
+
+def _generator_step(closed: list):
+    def step(x):
+        try:
+            yield from range(100)
+        finally:
+            closed.append(x)
+    return step
+
+
+def test_item18_a_generator_source_is_closed_when_take_stops_it(both_builds):
+    import reactivex.operators as ops
+
+    from rxbot import Loop
+
+    for make in (lambda g: g, Loop):
+        closed: list = []
+        out: list = []
+        Pipe(make(_source_generator(closed)), ops.take(3), out.append)
+        BotFrame.run()
+        assert out == [0, 1, 2]
+        assert closed == ["closed"]
+
+
+def test_item18_a_generator_source_is_closed_when_the_run_fails(both_builds):
+    closed: list = []
+    Pipe(_source_generator(closed), _fails_on_five)
+    with pytest.raises(ValueError, match="five"):
+        BotFrame.run()
+    assert closed == ["closed"]
+
+
+def test_item18_a_generator_a_step_returns_is_closed_when_take_stops_it(both_builds):
+    import reactivex.operators as ops
+
+    from rxbot import Loop
+
+    closed: list = []
+    out: list = []
+    Pipe(Loop([7]), _generator_step(closed), ops.take(2), out.append)
+    BotFrame.run()
+    assert out == [0, 1]
+    assert closed == [7]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from types import GeneratorType
 from typing import Any, Awaitable, Callable, List
 
 import reactivex
@@ -120,6 +121,18 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
             stats.out += i - counted
         return
     it = iter(iterable)
+    try:
+        await _pull(it, emit, gate, stats, every)
+    finally:
+        if isinstance(it, GeneratorType):
+            # a generator given as the source (or returned by a step) that the run stops
+            # early (take had enough, a failure, a cancel) runs its finally/with blocks
+            # now, as a ``for`` loop's break would leave them to the garbage collector
+            it.close()
+
+
+async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, every: int) -> None:
+    """The element-at-a-time part of :func:`iterate`."""
     ended = False
     fed = 0
 
