@@ -365,4 +365,35 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- cache (HttpLoader's on-disk HTTP cache) ---------------------------------------------
+@subcommand
+def _cache_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "cache",
+        help="manage HttpLoader's on-disk HTTP cache",
+        description="HttpLoader(cache=PATH) or config.http_cache keeps responses in an SQLite file "
+                    "(docs/crawling.md); 'rxbot cache clear PATH' empties it.",
+    )
+    p.add_argument("action", choices=["clear"], help="clear: delete every stored response")
+    p.add_argument("path", nargs="?", default=None,
+                   help="the cache file (default: config.http_cache, e.g. from the script's settings)")
+    p.set_defaults(handler=_cache, cache_parser=p)
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from .config import config
+    from .http.cache import clear_cache
+
+    path = args.path if args.path is not None else config.http_cache
+    if path is None:
+        args.cache_parser.error("give the cache file: rxbot cache clear PATH")
+    try:
+        removed = clear_cache(path)
+    except (ValueError, OSError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"rxbot cache: cleared {removed} response(s) from {path}")
+    return 0
+
+
 __all__ = ["main", "build_parser", "subcommand"]

@@ -74,6 +74,14 @@ class Config:
     #: one). None: rxbot.http.DEFAULT_HEADERS, a browser's User-Agent and
     #: Accept-Language as databot sent; ``{}``: aiohttp's own
     http_headers: Any = None
+    #: defaults for every HttpLoader's crawling-politely arguments (docs/crawling.md):
+    #: requests in flight per host, seconds between requests to one host, adaptive
+    #: throttling, robots.txt, and the on-disk HTTP cache's path
+    http_per_host: int | None = None
+    http_per_host_delay: float | None = None
+    http_throttle: bool = False
+    http_robots: bool = False
+    http_cache: str | None = None
 
     replay_mode: bool = False
     replay_dir: str | None = None

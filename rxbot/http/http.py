@@ -20,6 +20,7 @@ import asyncio
 import email.utils
 import json as _json
 import logging
+import os
 import random
 import re
 import ssl as _ssl
@@ -36,7 +37,10 @@ from yarl import URL
 from ..config import config, policy_name
 from ..node import Node
 from ..redact import redact
+from .cache import DEFAULT_CACHE_MAX_SIZE, HttpCache, cache_key, canonical_body, full_url
 from .encoding import decode, sniff_encoding, text_encoding
+from .hosts import REFUSING, HostGate, HostState, host_of
+from .robots import RobotsRules
 
 #: the former name of :func:`rxbot.redact.redact` (one redaction for all of rxbot)
 safe_url = redact
@@ -355,6 +359,16 @@ class HttpLoader(Node):
         max_field_size: int = 8190,
         verify_ssl: bool | _ssl.SSLContext = True,
         raise_for_status: bool = False,
+        per_host: int | None = None,
+        per_host_delay: float | None = None,
+        per_host_rate: float | None = None,
+        throttle: bool | None = None,
+        throttle_target: float = 1.0,
+        backlog: int = 1000,
+        robots: bool | None = None,
+        cache: str | os.PathLike | None = None,
+        cache_expire: float | None = None,
+        cache_max_size: int = DEFAULT_CACHE_MAX_SIZE,
         name: str | None = None,
         on_error: str | None = None,
         session_policy: Any = None,
@@ -416,6 +430,60 @@ class HttpLoader(Node):
             log.warning("rxbot: HttpLoader ignores databot's 'session_policy' argument "
                         "(one session per run is always used)")
 
+        # ---- crawling politely (docs/crawling.md): config gives the defaults
+        per_host = config.http_per_host if per_host is None else per_host
+        if per_host is not None and (isinstance(per_host, bool) or not isinstance(per_host, int) or per_host < 1):
+            self._bad("per_host", "an int >= 1 (requests in flight per host) or None", per_host)
+        per_host_delay = config.http_per_host_delay if per_host_delay is None else per_host_delay
+        interval = 0.0
+        if per_host_delay is not None:
+            if not _is_number(per_host_delay) or per_host_delay < 0:
+                self._bad("per_host_delay", "a number of seconds >= 0 or None", per_host_delay)
+            interval = float(per_host_delay)
+        if per_host_rate is not None:
+            if not _is_number(per_host_rate) or per_host_rate <= 0:
+                self._bad("per_host_rate", "a positive number of requests per second or None", per_host_rate)
+            interval = max(interval, 1.0 / per_host_rate)
+        throttle = config.http_throttle if throttle is None else throttle
+        robots = config.http_robots if robots is None else robots
+        for arg, value in (("throttle", throttle), ("robots", robots)):
+            if not isinstance(value, bool):
+                self._bad(arg, "True or False", value, error=TypeError)
+        if not _is_number(throttle_target) or throttle_target <= 0:
+            self._bad("throttle_target", "a positive number (requests in flight per host to aim at)",
+                      throttle_target)
+        if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 0:
+            self._bad("backlog", "an int >= 0 (items taken ahead while hosts are at their limits)", backlog)
+        cache = config.http_cache if cache is None else cache
+        if cache is not None and not isinstance(cache, (str, os.PathLike)):
+            self._bad("cache", "a file path (str or os.PathLike) or None", cache, error=TypeError)
+        if cache_expire is not None and (not _is_number(cache_expire) or cache_expire <= 0):
+            self._bad("cache_expire", "a positive number of seconds or None (never)", cache_expire)
+        if isinstance(cache_max_size, bool) or not isinstance(cache_max_size, int) or cache_max_size < 1:
+            self._bad("cache_max_size", "an int >= 1 (bytes)", cache_max_size)
+        self.per_host = per_host
+        self.per_host_interval = interval
+        self.throttle = throttle
+        self.throttle_target = float(throttle_target)
+        self.robots = robots
+        self.cache = os.fspath(cache) if cache is not None else None
+        self.cache_expire = cache_expire
+        self.cache_max_size = cache_max_size
+        #: the requests in flight at once (``concurrency``). With per-host limits the
+        #: engine gives the step ``backlog`` more slots: calls waiting for their host hold
+        #: those, never a request slot (see :mod:`rxbot.http.hosts`)
+        self.max_in_flight = concurrency
+        self.polite = bool(per_host or interval or throttle or robots)
+        if self.polite:
+            concurrency = concurrency + backlog
+        self.backlog = backlog
+        self._gate: HostGate | None = None
+        self._robots: RobotsRules | None = None
+        self._cache: HttpCache | None = None
+        #: per-host numbers of the last run (``host_report()``)
+        self.hosts: dict = {}
+        self.robots_disallowed = 0
+
         self.delay = float(delay)
         self.request_timeout = client_timeout
         self.call_timeout = call_timeout
@@ -468,15 +536,25 @@ class HttpLoader(Node):
 
     # ---- lifecycle ------------------------------------------------------------------
     async def init(self) -> None:
+        self._gate = HostGate(self.max_in_flight, self.per_host, self.per_host_interval,
+                              throttle=self.throttle, target=self.throttle_target, max_delay=self.max_backoff * 2)
+        self.robots_disallowed = 0
+        if self.cache is not None:
+            cache = HttpCache(self.cache, expire=self.cache_expire, max_size=self.cache_max_size)
+            await cache.open()
+            self._cache = cache
         connector = aiohttp.TCPConnector(
             # the engine's slots bound requests in flight; a pool limit below them would
             # only make requests queue inside aiohttp, where the timeout already runs
             limit=0,
             ssl=self.verify_ssl if isinstance(self.verify_ssl, _ssl.SSLContext) else bool(self.verify_ssl),
         )
+        headers = self.session_headers()
+        if self.robots:
+            self._robots = RobotsRules(self._robots_fetch, headers.get("User-Agent") or "*")
         self._session = aiohttp.ClientSession(
             connector=connector,
-            headers=self.session_headers(),
+            headers=headers,
             max_field_size=self.max_field_size,
             max_line_size=max(8190, self.max_field_size),
             timeout=self.request_timeout,
@@ -496,8 +574,35 @@ class HttpLoader(Node):
 
     async def close(self) -> None:
         session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            gate.close()
+            self.hosts = gate.report()
+        robots, self._robots = self._robots, None
+        if robots is not None:
+            robots.close()
+        cache, self._cache = self._cache, None
+        try:
+            if session is not None:
+                await session.close()
+        finally:
+            if cache is not None:
+                await cache.close()
+
+    def host_report(self) -> dict:
+        """Per-host numbers of the run going on (or of the last one): requests, statuses,
+        bytes, latency percentiles (ms), current delay (s), in flight, queued, cache hits,
+        URLs robots.txt disallowed."""
+        return self._gate.report() if self._gate is not None else self.hosts
+
+    def report_data(self) -> dict:
+        """What this loader adds to the run report (``report.nodes[label]``)."""
+        data: dict = {"hosts": self.host_report()}
+        if self.robots:
+            data["robots_disallowed"] = self.robots_disallowed
+        if self.cache is not None:
+            data["cache_hits"] = sum(h.get("cached", 0) for h in data["hosts"].values())
+        return data
 
     async def __aenter__(self) -> "HttpLoader":
         """Use the loader outside a pipe: ``async with HttpLoader() as get: r = await get(url)``."""
@@ -589,19 +694,78 @@ class HttpLoader(Node):
         url = spec.pop("url")
         if self.delay:
             await asyncio.sleep(self.delay)
-        call = _Call(self, session, method, url, spec)
-        if self.call_timeout is None:
-            return await call.run()
-        limit = asyncio.timeout(self.call_timeout)
+        gate = self._gate
+        assert gate is not None
+        host = gate.host(host_of(url))
+        robots = self._robots
+        if robots is not None:
+            rules = await robots.rules(url)
+            host.crawl_delay = robots.crawl_delay(rules)
+            if not robots.allowed(rules, url):
+                host.robots_dropped += 1
+                self.robots_disallowed += 1
+                log.debug("rxbot: HttpLoader: robots.txt disallows %s %s: dropped", method, redact(url))
+                return None  # type: ignore[return-value]  # dropped: counted per host and in the report
+        cache = self._cache
+        if cache is None:
+            return await self._request(session, gate, host, method, url, spec)
+        sent = CIMultiDict(session.headers)
+        sent.update(spec.get("headers") or {})
+        key = cache_key(method, full_url(url, spec.get("params")), canonical_body(spec))
+        stored = await cache.get(key, sent)
+        if stored is not None:
+            host.cached += 1
+            response = HttpResponse(stored["status"], stored["body"], url=stored["url"], headers=stored["headers"],
+                                    reason=stored["reason"], method=method, from_cache=True)
+            return _Call(self, session, method, url, spec, host).final(response)
+        response = await self._request(session, gate, host, method, url, spec)
+        await cache.put(key, response, sent)
+        return response
+
+    async def _robots_fetch(self, url: str) -> HttpResponse:
+        """robots.txt, through the same limits (and cache) as any request of the host."""
+        session, gate = self._session, self._gate
+        if session is None or gate is None:
+            raise RuntimeError("HttpLoader: no open session")
+        host = gate.host(host_of(url))
+        cache = self._cache
+        key = cache_key("GET", url, b"") if cache is not None else ""
+        if cache is not None:
+            stored = await cache.get(key, session.headers)
+            if stored is not None:
+                host.cached += 1
+                return HttpResponse(stored["status"], stored["body"], url=stored["url"], headers=stored["headers"],
+                                    reason=stored["reason"], from_cache=True)
+        response = await self._request(session, gate, host, "GET", url, {}, final=False)
+        if cache is not None:
+            await cache.put(key, response, session.headers)
+        return response
+
+    async def _request(self, session: aiohttp.ClientSession, gate: HostGate, host: HostState, method: str,
+                       url: Any, spec: dict, final: bool = True) -> HttpResponse:
+        """The call: a request slot of the host first (when limits apply: waiting for it
+        does not count against ``timeout``), then the attempts within ``timeout``."""
+        call = _Call(self, session, method, url, spec, host, final=final)
+        if self.polite:
+            await gate.acquire(host)
+            call.held = True
         try:
-            async with limit:
-                call.deadline = limit.when()
+            if self.call_timeout is None:
                 return await call.run()
-        except TimeoutError:
-            if not limit.expired():  # an attempt's own timeout, already described
-                raise
-            raise HttpTimeoutError(method, url, attempts=call.attempt, cause=TimeoutError(
-                f"no complete response within {self.call_timeout:g}s")) from None
+            limit = asyncio.timeout(self.call_timeout)
+            try:
+                async with limit:
+                    call.deadline = limit.when()
+                    return await call.run()
+            except TimeoutError:
+                if not limit.expired():  # an attempt's own timeout, already described
+                    raise
+                raise HttpTimeoutError(method, url, attempts=call.attempt, cause=TimeoutError(
+                    f"no complete response within {self.call_timeout:g}s")) from None
+        finally:
+            if call.held:  # cancelled before its first attempt began
+                call.held = False
+                gate.release(host)
 
     async def read_body(self, resp: aiohttp.ClientResponse, method: str, url: Any, attempt: int) -> bytes:
         """The body, decoded, read chunk by chunk up to ``max_size`` bytes. aiohttp
@@ -635,13 +799,53 @@ class _Call:
     """One HttpLoader call: attempts until a response or an error is final, within the
     ``deadline`` (loop time) of the whole call if there is one."""
 
-    __slots__ = ("loader", "session", "method", "url", "spec", "attempt", "deadline")
+    __slots__ = ("loader", "session", "method", "url", "spec", "attempt", "deadline", "host", "held", "is_final")
 
     def __init__(self, loader: HttpLoader, session: aiohttp.ClientSession, method: str, url: Any,
-                 spec: dict) -> None:
+                 spec: dict, host: HostState | None = None, final: bool = True) -> None:
         self.loader, self.session, self.method, self.url, self.spec = loader, session, method, url, spec
         self.attempt = 0
         self.deadline: float | None = None
+        self.host = host
+        #: a request slot of the host is held for the next attempt (acquired before the
+        #: call's deadline started)
+        self.held = False
+        self.is_final = final  # False: the response is for the loader itself (robots.txt)
+
+    def final(self, response: HttpResponse, detail: str = "") -> HttpResponse:
+        return self._final(response, detail) if self.is_final else response
+
+    async def _attempt(self, method: str, url: Any) -> HttpResponse:
+        """One request through the host's gate, counted for the host."""
+        loader, host = self.loader, self.host
+        gate = loader._gate
+        if host is None or gate is None:
+            return await self._send(method, url)
+        if loader.polite and not self.held:
+            await gate.acquire(host)
+        self.held = False
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        status: int | None = None
+        size = 0
+        retry_after: float | None = None
+        try:
+            response = await self._send(method, url)
+            status, size = response.status, len(response.content)
+            if status in REFUSING:
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+            return response
+        finally:
+            gate.observed(host, status, loop.time() - started, size, retry_after)
+            if loader.polite:
+                gate.release(host)
+
+    async def _send(self, method: str, url: Any) -> HttpResponse:
+        loader = self.loader
+        async with self.session.request(method, url, proxy=loader.proxy, **self.spec) as resp:
+            body = await loader.read_body(resp, method, url, self.attempt)
+            return HttpResponse(resp.status, body, url=str(resp.url), headers=resp.headers,
+                                reason=resp.reason or "", method=method, attempts=self.attempt)
 
     async def run(self) -> HttpResponse:
         loader, method, url = self.loader, self.method, self.url
@@ -651,10 +855,7 @@ class _Call:
             failure: HttpError | None = None
             last: HttpError | HttpResponse | None  # what the next attempt's log line names
             try:
-                async with self.session.request(method, url, proxy=loader.proxy, **self.spec) as resp:
-                    body = await loader.read_body(resp, method, url, attempt)
-                    response = HttpResponse(resp.status, body, url=str(resp.url), headers=resp.headers,
-                                            reason=resp.reason or "", method=method, attempts=attempt)
+                response = await self._attempt(method, url)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 # raised below, outside this block: neither chained nor as __context__,
                 # because the cause's own text may hold the raw URL with its tokens
@@ -664,12 +865,12 @@ class _Call:
             else:
                 status = response.status
                 if not loader._retryable_status(status, method) or attempt > loader.http_retries:
-                    return self._final(response)
+                    return self.final(response)
                 wait = loader._wait(attempt)
                 advised = _retry_after(response.headers.get("Retry-After"))
                 if advised is not None:
                     if advised > loader.max_retry_after:
-                        return self._final(response, f" (Retry-After {advised:g}s exceeds "
+                        return self.final(response, f" (Retry-After {advised:g}s exceeds "
                                                      f"max_retry_after={loader.max_retry_after:g}s)")
                     wait = advised
                 why, last, final = f"HTTP {status}", response, False
@@ -678,7 +879,7 @@ class _Call:
             if self.deadline is not None and asyncio.get_running_loop().time() + wait >= self.deadline:
                 # the wait alone would outlast the call's time: the last outcome stands
                 if isinstance(last, HttpResponse):
-                    return self._final(last)
+                    return self.final(last)
                 raise last
             log.debug("rxbot: HttpLoader %s %s: %s, retry %d/%d in %.2fs", method, redact(url), why,
                       attempt, loader.http_retries, wait)
