@@ -14,6 +14,11 @@ from . import shard  # rxbot.shard.index / .count: which share of a sharded run 
 
 _install_log_filter(_logging.getLogger("rxbot"))  # every rxbot log line is redacted
 from . import logs as _logs  # noqa: E402,F401 - and carries one 'rxbot:' prefix
+from .errors_display import install as _install_excepthook  # noqa: E402
+
+# uncaught errors that went through rxbot print the short way, those of building a Pipe
+# too (any other exception goes to the hook that was there before)
+_install_excepthook()
 
 __version__ = "0.1.0"
 

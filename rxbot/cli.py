@@ -9,10 +9,11 @@ one more such function; :func:`main` needs no change.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import runpy
 import sys
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .config import POLICIES
 from .config_env import LOG_LEVELS
@@ -57,6 +58,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "--" in argv:  # split here: argparse's sub-commands mishandle a bare '--'
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
+    problem = misspelt_option(parser, argv)
+    if problem is not None:
+        sub, message = problem
+        sub.error(message)
     args, unknown = parser.parse_known_args(argv)
     if unknown or extra:
         if not hasattr(args, "script_args"):
@@ -68,6 +73,84 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 # -- helpers ---------------------------------------------------------------------------
+def _options_of(parser: argparse.ArgumentParser) -> Dict[str, bool]:
+    """``{option string: takes a value}`` of ``parser``'s options."""
+    return {name: action.nargs != 0 for action in parser._actions for name in action.option_strings}
+
+
+def misspelt_option(parser: argparse.ArgumentParser, argv: Sequence[str]
+                    ) -> Optional[Tuple[argparse.ArgumentParser, str]]:
+    """The sub-command's parser and the error for an option rxbot does not know, or
+    ``None``.
+
+    Before the script (``rxbot run --polcy ignore job.py``) every option is rxbot's, so
+    an unknown one is an error, with the option it probably means. After the script,
+    options go to the script (``rxbot run job.py --day 3``) unless one is a near miss of
+    rxbot's own (``rxbot run job.py --polcy ignore``): that is taken for a typo, not
+    handed to the script to run under the default settings; ``--`` passes it on anyway
+    (``rxbot run job.py -- --polcy ignore``). Commands that run no script accept no
+    unknown option."""
+    commands = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+    at = next((i for i, token in enumerate(argv) if token in commands), None)
+    if at is None:
+        return None
+    sub = commands[argv[at]]
+    options = _options_of(sub)
+    script_args = "script_args" in sub._defaults  # 'rxbot run': the script takes arguments
+    seen_script = False
+    tokens = iter(argv[at + 1:])
+    for token in tokens:
+        if not token.startswith("-") or token == "-" or _is_number(token):
+            seen_script = True
+            continue
+        name = token.split("=", 1)[0]
+        # argparse takes an unambiguous prefix of a long option (--pol for --policy)
+        prefixed = [o for o in options if o.startswith("--") and o.startswith(name)] if name.startswith("--") else []
+        known = name if name in options else (prefixed[0] if len(prefixed) == 1 else None)
+        if known is not None:
+            if options[known] and "=" not in token:
+                next(tokens, None)  # its value
+            continue
+        close = difflib.get_close_matches(name, [o for o in options if o.startswith("--")], n=1, cutoff=0.7)
+        if seen_script and script_args and not close:
+            continue  # the script's own
+        if close:
+            tail = (f" (for the script's own option, put it after '--': rxbot {argv[at]} SCRIPT -- {token})"
+                    if script_args and seen_script else "")
+            return sub, f"unknown option {name}, did you mean {close[0]}?{tail}"
+        if script_args:
+            return sub, (f"unknown option {name} before the script (the script's own options go "
+                         f"after it: rxbot {argv[at]} SCRIPT {token})")
+        return None  # argparse says: unrecognized arguments
+    return None
+
+
+def output_problem(path: str, picture: bool = False, format: Optional[str] = None) -> Optional[str]:
+    """What is wrong with ``path`` as an output file, or ``None``: checked before the
+    script runs. A ``picture`` needs an extension rxbot draws (``render -o x.jpg`` is
+    refused at once); every output needs a folder that exists."""
+    if picture:
+        from .render import _targets
+
+        try:
+            _targets(path, format)
+        except ValueError as exc:
+            return str(exc).replace("render: argument 'path'", repr(path), 1).replace(
+                "pass format=...", "pass --format")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f"cannot write {path!r}: the folder {folder!r} does not exist"
+    return None
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
 def _existing_script(value: str) -> str:
     """argparse type: a readable Python file (a missing one is a usage error, exit 2)."""
     if not os.path.isfile(value):
@@ -125,6 +208,10 @@ def _render(args: argparse.Namespace) -> int:
     out = args.output
     if out is None:
         out = os.path.splitext(os.path.basename(args.script))[0] + "." + (args.format or "png")
+    problem = output_problem(out, picture=True, format=args.format)
+    if problem:  # before the script runs, which may take long or have effects
+        print(f"rxbot render: {problem}", file=sys.stderr)
+        return 2
     try:
         with BotFrame.dry_run() as recorded:
             _exec_script(args.script)
@@ -191,8 +278,9 @@ def _run_command(sub: Any) -> None:
     p.add_argument("--render", default=None, metavar="OUTPUT",
                    help="after the run, draw its pipes with each step's counts and throughput "
                         "(png, svg, pdf or dot by extension)")
-    p.epilog = ("Arguments rxbot does not know go to the script: rxbot run job.py --day 3. "
-                "Use '--' when one looks like an rxbot option: rxbot run job.py -- --policy x")
+    p.epilog = ("Arguments rxbot does not know go to the script: rxbot run job.py --day 3 (one "
+                "that is a near miss of an rxbot option is an error: a typo). Use '--' when one "
+                "looks like an rxbot option: rxbot run job.py -- --policy x")
     p.set_defaults(script_args=[])
     p.set_defaults(handler=_run)
 
@@ -216,14 +304,16 @@ def _run(args: argparse.Namespace) -> int:
         config.log_level = args.log_level
     if args.debug:
         config.debug = True
+    for option, path, picture in (("--render", args.render, True), ("--report-file", args.report_file, False)):
+        problem = None if path is None else output_problem(path, picture=picture)
+        if problem:  # before the script runs, not after an hour of crawling
+            print(f"rxbot run: {option}: {problem}", file=sys.stderr)
+            return 2
     if args.watch or args.watch_address is not None or args.render is not None:
-        from .render import _targets
         from .watch import parse_address
 
         try:
             parse_address(args.watch_address)
-            if args.render is not None:
-                _targets(args.render, None)
         except ValueError as exc:
             print(f"rxbot run: {exc}", file=sys.stderr)
             return 2

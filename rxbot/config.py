@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .config_env import POLICIES, EnvironmentSettingError, from_environment, one_line_hook, suggest
+from .config_env import POLICIES, EnvironmentSettingError, from_environment, misspelt, one_line_hook, suggest
 
 
 @dataclass
@@ -116,6 +117,8 @@ class Config:
             raise
         for name, value in settings.items():
             object.__setattr__(self, name, value)
+        for line in misspelt(os.environ):  # a typo would be silently ignored
+            print(line, file=sys.stderr)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # a typo (config.exeption_policy = ...) must not be accepted and ignored

@@ -25,12 +25,14 @@ variable                   setting                  values
 Booleans are ``1, true, yes, on`` or ``0, false, no, off`` (any case); anything else,
 like any value that does not parse, stops the import with one line naming the variable,
 its value and what is allowed (:class:`EnvironmentSettingError`).
+An unknown ``RXBOT_*`` variable close to one of these (``RXBOT_POLCY``) gets a warning
+line on stderr with the one it probably means.
 """
 from __future__ import annotations
 
 import difflib
 import sys
-from typing import Any, Dict, Iterable, Mapping
+from typing import Any, Dict, Iterable, List, Mapping
 
 #: variable -> setting
 VARIABLES: Dict[str, str] = {
@@ -137,6 +139,27 @@ def one_line_hook() -> None:
     sys.excepthook = hook
 
 
+#: other variables rxbot reads (tests, examples, benchmarks read more of their own)
+OTHER_VARIABLES = ("RXBOT_NO_FUSION", "RXBOT_MYSQL_HOST", "RXBOT_MYSQL_PORT", "RXBOT_MYSQL_USER",
+                   "RXBOT_MYSQL_PASSWORD", "RXBOT_MYSQL_DB")
+
+
+def misspelt(environ: Mapping[str, str]) -> List[str]:
+    """A warning line for each ``RXBOT_*`` variable of ``environ`` that rxbot does not
+    read but that is a near miss of one it does (``RXBOT_POLCY``): set, it would be
+    silently ignored. Variables of other tools that share the prefix are left alone
+    unless they are that close."""
+    known = [*VARIABLES, *INVERTED, *OTHER_VARIABLES]
+    lines = []
+    for name in sorted(environ):
+        if name.startswith("RXBOT_") and name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+            if close:
+                lines.append(f"rxbot: warning: the environment variable {name} is not one rxbot reads; "
+                             f"did you mean {close[0]}?")
+    return lines
+
+
 def suggest(name: str, known: Iterable[str]) -> str:
     """``"; did you mean 'exception_policy'?"`` for a near miss, else ``""``."""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
@@ -144,4 +167,4 @@ def suggest(name: str, known: Iterable[str]) -> str:
 
 
 __all__ = ["VARIABLES", "INVERTED", "from_environment", "suggest", "LOG_LEVELS", "EnvironmentSettingError",
-           "one_line_hook"]
+           "one_line_hook", "misspelt"]

@@ -4,8 +4,8 @@ without the dozens of asyncio and engine frames between them.
 Only the *printing* is shortened. The exception that ``BotFrame.run()`` raises is the
 original one, with its type, ``__cause__`` chain and traceback intact, so ``except
 KeyError:`` in a script still works and a debugger still sees every frame. The short form
-is printed by :func:`install`'s ``sys.excepthook`` (installed by ``BotFrame.run()``) and by
-``rxbot run``; ``RXBOT_DEBUG=1`` (or ``rxbot run --debug``, or ``config.debug = True``)
+is printed by :func:`install`'s ``sys.excepthook`` (installed by ``import rxbot``, so that
+the errors of building a Pipe read the same way) and by ``rxbot run``; ``RXBOT_DEBUG=1`` (or ``rxbot run --debug``, or ``config.debug = True``)
 prints Python's full traceback instead.
 
 A failing step then reads::
@@ -17,6 +17,14 @@ A failing step then reads::
       File "job.py", line 4, in parse
         return {"v": x}["missing"]
     KeyError: 'missing'
+
+and a check of rxbot's own (a step that takes two arguments, a bad argument of a route)::
+
+    rxbot: step 'add' must accept one positional argument (the item); its signature is add(a, b)
+    Traceback (most recent call last; rxbot and library frames hidden, RXBOT_DEBUG=1 shows them):
+      File "job.py", line 6, in <module>
+        Pipe(range(3), add, print)
+    TypeError: step 'add' must accept one positional argument (the item); its signature is add(a, b)
 """
 from __future__ import annotations
 
@@ -113,6 +121,11 @@ def format_short(exc: BaseException) -> List[str]:
     notes = [n for n in (getattr(exc, "__notes__", None) or [])
              if isinstance(n, str) and n.startswith(NOTE_PREFIX)]
     lines = list(notes)
+    if not notes and _raised_by_rxbot(exc):
+        # a check of rxbot's own, e.g. while a Pipe is built: its message first, as a
+        # failing step's note comes first
+        message = str(exc).strip().splitlines()
+        lines.append(NOTE_PREFIX + (message[0] if message else type(exc).__name__))
     frames = _user_frames(exc)
     if frames:
         lines.append("Traceback (most recent call last; rxbot and library frames hidden, "
@@ -129,6 +142,13 @@ def format_short(exc: BaseException) -> List[str]:
     if tip and "check " not in str(exc):  # the message may say it already
         lines.append(tip)
     return lines
+
+
+def _raised_by_rxbot(exc: BaseException) -> bool:
+    """The exception was raised in rxbot's own code (its innermost frame is rxbot's),
+    not in a step, a library or the user's code."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and os.path.normcase(os.path.realpath(frames[-1].filename)).startswith(_RXBOT_DIR)
 
 
 def print_short(exc: BaseException, file: Optional[TextIO] = None) -> None:

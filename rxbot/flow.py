@@ -101,7 +101,11 @@ class Route:
         if not (isinstance(route_type, type) or (
             isinstance(route_type, tuple) and route_type and all(isinstance(t, type) for t in route_type)
         )):
-            raise TypeError(f"{cls}: argument 'route_type' must be a class or a tuple of classes; got {route_type!r}")
+            got = callable_label(route_type) if callable(route_type) else repr(route_type)
+            name = getattr(route_type, "__name__", "")
+            shown = "lambda x: ..." if name == "<lambda>" or not name.isidentifier() else name
+            tip = f"; a test of the item goes in route_func=: {cls}(route_func={shown})" if callable(route_type) else ""
+            raise TypeError(f"{cls}: argument 'route_type' must be a class or a tuple of classes; got {got}{tip}")
         if route_func is not None and not callable(route_func):
             raise TypeError(f"{cls}: argument 'route_func' must be callable; got {route_func!r}")
         if inspect.iscoroutinefunction(route_func) or inspect.iscoroutinefunction(

@@ -445,3 +445,69 @@ def test_the_documented_json_report_recipe_runs_as_written_whatever_is_logged(tm
     assert rows[2] == {"step": "Branch(<lambda> line 14)", "inp": 4, "out": 4, "matched": 1}
     assert outputs[2].stdout.strip() == str(data["totals"])
     assert data["totals"]["items"] == 5 and data["totals"]["dropped"] == 1
+
+
+ECHO = """
+    import sys
+    from rxbot import config
+    print(sys.argv[1:], config.exception_policy)
+"""
+
+
+@pytest.mark.parametrize("args", [
+    ["--polcy", "ignore", "job.py"],          # before the script: was "no such script: 'ignore'"
+    ["job.py", "--polcy", "ignore"],          # after it: was handed to the script, run under raise
+    ["job.py", "--day", "3", "--polcy=ignore"],
+])
+def test_a_misspelt_rxbot_option_is_named_with_the_one_it_means_wherever_it_is(tmp_path, args):
+    script(tmp_path, ECHO)
+    proc = rxbot("run", *args, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""  # the script did not run
+    assert proc.stderr.splitlines()[-1].startswith(
+        "rxbot run: error: unknown option --polcy, did you mean --policy?")
+
+
+def test_options_after_double_dash_and_unlike_rxbots_go_to_the_script(tmp_path):
+    script(tmp_path, ECHO)
+    proc = rxbot("run", "job.py", "--", "--polcy", "ignore", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith("['--polcy', 'ignore']")
+    proc = rxbot("run", "--pol", "ignore", "job.py", "--count=3", "-v", cwd=tmp_path)  # a prefix is fine
+    assert proc.returncode == 0 and proc.stdout.strip() == "['--count=3', '-v'] ignore"
+    proc = rxbot("run", "--count", "3", "job.py", cwd=tmp_path)  # before the script: rxbot's
+    assert proc.returncode == 2 and "unknown option --count before the script" in proc.stderr
+    proc = rxbot("render", "job.py", "--outptu", "x.svg", cwd=tmp_path)
+    assert proc.returncode == 2 and "unknown option --outptu, did you mean --output?" in proc.stderr
+
+
+SLOW_MARKER = """
+    from pathlib import Path
+    from rxbot import BotFrame, Pipe
+    Path(__file__).with_name("ran.marker").write_text("ran")
+    Pipe(range(3), print)
+    BotFrame.run()
+"""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["render", "job.py", "-o", "x.jpg"], "'x.jpg' ends in '.jpg', which is not a format rxbot draws"),
+    (["run", "--render", "x.jpg", "job.py"], "--render: 'x.jpg' ends in '.jpg'"),
+    (["run", "--report-file", "missing/r.json", "job.py"], "--report-file: cannot write 'missing/r.json'"),
+    (["render", "job.py", "-o", "missing/x.svg"], "cannot write 'missing/x.svg'"),
+])
+def test_output_options_are_checked_before_the_script_runs(tmp_path, args, message):
+    script(tmp_path, SLOW_MARKER)
+    proc = rxbot(*args, cwd=tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert not (tmp_path / "ran.marker").exists()
+
+
+def test_a_misspelt_rxbot_environment_variable_gets_a_did_you_mean_line(tmp_path):
+    script(tmp_path, ECHO)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+               RXBOT_POLCY="ignore", RXBOT_MYSQL_DB="test", RXBOT_SOMETHING_ELSE="1")
+    proc = subprocess.run([sys.executable, "job.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0
+    assert proc.stderr.splitlines() == [
+        "rxbot: warning: the environment variable RXBOT_POLCY is not one rxbot reads; "
+        "did you mean RXBOT_POLICY?"]

@@ -264,3 +264,28 @@ def test_other_errors_keep_pythons_own_traceback(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.startswith("Traceback (most recent call last):\n")
     assert "in own" in proc.stderr and proc.stderr.endswith("LookupError: the script's own bug\n")
+
+
+@pytest.mark.parametrize("body, line, message", [
+    ("def add(a, b):\n    return a + b\n\nPipe(range(3), add, print)\n", "Pipe(range(3), add, print)",
+     "step 'add' must accept one positional argument (the item); its signature is add(a, b)"),
+    ("Pipe(range(3), Filter(lambda x: x > 1), print)\n", "Pipe(range(3), Filter(lambda x: x > 1), print)",
+     "Filter: argument 'route_type' must be a class or a tuple of classes; got <lambda> line 3; "
+     "a test of the item goes in route_func=: Filter(route_func=lambda x: ...)"),
+])
+def test_build_time_errors_print_the_short_way_message_first(tmp_path, body, line, message):
+    """A mistake caught while a Pipe is built (before any BotFrame.run()) reads like a
+    failing step: the message first, the user's line, rxbot's frames hidden (they were
+    9-17-line tracebacks with the message last); RXBOT_DEBUG=1 shows every frame."""
+    job = write(tmp_path, "from rxbot import BotFrame, Filter, Pipe\n\n" + body + "BotFrame.run()\n")
+    proc = python(job)
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "rxbot: " + message
+    assert lines[1].startswith("Traceback (most recent call last; rxbot and library frames hidden")
+    assert re.fullmatch(rf'  File ".*job\.py", line \d+, in <module>', lines[2])
+    assert lines[3].strip() == line
+    assert lines[-1] == "TypeError: " + message
+    assert f"{os.sep}rxbot{os.sep}" not in proc.stderr and len(lines) <= 6
+    full = python(job, RXBOT_DEBUG="1")
+    assert f"{os.sep}rxbot{os.sep}flow.py" in full.stderr and full.stderr.splitlines()[0] == "Traceback (most recent call last):"
