@@ -187,7 +187,8 @@ def to_dict(report: Any) -> Dict[str, Any]:
     for key in sorted(report.steps, key=order):
         pipe, positions, label = step_parts(key)
         steps.append({"step": str(key), "pipe": pipe, "position": list(positions), "label": label,
-                      "sink": key in getattr(report, "sinks", ()), **counters(report, key, shapes)})
+                      "sink": key in getattr(report, "sinks", ()), **counters(report, key, shapes),
+                      "ledger": _ledger_of(report, key)})
     error = getattr(report, "error", None)
     return {
         "seconds": round(float(report.seconds), 6),
@@ -201,6 +202,12 @@ def to_dict(report: Any) -> Dict[str, Any]:
         "abandoned": [{"step": str(step), "item": short_repr(item, 200)}
                       for step, item in getattr(report, "abandoned", ())],
     }
+
+
+def _ledger_of(report: Any, key: Any) -> Any:
+    """The step's checked ledger line as data (rxbot.engine.ledger); None: not counted."""
+    line = getattr(report, "ledger", {}).get(key)
+    return None if line is None else line.as_dict()
 
 
 def to_json(report: Any, indent: int | None = 2) -> str:

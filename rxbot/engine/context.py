@@ -41,6 +41,9 @@ class RunReport:
     abandoned: List[Tuple[str, Any]] = field(default_factory=list)
     #: top-level steps whose raise was deferred (see :mod:`rxbot.engine.hooks`)
     failures: List[StepFailure] = field(default_factory=list)
+    #: every step's checked ledger line, None where the step is not counted (see
+    #: :mod:`rxbot.engine.ledger`); filled when the run ends
+    ledger: Dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, path: str) -> StepStats:
         return self.steps[path]

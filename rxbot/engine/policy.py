@@ -40,6 +40,16 @@ class StepStats:
     #: held by a node when the run stopped and finished by its close() without passing
     #: on (e.g. Insert rows committed at close after Ctrl-C/SIGTERM)
     closed: int = 0
+    #: the ledger's fan-out (see :mod:`rxbot.engine.ledger`): items an input's iterable
+    #: result gave beyond the one input (an empty result counts -1), plus items a
+    #: node's flush gave with no input at all
+    fanout: int = 0
+    #: inputs a holding node (a batching Insert) kept without passing anything on yet;
+    #: they come out later inside another call's result (counted as its fan-out), or are
+    #: settled at close
+    held: int = 0
+    #: failures sent on downstream as the exception itself (pipein): counted in ``out`` too
+    piped: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +58,21 @@ class StepStats:
 def _short_text(exc: BaseException, limit: int = 200) -> str:
     text = str(exc)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: the item a failing ``flush()`` is blamed on: no input of the step
+AT_FLUSH = "<flush at end of input>"
+
+
+def _held_change(rejected: list, item: Any) -> int:
+    """How a failure standing for several items changes a holding node's ``held``: the
+    rejected rows of *other* items were held and are settled now; the calling item,
+    when its own row is not among them, is held (it passes on with a later result)."""
+    own = any(bad is item for bad, _ in rejected)
+    change = -(len(rejected) - own)
+    if not own and not (isinstance(item, str) and item == AT_FLUSH):
+        change += 1
+    return change
 
 
 def rejected_by(exc: BaseException, item: Any) -> list:
@@ -104,6 +129,10 @@ class StepRuntime:
             return RAISE, exc
         rejected = rejected_by(exc, item)
         self.stats.failed += len(rejected)
+        if len(rejected) > 1 or rejected[0][0] is not item:  # rows of other (held) items failed here
+            self.stats.held += _held_change(rejected, item)
+        elif isinstance(item, str) and item == AT_FLUSH:  # a failure of no input: the flush's own
+            self.stats.fanout += 1
         policy = self.policy
         if policy == "retry":
             policy = config.policy(config.retry_final_policy)
@@ -131,6 +160,7 @@ class StepRuntime:
                 errors.append(annotate(why, self.label, bad, shown))
         if policy == "ignore":
             return DROP, None
+        self.stats.piped += len(errors)
         return PIPEIN, errors
 
     def settle_close(self, finished: int, rejected: list, reclaimed: int) -> None:
@@ -140,7 +170,10 @@ class StepRuntime:
         been counted ``cancelled`` and are counted here instead."""
         self.stats.closed += finished
         self.stats.failed += len(rejected)
-        self.stats.cancelled -= min(reclaimed, self.stats.cancelled)
+        reclaimed = min(reclaimed, self.stats.cancelled)
+        self.stats.cancelled -= reclaimed
+        # the rest were held (returned None to the engine): no longer held now
+        self.stats.held -= finished + len(rejected) - reclaimed
         for bad, why in rejected:
             self.ctx.dead_letter(StepError(self.label, bad, why, self.describe(bad)))
 
@@ -184,4 +217,4 @@ def counts_sync_steps(runtimes: Iterable["StepRuntime"]) -> bool:
     return config.counting() or any(rt.policy != "raise" for rt in runtimes)
 
 
-__all__ = ["StepRuntime", "StepStats", "RAISE", "DROP", "PIPEIN", "rejected_by", "counts_sync_steps"]
+__all__ = ["StepRuntime", "StepStats", "RAISE", "DROP", "PIPEIN", "AT_FLUSH", "rejected_by", "counts_sync_steps"]

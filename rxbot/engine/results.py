@@ -67,47 +67,62 @@ def blocked_tuple(outputs: Sequence[list]) -> tuple:
     return tuple(None if not r else r[0] if len(r) == 1 else r for r in outputs)
 
 
-async def deliver(result: Any, emit: Callable[[Any], None], gate: Any) -> bool:
+async def deliver(result: Any, emit: Callable[[Any], None], gate: Any, counts: Any = None,
+                  owned: bool = True) -> bool:
     """Apply the return-value rules to ``result`` in async context, pushing each item
     through ``emit`` and pausing at ``gate`` while downstream is full.
+
+    ``counts`` (the step's :class:`~rxbot.engine.policy.StepStats`) gets the ledger's
+    fan-out: an iterable result of one input gave ``n`` items, ``n - 1`` beyond its input;
+    a result that belongs to no input (``owned=False``: a node's flush) gave ``n``; one
+    failing part-way gave ``n`` and its failure settles the input.
 
     Returns False when the result was None (the step dropped the item by its own rule)."""
     while True:
         if result is None:
             return False
         kind = ONE if type(result) in SINGLE else kind_of(result)
-        if kind == ONE:
-            emit(result)
-            return True
-        if kind == ONE_AS_IS:
-            emit(result.item)
+        if kind == ONE or kind == ONE_AS_IS:
+            emit(result if kind == ONE else result.item)
+            if counts is not None and not owned:
+                counts.fanout += 1
             return True
         if kind == AWAIT:
             result = await result
             continue
         every = config.yield_every
         n = 0
-        if kind == MANY:
-            for v in result:
-                emit(v)
-                n += 1
-                if gate.blocked or n >= every:
-                    if gate.halted:  # the run failed, or take had enough: pull no further
-                        return True
-                    n = 0
-                    await gate.pause()
-        else:  # AGEN
-            try:
-                async for v in result:
+        total = 0  # items given (the ledger's fan-out)
+        try:
+            if kind == MANY:
+                for v in result:
                     emit(v)
-                    if gate.blocked:
-                        if gate.halted:
-                            return True
-                        await gate.wait()
-            finally:
-                # an abandoned generator (failure, cancellation) runs its cleanup now,
-                # before the run closes the nodes it may be using
-                await result.aclose()
+                    total += 1
+                    n += 1
+                    if gate.blocked or n >= every:
+                        if gate.halted:  # the run failed, or take had enough: pull no further
+                            break
+                        n = 0
+                        await gate.pause()
+            else:  # AGEN
+                try:
+                    async for v in result:
+                        emit(v)
+                        total += 1
+                        if gate.blocked:
+                            if gate.halted:
+                                break
+                            await gate.wait()
+                finally:
+                    # an abandoned generator (failure, cancellation) runs its cleanup now,
+                    # before the run closes the nodes it may be using
+                    await result.aclose()
+        except BaseException:  # failing part-way: the failure settles the input itself
+            if counts is not None:
+                counts.fanout += total
+            raise
+        if counts is not None:  # beyond the one input they stand for (a flush's: none)
+            counts.fanout += total - owned
         return True
 
 

@@ -11,6 +11,7 @@ from ..walk import StepId, nodes_in
 from .compiler import Builder
 from .context import RunContext, RunReport
 from .hooks import RunHooks, attach, build_pipe, finish
+from .ledger import settle_ledger
 from .lifecycle import close_nodes, init_nodes, make_room_for, run_scope, subscribe_until_end, until_end
 from .operators import trigger
 
@@ -58,8 +59,11 @@ async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None,
         # failure is counted, so the report names it even though the run raises the
         # cancellation
         ctx.report.error = ctx.error
+        unbalanced = settle_ledger(ctx, [pipe.steps for pipe in pipes], raised)
     if ctx.error is not None:
         raise ctx.error
+    if unbalanced is not None:
+        raise unbalanced
     return ctx.report
 
 

@@ -154,8 +154,13 @@ class Slots:
                         value = await value
                     if finish is not None:
                         if value is None:  # dropped by the step's own rule
-                            if dropped is not None and not ctx.stopped:
-                                dropped.filtered += 1
+                            if dropped is not None:
+                                if not ctx.stopped:
+                                    dropped.filtered += 1
+                                else:  # the run stopped while it was out (ledger: cancelled)
+                                    dropped.cancelled += 1
+                            elif step_stats is not None:  # a holding node keeps it for now
+                                step_stats.held += 1
                         else:
                             value = finish(work, value)
                             if value is not None:  # a delivery that waits for room downstream

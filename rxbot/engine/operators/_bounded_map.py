@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any, Awaitable, Callable, List
 
 from ..gate import Boundary
-from ..policy import StepRuntime
+from ..policy import AT_FLUSH, StepRuntime
 from ..results import SINGLE, deliver
 from ..slots import Slots
 from ._subscription import Operator, Subscription, fast_on_next, operator_of
@@ -80,7 +80,8 @@ class _BoundedMap(Subscription):
         """Apply the call's result (never None: the slots count that one). An awaitable
         is returned only when the result has to be delivered in async context (an
         iterable or async generator, which pauses at the gate while downstream is full)."""
-        if self.ctx.stopped:  # the run ended while this call was out
+        if self.ctx.stopped:  # the run ended while this call was out: its result is dropped
+            self.rt.stats.cancelled += 1
             return None
         if type(result) in SINGLE:  # one item: what ``deliver`` would do, without its coroutine
             self._emit(result)
@@ -88,7 +89,7 @@ class _BoundedMap(Subscription):
         return self._deliver(result)
 
     async def _deliver(self, result: Any) -> None:
-        if not await deliver(result, self._emit, self.gate):
+        if not await deliver(result, self._emit, self.gate, self.rt.stats):
             self.rt.stats.filtered += self.count_none
 
     def _fail(self, item: Any, exc: Exception) -> None:
@@ -107,11 +108,11 @@ class _BoundedMap(Subscription):
 
     async def _flush(self, flush: Callable[[], Any]) -> None:
         try:
-            await deliver(await flush(), self._emit, self.gate)
+            await deliver(await flush(), self._emit, self.gate, self.rt.stats, owned=False)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.settle(self.rt, exc, "<flush at end of input>", self._emit)
+            self.settle(self.rt, exc, AT_FLUSH, self._emit)
         finally:
             self.flushing = False
             super().maybe_complete()

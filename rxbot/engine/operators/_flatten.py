@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, List
 
 from ..gate import Boundary
-from ..policy import StepRuntime
+from ..policy import AT_FLUSH, StepRuntime
 from ..results import MANY, ONE, ONE_AS_IS, SINGLE, deliver, kind_of
 from ._subscription import Operator, Subscription, fast_on_next, operator_of
 
@@ -116,6 +116,7 @@ class _Flatten(Subscription):
                 if kind == MANY and isinstance(value, _EAGER):
                     for v in value:
                         self.emit(v)
+                    self.rt.stats.fanout += len(value) - 1
                     return
         self.jobs.append(result)
         self.set_full(True)
@@ -149,9 +150,10 @@ class _Flatten(Subscription):
                 if type(result) is Pending:
                     result, item = result.result, result.item
                 try:
-                    if not await deliver(result, self.emit, self.gate):
+                    if not await deliver(result, self.emit, self.gate, self.rt.stats):
                         self.rt.stats.filtered += 1
                 except asyncio.CancelledError:
+                    self.rt.stats.cancelled += 1  # its delivery was cut short by the stop
                     raise
                 except Exception as exc:  # failing part-way: no retry (no duplicates)
                     if not self.settle(self.rt, exc, item, self.emit):
@@ -159,16 +161,19 @@ class _Flatten(Subscription):
             if self.upstream_done and self.flush is not None and not self.ctx.stopped:
                 flush, self.flush = self.flush, None
                 try:
-                    await deliver(await flush(), self.emit, self.gate)
+                    await deliver(await flush(), self.emit, self.gate, self.rt.stats, owned=False)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    self.settle(self.rt, exc, "<flush at end of input>", self.emit)
+                    self.settle(self.rt, exc, AT_FLUSH, self.emit)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the flush failing part-way
             self.settle(self.rt, exc, None, self.emit)
         finally:
+            if (self.ctx.stopped or self.disposed) and self.jobs:  # results never delivered
+                self.rt.stats.cancelled += len(self.jobs)
+                self.jobs.clear()
             self.running = False
             self.set_full(bool(self.jobs))
             self.maybe_complete()
@@ -179,11 +184,18 @@ class _Flatten(Subscription):
             try:
                 result = await rt.call_with_retry(self.plan.fn, failed.item, first_error=failed.error)
             except asyncio.CancelledError:
+                rt.stats.cancelled += 1  # retrying when the run stopped
                 raise
             except Exception as exc:
                 return self.settle(rt, exc, failed.item, self.emit)
-            if not await deliver(result, self.emit, self.gate):
-                rt.stats.filtered += 1
+            try:
+                if not await deliver(result, self.emit, self.gate, self.rt.stats):
+                    rt.stats.filtered += 1
+            except asyncio.CancelledError:
+                rt.stats.cancelled += 1
+                raise
+            except Exception as exc:  # failing part-way: no retry (no duplicates)
+                return self.settle(rt, exc, failed.item, self.emit)
             return True
         return self.settle(rt, failed.error, failed.item, self.emit)
 

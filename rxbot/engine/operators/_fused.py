@@ -14,7 +14,7 @@ from typing import Any, Callable, List, Sequence
 from ...config import config
 from ..fuse import BLOCKED, Element, fuse, route_positions
 from ..gate import Boundary
-from ..policy import StepRuntime, counts_sync_steps
+from ..policy import AT_FLUSH, StepRuntime, counts_sync_steps
 from ..results import MANY, ONE, ONE_AS_IS, VALUES, deliver, kind_of
 from ..slots import Slots
 from ._subscription import Operator, Subscription, fast_on_next, operator_of
@@ -147,11 +147,16 @@ class _Segment(Subscription):
                     while not (self.slots.idle() and self.lane.idle()):
                         await asyncio.sleep(0.001)  # rare: two flushing nodes in one segment
                 try:
-                    await deliver(await flush(), self.after[j], self.gate)
+                    def out(v: Any, _j: int = j, _next: Callable = self.after[j]) -> None:
+                        self._count_out(_j, 1)
+                        _next(v)
+
+                    counts = self.runtimes[j].stats if self.step_counters is not None else None
+                    await deliver(await flush(), out, self.gate, counts, owned=False)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    if not self.settle(self.runtimes[j], exc, "<flush at end of input>", self.after[j]):
+                    if not self.settle(self.runtimes[j], exc, AT_FLUSH, self.after[j]):
                         return
         finally:
             self.flushing = False
@@ -165,9 +170,13 @@ class _Segment(Subscription):
         """Slow path of the fused code: step ``i``'s result ``x`` for input ``a`` is not
         a value of a known single type; its outputs continue after position ``i``."""
         if type(x) is list and not self.held[0] and not self.captures:  # eager: at once
+            if self.step_counters is not None:  # the ledger: one input, its elements count on
+                self.runtimes[i].stats.fanout -= 1
             self._push_each(x, i, a)
             return
         kind = kind_of(x)
+        if kind == MANY and self.step_counters is not None:
+            self.runtimes[i].stats.fanout -= 1
         if kind == ONE or kind == ONE_AS_IS:
             self._count_out(i, 1)
             self.after[i](x if kind == ONE else x.item)
@@ -187,9 +196,17 @@ class _Segment(Subscription):
             try:
                 self._push_each(x, i, a)
             except Exception as exc:  # e.g. a dict changed while iterated
+                self._unexpand(i)  # the input ends failed or cut short, not expanded
                 self.fail(exc, i, a)
         else:
             self.slots.submit((x, i, a, None))
+
+    def _unexpand(self, i: int) -> None:
+        """The ledger: step ``i``'s iterable result failed or was cut short part-way; the
+        failure (or cancellation) settles its input, so the elements it gave are all
+        fan-out (undo the ``-1`` counted when the result was spread)."""
+        if self.step_counters is not None:
+            self.runtimes[i].stats.fanout += 1
 
     def _push_each(self, x: Any, i: int, a: Any) -> None:
         """Push the elements of step ``i``'s eager result ``x`` on after position ``i``, in
@@ -202,9 +219,11 @@ class _Segment(Subscription):
         held = self.held
         captures = self.captures
         it = iter(x)
+        stats = self.runtimes[i].stats
         for v in it:
             if counters is not None:
                 counters[1][i] += 1
+                stats.fanout += 1
             cont(v)
             if captures:
                 if captures[-1]:  # the lane worker expands it after this element: the rest too
@@ -241,6 +260,7 @@ class _Segment(Subscription):
         try:
             it = iter(x)
         except Exception as exc:
+            self._unexpand(i)  # the input ends failed or cut short, not expanded
             self._final(exc, i, a)
             return
         while True:
@@ -253,8 +273,10 @@ class _Segment(Subscription):
                     return
                 if counters is not None:
                     counters[1][i] += 1
+                    self.runtimes[i].stats.fanout += 1
                 cont(v)
             except Exception as exc:  # the iterator failed part-way: no retry (no duplicates)
+                self._unexpand(i)  # the input ends failed or cut short, not expanded
                 self._final(exc, i, a)
                 return
             finally:
@@ -265,6 +287,7 @@ class _Segment(Subscription):
             n += 1
             if gate.blocked or n >= every:
                 if gate.halted:  # the run failed, or take had enough: pull no further
+                    self._unexpand(i)  # the input ends failed or cut short, not expanded
                     self.runtimes[i].stats.cancelled += 1
                     return
                 n = 0
@@ -303,7 +326,8 @@ class _Segment(Subscription):
                 def cont(v: Any, _next: Callable = cont) -> None:
                     counters[1][i] += 1
                     _next(v)
-            if not await deliver(result, cont, self.gate) and self.step_counters is not None:
+            counts = self.runtimes[i].stats if self.step_counters is not None else None
+            if not await deliver(result, cont, self.gate, counts) and self.step_counters is not None:
                 self.step_counters[2][i] += 1
         except asyncio.CancelledError:
             raise

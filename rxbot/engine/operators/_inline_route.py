@@ -45,6 +45,7 @@ def _failed(rt: StepRuntime, exc: Exception, item: Any, out: list) -> None:
         raise value
     if action == PIPEIN:
         out.extend(value)  # the original exceptions, one per rejected item
+        rt.stats.out += len(value)  # sent on, as every step counts what it pipes in
 
 
 def _take(y: Any, rt: StepRuntime, item: Any, out: list, counting: bool) -> Any:
@@ -65,9 +66,15 @@ def _take(y: Any, rt: StepRuntime, item: Any, out: list, counting: bool) -> Any:
         try:
             out.extend(y)
         except Exception as exc:  # a generator failing part-way: what it gave stays
+            given = len(out) - before
+            if counting:  # the input itself is settled by the failure
+                rt.stats.out += given
+                rt.stats.fanout += given
             _failed(rt, exc, item, out)
+            return None
         if counting:
             rt.stats.out += len(out) - before
+            rt.stats.fanout += len(out) - before - 1
         return None
     return y  # AWAIT / AGEN
 

@@ -57,22 +57,34 @@ class _Pulled(InputQueue):
     def idle(self) -> bool:
         return not self.running and not self.jobs
 
+    def _piped(self, error: Any) -> None:
+        """pipein: the failure goes on as an item (counted out, as every step counts it)."""
+        self.rt.stats.out += 1
+        self.observer.on_next(error)
+
     async def _drain(self) -> None:
         gate = self.gate
         try:
             while self.jobs and not gate.halted and not self.ctx.stopped:
                 item = self.jobs.popleft()
+                stats = self.rt.stats
+                before = stats.out  # the ledger: this input's sequence is its fan-out
                 try:
-                    await self.produce(item, fast_on_next(self.observer), gate, self.rt.stats)
+                    await self.produce(item, fast_on_next(self.observer), gate, stats)
                 except asyncio.CancelledError:
-                    self.rt.stats.cancelled += 1  # its sequence was cut short
+                    stats.cancelled += 1  # its sequence was cut short
+                    stats.fanout += stats.out - before
                     raise
                 except Exception as exc:
-                    if not self.settle(self.rt, exc, item, self.observer.on_next):
+                    stats.fanout += stats.out - before  # the failure settles the input
+                    if not self.settle(self.rt, exc, item, self._piped):
                         return
                 else:
                     if gate.halted:  # produce returned early: the run failed or take had enough
-                        self.rt.stats.cancelled += 1
+                        stats.cancelled += 1
+                        stats.fanout += stats.out - before
+                    else:
+                        stats.fanout += stats.out - before - 1
                 finally:
                     self.rt.in_flight -= 1
         finally:
