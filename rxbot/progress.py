@@ -75,6 +75,32 @@ def step_text(report: Any, key: Any) -> str:
     return text
 
 
+#: hosts shown per HttpLoader on a progress line (the busiest)
+PROGRESS_HOSTS = 3
+
+
+def node_text(report: Any, label: str) -> str:
+    """`` | 127.0.0.2:8080 12 req p50 3ms delay 0.1s`` — a node's own live numbers (an
+    HttpLoader's busiest hosts), empty for nodes without any."""
+    numbers = getattr(report, "node_numbers", None)
+    data = (numbers() if callable(numbers) else {}).get(label)
+    hosts = data.get("hosts") if isinstance(data, dict) else None
+    if not hosts:
+        return ""
+    busiest = sorted(hosts.items(), key=lambda kv: -kv[1].get("requests", 0))[:PROGRESS_HOSTS]
+    parts = []
+    for host, n in busiest:
+        p50 = (n.get("latency_ms") or {}).get("p50")
+        text = f"{host} {n.get('requests', 0)} req"
+        if p50 is not None:
+            text += f" p50 {p50:g}ms"
+        if n.get("delay_s"):
+            text += f" delay {n['delay_s']:g}s"
+        parts.append(text)
+    more = f" +{len(hosts) - len(busiest)} hosts" if len(hosts) > len(busiest) else ""
+    return " | " + ", ".join(parts) + more
+
+
 class Progress:
     """Bars (or plain lines) that read the run's own counters."""
 
@@ -137,7 +163,7 @@ class Progress:
     def step_label(self, key: Any) -> str:
         _, positions, label = step_parts(key)
         indent = "  " * len(positions)
-        return f"{indent}{label[:40]}: {step_text(self.report, key)}"
+        return f"{indent}{label[:40]}: {step_text(self.report, key)}{node_text(self.report, label)}"
 
     def plain_line(self) -> str:
         counts = self.source_counts()
@@ -148,7 +174,7 @@ class Progress:
             text = f"{name}: {n}" + (f"/{total}" if total else "") + f" items, {n / elapsed:.1f}/s"
             if total and n:
                 text += f", ETA {max(total - n, 0) * elapsed / n:.0f}s"
-            steps = [f"{step_parts(k)[2][:24]} {step_text(self.report, k)}"
+            steps = [f"{step_parts(k)[2][:24]} {step_text(self.report, k)}{node_text(self.report, step_parts(k)[2])}"
                      for k in self.keys if step_parts(k)[0] == i]
             parts.append(text + (" | " + " | ".join(steps) if steps else ""))
         return "rxbot progress: " + " || ".join(parts)

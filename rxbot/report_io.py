@@ -201,6 +201,8 @@ def to_dict(report: Any) -> Dict[str, Any]:
         ],
         "abandoned": [{"step": str(step), "item": short_repr(item, 200)}
                       for step, item in getattr(report, "abandoned", ())],
+        # nodes' own numbers (HttpLoader: per host), live mid-run
+        "nodes": _node_numbers(report),
     }
 
 
@@ -208,6 +210,11 @@ def _ledger_of(report: Any, key: Any) -> Any:
     """The step's checked ledger line as data (rxbot.engine.ledger); None: not counted."""
     line = getattr(report, "ledger", {}).get(key)
     return None if line is None else line.as_dict()
+
+
+def _node_numbers(report: Any) -> Dict[str, Any]:
+    numbers = getattr(report, "node_numbers", None)
+    return numbers() if callable(numbers) else dict(getattr(report, "nodes", {}) or {})
 
 
 def to_json(report: Any, indent: int | None = 2) -> str:
@@ -231,6 +238,15 @@ def to_text(report: Any) -> str:
         lines.append(f"  {key}: in={_number(c['inp'])} out={_number(c['out'])}" + (f" {extra}" if extra else ""))
     from .errors import short_repr
 
+    for label, data in _node_numbers(report).items():
+        for host, n in (data.get("hosts") or {}).items() if isinstance(data, dict) else ():
+            lat = n.get("latency_ms") or {}
+            statuses = " ".join(f"{k}:{v}" for k, v in (n.get("statuses") or {}).items())
+            lines.append(f"  {label} {host}: requests={n.get('requests', 0)} [{statuses}] "
+                         f"bytes={n.get('bytes', 0)} p50={lat.get('p50')}ms p90={lat.get('p90')}ms "
+                         f"delay={n.get('delay_s', 0)}s" +
+                         (f" cached={n['cached']}" if n.get("cached") else "") +
+                         (f" robots_dropped={n['robots_dropped']}" if n.get("robots_dropped") else ""))
     for step, item in getattr(report, "abandoned", ()):
         lines.append(f"  abandoned after the shutdown grace: step {step!r} on item {short_repr(item)}")
     return "\n".join(lines)

@@ -286,3 +286,46 @@ def test_per_host_gives_the_engine_backlog_slots_not_more_requests():
     assert (loader.concurrency, loader.max_in_flight) == (108, 8)
     plain = HttpLoader(concurrency=8)
     assert (plain.concurrency, plain.max_in_flight) == (8, 8)
+
+
+# ---- per-host numbers ----------------------------------------------------------------------
+
+async def test_per_host_numbers_in_the_report_its_json_and_text():
+    import json
+
+    async with Hosts([A, B]) as hosts:
+        urls = [hosts.url(A, f"/n/{i}") for i in range(5)] + [hosts.url(B, "/ra/1"), hosts.url(B, "/n/xyz")]
+        loader = HttpLoader(per_host=2, throttle=True, backoff=0.01, retries=1)
+        Pipe(urls, loader, lambda r: None)
+        report = await BotFrame.run_async()
+    a, b = hosts.base[A][7:], hosts.base[B][7:]
+    numbers = report.nodes["HttpLoader"]["hosts"]
+    assert set(numbers) == {a, b}
+    assert (numbers[a]["requests"], numbers[a]["statuses"], numbers[a]["bytes"]) == (5, {"200": 5}, 5)
+    assert (numbers[b]["requests"], numbers[b]["statuses"]) == (3, {"200": 2, "429": 1})
+    assert numbers[b]["delay_s"] > 0  # the refusal slowed B down (throttle)
+    assert numbers[a]["latency_ms"]["p50"] <= numbers[a]["latency_ms"]["p90"] <= numbers[a]["latency_ms"]["p99"]
+    data = json.loads(report.to_json())
+    assert data["nodes"]["HttpLoader"]["hosts"][a]["requests"] == 5
+    assert f"HttpLoader {b}: requests=3 [200:2 429:1]" in str(report)
+
+
+async def test_per_host_numbers_live_in_stats_progress_and_the_live_view(monkeypatch):
+    from rxbot.progress import node_text
+    from rxbot.watch.snapshot import Sampler
+
+    async with Hosts([A]) as hosts:
+        live: list = []
+        urls = [hosts.url(A, f"/n/{i}?sleep=0.02") for i in range(30)]
+        Pipe(urls, HttpLoader(per_host=1), lambda r: None)
+        monkeypatch.setattr(config, "stats_hook", live.append)
+        monkeypatch.setattr(config, "stats_interval", 0.05)
+        report = await BotFrame.run_async()
+    a = hosts.base[A][7:]
+    running = [s["nodes"]["HttpLoader"]["hosts"][a]["requests"] for s in live
+               if not s["final"] and s["nodes"].get("HttpLoader", {}).get("hosts")]
+    assert running and 0 < min(running) and max(running) < 30  # seen while the crawl went on
+    assert live[-1]["final"] and live[-1]["nodes"]["HttpLoader"]["hosts"][a]["requests"] == 30
+    assert node_text(report, "HttpLoader").startswith(f" | {a} 30 req p50 ")
+    snap = Sampler(1, "g").snapshot(report, state="finished")
+    assert snap["nodes"]["HttpLoader"]["hosts"][a]["statuses"] == {"200": 30}

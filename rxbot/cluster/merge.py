@@ -37,7 +37,29 @@ def merge_reports(reports: Sequence[RunReport]) -> RunReport:
             getattr(merged, name).extend(getattr(report, name))
         for name in _fields(report, set):  # e.g. which steps are sinks: the same in every shard
             getattr(merged, name).update(getattr(report, name))
+        merged.nodes = merge_numbers(merged.nodes, getattr(report, "nodes", {}) or {})
     return merged
+
+
+def merge_numbers(into: Any, more: Any) -> Any:
+    """Nodes' numbers of two shards as one (HttpLoader's per host): counts (ints) add up,
+    measures (floats: latency percentiles, delays) keep the larger, nested dicts merge."""
+    if isinstance(into, dict) and isinstance(more, dict):
+        out = dict(into)
+        for key, value in more.items():
+            out[key] = merge_numbers(out[key], value) if key in out else copy.deepcopy(value)
+        return out
+    if into is None:
+        return more
+    if more is None:
+        return into
+    if isinstance(into, bool) or isinstance(more, bool):
+        return into or more
+    if isinstance(into, int) and isinstance(more, int):
+        return into + more
+    if isinstance(into, (int, float)) and isinstance(more, (int, float)):
+        return max(into, more)
+    return into
 
 
 def _fields(report: RunReport, kind: type) -> Iterable[str]:

@@ -44,6 +44,22 @@ class RunReport:
     #: every step's checked ledger line, None where the step is not counted (see
     #: :mod:`rxbot.engine.ledger`); filled when the run ends
     ledger: Dict[str, Any] = field(default_factory=dict)
+    #: what nodes with a ``report_data()`` add, by label (HttpLoader: its numbers per
+    #: host), taken when the run ends; :meth:`node_numbers` reads them live mid-run
+    nodes: Dict[str, Any] = field(default_factory=dict)
+    node_sources: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def node_numbers(self) -> Dict[str, Any]:
+        """The nodes' own numbers: live while the run goes on, final afterwards."""
+        if self.nodes or not self.node_sources:
+            return self.nodes
+        out: Dict[str, Any] = {}
+        for label, source in list(self.node_sources.items()):
+            try:
+                out[label] = source()
+            except Exception:  # numbers must never fail a run or its view
+                log.debug("rxbot: report_data of %r failed", label, exc_info=True)
+        return out
 
     def __getitem__(self, path: str) -> StepStats:
         return self.steps[path]
@@ -189,6 +205,28 @@ class RunContext:
             rt = self.runtimes[path] = StepRuntime(label, path, self, **options)
             self.report.steps[path] = rt.stats
         return rt
+
+    def watch_nodes(self, nodes: Any) -> None:
+        """Nodes with a ``report_data()`` method report through :attr:`RunReport.nodes`
+        (two nodes of one label are told apart by ``#2``, ``#3``...)."""
+        sources = self.report.node_sources
+        for node in nodes:
+            data = getattr(node, "report_data", None)
+            if not callable(data):
+                continue
+            label = node.label()
+            name, n = label, 1
+            while name in sources:
+                n += 1
+                name = f"{label}#{n}"
+            sources[name] = data
+
+    def take_node_numbers(self) -> None:
+        """After the nodes are closed: keep their final numbers in the report."""
+        report = self.report
+        report.nodes = {}
+        report.nodes = report.node_numbers()
+        report.node_sources = {}  # the report must not keep (or pickle) the nodes
 
     def count_closed(self) -> None:
         """After the nodes are closed: count what each holding node did with the items

@@ -54,6 +54,7 @@ async def run_scope(ctx: Any, nodes: Sequence[Node],
     inited: List[Node] = []
     try:
         await init_nodes(nodes, inited)
+        ctx.watch_nodes(inited)
         yield
     finally:
         await ctx.shutdown()
@@ -61,6 +62,7 @@ async def run_scope(ctx: Any, nodes: Sequence[Node],
             after_shutdown()
         await close_nodes(inited)
         ctx.count_closed()
+        ctx.take_node_numbers()
 
 
 def subscribe_until_end(ctx: Any, observable: reactivex.Observable,

@@ -66,6 +66,8 @@ class Sampler:
             "steps": steps,
             "dead_letters": len(letters),
             "last_dead_letters": [_cut(str(e)) for e in letters[-LAST_DEAD_LETTERS:]],
+            # nodes' own numbers, live (HttpLoader: requests, statuses, latency per host)
+            "nodes": report.node_numbers() if hasattr(report, "node_numbers") else {},
         }
 
     def _rate(self, path: str, now: float, items: int) -> float:
