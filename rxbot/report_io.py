@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 #: the counters of one step, in the order they are shown
@@ -227,9 +228,54 @@ def _number(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def elapsed(report: Any) -> float:
+    """The run's seconds: so far while it runs, else its duration."""
+    if getattr(report, "running", False):
+        return max(0.0, time.perf_counter() - float(getattr(report, "started", 0.0) or 0.0))
+    return float(report.seconds or 0.0)
+
+
+def summary(report: Any) -> str:
+    """One line for a person watching a run (databot's Timer idiom,
+    ``Pipe(Timer(delay=5, until=job.finished), lambda t: print(job.report.summary()))``):
+    ``running 3.2s: 120 items, 1 failed, 37.5 items/s, ETA 2s``. Items are what the
+    sources emitted; the ETA is that of the slowest pipe whose source's size is known
+    (``report.expected``: a range, a list, ``Timer(max_time=...)``), at its rate so far,
+    and is left out when no such pipe is still reading; a finished run reads
+    ``finished in ...``."""
+    seconds = elapsed(report)
+    items = source_items(report)
+    failed = sum(int(getattr(s, "failed", 0) or 0) for s in report.steps.values())
+    rate = items / seconds if seconds > 0 else 0.0
+    running = bool(getattr(report, "running", False))
+    text = f"{'running' if running else 'finished in'} {seconds:.1f}s: {items} items, {failed} failed, {rate:.1f} items/s"
+    eta = _eta(report, seconds) if running else None
+    if eta is not None:
+        text += f", ETA {eta:.0f}s"
+    if not running and getattr(report, "error", None) is not None:
+        text += f", stopped by {type(report.error).__name__}"
+    return text
+
+
+def _eta(report: Any, seconds: float) -> Optional[float]:
+    """Seconds until the slowest sized source is read, at its rate so far."""
+    read: Dict[int, int] = {}
+    for key, s in report.steps.items():
+        if is_source(key):
+            read[step_parts(key)[0]] = int(s.out)
+    waits = [(size - read.get(pipe, 0)) * seconds / read[pipe]
+             for pipe, size in (getattr(report, "expected", None) or {}).items()
+             if size is not None and read.get(pipe, 0) and read[pipe] < size]
+    return max(waits) if waits and seconds > 0 else None
+
+
 def to_text(report: Any) -> str:
-    """One line per step in pipe order; zero counters other than in/out are left out."""
-    lines = [f"run finished in {report.seconds:.3f}s"]
+    """One line per step in pipe order; zero counters other than in/out are left out.
+    While the run goes on (``pipe.report`` read from a step) the first line says so."""
+    if getattr(report, "running", False):
+        lines = [f"run running for {elapsed(report):.3f}s (counts so far)"]
+    else:
+        lines = [f"run finished in {report.seconds:.3f}s"]
     shapes = routes(report)
     for key in sorted(report.steps, key=order):
         c = counters(report, key, shapes)
@@ -252,5 +298,5 @@ def to_text(report: Any) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["to_dict", "to_json", "to_text", "totals", "counters", "source_items", "routes", "route_numbers",
+__all__ = ["to_dict", "to_json", "to_text", "summary", "elapsed", "totals", "counters", "source_items", "routes", "route_numbers",
            "step_parts", "order", "is_source", "COUNTERS"]

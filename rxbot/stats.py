@@ -88,10 +88,21 @@ def publish_live(ctx: Any) -> None:
 def attach(ctx: Any, pipes: Sequence[Any]) -> None:
     """Start the run's watchers — progress bars and the stats hook — as the run's own
     tasks; their last update runs at shutdown, after the steps have published counts."""
+    report = ctx.report
+    # the report says it is running, since when, and (where the sources' sizes are
+    # known) how many items to expect: report.summary() gives an ETA from them
+    from .progress import source_size
+
+    report.running, report.started = True, ctx.started
+    report.expected = {i: source_size(pipe) for i, pipe in enumerate(pipes, start=1)}
+    ctx.on_shutdown(lambda: setattr(report, "running", False))
     if config.progress:
         from .progress import Progress
 
-        progress = Progress(pipes, ctx.report)
+        def in_flight(key: Any) -> int:
+            return int(getattr(ctx.runtimes.get(key), "in_flight", 0) or 0)
+
+        progress = Progress(pipes, ctx.report, in_flight=in_flight)
         progress.refresh = lambda: publish_live(ctx)
         ctx.spawn(progress.run())
         ctx.on_shutdown(progress.close)

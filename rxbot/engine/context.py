@@ -6,7 +6,7 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
@@ -41,6 +41,12 @@ class RunReport:
     abandoned: List[Tuple[str, Any]] = field(default_factory=list)
     #: top-level steps whose raise was deferred (see :mod:`rxbot.engine.hooks`)
     failures: List[StepFailure] = field(default_factory=list)
+    #: the run is going on (``pipe.report`` during a run): the text says so
+    running: bool = False
+    #: ``time.perf_counter()`` when the run started (seconds so far while running)
+    started: float = 0.0
+    #: pipe number -> items its source will emit, where that is known (for an ETA)
+    expected: Dict[int, Optional[int]] = field(default_factory=dict)
     #: every step's checked ledger line, None where the step is not counted (see
     #: :mod:`rxbot.engine.ledger`); filled when the run ends
     ledger: Dict[str, Any] = field(default_factory=dict)
@@ -78,6 +84,13 @@ class RunReport:
         from ..report_io import totals
 
         return totals(self)
+
+    def summary(self) -> str:
+        """One line — items, failures, rate and, while running, the ETA where the
+        sources' sizes are known (see :func:`rxbot.report_io.summary`)."""
+        from ..report_io import summary
+
+        return summary(self)
 
     def to_dict(self) -> Dict[str, Any]:
         """The report as plain data, ready for JSON (see :func:`rxbot.report_io.to_dict`)."""
