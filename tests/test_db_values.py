@@ -548,3 +548,75 @@ def test_the_property_strategy_reaches_both_outcomes():
         except UnsupportedValueError:
             outcomes.add("refused")
     assert outcomes == {"accepted", "refused"}
+
+
+# ------------------------------------------------------------------ item 16: insert ignore warnings
+def _dupes(mysql, n_existing: int, n_new: int, caplog) -> tuple:
+    import logging
+    import warnings
+
+    mysql.make("text")
+    for i in range(n_existing):
+        mysql.sql(f"insert into {mysql.table} values ({i}, 'old')")
+    with warnings.catch_warnings(record=True) as python_warnings, caplog.at_level(logging.INFO, logger="rxbot"):
+        warnings.simplefilter("always")
+        out = []
+        Pipe([{"id": i, "v": "new"} for i in range(n_existing + n_new)],
+             mysql.mod.Insert(f"insert ignore into {mysql.table} (id, v) values ({{id}}, {{v}})", **mysql.kw,
+                              batch_size=100), out.append).run()
+    lines = [r.getMessage() for r in caplog.records if r.name == "rxbot" and "warning" in r.getMessage()]
+    return out, lines, [str(w.message) for w in python_warnings]
+
+
+def test_insert_ignore_skips_are_one_summary_line_not_one_per_row(mysql, caplog):
+    out, lines, python_warnings = _dupes(mysql, 320, 0, caplog)
+    assert len(out) == 320  # every item passes on: the database decided to skip them
+    assert python_warnings == []
+    assert len(lines) == 1, lines
+    assert "320 of 320 row(s) were skipped by the database (INSERT IGNORE), 320 warning(s); the first: " \
+           "Warning 1062: Duplicate entry '0' for key 'PRIMARY'" in lines[0]
+    assert lines[0].startswith("Insert: insert ignore into rxbot_vals_")
+
+
+def test_insert_ignore_summary_counts_only_the_skipped_rows(mysql, caplog):
+    out, lines, python_warnings = _dupes(mysql, 150, 170, caplog)
+    assert python_warnings == [] and len(out) == 320
+    assert len(lines) == 1 and "150 of 320 row(s) were skipped by the database (INSERT IGNORE), 150 warning(s)" \
+        in lines[0]
+    assert mysql.sql(f"select count(*) from {mysql.table} where v = 'new'") == [(170,)]
+
+
+def test_no_summary_when_the_database_reports_nothing(mysql, caplog):
+    out, lines, python_warnings = _dupes(mysql, 0, 50, caplog)
+    assert (len(out), lines, python_warnings) == (50, [], [])
+
+
+# ------------------------------------------------------------------ SQL literals in both server modes
+@pytest.mark.parametrize("no_backslash", [False, True], ids=["backslash escapes", "NO_BACKSLASH_ESCAPES"])
+def test_literals_read_back_exactly_in_both_escape_modes(mysql_params, no_backslash):
+    """Insert's multi-row INSERT is built from rxbot's own literals: every byte and
+    character reads back as written, whether or not the server takes backslash as an
+    escape (aiomysql's own bytes escaping is wrong in NO_BACKSLASH_ESCAPES mode)."""
+    from rxbot.db.mysql_values import Literals
+
+    text = "q' \" \\ \\' \x00 \x1a \n\r %s {x} é 😀"
+    data = bytes(range(256)) + b"\\'"
+    raw = pymysql.connect(host=mysql_params["host"], port=mysql_params["port"], user=mysql_params["user"],
+                          password=mysql_params["password"], database=mysql_params["db"], autocommit=True,
+                          charset="utf8mb4")
+    try:
+        with raw.cursor() as cur:
+            if no_backslash:
+                cur.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
+            literals = Literals(no_backslash=no_backslash).row(
+                (text, data, ("a'", "b\\"), -12, 0.1, Decimal("-1.50"), None, True))
+            assert literals[2].startswith("(") and literals[2].endswith(")")
+            in_list = f"ELT(1, {literals[2][1:-1]}), ELT(2, {literals[2][1:-1]})"  # an IN list's elements
+            sql = "SELECT " + ", ".join(literals[:2] + (in_list,) + literals[3:])
+            cur.execute(sql.encode("utf8", "surrogateescape"))
+            row = cur.fetchone()
+    finally:
+        raw.close()
+    assert row[0] == text and row[1] == data
+    assert row[2:4] == ("a'", "b\\")
+    assert row[4:] == (-12, 0.1, Decimal("-1.50"), None, 1)

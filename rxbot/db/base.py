@@ -300,8 +300,8 @@ class InsertNode(SqlNode):
         self._timed: set = set()
         self._timed_failed: List[Tuple[Any, BaseException]] = []  # bad rows of timed batches
         self._timed_total = 0
-        self._queue: Deque[asyncio.Future] = deque()  # calls waiting for room, in arrival order
-        self._admitting = 0  # woken from the queue, not yet resumed
+        #: rows waiting for room, in arrival order, each with the future its call awaits
+        self._waiting: Deque[Tuple[Tuple[Any, Any], asyncio.Future]] = deque()
         self._committing: set = set()  # ids of batches whose COMMIT has been sent
         # what the last close() did with the rows the stopped run left here (settled_at_close)
         self._closed_written = 0
@@ -314,15 +314,11 @@ class InsertNode(SqlNode):
         await self._open()
 
     async def __call__(self, item: Any) -> Any:
-        params = self.params(item)  # a bad item fails here, blamed on itself
-        if self._queue or self._admitting or len(self._unwritten) >= self.max_unwritten:
-            await self._wait_turn()
-        entry = (item, params)
-        self._buf.append(entry)
-        batch = self._take() if len(self._buf) >= self.batch_size else None
-        if batch is None and self.flush_interval is not None and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self._on_timer)
-        self._admit_next()
+        entry = (item, self.params(item))  # a bad item fails here, blamed on itself
+        if self._waiting or len(self._unwritten) >= self.max_unwritten:
+            batch = await self._wait_turn(entry)
+        else:  # the common case: buffered at once, no trip through the event loop
+            batch = self._accept(entry)
         if batch:
             total = len(batch)
             try:
@@ -342,35 +338,60 @@ class InsertNode(SqlNode):
                 raise InsertError(self.label(), failed, total) from failed[0][1]
         return self._take_ready()
 
-    async def _wait_turn(self) -> None:
+    def _accept(self, entry: Tuple[Any, Any]) -> List[Tuple[Any, Any]] | None:
+        """Buffer one row; the batch it fills (its call commits it), else None."""
+        buf = self._buf
+        buf.append(entry)
+        if len(buf) >= self.batch_size:
+            return self._take()
+        if self._timer is None and self.flush_interval is not None:
+            self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self._on_timer)
+        return None
+
+    async def _wait_turn(self, entry: Tuple[Any, Any]) -> List[Tuple[Any, Any]] | None:
         """Wait, first come first served, until fewer than ``max_unwritten`` batches are
-        waiting for the database: rows keep their arrival order and memory stays bounded."""
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.append(fut)
+        waiting for the database: rows keep their arrival order and memory stays bounded.
+
+        The row waits with its call; :meth:`_admit_next` buffers it (in order, at once)
+        when there is room and wakes the call with the batch it filled, if any. So only
+        the calls that arrive while the database is behind pay a trip through the event
+        loop; the rows that follow go straight into the buffer."""
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        waiter = (entry, fut)
+        self._waiting.append(waiter)
         try:
-            await fut
-        except BaseException:
-            if fut.done() and not fut.cancelled():  # woken, then cancelled before resuming
-                self._admitting -= 1
-                self._admit_next()
-            else:
+            return await fut
+        except asyncio.CancelledError:
+            if not fut.done() or fut.cancelled():  # still waiting: it never joined a batch
                 try:
-                    self._queue.remove(fut)
+                    self._waiting.remove(waiter)
                 except ValueError:
                     pass
+                raise
+            # admitted just before the cancellation: take the row back out (the engine
+            # counts this call cancelled, so its row must not be written and passed on)
+            batch = fut.result()
+            if batch is None:
+                if not _remove_identical(self._buf, entry):
+                    # the flush_interval timer took it into a batch already: written with it
+                    self._cancelled_in_commit += 1
+            else:  # nobody else commits the batch this row filled
+                _remove_identical(batch, entry)
+                if batch:  # its other rows belong to other calls: commit them as a timer would
+                    self._timed_commit_task(batch)
+                else:
+                    self._forget(batch)
             raise
-        self._admitting -= 1
 
     def _admit_next(self) -> None:
-        """Wake as many queued calls, oldest first, as there is room for in the batches
-        not yet taken; they resume in the same order."""
-        if not self._queue:
-            return
-        room = (self.max_unwritten - len(self._unwritten)) * self.batch_size - len(self._buf) - self._admitting
-        while room > 0 and self._queue:
-            self._admitting += 1
-            room -= 1
-            self._queue.popleft().set_result(None)
+        """Buffer the waiting rows, oldest first, while fewer than ``max_unwritten``
+        batches wait for the database, and wake their calls."""
+        waiting = self._waiting
+        while waiting and len(self._unwritten) < self.max_unwritten:
+            entry, fut = waiting.popleft()
+            if fut.done():  # its call was cancelled while it waited
+                continue
+            fut.set_result(self._accept(entry))
 
     async def flush(self) -> Any:
         if self._timed:
@@ -560,8 +581,11 @@ class InsertNode(SqlNode):
         so a slow trickle is stored promptly; its items pass on with the next result."""
         self._timer = None
         batch = self._take()
-        if not batch:
-            return
+        if batch:
+            self._timed_commit_task(batch)
+
+    def _timed_commit_task(self, batch: List[Tuple[Any, Any]]) -> None:
+        """Commit ``batch`` in a task of its own, belonging to no call."""
         task = asyncio.get_running_loop().create_task(self._timed_commit(batch))
         self._timed.add(task)
         task.add_done_callback(self._timed.discard)
@@ -575,6 +599,15 @@ class InsertNode(SqlNode):
             log.warning("rxbot: %s", InsertError(self.label(), failed, total,
                                                  "a batch written by the flush_interval timer; "
                                                  "raised when the input ends"))
+
+
+def _remove_identical(rows: list, entry: Any) -> bool:
+    """Remove ``entry`` itself (not an equal one) from ``rows``; whether it was there."""
+    for i, row in enumerate(rows):
+        if row is entry:
+            del rows[i]
+            return True
+    return False
 
 
 def _then_raise(values: List[Any], error: BaseException) -> Iterator[Any]:

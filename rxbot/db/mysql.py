@@ -15,9 +15,10 @@ from typing import Any, AsyncIterator, Callable, Sequence, Tuple
 
 import aiomysql
 import pymysql
+from pymysql.constants import SERVER_STATUS
 
 from .base import DatabaseConnectionError, InsertNode, QueryNode, SqlNode, _check_int, _check_seconds
-from .mysql_values import MySQLValues, parse_offset, session_offset
+from .mysql_values import Literals, MySQLValues, parse_offset, session_offset
 from .params import PYFORMAT
 
 log = logging.getLogger("rxbot")
@@ -53,6 +54,7 @@ class _MySQL(SqlNode):
                              f"'-05:30' (the session is set to it), or None for the server's; got {time_zone!r}")
         self.time_zone = time_zone
         self._pool: Any = None
+        self._tally = WarningTally()  # this run's warnings (Insert), reported at close
         self.values = self.make_values()
 
     def make_values(self, offset: Any = None, zone: str = "not yet known (the node is not open)") -> MySQLValues:
@@ -67,6 +69,7 @@ class _MySQL(SqlNode):
         return f"{self.user}@{self.host}:{self.port}/{self.db}"
 
     async def _open(self) -> None:
+        self._tally = WarningTally()
         timeout = self.connect_timeout
         assert timeout is not None  # checked without allow_none in _setup
         try:
@@ -112,6 +115,10 @@ class _MySQL(SqlNode):
         return self.make_values(session_offset(str(zone), str(system)), shown)
 
     async def _close(self) -> None:
+        line = self._tally.summary(self.sql)
+        if line is not None:  # one line per run, not one per row (issue 26, item 16)
+            log.warning("rxbot: %s: %s", self.label(), line)
+            self._tally = WarningTally()
         pool, self._pool = self._pool, None
         if pool is not None:
             # terminate, not close: a result stream abandoned by a failed run must not
@@ -151,13 +158,16 @@ class _MySQL(SqlNode):
         pool = self._pool_now()
         conn = await pool.acquire()
         try:
-            async with conn.cursor() as cur:
-                sql, bulk = self._many_sql()
-                if bulk:  # INSERT ... VALUES (...) becomes multi-row INSERTs in the driver
-                    await cur.executemany(sql, list(params_list))
+            async with conn.cursor(_TallyCursor) as cur:
+                sql, bulk, parts = self._many_sql()
+                if parts is not None:  # INSERT ... VALUES (...): one multi-row INSERT per ~1 MB
+                    affected = await self._insert_rows(cur, conn, parts, params_list)
+                elif bulk:
+                    affected = await cur.executemany(sql, list(params_list)) or 0
                 else:
+                    affected = 0
                     for params in params_list:
-                        await cur.execute(sql, params)
+                        affected += await cur.execute(sql, params) or 0
             committing()
             await conn.commit()
         except BaseException:
@@ -165,33 +175,73 @@ class _MySQL(SqlNode):
             raise
         finally:
             pool.release(conn)
+        # counted once committed: a batch rolled back and rewritten row by row is not counted twice
+        self._tally.add(len(params_list), affected, cur.warning_total, cur.first_warning)
 
-    def _many_sql(self) -> Tuple[str, bool]:
-        """The statement for ``executemany`` and whether the driver's bulk path may run it.
+    async def _insert_rows(self, cur: Any, conn: Any, parts: Tuple[str, str, str],
+                           params_list: Sequence[Any]) -> int:
+        """What aiomysql's ``executemany`` does for ``INSERT ... VALUES (...)`` — rows joined
+        into multi-row INSERTs of at most ``max_stmt_length`` bytes — with the literals
+        made by :class:`~rxbot.db.mysql_values.Literals` from the already exact values
+        (no second per-value dispatch in the driver)."""
+        prefix, values, postfix = parts
+        encoding = conn.encoding
+        literals = _LITERALS[bool(conn.server_status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES)]
+        row = literals.row
+        limit = cur.max_stmt_length
+        head, tail = prefix.encode(encoding), postfix.encode(encoding)
+        sql = bytearray(head)
+        empty = True
+        affected = 0
+        for params in params_list:
+            # bytes were decoded with surrogateescape into the text: encoded back the same way
+            # (a str value never holds a surrogate: MySQLValues refuses it)
+            text = (values % row(params)).encode(encoding, "surrogateescape")
+            if not empty and len(sql) + len(text) + len(tail) + 1 > limit:
+                affected += await cur.execute(bytes(sql + tail)) or 0
+                sql = bytearray(head)
+                empty = True
+            if not empty:
+                sql += b","
+            sql += text
+            empty = False
+        if not empty:
+            affected += await cur.execute(bytes(sql + tail)) or 0
+        return affected
 
-        For ``INSERT ... VALUES (...) <tail>`` aiomysql builds one multi-row INSERT and
-        appends the tail (``ON DUPLICATE KEY UPDATE ...``) *without* %-formatting it, so
-        a literal ``%`` there, doubled for the driver, would reach the server as ``%%``:
-        the tail is un-doubled here. A tail with a placeholder of its own cannot go
-        through that path at all (it would be sent unbound): such statements run row by
-        row with ``execute``.
+    def _many_sql(self) -> Tuple[str, bool, Tuple[str, str, str] | None]:
+        """The statement for a batch, whether the driver's ``executemany`` may batch it,
+        and, for ``INSERT ... VALUES (...)``, its (prefix, row template, tail) for
+        :meth:`_insert_rows`.
+
+        For ``INSERT ... VALUES (...) <tail>`` the rows are joined into one multi-row
+        INSERT and the tail (``ON DUPLICATE KEY UPDATE ...``) appended *without*
+        %-formatting it, so a literal ``%`` there, doubled for the driver, would reach
+        the server as ``%%``: the tail is un-doubled here. A tail with a placeholder of its
+        own cannot go through that path at all (it would be sent unbound): such statements
+        run row by row with ``execute``.
         """
         plan = getattr(self, "_many_plan", None)
         if plan is None:
             sql = self.driver_sql
             m = aiomysql.cursors.RE_INSERT_VALUES.match(sql)
             if m is None:
-                plan = (sql, True)  # no bulk rewrite: the driver %-formats every row
+                plan = (sql, True, None)  # no bulk rewrite: the driver %-formats every row
             else:
                 tail = m.group(3) or ""
                 tokens = re.findall(r"%%|%\([^)]*\)s|%s", tail)
                 if any(t != "%%" for t in tokens):
-                    plan = (sql, False)
+                    plan = (sql, False, None)
                 else:
                     bulk = sql[:m.start(3)] + tail.replace("%%", "%") + sql[m.end(3):]
                     again = aiomysql.cursors.RE_INSERT_VALUES.match(bulk)
                     same = again is not None and again.group(1, 2) == m.group(1, 2)
-                    plan = (bulk, True) if same else (sql, False)
+                    if same:
+                        assert again is not None
+                        parts = (again.group(1) % (), again.group(2).rstrip(), again.group(3) or "")
+                        plan = (bulk, True, parts)
+                    else:
+                        plan = (sql, False, None)
             self._many_plan = plan
         return plan
 
@@ -202,6 +252,62 @@ class _MySQL(SqlNode):
             args: Tuple[Any, ...] = getattr(exc, "args", ())
             return bool(args) and args[0] in _TRANSIENT_CODES
         return isinstance(exc, (ConnectionError, asyncio.TimeoutError))
+
+
+#: SQL literal makers for a server with (False) and without (True) backslash escapes
+_LITERALS = {False: Literals(no_backslash=False), True: Literals(no_backslash=True)}
+
+
+class _TallyCursor(aiomysql.Cursor):
+    """A cursor that counts the server's warnings instead of raising one Python warning
+    each: ``INSERT IGNORE`` warns once per skipped row (320 lines for 320 rows). The
+    Insert node reports them as one summary line (see :class:`WarningTally`); only the
+    first warning's text is fetched."""
+
+    warning_total = 0
+    first_warning: Tuple[Any, ...] | None = None
+
+    async def _show_warnings(self, conn: Any) -> None:
+        result = self._result
+        if result is None or result.has_next:
+            return
+        self.warning_total += result.warning_count
+        if self.first_warning is None:
+            rows = await conn.show_warnings()
+            if rows:
+                self.first_warning = tuple(rows[0])
+
+
+class WarningTally:
+    """The warnings and row counts of one run of an Insert, for its summary line."""
+
+    def __init__(self) -> None:
+        self.sent = self.affected = self.warnings = 0
+        self.first: Tuple[Any, ...] | None = None
+
+    def add(self, sent: int, affected: int, warnings: int, first: Tuple[Any, ...] | None) -> None:
+        self.sent += sent
+        self.affected += affected
+        self.warnings += warnings
+        if self.first is None and first is not None:
+            self.first = first
+
+    def summary(self, sql: str) -> str | None:
+        """One line, or None when the database reported nothing."""
+        if not self.warnings:
+            return None
+        first = ""
+        if self.first is not None:
+            level, code, message = (tuple(self.first) + (None, None, None))[:3]
+            first = f"; the first: {level} {code}: {message}"
+        plain_ignore = _INSERT_IGNORE.match(sql) is not None and "on duplicate" not in sql.lower()
+        if plain_ignore and self.affected <= self.sent:
+            return (f"{self.sent - self.affected} of {self.sent} row(s) were skipped by the database "
+                    f"(INSERT IGNORE), {self.warnings} warning(s){first}")
+        return f"the database reported {self.warnings} warning(s) writing {self.sent} row(s){first}"
+
+
+_INSERT_IGNORE = re.compile(r"\s*insert\s+(?:(?:low_priority|delayed|high_priority)\s+)?ignore\b", re.IGNORECASE)
 
 
 #: server error codes worth repeating a write for: lock wait timeout, deadlock, and a

@@ -38,7 +38,9 @@ from __future__ import annotations
 import datetime
 import decimal
 import re
-from typing import Any, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
+
+from pymysql.converters import _escape_table, escape_date, escape_datetime, escape_time
 
 from .values import Converter, Refused, ValueAdapter, check_text, json_text, timedelta_parts
 
@@ -86,6 +88,7 @@ class MySQLValues(ValueAdapter):
 
     database = "mysql"
     title = "MySQL"
+    int_range = (1 - _INT_LIMIT, _INT_LIMIT - 1)
 
     def __init__(self, owner: str, charset: str = "utf8mb4", encoding: str = "utf-8",
                  offset: Optional[datetime.timedelta] = None, zone: str = "unknown") -> None:
@@ -195,10 +198,73 @@ def _timedelta(value: datetime.timedelta) -> str:
     raise Refused(f"({value}) is outside MySQL's TIME range -838:59:59.999999 .. 838:59:59.999999")
 
 
+# ----------------------------------------------------------------------- SQL literals
+def _float_literal(value: float) -> str:
+    text = repr(value)  # the shortest text that reads back as the same double
+    return text if "e" in text else text + "e0"
+
+
+class Literals:
+    """Converted values as SQL literal text, for the multi-row INSERT an Insert batch
+    becomes (what aiomysql's ``executemany`` builds, without its per-value dispatch
+    through ``conn.escape``/``escape_item``: the values are already of the few exact
+    types :class:`MySQLValues` returns).
+
+    The escaping is PyMySQL's (its translation table) for a server that treats backslash
+    as an escape; with ``NO_BACKSLASH_ESCAPES`` only quotes are doubled — for bytes and
+    IN lists too, which aiomysql itself gets wrong in that mode."""
+
+    def __init__(self, no_backslash: bool = False) -> None:
+        if no_backslash:
+            def text(v: str) -> str:
+                return "'" + v.replace("'", "''") + "'"
+
+            def data(v: bytes) -> str:
+                return "_binary'" + v.decode("ascii", "surrogateescape").replace("'", "''") + "'"
+        else:
+            table = _escape_table
+
+            def text(v: str) -> str:
+                return "'" + v.translate(table) + "'"
+
+            def data(v: bytes) -> str:
+                return "_binary'" + v.decode("ascii", "surrogateescape").translate(table) + "'"
+
+        self.by_type: Dict[type, Callable[[Any], str]] = {
+            str: text, bytes: data, int: int.__repr__, float: _float_literal,
+            bool: lambda v: "1" if v else "0", type(None): lambda v: "NULL",
+            decimal.Decimal: lambda v: format(v, "f"),
+            datetime.datetime: escape_datetime, datetime.date: escape_date, datetime.time: escape_time,
+            tuple: self.sequence,
+        }
+
+    def sequence(self, values: tuple) -> str:
+        return "(" + ",".join(self.one(v) for v in values) + ")"
+
+    def one(self, value: Any) -> str:
+        try:
+            return self.by_type[type(value)](value)
+        except KeyError:  # MySQLValues returns none of these: a bug, never a str() fallback
+            raise TypeError(f"rxbot: no SQL literal for an adapted value of type {type(value).__name__}") from None
+
+    def row(self, values: Union[dict, tuple]) -> Union[dict, tuple]:
+        """The literals of one row, keyed or ordered like ``values``."""
+        by_type = self.by_type
+        try:
+            if type(values) is dict:
+                return {k: by_type[type(v)](v) for k, v in values.items()}
+            return tuple([by_type[type(v)](v) for v in values])
+        except KeyError:
+            items = values.values() if isinstance(values, dict) else values
+            for v in items:
+                self.one(v)
+            raise
+
+
 def adapt(owner: str, values: Union[dict, tuple]) -> Union[dict, tuple]:
     """Every value of one execution through a default :class:`MySQLValues` (utf8mb4, no
     known session zone): for callers without a node."""
     return MySQLValues(owner).row(dict(values) if isinstance(values, dict) else values)
 
 
-__all__ = ["MySQLValues", "adapt", "time_text", "session_offset", "parse_offset"]
+__all__ = ["MySQLValues", "Literals", "adapt", "time_text", "session_offset", "parse_offset"]

@@ -131,7 +131,13 @@ class Statement:
         ones take a tuple/list element-wise, or a single scalar for a single placeholder.
         A statement without placeholders ignores the item (e.g. the trigger ``0``).
         """
-        if self.names:
+        names = self.names
+        if names:
+            if type(item) is dict:  # the common case, without the Mapping ABC check
+                try:
+                    return {n: item[n] for n in names}
+                except KeyError:
+                    pass  # the message names the missing placeholder
             return self._named(item)
         if self.positional:
             return self._positional(item)

@@ -37,6 +37,7 @@ _INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 63 - 1
 class SQLiteValues(ValueAdapter):
     database = "sqlite"
     title = "SQLite"
+    int_range = (_INT_MIN, _INT_MAX)
 
     def builtin_rules(self) -> Dict[type, Converter]:
         return {

@@ -236,6 +236,10 @@ class ValueAdapter:
                       "with .item() or register an adapter")
 
     # -- dispatch ---------------------------------------------------------------------------
+    #: the range of ints (and whether plain ASCII str) passed without a call: the
+    #: database-wide rule for them, inlined in :meth:`row` (None: no inline fast path)
+    int_range: Optional[Tuple[int, int]] = None
+
     def _sync(self) -> None:
         self._table = dict(self._builtin)
         self._version = _registry.version
@@ -243,6 +247,12 @@ class ValueAdapter:
             fn = _registry.find(self.database, t)
             if fn is not None:
                 self._table[t] = self._through(fn)
+        # the inline checks stand for the built-in str and int rules: not when a user
+        # adapter replaces either
+        inline = (self.int_range is not None and self._table.get(str) is self._builtin.get(str)
+                  and self._table.get(int) is self._builtin.get(int))
+        self._low, self._high = self.int_range if inline and self.int_range else (1, 0)
+        self._inline_str = inline
 
     def _through(self, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """A user adapter, its result checked by the built-in rules (not by user rules
@@ -343,12 +353,20 @@ class ValueAdapter:
         if self._version != _registry.version:
             self._sync()
         table = self._table
+        low, high, inline_str = self._low, self._high, self._inline_str
         key: Any = None
         value: Any = None
         try:
             if type(values) is dict:
                 for key, value in values.items():
-                    conv = table.get(type(value), _MISSING)
+                    t = type(value)
+                    if t is str:  # inline: the two most common types need no call
+                        if inline_str and value.isascii():
+                            continue
+                    elif t is int:
+                        if low <= value <= high:
+                            continue
+                    conv = table.get(t, _MISSING)
                     if conv is None:
                         continue
                     if conv is _MISSING:
@@ -359,7 +377,14 @@ class ValueAdapter:
                 return values
             out = list(values)
             for key, value in enumerate(out):
-                conv = table.get(type(value), _MISSING)
+                t = type(value)
+                if t is str:
+                    if inline_str and value.isascii():
+                        continue
+                elif t is int:
+                    if low <= value <= high:
+                        continue
+                conv = table.get(t, _MISSING)
                 if conv is None:
                     continue
                 if conv is _MISSING:
