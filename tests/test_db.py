@@ -873,3 +873,15 @@ def test_example_script_runs(script, backend, request):
     proc = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env, cwd=str(ROOT))
     assert proc.returncode == 0, proc.stderr
     assert _sections(proc.stdout.splitlines()) == _sections(EXAMPLE_OUTPUT[script])
+
+
+def test_query_with_no_rows_emits_nothing_and_migration_md_says_so(db):
+    """databot passed aiomysql's ``()`` on for an empty result (a list of rows otherwise),
+    which a step written for rows failed on; rxbot emits no item, and docs/migration.md
+    lists the difference (issue 27)."""
+    sql = "select 1 as one from dual where false" if db.kind == "mysql" else "select 1 as one where 0"
+    seen = run(db.Query(sql))
+    assert seen == []
+    rows = [line for line in (ROOT / "docs" / "migration.md").read_text(encoding="utf-8").splitlines()
+            if line.startswith("| `Query` with no rows |")]
+    assert len(rows) == 1 and "`()`" in rows[0] and "| nothing |" in rows[0]
