@@ -90,6 +90,10 @@ class BotFrame(metaclass=_FrameType):
         from .engine import run_pipes
 
         chosen = cls._take(pipes)
+        if in_boost_worker_bootstrap():  # see there: the pipes run in the main process only
+            from .engine import RunReport
+
+            return RunReport()
         if cls._dry_run is not None:
             cls._dry_run.extend(chosen)
             from .engine import RunReport
@@ -145,6 +149,11 @@ class BotFrame(metaclass=_FrameType):
 
         ``watch=True`` serves a live view of the run (see :meth:`run_async`).
         """
+        if in_boost_worker_bootstrap():  # see there: the pipes run in the main process only
+            cls._take(pipes)
+            from .engine import RunReport
+
+            return RunReport()
         if cls._dry_run is not None:
             return asyncio.run(cls.run_async(pipes))
         from . import errors_display
@@ -239,6 +248,21 @@ class BotFrame(metaclass=_FrameType):
     def clear(cls) -> None:
         """Forget pending pipes without running them."""
         cls._pending.clear()
+
+
+def in_boost_worker_bootstrap() -> bool:
+    """True while a ``boost='process'`` worker started by 'forkserver' or 'spawn' (or the
+    forkserver itself) imports the main script again (as ``__mp_main__``, to find the functions it is sent by name).
+
+    A databot script has no ``if __name__ == '__main__':`` guard, so that import reaches
+    its ``BotFrame.run()``: running the pipes there would do their work (and their
+    writes) once more per worker. Such a run does nothing and returns an empty report;
+    the script's other top-level code still runs there (docs/boost.md says so)."""
+    import multiprocessing
+
+    # multiprocessing's own test for its "bootstrapping phase" (set in a spawned child and
+    # in the forkserver while they import the main script)
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
 
 
 def claim_pipes(pipes: Sequence[Any]) -> None:

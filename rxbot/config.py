@@ -88,8 +88,8 @@ class Config:
     replay_dir: str | None = None
     replay_serializer: str = "json"
 
-    #: multiprocessing start method for boost='process' pools (None: the platform's,
-    #: fork on Linux, so scripts without a main guard keep working)
+    #: multiprocessing start method for boost='process' pools (None: fork while the
+    #: process has a single thread, else forkserver or spawn; see docs/boost.md)
     boost_start_method: str | None = None
     #: seconds rxbot waits for a remote peer to connect and answer its handshake, and
     #: for each control call to it (the Dask scheduler: connect, worker list, cancel,

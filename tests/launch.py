@@ -45,7 +45,8 @@ def popen(args: Sequence[str], **kwargs: Any) -> subprocess.Popen:
     """``subprocess.Popen`` with default SIGINT, its own process group and no stdin."""
     kwargs.setdefault("stdin", subprocess.DEVNULL)
     kwargs.setdefault("env", child_env())
-    return subprocess.Popen(list(args), process_group=0, preexec_fn=_default_sigint, **kwargs)
+    kwargs.setdefault("preexec_fn", _default_sigint)
+    return subprocess.Popen(list(args), process_group=0, **kwargs)
 
 
 def kill_group(proc: subprocess.Popen) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REQUIRE_SERVICES
+from launch import kill_group, popen
 from rxbot import (BlockedJoin, BotFrame, Branch, Filter, Fork, Join, Loop, Node, Pipe, Return,
                    Step, Timer, aiofile, config, shard)
 from rxbot.shard import ShardInfo, entered
@@ -619,8 +620,8 @@ def test_rxbot_run_cluster_shards_runs_a_script_with_main_functions(cluster, tmp
 def test_a_signal_on_the_client_cancels_every_shard(cluster, tmp_path, sig):
     script = tmp_path / "job.py"
     script.write_text(SCRIPT.replace("**CALL", f"cluster={cluster!r}, shards=2"))
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), "0.5"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env())
+    proc = popen([sys.executable, str(script), str(tmp_path), "0.5"],
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=script_env())
     try:
         marks = [tmp_path / f"marks-{k}.txt" for k in range(2)]
         wait_for(lambda: all(m.exists() and len(m.read_text().splitlines()) >= 2 for m in marks),
@@ -636,8 +637,7 @@ def test_a_signal_on_the_client_cancels_every_shard(cluster, tmp_path, sig):
         for m in marks:  # stopped early: 20 items per shard would take 10 s
             assert len(m.read_text().splitlines()) < 2 + 20
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        kill_group(proc)
 
 
 # -------------------------------------------------------------------------- progress

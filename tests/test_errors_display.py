@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from launch import kill_group, popen
 from rxbot import BotFrame, Loop, Pipe
 from rxbot.errors_display import format_short, hint, is_user_frame
 
@@ -171,15 +172,14 @@ SLOW = """
 
 def _interrupt(job: Path, sig: int, *cmd: str) -> subprocess.CompletedProcess:
     args = [sys.executable, *cmd, str(job)] if cmd else [sys.executable, str(job)]
-    proc = subprocess.Popen(args, cwd=job.parent, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = popen(args, cwd=job.parent, env=env(), stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline() == "started\n"
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        kill_group(proc)
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from launch import kill_group, popen, run
 from rxbot import BlockedJoin, BotFrame, Branch, Fork, Join, Pipe, Return, Step, config
 from rxbot.db.base import InterruptedCommitError
 from rxbot.engine.policy import rejected_by
@@ -196,8 +197,7 @@ def _script(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("kind", ["thread", "process"])
 def test_a_process_with_a_blocked_call_exits_after_the_run(tmp_path, kind):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, str(_script(tmp_path)), kind, "timeout"], env=env,
-                          capture_output=True, text=True, timeout=30)
+    done = run([sys.executable, str(_script(tmp_path)), kind, "timeout"], 30, env=env)
     assert done.returncode == 0, done.stderr
     assert "abandoned [('blocking', 7)]" in done.stdout
     assert "abandoned the boosted call of step 'blocking' on item 7" in done.stderr
@@ -208,14 +208,14 @@ def test_a_process_with_a_blocked_call_exits_after_the_run(tmp_path, kind):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_a_run_with_a_blocked_call(tmp_path, kind, sig):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, str(_script(tmp_path)), kind, "no-timeout"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen([sys.executable, str(_script(tmp_path)), kind, "no-timeout"], env=env,
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "entered"
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:
-        proc.kill()
+        kill_group(proc)  # the process pool's workers too: nothing left behind
     # SIGTERM: exit status 143; Ctrl-C: KeyboardInterrupt, then Python dies by SIGINT;
     # either way one line and the report, no traceback (issue 19)
     assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGINT), err
@@ -463,15 +463,15 @@ finally:
 def test_rows_committed_at_close_after_sigterm_are_counted(tmp_path):
     script = tmp_path / "ins.py"
     script.write_text(SIGTERM_INSERT)
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "t.db")],
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = popen([sys.executable, str(script), str(tmp_path / "t.db")],
+                 env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
-        proc.kill()
+        kill_group(proc)
     assert proc.returncode == 143, err
     lines = dict(line.split(" ", 1) for line in out.splitlines())
     inp, sent, closed, failed, cancelled = map(int, lines["stats"].split())

@@ -15,6 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from launch import kill_group, popen
+
 from rxbot import (BotFrame, Filter, Join, Loop, Node, Pipe, Return, Step, config)
 
 
@@ -401,7 +403,7 @@ def test_sigterm_stops_the_run_and_closes_nodes(tmp_path):
         Pipe(range(10**9), Step(Res(), concurrency=50))
         BotFrame.run()
     """))
-    proc = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE)
+    proc = popen([sys.executable, str(script)], stderr=subprocess.PIPE)
     try:
         for _ in range(300):
             if ready.exists():
@@ -412,7 +414,7 @@ def test_sigterm_stops_the_run_and_closes_nodes(tmp_path):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:
-        proc.kill()
+        kill_group(proc)
     assert proc.returncode == 143, err.decode()
     assert marker.read_text() == "closed"
     assert b"Task was destroyed" not in err and b"Traceback" not in err

@@ -28,6 +28,7 @@ from rxbot.report_io import counters
 from rxbot.watch import close_all, parse_address
 
 from browser import Browser, find_browser
+from launch import kill_group, popen
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -225,8 +226,8 @@ async def test_browser_sees_counts_grow_then_the_final_report(tmp_path):
     job.write_text(textwrap.dedent(SCRIPT))
     go, out = tmp_path / "go", tmp_path / "report.json"
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "rxbot", "run", "--watch", str(job), "--", str(go), str(out)],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = popen([sys.executable, "-m", "rxbot", "run", "--watch", str(job), "--", str(go), str(out)],
+                 cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         url = read_url(proc)
         assert url.startswith("http://127.0.0.1:")
@@ -252,9 +253,7 @@ async def test_browser_sees_counts_grow_then_the_final_report(tmp_path):
                 "Array.from(document.getElementById('P1[3]').querySelectorAll('text')).map(t => t.textContent)")
         assert proc.wait(timeout=60) == 0, proc.stderr.read()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_group(proc)
         proc.stderr.close()
     # the counts on the page grew while the run went on ...
     # (the last running snapshot may already show all 30: the run then still shuts down)

@@ -22,6 +22,7 @@ import contextvars
 import logging
 import multiprocessing
 import os
+import threading
 from typing import Any, Awaitable, Callable, List
 
 from ..config import config
@@ -61,12 +62,40 @@ def process_workers(workers: int) -> int:
     return max(1, min(workers, os.cpu_count() or 1))
 
 
+def _threads() -> int:
+    """The threads of this process, C threads included (what Python 3.12+ counts before
+    warning that a fork may deadlock): /proc where there is one, else Python's own."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+def start_method() -> str:
+    """How a process pool starts its workers.
+
+    ``config.boost_start_method`` when set. Otherwise ``'fork'`` while this process has
+    a single thread: it is safe then, and it runs a databot script without an
+    ``if __name__ == '__main__'`` guard, with functions defined in ``__main__``, as
+    databot did. Once there is another thread (a thread-boosted step, the loop's
+    resolver, aiofiles, the live view's server ...), a fork could copy a lock another
+    thread holds and deadlock the worker (Python 3.12+ warns about it): then
+    ``'forkserver'``, or ``'spawn'`` where there is no forkserver. Their workers import
+    the main script again; :func:`rxbot.botframe.in_boost_worker_bootstrap` keeps an
+    unguarded script's ``BotFrame.run()`` from running its pipes there (docs/boost.md)."""
+    configured = getattr(config, "boost_start_method", None)
+    if configured:
+        return str(configured)
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and _threads() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
 def _process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
-    # The platform default start method unless configured: on Linux ('fork') it runs a
-    # databot script without an ``if __name__ == '__main__'`` guard and with functions
-    # defined in __main__; 'spawn'/'forkserver' re-import the main script in each child.
-    method = getattr(config, "boost_start_method", None)
-    ctx = multiprocessing.get_context(method) if method else None
+    # chosen when the first call is submitted, which is when a 'fork' pool forks all its
+    # workers: the process's threads are counted at that moment (see start_method)
+    ctx = multiprocessing.get_context(start_method())
     return concurrent.futures.ProcessPoolExecutor(process_workers(workers), mp_context=ctx)
 
 
@@ -90,18 +119,21 @@ def boosted(fn: Callable[[Any], Any], kind: str, ctx: Any, label: str, workers: 
         pool = ctx.executors.get(key)
         if pool is None:
             pool = ctx.executors[key] = DaemonThreadPool(workers, name=f"rxbot-{label[:24]}")
-    else:  # process
+    else:  # process: the pool is made at the first call (see _process_pool)
         check_picklable(fn, kind, label)
         pool = ctx.executors.get(key)
-        if pool is None:
-            pool = ctx.executors[key] = _process_pool(workers)
-
+    executors = ctx.executors
     calls = ctx.calls
 
     def submit(item: Any) -> Awaitable[Any]:
+        nonlocal pool
         if kind == "thread":  # like asyncio.to_thread: context variables (rxbot.shard) go along
             call = pool.submit(contextvars.copy_context().run, call_materialized, fn, item)
         else:
+            if pool is None:
+                pool = executors.get(key)
+                if pool is None:
+                    pool = executors[key] = _process_pool(workers)
             call = pool.submit(call_materialized, fn, item)
         calls[call] = (pool, label, item)
         call.add_done_callback(lambda done: calls.pop(done, None))  # in the worker's thread
@@ -180,4 +212,4 @@ def kill_processes(processes: List[Any]) -> None:
             pass
 
 __all__ = ["boosted", "call_materialized", "check_picklable", "check_sync", "kill_processes",
-           "process_workers", "stop_boosted"]
+           "process_workers", "start_method", "stop_boosted"]
