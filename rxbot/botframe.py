@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from typing import TYPE_CHECKING, Any, List, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, List, Sequence
 
 from . import registry
 from .config import config
@@ -80,12 +81,16 @@ class BotFrame(metaclass=_FrameType):
 
     @classmethod
     async def run_async(cls, pipes: Sequence[Any] | None = None, *, cluster: Any = None,
-                        shards: int | None = None, watch: Any = None) -> "RunReport":
+                        shards: int | None = None, watch: Any = None, resume: bool | None = None
+                        ) -> "RunReport":
         """Run inside an already running event loop (Jupyter, an aiohttp app, ...).
 
         ``cluster``/``shards``: run sharded on a Dask cluster (see :meth:`run`).
         ``watch=True`` (or ``'HOST:PORT'``; default ``config.watch``) serves the live
         view of the run on 127.0.0.1 and prints its address (see :mod:`rxbot.watch`)."""
+        if resume is not None:  # for this run only (docs/resume.md)
+            with _setting("resume", bool(resume)):
+                return await cls.run_async(pipes, cluster=cluster, shards=shards, watch=watch)
         from .cluster import run_sharded, sharding_requested
         from .engine import run_pipes
 
@@ -116,6 +121,8 @@ class BotFrame(metaclass=_FrameType):
                 return sharded
             # replay mode joins the run through the engine's public hooks (rxbot.engine.hooks)
             hooks = replay_session(chosen) if config.replay_mode else None
+            if config.resume:  # checkpoints, resumed after a hard kill (rxbot.durable)
+                hooks = _resume_hooks(chosen, hooks)
             if watch is None or watch is False:
                 return await run_pipes(chosen, hooks=hooks)
             from .watch import follow
@@ -132,8 +139,12 @@ class BotFrame(metaclass=_FrameType):
     @classmethod
     def run(cls, pipes: Sequence[Any] | None = None, *, stats: Any = None,
             interval: float | None = None, cluster: Any = None, shards: int | None = None,
-            watch: Any = None) -> "RunReport":
+            watch: Any = None, resume: bool | None = None) -> "RunReport":
         """Run every pending pipe to completion; return the run report.
+
+        ``resume=True`` (or ``config.resume``): checkpoint the run so that, killed at any
+        moment, the same call continues from the last checkpoint; Inserts into MySQL and
+        SQLite are then exactly-once, other sinks at-least-once (docs/resume.md).
 
         Raises the first exception of a failed run (``raise`` policy), with the step
         name and item attached as a note; uncaught, it prints short (the user's frames
@@ -174,7 +185,7 @@ class BotFrame(metaclass=_FrameType):
             )
         chosen = cls._take(pipes)
         try:
-            with hooked(stats, interval):
+            with hooked(stats, interval), _setting("resume", config.resume if resume is None else bool(resume)):
                 return asyncio.run(cls._run_with_signals(chosen, cluster=cluster, shards=shards,
                                                          watch=watch))
         except KeyboardInterrupt as exc:
@@ -292,6 +303,28 @@ class _DryRun:
         # pipes built but never passed to run() are part of the script too
         recorded.extend(p for p in self.frame._take(None) if p not in recorded)
         self.frame._dry_run = None
+
+
+@contextlib.contextmanager
+def _setting(name: str, value: Any) -> Iterator[None]:
+    """``config.<name> = value`` for the length of one run."""
+    saved = getattr(config, name)
+    setattr(config, name, value)
+    try:
+        yield
+    finally:
+        setattr(config, name, saved)
+
+
+def _resume_hooks(pipes: Sequence[Any], hooks: Any) -> Any:
+    """The hooks of a resumed run (rxbot.durable); replay mode is for the development
+    loop, not for resuming, and the two do not combine."""
+    if hooks is not None:
+        raise PipelineError("resume and replay mode cannot be combined: replay re-feeds a failed step's "
+                            "input while developing, resume continues a killed run; choose one")
+    from .durable import resume_hooks
+
+    return resume_hooks(pipes)
 
 
 def _report_of(pipes: Sequence[Any]) -> "RunReport | None":

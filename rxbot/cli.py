@@ -250,6 +250,9 @@ def _run_command(sub: Any) -> None:
     p.add_argument("script", type=_existing_script, help="the Python script to run")
     p.add_argument("--replay", action="store_true",
                    help="enable replay mode: a failed run resumes from its last completed steps")
+    p.add_argument("--resume", action="store_true",
+                   help="checkpoint the run; killed at any moment, run it again with --resume to continue "
+                        "(Inserts exactly-once, other sinks at-least-once: docs/resume.md)")
     p.add_argument("--policy", choices=POLICIES, default=None,
                    help="exception policy for every step, set before the script starts (an "
                         "assignment in the script itself still wins)")
@@ -290,6 +293,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.replay:
         config.replay_mode = True
+    if getattr(args, "resume", False):
+        config.resume = True
     if args.policy is not None:
         config.exception_policy = args.policy
     if args.progress:

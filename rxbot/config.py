@@ -88,6 +88,17 @@ class Config:
     replay_dir: str | None = None
     replay_serializer: str = "json"
 
+    #: resume after a hard kill (``BotFrame.run(resume=True)``, ``rxbot run --resume``,
+    #: docs/resume.md): each pipe's source pauses about every ``checkpoint_seconds``
+    #: (or ``checkpoint_items`` source items) until what it gave is settled, and the
+    #: Insert rows of that epoch commit together with the pipe's checkpoint
+    resume: bool = False
+    checkpoint_seconds: float = 1.0
+    checkpoint_items: int = 20000
+    #: where durable dead letters and checkpoints of pipes without a database sink are
+    #: kept (None: beside the replay cache, ``.rxbot/<script>/``)
+    durable_dir: str | None = None
+
     #: multiprocessing start method for boost='process' pools (None: fork while the
     #: process has a single thread, else forkserver or spawn; see docs/boost.md)
     boost_start_method: str | None = None

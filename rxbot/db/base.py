@@ -307,14 +307,56 @@ class InsertNode(SqlNode):
         self._closed_written = 0
         self._closed_rejected: List[Tuple[Any, BaseException]] = []
         self._cancelled_in_commit = 0  # calls cancelled while their own row was being written
+        self._held_rows: List[Tuple[Any, Any]] = []  # checkpointed: rows waiting for the checkpoint
+        self._closed_discarded = 0  # checkpointed rows a stopped run left uncommitted
 
     async def init(self) -> None:
         self._reset()
         self._lock = asyncio.Lock()
         await self._open()
 
+    # -- checkpointed mode (resume after a hard kill, rxbot.durable) -----------------------
+    #: rows wait for the run's next checkpoint instead of committing by batch; set by
+    #: :meth:`checkpointed` before the run starts
+    _checkpointed = False
+
+    def checkpointed(self) -> None:
+        """Hold every row until :meth:`commit_checkpoint` writes them together with the
+        run's checkpoint in one transaction (no batch by size, no flush timer, nothing
+        written at close: rows of a stopped run are redone when it resumes)."""
+        self._checkpointed = True
+
+    async def commit_checkpoint(self, statements: Sequence[Tuple[str, Any]]
+                                ) -> List[Tuple[Any, BaseException]]:
+        """Write every row held since the last checkpoint, then ``statements`` (the
+        checkpoint, as ``(sql, params)`` in this database's placeholder style), in one
+        transaction. A bad row is rolled back alone (a savepoint each) and returned with
+        its error; the others and the checkpoint commit together."""
+        rows, self._held_rows = self._held_rows, []
+        assert self._lock is not None, "Insert used before init()"
+        async with self._lock:
+            failed = await self._write_checkpointed([p for _, p in rows], statements)
+        return [(rows[i][0], exc) for i, exc in failed]
+
+    def drop_held(self) -> int:
+        """Forget the rows held since the last checkpoint (an earlier run committed them)."""
+        n, self._held_rows = len(self._held_rows), []
+        return n
+
+    async def _write_checkpointed(self, params_list: Sequence[Any], statements: Sequence[Tuple[str, Any]]
+                                  ) -> List[Tuple[int, BaseException]]:  # pragma: no cover - back ends
+        raise NotImplementedError(f"{self.label()}: this database cannot hold a checkpoint")
+
+    async def read_checkpoint(self, sql: str, params: Any) -> List[tuple]:  # pragma: no cover - back ends
+        """Run a statement of the checkpoint's own (create its table, read it) in a
+        transaction of its own; return the rows."""
+        raise NotImplementedError(f"{self.label()}: this database cannot hold a checkpoint")
+
     async def __call__(self, item: Any) -> Any:
         entry = (item, self.params(item))  # a bad item fails here, blamed on itself
+        if self._checkpointed:  # the row waits for the run's checkpoint (passes nothing on)
+            self._held_rows.append(entry)
+            return None
         if self._waiting or len(self._unwritten) >= self.max_unwritten:
             batch = await self._wait_turn(entry)
         else:  # the common case: buffered at once, no trip through the event loop
@@ -410,6 +452,11 @@ class InsertNode(SqlNode):
         return _then_raise(ready or [], error)  # the good rows go downstream first
 
     async def close(self) -> None:
+        if self._checkpointed:  # uncommitted rows are redone on resume, never written here
+            self._closed_discarded = self.drop_held()
+            self._closed_written, self._closed_rejected = 0, []
+            await self._close()
+            return
         written = len(self._ready)  # committed before the run stopped, never passed on
         rejected = list(self._timed_failed)  # the run stopped before flush() could raise them
         try:
@@ -458,6 +505,8 @@ class InsertNode(SqlNode):
         committed (at close, or before it but never passed downstream), rows rejected
         (with their errors), and how many of those rows belong to calls the engine
         counted as cancelled (see :meth:`rxbot.node.Node.settled_at_close`)."""
+        if self._checkpointed:  # the rows a stopped run left here were dropped: no longer held
+            return 0, [], 0, self._closed_discarded  # type: ignore[return-value]
         return self._closed_written, list(self._closed_rejected), self._cancelled_in_commit
 
     # -- batching ----------------------------------------------------------------------------

@@ -209,6 +209,64 @@ class _MySQL(SqlNode):
             affected += await cur.execute(bytes(sql + tail)) or 0
         return affected
 
+    async def _write_checkpointed(self, params_list: Sequence[Any], statements: Sequence[Tuple[str, Any]]
+                                  ) -> list:
+        """Rows, then ``statements``, in one transaction; a failing row is rolled back to
+        its own savepoint and returned as ``(index, error)`` (see InsertNode.commit_checkpoint)."""
+        pool = self._pool_now()
+        conn = await pool.acquire()
+        failed: list = []
+        try:
+            async with conn.cursor() as cur:
+                if params_list:
+                    sql, bulk, parts = self._many_sql()
+                    await cur.execute("SAVEPOINT rxbot_rows")
+                    try:
+                        if parts is not None:
+                            await self._insert_rows(cur, conn, parts, params_list)
+                        elif bulk:
+                            await cur.executemany(sql, list(params_list))
+                        else:
+                            for params in params_list:
+                                await cur.execute(sql, params)
+                    except Exception as exc:
+                        if self._transient(exc):
+                            raise
+                        await cur.execute("ROLLBACK TO SAVEPOINT rxbot_rows")
+                        for i, params in enumerate(params_list):
+                            await cur.execute("SAVEPOINT rxbot_row")
+                            try:
+                                await cur.execute(self.driver_sql, params)
+                            except Exception as row_exc:
+                                if self._transient(row_exc):
+                                    raise
+                                await cur.execute("ROLLBACK TO SAVEPOINT rxbot_row")
+                                failed.append((i, row_exc))
+                for sql, params in statements:
+                    await cur.execute(sql, params)
+            await conn.commit()
+        except BaseException:
+            conn.close()  # aborts the transaction server-side
+            raise
+        finally:
+            pool.release(conn)
+        return failed
+
+    async def read_checkpoint(self, sql: str, params: Any) -> list:
+        pool = self._pool_now()
+        conn = await pool.acquire()
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(sql, params)
+                rows = list(await cur.fetchall()) if cur.description is not None else []
+            await conn.commit()
+            return rows
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            pool.release(conn)
+
     def _many_sql(self) -> Tuple[str, bool, Tuple[str, str, str] | None]:
         """The statement for a batch, whether the driver's ``executemany`` may batch it,
         and, for ``INSERT ... VALUES (...)``, its (prefix, row template, tail) for

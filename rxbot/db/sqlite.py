@@ -158,6 +158,55 @@ class _SQLite(SqlNode):
                     pass
                 raise
 
+    async def _write_checkpointed(self, params_list: Sequence[Any], statements: Sequence[Tuple[str, Any]]
+                                  ) -> list:
+        """Rows, then ``statements``, in one transaction; a failing row is rolled back to
+        its own savepoint and returned as ``(index, error)`` (see InsertNode.commit_checkpoint)."""
+        shared = self._conn()
+        failed: list = []
+        async with shared.write_lock:
+            conn = shared.conn
+            try:
+                await conn.execute("BEGIN")
+                if params_list:
+                    await conn.execute("SAVEPOINT rxbot_rows")
+                    try:
+                        await self._execute_all(conn, list(params_list))
+                    except sqlite3.Error as exc:
+                        if self._transient(exc):
+                            raise
+                        await conn.execute("ROLLBACK TO rxbot_rows")
+                        for i, params in enumerate(params_list):
+                            await conn.execute("SAVEPOINT rxbot_row")
+                            try:
+                                await conn.execute(self.driver_sql, params)
+                            except sqlite3.Error as row_exc:
+                                if self._transient(row_exc):
+                                    raise
+                                await conn.execute("ROLLBACK TO rxbot_row")
+                                failed.append((i, row_exc))
+                            await conn.execute("RELEASE rxbot_row")
+                    await conn.execute("RELEASE rxbot_rows")
+                for sql, params in statements:
+                    await conn.execute(sql, params)
+                await asyncio.shield(conn.execute("COMMIT"))
+            except BaseException:
+                try:
+                    await asyncio.shield(conn.execute("ROLLBACK"))
+                except sqlite3.OperationalError:
+                    pass
+                raise
+        return failed
+
+    async def read_checkpoint(self, sql: str, params: Any) -> list:
+        shared = self._conn()
+        async with shared.write_lock:
+            cur = await shared.conn.execute(sql, params)
+            try:
+                return list(await cur.fetchall())
+            finally:
+                await cur.close()
+
     def _transient(self, exc: BaseException) -> bool:
         """Another connection (or process) holds the lock: worth another try."""
         text = str(exc).lower()

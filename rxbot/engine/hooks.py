@@ -77,7 +77,13 @@ class RunHooks:
 
     def source(self, pipe: int) -> Optional[Tuple[int, Iterable[Any]]]:
         """``(k, items)``: run only ``steps[k:]`` of pipe ``pipe`` (``1 <= k < len(steps)``),
-        with ``items`` as the output of the skipped steps. None: run the whole pipe."""
+        with ``items`` as the output of the skipped steps. None: run the whole pipe.
+
+        ``items`` may instead be a *feed*: an object with ``async feed(ctx, emit, gate,
+        stats)`` that pushes the items itself (``emit`` each one, count ``stats.out``,
+        wait at ``gate`` while it is blocked) and may pause between them, and an optional
+        ``source_step`` (a :class:`~rxbot.walk.StepId`) whose counts it keeps (resume's
+        checkpointing source, :mod:`rxbot.durable.resume`)."""
         return None
 
     def recorder(self, pipe: int, step: int) -> Optional[Operator]:
@@ -177,10 +183,21 @@ def build_pipe(builder: "Builder", ctx: "RunContext", steps: Sequence[Any], inde
         if failed is not None:  # this pipe defers its raises
             ops_rev.append(_valve(failed, (index, k)))
     if skip:
-        rt = ctx.runtime(f"{path} replayed", f"the saved output of steps 1-{skip}", on_error="raise")
+        # a source with a ``feed(ctx, emit, gate, stats)`` coroutine pushes its items
+        # itself (resume's checkpointing source pauses between epochs); it may name the
+        # step it stands for (``source_step``), whose counts it then keeps
+        feed = getattr(items, "feed", None)
+        named = getattr(items, "source_step", None)
+        if named is not None:
+            rt = ctx.runtime(named, named.label, on_error="raise")
+        else:
+            rt = ctx.runtime(f"{path} replayed", f"the saved output of steps 1-{skip}", on_error="raise")
 
         async def produce(item: Any, emit: Callable[[Any], None], gate: Gate, stats: Any) -> None:
-            await iterate(items, emit, gate, stats)
+            if feed is not None:
+                await feed(ctx, emit, gate, stats)
+            else:
+                await iterate(items, emit, gate, stats)
 
         ops_rev.append(pull_source(ctx, PullPlan(rt, produce, list(bounds))))
     ops_rev.reverse()

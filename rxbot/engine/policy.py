@@ -163,7 +163,7 @@ class StepRuntime:
         self.stats.piped += len(errors)
         return PIPEIN, errors
 
-    def settle_close(self, finished: int, rejected: list, reclaimed: int) -> None:
+    def settle_close(self, finished: int, rejected: list, reclaimed: int, discarded: int = 0) -> None:
         """Count what this step's node did at close with the items it held when the run
         stopped (see :meth:`rxbot.node.Node.settled_at_close`): finished ones as
         ``closed``, rejected ones as ``failed`` and dead letters; ``reclaimed`` items had
@@ -174,6 +174,9 @@ class StepRuntime:
         self.stats.cancelled -= reclaimed
         # the rest were held (returned None to the engine): no longer held now
         self.stats.held -= finished + len(rejected) - reclaimed
+        # held rows a checkpointed node dropped uncommitted (redone on resume): cancelled
+        self.stats.held -= discarded
+        self.stats.cancelled += discarded
         for bad, why in rejected:
             self.ctx.dead_letter(StepError(self.label, bad, why, self.describe(bad)))
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, List, Sequence
 from ...config import config
 from ..fuse import BLOCKED, Element, fuse, route_positions
 from ..gate import Boundary
-from ..policy import AT_FLUSH, StepRuntime, counts_sync_steps
+from ..policy import AT_FLUSH, StepRuntime, StepStats, counts_sync_steps
 from ..results import MANY, ONE, ONE_AS_IS, VALUES, deliver, kind_of
 from ..slots import Slots
 from ._subscription import Operator, Subscription, fast_on_next, operator_of
@@ -77,7 +77,9 @@ class _Segment(Subscription):
         self.slots = Slots(min(rt.concurrency for rt in runtimes), self._run_deferred, ctx, self.maybe_complete,
                            lambda work: runtimes[work[1]].stats, plan.boundary, self.spawn)
         self.lane = Slots(1, self._run_lane, ctx, self._lane_idle,
-                          lambda work: runtimes[work[2] if work[0] is _LAZY else -1].stats, plan.boundary,
+                          # a held value cut off by a stop was counted out by its step already
+                          lambda work: runtimes[work[2]].stats if work[0] is _LAZY else StepStats(""),
+                          plan.boundary,
                           self.spawn)
         self.held = [False]  # results queue in the lane while it is busy
         self.captures: List[list] = []  # lazy results met while the lane worker runs code
@@ -246,7 +248,11 @@ class _Segment(Subscription):
         if work[0] is _VALUE:
             self.emit(work[1])
         else:
-            await self._expand(*work[1:])
+            try:
+                await self._expand(*work[1:])
+            except asyncio.CancelledError:  # the lane counts it cancelled: not expanded
+                self._unexpand(work[2])
+                raise
 
     async def _expand(self, x: Any, i: int, a: Any) -> None:
         """Push the elements of step ``i``'s lazy result ``x`` on after position ``i``, one at
@@ -282,8 +288,14 @@ class _Segment(Subscription):
             finally:
                 nested = self.captures.pop()
                 self.held[0] = True  # until the lane is idle again
-            for job in nested:
-                await self._expand(*job)
+            for k, job in enumerate(nested):
+                try:
+                    await self._expand(*job)
+                except asyncio.CancelledError:  # this one and those after it never finish
+                    for _, j, _ in nested[k:]:
+                        self._unexpand(j)
+                        self.runtimes[j].stats.cancelled += 1
+                    raise
             n += 1
             if gate.blocked or n >= every:
                 if gate.halted:  # the run failed, or take had enough: pull no further
