@@ -137,9 +137,15 @@ def output_problem(path: str, picture: bool = False, format: Optional[str] = Non
         except ValueError as exc:
             return str(exc).replace("render: argument 'path'", repr(path), 1).replace(
                 "pass format=...", "pass --format")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        return f"cannot write {path!r}: the folder {folder!r} does not exist"
+    from .render import _targets, check_writable
+
+    try:  # every file the output makes (a path without extension: the DOT source and the picture)
+        _, dot_path, picture_path = _targets(path, format) if picture else (None, path, None)
+        for target in (dot_path, picture_path):
+            if target is not None:
+                check_writable(target, "output")
+    except (ValueError, OSError) as exc:
+        return str(exc).split(": ", 1)[1]
     return None
 
 
@@ -232,8 +238,8 @@ def _render(args: argparse.Namespace) -> int:
         return 1
     try:
         written = render(recorded, out, format=args.format, view=args.view)
-    except ValueError as exc:
-        print(f"rxbot render: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # checked before the script ran; one line, never a traceback
+        print(f"rxbot {exc}" if str(exc).startswith("render: ") else f"rxbot render: {exc}", file=sys.stderr)
         return 2
     print(*([written] if isinstance(written, str) else written), sep="\n")
     return 0
@@ -366,8 +372,12 @@ def _write_report(args: argparse.Namespace) -> None:
         return
     text = str(report) if args.report == "text" else report.to_json()
     if args.report_file is not None:
-        with open(args.report_file, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+        try:
+            with open(args.report_file, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+        except OSError as exc:  # checked before the run; the disk may still fill up
+            print(f"rxbot run: cannot write the report to {args.report_file!r}: {exc.strerror or exc}",
+                  file=sys.stderr)
     else:
         print(text, file=sys.stderr)
 
@@ -381,7 +391,11 @@ def _render_last_run(out: str) -> None:
         print("rxbot run: the script ran no pipe; nothing to draw", file=sys.stderr)
         return
     pipes, report = BotFrame.last_run
-    written = render(pipes, out, report=report)
+    try:
+        written = render(pipes, out, report=report)
+    except (ValueError, OSError) as exc:  # checked before the run; one line, not a traceback
+        print(f"rxbot run: --render: {exc}", file=sys.stderr)
+        return
     for path in [written] if isinstance(written, str) else written:
         print(f"rxbot run: drew the run to {path}", file=sys.stderr)
 

@@ -3,18 +3,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from .preview import preview
 from .redact import redact
 
 
-def short_repr(value: Any, limit: int = 120) -> str:
-    """repr() redacted (no URL credentials, see :mod:`rxbot.redact`), then cut to
-    ``limit`` characters so that a huge item never floods a log line."""
+#: characters of an exception's message shown in rxbot's own messages and reports
+MESSAGE_LIMIT = 1000
+
+
+def message_of(exc: BaseException, limit: int = MESSAGE_LIMIT) -> str:
+    """``str(exc)`` redacted and cut to ``limit`` characters (redacted before it is cut,
+    from a bounded part of it). Never raises."""
     try:
-        text = repr(value)
-    except Exception as exc:  # a broken __repr__ must not hide the real failure
-        text = f"<unrepresentable {type(value).__name__}: {exc!r}>"
-    text = redact(text)
+        text = str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__name__}>"
+    text = redact(text[: limit * 4])
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short_repr(value: Any, limit: int = 120) -> str:
+    """A bounded, redacted preview of ``value`` (see :func:`rxbot.preview.preview`): at
+    most ``limit`` characters, built without the full ``repr()`` of a huge item."""
+    return preview(value, limit)
 
 
 class StepError(Exception):
@@ -26,8 +37,10 @@ class StepError(Exception):
 
     def __init__(self, step: str, item: Any, exception: BaseException, shown: str | None = None) -> None:
         # ``shown``: how the item may appear in messages (a node can redact secrets)
-        super().__init__(f"step {step!r} failed on item {shown or short_repr(item)}: "
-                         f"{type(exception).__name__}: {exception}")
+        # the exception's message may hold a secret (a URL with its token): redacted, as
+        # everything rxbot shows, and bounded like the item's preview
+        super().__init__(redact(f"step {step!r} failed on item {shown or short_repr(item)}: "
+                                f"{type(exception).__name__}: {message_of(exception)}"))
         self.step = step
         self.item = item
         self.exception = exception
@@ -63,4 +76,4 @@ def annotate(exc: BaseException, step: str, item: Any, shown: str | None = None)
     return exc
 
 
-__all__ = ["StepError", "PipelineError", "annotate", "short_repr"]
+__all__ = ["StepError", "PipelineError", "annotate", "short_repr", "message_of"]

@@ -153,11 +153,13 @@ def _raised_by_rxbot(exc: BaseException) -> bool:
 
 def print_short(exc: BaseException, file: Optional[TextIO] = None) -> None:
     """Print ``exc`` the short way (or Python's full way under debug)."""
+    from .redact import redact
+
     out = file or sys.stderr
-    if debug_enabled():
-        traceback.print_exception(exc, file=out)
+    if debug_enabled():  # the full traceback repeats the messages: redacted too
+        print(redact("".join(traceback.format_exception(exc))).rstrip("\n"), file=out)
     else:
-        print("\n".join(format_short(exc)), file=out)
+        print(redact("\n".join(format_short(exc))), file=out)
     out.flush()
 
 

@@ -28,6 +28,7 @@ import graphviz
 from .flow import BlockedJoin, Route
 from .layout import INSTALL_HINT, GraphvizUnavailable, draw
 from .node import Loop, Node, Timer
+from .redact import redact
 from .step import Const, RxOp, Step
 from .walk import StepId, walk
 
@@ -492,19 +493,23 @@ def render(pipes: Sequence[Any], path: str, format: str | None = None, view: boo
     how to get one, and the DOT path is returned.
     """
     fmt, dot_path, out_path = _targets(path, format)
+    for target in (dot_path, out_path):
+        if target is not None:
+            check_writable(target, "render")  # before the drawing, which takes a while
     graph = build_graph(pipes, report, legend)
+    source = redact(graph.source)  # the picture leaves the process: one redaction, rxbot.redact
     if out_path is not None:
         try:
-            data = draw(graph.source, fmt, engine=engine)
+            data = draw(source, fmt, engine=engine)
         except GraphvizUnavailable as exc:
             dot_path = dot_path or os.path.splitext(out_path)[0] + ".dot"
-            _write(dot_path, graph.source.encode("utf-8"))
+            _write(dot_path, source.encode("utf-8"))
             warnings.warn(f"rxbot.render: {exc}; wrote the DOT source to {dot_path}",
                           RuntimeWarning, stacklevel=2)
             return dot_path
         _write(out_path, data)
     if dot_path is not None:
-        _write(dot_path, graph.source.encode("utf-8"))
+        _write(dot_path, source.encode("utf-8"))
     log.debug("rxbot: drew %d pipe(s) to %s", len(list(pipes)), out_path or dot_path)
     if out_path is None:
         assert dot_path is not None  # _targets returns at least one of them
@@ -514,12 +519,30 @@ def render(pipes: Sequence[Any], path: str, format: str | None = None, view: boo
     return out_path if dot_path is None else (dot_path, out_path)
 
 
-def _write(path: str, data: bytes) -> None:
+def check_writable(path: str, what: str) -> None:
+    """Raise an ``OSError`` with one clear line when ``path`` cannot be written: its
+    folder is missing (rxbot creates no folders: a typo must not make a tree anywhere,
+    as root) or not writable, or the path is a folder or a read-only file."""
+    path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(f"{what}: cannot write {path!r}: {folder!r} is a file, not a folder")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{what}: cannot write {path!r}: the folder {folder!r} does not exist "
+                                f"(rxbot creates no folders; make it first)")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{what}: cannot write {path!r}: it is a folder")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise PermissionError(f"{what}: cannot write {path!r}: the file is not writable")
+    if not os.path.exists(path) and not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what}: cannot write {path!r}: the folder {folder!r} is not writable")
+
+
+def _write(path: str, data: bytes) -> None:
+    check_writable(path, "render")
     with open(path, "wb") as fh:
         fh.write(data)
 
 
-__all__ = ["render", "build_graph", "to_svg", "node_paths", "outline", "kind_of", "rate_text", "count_lines", "KINDS",
+__all__ = ["render", "check_writable", "build_graph", "to_svg", "node_paths", "outline", "kind_of", "rate_text", "count_lines", "KINDS",
            "FORMATS", "INSTALL_HINT"]

@@ -168,7 +168,9 @@ def source_items(report: Any) -> int:
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+    from .errors import message_of
+
+    text = f"{type(exc).__name__}: {message_of(exc, limit)}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -191,7 +193,9 @@ def to_dict(report: Any) -> Dict[str, Any]:
                       "sink": key in getattr(report, "sinks", ()), **counters(report, key, shapes),
                       "ledger": _ledger_of(report, key)})
     error = getattr(report, "error", None)
-    return {
+    from .redact import redact_data
+
+    return redact_data({  # text leaving the process: one redaction, rxbot.redact's rules
         "seconds": round(float(report.seconds), 6),
         "error": None if error is None else _short(error),
         "totals": totals(report),
@@ -204,7 +208,7 @@ def to_dict(report: Any) -> Dict[str, Any]:
                       for step, item in getattr(report, "abandoned", ())],
         # nodes' own numbers (HttpLoader: per host), live mid-run
         "nodes": _node_numbers(report),
-    }
+    })
 
 
 def _ledger_of(report: Any, key: Any) -> Any:
@@ -295,7 +299,9 @@ def to_text(report: Any) -> str:
                          (f" robots_dropped={n['robots_dropped']}" if n.get("robots_dropped") else ""))
     for step, item in getattr(report, "abandoned", ()):
         lines.append(f"  abandoned after the shutdown grace: step {step!r} on item {short_repr(item)}")
-    return "\n".join(lines)
+    from .redact import redact
+
+    return redact("\n".join(lines))
 
 
 __all__ = ["to_dict", "to_json", "to_text", "summary", "elapsed", "totals", "counters", "source_items", "routes", "route_numbers",

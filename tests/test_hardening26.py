@@ -517,3 +517,341 @@ def test_item18_a_generator_a_step_returns_is_closed_when_take_stops_it(both_bui
     BotFrame.run()
     assert out == [0, 1]
     assert closed == [7]
+
+
+# ------------------------------------------------------------------------------ item 17
+def _rxbot(*argv: str, cwd=None):
+    import os
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "rxbot", *argv], capture_output=True, text=True, timeout=120,
+                          cwd=cwd, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+@pytest.fixture
+def marking_script(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text("from pathlib import Path\nfrom rxbot import BotFrame, Pipe\n"
+                      "Path(__file__).with_name('ran').write_text('yes')\n"
+                      "Pipe(range(3), print)\nBotFrame.run()\n")
+    return script
+
+
+@pytest.mark.parametrize("option", ["--report-file", "--render"])
+def test_item17_an_unwritable_output_path_fails_before_the_run(marking_script, tmp_path, option):
+    target = tmp_path / "missing" / "out.json"
+    if option == "--render":
+        target = target.with_suffix(".svg")
+    proc = _rxbot("run", str(marking_script), option, str(target))
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"rxbot run: {option}: cannot write {str(target)!r}: the folder {str(target.parent)!r} does not exist "
+        f"(rxbot creates no folders; make it first)"]
+    assert not (tmp_path / "ran").exists()  # refused before the script ran
+    assert not target.parent.exists()
+
+
+def test_item17_a_folder_given_as_the_report_file_fails_before_the_run(marking_script, tmp_path):
+    proc = _rxbot("run", str(marking_script), "--report-file", str(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"rxbot run: --report-file: cannot write {str(tmp_path)!r}: it is a folder"]
+    assert not (tmp_path / "ran").exists()
+
+
+def test_item17_render_to_a_missing_folder_is_one_line_and_creates_nothing(marking_script, tmp_path):
+    target = tmp_path / "a" / "b" / "graph.dot"
+    proc = _rxbot("render", str(marking_script), "-o", str(target))
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"rxbot render: cannot write {str(target)!r}: the folder {str(target.parent)!r} does not exist "
+        f"(rxbot creates no folders; make it first)"]
+    assert not (tmp_path / "a").exists()
+
+
+def test_item17_botframe_render_creates_no_folders(tmp_path):
+    Pipe(range(3), double)
+    with pytest.raises(FileNotFoundError, match="rxbot creates no folders"):
+        BotFrame.render(str(tmp_path / "new" / "g.dot"))
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        (tmp_path / "file").write_text("x")
+        BotFrame.render(str(tmp_path / "file" / "g.dot"))
+
+
+# ------------------------------------------------------------------------- items 7, 8
+TOKEN = "Tk9zQ7secretXw"  # planted; must never be shown
+LEAKY_URL = f"https://api.example/v1?access_token={TOKEN}&page=2"
+
+
+def fails_naming_a_secret(x):
+    raise ConnectionError(f"cannot fetch {LEAKY_URL}")
+
+
+def _surfaces(report, errors) -> dict:
+    """Every text about a run that leaves the process, by where it goes."""
+    from rxbot.errors_display import format_short
+    from rxbot.watch.server import _json
+    from rxbot.watch.snapshot import Sampler
+
+    texts = {"report text": str(report), "report json": report.to_json(),
+             "live view": _json(Sampler(1, "g").snapshot(report, "failed", error=errors[0])).decode()}
+    from rxbot.errors import StepError
+
+    for k, error in enumerate(errors):
+        if isinstance(error, StepError):  # rxbot's own text (the user's exception is theirs)
+            texts[f"str(error {k})"] = str(error)
+        import io
+
+        from rxbot.errors_display import print_short
+
+        out = io.StringIO()
+        print_short(error, out)
+        texts[f"printed error {k}"] = out.getvalue()
+    for k, letter in enumerate(report.dead_letters):
+        texts[f"dead letter {k}"] = str(letter)
+    return texts
+
+
+def test_item07_a_secret_in_an_exception_message_is_masked_where_the_run_is_shown(caplog):
+    from rxbot import Step
+
+    Pipe(range(2), Step(fails_naming_a_secret, on_error="ignore"))
+    with caplog.at_level("INFO", logger="rxbot"):
+        report = BotFrame.run()
+    assert len(report.dead_letters) == 2
+    texts = _surfaces(report, list(report.dead_letters))
+    texts["log"] = "\n".join(r.getMessage() for r in caplog.records)
+    assert "access_token=***&page=2" in texts["report json"]
+    assert "access_token=***&page=2" in texts["str(error 0)"]
+    assert {where for where, text in texts.items() if TOKEN in text} == set()
+
+
+def test_item07_a_failed_run_shows_its_error_without_the_secret():
+    Pipe(range(2), fails_naming_a_secret)
+    with pytest.raises(ConnectionError) as caught:
+        BotFrame.run()
+    report = BotFrame.last_report
+    report.error = caught.value
+    texts = _surfaces(report, [caught.value])
+    assert "access_token=***" in texts["printed error 0"]
+    assert {where for where, text in texts.items() if TOKEN in text} == set()
+
+
+def test_item07_rxbot_run_prints_the_error_and_the_json_report_without_the_secret(tmp_path):
+    script = tmp_path / "leaky.py"
+    script.write_text("from rxbot import BotFrame, Pipe\n"
+                      "def fetch(x):\n"
+                      f"    raise ConnectionError('cannot fetch {LEAKY_URL}')\n"
+                      "Pipe(range(2), fetch)\nBotFrame.run()\n")
+    for extra in ([], ["--debug"]):
+        proc = _rxbot("run", str(script), "--report", "json", *extra)
+        assert proc.returncode == 1
+        assert "ConnectionError: cannot fetch https://api.example/v1?access_token=***&page=2" in proc.stderr
+        assert '"error": "ConnectionError: cannot fetch https://api.example/v1?access_token=***&page=2"' in proc.stderr
+        assert TOKEN not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("{'password': b'hunter2'}", "{'password': b'***'}"),
+    ("{'db password': 'hunter2'}", "{'db password': '***'}"),
+    ("{'" + "x" * 80 + "_token': 'hunter2'}", "{'" + "x" * 80 + "_token': '***'}"),
+    ("{'pin_code': 123456}", "{'pin_code': ***}"),
+    ("https://app/cb?next=https%3A%2F%2Fh%2F%3Ftoken%3Dhunter2%26a%3D1", "https://app/cb?next=https://h/?token=***&a=1"),
+    ("https://app/cb?next=https%253A%252F%252Fh%252F%253Fkey%253Dhunter2", "https://app/cb?next=https://h/?key=***"),
+    ("connect failed: host=db password=hunter2 port=3306", "connect failed: host=db password=*** port=3306"),
+    ("headers: Authorization: Bearer hunter2hunter2", "headers: Authorization: Bearer ***"),
+    ("f(token=hunter2)", "f(token=***)"),
+])
+def test_item08_values_the_docs_promise_to_mask_are_masked(text, shown):
+    from rxbot.redact import redact
+
+    assert redact(text) == shown
+    assert redact(shown) == shown
+
+
+def test_item08_an_item_preview_masks_secret_keys_whatever_the_value():
+    from rxbot.errors import short_repr
+
+    item = {"user": "bob", "password": b"hunter2", "db password": "hunter2", "x" * 70 + "Token": "hunter2",
+            "nested": {"api_key": ["hunter2"]}, b"secret": 42}
+    shown = short_repr(item, 400)
+    assert "hunter2" not in shown
+    assert "'password': b'***'" in shown
+    assert "'db password': '***'" in shown
+    assert "'api_key': ***" in shown
+    assert "b'secret': ***" in shown
+    assert "'user': 'bob'" in shown
+
+
+# ------------------------------------------------------------------- the property test
+_SECRET_KEYS = ["password", "api_key", "apiKey", "db password", "X-Amz-Security-Token", "client secret",
+                "x" * 70 + "_token", "sessionid", "Authorization"]
+_PLAIN_KEYS = ["user", "page", "id", "name", "q", "title"]
+
+
+def _planted(secret: str):
+    """Strategies for a value that holds ``secret`` the way the docs promise to mask."""
+    from urllib.parse import quote
+
+    from hypothesis import strategies as st
+
+    forms = st.sampled_from([
+        lambda s, k: {k: s},
+        lambda s, k: {k.encode(): s.encode()},
+        lambda s, k: {k: s.encode()},
+        lambda s, k: f"https://user:{s}@host.example/p",
+        lambda s, k: f"https://host.example/p?{k.replace(' ', '_')}={s}&page=1",
+        lambda s, k: "https://app/cb?next=" + quote(f"https://h/?token={s}", safe=""),
+        lambda s, k: f"dsn host=db password={s} port=1",
+    ])
+    keys = st.sampled_from([k for k in _SECRET_KEYS if k != "Authorization"])
+    return st.builds(lambda form, key: form(secret, key), forms, keys)
+
+
+def _structures(secret: str):
+    from hypothesis import strategies as st
+
+    leaves = st.one_of(st.integers(-5, 5), st.text("abc xyz", max_size=8), st.binary(max_size=6))
+    planted = _planted(secret)
+
+    def nest(children):
+        return st.one_of(st.lists(children, max_size=3), st.tuples(children, children),
+                         st.dictionaries(st.sampled_from(_PLAIN_KEYS), children, max_size=3))
+
+    plain = st.recursive(leaves, nest, max_leaves=6)
+    return st.builds(lambda outer, inner, where: _insert(outer, inner, where), plain, planted, st.integers(0, 3))
+
+
+def _insert(outer, inner, where):
+    """``inner`` placed somewhere in ``outer`` (wrapped when ``outer`` is a leaf)."""
+    if isinstance(outer, dict):
+        return {**outer, "payload": inner}
+    if isinstance(outer, list):
+        return outer[:where] + [inner] + outer[where:]
+    if isinstance(outer, tuple):
+        return (inner, *outer)
+    return [outer, inner] if where % 2 else {"data": outer, "more": inner}
+
+
+def test_item07_item08_property_no_planted_secret_reaches_any_output(tmp_path_factory):
+    """Generated items holding a secret in any promised form (nested, bytes, odd keys,
+    URLs, percent-encoding), and steps failing with the item and the secret in their
+    message: no surface shows the secret."""
+    import logging
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from rxbot import Step
+
+    folder = tmp_path_factory.mktemp("graphs")
+    secret = "Sx7" + "q" * 3 + "Pw9z"
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(item=_structures(secret), how=st.sampled_from(["repr", "url", "both"]))
+    def check(item, how):
+        def fails(x):
+            message = {"repr": f"bad item {x!r}", "url": f"GET https://h/x?token={secret} failed",
+                       "both": f"bad item {x!r} at https://u:{secret}@h/"}[how]
+            raise ValueError(message)
+
+        records: list = []
+        handler = logging.Handler()
+        handler.emit = lambda record: records.append(logging.Formatter().format(record))
+        logger = logging.getLogger("rxbot")
+        logger.addHandler(handler)
+        old_level = logger.level
+        logger.setLevel(logging.INFO)
+        try:
+            BotFrame.clear()
+            Pipe([item], Step(fails, on_error="ignore"), name="p")
+            report = BotFrame.run()
+            BotFrame.clear()
+            Pipe([item], fails)
+            with pytest.raises(ValueError) as caught:
+                BotFrame.run()
+            failed = BotFrame.last_report
+            failed.error = caught.value
+            Pipe([item], fails)
+            dot = folder / "g.dot"
+            BotFrame.render(str(dot))
+            BotFrame.clear()
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(old_level)
+        texts = {**_surfaces(report, list(report.dead_letters)),
+                 **{f"failed {k}": v for k, v in _surfaces(failed, [caught.value]).items()},
+                 "log": "\n".join(records), "graph": dot.read_text()}
+        assert report.dead_letters  # the step did fail: the surfaces hold the item and message
+        leaks = {where: text for where, text in texts.items() if secret in text}
+        assert leaks == {}, (item, how)
+
+    check()
+
+
+# ------------------------------------------------------------------------------ item 10
+class CountsRepr:
+    calls = 0
+
+    def __repr__(self):
+        CountsRepr.calls += 1
+        return "<counted>"
+
+
+def _peak_while(fn) -> int:
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        fn()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("kind", ["bytes", "bytearray", "str", "list", "dict", "nested"])
+def test_item10_a_preview_of_a_huge_item_is_built_from_a_bounded_part(kind):
+    from rxbot.errors import short_repr
+
+    size = 50_000_000
+    item = {"bytes": lambda: b"\x01" * size, "bytearray": lambda: bytearray(size), "str": lambda: "é" * size,
+            "list": lambda: list(range(size // 50)), "dict": lambda: dict.fromkeys(range(size // 100)),
+            "nested": lambda: [[b"x" * size]]}[kind]()
+    shown: list = []
+    peak = _peak_while(lambda: shown.append(short_repr(item, 120)))
+    assert len(shown[0]) <= 120
+    assert shown[0].endswith(("...", "...'", "...]", "...]]", "...}", "...')"))
+    assert peak < 1_000_000  # the full repr would be 50-200 MB
+
+
+def test_item10_a_preview_asks_only_the_shown_elements_for_their_repr():
+    from rxbot.errors import short_repr
+
+    CountsRepr.calls = 0
+    shown = short_repr([CountsRepr() for _ in range(10_000)], 200)
+    assert shown.startswith("[<counted>, <counted>")
+    assert CountsRepr.calls <= 8
+
+
+def test_item10_a_step_failing_on_a_50_mb_item_shows_it_without_its_full_repr():
+    from rxbot import Step
+
+    def refuse(x):
+        raise ValueError("too big")
+
+    item = b"\x00" * 50_000_000
+    outputs: list = []
+
+    def run():
+        Pipe([item], Step(refuse, on_error="ignore"))
+        report = BotFrame.run()
+        outputs.extend([str(report.dead_letters[0]), report.to_json(), str(report)])
+
+    peak = _peak_while(run)
+    assert "failed on item b'\\x00\\x00" in outputs[0]
+    assert len(outputs[0]) < 400
+    assert peak < 20_000_000  # a full repr() costs 200 MB (4 characters a byte)

@@ -131,7 +131,7 @@ def test_a_long_string_constant_keeps_its_closing_quote():
 
     assert Const("http://127.0.0.1:45515/v1/bpi/currentprice.json").label() == "'http://127.0.0.1:45515/v1/...'"
     assert Const("short").label() == "'short'"
-    assert Const(list(range(20))).label().endswith("...")
+    assert Const(list(range(20))).label() == "[0, 1, 2, 3, 4, 5, 6, 7, ...]"  # a bounded preview
 
 
 def test_step_keys_as_text_or_identity_objects():

@@ -27,6 +27,8 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from aiohttp import web
 
+from ..redact import redact_data
+
 PAGE = "page.html"
 #: SSE comment sent when nothing changed for this long, so proxies keep the stream open
 KEEPALIVE = 15.0
@@ -259,7 +261,8 @@ class WatchServer:
                             headers={"Cache-Control": "no-store"})
 
     async def _state(self, request: web.Request) -> web.Response:
-        return web.json_response(self.latest, headers={"Cache-Control": "no-store"})
+        return web.Response(body=_json(self.latest), content_type="application/json",
+                            headers={"Cache-Control": "no-store"})
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
@@ -317,8 +320,14 @@ def _graph_body(graph: Dict[str, Any]) -> bytes:
     return json.dumps(graph, separators=(",", ":")).encode("utf-8")
 
 
+def _json(snapshot: Dict[str, Any]) -> bytes:
+    """A snapshot as it leaves the process: redacted (:func:`rxbot.redact.redact_data`:
+    an error message or a dead letter may name a secret), then JSON."""
+    return json.dumps(redact_data(snapshot), separators=(",", ":")).encode("utf-8")
+
+
 def _event(snapshot: Dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(snapshot, separators=(',', ':'))}\n\n".encode("utf-8")
+    return b"data: " + _json(snapshot) + b"\n\n"
 
 
 def _draw(pipes: Sequence[Any]) -> Dict[str, Any]:
