@@ -133,4 +133,44 @@ class Hosts:
             await runner.cleanup()
 
 
-__all__ = ["Hosts"]
+
+class HostsInThread:
+    """``with HostsInThread([...]) as hosts:`` — the same servers on their own event loop
+    in a thread, for a blocking ``BotFrame.run()`` (e.g. a sharded run whose workers
+    are other processes). Read ``hosts.log``/``peak`` after the ``with`` block."""
+
+    def __init__(self, addresses: List[str], **options: Any) -> None:
+        self.addresses = addresses
+        self.options = options
+
+    def __enter__(self) -> Hosts:
+        import threading
+
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        def serve() -> None:
+            asyncio.set_event_loop(self._loop)
+
+            async def start() -> None:
+                self.hosts = Hosts(self.addresses, **self.options)
+                await self.hosts.__aenter__()
+
+            self._loop.run_until_complete(start())
+            ready.set()
+            self._loop.run_forever()
+            self._loop.run_until_complete(self.hosts.__aexit__(None, None, None))
+            self._loop.close()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        if not ready.wait(30):
+            raise RuntimeError("the test servers did not start")
+        return self.hosts
+
+    def __exit__(self, *exc: Any) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+
+
+__all__ = ["Hosts", "HostsInThread"]

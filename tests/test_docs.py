@@ -31,7 +31,7 @@ DOCS = ROOT / "docs"
 #: pages whose snippets are checked here (boost.md and replay.md have their own owners)
 PAGES = ["index.md", "quickstart.md", "migration.md", "concepts.md", "nodes.md", "policies.md",
          "rx.md", "performance.md", "cli.md", "mistakes.md", "api.md", "scaling.md",
-         "visualization.md"]
+         "visualization.md", "crawling.md"]
 #: pages that show only shell commands and outputs (checked by hand, see their text), or
 #: are generated (api.md: autodoc)
 NO_PYTHON = {"index.md", "cli.md", "api.md"}

@@ -41,12 +41,13 @@ async def test_peak_concurrency_per_host_never_above_its_limit_and_global_cap_ho
 async def test_per_host_delay_spaces_requests_to_one_host():
     async with Hosts([A, B]) as hosts:
         urls = interleave([hosts.url(A, f"/n/{i}") for i in range(4)], [hosts.url(B, f"/n/{i}") for i in range(4)])
-        Pipe(urls, HttpLoader(per_host_delay=0.15), lambda r: None)
+        Pipe(urls, HttpLoader(per_host_delay=0.25), lambda r: None)
         await BotFrame.run_async()
     for host in (A, B):
         starts = sorted(t for t, h, p, s in hosts.requests(host, "/n/"))
         gaps = [b - a for a, b in zip(starts, starts[1:])]
-        assert len(gaps) == 3 and min(gaps) >= 0.14  # the server saw them at least 0.15 s apart
+        # starts 0.25 s apart; the server sees them so, give or take a connection's set-up
+        assert len(gaps) == 3 and min(gaps) >= 0.15
     a_starts, b_starts = (sorted(t for t, *_ in hosts.requests(h, "/n/")) for h in (A, B))
     assert b_starts[0] < a_starts[1]  # the other host did not wait for A's delay
 
@@ -135,7 +136,7 @@ async def test_without_throttle_429_does_not_slow_the_host():
 # ---- robots.txt ---------------------------------------------------------------------------
 
 async def test_robots_disallowed_paths_are_never_requested():
-    robots = "User-agent: *\nDisallow: /n/private\nCrawl-delay: 0.1\n"
+    robots = "User-agent: *\nDisallow: /n/private\nCrawl-delay: 0.3\n"
     async with Hosts([A, B], robots=robots) as hosts:
         urls = []
         for h in (A, B):
@@ -151,9 +152,9 @@ async def test_robots_disallowed_paths_are_never_requested():
     assert {h: v["robots_dropped"] for h, v in loader.host_report().items()} == \
         {hosts.base[A][7:]: 2, hosts.base[B][7:]: 2}
     assert report.find("HttpLoader").filtered == 4
-    for h in (A, B):  # Crawl-delay: 0.1 honoured
+    for h in (A, B):  # Crawl-delay: 0.3 honoured (give or take a connection's set-up)
         starts = sorted(t for t, hh, p, s in hosts.requests(h, "/n/"))
-        assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.09
+        assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.2
 
 
 async def test_robots_off_by_default():

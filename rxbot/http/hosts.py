@@ -130,8 +130,10 @@ class HostGate:
     run's loop)."""
 
     def __init__(self, total: int, per_host: int | None, interval: float, *, throttle: bool = False,
-                 target: float = 1.0, max_delay: float = 60.0) -> None:
+                 target: float = 1.0, max_delay: float = 60.0, shards: int = 1) -> None:
         self.total = total
+        #: shards sharing each host's limits (a robots.txt Crawl-delay is multiplied by it)
+        self.shards = shards
         self.per_host = per_host
         self.interval = interval
         self.throttle = throttle
@@ -151,15 +153,20 @@ class HostGate:
         return state
 
     # ---- acquire / release --------------------------------------------------------------
-    async def acquire(self, host: HostState) -> None:
-        """Wait for a request slot for ``host`` (FIFO within the host)."""
+    async def acquire(self, host: HostState, retry: bool = False) -> None:
+        """Wait for a request slot for ``host`` (FIFO within the host). A ``retry`` goes
+        first: its call already waited its turn, and behind the host's queue it would
+        run out of its ``timeout`` waiting."""
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
         if not host.waiters and self._has_room(host, loop.time()):
             self._grant(host, loop.time())
             return
         fut = loop.create_future()
-        host.waiters.append(fut)
+        if retry:
+            host.waiters.appendleft(fut)
+        else:
+            host.waiters.append(fut)
         self._ready[host.name] = host
         self._pump()
         try:

@@ -535,9 +535,27 @@ class HttpLoader(Node):
         return dict(headers)
 
     # ---- lifecycle ------------------------------------------------------------------
+    def shard_share(self) -> tuple:
+        """``(per_host, interval, shards)`` for this run. In a sharded run every shard
+        has its own loader, so the per-host limits are divided among the shards: each
+        allows ``ceil(per_host / shards)`` requests in flight per host and keeps
+        ``interval × shards`` between its own requests to a host, and the whole run
+        stays within the limits asked for, with no round trip to the scheduler per
+        request (docs/crawling.md says what that costs)."""
+        from ..shard import current
+
+        shards = current().count
+        per_host, interval = self.per_host, self.per_host_interval
+        if shards > 1:
+            if per_host is not None:
+                per_host = -(-per_host // shards)
+            interval *= shards
+        return per_host, interval, shards
+
     async def init(self) -> None:
-        self._gate = HostGate(self.max_in_flight, self.per_host, self.per_host_interval,
-                              throttle=self.throttle, target=self.throttle_target, max_delay=self.max_backoff * 2)
+        per_host, interval, shards = self.shard_share()
+        self._gate = HostGate(self.max_in_flight, per_host, interval, throttle=self.throttle,
+                              target=self.throttle_target, max_delay=self.max_backoff * 2, shards=shards)
         self.robots_disallowed = 0
         if self.cache is not None:
             cache = HttpCache(self.cache, expire=self.cache_expire, max_size=self.cache_max_size)
@@ -700,7 +718,7 @@ class HttpLoader(Node):
         robots = self._robots
         if robots is not None:
             rules = await robots.rules(url)
-            host.crawl_delay = robots.crawl_delay(rules)
+            host.crawl_delay = robots.crawl_delay(rules) * gate.shards
             if not robots.allowed(rules, url):
                 host.robots_dropped += 1
                 self.robots_disallowed += 1
@@ -822,7 +840,7 @@ class _Call:
         if host is None or gate is None:
             return await self._send(method, url)
         if loader.polite and not self.held:
-            await gate.acquire(host)
+            await gate.acquire(host, retry=self.attempt > 1)
         self.held = False
         loop = asyncio.get_running_loop()
         started = loop.time()
