@@ -297,7 +297,8 @@ class HostGate:
             # over the window, or since the host's first request if that is more recent
             # (an early estimate counts the server's initial burst, so it is high, never
             # low: a later refusal corrects it downwards, never leaves the crawl slow)
-            span = max(min(RATE_WINDOW, now - host.first_seen), 1e-3)
+            first = host.first_seen if host.first_seen is not None else now - RATE_WINDOW
+            span = max(min(RATE_WINDOW, now - first), 1e-3)
             slower = 1.0 / (MARGIN * accepted / span)
         else:  # nothing accepted lately: slow down by half, from at least 10 ms
             slower = max(host.interval * 2, 0.01)

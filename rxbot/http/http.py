@@ -333,6 +333,10 @@ class HttpLoader(Node):
     * ``verify_ssl`` — True (default), False (only when asked), or an ``ssl.SSLContext``;
     * ``raise_for_status`` — False (default, databot's way): every response is emitted
       whatever its status; True: a final 4xx/5xx raises :class:`HttpError`;
+    * ``per_host``, ``per_host_delay``/``per_host_rate``, ``throttle`` (with
+      ``throttle_target``), ``backlog``, ``robots``, ``cache`` (with ``cache_expire``,
+      ``cache_max_size``) — crawling politely, each off by default (``config.http_*``
+      give defaults): see docs/crawling.md and :mod:`rxbot.http.hosts`;
     * ``name``, ``on_error`` — the label and the exception policy of this step.
 
     The node's ``retries``/``timeout`` *step options* stay unset on purpose: the engine
