@@ -161,9 +161,14 @@ def test_a_replacement_source_is_pulled_under_flow_control(tracker):
     assert tracker.worst <= 5  # the step's 4 slots (+1 being pulled), not 2000: pulled on demand
 
 
-def test_a_replacement_source_must_leave_a_step_to_run():
-    with pytest.raises(ValueError, match="must skip 1..1 of its 2 steps; got 2"):
-        run([Pipe(Loop(range(3)), print)], Hooks(sources={1: (2, [1])}))
+def test_a_replacement_source_may_skip_a_whole_pipe_and_no_more():
+    called, out = [], []
+    pipe = Pipe(Loop(range(3)), called.append, print)
+    report = run([pipe, Pipe(Loop(range(2)), out.append)], Hooks(sources={1: (3, [])}))
+    assert called == [] and out == [0, 1] and pipe.finished()  # skipped: ended at once, the other ran
+    assert report.error is None
+    with pytest.raises(ValueError, match="must skip 1..2 of its 2 steps; got 3"):
+        run([Pipe(Loop(range(3)), print)], Hooks(sources={1: (3, [1])}))
 
 
 # ---------------------------------------------------------------------------------------

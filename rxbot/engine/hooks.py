@@ -5,7 +5,8 @@ optional, the defaults change nothing:
 
 * :meth:`RunHooks.source` — a **replacement source** for a prefix of steps: skip
   ``steps[:k]`` and feed an iterable into ``steps[k]``, pulled on demand like a ``Loop``
-  (flow control as usual, so a huge iterable read lazily from disk keeps memory flat);
+  (flow control as usual, so a huge iterable read lazily from disk keeps memory flat),
+  or skip every step (the pipe then ends at once);
 * :meth:`RunHooks.recorder` — a **recorder** after a top-level step: an Rx operator
   ``Observable -> Observable`` that must pass every item, error and completion through.
   It completes only if the step really finished its input (a stopped run completes
@@ -76,8 +77,10 @@ class RunHooks:
     """What a run lets code above the engine do. Subclass and override what you need."""
 
     def source(self, pipe: int) -> Optional[Tuple[int, Iterable[Any]]]:
-        """``(k, items)``: run only ``steps[k:]`` of pipe ``pipe`` (``1 <= k < len(steps)``),
-        with ``items`` as the output of the skipped steps. None: run the whole pipe.
+        """``(k, items)``: run only ``steps[k:]`` of pipe ``pipe`` (``1 <= k <= len(steps)``),
+        with ``items`` as the output of the skipped steps; ``k == len(steps)`` skips the
+        whole pipe (``items`` should then be empty: nothing is left to take them). None:
+        run the whole pipe.
 
         ``items`` may instead be a *feed*: an object with ``async feed(ctx, emit, gate,
         stats)`` that pushes the items itself (``emit`` each one, count ``stats.out``,
@@ -163,8 +166,8 @@ def build_pipe(builder: "Builder", ctx: "RunContext", steps: Sequence[Any], inde
     skip = 0
     if replacement is not None:
         skip, items = replacement
-        if not 1 <= skip < m:
-            raise ValueError(f"RunHooks.source for pipe {path} must skip 1..{m - 1} of its {m} steps; got {skip}")
+        if not 1 <= skip <= m:
+            raise ValueError(f"RunHooks.source for pipe {path} must skip 1..{m} of its {m} steps; got {skip}")
     deferrals = ctx.deferrals
     failed = deferrals.failed if deferrals is not None and index in deferrals.pipes else None
     ops_rev: List[Operator] = []

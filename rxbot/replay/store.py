@@ -25,11 +25,12 @@ log = logging.getLogger("rxbot")
 
 MANIFEST = "manifest.json"
 KEY_FILE = "replay.key"
+LOCK_FILE = "replay.lock"
 #: every name rxbot writes in a cache folder (nothing else there is touched): the
 #: manifest, its temporary files, data files ``<run id>.s<step>.<jsonl|pkl>`` and the
 #: ``.part`` files they are recorded in
-_OURS = re.compile(r"^(manifest\.json(\.[0-9a-f]{8}\.tmp)?|replay\.key(\.[0-9a-f]{8}\.tmp)?"
-                   r"|\d{8}T\d{6}-[0-9a-f]{8}\.s\d+\.(jsonl|pkl)(\.part)?)$")
+_OURS = re.compile(r"^(manifest\.json(\.[0-9a-f]{8}\.tmp)?|replay\.key(\.[0-9a-f]{8}\.tmp)?|replay\.lock"
+                   r"|\d{8}T\d{6}-[0-9a-f]{8}\.s\d+\.(jsonl|msgpack|pkl)(\.part)?)$")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
@@ -187,6 +188,74 @@ def load_key(root: Path, base: Path) -> bytes:
     return key
 
 
+# ---- one run at a time per script ------------------------------------------------------------
+class CacheLock:
+    """``<root>/<script>/replay.lock``, held (``flock``, released by the OS when the
+    process dies, even by kill -9) while a run uses the script's caches, so two runs of
+    one script never load, write or delete each other's files. The file is deleted by
+    its holder on release; whoever locked a file that was deleted meanwhile tries again."""
+
+    def __init__(self, root: Path, base: Path) -> None:
+        self.root, self.path = root, base / LOCK_FILE
+        self.fd: Optional[int] = None
+
+    def acquire(self) -> Optional[str]:
+        """Lock it: None, or (when another run holds it) who holds it."""
+        make_dirs(self.root, self.path.parent)
+        refuse_links(self.root, self.path)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o600)
+            if not _try_lock(fd):
+                try:
+                    holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+                finally:
+                    os.close(fd)
+                return f"pid {holder}"
+            try:
+                now = os.stat(self.path, follow_symlinks=False)
+            except FileNotFoundError:
+                now = None
+            mine = os.fstat(fd)
+            if now is not None and (now.st_ino, now.st_dev) == (mine.st_ino, mine.st_dev):
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+                self.fd = fd
+                return None
+            os.close(fd)  # its holder deleted it while we waited for it: lock the new one
+
+    def release(self) -> None:
+        """Delete the file (while still holding it), then unlock."""
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            try:
+                self.path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+
+    def __del__(self) -> None:  # a run that never got to its end: the OS unlocks on close
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+def _try_lock(fd: int) -> bool:
+    """Lock ``fd`` exclusively without waiting: False if another holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:  # BlockingIOError: held elsewhere
+        return False
+
+
 def clear_cache(dir: Any = None) -> int:
     """Delete every replay cache under ``dir`` (default ``config.replay_dir`` or the
     default location): only rxbot's own files, then the folders they leave empty.
@@ -202,7 +271,12 @@ def clear_cache(dir: Any = None) -> int:
     for folder, _, files in tree:
         if len(Path(folder).relative_to(root).parts) <= 2:  # <root>/<script>/P<i>: the layout
             removed += MANIFEST in files
-            remove_ours(Path(folder))
+            # a run that is using its caches keeps its lock (and so its folder)
+            remove_ours(Path(folder), keep={LOCK_FILE} if LOCK_FILE in files else frozenset())
+            if LOCK_FILE in files:
+                lock = CacheLock(root, Path(folder))
+                if lock.acquire() is None:
+                    lock.release()
             rmdir_empty(Path(folder))
     if root.parent.name == ".rxbot":
         rmdir_empty(root.parent)
@@ -210,4 +284,4 @@ def clear_cache(dir: Any = None) -> int:
     return removed
 
 
-__all__ = ["ReplayPathError", "default_root", "replay_root", "script_name", "clear_cache", "atomic_write"]
+__all__ = ["ReplayPathError", "default_root", "replay_root", "script_name", "clear_cache", "atomic_write", "CacheLock"]
