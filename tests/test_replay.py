@@ -343,7 +343,7 @@ def test_the_worked_example_of_the_docs_runs_as_shown(tmp_path):
     page = (ROOT / "docs" / "replay.md").read_text()
     code, fix = _blocks(page, "python")[:2]
     job = script(tmp_path / "shop.py", code)
-    for n, console in enumerate(_blocks(page, "console")):
+    for n, console in enumerate(_blocks(page, "console")[:2]):
         if n == 1:  # the user's fix
             old = code[code.index("def with_vat"):code.index("def show")].strip()
             job.write_text(job.read_text().replace(old, fix.strip()))
@@ -362,6 +362,29 @@ def test_the_worked_example_of_the_docs_runs_as_shown(tmp_path):
             assert all(x in proc.stderr for x in lines if x.startswith(("rxbot: raised", "Traceback")))
         else:
             assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / ".rxbot").exists()
+
+
+def test_the_two_pipes_example_of_the_docs_runs_as_shown(tmp_path):
+    page = (ROOT / "docs" / "replay.md").read_text()
+    code = _blocks(page, "python")[2]
+    job = script(tmp_path / "stock.py", code)
+    for n, console in enumerate(_blocks(page, "console")[2:4]):
+        if n == 1:  # the fix the page describes
+            job.write_text(job.read_text().replace("if price == 30:", "if price > 100:"))
+        lines = console.strip().split("\n")
+        assert lines[0] == "$ python stock.py"
+        proc = python(job)
+        assert proc.stdout.split("\n")[:-1] == [x for x in lines if x.startswith(("counted", "price"))]
+        logged = [x for x in proc.stderr.split("\n") if x.startswith("rxbot replay:")]
+        shown = [x for x in lines if x.startswith("rxbot replay:")]
+        assert len(logged) == len(shown)
+        for got, want in zip(logged, shown):
+            assert re.fullmatch(".*".join(map(re.escape, want.split("..."))), got), (got, want)
+        assert proc.returncode == (1 if n == 0 else 0), proc.stderr
+        if n == 0:
+            assert proc.stderr.rstrip().endswith(lines[-1])
+    assert (tmp_path / "counted.txt").read_text().split() == ["0", "1", "2"]  # pipe 1 ran once
     assert not (tmp_path / ".rxbot").exists()
 
 
