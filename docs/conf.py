@@ -32,7 +32,12 @@ extensions = ["myst_parser", "sphinx.ext.autodoc"]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_format = "short"
-autodoc_default_options = {"members": True, "show-inheritance": False}
+# types only for what a docstring documents: a dataclass's fields (RunReport's
+# bookkeeping) are not parameters a user passes
+autodoc_typehints_description_target = "documented"
+# (no "show-inheritance" key at all: any value of it, False too, prints "Bases: ...",
+# rxbot's internal base classes such as Displayable)
+autodoc_default_options = {"members": True}
 autodoc_preserve_defaults = True
 source_suffix = {".md": "markdown"}
 root_doc = "index"

@@ -1,6 +1,6 @@
 """Export a run's per-step counters to Prometheus while it runs.
 
-    pip install 'rxbot[prometheus]'
+    pip install -e '.[prometheus]'      # in rxbot's repository
     python examples/prometheus_exporter.py --port 9100    # then: curl 127.0.0.1:9100/metrics
 
 The stats hook (``BotFrame.run(stats=..., interval=...)``) hands rxbot's counters to

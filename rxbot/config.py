@@ -53,7 +53,7 @@ class Config:
     #: the unfused operator graph instead: slower, the same items.
     fusion: bool = True
 
-    #: show a live progress bar per pipe (needs tqdm: ``pip install 'rxbot[progress]'``);
+    #: show a live progress bar per pipe (needs tqdm: ``pip install -e '.[progress]'`` in rxbot's repository);
     #: turns per-step counting on
     progress: bool = False
     #: serve the live view of every run (``rxbot run --watch``): True for 127.0.0.1 on a

@@ -3,7 +3,7 @@
 rxbot builds DOT text with the ``graphviz`` package; this module is the only place that
 runs Graphviz itself. It uses the Graphviz that ``pygraphviz``'s wheels bundle (libgvc
 with the dot layout and cairo/pango for PNG and PDF) in process, so pictures work after
-``pip install rxbot`` alone, the same Graphviz on every machine, without starting a
+installing rxbot alone, the same Graphviz on every machine, without starting a
 process per picture. A system ``dot`` program is the fallback where pygraphviz cannot be
 imported (a platform without its wheel), or when asked for with ``engine="dot"``.
 """

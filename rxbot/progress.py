@@ -16,7 +16,7 @@ While the bars are up, whatever is printed (``print`` to stdout or stderr) or lo
 ``tqdm.write``: it appears above the bars, whole lines only, never cutting a bar.
 Labels are shortened at a word boundary to fit.
 
-Without tqdm (``pip install 'rxbot[progress]'``) the same numbers are printed as plain
+Without tqdm (``pip install -e '.[progress]'`` in rxbot's repository) the same numbers are printed as plain
 text lines to stderr every few seconds; ``rxbot run --progress`` says so before the
 script starts (:func:`check_library`).
 """
@@ -50,7 +50,7 @@ def check_library(file: Optional[TextIO] = None) -> bool:
             return False
         _noted = True
         print("rxbot: tqdm is not installed, so progress is shown as plain text lines "
-              "(for live bars: pip install 'rxbot[progress]')", file=file or sys.stderr)
+              "(for live bars: pip install -e '.[progress]' in rxbot's repository)", file=file or sys.stderr)
         return False
     return True
 

@@ -23,6 +23,10 @@ def run_example(name: str, tmp_path: Path, timeout: float = 60, stderr: list | N
     assert "Traceback" not in proc.stderr and "Task was destroyed" not in proc.stderr
     if stderr is not None:
         stderr.extend(proc.stderr.splitlines())
+    if any(tmp_path.iterdir()):  # it left files (a database, a picture): a user runs it again
+        again = subprocess.run([sys.executable, str(EXAMPLES / name)], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=timeout)
+        assert again.returncode == 0, f"{name} fails when run a second time:\n{again.stderr[-3000:]}"
     return proc.stdout.splitlines()
 
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics from the stats hook (``pip install 'rxbot[prometheus]'``).
+"""Prometheus metrics from the stats hook (``pip install -e '.[prometheus]'`` in rxbot's repository).
 
 :class:`PrometheusStats` is a stats hook (see :mod:`rxbot.stats`) *and* a Prometheus
 collector: the hook keeps the latest snapshot, and each scrape turns it into counter
