@@ -1,5 +1,5 @@
 """rxbot: databot-style data-flow pipelines on reactivex and asyncio."""
-from typing import Any
+from typing import TYPE_CHECKING, Any
 import logging as _logging
 
 from .botframe import BotFrame
@@ -42,6 +42,11 @@ __all__ = [
     "HttpLoader", "HttpRequest", "HttpResponse", "aiofile", "ReadLines",
     "P", "B", "T", "F", "J", "Fi",
 ]
+
+
+if TYPE_CHECKING:  # what the lazy names below are, for type checkers (mypy, IDEs)
+    from .db.aiofile import ReadLines, aiofile
+    from .http import HttpLoader, HttpRequest, HttpResponse
 
 
 def __getattr__(name: str) -> Any:

@@ -146,6 +146,7 @@ class Progress:
         self.bars: List[Any] = []
         self.lines: Dict[Any, Any] = {}
         self.open: List[int] = []  # the pipe number of each bar
+        self.tqdm: Any = None  # tqdm's class, when it is installed
         try:
             from tqdm import tqdm
         except ImportError:

@@ -195,7 +195,7 @@ def to_dict(report: Any) -> Dict[str, Any]:
     error = getattr(report, "error", None)
     from .redact import redact_data
 
-    return redact_data({  # text leaving the process: one redaction, rxbot.redact's rules
+    data: Dict[str, Any] = redact_data({  # text leaving the process: one redaction, rxbot.redact's rules
         "seconds": round(float(report.seconds), 6),
         "error": None if error is None else _short(error),
         "totals": totals(report),
@@ -209,6 +209,7 @@ def to_dict(report: Any) -> Dict[str, Any]:
         # nodes' own numbers (HttpLoader: per host), live mid-run
         "nodes": _node_numbers(report),
     })
+    return data
 
 
 def _ledger_of(report: Any, key: Any) -> Any:

@@ -41,3 +41,54 @@ def test_users_get_the_types(tmp_path):
     assert 'Argument "interval" to "run" of "BotFrame" has incompatible type "str"' in proc.stdout
     assert 'Incompatible types in assignment (expression has type "float", variable has type "str")' in proc.stdout
     assert proc.stdout.count("error:") == 2
+
+
+def test_lazily_imported_names_have_their_real_types(tmp_path):
+    """HttpLoader, HttpRequest, HttpResponse, aiofile and ReadLines are imported from rxbot
+    on first use (aiohttp and aiofiles load only then); to a type checker they are the real
+    classes, not Any, so a wrong argument is an error."""
+    user = tmp_path / "crawl.py"
+    user.write_text(textwrap.dedent("""
+        from rxbot import HttpLoader, HttpRequest, HttpResponse, ReadLines, aiofile
+        HttpLoader(timeout="5")
+        reveal_type(HttpRequest)
+        reveal_type(HttpResponse)
+        reveal_type(aiofile)
+        reveal_type(ReadLines)
+    """))
+    proc = mypy("--config-file", str(ROOT / "pyproject.toml"), "--cache-dir", str(ROOT / ".mypy_cache"),
+                str(user), cwd=ROOT)
+    assert proc.returncode == 1, proc.stdout
+    assert 'Argument "timeout" to "HttpLoader" has incompatible type "str"' in proc.stdout, proc.stdout
+    for name, module in (("HttpRequest", "rxbot.http.http"), ("HttpResponse", "rxbot.http.http"),
+                         ("aiofile", "rxbot.db.aiofile"), ("ReadLines", "rxbot.db.aiofile")):
+        assert f'Revealed type is "def' in proc.stdout and f"{module}.{name}" in proc.stdout, (name, proc.stdout)
+
+
+def test_an_editable_install_is_visible_to_mypy_from_any_folder(tmp_path):
+    """The README's 'pip install -e .', into a fresh environment, then mypy on a user's
+    script in a folder of its own: it finds rxbot and its types. (setuptools' default
+    editable install of a flat layout is an import hook that mypy cannot follow: 'Cannot
+    find implementation or library stub for module named "rxbot"'; setup.cfg's
+    package_dir makes it a plain path entry.) Offline: no build isolation, no index."""
+    import os
+
+    env_dir = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(env_dir)],
+                   check=True, timeout=120)
+    python = str(env_dir / "bin" / "python")
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIP_REQUIRE_VIRTUALENV")}
+    install = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+                              "-q", "-e", str(ROOT)], capture_output=True, text=True, timeout=300, env=clean)
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "job.py").write_text(textwrap.dedent("""
+        from rxbot import BotFrame, Pipe
+        Pipe(range(3), print)
+        report = BotFrame.run(interval="soon")
+    """))
+    proc = subprocess.run([python, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), "job.py"], cwd=project,
+                          capture_output=True, text=True, timeout=600, env=clean)
+    assert 'Argument "interval" to "run" of "BotFrame" has incompatible type "str"' in proc.stdout, proc.stdout
+    assert proc.stdout.count("error:") == 1, proc.stdout
