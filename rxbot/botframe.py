@@ -81,8 +81,8 @@ class BotFrame(metaclass=_FrameType):
 
     @classmethod
     async def run_async(cls, pipes: Sequence[Any] | None = None, *, cluster: Any = None,
-                        shards: int | None = None, watch: Any = None, resume: bool | None = None
-                        ) -> "RunReport":
+                        shards: int | None = None, watch: Any = None, resume: bool | None = None,
+                        redrive: bool | None = None) -> "RunReport":
         """Run inside an already running event loop (Jupyter, an aiohttp app, ...).
 
         ``cluster``/``shards``: run sharded on a Dask cluster (see :meth:`run`).
@@ -90,6 +90,9 @@ class BotFrame(metaclass=_FrameType):
         view of the run on 127.0.0.1 and prints its address (see :mod:`rxbot.watch`)."""
         if resume is not None:  # for this run only (docs/resume.md)
             with _setting("resume", bool(resume)):
+                return await cls.run_async(pipes, cluster=cluster, shards=shards, watch=watch, redrive=redrive)
+        if redrive is not None:  # for this run only (docs/when-items-fail.md)
+            with _setting("redrive", bool(redrive)):
                 return await cls.run_async(pipes, cluster=cluster, shards=shards, watch=watch)
         from .cluster import run_sharded, sharding_requested
         from .engine import run_pipes
@@ -123,6 +126,9 @@ class BotFrame(metaclass=_FrameType):
             hooks = replay_session(chosen) if config.replay_mode else None
             if config.resume:  # checkpoints, resumed after a hard kill (rxbot.durable)
                 hooks = _resume_hooks(chosen, hooks)
+            if config.redrive:  # only the stored dead letters, from their failing steps
+                return await _redrive(chosen, hooks)
+            hooks = _with_letters(chosen, hooks)  # durable dead letters
             if watch is None or watch is False:
                 return await run_pipes(chosen, hooks=hooks)
             from .watch import follow
@@ -139,12 +145,15 @@ class BotFrame(metaclass=_FrameType):
     @classmethod
     def run(cls, pipes: Sequence[Any] | None = None, *, stats: Any = None,
             interval: float | None = None, cluster: Any = None, shards: int | None = None,
-            watch: Any = None, resume: bool | None = None) -> "RunReport":
+            watch: Any = None, resume: bool | None = None, redrive: bool | None = None) -> "RunReport":
         """Run every pending pipe to completion; return the run report.
 
         ``resume=True`` (or ``config.resume``): checkpoint the run so that, killed at any
         moment, the same call continues from the last checkpoint; Inserts into MySQL and
         SQLite are then exactly-once, other sinks at-least-once (docs/resume.md).
+
+        ``redrive=True`` (``rxbot redrive SCRIPT``): run only the dead letters stored by
+        earlier runs, each from the step where it failed (docs/when-items-fail.md).
 
         Raises the first exception of a failed run (``raise`` policy), with the step
         name and item attached as a note; uncaught, it prints short (the user's frames
@@ -185,7 +194,8 @@ class BotFrame(metaclass=_FrameType):
             )
         chosen = cls._take(pipes)
         try:
-            with hooked(stats, interval), _setting("resume", config.resume if resume is None else bool(resume)):
+            with hooked(stats, interval), _setting("resume", config.resume if resume is None else bool(resume)), \
+                    _setting("redrive", config.redrive if redrive is None else bool(redrive)):
                 return asyncio.run(cls._run_with_signals(chosen, cluster=cluster, shards=shards,
                                                          watch=watch))
         except KeyboardInterrupt as exc:
@@ -325,6 +335,24 @@ def _resume_hooks(pipes: Sequence[Any], hooks: Any) -> Any:
     from .durable import resume_hooks
 
     return resume_hooks(pipes)
+
+
+def _with_letters(pipes: Sequence[Any], hooks: Any) -> Any:
+    from .durable.deadletters import with_letters
+
+    return with_letters(pipes, hooks)
+
+
+async def _redrive(pipes: Sequence[Any], hooks: Any) -> "RunReport":
+    """Run the dead letters again (rxbot.durable.redrive); alone, not with replay or resume."""
+    if hooks is not None:
+        raise PipelineError("redrive runs the stored dead letters alone; it cannot be combined with replay "
+                            "mode or resume")
+    from .durable.redrive import redrive
+    from .engine import run_pipes
+
+    report: "RunReport" = await redrive(pipes, lambda chosen, h: run_pipes(chosen, hooks=h))
+    return report
 
 
 def _report_of(pipes: Sequence[Any]) -> "RunReport | None":

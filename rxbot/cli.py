@@ -506,4 +506,52 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- dead letters and redrive (rxbot.durable) --------------------------------------------
+@subcommand
+def _deadletters_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "deadletters",
+        help="list the items a script's runs failed on (durable dead letters)",
+        description="Items that failed under ignore/retry/pipein are stored in .rxbot/durable/<script>/ "
+                    "(docs/when-items-fail.md). Lists the open ones by step and error.")
+    p.add_argument("script", type=_existing_script, help="the script whose dead letters to list")
+    p.add_argument("--show", type=_positive_int, default=None, metavar="ID", help="print one dead letter")
+    p.set_defaults(handler=_deadletters)
+
+
+def _deadletters(args: argparse.Namespace) -> int:
+    from .durable.deadletters import listing, show
+
+    if args.show is not None:
+        try:
+            print(show(args.show, args.script))
+        except KeyError as exc:
+            print(f"rxbot deadletters: {exc.args[0]}", file=sys.stderr)
+            return 1
+        return 0
+    for line in listing(args.script):
+        print(line)
+    return 0
+
+
+@subcommand
+def _redrive_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "redrive",
+        help="run only a script's stored dead letters, each from its failing step, through the current code",
+        description="Runs the script with BotFrame.run(redrive=True): the stored failed items go through "
+                    "the step they failed in and on to the end; nothing before that step runs again.")
+    p.add_argument("script", type=_existing_script, help="the script to re-drive")
+    p.set_defaults(script_args=[], replay=False, resume=False, policy=None, progress=False, cluster=None,
+                   shards=None, log_level=None, debug=False, watch=False, watch_address=None, render=None,
+                   report=None, report_file=None, handler=_redrive)
+
+
+def _redrive(args: argparse.Namespace) -> int:
+    from .config import config
+
+    config.redrive = True
+    return _run(args)
+
+
 __all__ = ["main", "build_parser", "subcommand"]

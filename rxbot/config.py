@@ -98,6 +98,9 @@ class Config:
     #: where durable dead letters and checkpoints of pipes without a database sink are
     #: kept (None: beside the replay cache, ``.rxbot/<script>/``)
     durable_dir: str | None = None
+    #: run only the stored dead letters, each from its failing step (``rxbot redrive``,
+    #: ``BotFrame.run(redrive=True)``, docs/when-items-fail.md)
+    redrive: bool = False
 
     #: multiprocessing start method for boost='process' pools (None: fork while the
     #: process has a single thread, else forkserver or spawn; see docs/boost.md)

@@ -143,6 +143,8 @@ class RunContext:
         self._closers: Dict[Any, None] = {}
         self._published = 0.0
         self.deferrals: Deferrals | None = None  # set by hooks.attach when a RunHooks defers raises
+        #: called with every dead letter (set by hooks.attach: durable dead letters, redrive)
+        self.letter_hooks: List[Any] = []
 
     def on_shutdown(self, fn: Any) -> None:
         """Call ``fn()`` when the run ends, however it ends (e.g. publish counters),
@@ -249,6 +251,8 @@ class RunContext:
 
     def dead_letter(self, error: StepError) -> None:
         self.report.dead_letters.append(error)
+        for hook in self.letter_hooks:
+            hook(error)
         sink = getattr(config, "dead_letters", None)
         if sink is None:
             return

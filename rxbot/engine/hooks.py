@@ -100,6 +100,16 @@ class RunHooks:
     def finished(self, outcome: RunOutcome) -> None:
         """The run is over (tasks ended, nodes closed); ``outcome`` says how."""
 
+    #: False: the hooks only watch (``dead_letter``, ``finished``); the pipes are built as
+    #: without hooks (fused across top-level steps), ``source``/``recorder``/``defer_raise``
+    #: are not asked
+    rebuilds = True
+
+    def dead_letter(self, letter: Any) -> None:
+        """A step failed on an item under ignore/retry/pipein (a :class:`~rxbot.errors.StepError`,
+        its step's id in ``letter.path``); called as it happens. An exception raised here
+        fails the run."""
+
 
 # ---- the engine's side -----------------------------------------------------------------------
 class Deferrals:
@@ -152,7 +162,10 @@ def _valve(failed: Dict[Tuple[int, int], StepFailure], top: Tuple[int, int]) -> 
 def attach(ctx: "RunContext", hooks: Optional[RunHooks], count: int) -> None:
     """Set the run up for ``hooks`` (before any pipe is built)."""
     if hooks is not None:
-        ctx.deferrals = Deferrals(ctx, [i for i in range(1, count + 1) if hooks.defer_raise(i)])
+        if hooks.rebuilds:
+            ctx.deferrals = Deferrals(ctx, [i for i in range(1, count + 1) if hooks.defer_raise(i)])
+        if type(hooks).dead_letter is not RunHooks.dead_letter:
+            ctx.letter_hooks.append(hooks.dead_letter)
 
 
 def build_pipe(builder: "Builder", ctx: "RunContext", steps: Sequence[Any], index: int,

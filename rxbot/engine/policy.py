@@ -9,7 +9,7 @@ import asyncio
 import inspect
 import logging
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
 from ..config import config
@@ -43,13 +43,13 @@ class StepStats:
     #: the ledger's fan-out (see :mod:`rxbot.engine.ledger`): items an input's iterable
     #: result gave beyond the one input (an empty result counts -1), plus items a
     #: node's flush gave with no input at all
-    fanout: int = 0
+    fanout: int = field(default=0, repr=False)
     #: inputs a holding node (a batching Insert) kept without passing anything on yet;
     #: they come out later inside another call's result (counted as its fan-out), or are
     #: settled at close
-    held: int = 0
+    held: int = field(default=0, repr=False)
     #: failures sent on downstream as the exception itself (pipein): counted in ``out`` too
-    piped: int = 0
+    piped: int = field(default=0, repr=False)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -148,7 +148,7 @@ class StepRuntime:
         errors = []
         for bad, why in rejected:
             shown = self.describe(bad)
-            self.ctx.dead_letter(StepError(self.label, bad, why, shown))
+            self.ctx.dead_letter(self.letter(bad, why, shown))
             if policy == "ignore":
                 self.stats.dropped += 1
                 log.warning("rxbot: dropped item %s in step %r: %s: %s", shown,
@@ -162,6 +162,13 @@ class StepRuntime:
             return DROP, None
         self.stats.piped += len(errors)
         return PIPEIN, errors
+
+    def letter(self, item: Any, error: BaseException, shown: str) -> StepError:
+        """The dead letter of ``item``: its step's label, and in ``.path`` the step's
+        :class:`~rxbot.walk.StepId` (durable dead letters and redrive find the step by it)."""
+        letter = StepError(self.label, item, error, shown)
+        letter.path = self.path  # type: ignore[attr-defined]
+        return letter
 
     def settle_close(self, finished: int, rejected: list, reclaimed: int, discarded: int = 0) -> None:
         """Count what this step's node did at close with the items it held when the run
@@ -178,7 +185,7 @@ class StepRuntime:
         self.stats.held -= discarded
         self.stats.cancelled += discarded
         for bad, why in rejected:
-            self.ctx.dead_letter(StepError(self.label, bad, why, self.describe(bad)))
+            self.ctx.dead_letter(self.letter(bad, why, self.describe(bad)))
 
     async def call_with_retry(self, fn: Callable[[Any], Any], item: Any, first_error: BaseException | None = None) -> Any:
         """Call ``fn(item)`` (awaiting a coroutine result) under this step's retry budget.

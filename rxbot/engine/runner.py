@@ -69,7 +69,7 @@ async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None,
 
 def _start(pipe: Pipe, builder: Builder, ctx: RunContext, root: StepId, hooks: RunHooks | None) -> asyncio.Future:
     index = root.pipe_index
-    if hooks is not None:
+    if hooks is not None and hooks.rebuilds:
         source, ops = build_pipe(builder, ctx, pipe.steps, index, hooks)
     else:
         source, ops = trigger(ctx, 0), builder.build(pipe.steps, [], root, terminal=True)[0]
