@@ -78,7 +78,7 @@ class _Segment(Subscription):
                            lambda work: runtimes[work[1]].stats, plan.boundary, self.spawn)
         self.lane = Slots(1, self._run_lane, ctx, self._lane_idle,
                           # a held value cut off by a stop was counted out by its step already
-                          lambda work: runtimes[work[2]].stats if work[0] is _LAZY else StepStats(""),
+                          self._lane_cancelled,
                           plan.boundary,
                           self.spawn)
         self.held = [False]  # results queue in the lane while it is busy
@@ -203,6 +203,15 @@ class _Segment(Subscription):
         else:
             self.slots.submit((x, i, a, None))
 
+    def _lane_cancelled(self, work: tuple) -> StepStats:
+        """The stats that count a lane work the stop cut off (queued, handed over or
+        running): a lazy result's input is cancelled, not expanded; a held value was
+        counted out by its step already (the stats returned count nowhere)."""
+        if work[0] is not _LAZY:
+            return StepStats("")
+        self._unexpand(work[2])
+        return self.runtimes[work[2]].stats
+
     def _unexpand(self, i: int) -> None:
         """The ledger: step ``i``'s iterable result failed or was cut short part-way; the
         failure (or cancellation) settles its input, so the elements it gave are all
@@ -248,11 +257,7 @@ class _Segment(Subscription):
         if work[0] is _VALUE:
             self.emit(work[1])
         else:
-            try:
-                await self._expand(*work[1:])
-            except asyncio.CancelledError:  # the lane counts it cancelled: not expanded
-                self._unexpand(work[2])
-                raise
+            await self._expand(*work[1:])
 
     async def _expand(self, x: Any, i: int, a: Any) -> None:
         """Push the elements of step ``i``'s lazy result ``x`` on after position ``i``, one at
