@@ -293,3 +293,31 @@ def test_scale_calibration_scales_with_the_time_asked_for():
     from benchmarks import bench_scale
 
     assert bench_scale.calibrate(0.004) > bench_scale.calibrate(0.0005) >= 1
+
+
+# -------------------------------------------------------------------- shape matrix
+
+
+@pytest.mark.parametrize("row", [s.row for s in __import__("benchmarks.bench_shapes").bench_shapes.SHAPES])
+def test_every_shape_and_its_baseline_compute_the_same_result(row):
+    from benchmarks import bench_shapes
+
+    shape = bench_shapes.BY_ROW[row]
+    assert shape.rxbot(1001) == shape.baseline(1001) == shape.expected(1001)
+
+
+def test_the_shape_matrix_covers_the_issue_rows_with_targets_and_ratios():
+    from benchmarks import bench_shapes
+
+    rows = bench_shapes.bench_shapes(300, repeat=1)
+    assert [r.bench for r in rows] == ["S1", "S2", "S3", "S4", "S5", "S6", "A1", "A2", "A3", "A4", "A5",
+                                       "R1", "R1g", "R2", "R2g", "R4", "R4g"]
+    assert {r.target for r in rows if r.bench.startswith("S")} == {"<= 1.5x"}
+    assert {r.target for r in rows if r.bench.startswith("A")} == {"<= 1.3x"}
+    assert {r.target for r in rows if r.bench.startswith("R")} == {"<= 1.6x"}
+    assert all("WRONG" not in r.note and r.ratio > 0 for r in rows)
+    assert {r.vs for r in rows if r.bench.startswith("A")} == {"32 asyncio workers"}
+
+
+def test_run_all_finds_the_shape_matrix():
+    assert "shapes" in run_all.discover()

@@ -19,17 +19,20 @@ continuations are indexed by position.
 What the generated ``make(...)`` returns:
 
 * ``entry(x)`` — one item into position 0 (the segment's on_next);
-* ``many(xs, gate)`` — a slice of a source's sequence, returning how many it took: it
-  stops at the first item the downstream has no room for, so flow control holds per
-  item. At the end of a pipe the gate can only close through a slow path (a result the
-  segment defers, a failure), so only those check it;
+* ``many(it, gate)`` — a slice of a source's iterator (``islice``), returning how many
+  items it took: it stops before pulling an item the downstream has no room for, so
+  flow control holds per item. At the
+  end of a pipe the gate can only close through a slow path (a result the segment
+  defers, a failure), so only those check it;
+* ``pull(it, stats, k)`` — the next output for the items of ``it``, returned instead
+  of emitted (not at a pipe's end, not through a route): an async step right after
+  the segment draws its works through it;
 * ``after`` — per position ``j``, the continuation taking one output of step ``j``
   (what the slow paths, retries, flushes and pipein push into).
 """
 from __future__ import annotations
 
 from functools import lru_cache
-from operator import length_hint
 from typing import Any, Callable, Dict, List, Sequence, Set, Tuple
 
 #: element kinds of a shape
@@ -51,8 +54,8 @@ _STOP_IF_FULL = "if gate.blocked: stop = True"
 Push = Callable[[Any], None]
 #: in, out, returned-None per position
 Counters = Tuple[List[int], List[int], List[int]]
-#: ``(entry, many, after)``
-Made = Tuple[Push, Callable[[Any, Any], int], List[Push]]  # (how to leave the item, lines after a slow-path call)
+#: ``(entry, many, after, pull)``
+Made = Tuple[Push, Callable[[Any, Any], int], List[Push], Callable[[Any, Any, int], Any] | None]  # (how to leave the item, lines after a slow-path call)
 
 
 class _Program:
@@ -66,6 +69,7 @@ class _Program:
         self.seqs: List[Tuple[List[int], int | None]] = []  # sequence -> (positions, parent route)
         self.branches: Dict[int, List[int]] = {}  # route position -> its branch sequences
         self.uncounted_head = False  # generating the chunk entry, which counts the head route
+        self.pulling = False  # generating ``pull``
         self._number(shape, None)
 
     def _number(self, seq: Sequence[Element], parent: int | None) -> int:
@@ -122,7 +126,9 @@ class _Program:
                 return out + self._route(j, ind, ctx)  # the route's code runs the rest
             out += self._step(j, ind, ctx)
         if parent is None:
-            if not self.terminal:  # at the end of a pipe nothing listens: no call at all
+            if self.pulling:  # ``pull``: the output is the caller's next work
+                out += [f"{ind}if held[0]:", f"{ind}    hold(x)", f"{ind}    return NOTHING", f"{ind}return x"]
+            elif not self.terminal:  # at the end of a pipe nothing listens: no call at all
                 out += [f"{ind}if held[0]:", f"{ind}    hold(x)", f"{ind}else:", f"{ind}    emit(x)"]
         elif self.elems[parent][3]:  # a joining branch: continue after the route
             if self._inline_after(parent):
@@ -318,40 +324,58 @@ class _Program:
             out += [f"    def a{j}(x):", *learn]
             out += self.run_from(sid, idx + 1, "        ", fn_ctx)
             out.append("        return")
-        # the chunk entry. ``it``'s length hint says how many items are left, so the
-        # count taken costs nothing per item
-        out += ["    def many(xs, gate):", *learn, "        it = iter(xs)"]
+        # the chunk entry: a slice of a source's iterator (``itertools.islice``). It
+        # returns how many items it took, and stops before pulling an item the
+        # downstream has no room for (a generator's side effects run exactly as far as
+        # item by item)
+        out += ["    def many(it, gate):", *learn, "        n = 0"]
         # a route (or BlockedJoin) matching every item at the head of the segment sees
         # every item the chunk takes: it is counted once per chunk, not per item
         head = self.elems[0][0] in (ROUTE, BLOCKED) and self.elems[0][1] == ALL
-
-        def ret(taken: str) -> str:
-            return f"n = {taken}; co[0] += n; return n" if head else f"return {taken}"
-
-        full = f"if gate.blocked: {ret('len(xs) - length_hint(it)')}"
+        ret = "co[0] += n; return n" if head else "return n"
+        full = f"if gate.blocked: {ret}"
+        pull = ["            for x in it:", "                break", "            else:", f"                {ret}"]
         if self.terminal and any(el[0] == ROUTE for el in self.elems):
             # inside a route's branch a slow path cannot end the item: it asks to stop
             # before the next one
-            out += ["        stop = False", "        for x in it:",
-                    f"            if stop: {ret('len(xs) - length_hint(it) - 1')}"]
+            out += ["        stop = False", "        while not stop:", *pull]
             ctx: _Ctx = ("continue", (full,))
         elif self.terminal:
             out += ["        for x in it:"]
             ctx = ("continue", (full,))
-        else:
-            out += ["        for x in it:",
-                    f"            if gate.blocked: {ret('len(xs) - length_hint(it) - 1')}"]
+        else:  # the emit may fill the downstream: look before pulling the next item
+            out += ["        while not gate.blocked:", *pull]
             ctx = ("continue", ())
+        out.append("            n += 1")
         self.uncounted_head = head
         out += self.run_from(0, 0, "            ", ctx)
         self.uncounted_head = False
-        out.append(f"        {ret('len(xs)')}")
-        out.append(f"    return entry, many, [{', '.join(f'a{j}' for j in range(n))}]")
+        out.append(f"        {ret}")
+        out += self._pull()
+        pull = "pull" if self.pullable() else "None"
+        out.append(f"    return entry, many, [{', '.join(f'a{j}' for j in range(n))}], {pull}")
         return "\n".join(out)
 
 
 #: a BlockedJoin branch's straight path ended with exactly one value
 _ONE = object()
+
+
+class _Mark:
+    """A named marker ``pull`` returns instead of an item."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: ``pull`` found no output to return (none came, or it went its general way)
+NOTHING = _Mark("NOTHING")
+#: ``pull``'s iterator ended
+ENDED = _Mark("ENDED")
+
 
 
 class _NoType:
@@ -365,7 +389,7 @@ def _tag(shape: Sequence[Element]) -> str:
 @lru_cache(maxsize=None)
 def _factory(shape: Shape, terminal: bool, counting: bool) -> Callable[..., Made]:
     text = _Program(shape, terminal, counting).source()
-    namespace: Dict[str, Any] = {"length_hint": length_hint, "ONE": _ONE, "NOTYPE": _NoType}
+    namespace: Dict[str, Any] = {"ONE": _ONE, "NOTYPE": _NoType, "NOTHING": NOTHING, "ENDED": ENDED}
     tag = f"{_tag(shape)}{'.' if terminal else ''}{'#' if counting else ''}"
     exec(compile(text, f"<rxbot fused {tag}>", "exec"), namespace)
     make: Callable[..., Made] = namespace["make"]
@@ -395,7 +419,7 @@ def fuse(shape: Sequence[Element], fns: Sequence[Any], consts: Sequence[Any], em
          spread: Callable[..., None], fail: Callable[..., None], values: Set[type], terminal: bool = False,
          counters: Counters | None = None, counting: bool = False,
          held: List[bool] | None = None, hold: Push | None = None) -> Made:
-    """Return ``(entry, many, after)`` for one segment instance (see the module docstring).
+    """Return ``(entry, many, after, pull)`` for one segment instance (see the module docstring).
 
     ``terminal``: the segment ends a pipe, so its results go nowhere and are not emitted.
     ``counters``: lists (in, out, returned-None) per position; routes always count into
@@ -405,13 +429,13 @@ def fuse(shape: Sequence[Element], fns: Sequence[Any], consts: Sequence[Any], em
     downstream (see the fused segment's ordered lane).
     """
     ci, co, cn = counters if counters is not None else (None, None, None)
-    entry, many, after = _factory(tuple(shape), terminal, counting and counters is not None)(
+    entry, many, after, pull = _factory(tuple(shape), terminal, counting and counters is not None)(
         fns, consts, emit, spread, fail, values, ci, co, cn, held or [False], hold)
     for c in (entry, *after):  # what fast_on_next and a slicing source look for
         setattr(c, "__rxbot_direct__", True)
     setattr(entry, "__rxbot_many__", many)
-    return entry, many, after
+    return entry, many, after, pull
 
 
-__all__ = ["fuse", "source_of", "route_positions", "FN", "CONST", "SPREAD_CONST", "FILTER", "ROUTE", "BLOCKED", "ALL", "TYPE",
+__all__ = ["fuse", "source_of", "NOTHING", "ENDED", "route_positions", "FN", "CONST", "SPREAD_CONST", "FILTER", "ROUTE", "BLOCKED", "ALL", "TYPE",
            "FUNC", "Element", "Shape"]

@@ -8,6 +8,7 @@ from collections import deque
 from typing import Any, Awaitable, Callable
 
 from ..config import config
+from .fuse import ENDED, NOTHING
 from .gate import Boundary
 
 _STOP = object()
@@ -186,27 +187,64 @@ class Slots:
                 # are: one call ended, the next starts)
                 drawn = self.drawn
                 if drawn is not None and not pending:
-                    it, gate, counts, _ = drawn
+                    it, gate, counts, _, segment = drawn
                     # only this step holds the source (a halted gate, a failed run, a later
                     # full step close it more), and no handed work is to start first. The
                     # slots are full all along (see set_full)
                     if gate.blocked == 1 and not self.handed:
-                        try:
-                            work = next(it)
-                        except StopIteration:
-                            self._end_draw(True)
-                        except Exception as exc:  # the source's failure, raised in its task
-                            self._end_draw(exc)
+                        if segment is None:  # the source's elements are this step's works
+                            try:
+                                work = next(it)
+                            except StopIteration:
+                                self._end_draw(True)
+                            except Exception as exc:  # the source's failure, raised in its task
+                                self._end_draw(exc)
+                            else:
+                                counts.out += 1  # the source's
+                                if step_stats is not None:
+                                    step_stats.inp += 1
+                                left -= 1
+                                if not left:  # the run's live counts, as at a source's pause
+                                    left = every
+                                    if gate.on_pause is not None:
+                                        gate.on_pause()
+                                continue
                         else:
-                            counts.out += 1  # the source's
-                            if step_stats is not None:
-                                step_stats.inp += 1
-                            left -= 1
-                            if not left:  # the run's live counts, as at a source's pause
-                                left = every
-                                if gate.on_pause is not None:
-                                    gate.on_pause()
-                            continue
+                            # through the fused segment between: its next output is this
+                            # slot's next work (``pull``), or, through a route, it lands in
+                            # ``pending`` (submit) and is taken below. At most ``every``
+                            # elements per freed slot (a segment that drops them all must not
+                            # keep the loop), then the slot frees and the source goes on in
+                            # its own task
+                            pull = segment.pull
+                            try:
+                                if pull is not None:
+                                    work = pull(it, counts, every)
+                                else:
+                                    work = NOTHING
+                                    entry = segment.entry
+                                    for _ in range(every):
+                                        v = next(it)
+                                        counts.out += 1
+                                        entry(v)
+                                        if pending or gate.blocked != 1:
+                                            break
+                            except StopIteration:
+                                self._end_draw(True)
+                            except Exception as exc:  # raised in the source's task, as when it pushes
+                                self._end_draw(exc)
+                            else:
+                                if work is ENDED:
+                                    self._end_draw(True)
+                                elif work is not NOTHING:
+                                    if step_stats is not None:
+                                        step_stats.inp += 1
+                                    left -= 1
+                                    if not left:
+                                        left = every
+                                        if gate.on_pause is not None:
+                                            gate.on_pause()
+                                    continue
                     else:  # the source waits at its gate again, and opens with it
                         self._end_draw(False)
                 self._release()
@@ -254,15 +292,22 @@ class Slots:
             self.rt.in_flight -= 1
 
     # -- drawing from a source ----------------------------------------------------------
-    def drawable(self, gate: Any) -> bool:
+    def drawable(self, gate: Any, segment: Any = None) -> bool:
         """Can the source waiting at ``gate`` hand its iterator to :meth:`draw`? Only
         while these slots alone keep that gate closed and the source is the only one
-        feeding them (sources of a join take turns through :meth:`Boundary.feed`)."""
+        feeding them (sources of a join take turns through :meth:`Boundary.feed`), directly
+        or through ``segment`` (a fused segment emitting into these slots, with nothing
+        waiting in its ordered lane)."""
         boundary = self.boundary
-        return (self.feed and self.full and self.drawn is None and not self.closed and gate.blocked == 1
-                and boundary.holders == 1 and len(boundary.gates) == 1 and boundary.gates[0] is gate)
+        if not (self.feed and self.full and self.drawn is None and not self.closed and gate.blocked == 1
+                and boundary.holders == 1):
+            return False
+        if segment is None:
+            return len(boundary.gates) == 1 and boundary.gates[0] is gate
+        return (not segment.held[0] and not segment.disposed
+                and all(g is gate or g is segment.gate for g in boundary.gates))
 
-    async def draw(self, it: Any, gate: Any, stats: Any) -> bool:
+    async def draw(self, it: Any, gate: Any, stats: Any, segment: Any = None) -> bool:
         """The workers pull ``it``'s next elements themselves, each when it finishes a
         call, as hand-written workers pulling from one iterator do: no push, queue or
         wake-up per element. It is :meth:`Boundary.feed` without the trip through the
@@ -272,12 +317,15 @@ class Slots:
         has ended, so calls in flight stay at most ``limit`` and calls start in the
         iterator's order.
 
+        ``segment``: a fused segment sits between the source and these slots; a worker
+        runs the source's next elements through it until one reaches these slots.
+
         Returns True when the iterator ended, False when drawing stopped first (the gate
         closed for another reason, a work handed to a parked worker must start first,
         the subscription closed): the source then waits at its gate as before. An
         exception of the iterator is raised here, in the source's task."""
         fut = self.ctx.loop.create_future()
-        self.drawn = (it, gate, stats, fut)
+        self.drawn = (it, gate, stats, fut, segment)
         try:
             ended: bool = await fut
             return ended

@@ -96,9 +96,12 @@ class _Segment(Subscription):
         if self.counters is not None:
             ctx.on_shutdown(self.publish_counts)
         self.emit = emit = _discard if plan.terminal else fast_on_next(observer)
-        self.entry, self.many, self.after = fuse(
+        self.entry, self.many, self.after, self.pull = fuse(
             plan.shape, self.fns, plan.consts, emit, self.spread, self.fail, VALUES, plan.terminal,
             self.counters, bool(counting), self.held, self.hold)
+        # what a source in front of this segment looks for: the async step this
+        # segment emits straight into, whose workers may draw through it (Slots.draw)
+        setattr(self.entry, "__rxbot_segment__", self)
 
     def idle(self) -> bool:
         return self.slots.idle() and self.lane.idle() and not self.flushing

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from itertools import islice
 from types import GeneratorType
 from typing import Any, Awaitable, Callable, List
 
@@ -105,33 +106,15 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
     check costs nothing per element: a halted gate is closed, so it is made only where
     the loop would pause anyway.
 
-    A list, tuple or range feeding a fused segment is handed over in slices (the
-    segment's chunk entry loops over them in generated code, one call per slice instead
-    of one per item); slicing a sequence pulls nothing early, and the segment stops at
-    the first item the downstream has no room for."""
+    Any iterable feeding a fused segment (a list, a range, a generator, an iterator) is
+    handed over in slices (``itertools.islice`` of its iterator): the segment's chunk
+    entry loops over a slice in generated code, one call per slice instead of one per
+    item, and stops before pulling an item the downstream has no room for.
+
+    While the gate is closed by an async step's full slots alone, that step's workers
+    take the elements themselves (:meth:`Slots.draw`): right after the source, or
+    through the fused segment between them."""
     every = config.yield_every
-    many = getattr(emit, "__rxbot_many__", None)
-    if many is not None and type(iterable) in _SEQUENCES:
-        # a slice of plain sync work takes well under a millisecond: yielding after
-        # every one would cost more than the work (a loop pass is ~3 µs). Yield when
-        # the gate closes, or once ``SLICE_SECONDS`` have passed: never later than a
-        # pause every ``yield_every`` items would, for steps that are slow.
-        i = counted = 0
-        clock = time.perf_counter
-        paused = clock()
-        try:
-            while i < len(iterable):  # a list may grow while it is iterated, as with ``for``
-                i += many(iterable[i:i + every], gate)
-                stats.out += i - counted  # published at each pause, as below
-                counted = i
-                if gate.blocked or clock() - paused >= SLICE_SECONDS:
-                    if gate.halted:
-                        return
-                    await gate.pause()
-                    paused = clock()
-        finally:
-            stats.out += i - counted
-        return
     it = iter(iterable)
     try:
         await _pull(it, emit, gate, stats, every)
@@ -144,7 +127,8 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
 
 
 async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, every: int) -> None:
-    """The element-at-a-time part of :func:`iterate`."""
+    """:func:`iterate`'s loop over the source's iterator ``it``."""
+    many = getattr(emit, "__rxbot_many__", None)
     ended = False
     fed = 0
 
@@ -154,21 +138,58 @@ async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, ev
         :meth:`Boundary.feed`): one element per freed slot, in order, from the same iterator."""
         nonlocal ended, fed
         for v in it:
-            emit(v)
-            stats.out += 1
-            if gate.halted:  # this push ended the run or the subscription: stop, as below
-                break
-            fed += 1
-            if fed >= every and gate.on_pause is not None:  # live counts, as at a pause
-                fed = 0
-                gate.on_pause()
-            return True
-        ended = True  # no more elements (or halted): the source returns in its own task
-        return False
+            break
+        else:
+            ended = True  # no more elements: the source returns in its own task
+            return False
+        emit(v)
+        stats.out += 1
+        if gate.halted:  # this push ended the run or the subscription: stop, as below
+            ended = True
+            return False
+        fed += 1
+        if fed >= every and gate.on_pause is not None:  # live counts, as at a pause
+            fed = 0
+            gate.on_pause()
+        return True
 
-    # an async step right below takes the elements itself while it is full (Slots.draw)
-    slots = getattr(emit, "__self__", None)
-    drawing = slots if isinstance(slots, Slots) else None
+    # an async step right below (or below the fused segment right below) takes the
+    # elements itself while it is full
+    drawing, segment = _drawer(emit)
+
+    async def blocked() -> bool:
+        """The gate is closed: draw, or wait with the feeder. True: the source is done."""
+        if gate.halted:
+            return True
+        if gate.on_pause is not None:
+            gate.on_pause()
+        if drawing is not None and drawing.drawable(gate, segment):
+            if await drawing.draw(it, gate, stats, segment):
+                return True  # the workers found the end of ``it``
+            if gate.halted:
+                return True
+        await gate.wait(feeder)
+        return ended
+
+    if many is not None:
+        # a slice of plain sync work takes well under a millisecond: yielding after
+        # every one would cost more than the work (a loop pass is ~3 µs). Yield when
+        # the gate closes, or once ``SLICE_SECONDS`` have passed: never later than a
+        # pause every ``yield_every`` items would, for steps that are slow.
+        clock = time.perf_counter
+        paused = clock()
+        while True:
+            taken = many(islice(it, every), gate)
+            stats.out += taken  # published at each pause, as below
+            if taken < every and not gate.blocked:
+                return  # the iterator ended
+            if gate.blocked:
+                if await blocked():
+                    return
+                paused = clock()
+            elif clock() - paused >= SLICE_SECONDS:
+                await gate.pause()
+                paused = clock()
     n = 0
     try:
         for v in it:
@@ -180,27 +201,28 @@ async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, ev
                 if not gate.blocked:
                     await gate.pause()
                     continue
-                if gate.halted:
-                    return
-                if gate.on_pause is not None:
-                    gate.on_pause()
-                if drawing is not None and drawing.drawable(gate):
-                    if await drawing.draw(it, gate, stats):
-                        return  # the workers found the end of ``it``
-                    if gate.halted:
-                        return
-                await gate.wait(feeder)
-                if ended:
+                if await blocked():
                     return
     finally:
         stats.out += n
 
 
+def _drawer(emit: Callable[[Any], None]) -> tuple:
+    """The async step whose slots ``emit`` reaches (``Slots.submit`` itself, or a fused
+    segment emitting straight into it) and that segment, or ``(None, None)``."""
+    target = getattr(emit, "__self__", None)
+    if isinstance(target, Slots):
+        return target, None
+    segment = getattr(emit, "__rxbot_segment__", None)
+    if segment is not None:
+        target = getattr(segment.emit, "__self__", None)
+        if isinstance(target, Slots):
+            return target, segment
+    return None, None
+
+
 #: how long a source feeding a fused segment in slices runs before it yields to the loop
 SLICE_SECONDS = 0.001
-
-#: sequences a source may slice: indexing them has no side effect and costs no memory
-_SEQUENCES = (list, tuple, range)
 
 
 def trigger(ctx: Any, value: Any = 0) -> reactivex.Observable:

@@ -1,0 +1,209 @@
+"""Fast on every shape (issue 24): any iterator source reaches fused code in slices, and
+an async step after sync steps or a Filter draws its works through the fused segment
+between, as cheaply as right after the source. What must hold whatever the path: the
+items and their order, calls in flight <= concurrency, what the source runs ahead is
+bounded by the slots (not its length), exact counts, and other tasks keep running."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from rxbot import BotFrame, Filter, Loop, Pipe, Step
+from rxbot.engine.gate import Boundary
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def keep_even(x: int) -> int | None:
+    return x if x % 2 == 0 else None
+
+
+def triple(x: int) -> int:
+    return x * 3
+
+
+def is_even(x: int) -> bool:
+    return x % 2 == 0
+
+
+#: the steps between the source and the async sink, what they make of an element, and
+#: which source element a sink input came from
+BETWEEN = {
+    "one sync step": ([inc], lambda x: [x + 1], lambda y: y - 1),
+    "three sync steps": ([inc, keep_even, triple], lambda x: [(x + 1) * 3] if (x + 1) % 2 == 0 else [],
+                         lambda y: y // 3 - 1),
+    "a Filter": ([Filter(route_func=is_even)], lambda x: [x] if x % 2 == 0 else [], lambda y: y),
+    "a step returning a list": ([lambda x: [x, -x] if x % 5 == 0 else x],
+                                lambda x: [x, -x] if x % 5 == 0 else [x], abs),
+}
+
+
+def run_through(n: int, between: str, concurrency: int):
+    """A generator of ``n`` ints, the steps of ``between``, an async sink: what the sink
+    saw, the peak calls in flight, and how far the source ran ahead at worst."""
+    steps, _, origin = BETWEEN[between]
+    state = {"pulled": 0, "finished": 0, "ahead": 0, "now": 0, "peak": 0}
+    seen = []
+
+    def source():
+        for i in range(n):
+            state["pulled"] += 1
+            state["ahead"] = max(state["ahead"], state["pulled"] - state["finished"])
+            yield i
+
+    def done(x):
+        # every source element up to this one has been decided (its output reached a
+        # call, or it was dropped): what is pulled beyond is held somewhere
+        state["finished"] = max(state["finished"], origin(x) + 1)
+        return x
+
+    async def sink(x: int) -> None:
+        state["now"] += 1
+        state["peak"] = max(state["peak"], state["now"])
+        seen.append(x)
+        await asyncio.sleep(0)
+        state["now"] -= 1
+
+    Pipe(source(), *steps, Step(lambda x: sink(done(x)), concurrency=concurrency))
+    report = BotFrame.run()
+    return seen, state, report
+
+
+@pytest.mark.parametrize("between", list(BETWEEN))
+def test_an_async_step_after_sync_steps_gets_every_item_in_order(both_builds, between):
+    _, expected, _ = BETWEEN[between]
+    seen, state, _ = run_through(3_000, between, 1)
+    assert seen == [y for x in range(3_000) for y in expected(x)]
+    assert state["peak"] == 1
+
+
+@pytest.mark.parametrize("between", list(BETWEEN))
+@pytest.mark.parametrize("concurrency", [1, 4, 32])
+def test_drawing_through_a_segment_keeps_the_bounds(both_builds, between, concurrency):
+    """Calls in flight never above ``concurrency``; what the source runs ahead of the
+    sink's calls is bounded by the slots and does not grow with the source's length."""
+    _, expected, _ = BETWEEN[between]
+    worst = []
+    for n in (1_000, 5_000):
+        seen, state, _ = run_through(n, between, concurrency)
+        assert sorted(seen) == sorted(y for x in range(n) for y in expected(x))
+        assert state["peak"] <= concurrency
+        assert state["pulled"] == n
+        worst.append(state["ahead"])
+    assert worst[0] == worst[1] <= concurrency + 3  # the slots, a list's second item, one pulled
+
+
+def test_the_workers_draw_through_the_segment_instead_of_feeding(monkeypatch):
+    """A generator -> sync step -> async step: once the step is full its workers run the
+    source's next elements through the fused segment themselves, not through the
+    source's feeder (``Boundary.feed`` once per element, as before)."""
+    feeds = [0]
+    original = Boundary.feed
+
+    def counted(self):
+        feeds[0] += 1
+        return original(self)
+
+    monkeypatch.setattr(Boundary, "feed", counted)
+
+    async def sink(x: int) -> None:
+        await asyncio.sleep(0)
+
+    Pipe((i for i in range(5_000)), inc, Step(sink, concurrency=4))
+    report = BotFrame.run()
+    assert report.find("sink").inp == 5_000
+    assert feeds[0] < 5_000 // 10
+
+
+def test_drawn_counts_are_exact(both_builds):
+    async def sink(x: int) -> None:
+        await asyncio.sleep(0)
+
+    Pipe((i for i in range(4_000)), Filter(route_func=is_even), inc, Step(sink, concurrency=4))
+    report = BotFrame.run()
+    assert report.find("Loop(generator)").out == 4_000
+    assert report.find("sink").inp == 2_000
+
+
+@pytest.mark.parametrize("make", [lambda n: (i for i in range(n)), lambda n: Loop(iter(range(n))),
+                                  lambda n: itertools.islice(itertools.count(), n)])
+def test_an_iterator_source_in_slices_gives_every_item_in_order(both_builds, make):
+    out = []
+    Pipe(make(3000), inc, keep_even, out.append)
+    BotFrame.run()
+    assert out == [x + 1 for x in range(3000) if (x + 1) % 2 == 0]
+
+
+def test_a_generator_function_first_step_in_slices_gives_every_item():
+    out = []
+
+    def numbers(_):
+        yield from range(2500)
+
+    Pipe(numbers, inc, out.append)
+    BotFrame.run()
+    assert out == list(range(1, 2501))
+
+
+def test_a_slow_step_throttles_a_sliced_generator():
+    """A slice of 256 is never pulled ahead: the chunk entry looks at the gate before it
+    pulls each element."""
+    pulled = [0]
+    finished = [0]
+    worst = [0]
+
+    def source():
+        for i in range(2000):
+            pulled[0] += 1
+            worst[0] = max(worst[0], pulled[0] - finished[0])
+            yield i
+
+    async def slow(x):
+        await asyncio.sleep(0)
+        finished[0] += 1
+
+    Pipe(source(), inc, Step(slow, concurrency=4))
+    BotFrame.run()
+    assert finished[0] == 2000
+    assert worst[0] <= 5  # the step's 4 slots + the element being handed over
+
+
+@pytest.mark.parametrize("shape", ["sync chain", "filter dropping most before an async step"])
+def test_a_long_generator_lets_other_tasks_run(shape):
+    """Slices of a generator through fused code, or workers drawing elements a Filter
+    drops, yield to the loop regularly: a task beside the pipe runs while it is pushed."""
+    done = [0]
+    seen = []
+
+    def count(x):
+        done[0] += 1
+        return x
+
+    async def sink(x):
+        await asyncio.sleep(0)
+
+    async def watcher():
+        while True:
+            seen.append(done[0])
+            await asyncio.sleep(0)
+
+    async def main():
+        task = asyncio.ensure_future(watcher())
+        if shape == "sync chain":
+            Pipe((i for i in range(300_000)), inc, count)
+        else:
+            # the first elements fill the slots (the workers draw), then the Filter drops
+            # all but the last few: the workers must not run through them in one go
+            Pipe((i for i in range(300_000)), count, Filter(route_func=lambda x: x < 50 or x > 299_990),
+                 Step(sink, concurrency=4))
+        await BotFrame.run_async()
+        task.cancel()
+
+    asyncio.run(main())
+    assert done[0] == 300_000
+    during = [n for n in seen if 0 < n < 300_000]
+    assert len(during) >= 3
