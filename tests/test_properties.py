@@ -271,12 +271,3 @@ def test_fused_build_equals_unfused_build_equals_plain_loop(source, chain):
     else:
         assert unfused == expected
 
-
-def test_a_lazy_result_after_a_shared_route_keeps_the_plain_loop_order():
-    """Found by the property test: a generator returned after a shared route's branch
-    (the route's tail copied into it) waits in the ordered lane; the shared item goes on
-    after the route from there, behind it, not past it."""
-    chain = [("typed", [("const", False, -1)], True), ("mixed", False, 4)]
-    for source in ([0], [0, 1], [5, 0]):
-        expected = ref_chain(chain, list(source))
-        assert run_chain(source, chain, True) == run_chain(source, chain, False) == expected

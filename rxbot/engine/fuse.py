@@ -275,6 +275,30 @@ class _Program:
         psid, pidx = self.where[j]
         return out + self.run_from(psid, pidx + 1, ind, ctx)
 
+    def pullable(self) -> bool:
+        """Can an async step right after this segment pull its works through it
+        (``pull``)? Not at a pipe's end, and not through a route (whose branches
+        cannot return one output)."""
+        return not self.terminal and all(el[0] != ROUTE for el in self.elems)
+
+    def _pull(self) -> List[str]:
+        """``pull(it, stats, k)``: the next output of the segment for the items of the
+        source's iterator ``it`` (at most ``k`` of them, counted into the source's
+        ``stats``), *returned* instead of emitted — what the workers of an async step
+        right after the segment take as their next work (``Slots.draw``). Returns
+        ``ENDED`` when ``it`` ended, ``NOTHING`` when ``k`` items gave no output or an
+        output went its general way (a slow path, the ordered lane)."""
+        if not self.pullable():
+            return []
+        guards = self._guards()
+        out = ["    def pull(it, stats, k):", *([f"        nonlocal {', '.join(guards)}"] if guards else []),
+               "        while k:", "            k -= 1", "            for x in it:", "                break",
+               "            else:", "                return ENDED", "            stats.out += 1"]
+        self.pulling = True
+        out += self.run_from(0, 0, "            ", ("continue", ("return NOTHING",)))
+        self.pulling = False
+        return out + ["        return NOTHING"]
+
     @staticmethod
     def _learn(guard: str, ind: str, other: List[str]) -> List[str]:
         """After a guard missed: a single value's type becomes the guard, anything else
