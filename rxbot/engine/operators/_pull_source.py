@@ -69,23 +69,26 @@ class _Pulled(InputQueue):
             while self.jobs and not gate.halted and not self.ctx.stopped:
                 item = self.jobs.popleft()
                 stats = self.rt.stats
-                before = stats.out  # the ledger: this input's sequence is its fan-out
+                # the ledger: this input's sequence is its fan-out. Counted apart from the
+                # step's stats, which another subscription of the step (a merge of the
+                # source with itself) may be adding to meanwhile
+                tally = _Tally(stats)
                 try:
-                    await self.produce(item, fast_on_next(self.observer), gate, stats)
+                    await self.produce(item, fast_on_next(self.observer), gate, tally)
                 except asyncio.CancelledError:
                     stats.cancelled += 1  # its sequence was cut short
-                    stats.fanout += stats.out - before
+                    stats.fanout += tally.out
                     raise
                 except Exception as exc:
-                    stats.fanout += stats.out - before  # the failure settles the input
+                    stats.fanout += tally.out  # the failure settles the input
                     if not self.settle(self.rt, exc, item, self._piped):
                         return
                 else:
                     if gate.halted:  # produce returned early: the run failed or take had enough
                         stats.cancelled += 1
-                        stats.fanout += stats.out - before
+                        stats.fanout += tally.out
                     else:
-                        stats.fanout += stats.out - before - 1
+                        stats.fanout += tally.out - 1
                 finally:
                     self.rt.in_flight -= 1
         finally:
@@ -96,6 +99,26 @@ class _Pulled(InputQueue):
             self.running = False
             self.set_full(bool(self.jobs))
             self.maybe_complete()
+
+
+class _Tally:
+    """What one input's sequence has pushed so far (``out``), added to the step's own
+    stats as it grows (live views read those)."""
+
+    __slots__ = ("stats", "n")
+
+    def __init__(self, stats: Any) -> None:
+        self.stats = stats
+        self.n = 0
+
+    @property
+    def out(self) -> int:
+        return self.n
+
+    @out.setter
+    def out(self, value: int) -> None:
+        self.stats.out += value - self.n
+        self.n = value
 
 
 async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats: Any) -> None:
