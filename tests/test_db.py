@@ -885,3 +885,43 @@ def test_query_with_no_rows_emits_nothing_and_migration_md_says_so(db):
     rows = [line for line in (ROOT / "docs" / "migration.md").read_text(encoding="utf-8").splitlines()
             if line.startswith("| `Query` with no rows |")]
     assert len(rows) == 1 and "`()`" in rows[0] and "| nothing |" in rows[0]
+
+
+async def test_rows_waiting_for_room_are_buffered_in_order_and_a_cancelled_one_is_never_written(tmp_path):
+    """While two batches wait for the database, further rows wait with their calls; when
+    room opens they join the buffer in arrival order. A call cancelled while it waits (a
+    stopping run) leaves no row behind: not written, not passed on."""
+    from rxbot.db.sqlite import Insert
+
+    behind = asyncio.Event()
+
+    class SlowInsert(Insert):  # the real SQLite write, once the "database" catches up
+        async def _write(self, params_list, committing=lambda: None):
+            await behind.wait()
+            await super()._write(params_list, committing)
+
+    path = str(tmp_path / "w.db")
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("create table t (seq integer primary key autoincrement, id integer)")  # seq: write order
+    node = SlowInsert("insert into t (id) values ({id})", path=path, batch_size=2, flush_interval=None)
+    await node.node_init()
+    try:
+        calls = [asyncio.create_task(node({"id": i})) for i in range(10)]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        # 0 and 2 were buffered at once; 1 and 3 commit their batches; 4.. wait for room
+        assert [c.done() for c in calls] == [True, False, True] + [False] * 7
+        calls[5].cancel()  # rows 4.. wait for room; 5 and 8 are cancelled while waiting
+        calls[8].cancel()
+        await asyncio.sleep(0)
+        behind.set()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        rest = await node.flush()
+    finally:
+        behind.set()
+        await node.node_close()
+    passed = [row["id"] for r in results + [rest] if isinstance(r, list) for row in r]
+    assert [type(r).__name__ for r in (results[5], results[8])] == ["CancelledError", "CancelledError"]
+    assert passed == [0, 1, 2, 3, 4, 6, 7, 9]
+    assert [r[0] for r in raw.execute("select id from t order by seq")] == [0, 1, 2, 3, 4, 6, 7, 9]
+    raw.close()
