@@ -620,3 +620,21 @@ def test_literals_read_back_exactly_in_both_escape_modes(mysql_params, no_backsl
     assert row[0] == text and row[1] == data
     assert row[2:4] == ("a'", "b\\")
     assert row[4:] == (-12, 0.1, Decimal("-1.50"), None, 1)
+
+
+def test_a_finer_datetime_subclass_keeps_its_value_or_is_refused():
+    """A datetime subclass is stored as its datetime value; one carrying nanoseconds
+    (pandas' Timestamp does) is refused rather than silently truncated."""
+    class Stamp(datetime.datetime):
+        nanosecond = 0
+
+    class FineStamp(datetime.datetime):
+        nanosecond = 7
+
+    expected = {"mysql": datetime.datetime(2024, 5, 6, 7, 8, 9, 10), "sqlite": "2024-05-06 07:08:09.000010"}
+    for adapter in (MySQLValues("Insert"), SQLiteValues("Insert")):
+        kept = adapter.row({"v": Stamp(2024, 5, 6, 7, 8, 9, 10)})["v"]
+        assert kept == expected[adapter.database] and type(kept) is type(expected[adapter.database])
+        with pytest.raises(UnsupportedValueError, match=r"cannot bind \{v\}: a value of type .*FineStamp has "
+                                                        r"nanoseconds"):
+            adapter.row({"v": FineStamp(2024, 5, 6)})

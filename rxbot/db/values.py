@@ -423,7 +423,20 @@ def _copy_bytes(v: bytes) -> bytes:
     return bytes(memoryview(v))
 
 
+def _no_nanoseconds(v: Any) -> None:
+    """A subclass with finer resolution (pandas' Timestamp/Timedelta) must not lose it."""
+    if getattr(v, "nanosecond", 0):
+        raise Refused(f"has nanoseconds ({v}), which the database's microsecond types would drop; "
+                      "round it first")
+
+
+def _copy_timedelta(v: datetime.timedelta) -> datetime.timedelta:
+    _no_nanoseconds(v)
+    return datetime.timedelta(v.days, v.seconds, v.microseconds)
+
+
 def _copy_datetime(v: datetime.datetime) -> datetime.datetime:
+    _no_nanoseconds(v)
     return datetime.datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond,
                              v.tzinfo, fold=v.fold)
 
@@ -443,7 +456,7 @@ _BASE_COPY: Dict[type, Callable[[Any], Any]] = {
     datetime.datetime: _copy_datetime,
     datetime.date: lambda v: datetime.date(v.year, v.month, v.day),
     datetime.time: _copy_time,
-    datetime.timedelta: lambda v: datetime.timedelta(v.days, v.seconds, v.microseconds),
+    datetime.timedelta: _copy_timedelta,
     dict: dict,
     list: list,
     tuple: tuple,
