@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from typing import TYPE_CHECKING, Any, Iterator, List, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Sequence
 
 from . import registry
 from .config import config
@@ -103,7 +103,7 @@ class BotFrame(metaclass=_FrameType):
 
             return RunReport()
         if cls._dry_run is not None:
-            cls._dry_run.extend(chosen)
+            _record(cls._dry_run, chosen, run=True)
             from .engine import RunReport
 
             return RunReport()
@@ -244,7 +244,7 @@ class BotFrame(metaclass=_FrameType):
 
         chosen = list(cls._pending) if pipes is None else list(pipes)
         if cls._dry_run is not None:  # ``rxbot render`` draws what the script would draw
-            cls._dry_run.extend(p for p in chosen if p not in cls._dry_run)
+            _record(cls._dry_run, [p for p in chosen if p not in cls._dry_run])
             return path
         cls._drawn = True
         return render(chosen, path, format=format, **kwargs)
@@ -305,14 +305,33 @@ class _DryRun:
         self.frame = frame
 
     def __enter__(self) -> List[Any]:
-        self.frame._dry_run = []
+        self.frame._dry_run = Recorded()
         return self.frame._dry_run
 
     def __exit__(self, *exc: Any) -> None:
-        recorded = self.frame._dry_run if self.frame._dry_run is not None else []
+        recorded = self.frame._dry_run if self.frame._dry_run is not None else Recorded()
         # pipes built but never passed to run() are part of the script too
-        recorded.extend(p for p in self.frame._take(None) if p not in recorded)
+        _record(recorded, [p for p in self.frame._take(None) if p not in recorded])
         self.frame._dry_run = None
+
+
+class Recorded(list):
+    """The pipes a dry run recorded, in order, and for each the number of the
+    ``BotFrame.run()`` call that would have run it (``runs``; None: never run), so that a
+    script with several runs is drawn run by run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: List[Optional[int]] = []
+
+
+def _record(recorded: List[Any], pipes: Sequence[Any], run: bool = False) -> None:
+    """Add ``pipes`` to a dry run's record; ``run``: they are one ``BotFrame.run()``."""
+    runs = getattr(recorded, "runs", None)
+    if runs is not None:
+        number = max((r for r in runs if r is not None), default=0) + 1 if run else None
+        runs.extend([number] * len(pipes))
+    recorded.extend(pipes)
 
 
 @contextlib.contextmanager

@@ -9,8 +9,12 @@ imported (a platform without its wheel), or when asked for with ``engine="dot"``
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
-from typing import Any, Optional
+import sys
+import tempfile
+from typing import Any, Iterator, Optional
 
 #: picture formats rxbot renders
 PICTURES = ("png", "svg", "pdf")
@@ -66,11 +70,55 @@ def draw(source: str, fmt: str, engine: str = "auto", dpi: int = PNG_DPI) -> byt
         graph = _pygraphviz().AGraph(string=source)  # type: ignore[union-attr]
         if fmt == "png":
             graph.graph_attr["dpi"] = str(int(dpi))
-        return bytes(graph.draw(format=fmt, prog="dot"))
+        with _fontconfig_quiet():
+            return bytes(graph.draw(format=fmt, prog="dot"))
     import graphviz
 
     data = _with_dpi(source, dpi) if fmt == "png" else source.encode("utf-8")
     return bytes(graphviz.pipe("dot", fmt, data, quiet=True))
+
+
+#: the bundled fontconfig has read its configuration (it does so once per process)
+_fontconfig_started = False
+
+
+@contextlib.contextmanager
+def _fontconfig_quiet() -> Iterator[None]:
+    """Around the first in-process drawing: hide what the bundled fontconfig says about
+    the system's newer configuration files.
+
+    pygraphviz's wheel bundles an older fontconfig. When it starts it parses every file
+    of the system's ``conf.avail`` folder, even with ``FONTCONFIG_FILE`` set, and prints
+    ``Fontconfig warning: ...: unknown element "reset-dirs"`` (and the like) for elements
+    newer than itself straight to the process's stderr: noise on every first picture,
+    harmless (the elements are skipped). So the C-level stderr goes to a temporary file
+    for that one call, and every other line it got is written back; later drawings are
+    left alone."""
+    global _fontconfig_started
+    if _fontconfig_started:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (a service, a notebook kernel's pipe)
+        _fontconfig_started = True
+        yield
+        return
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+            _fontconfig_started = True
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not (line.startswith("Fontconfig warning:") and "unknown element" in line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def _with_dpi(source: str, dpi: int) -> bytes:

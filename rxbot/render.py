@@ -18,6 +18,7 @@ outline marks a step that had failures.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -70,6 +71,9 @@ _FAILED = dict(color="#dc2626", penwidth="2")
 #: the count lines of a node on the live page, before the first numbers arrive
 LIVE_PLACEHOLDER = ("in=0 out=0 failed=0 dropped=0", "0 items/s")
 _BYPASS_STYLE = dict(style="dashed", weight="4")
+#: what the dashed edge past a route carries, by its label (the legend says it)
+BYPASS_MEANING = {"all": "every item goes on\npast the route (share)",
+                  "unmatched": "the items it did not\nmatch go on past it"}
 
 
 def _text(*lines: str) -> str:
@@ -154,26 +158,74 @@ class _Drawer:
         self.kinds_used: Dict[str, None] = {}
         #: report key -> does the engine always count in/out there (see ``_counted``)
         self.counted: Dict[StepId, bool] = {}
+        #: labels of the dashed edges past routes drawn ('all', 'unmatched'), for the legend
+        self.bypasses: Dict[str, None] = {}
 
     # -- top level --------------------------------------------------------------------
-    def draw(self, pipes: Sequence[Any]) -> graphviz.Digraph:
+    def draw(self, pipes: Sequence[Any], runs: Optional[Sequence[Optional[int]]] = None) -> graphviz.Digraph:
         names = _report_pipes(pipes, self.entries)
-        for index, pipe in enumerate(pipes, 1):
-            pid = f"P{index}"
-            title = f"Pipe {index}" + (f": {pipe.name}" if getattr(pipe, "name", None) else "")
-            if self.stats and self.seconds and not getattr(self.report, "live", False):
-                title += f"  (run {self.seconds:.2f} s)"
-            with self.graph.subgraph(name=f"cluster_{pid}") as cluster:
-                cluster.attr(label=title, style="rounded", color="#6b7280", fontname="Helvetica")
-                place = StepId.root(names.get(index, pid), index)
-                outs = self.chain(cluster, pipe.steps, pid, place, [])
-                if any(label for _, label in outs):
-                    # a labelled edge (e.g. 'unmatched') needs an end to point at
-                    cluster.node(f"{pid}.end", "", shape="point", width="0.12", group=pid)
-                    self.connect(outs, f"{pid}.end")
+        # several runs (a script calling BotFrame.run() more than once): one box per run,
+        # run below run in run order, the pipes never run last
+        order = list(dict.fromkeys(runs)) if runs is not None else []
+        grouped = len(order) > 1
+        if grouped:
+            order.sort(key=lambda r: (r is None, r or 0))
+        groups = [[i for i, r in enumerate(runs or (), 1) if r == run] for run in order] if grouped else \
+            [list(range(1, len(pipes) + 1))]
+        ends: List[Tuple[List[str], List[str]]] = []  # per run: (top anchors, bottom anchors)
+        for g, members in enumerate(groups):
+            context = (self.graph.subgraph(name=f"cluster_run{g + 1}") if grouped
+                       else contextlib.nullcontext(self.graph))
+            with context as holder:
+                if grouped:
+                    run = order[g]
+                    holder.attr(label="not run" if run is None else f"run {run}", style="rounded,bold",
+                                color="#374151", fontname="Helvetica", fontsize="13", labeljust="l")
+                tops, bottoms = [], []
+                for index in members:
+                    top, bottom = self.pipe(holder, pipes[index - 1], index, names, anchors=grouped)
+                    tops.append(top)
+                    bottoms.append(bottom)
+                ends.append((tops, bottoms))
+        for (_, bottoms), (tops, _) in zip(ends, ends[1:]):  # each run below the one before
+            for bottom in bottoms:
+                for top in tops:
+                    self.edges.append((bottom, top, {"style": "invis", "weight": "0"}))
         for tail, head, attrs in self.edges:
             self.graph.edge(tail, head, **attrs)
         return self.graph
+
+    def pipe(self, holder: Any, pipe: Any, index: int, names: Dict[int, str], anchors: bool = False
+             ) -> Tuple[str, str]:
+        """One pipe's cluster; with ``anchors``, invisible points above its first step and
+        below its last (what stacks runs); returns their names."""
+        pid = f"P{index}"
+        title = f"Pipe {index}" + (f": {pipe.name}" if getattr(pipe, "name", None) else "")
+        if self.stats and self.seconds and not getattr(self.report, "live", False):
+            title += f"  (run {self.seconds:.2f} s)"
+        top, bottom = f"{pid}.top", f"{pid}.bottom"
+        with holder.subgraph(name=f"cluster_{pid}") as cluster:
+            cluster.attr(label=title, style="rounded", color="#6b7280", fontname="Helvetica")
+            place = StepId.root(names.get(index, pid), index)
+            start: List[Out] = []
+            if anchors:
+                cluster.node(top, "", style="invis", shape="point", width="0", height="0")
+                start = [(top, None)]
+            outs = self.chain(cluster, pipe.steps, pid, place, start)
+            if anchors:
+                for edge in self.edges:  # the anchor's edge draws nothing
+                    if edge[0] == top:
+                        edge[2].update(style="invis")
+            if any(label for _, label in outs):
+                # a labelled edge (e.g. 'unmatched') needs an end to point at
+                cluster.node(f"{pid}.end", "", shape="point", width="0.12", group=pid)
+                self.connect(outs, f"{pid}.end")
+                outs = [(f"{pid}.end", None)]
+            if anchors:
+                cluster.node(bottom, "", style="invis", shape="point", width="0", height="0")
+                for tail, _ in outs:
+                    self.edges.append((tail, bottom, {"style": "invis"}))
+        return top, bottom
 
     def legend(self) -> None:
         """A column of sample shapes, one per kind drawn, beside the pipes."""
@@ -194,6 +246,15 @@ class _Drawer:
                 if previous is not None:  # invisible edges stack the samples in a column
                     c.edge(previous, name, style="invis")
                 previous = name
+            for label in self.bypasses:  # the dashed edge past a route, as drawn
+                start, end = f"legend.{label}", f"legend.{label}.end"
+                c.node(start, "", shape="point", width="0.06")
+                c.node(end, "", shape="point", width="0.06")
+                if previous is not None:
+                    c.edge(previous, start, style="invis")
+                c.edge(start, end, label=f"{label}: {BYPASS_MEANING[label]}", fontsize="9",
+                       **_BYPASS_STYLE)
+                previous = end
 
     # -- walker -----------------------------------------------------------------------
     def chain(self, g: Any, steps: Sequence[Any], nid_prefix: str, place: StepId,
@@ -266,6 +327,7 @@ class _Drawer:
             if label in ("all", "unmatched"):
                 attrs.update(_BYPASS_STYLE)
                 attrs["minlen"] = str(self.skip.get(tail, 1))
+                self.bypasses[label] = None
             self.edges.append((tail, head, attrs))
 
     def label(self, text: str, step: Any, path: StepId):
@@ -404,25 +466,33 @@ def _report_pipes(pipes: Sequence[Any], entries: Dict[Parts, Any]) -> Dict[int, 
     return chosen
 
 
-def _drawer(pipes: Sequence[Any], report: Any = None, legend: bool = True) -> _Drawer:
+def _drawer(pipes: Sequence[Any], report: Any = None, legend: bool = True,
+            runs: Optional[Sequence[Optional[int]]] = None) -> _Drawer:
     pipes = list(pipes)
     if not pipes:
         raise ValueError("render: no pipes to draw; build a Pipe first or pass pipes=[...]")
     for p in pipes:
         if not hasattr(p, "steps"):
             raise TypeError(f"render: argument 'pipes' must hold Pipe objects; got {type(p).__name__}")
+    if runs is not None and len(runs) != len(pipes):
+        raise ValueError(f"render: argument 'runs' must give one run number per pipe; got {len(runs)} "
+                         f"for {len(pipes)} pipes")
     drawer = _Drawer(report)
-    drawer.draw(pipes)
+    drawer.draw(pipes, runs)
     if legend:
         drawer.legend()
     return drawer
 
 
-def build_graph(pipes: Sequence[Any], report: Any = None, legend: bool = True) -> graphviz.Digraph:
+def build_graph(pipes: Sequence[Any], report: Any = None, legend: bool = True,
+                runs: Optional[Sequence[Optional[int]]] = None) -> graphviz.Digraph:
     """The ``graphviz.Digraph`` for ``pipes`` (one cluster per pipe), with per-step counts
     and throughput from ``report`` (a :class:`~rxbot.engine.context.RunReport`) when
-    given, and a legend of the kinds of node drawn unless ``legend=False``."""
-    return _drawer(pipes, report, legend).graph
+    given, and a legend of the kinds of node drawn unless ``legend=False``. ``runs``
+    (default: ``pipes.runs`` of a dry run's record) gives each pipe's run — the
+    ``BotFrame.run()`` call of a script that runs it, None for never: a script with
+    several runs is drawn run below run, in run order, each in a box labelled with it."""
+    return _drawer(pipes, report, legend, runs if runs is not None else getattr(pipes, "runs", None)).graph
 
 
 def node_paths(pipes: Sequence[Any]) -> Tuple[Dict[str, StepId], Dict[StepId, bool]]:

@@ -16,6 +16,7 @@ import sys
 import textwrap
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, Optional, Set, Tuple
 
 import graphviz
@@ -720,3 +721,79 @@ def test_drawn_nodes_name_their_steps_by_step_id():
     assert isinstance(inner, StepId)
     assert (inner.pipe, inner.positions, inner.labels) == ("P1", (2, 2, 1, 1, 1), ("Fork", "Branch", "double"))
     assert set(counted) == set(nodes.values())
+
+
+# ------------------------------------------------------------------- several runs, legend
+SEVERAL_RUNS = """
+from rxbot import BotFrame, Fork, Pipe
+
+Pipe(range(3), print, name="create a")
+Pipe(range(3), print, name="create b")
+BotFrame.run()
+Pipe(range(3), Fork(print, str), print, name="copy")
+BotFrame.run()
+Pipe(range(3), print, name="forgotten")
+"""
+
+
+def test_a_script_with_several_runs_is_drawn_run_below_run_in_run_order(tmp_path):
+    """examples/mysql2.py (7 pipes over 5 runs) was one 4,568-px-wide strip with its run
+    order lost: now each BotFrame.run() is a labelled box, stacked in run order, and the
+    pipes never run come last."""
+    script = tmp_path / "job.py"
+    script.write_text(SEVERAL_RUNS)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                          os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "rxbot", "render", str(script), "-o", "runs.dot"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    graph = pygraphviz.AGraph(string=(tmp_path / "runs.dot").read_text())
+    boxes = {sub.name: sub.graph_attr["label"] for sub in graph.subgraphs() if sub.name.startswith("cluster_run")}
+    assert boxes == {"cluster_run1": "run 1", "cluster_run2": "run 2", "cluster_run3": "not run"}
+    members = {name: sorted(s.name for s in graph.get_subgraph(name).subgraphs()) for name in boxes}
+    assert members == {"cluster_run1": ["cluster_P1", "cluster_P2"], "cluster_run2": ["cluster_P3"],
+                       "cluster_run3": ["cluster_P4"]}
+    graph.layout(prog="dot")
+
+    def y_range(pipe: str) -> Tuple[float, float]:
+        box = next(sub.get_subgraph(f"cluster_{pipe}") for sub in graph.subgraphs()
+                   if sub.get_subgraph(f"cluster_{pipe}") is not None)
+        ys = [float(graph.get_node(n).attr["pos"].split(",")[1]) for n in box.nodes()]
+        return min(ys), max(ys)
+
+    # Graphviz's y grows upwards: every node of a run lies above every node of the next
+    assert min(y_range("P1")[0], y_range("P2")[0]) > y_range("P3")[1]
+    assert y_range("P3")[0] > y_range("P4")[1]
+
+
+def test_one_run_is_drawn_as_before_without_run_boxes():
+    p = Pipe(range(3), print)
+    source = build_graph([p]).source
+    assert "cluster_run" not in source and "P1.top" not in source
+    BotFrame.clear()
+
+
+def test_the_legend_explains_the_dashed_edge_past_a_route():
+    p = Pipe(range(3), Fork(print, print), Return(str, route_func=lambda x: x > 1), print)
+    g = read_json(build_graph([p]).source)
+    legend_edges = {label for tail, _, label in g.edges if tail.startswith("legend.") and label}
+    assert legend_edges == {"all: every item goes on\npast the route (share)",
+                            "unmatched: the items it did not\nmatch go on past it"}
+    plain = read_json(build_graph([Pipe(range(3), print)]).source)
+    assert not any(tail.startswith("legend.all") for tail, _, _ in plain.edges)
+    BotFrame.clear()
+
+
+def test_drawing_prints_no_fontconfig_warning(tmp_path):
+    """The bundled (older) fontconfig warned about the system's newer configuration
+    ('unknown element "reset-dirs"') on every first picture of a process."""
+    script = tmp_path / "draw.py"
+    script.write_text("import sys\nfrom rxbot import BotFrame, Pipe\nPipe(range(3), print)\n"
+                      "print(BotFrame.render('x.png'))\nprint('after', file=sys.stderr)\nBotFrame.clear()\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                          os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "x.png", proc.stderr
+    assert proc.stderr == "after\n"
+    assert (tmp_path / "x.png").read_bytes().startswith(b"\x89PNG")
