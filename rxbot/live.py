@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, List, Sequence, Set
+from typing import Any, List, Optional, Sequence, Set
 
 from .engine.context import RunContext
 from .report_io import order as _order
@@ -80,6 +80,13 @@ class BotInfo:
     @property
     def in_flight(self) -> int:
         return 0 if self._run.done else max(0, self._runtime.in_flight)
+
+    @property
+    def capacity(self) -> Optional[int]:
+        """How many items the step may hold at once (its concurrency); meaningful for the
+        steps that hold items (async and boosted steps and nodes)."""
+        value = getattr(self._runtime, "concurrency", None)
+        return int(value) if value else None
 
     @property
     def stopped(self) -> bool:

@@ -254,15 +254,15 @@ def summary(report: Any) -> str:
     rate = items / seconds if seconds > 0 else 0.0
     running = bool(getattr(report, "running", False))
     text = f"{'running' if running else 'finished in'} {seconds:.1f}s: {items} items, {failed} failed, {rate:.1f} items/s"
-    eta = _eta(report, seconds) if running else None
-    if eta is not None:
-        text += f", ETA {eta:.0f}s"
+    eta_s = eta(report, seconds) if running else None
+    if eta_s is not None:
+        text += f", ETA {eta_s:.0f}s"
     if not running and getattr(report, "error", None) is not None:
         text += f", stopped by {type(report.error).__name__}"
     return text
 
 
-def _eta(report: Any, seconds: float) -> Optional[float]:
+def eta(report: Any, seconds: float) -> Optional[float]:
     """Seconds until the slowest sized source is read, at its rate so far."""
     read: Dict[int, int] = {}
     for key, s in report.steps.items():
@@ -305,5 +305,5 @@ def to_text(report: Any) -> str:
     return redact("\n".join(lines))
 
 
-__all__ = ["to_dict", "to_json", "to_text", "summary", "elapsed", "totals", "counters", "source_items", "routes", "route_numbers",
+__all__ = ["to_dict", "to_json", "to_text", "summary", "elapsed", "eta", "totals", "counters", "source_items", "routes", "route_numbers",
            "step_parts", "order", "is_source", "COUNTERS"]

@@ -111,6 +111,16 @@ async def test_a_watched_run_streams_growing_counts_then_its_report(capsys):
                                                   "P1[4] print"]
     step = {s["path"]: s for s in final["steps"]}["P1[3] slow"]
     assert step["in_flight"] == 0 and step["rate"] == pytest.approx(29 / report.seconds, rel=0.01)
+    # totals, ETA and capacity where known: 30 items of 30, 'slow' holds up to 2
+    running = [s for s in seen if s["state"] == "running"]
+    assert all(s["expected"] == 30 for s in seen) and final["items"] == 30 and final["eta"] is None
+    assert any(s["eta"] is not None and s["eta"] >= 0 for s in running)
+    assert [s["items"] for s in running] == sorted(s["items"] for s in running)
+    assert final["summary"].startswith("finished in ") and "30 items, 1 failed" in final["summary"]
+    capacity = {s["path"]: s["capacity"] for s in final["steps"]}
+    assert capacity == {"P1[1] Loop(range(0, 30))": None, "P1[2] bad": None, "P1[3] slow": 2, "P1[4] print": None}
+    held = [{r["path"]: r for r in s["steps"]}["P1[3] slow"]["in_flight"] for s in running]
+    assert max(held) <= 2
     assert step["lines"][0] == "in=29 out=29"
     # the page's picture: every step's node is found by its id in the SVG
     async with aiohttp.ClientSession() as session:
@@ -236,7 +246,7 @@ async def test_browser_sees_counts_grow_then_the_final_report(tmp_path):
             await wait_for(page, "document.getElementById('state').textContent === 'running'")
             await wait_for(page, "document.querySelector('tr[data-path=\"P1[3] fetch\"]') !== null")
             go.write_text("go")
-            seen = []
+            seen, held, progress = [], [], []
             shot = None
             while True:
                 state = await page.eval("document.getElementById('state').textContent")
@@ -244,6 +254,8 @@ async def test_browser_sees_counts_grow_then_the_final_report(tmp_path):
                 if state != "running":
                     break
                 seen.append(int(rows["P1[3] fetch"]["out"]))
+                held.append(rows["P1[3] fetch"]["in_flight"])
+                progress.append(await page.eval("document.getElementById('progress').textContent"))
                 if shot is None and seen[-1] >= 10:
                     shot = await page.screenshot(str(tmp_path / "watch.png"))
                 await asyncio.sleep(0.05)
@@ -258,6 +270,10 @@ async def test_browser_sees_counts_grow_then_the_final_report(tmp_path):
     # the counts on the page grew while the run went on ...
     # (the last running snapshot may already show all 30: the run then still shuts down)
     assert seen == sorted(seen) and len({x for x in seen if 0 < x < 30}) >= 2, seen
+    # the step's capacity beside what it holds ('in flight 2/2'); the items so far, with no
+    # total: the source is a Loop behind a function, whose size is not known up front
+    assert "2/2" in held and all(re.fullmatch(r"[012]/2", h) for h in held), held
+    assert all(re.fullmatch(r"\d+ items", p) for p in progress) and progress[-1] != "0 items", progress
     # ... and the page ends on the run's own report
     report = json.loads(out.read_text())
     assert set(final_rows) == set(report)

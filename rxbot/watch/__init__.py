@@ -13,7 +13,7 @@ import sys
 from typing import Any, Awaitable, Callable, Optional, Sequence
 
 from .server import WatchServer, close_all, parse_address, server_for
-from .snapshot import Sampler
+from .snapshot import Sampler, holding_steps
 
 #: seconds between two snapshots while a run goes on
 INTERVAL = 0.5
@@ -35,7 +35,7 @@ async def follow(watch: Any, pipes: Sequence[Any], start: Start) -> Any:
     from ..render import outline
 
     shape = outline(pipes)
-    sampler = Sampler(run, f"{hash(shape) & 0xFFFFFFFF:08x}")
+    sampler = Sampler(run, f"{hash(shape) & 0xFFFFFFFF:08x}", holding_steps(pipes))
     server.new_run(run, pipes, shape)
     seen: list = []
     ticker: Optional[asyncio.Task] = None

@@ -9,11 +9,11 @@ second; the server thread only forwards the result.
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..live import bots
 from ..render import count_lines, rate_text
-from ..report_io import COUNTERS, counters, order, route_numbers, routes
+from ..report_io import COUNTERS, counters, eta, order, route_numbers, routes, source_items, summary
 #: weight of the newest interval in the smoothed rate (the rest is the previous rate)
 SMOOTHING = 0.5
 #: dead letters sent with each snapshot (the newest ones; the total is always sent)
@@ -23,9 +23,12 @@ LAST_DEAD_LETTERS = 5
 class Sampler:
     """Turns successive looks at one run's report into snapshots with live rates."""
 
-    def __init__(self, run: int, graph: str) -> None:
+    def __init__(self, run: int, graph: str, holders: Optional[Set[str]] = None) -> None:
         self.run = run
         self.graph = graph  # which picture the page needs (changes with the pipes' outline)
+        #: the steps that hold items up to a concurrency (async, boosted): their capacity
+        #: is shown beside what they hold ('in flight 2/2')
+        self.holders: Set[str] = set(holders or ())
         self.started = time.perf_counter()
         self.last: Dict[str, Tuple[float, int]] = {}  # path -> (time, items)
         self.rates: Dict[str, float] = {}
@@ -50,18 +53,27 @@ class Sampler:
             step = live.get(path)
             counted = step is None or step.counted
             row: Dict[str, Any] = counters(report, key, shapes)
-            row.update(path=path, rate=round(rate, 2), counted=counted,
+            capacity = step.capacity if step is not None and path in self.holders else None
+            row.update(path=path, rate=round(rate, 2), counted=counted, capacity=capacity,
                        in_flight=step.in_flight if step is not None and running else 0,
                        lines=count_lines(stats, counted, rate_text(rate, 1.0),
                                          sink=key in getattr(report, "sinks", ()),
                                          route=route_numbers(report, key, shapes)))
             steps.append(row)
         letters = list(report.dead_letters)
+        sizes = list((getattr(report, "expected", None) or {}).values())
+        left = eta(report, seconds) if running else None
         return {
             "run": self.run,
             "graph": self.graph,
             "state": state,
             "seconds": round(seconds, 3),
+            # what the sources emitted, of how many when every source's size is known,
+            # and the time left at the rate so far (see rxbot.report_io.summary)
+            "items": source_items(report),
+            "expected": sum(sizes) if sizes and None not in sizes else None,
+            "eta": None if left is None else round(left, 1),
+            "summary": summary(report),
             "error": None if error is None else f"{type(error).__name__}: {_cut(str(error))}",
             "steps": steps,
             "dead_letters": len(letters),
@@ -80,8 +92,19 @@ class Sampler:
         return rate
 
 
+def holding_steps(pipes: Sequence[Any]) -> Set[str]:
+    """The report keys of the steps of ``pipes`` that hold items up to a concurrency:
+    async and boosted steps and nodes (sync steps run inline and hold none)."""
+    from ..render import kind_of
+    from ..walk import StepId, walk
+
+    return {str(sid) for index, pipe in enumerate(pipes, 1)
+            for sid, step in walk(pipe.steps, StepId.root(f"P{index}", index))
+            if kind_of(step) in ("async", "boosted", "async node", "boosted node")}
+
+
 def _cut(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-__all__ = ["Sampler", "COUNTERS"]
+__all__ = ["Sampler", "COUNTERS", "holding_steps"]
