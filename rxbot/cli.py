@@ -496,6 +496,7 @@ def _cache(args: argparse.Namespace) -> int:
     path = args.path if args.path is not None else config.http_cache
     if path is None:
         args.cache_parser.error("give the cache file: rxbot cache clear PATH")
+        return 2  # (error() exits)
     path = os.fspath(path)
     try:
         removed = clear_cache(path)

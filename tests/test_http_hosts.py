@@ -330,3 +330,16 @@ async def test_per_host_numbers_live_in_stats_progress_and_the_live_view(monkeyp
     assert node_text(report, "HttpLoader").startswith(f" | {a} 30 req p50 ")
     snap = Sampler(1, "g").snapshot(report, state="finished")
     assert snap["nodes"]["HttpLoader"]["hosts"][a]["statuses"] == {"200": 30}
+
+
+async def test_a_cached_error_status_raises_again_without_a_request(tmp_path):
+    from rxbot.http import HttpError
+
+    path = str(tmp_path / "c.sqlite")
+    async with Hosts([A]) as hosts:
+        url = hosts.url(A, "/missing")
+        for _ in range(2):
+            async with HttpLoader(cache=path, raise_for_status=True) as get:
+                with pytest.raises(HttpError, match="HTTP 404"):
+                    await get(url)
+        assert len(hosts.log) == 1

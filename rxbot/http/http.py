@@ -740,7 +740,12 @@ class HttpLoader(Node):
             response = HttpResponse(stored["status"], stored["body"], url=stored["url"], headers=stored["headers"],
                                     reason=stored["reason"], method=method, from_cache=True)
             return _Call(self, session, method, url, spec, host).final(response)
-        response = await self._request(session, gate, host, method, url, spec)
+        try:
+            response = await self._request(session, gate, host, method, url, spec)
+        except HttpError as exc:
+            if exc.response is not None:  # raise_for_status: kept, so a rerun raises it again
+                await cache.put(key, exc.response, sent)
+            raise
         await cache.put(key, response, sent)
         return response
 
