@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Sequence
 
 from . import registry
 from .config import config
@@ -174,8 +174,11 @@ class BotFrame(metaclass=_FrameType):
             from .engine import RunReport
 
             return RunReport()
+        from .stopping import run_until_stopped, thread_loop
+
         if cls._dry_run is not None:
-            return asyncio.run(cls.run_async(pipes))
+            recorded: "RunReport" = run_until_stopped(cls.run_async(pipes), thread_loop(), _print_stop(()))
+            return recorded
         from . import errors_display
         from .stats import hooked
 
@@ -193,47 +196,18 @@ class BotFrame(metaclass=_FrameType):
                 "'await BotFrame.run_async()' (or 'await pipe.run_async()') there instead"
             )
         chosen = cls._take(pipes)
+        # the thread's own loop, as databot: made and set when there is none, and left set
+        # and open afterwards (rxbot.stopping)
+        loop = thread_loop()
         try:
             with hooked(stats, interval), _setting("resume", config.resume if resume is None else bool(resume)), \
                     _setting("redrive", config.redrive if redrive is None else bool(redrive)):
-                return asyncio.run(cls._run_with_signals(chosen, cluster=cluster, shards=shards,
-                                                         watch=watch))
+                report: "RunReport" = run_until_stopped(
+                    cls.run_async(chosen, cluster=cluster, shards=shards, watch=watch), loop,
+                    _print_stop(chosen))
+                return report
         except KeyboardInterrupt as exc:
             raise errors_display.mark_interrupted(exc, _report_of(chosen))
-
-    @classmethod
-    async def _run_with_signals(cls, pipes: Sequence[Any] | None, **options: Any) -> "RunReport":
-        """SIGTERM cancels the run like Ctrl-C does, so sources stop and every node,
-        session and file is closed before the process exits (status 143)."""
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        terminated: List[bool] = []
-
-        def on_sigterm() -> None:
-            terminated.append(True)
-            if task is not None:
-                task.cancel()
-
-        try:
-            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-            installed = True
-        except (NotImplementedError, RuntimeError, ValueError):  # not main thread / Windows
-            installed = False
-        try:
-            return await cls.run_async(pipes, **options)
-        except asyncio.CancelledError:
-            if terminated:
-                from .errors_display import print_interruption
-
-                print_interruption(_report_of(pipes or ()), "terminated")
-                raise SystemExit(128 + signal.SIGTERM) from None
-            raise
-        finally:
-            if installed:
-                # (not signal.signal, though add_signal_handler is a third of a short run's
-                # fixed cost: its wakeup fd is what wakes the loop when the signal lands on
-                # another thread, e.g. a boost pool's)
-                loop.remove_signal_handler(signal.SIGTERM)
 
     @classmethod
     def render(cls, path: str, format: str | None = None, pipes: Sequence[Any] | None = None,
@@ -372,6 +346,19 @@ async def _redrive(pipes: Sequence[Any], hooks: Any) -> "RunReport":
 
     report: "RunReport" = await redrive(pipes, lambda chosen, h: run_pipes(chosen, hooks=h))
     return report
+
+
+def _print_stop(pipes: Sequence[Any]) -> Callable[[int], None]:
+    """What a run stopped by a signal prints: for SIGTERM (and any signal but Ctrl-C) the one
+    line and the report here, before ``SystemExit(143)``; a Ctrl-C's ``KeyboardInterrupt``
+    carries the report to whoever prints it (the excepthook, ``rxbot run``)."""
+    def on_stop(signum: int) -> None:
+        if signum != signal.SIGINT:
+            from .errors_display import print_interruption
+
+            print_interruption(_report_of(pipes), "terminated")
+
+    return on_stop
 
 
 def _report_of(pipes: Sequence[Any]) -> "RunReport | None":

@@ -11,7 +11,7 @@ from ..walk import StepId, nodes_in
 from .compiler import Builder
 from .context import RunContext, RunReport
 from .hooks import RunHooks, attach, build_pipe, finish
-from .ledger import settle_ledger
+from .ledger import ledger_lines, settle_ledger
 from .lifecycle import close_nodes, init_nodes, make_room_for, run_scope, subscribe_until_end, until_end
 from .operators import trigger
 
@@ -59,12 +59,26 @@ async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None,
         # failure is counted, so the report names it even though the run raises the
         # cancellation
         ctx.report.error = ctx.error
+        if isinstance(ctx.error or raised, (KeyboardInterrupt, SystemExit)):
+            count_interrupted(ctx, pipes)
         unbalanced = settle_ledger(ctx, [pipe.steps for pipe in pipes], raised)
     if ctx.error is not None:
         raise ctx.error
     if unbalanced is not None:
         raise unbalanced
     return ctx.report
+
+
+def count_interrupted(ctx: RunContext, pipes: Sequence[Pipe]) -> None:
+    """A signal interrupted a step in the main thread (``KeyboardInterrupt``/``SystemExit``
+    raised where it ran, see :mod:`rxbot.stopping`): the items on the interrupted call
+    stack, one per step the push was in, were accepted and never settled. They are what
+    the steps' ledgers are short of: count them cancelled, as a graceful stop counts what
+    it cuts short. (Only a shortfall; a step that counts more than it accepted stays a
+    ledger error.)"""
+    for path, line in ledger_lines(ctx.runtimes, [pipe.steps for pipe in pipes], ctx.report.dead_letters).items():
+        if line is not None and line.inp + line.fanout > line.accounted:
+            ctx.runtimes[path].stats.cancelled += line.inp + line.fanout - line.accounted
 
 
 def _start(pipe: Pipe, builder: Builder, ctx: RunContext, root: StepId, hooks: RunHooks | None) -> asyncio.Future:

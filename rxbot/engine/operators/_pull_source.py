@@ -75,8 +75,10 @@ class _Pulled(InputQueue):
                 tally = _Tally(stats)
                 try:
                     await self.produce(item, fast_on_next(self.observer), gate, tally)
-                except asyncio.CancelledError:
-                    stats.cancelled += 1  # its sequence was cut short
+                except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                    # its sequence was cut short: the run was cancelled, or a signal
+                    # interrupted a step this push was in (rxbot.stopping)
+                    stats.cancelled += 1
                     stats.fanout += tally.out
                     raise
                 except Exception as exc:
@@ -202,7 +204,11 @@ async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, ev
         clock = time.perf_counter
         paused = clock()
         while True:
-            taken = many(islice(it, every), gate)
+            try:
+                taken = many(islice(it, every), gate)
+            except (KeyboardInterrupt, SystemExit) as exc:
+                stats.out += finished_in_slice(exc, many)
+                raise
             stats.out += taken  # published at each pause, as below
             if taken < every and not gate.blocked:
                 return  # the iterator ended
@@ -228,6 +234,21 @@ async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, ev
                     return
     finally:
         stats.out += n
+
+
+def finished_in_slice(exc: BaseException, many: Callable[..., int]) -> int:
+    """How many items of a slice ``many`` had finished when a signal interrupted a step
+    inside it (``KeyboardInterrupt``/``SystemExit`` raised in the main thread, see
+    :mod:`rxbot.stopping`): its count of items taken, read from its frame, less the one
+    that was cut; so the report counts what went through without the hot loop counting
+    anything more."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is many.__code__:
+            taken = tb.tb_frame.f_locals.get("n")
+            return max(0, taken - 1) if isinstance(taken, int) else 0
+        tb = tb.tb_next
+    return 0
 
 
 def _drawer(emit: Callable[[Any], None]) -> tuple:
