@@ -160,10 +160,10 @@ def ref_op(op, x):
         for c in op[1]:
             ref_chain(c, [x])
         return [x]
-    if kind == "sharejoin":  # matched: every branch's outputs, then the item itself
-        return [y for c in op[1] for y in ref_chain(c, [x])] + [x] if x % op[2] else [x]
-    if kind == "typed":  # ints match, strs don't: one route of each
-        return ref_chain(op[1], [x]) + ([x] if op[2] else [])
+    if kind == "sharejoin":  # matched: the item itself first (databot's order), then every branch's outputs
+        return [x] + [y for c in op[1] for y in ref_chain(c, [x])] if x % op[2] else [x]
+    if kind == "typed":  # ints match, strs don't: one route of each; a shared item goes on before the branch's outputs
+        return ([x] if op[2] else []) + ref_chain(op[1], [x])
     if kind == "blocked":
         outs = [ref_chain(c, [x]) for c in op[1]]
         return [total(tuple(None if not r else r[0] if len(r) == 1 else r for r in outs))]
