@@ -231,6 +231,18 @@ class BotFrame(metaclass=_FrameType):
         return frame_bundle(cls.pipes())
 
     @classmethod
+    def explain(cls, pipes: Sequence[Any] | None = None) -> str:
+        """How the pending pipes (or ``pipes``) would run, in words: which steps run
+        fused and whether they are counted, how each source hands its elements on, how
+        each async step is fed, which executor each route and BlockedJoin gets, and why a
+        step is not fused or a fast path does not apply (see :mod:`rxbot.plan`). Nothing
+        is run or consumed."""
+        from .plan import explain, plan_of
+
+        chosen = list(cls._pending) if pipes is None else list(pipes)
+        return explain([plan_of(p, k + 1) for k, p in enumerate(chosen)])
+
+    @classmethod
     def debug(cls) -> str:
         """Log (INFO, ``rxbot`` logger) and return a snapshot of the live run: every
         step with its in/out/failed counts and the items it holds. Safe to call from a
@@ -375,6 +387,7 @@ def _render(pipes: Sequence[Any], path: str, format: str | None = None, **kwargs
 registry.provide("run", BotFrame.run)
 registry.provide("run_async", BotFrame.run_async)
 registry.provide("render", _render)
+registry.provide("explain", lambda pipes: BotFrame.explain(pipes))
 
 
 def _registered(pipe: Any) -> None:

@@ -245,6 +245,41 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- explain ---------------------------------------------------------------------------
+@subcommand
+def _explain_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="say how the pipes a script builds would run, without running them",
+        description="Execute SCRIPT with BotFrame in dry-run mode (pipes are built and recorded, "
+                    "never run) and print their plan: which steps run fused and whether they are "
+                    "counted, how each source and async step is fed, which executor each route gets, "
+                    "and why a step is not fused or a fast path does not apply.",
+    )
+    p.add_argument("script", type=_existing_script, help="the Python script that builds the pipes")
+    p.set_defaults(handler=_explain)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from .botframe import BotFrame
+
+    try:
+        with BotFrame.dry_run() as recorded:
+            _exec_script(args.script)
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            print(f"rxbot explain: {args.script} exited with {exc.code!r}", file=sys.stderr)
+            return exc.code if isinstance(exc.code, int) else 1
+    except Exception:
+        if not recorded:
+            return _script_failed("explain", args.script)
+    if not recorded:
+        print(f"rxbot explain: {args.script} built no Pipe; nothing to explain", file=sys.stderr)
+        return 1
+    print(BotFrame.explain(recorded))
+    return 0
+
+
 # -- run -------------------------------------------------------------------------------
 @subcommand
 def _run_command(sub: Any) -> None:

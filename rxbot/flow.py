@@ -256,6 +256,11 @@ class Pipe(Displayable):
         """Draw this pipe (see ``BotFrame.render``); it is not run."""
         return registry.service("render")([self], path, format=format, **kwargs)
 
+    def explain(self) -> str:
+        """How this pipe would run, in words (see ``BotFrame.explain``); it is not run."""
+        text: str = registry.service("explain")([self])
+        return text
+
     def label(self) -> str:
         return self.name or "Pipe"
 

@@ -88,7 +88,7 @@ def _counted(step: Any) -> bool:
     (the unfused graph's ``map`` counts every call), and route dispatch never (it counts
     failures only)."""
     from .config import config
-    from .engine.classify import runs_inline
+    from .plan import runs_inline
 
     if isinstance(step, RxOp):
         return False

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from rxbot import BlockedJoin, BotFrame, Branch, Fork, Join, Pipe, Return, Step, config
-from rxbot.engine.compiler import MAX_FUSED_DEPTH, fusable
+from rxbot.plan import MAX_FUSED_DEPTH, fusable
 
 
 def run(*steps, fusion=True):

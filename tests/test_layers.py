@@ -159,3 +159,17 @@ def test_the_tree_reaches_the_facade_through_the_registry():
     assert BotFrame.pipes() == [pipe]  # Pipe(...) registered itself without importing botframe
     pipe.run()  # the façade's run, offered to the tree through the registry
     assert out == [1] and pipe.finished() and BotFrame.pipes() == []
+
+
+def test_render_imports_no_engine_module():
+    """Render draws the plan (rxbot.plan), never the engine's internals."""
+    graph = import_graph()
+    engine = sorted(d for d in graph["rxbot.render"] if d.startswith("rxbot.engine"))
+    assert engine == [], f"rxbot.render imports {engine}"
+
+
+def test_the_plan_sits_between_the_tree_and_the_engine():
+    """rxbot.plan imports only the tree and the base modules (the engine, render and the
+    façade read it)."""
+    above = import_graph()["rxbot.plan"] - TREE - BELOW_TREE
+    assert above == set(), f"rxbot.plan imports {sorted(above)}"

@@ -15,12 +15,12 @@ from reactivex import operators as rx_ops
 
 from ..config import config
 from ..flow import BlockedJoin, Route
-from ..node import Loop, Node, Timer
+from ..node import Loop, Timer
 from ..step import Const, RxOp, Step
+from ..plan import (callable_of, evaluable_route, fusable, is_generator_function, matcher, node_of, options_of,
+                    overrides_flush, runs_inline, spans)
 from ..walk import StepId, walk
 from .boost import boosted
-from .classify import (callable_of, is_generator_function, matcher, node_of, options_of, overrides_flush,
-                       runs_inline)
 from .fuse import ALL, BLOCKED, CONST, FILTER, FN, FUNC, ROUTE, SPREAD_CONST, TYPE, Element
 from .gate import Boundary, Gate
 from .operators import (AsyncPlan, BlockedParts, FlattenPlan, FusedPlan, Operator, PullPlan, bounded_map, flatten,
@@ -32,74 +32,6 @@ from .policy import DROP, RAISE, StepRuntime, StepStats, counts_sync_steps
 from .results import VALUES
 
 Ops = List[Operator]
-
-
-def _plain_sync(step: Any) -> bool:
-    """A step the inline route evaluator runs exactly like the graph would: it runs
-    inline, has no end-of-input flush and no retries (a backoff needs the loop)."""
-    if not runs_inline(step):
-        return False
-    node = node_of(step)
-    if node is not None and overrides_flush(node):
-        return False
-    options = options_of(step)
-    return not options.get("retries") and config.policy(options.get("on_error")) != "retry"
-
-
-def inlinable_route(step: Any) -> bool:
-    """The optimisation pass's extension: a route (Branch/Return/Fork/Join/BlockedJoin,
-    nested too) whose every step is plain sync runs inline."""
-    if not isinstance(step, Route) or step.kind == "filter" or not config.fusion:
-        return False
-    return all(_plain_sync(s) or inlinable_route(s) for branch in step.branches for s in branch)
-
-
-def _plain_async(step: Any) -> bool:
-    """An ``async def`` step (or async generator) with no option the operator graph
-    would have to apply: no boost, own concurrency, timeout or retries. The inline
-    evaluator awaits what it returns, bounded by its BlockedJoin's concurrency."""
-    if not isinstance(step, Step) or isinstance(step.fn, Node) or not step.is_async:
-        return False
-    if step.option("boost") is not None or step.option("timeout") is not None:
-        return False
-    if step.option("concurrency") is not None and inspect.isasyncgenfunction(step.fn):
-        return False  # a semaphore cannot hold across an async generator's items
-    return not step.option("retries") and config.policy(step.option("on_error")) != "retry"
-
-
-def evaluable_route(step: Any) -> bool:
-    """A route the inline evaluator can run per item, awaiting its async steps: every
-    step plain sync or plain async (see :func:`_plain_async`), nested routes too."""
-    if not isinstance(step, Route) or step.kind == "filter":
-        return False
-    return all(_plain_sync(s) or _plain_async(s) or evaluable_route(s) for branch in step.branches for s in branch)
-
-
-#: routes nested deeper than this inside one generated segment stay operators: each
-#: level is a ``while`` block, and Python allows 20 nested blocks in one function
-MAX_FUSED_DEPTH = 8
-
-
-def _generated_depth(step: Any) -> int:
-    """How deep routes nest in the code generated for ``step`` (a BlockedJoin is one
-    call there, whatever it holds)."""
-    if not isinstance(step, Route) or isinstance(step, BlockedJoin) or step.kind == "filter":
-        return 0
-    return 1 + max((_generated_depth(s) for branch in step.branches for s in branch), default=0)
-
-
-def fusable(step: Any) -> bool:
-    """Does the optimisation pass put ``step`` into a generated segment?
-
-    Sync steps and Filter, and all-sync routes (Branch, Return, Fork, Join with any
-    routes nested in them, up to :data:`MAX_FUSED_DEPTH`) generated into the same code;
-    an all-sync BlockedJoin is one inline function there (~3 µs an item instead of
-    ~350 µs for a fresh subscription of its branches per item)."""
-    if not config.fusion:
-        return False
-    if runs_inline(step):
-        return True
-    return inlinable_route(step) and _generated_depth(step) <= MAX_FUSED_DEPTH
 
 
 def note_routes(report: Any, steps: Sequence[Any], path: StepId | str, tops: Any = None) -> None:
@@ -133,14 +65,10 @@ class Builder:
         path = StepId.of(path)
         ops_rev: Ops = []
         bounds = list(downstream)
-        i = len(steps) - 1
-        while i >= 0:
-            j = i
-            while fusable(steps[j]) and j - 1 >= 0 and fusable(steps[j - 1]):
-                j -= 1
-            op, bounds, _ = self.build_span(steps, j, i, bounds, path, terminal and i == len(steps) - 1)
+        # right to left, so each operator knows the boundaries below it
+        for first, last in reversed(spans(steps)):
+            op, bounds, _ = self.build_span(steps, first, last, bounds, path, terminal and last == len(steps) - 1)
             ops_rev.append(op)
-            i = j - 1
         ops_rev.reverse()
         return ops_rev, bounds
 

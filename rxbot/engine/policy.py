@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 
 from ..config import config
 from ..errors import StepError, annotate, short_repr
+from ..plan import counts_sync
 
 log = logging.getLogger("rxbot")
 
@@ -218,13 +219,9 @@ class StepRuntime:
 
 
 def counts_sync_steps(runtimes: Iterable["StepRuntime"]) -> bool:
-    """Do sync steps run inline with these runtimes count their items? Counting costs
-    about a third of their time, so only when asked (``config.metrics``), when something
-    watches the counters (progress, a stats hook), or when a policy other than raise
-    makes the accounting matter."""
-    if config.metrics is not None:
-        return bool(config.metrics)
-    return config.counting() or any(rt.policy != "raise" for rt in runtimes)
+    """Do sync steps run inline with these runtimes count their items? (See
+    :func:`rxbot.plan.counts_sync`: the plan's answer, from the runtimes' policies.)"""
+    return counts_sync(rt.policy for rt in runtimes)
 
 
 __all__ = ["StepRuntime", "StepStats", "RAISE", "DROP", "PIPEIN", "AT_FLUSH", "rejected_by", "counts_sync_steps"]

@@ -1,0 +1,175 @@
+"""The plan (rxbot.plan) and explain(): every decision of the optimisation pass, taken
+once from the tree and the settings, printed in a user's words, including why a step is
+not fused or a fast path does not apply."""
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+from reactivex import operators as ops
+
+from rxbot import BlockedJoin, BotFrame, Branch, Filter, Join, Pipe, Step, Timer, config
+from rxbot.plan import (BlockedJoinPlan, Bounded, Fused, RoutePlan, RxStepPlan, Source, Unfused, plan_of)
+
+
+def inc(x):
+    return x + 1
+
+
+def double(x):
+    return x * 2
+
+
+async def sink(x):
+    await asyncio.sleep(0)
+
+
+async def aslow(x):
+    await asyncio.sleep(0)
+    return x
+
+
+def numbers(_):
+    yield from range(3)
+
+
+@pytest.fixture(autouse=True)
+def _forget_pipes():
+    yield
+    BotFrame.clear()
+
+
+def kinds(plan):
+    return [type(n).__name__ for n in plan.nodes]
+
+
+def test_a_generator_into_sync_steps_is_sliced_and_the_steps_fused_uncounted():
+    plan = plan_of(Pipe((i for i in range(5)), inc, double, print))
+    source, fused = plan.nodes
+    assert isinstance(source, Source) and source.feed == "sliced"
+    assert isinstance(fused, Fused) and fused.terminal and not fused.counting
+    assert [str(i) for i in fused.ids] == ["P1[2] inc", "P1[3] double", "P1[4] print"]
+    text = Pipe((i for i in range(5)), inc, print).explain()
+    assert "source P1[1] Loop(generator) (Loop): sliced" in text
+    assert "not counted: policy 'raise' and metrics off" in text
+
+
+def test_counting_says_why():
+    plan = plan_of(Pipe(range(3), Step(inc, on_error="ignore"), print))
+    assert plan.nodes[1].counting and plan.nodes[1].counting_reason == "a step's policy is 'ignore'"
+    config.metrics = True
+    plan = plan_of(Pipe(range(3), inc, print))
+    assert plan.nodes[1].counting and plan.nodes[1].counting_reason == "config.metrics = True"
+
+
+def test_async_steps_say_how_they_are_fed():
+    drawn = plan_of(Pipe((i for i in range(3)), sink))
+    assert (drawn.nodes[0].feed, drawn.nodes[1].fed) == ("drawn", "drawn")
+    through = plan_of(Pipe((i for i in range(3)), inc, Filter(route_func=bool), sink))
+    assert kinds(through) == ["Source", "Fused", "Bounded"]
+    assert through.nodes[2].fed == "drawn through the fused segment"
+    after_async = plan_of(Pipe(range(3), aslow, inc, Step(sink, concurrency=4)))
+    last = after_async.nodes[-1]
+    assert isinstance(last, Bounded) and last.concurrency == 4 and last.fed == "fed"
+    assert "does not come straight from a source" in last.reason
+
+
+def test_a_fast_path_that_does_not_apply_says_why():
+    """A route in the fused steps before an async step: its workers cannot draw through
+    them; a route with async steps right after a source: the source is not sliced."""
+    plan = plan_of(Pipe((i for i in range(3)), Join(inc, double), sink))
+    assert plan.nodes[2].fed == "fed"
+    assert "the fused steps before it hold a route" in plan.nodes[2].reason
+    plan = plan_of(Pipe((i for i in range(3)), Join(inc, aslow), print))
+    assert plan.nodes[0].feed == "pulled"
+    assert plan.nodes[0].reason == "pulled one element at a time: the next step is a route with async steps"
+    text = Pipe((i for i in range(3)), Join(inc, aslow), print).explain()
+    assert "route P1[2] Join: join, share=False, join=True, matches every item: route operator" in text
+    assert "not generated code: it holds a step that is async" in text
+
+
+def test_steps_not_fused_say_why():
+    plan = plan_of(Pipe(range(3), Step(inc, boost="thread"), numbers, ops.map(inc), print))
+    boosted, generator, rx, fused = plan.nodes[1:]
+    assert isinstance(boosted, Bounded) and boosted.boost == "thread"
+    assert isinstance(generator, Source) and generator.kind == "generator step"
+    assert isinstance(rx, RxStepPlan)
+    assert isinstance(fused, Fused)
+    config.fusion = False
+    plan = plan_of(Pipe(range(3), inc, print))
+    assert kinds(plan) == ["Source", "Unfused", "Unfused"]
+    assert plan.nodes[1].reason == "fusion is off (config.fusion = False or RXBOT_NO_FUSION=1)"
+    assert plan.nodes[0].reason == "pulled one element at a time: fusion is off"
+
+
+def test_routes_and_blocked_joins_name_their_executor():
+    plan = plan_of(Pipe(range(3), Branch(inc, print), BlockedJoin(inc, double), print))
+    (fused,) = plan.nodes[1:]
+    assert [r.strategy for r in fused.routes] == ["generated code"]
+    assert [(b.strategy, b.match) for b in fused.blocked_joins] == [("generated code", "every item")]
+    counted = plan_of(Pipe(range(3), BlockedJoin(Step(inc, on_error="ignore"), double), print))
+    assert counted.nodes[1].blocked_joins[0].strategy == "inline function"
+    evaluated = plan_of(Pipe(range(3), BlockedJoin(inc, aslow), print))
+    assert isinstance(evaluated.nodes[1], BlockedJoinPlan) and evaluated.nodes[1].strategy == "evaluated per item"
+    per_item = plan_of(Pipe(range(3), BlockedJoin(inc, Step(aslow, retries=2)), print))
+    assert per_item.nodes[1].strategy == "a subscription per item"
+    operator = plan_of(Pipe(range(3), Branch(sink, route_type=int), print))
+    route = operator.nodes[1]
+    assert isinstance(route, RoutePlan) and (route.strategy, route.match) == ("route operator", "isinstance")
+    assert isinstance(route.branches[0][0], Bounded) and route.branches[0][0].fed == "queued"
+    config.fusion = False
+    assert plan_of(Pipe(range(3), Branch(sink), print)).nodes[1].strategy == "publish + merge"
+    assert plan_of(Pipe(range(3), BlockedJoin(inc, double), print)).nodes[1].strategy == "fork_join per item"
+
+
+def test_a_timer_ticks():
+    plan = plan_of(Pipe(Timer(delay=1, max_time=2), sink))
+    assert plan.nodes[0].kind == "Timer" and plan.nodes[0].feed == "ticks"
+    assert plan.nodes[1].fed == "queued"
+
+
+def test_a_plan_is_built_once_per_pipe_until_the_settings_change():
+    pipe = Pipe(range(3), inc, print)
+    first = plan_of(pipe)
+    assert plan_of(pipe) is first
+    config.fusion = False
+    assert plan_of(pipe) is not first and kinds(plan_of(pipe)) == ["Source", "Unfused", "Unfused"]
+
+
+@pytest.mark.parametrize("fusion", [True, False])
+def test_the_plan_names_the_steps_the_run_reports(fusion):
+    """The plan and the compiler take the same decisions: every step id of the plan is a
+    step of the run's report, and every step of the report is in the plan."""
+    config.fusion = fusion
+    out = []
+    pipe = Pipe(range(6), inc, Branch(double, out.append), Join(inc, Step(aslow)), Filter(route_func=bool),
+                BlockedJoin(inc, double), out.append)
+    ids = plan_of(pipe).ids()
+    report = BotFrame.run()
+    assert set(report.steps) == set(ids)
+
+
+def test_botframe_explain_numbers_the_pending_pipes():
+    Pipe(range(3), print)
+    Pipe(Timer(delay=1, max_time=1), print)
+    text = BotFrame.explain()
+    assert text.splitlines()[0] == "P1 (Pipe): fusion on, policy 'raise'"
+    assert "P2 (Pipe): fusion on, policy 'raise'" in text.splitlines()
+    assert "source P2[1] Timer(1s, max_time=1) (Timer): ticks" in text
+
+
+def test_rxbot_explain_prints_a_scripts_plan_without_running_it(tmp_path):
+    script = tmp_path / "crawl.py"
+    ran = tmp_path / "ran"
+    script.write_text(
+        "import asyncio\nfrom rxbot import Pipe, BotFrame\n"
+        "async def fetch(x):\n    await asyncio.sleep(0)\n"
+        f"def mark(x):\n    open({str(ran)!r}, 'w').close()\n    return x\n"
+        "Pipe((i for i in range(5)), mark, fetch)\nBotFrame.run()\n")
+    proc = subprocess.run([sys.executable, "-m", "rxbot", "explain", str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "async P1[3] fetch (concurrency 32): drawn through the fused segment" in proc.stdout
+    assert not ran.exists()
