@@ -22,11 +22,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ..config import Config, config
+from ..config import config
 from ..engine.hooks import RunHooks, RunOutcome
 from ..errors import short_repr
 from ..redact import redact
-from ..replay.codec import codec as replay_codec
+from ..replay.codec import decode as decode_item, encode as encode_item
 from ..replay.store import _main_file, default_root, script_name
 from ..walk import StepId
 
@@ -78,12 +78,9 @@ _teach_codec()
 
 
 def safe_codec_name() -> str:
-    """The replay codec's name for dead letters: the configured one, unless that is
-    pickle (never by default), then the safe default."""
-    name = config.replay_serializer
-    if name == "pickle":
-        name = Config.__dataclass_fields__["replay_serializer"].default  # type: ignore[assignment]
-    return str(name)
+    """The codec dead letters are stored with: always the replay cache's safe msgpack
+    records, whatever ``config.replay_serializer`` says (never pickle)."""
+    return "msgpack"
 
 
 def store_path(script: Any = None) -> Path:
@@ -126,7 +123,10 @@ class Letter:
     def decoded(self) -> Any:
         if self.item is None or self.codec is None:
             raise ValueError(f"dead letter {self.id} (step {self.step}) has no stored item: {self.shown}")
-        return replay_codec(self.codec).loads(self.item)
+        if self.codec not in ("msgpack", "json"):
+            raise ValueError(f"dead letter {self.id} (step {self.step}) was stored with codec {self.codec!r}, "
+                             f"which this rxbot cannot read back")
+        return decode_item(self.item)
 
 
 class LetterStore:
@@ -147,7 +147,7 @@ class LetterStore:
             attempt: int = 1, parent: Optional[int] = None) -> int:
         name = safe_codec_name()
         try:
-            payload: Optional[bytes] = replay_codec(name).dumps(item)
+            payload: Optional[bytes] = encode_item(item)
         except Exception as exc:  # kept, listed, not re-drivable
             payload = None
             shown = f"{shown} (not stored: {type(exc).__name__}: {exc})"
