@@ -64,6 +64,8 @@ class SignalStop:
         #: raised in the main thread: the loop did not act in time, or a second signal came
         self.forced = False
         self._acted = threading.Event()
+        # the watchdog resends a signal only while the handlers are ours (see uninstall)
+        self._resending = threading.Lock()
         self._main = threading.get_ident()
         self._previous: Dict[int, Any] = {}
         self._wakeup: Optional[tuple] = None
@@ -84,6 +86,8 @@ class SignalStop:
             self._wake_loop_on_signals()
 
     def uninstall(self) -> None:
+        with self._resending:  # no resend after this: it would meet the previous handler
+            self._acted.set()
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()
@@ -149,8 +153,11 @@ class SignalStop:
             return
         # the loop is stuck (a step that does not return): interrupt the main thread itself;
         # a real signal, so that a blocking call there (time.sleep) is interrupted too
-        with contextlib.suppress(ProcessLookupError, ValueError, OSError):
-            signal.pthread_kill(self._main, signum)
+        with self._resending:
+            if self._acted.is_set():  # the run ended meanwhile
+                return
+            with contextlib.suppress(ProcessLookupError, ValueError, OSError):
+                signal.pthread_kill(self._main, signum)
 
     @property
     def signum(self) -> Optional[int]:

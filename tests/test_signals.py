@@ -213,3 +213,29 @@ def test_sigterm_stops_a_spinning_run_with_the_live_view_serving(tmp_path):
     assert code == 128 + signal.SIGTERM, err
     assert "rxbot: terminated after 0 items; " in err
     assert "run finished in" in early, f"no report within {STOP_BOUND}s of the signal: {err}"
+
+
+def test_an_ignored_sigint_stays_ignored_and_the_handlers_are_given_back():
+    """A background job of a shell script starts with SIGINT ignored: a run there must not
+    start reacting to it; SIGTERM is handled for the run only."""
+    import asyncio
+
+    from rxbot.stopping import SignalStop
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(asyncio.sleep(0))
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        stop = SignalStop(loop, task)
+        stop.install()
+        during = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        stop.uninstall()
+        after = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        loop.run_until_complete(task)
+        loop.close()
+    assert during[0] is signal.SIG_IGN
+    assert during[1] == stop._on_signal
+    assert after == (signal.SIG_IGN, before[1])
