@@ -29,9 +29,10 @@ crawler should not send. ``per_host_rate=r`` is an interval of ``1/r``.
   rate the server still *accepted* is that limit (a rate-limited server admits exactly
   its rate while it refuses the rest): the interval becomes ``1 / (0.95 × that rate)``,
   one step to just under the limit rather than a climb of doublings. An occasional
-  refusal means the pace is just above the limit: 10 % slower. Either becomes the host's
-  floor, which eases by 1 % a second so a server that allows more later is probed again
-  (a refusal every ten seconds or so, well under 1 % of the requests);
+  refusal means the pace the refused request was sent at was just above the limit: 10 %
+  slower than that. Either becomes the host's floor, which eases by 2 % a second so a
+  server that allows more later is probed again (a refusal every five seconds or so,
+  well under 1 % of the requests);
 * ``Retry-After`` on a 429/503 blocks the whole host for that long, not only the request.
 """
 from __future__ import annotations
@@ -56,7 +57,7 @@ NEAR_LIMIT = 0.1
 #: the pace after an occasional refusal, as a share of the pace that was refused
 STEP_BACK = 0.9
 #: the floor learnt from a refusal eases by this factor per second (probing for more)
-FLOOR_EASE = 0.99
+FLOOR_EASE = 0.98
 #: latencies kept per host for percentiles (a ring of the latest)
 LATENCY_SAMPLES = 512
 
@@ -249,7 +250,7 @@ class HostGate:
 
     # ---- what the responses say ---------------------------------------------------------
     def observed(self, host: HostState, status: int | None, latency: float, size: int,
-                 retry_after: float | None) -> None:
+                 retry_after: float | None, paced: float | None = None) -> None:
         """Count one attempt's outcome and adapt the host's pace (``throttle``)."""
         loop = self._loop or asyncio.get_running_loop()
         now = loop.time()
@@ -273,7 +274,7 @@ class HostGate:
                 accepted.append(now)
             return
         if refused:
-            self._refused(host, now)
+            self._refused(host, now, host.interval if paced is None else paced)
             return
         if status is None:
             return
@@ -284,26 +285,29 @@ class HostGate:
         wanted = latency / self.target
         host.interval = min(self.max_delay, max(host.floor, (host.interval + wanted) / 2))
 
-    def _refused(self, host: HostState, now: float) -> None:
+    def _refused(self, host: HostState, now: float, paced: float) -> None:
+        """A 429/503 to a request sent ``paced`` seconds after the one before it."""
         refused = host.refused
         refused.append(now)
         while refused and refused[0] < now - RATE_WINDOW:
             refused.popleft()
         accepted = len(host.accepted)
-        if accepted and len(refused) <= accepted * NEAR_LIMIT:
-            # a refusal now and then: the pace is just above the limit; 10 % slower is under it
-            slower = max(host.interval, host.floor) / STEP_BACK
-        elif accepted >= 2:
-            # over the window, or since the host's first request if that is more recent
-            # (an early estimate counts the server's initial burst, so it is high, never
-            # low: a later refusal corrects it downwards, never leaves the crawl slow)
-            first = host.first_seen if host.first_seen is not None else now - RATE_WINDOW
-            span = max(min(RATE_WINDOW, now - first), 1e-3)
-            slower = 1.0 / (MARGIN * accepted / span)
-        else:  # nothing accepted lately: slow down by half, from at least 10 ms
+        slower = 0.0
+        if accepted and len(refused) <= accepted * NEAR_LIMIT and paced > 0:
+            # a refusal now and then: the pace it was sent at is just above the limit
+            # (the pace *then*: the interval may have moved since); 10 % slower is under it
+            slower = paced / STEP_BACK
+        elif accepted >= 3 and now - host.accepted[0] > 0.05:
+            # from the first accepted response of the window on (not from the first
+            # request: a slow start would dilute it). Early on it counts the server's
+            # initial burst, so it is high, never low: a later refusal corrects it
+            # downwards, never leaves the crawl slow
+            slower = 1.0 / (MARGIN * (accepted - 1) / (now - host.accepted[0]))
+        if not slower:  # nothing accepted lately: slow down by half, from at least 10 ms
             slower = max(host.interval * 2, 0.01)
-        host.interval = min(self.max_delay, max(host.interval, slower))
-        host.floor = host.interval
+        slower = min(self.max_delay, slower)
+        host.interval = max(host.interval, slower)
+        host.floor = max(host.floor, slower)
         host.floor_at = now
         host.next_start = max(host.next_start, now + host.interval)
 

@@ -853,6 +853,7 @@ class _Call:
         self.held = False
         loop = asyncio.get_running_loop()
         started = loop.time()
+        paced = max(host.interval, host.crawl_delay)  # the pace this request is sent at
         status: int | None = None
         size = 0
         retry_after: float | None = None
@@ -863,7 +864,7 @@ class _Call:
                 retry_after = _retry_after(response.headers.get("Retry-After"))
             return response
         finally:
-            gate.observed(host, status, loop.time() - started, size, retry_after)
+            gate.observed(host, status, loop.time() - started, size, retry_after, paced)
             if loader.polite:
                 gate.release(host)
 
