@@ -59,3 +59,11 @@ def test_a_shard_gets_its_share_of_the_limits():
     assert loader.shard_share() == (3, 0.5, 1)
     with entered(ShardInfo(1, 2)):
         assert loader.shard_share() == (2, 1.0, 2)  # ceil(3 / 2) in flight, twice the spacing
+
+
+def test_a_per_host_limit_smaller_than_the_shards_is_said(caplog):
+    from rxbot.shard import ShardInfo, entered
+
+    with entered(ShardInfo(0, 3)):
+        assert HttpLoader(per_host=2).shard_share()[0] == 1
+    assert "cannot be divided among 3 shards" in caplog.text

@@ -552,6 +552,10 @@ class HttpLoader(Node):
         per_host, interval = self.per_host, self.per_host_interval
         if shards > 1:
             if per_host is not None:
+                if per_host < shards:
+                    log.warning("rxbot: HttpLoader(per_host=%d) cannot be divided among %d shards: each "
+                                "allows 1 request in flight per host (%d in all); use per_host_delay= "
+                                "for such hosts (docs/crawling.md)", per_host, shards, shards)
                 per_host = -(-per_host // shards)
             interval *= shards
         return per_host, interval, shards
