@@ -52,14 +52,16 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
     else:
         chosen.check_items()
     async with _Connection(cluster, shards) as client:
+        await _preflight(client)
         count = shards or sum((await _bounded(_nthreads(client), "list the workers")).values()) or 1
         run_id = uuid.uuid4().hex[:12]
         if not shares:
             shares = [chosen.pickled_share(k, count) for k in range(count)]
-        # on every worker: a copy on one only would pull every shard to that worker
-        [blob] = await _bounded(client.scatter([chosen.blob], hash=False, broadcast=True),
-                                "send the pipes to the workers", len(chosen.blob))
+        # the pipes travel with each task (not scattered: a scattered copy dies with its
+        # worker, and a shard re-run elsewhere could not load them)
+        blob = chosen.blob
         keys = [f"rxbot-shard-{run_id}-{k}" for k in range(count)]
+        attempts = f"rxbot-attempts-{run_id}"  # each shard attempt says where it runs
         hook = getattr(config, "stats_hook", None)
         live = (_LiveCounts(pipes, client, f"rxbot-progress-{run_id}", bool(config.progress), hook, started)
                 if config.progress or hook is not None or observe is not None else None)
@@ -67,14 +69,23 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
             observe(live.report)
         try:
             futures = [client.submit(_task(), blob, shares[k], k, count, settings, keys[k],
-                                     live.topic if live else None, key=keys[k], pure=False)
+                                     live.topic if live else None, {"id": run_id, "attempts": attempts},
+                                     key=keys[k], pure=False)
                        for k in range(count)]
             reports, error = await _gather(client, futures)
         except BaseException:
             if live is not None:
                 live.close()
             raise
+        shards = await _shard_attempts(client, attempts, count)
+    error = _named(error, shards)
     report = merge_reports(reports)
+    report.shards = shards  # type: ignore[attr-defined]
+    for shard in shards:
+        if shard["attempts"] > 1:
+            log.warning("rxbot: shard %d of %d re-ran %d time(s) (workers: %s); it went on from its "
+                        "checkpoint (%s)", shard["shard"], count, shard["attempts"] - 1,
+                        ", ".join(shard["workers"]), shard["resumed_from"] or "no checkpoint")
     report.seconds = time.perf_counter() - started
     if live is not None:
         live.close(report)  # the final sums, whatever events are still on their way
@@ -83,6 +94,113 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
         report.error = error
         raise error
     return report
+
+
+def script_modules() -> List[Tuple[str, str]]:
+    """(module name, file) of the modules the running script imported from its own
+    folder: they are not installed on the workers, so they are uploaded to them."""
+    import sys
+    from pathlib import Path
+
+    from ..replay.store import _main_file
+
+    main = _main_file()
+    if main is None:
+        return []
+    folder = main.parent
+    found = []
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if name == "__main__" or not path or name.startswith("rxbot") or "." in name:
+            continue
+        p = Path(path).resolve()
+        if p.suffix == ".py" and p.parent == folder and p != main:
+            found.append((name, str(p)))
+    return sorted(found)
+
+
+async def _preflight(client: Any) -> None:
+    """Before any shard starts: rxbot, the same version, on every worker (a worker
+    without it would crash on the first shard and the user would see only "already
+    forgotten"); the script's own modules uploaded to the workers and importable there,
+    or an error naming the module."""
+    from .. import __version__
+
+    # defined here, so they travel by value: a worker without rxbot can still run them
+    def probe_rxbot() -> str:
+        try:
+            import rxbot
+
+            return str(rxbot.__version__)
+        except Exception as exc:
+            return f"cannot import rxbot: {type(exc).__name__}: {exc}"
+
+    def probe_modules(names: List[str]) -> List[str]:
+        import importlib
+
+        missing = []
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:
+                missing.append(f"{name} ({type(exc).__name__}: {exc})")
+        return missing
+
+    versions = await _bounded(client.run(probe_rxbot), "check rxbot on the workers")
+    wrong = {w: v for w, v in (versions or {}).items() if v != __version__}
+    if wrong:
+        shown = "; ".join(f"{w}: {v}" for w, v in sorted(wrong.items()))
+        raise RuntimeError(f"sharded run: rxbot {__version__} (this client's) is needed on every Dask worker; "
+                           f"{shown}. Install the same rxbot on the workers")
+    modules = script_modules()
+    for _, path in modules:
+        await _bounded(client.upload_file(path), f"upload {path} to the workers")
+    if modules:
+        missing = await _bounded(client.run(probe_modules, [name for name, _ in modules]),
+                                 "import the script's modules on the workers")
+        bad = {w: m for w, m in (missing or {}).items() if m}
+        if bad:
+            worker, names = sorted(bad.items())[0]
+            raise RuntimeError(f"sharded run: the script's module {names[0]} cannot be imported on Dask worker "
+                               f"{worker} (it was uploaded); install what it needs there")
+
+
+async def _shard_attempts(client: Any, topic: str, count: int) -> List[Dict[str, Any]]:
+    """Per shard: attempts, the workers they ran on, where the last one resumed (from the
+    events each attempt logs on the scheduler)."""
+    shards: List[Dict[str, Any]] = [{"shard": k, "attempts": 0, "workers": [], "resumed_from": None,
+                                     "checkpointed": False} for k in range(count)]
+    try:
+        events = await _bounded(client.get_events(topic), "read the shards' attempts")
+    except Exception as exc:  # the numbers are a report, never the run's outcome
+        log.debug("rxbot: reading the shards' attempts: %r", exc)
+        return shards
+    for _, msg in events or ():
+        shard = shards[int(msg["shard"])]
+        if "resumed_from" in msg:
+            shard["resumed_from"] = msg["resumed_from"]
+        else:
+            shard["attempts"] += 1
+            shard["workers"].append(str(msg["worker"]))
+            shard["checkpointed"] = bool(msg.get("checkpointed"))
+    return shards
+
+
+def _named(error: BaseException | None, shards: List[Dict[str, Any]]) -> BaseException | None:
+    """A shard Dask gave up on (its workers kept dying: KilledWorker) or lost: say which
+    shard, on which workers, after how many attempts."""
+    if error is None or type(error).__name__ not in ("KilledWorker", "FutureCancelledError", "CancelledError"):
+        return error
+    text = str(error)
+    for shard in shards:
+        if f"-{shard['shard']}'" in text or text.endswith(f"-{shard['shard']}") or f"-{shard['shard']} " in text:
+            named = RuntimeError(
+                f"sharded run: shard {shard['shard']} could not finish: {type(error).__name__} after "
+                f"{shard['attempts']} attempt(s) on worker(s) {', '.join(shard['workers']) or '(none started)'}; "
+                f"{'its checkpoint keeps what it settled' if shard['checkpointed'] else 'it had no checkpoint'}")
+            named.__cause__ = error
+            return named
+    return error
 
 
 def _settings() -> Dict[str, Any]:

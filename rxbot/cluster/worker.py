@@ -34,8 +34,15 @@ _applied: Dict[str, Any] = {"settings": None, "users": 0}
 
 
 async def run_shard(pipes_blob: bytes, share_blob: bytes, index: int, count: int,
-                    settings: Dict[str, Any], key: str, topic: str | None = None) -> Any:
+                    settings: Dict[str, Any], key: str, topic: str | None = None,
+                    checkpoints: Dict[str, Any] | None = None) -> Any:
     """Run shard ``index`` of ``count``; return its run report (made picklable).
+
+    ``checkpoints`` (``{"id", "attempts"}``): the client's run id, for the shard's checkpoints
+    (a shard whose pipes have Inserts checkpoints like a resumed local run, filed under
+    the run id and the shard, so Dask re-running it on another worker after its worker
+    died goes on from there: exactly once into MySQL/SQLite), and the event topic where
+    each attempt says where it runs and how far it resumed.
 
     A failure is raised as the original exception, with a note naming the shard and
     worker and the shard's report attached as ``rxbot_shard_report``."""
@@ -50,9 +57,10 @@ async def run_shard(pipes_blob: bytes, share_blob: bytes, index: int, count: int
                      f"(and rxbot) must be installed on the Dask workers")
         raise
     _apply(settings)
+    hooks = _checkpoints(pipes, checkpoints, index, count, worker)
     try:
         with entered(ShardInfo(index, count)):
-            run = asyncio.ensure_future(run_pipes(pipes))  # inherits the shard context
+            run = asyncio.ensure_future(run_pipes(pipes, hooks=hooks))  # inherits the shard context
             helpers = [asyncio.ensure_future(_watch(worker, key, run))]
             if topic is not None and worker is not None:
                 helpers.append(asyncio.ensure_future(_publish(worker, topic, index, pipes, run)))
@@ -72,9 +80,37 @@ async def run_shard(pipes_blob: bytes, share_blob: bytes, index: int, count: int
                 raise failure
     finally:
         _applied["users"] -= 1
+    _announce_end(checkpoints, index, worker, hooks)
     if topic is not None and worker is not None:
         _log_counts(worker, topic, index, report)
     return portable(report)
+
+
+def _checkpoints(pipes: Any, run: Dict[str, Any] | None, index: int, count: int, worker: Any) -> Any:
+    """The shard's resume hooks when its pipes write with Inserts (else None: a re-run
+    shard is at-least-once, as its sinks are); the attempt is announced to the client."""
+    hooks = None
+    if run is not None:
+        from ..db.base import InsertNode
+        from ..durable.resume import ResumeHooks, ResumeRefused
+        from ..walk import nodes_in
+
+        if any(isinstance(n, InsertNode) for p in pipes for n in nodes_in(p.steps)):
+            try:
+                hooks = ResumeHooks(pipes, run_key=f"sharded-{run['id']}/shard{index}of{count}")
+            except ResumeRefused as exc:
+                log.warning("rxbot: shard %d of %d runs without checkpoints: %s", index, count, exc)
+        if worker is not None and run.get("attempts"):
+            worker.log_event(run["attempts"], {"shard": index, "worker": worker.address,
+                                               "checkpointed": hooks is not None})
+    return hooks
+
+
+def _announce_end(run: Dict[str, Any] | None, index: int, worker: Any, hooks: Any) -> None:
+    if run is None or worker is None or not run.get("attempts") or hooks is None:
+        return
+    resumed = {str(k): v.get("resumed_from", 0) for k, v in hooks.delivery().items()}
+    worker.log_event(run["attempts"], {"shard": index, "worker": worker.address, "resumed_from": resumed})
 
 
 def _worker() -> Any:

@@ -198,6 +198,13 @@ def _is_last(steps: Sequence[Any], where: StepId, sid: StepId) -> bool:
     return any(end == sid for end, _ in _ends(steps, where))
 
 
+def _sink_key(step: StepId) -> str:
+    """An Insert's key in the checkpoint table: its position and a hash of its whole id
+    (the id holds the SQL, which may be longer than the column)."""
+    text = str(step)
+    return f"{text.split(' ', 1)[0]}#{hashlib.sha1(text.encode()).hexdigest()[:16]}"
+
+
 # ---- the checkpoint's SQL ---------------------------------------------------------------------------
 def _placeholder(node: InsertNode) -> str:
     return "?" if getattr(node, "paramstyle", "") == SQLITE else "%s"
@@ -287,7 +294,7 @@ class PipeResume:
         offsets = []
         completes = []
         for sink in self.inserts:
-            key = (self.run_key, str(sink.step))
+            key = (self.run_key, _sink_key(sink.step))
             try:
                 rows = await sink.node.read_checkpoint(_read_sql(sink.node), key)
             except Exception as exc:  # the first resumed run on this database: no table yet
@@ -326,7 +333,7 @@ class PipeResume:
                     rt.stats.held -= held
                     rt.stats.filtered += held  # consumed (by the earlier run)
                 continue
-            statement = (_write_sql(sink.node), (self.run_key, str(sink.step), self.key, json.dumps(self.hashes),
+            statement = (_write_sql(sink.node), (self.run_key, _sink_key(sink.step), self.key, json.dumps(self.hashes),
                                                  offset, int(final), time.time()))
             failed = await sink.node.commit_checkpoint([statement])
             sink.committed = offset
@@ -412,9 +419,12 @@ async def _elements(source: Any) -> AsyncIterator[Any]:
 class ResumeHooks(RunHooks):
     """Run ``pipes`` with checkpoints, resuming each from its last one (see the module)."""
 
-    def __init__(self, pipes: Sequence[Pipe]) -> None:
+    def __init__(self, pipes: Sequence[Pipe], run_key: Optional[str] = None) -> None:
+        """``run_key``: what the checkpoints are filed under (default: the script's
+        name; a sharded run uses its run id and the shard, so a shard re-run on another
+        worker finds its own checkpoint and a new run starts afresh)."""
         self.pipes: List[PipeResume] = []
-        name = script_name()
+        name = run_key or script_name()
         for index, pipe in enumerate(pipes, start=1):
             where = StepId.root(f"P{index}", index)
             steps = pipe.steps

@@ -1,0 +1,165 @@
+"""Sharded runs survive a dead worker (issue 25.2, 25.3): real ``dask scheduler`` and
+``dask worker`` processes on 127.0.0.1; one worker is killed with SIGKILL (by pid) in the
+middle of its shard; Dask runs the shard again on the other worker, which goes on from
+the shard's checkpoint: every row in MariaDB exactly once, the run ends normally and the
+report names the re-run."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from rxbot import BotFrame, Pipe, Step
+
+ITEMS = 3000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory):
+    """A scheduler and two single-threaded workers, as subprocesses (killed by pid)."""
+    pytest.importorskip("distributed")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in [str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")] if p))
+    folder = tmp_path_factory.mktemp("dask")
+    logs = [open(folder / f"dask{i}.log", "w") for i in range(3)]
+    procs = [subprocess.Popen(["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], env=env, stdout=logs[0], stderr=subprocess.STDOUT)]
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    for i in (1, 2):
+        procs.append(subprocess.Popen(["dask", "worker", address, "--nthreads", "1", "--no-nanny",
+                                       "--no-dashboard", "--host", "127.0.0.1", "--name", f"w{i}"],
+                                      env=env, stdout=logs[i], stderr=subprocess.STDOUT))
+    from distributed import Client
+
+    with Client(address, timeout=60) as client:
+        client.wait_for_workers(2, timeout=60)
+        workers = client.run(os.getpid)  # address -> pid: the processes started here (no nanny)
+    assert sorted(workers.values()) == sorted(p.pid for p in procs[1:])
+    yield address, workers
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+    for log in logs:
+        log.close()
+
+
+def test_preflight_uploads_the_scripts_own_modules(dask_cluster, tmp_path):
+    """A step from a helper module next to the script: uploaded to the workers before
+    the shards start (it is not installed there)."""
+    address, _ = dask_cluster
+    (tmp_path / f"helper_{uuid.uuid4().hex[:8]}.py").write_text("def triple(x):\n    return 3 * x\n")
+    helper = next(tmp_path.glob("helper_*.py")).stem
+    out = tmp_path / "out.txt"
+    script = tmp_path / "job.py"
+    script.write_text(
+        f"from {helper} import triple\n"
+        "from rxbot import Pipe, BotFrame\n"
+        "got = []\n"
+        "Pipe(list(range(20)), triple, got.append)\n"
+        f"BotFrame.run(cluster={address!r}, shards=2)\n"
+        f"open({str(out)!r}, 'w').write(repr(sorted(got)))\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent))
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert out.exists()  # the run ended, every shard having loaded the helper's function
+
+
+def test_preflight_refuses_another_rxbot_version_naming_the_workers(dask_cluster, monkeypatch):
+    import rxbot
+
+    address, workers = dask_cluster
+    monkeypatch.setattr(rxbot, "__version__", "9.9.9")
+    Pipe(list(range(4)), lambda x: x, lambda x: None)
+    with pytest.raises(RuntimeError, match=r"rxbot 9\.9\.9 \(this client's\) is needed on every Dask worker") as caught:
+        BotFrame.run(cluster=address, shards=2)
+    assert all(w in str(caught.value) for w in workers)
+
+
+def test_a_worker_killed_mid_shard_costs_nothing(dask_cluster, mysql_params):
+    import pymysql
+
+    from rxbot.db.mysql import Insert
+
+    address, workers = dask_cluster
+    table = f"sharded_{uuid.uuid4().hex[:10]}"
+    raw = pymysql.connect(host=mysql_params["host"], port=mysql_params["port"], user=mysql_params["user"],
+                          password=mysql_params["password"], database=mysql_params["db"], autocommit=True)
+    with raw.cursor() as cur:
+        cur.execute(f"CREATE TABLE {table} (n INT, part INT, pid INT)")  # no key: doubles show
+    killed = []
+
+    def kill_one_worker_mid_shard():
+        """Once a quarter of the rows are in, kill the worker (by pid) that wrote the most."""
+        con = pymysql.connect(host=mysql_params["host"], port=mysql_params["port"], user=mysql_params["user"],
+                              password=mysql_params["password"], database=mysql_params["db"], autocommit=True)
+        try:
+            end = time.time() + 120
+            while time.time() < end and not killed:
+                with con.cursor() as cur:
+                    cur.execute(f"SELECT pid, COUNT(*) FROM {table} GROUP BY pid")
+                    by_pid = dict(cur.fetchall())
+                if sum(by_pid.values()) >= ITEMS // 2 and by_pid:
+                    pid = max(by_pid, key=by_pid.get)
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+                time.sleep(0.05)
+        finally:
+            con.close()
+
+    async def fetch(i):
+        import asyncio
+        await asyncio.sleep(0.002)
+        return i
+
+    def parse(i):
+        pid = os.getpid()
+        return [{"n": i, "part": 0, "pid": pid}, {"n": i, "part": 1, "pid": pid}]
+
+    try:
+        Pipe(list(range(ITEMS)), Step(fetch, concurrency=4), parse,
+             Insert(f"INSERT INTO {table} (n, part, pid) VALUES ({{n}}, {{part}}, {{pid}})", **mysql_params))
+        killer = threading.Thread(target=kill_one_worker_mid_shard)
+        killer.start()
+        report = BotFrame.run(cluster=address, shards=2)
+        killer.join()
+        assert killed and killed[0] in workers.values()
+        with raw.cursor() as cur:
+            cur.execute(f"SELECT n, part FROM {table}")
+            rows = Counter(tuple(r) for r in cur.fetchall())
+        assert len(rows) == 2 * ITEMS, f"lost {2 * ITEMS - len(rows)}"
+        assert max(rows.values()) == 1, f"twice: {sum(1 for c in rows.values() if c > 1)}"
+        reran = [s for s in report.shards if s["attempts"] > 1]
+        assert len(reran) == 1, report.shards
+        assert len(set(reran[0]["workers"])) == 2
+        assert all(s["checkpointed"] for s in report.shards)
+        assert list(reran[0]["resumed_from"].values())[0] > 0  # it went on from its checkpoint
+    finally:
+        with raw.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {table}")
+        raw.close()
