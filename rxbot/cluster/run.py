@@ -124,14 +124,16 @@ async def _preflight(client: Any) -> None:
     without it would crash on the first shard and the user would see only "already
     forgotten"); the script's own modules uploaded to the workers and importable there,
     or an error naming the module."""
-    from .. import __version__
+    import sys
+
+    __version__ = sys.modules["rxbot"].__version__  # (the package itself: not imported from here, no cycle)
 
     # defined here, so they travel by value: a worker without rxbot can still run them
     def probe_rxbot() -> str:
-        try:
-            import rxbot
+        import importlib
 
-            return str(rxbot.__version__)
+        try:
+            return str(importlib.import_module("rxbot").__version__)
         except Exception as exc:
             return f"cannot import rxbot: {type(exc).__name__}: {exc}"
 
