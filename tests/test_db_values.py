@@ -610,6 +610,10 @@ def test_literals_read_back_exactly_in_both_escape_modes(mysql_params, no_backsl
                 cur.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
             literals = Literals(no_backslash=no_backslash).row(
                 (text, data, ("a'", "b\\"), -12, 0.1, Decimal("-1.50"), None, True))
+            # a dict row (what a {name} statement binds) gets the same literals as a tuple row
+            keyed = Literals(no_backslash=no_backslash).row({f"k{i}": v for i, v in enumerate(
+                (text, data, ("a'", "b\\"), -12, 0.1, Decimal("-1.50"), None, True))})
+            assert tuple(keyed.values()) == literals
             assert literals[2].startswith("(") and literals[2].endswith(")")
             in_list = f"ELT(1, {literals[2][1:-1]}), ELT(2, {literals[2][1:-1]})"  # an IN list's elements
             sql = "SELECT " + ", ".join(literals[:2] + (in_list,) + literals[3:])

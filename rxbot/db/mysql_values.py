@@ -215,6 +215,7 @@ class Literals:
     IN lists too, which aiomysql itself gets wrong in that mode."""
 
     def __init__(self, no_backslash: bool = False) -> None:
+        self.no_backslash = no_backslash
         if no_backslash:
             def text(v: str) -> str:
                 return "'" + v.replace("'", "''") + "'"
@@ -248,11 +249,22 @@ class Literals:
             raise TypeError(f"rxbot: no SQL literal for an adapted value of type {type(value).__name__}") from None
 
     def row(self, values: Union[dict, tuple]) -> Union[dict, tuple]:
-        """The literals of one row, keyed or ordered like ``values``."""
-        by_type = self.by_type
+        """The literals of one row, keyed or ordered like ``values`` (int and str, the
+        common cases, inline: a call per value costs as much as the escaping)."""
+        by_type, text = self.by_type, self.by_type[str]
+        table = None if self.no_backslash else _escape_table
         try:
             if type(values) is dict:
-                return {k: by_type[type(v)](v) for k, v in values.items()}
+                out: Dict[Any, str] = {}
+                for k, v in values.items():
+                    t = type(v)
+                    if t is int:
+                        out[k] = int.__repr__(v)
+                    elif t is str and table is not None:
+                        out[k] = "'" + v.translate(table) + "'"
+                    else:
+                        out[k] = text(v) if t is str else by_type[t](v)
+                return out
             return tuple([by_type[type(v)](v) for v in values])
         except KeyError:
             items = values.values() if isinstance(values, dict) else values
