@@ -94,3 +94,35 @@ def test_a_return_sends_matched_items_only_through_its_branch(both_builds):
     Pipe([{"s": []}, 5], Return(lambda d: d["s"].append("br") or d, route_type=dict), out.append)
     BotFrame.run()
     assert out == [{"s": ["br"]}, 5]
+
+
+class Record:
+    """A record class with only ``__getitem__`` (no ``__iter__``): databot's Iterable test
+    made it one item; indexing it from 0 would fail (its keys are names)."""
+
+    def __init__(self, **fields) -> None:
+        self.fields = fields
+
+    def __getitem__(self, key):
+        return self.fields[key]
+
+
+def test_an_object_with_only_getitem_is_one_item(both_builds):
+    out = []
+
+    async def later(x):
+        await asyncio.sleep(0)
+        return Record(n=x)
+
+    Pipe(range(3), lambda x: Record(n=x), lambda r: out.append(r["n"]))
+    Pipe(range(2), later, lambda r: out.append(("async", r["n"])))
+    BotFrame.run()
+    assert sorted(out, key=str) == sorted([0, 1, 2, ("async", 0), ("async", 1)], key=str)
+
+
+def test_a_returned_bytearray_is_one_item_as_bytes_is(both_builds):
+    # a documented difference (docs/migration.md): databot split both into ints
+    out = []
+    Pipe([b"ab"], bytearray, out.append)
+    BotFrame.run()
+    assert out == [bytearray(b"ab")] and type(out[0]) is bytearray

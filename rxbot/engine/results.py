@@ -51,10 +51,11 @@ def kind_of(value: Any) -> int:
         return AGEN
     if isinstance(value, BaseException):
         return ONE
-    try:
-        iter(value)
-    except TypeError:
-        if not any(hasattr(t, a) for a in ("__iter__", "__getitem__", "__await__", "__aiter__")):
+    # iterable means "has __iter__" (collections.abc.Iterable), as databot tested it: an
+    # object with only __getitem__ (a record class, a lookup table) is one item, not a
+    # sequence to index from 0 until IndexError
+    if not isinstance(value, collections.abc.Iterable):
+        if not any(hasattr(t, a) for a in ("__iter__", "__await__", "__aiter__")):
             SINGLE.add(t)
             VALUES.add(t)
         return ONE
