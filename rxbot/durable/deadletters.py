@@ -189,6 +189,25 @@ def run_key_of(pipe: Any, index: int) -> str:
     return f"{script_name()}/{pipe.name or StepId.root(f'P{index}', index)}"
 
 
+class _PipeKeys(Dict[int, Tuple[str, str]]):
+    """(run key, pipe key) by pipe number, worked out when a pipe's first letter is
+    written: a pipe's key hashes its steps, a Loop source's elements included, which is
+    too slow to do at the start of every run (most runs write no letter)."""
+
+    def __init__(self, pipes: Sequence[Any]) -> None:
+        super().__init__()
+        self.pipes = pipes
+
+    def __missing__(self, index: int) -> Tuple[str, str]:
+        if not 1 <= index <= len(self.pipes):
+            raise KeyError(index)
+        from .resume import pipe_hash, step_hashes
+
+        pipe = self.pipes[index - 1]
+        value = self[index] = (run_key_of(pipe, index), pipe_hash(step_hashes(pipe.steps)))
+        return value
+
+
 class LetterHooks(RunHooks):
     """Writes every dead letter of a run to the store as it happens (watch-only hooks:
     the pipes are built as without hooks)."""
@@ -196,13 +215,9 @@ class LetterHooks(RunHooks):
     rebuilds = False
 
     def __init__(self, pipes: Sequence[Any], store: Optional[LetterStore] = None) -> None:
-        from .resume import pipe_hash, step_hashes
-
         self.store = store
         self.pipes = list(pipes)
-        self.keys: Dict[int, Tuple[str, str]] = {}
-        for index, pipe in enumerate(pipes, start=1):
-            self.keys[index] = (run_key_of(pipe, index), pipe_hash(step_hashes(pipe.steps)))
+        self.keys: Dict[int, Tuple[str, str]] = _PipeKeys(self.pipes)
         #: a redrive sets this: the letter each re-driven item came from, by id(item)
         self.origin: Dict[int, Letter] = {}
         self.refailed: Dict[int, int] = {}  # original letter id -> the new letter's id
@@ -219,9 +234,10 @@ class LetterHooks(RunHooks):
     def dead_letter(self, letter: Any) -> None:
         path = getattr(letter, "path", None)
         index = getattr(path, "pipe_index", 0)
-        if index not in self.keys:
+        try:
+            run_key, pipe_key = self.keys[index]
+        except KeyError:  # not one of this run's pipes
             return
-        run_key, pipe_key = self.keys[index]
         step = self.step_name(path)
         origin = self.origin.get(id(letter.item))
         attempt, parent = 1, None
