@@ -100,6 +100,35 @@ def test_preflight_refuses_another_rxbot_version_naming_the_workers(dask_cluster
     assert all(w in str(caught.value) for w in workers)
 
 
+def test_a_stopped_sharded_run_reports_the_shards_merged_counts(dask_cluster):
+    """Ctrl-C/SIGTERM cancel the run's task: the pipe's report then holds what the shards
+    did, summed (it said "interrupted after 0 items")."""
+    import asyncio
+
+    address, _ = dask_cluster
+
+    async def slow(x):
+        await asyncio.sleep(0.005)
+        return x
+
+    pipe = Pipe(list(range(200_000)), Step(slow, concurrency=2), lambda x: None)
+    pipe.report = None
+
+    async def stop_it():
+        run = asyncio.ensure_future(BotFrame.run_async(cluster=address, shards=2))
+        while not (pipe.report is not None and any(s.inp for s in pipe.report.steps.values())):
+            await asyncio.sleep(0.1)  # the shards' first counts arrived: they are running
+        await asyncio.sleep(1)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+
+    asyncio.run(stop_it())
+    done = pipe.report.find("slow")
+    assert 0 < done.inp < 200_000
+    assert pipe.report.find("slow").out > 0
+
+
 def test_a_worker_killed_mid_shard_costs_nothing(dask_cluster, mysql_params):
     import pymysql
 

@@ -51,6 +51,8 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
         shares = [chosen.pickled_share(k, shards) for k in range(shards)]  # all or nothing
     else:
         chosen.check_items()
+    for pipe in pipes:  # until the shards send their counts (a run stopped while connecting)
+        pipe.report = RunReport()
     async with _Connection(cluster, shards) as client:
         await _preflight(client)
         count = shards or sum((await _bounded(_nthreads(client), "list the workers")).values()) or 1
@@ -63,8 +65,10 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
         keys = [f"rxbot-shard-{run_id}-{k}" for k in range(count)]
         attempts = f"rxbot-attempts-{run_id}"  # each shard attempt says where it runs
         hook = getattr(config, "stats_hook", None)
-        live = (_LiveCounts(pipes, client, f"rxbot-progress-{run_id}", bool(config.progress), hook, started)
-                if config.progress or hook is not None or observe is not None else None)
+        # always: a stopped run (Ctrl-C, SIGTERM) reports the shards' last counts, summed
+        live = _LiveCounts(pipes, client, f"rxbot-progress-{run_id}", bool(config.progress), hook, started)
+        for pipe in pipes:  # the shards' counts, summed, as they send them (as a local run's live report)
+            pipe.report = live.report
         if observe is not None and live is not None:
             observe(live.report)
         try:
@@ -73,9 +77,10 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
                                      key=keys[k], pure=False)
                        for k in range(count)]
             reports, error = await _gather(client, futures)
-        except BaseException:
+        except BaseException as exc:
             if live is not None:
                 live.close()
+                _stopped_report(pipes, live.report, started, exc)
             raise
         shards = await _shard_attempts(client, attempts, count)
     error = _named(error, shards)
@@ -165,6 +170,18 @@ async def _preflight(client: Any) -> None:
             worker, names = sorted(bad.items())[0]
             raise RuntimeError(f"sharded run: the script's module {names[0]} cannot be imported on Dask worker "
                                f"{worker} (it was uploaded); install what it needs there")
+
+
+def _stopped_report(pipes: Sequence[Any], summed: RunReport, started: float, exc: BaseException) -> None:
+    """A sharded run stopped by Ctrl-C/SIGTERM (or failing to gather): the pipes' report
+    is the shards' last counts summed (they publish them every half second and when they
+    stop), not an empty one ("interrupted after 0 items")."""
+    summed.seconds = time.perf_counter() - started
+    if isinstance(exc, Exception):
+        summed.error = exc
+    for pipe in pipes:
+        pipe._finished = True
+        pipe.report = summed
 
 
 async def _shard_attempts(client: Any, topic: str, count: int) -> List[Dict[str, Any]]:

@@ -73,6 +73,10 @@ async def run_shard(pipes_blob: bytes, share_blob: bytes, index: int, count: int
                 for helper in helpers:
                     helper.cancel()
                 await asyncio.gather(*helpers, return_exceptions=True)
+                stopped = getattr(pipes[0], "report", None)
+                if not run.done() or run.cancelled() or failure is not None:
+                    if topic is not None and worker is not None and stopped is not None:
+                        _log_counts(worker, topic, index, stopped)  # the client sums what a stopped shard did
             if failure is not None:
                 # raised outside the handler: a stand-in must not carry the unpicklable
                 # original as its __context__ (Dask pickles the chain, and on failure sends
