@@ -182,16 +182,34 @@ def fusable(step: Any) -> bool:
     return inlinable_route(step) and generated_depth(step) <= MAX_FUSED_DEPTH
 
 
+#: a generated segment holds at most this many positions (steps, and the steps of the
+#: routes generated into it): each position's continuation repeats the code after it,
+#: so a segment's code grows with the square of its length; cut into segments of at
+#: most this many, a long chain's code grows linearly (one call between segments)
+MAX_SEGMENT = 16
+
+
+def positions(step: Any) -> int:
+    """How many positions ``step`` takes in generated code (a route: itself and the
+    steps of its branches; a BlockedJoin is one call)."""
+    if not isinstance(step, Route) or isinstance(step, BlockedJoin) or step.kind == "filter":
+        return 1
+    return 1 + sum(positions(s) for branch in step.branches for s in branch)
+
+
 def spans(steps: Sequence[Any]) -> List[Tuple[int, int]]:
-    """``steps`` cut into ``(first, last)`` index spans, in flow order: each a maximal
-    run of fusable steps (one generated segment), or one other step."""
+    """``steps`` cut into ``(first, last)`` index spans, in flow order: each a run of
+    fusable steps (one generated segment, at most :data:`MAX_SEGMENT` positions unless
+    one step alone takes more), or one other step."""
     out: List[Tuple[int, int]] = []
     i = 0
     while i < len(steps):
         j = i
         if fusable(steps[i]):
-            while j + 1 < len(steps) and fusable(steps[j + 1]):
+            taken = positions(steps[i])
+            while j + 1 < len(steps) and fusable(steps[j + 1]) and taken + positions(steps[j + 1]) <= MAX_SEGMENT:
                 j += 1
+                taken += positions(steps[j])
         out.append((i, j))
         i = j + 1
     return out
@@ -593,6 +611,6 @@ def _describe(nodes: Sequence[Lowered], ind: str, lines: List[str]) -> None:
 
 __all__ = ["runs_inline", "node_of", "callable_of", "overrides_flush", "is_generator_function", "options_of",
            "matcher", "counts_sync", "policy_of", "plain_sync", "inlinable_route", "plain_async", "evaluable_route",
-           "MAX_FUSED_DEPTH", "generated_depth", "fusable", "spans", "not_fused_because", "match_mode",
+           "MAX_FUSED_DEPTH", "generated_depth", "fusable", "MAX_SEGMENT", "positions", "spans", "not_fused_because", "match_mode",
            "blocked_join_strategy", "Settings", "Fused", "Source", "Bounded", "Unfused", "RoutePlan",
            "BlockedJoinPlan", "RxStepPlan", "Lowered", "PipePlan", "lower", "plan_of", "explain"]

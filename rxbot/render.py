@@ -390,13 +390,15 @@ def count_lines(stats: Any, counted: bool, rate: Optional[str], sink: bool = Fal
         extra = [f"{k}={v}" for k, v in (("failed", stats.failed), ("dropped", stats.dropped)) if v]
         lines = [" ".join([f"in={stats.inp} out={'-' if went_on is None else went_on} matched={matched}"] + extra)]
         return lines + [rate] if rate else lines
-    if counted or stats.inp or stats.out or filtered:
+    if getattr(stats, "counted", True) and (counted or stats.inp or stats.out or filtered):
         extra = [f"{k}={v}" for k, v in ((dropped_by, filtered), ("failed", stats.failed),
                                           ("dropped", stats.dropped), ("retried", stats.retried)) if v]
         lines = [" ".join([f"in={stats.inp} out={stats.out}"] + extra)]
         return lines + [rate] if rate else lines
-    line = f"failed={stats.failed} dropped={stats.dropped}"
-    return [line + f" retried={stats.retried}" if stats.retried else line]
+    # not counted: unknown, never shown as 0
+    extra = [f"{k}={v}" for k, v in (("failed", stats.failed), ("dropped", stats.dropped),
+                                      ("retried", stats.retried)) if v]
+    return [" ".join(["in=- out=-"] + extra)]
 
 
 def rate_text(items: float, seconds: float) -> str:

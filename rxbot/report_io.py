@@ -137,6 +137,8 @@ def counters(report: Any, key: Any, shapes: Optional[Dict[Any, Tuple[bool, bool]
     values["consumed"] = 0
     if key in getattr(report, "sinks", ()):
         values["consumed"], values["filtered"] = values["filtered"], 0
+    if not getattr(s, "counted", True):  # a sync step run inline uncounted: unknown, not 0
+        values["inp"] = values["out"] = values["filtered"] = values["consumed"] = None
     numbers = route_numbers(report, key, shapes)
     result = {k: values[k] for k in COUNTERS}
     if numbers is not None:
@@ -150,15 +152,17 @@ def counters(report: Any, key: Any, shapes: Optional[Dict[Any, Tuple[bool, bool]
 EVENTS = ("filtered", "consumed", "dropped", "failed", "retried", "cancelled", "closed")
 
 
-def totals(report: Any) -> Dict[str, int]:
+def totals(report: Any) -> Dict[str, Optional[int]]:
     """``items`` (what the pipes' sources emitted) and every event counter summed over
-    the steps. ``in``/``out`` are not summed: one item passes through many steps."""
-    sums = dict.fromkeys(EVENTS, 0)
+    the steps. ``in``/``out`` are not summed: one item passes through many steps. A sum
+    over a step that did not count it (a sync step run inline uncounted) is ``None``."""
+    sums: Dict[str, Optional[int]] = dict.fromkeys(EVENTS, 0)
     shapes = routes(report)
     for key in report.steps:
         values = counters(report, key, shapes)
         for k in EVENTS:
-            sums[k] += values[k]
+            total, value = sums[k], values[k]
+            sums[k] = None if total is None or value is None else total + value
     return {"items": source_items(report), **sums}
 
 

@@ -552,7 +552,7 @@ def inline_raise(label: str, counts: str) -> str:
     and drops show; the unfused graph (``config.fusion = False``) counts every call."""
     from rxbot import config
 
-    return f"{label}\nfailed=0 dropped=0" if config.fusion else f"{label}\n{counts}"
+    return f"{label}\nin=- out=-" if config.fusion else f"{label}\n{counts}"
 
 
 def test_run_report_counts_land_on_their_nodes(tmp_path):

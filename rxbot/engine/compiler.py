@@ -127,6 +127,8 @@ class Builder:
             known = set(self.ctx.runtimes)
             branches, counting = self._entries(step, where)
             self._mark_blocked_join(known)
+            if not counting:
+                self._uncounted(branches)
             if not counting and not any(isinstance(s, Route) and s.kind != "filter"
                                         for branch in step.branches for s in branch):
                 # plain steps, uncounted: generated code, its tuple built from locals
@@ -165,6 +167,8 @@ class Builder:
         """An all-sync route as one function (see ``operators._inline_route``)."""
         known = set(self.ctx.runtimes)
         branches, counting = self._entries(step, where)
+        if not counting:
+            self._uncounted(branches)
         if isinstance(step, BlockedJoin):
             self._mark_blocked_join(known)
             return inline_blocked_join(rt, matcher(step), step.share, branches, counting)
@@ -188,6 +192,13 @@ class Builder:
             branches.append(entries)
         counting = counts_sync_steps(srt for entries in branches for _, srt in entries)
         return branches, counting
+
+    @staticmethod
+    def _uncounted(branches: List[List[Entry]]) -> None:
+        """The report says '-' for these steps (run inline, not counting), not 0."""
+        for entries in branches:
+            for _, srt in entries:
+                srt.stats.counted = False
 
     def _unfused(self, step: Any, downstream: List[Boundary], where: StepId) -> Tuple[Operator, Any]:
         """A sync step on the honest graph: ``ops.map`` of the step, then :func:`flatten`

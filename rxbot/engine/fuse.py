@@ -32,6 +32,8 @@ What the generated ``make(...)`` returns:
 """
 from __future__ import annotations
 
+import itertools
+import linecache
 from functools import lru_cache
 from typing import Any, Callable, Dict, List, Sequence, Set, Tuple
 
@@ -70,6 +72,7 @@ class _Program:
         self.branches: Dict[int, List[int]] = {}  # route position -> its branch sequences
         self.uncounted_head = False  # generating the chunk entry, which counts the head route
         self.pulling = False  # generating ``pull``
+        self.chaining = False  # generating the continuations ``a<j>``
         self._number(shape, None)
 
     def _number(self, seq: Sequence[Element], parent: int | None) -> int:
@@ -121,9 +124,11 @@ class _Program:
         the sequence (emit, a joining route's tail, or nothing)."""
         positions, parent = self.seqs[sid]
         out: List[str] = []
-        for j in positions[idx:]:
+        for k, j in enumerate(positions[idx:]):
             if self.elems[j][0] == ROUTE:
                 return out + self._route(j, ind, ctx)  # the route's code runs the rest
+            if k and self.chaining:  # a continuation: one step, then the next one's
+                return out + [f"{ind}a{positions[idx + k - 1]}(x)", f"{ind}{ctx[0]}"]
             out += self._step(j, ind, ctx)
         if parent is None:
             if self.pulling:  # ``pull``: the output is the caller's next work
@@ -343,11 +348,15 @@ class _Program:
         out += ["    def entry(x):", *learn]
         out += self.run_from(0, 0, "        ", fn_ctx)
         out.append("        return")
+        # the continuations run one step and call the next one's (slow paths only: a
+        # call per step there keeps the code linear in the segment's length)
+        self.chaining = True
         for j in range(n):
             sid, idx = self.where[j]
             out += [f"    def a{j}(x):", *learn]
             out += self.run_from(sid, idx + 1, "        ", fn_ctx)
             out.append("        return")
+        self.chaining = False
         # the chunk entry: a slice of a source's iterator (``itertools.islice``). It
         # returns how many items it took, and stops before pulling an item the
         # downstream has no room for (a generator's side effects run exactly as far as
@@ -415,9 +424,18 @@ def _factory(shape: Shape, terminal: bool, counting: bool) -> Callable[..., Made
     text = _Program(shape, terminal, counting).source()
     namespace: Dict[str, Any] = {"ONE": _ONE, "NOTYPE": _NoType, "NOTHING": NOTHING, "ENDED": ENDED}
     tag = f"{_tag(shape)}{'.' if terminal else ''}{'#' if counting else ''}"
-    exec(compile(text, f"<rxbot fused {tag}>", "exec"), namespace)
+    filename = f"<rxbot fused {tag} {next(_serial)}>"  # unique: one text per name
+    # attrs' pattern: a linecache entry under the code's own file name, so tracebacks,
+    # pdb and inspect show the generated line (the entry has no mtime: never checked
+    # against a file, never dropped by linecache.checkcache)
+    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    exec(compile(text, filename, "exec"), namespace)
     make: Callable[..., Made] = namespace["make"]
     return make
+
+
+#: numbers the generated code's file names
+_serial = itertools.count(1)
 
 
 def source_of(shape: Sequence[Element], terminal: bool = False, counting: bool = False) -> str:

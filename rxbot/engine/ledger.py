@@ -125,6 +125,8 @@ def _uncounted(rt: StepRuntime) -> bool:
     """A sync step that ran inline without counting has an ``in`` of 0 while items went
     through it (its out, filtered, failures or fan-out are not 0)."""
     s = rt.stats
+    if not s.counted:  # said so where it ran (rxbot.plan.counts_sync)
+        return True
     return s.inp == 0 and bool(s.out or s.filtered or s.failed or s.fanout or s.held or s.closed or s.cancelled)
 
 

@@ -51,6 +51,10 @@ class StepStats:
     held: int = field(default=0, repr=False)
     #: failures sent on downstream as the exception itself (pipein): counted in ``out`` too
     piped: int = field(default=0, repr=False)
+    #: False for a sync step run inline without counting its items (policy raise and
+    #: metrics off, see ``rxbot.plan.counts_sync``): its ``inp``/``out``/``filtered``
+    #: are unknown, and reports show ``-`` / ``null`` for them, never 0
+    counted: bool = field(default=True, repr=False)
 
     def as_dict(self) -> dict:
         return asdict(self)

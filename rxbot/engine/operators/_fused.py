@@ -90,6 +90,10 @@ class _Segment(Subscription):
         self.blocked = route_positions(plan.shape, BLOCKED)
         self.counters = ([0] * n, [0] * n, [0] * n) if counting or self.routes or self.blocked else None
         self.counting = counting
+        if not counting:  # the report says '-' for these steps, not 0 (routes always count)
+            for k, rt in enumerate(runtimes):
+                if k not in self.routes and k not in self.blocked:
+                    rt.stats.counted = False
         #: where the slow paths count a step's outputs (None: steps are not counted)
         self.step_counters = self.counters if counting else None
         ctx.segments.add(self)  # BotFrame.debug() and progress publish counts mid-run
