@@ -118,9 +118,6 @@ class Route:
                 raise TypeError(f"{cls}: argument '{arg}' must be True or False; got {val!r}")
         self.route_type = route_type
         self.route_func = route_func
-        self.route_func_async = route_func is not None and (
-            inspect.iscoroutinefunction(route_func)
-        )
         self.share = share
         self.join = join
         self.name = name

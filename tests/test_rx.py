@@ -181,13 +181,8 @@ def test_from_observable_rejects_other_values():
         from_observable(42)
 
 
-def _observable_steps_supported() -> bool:
-    return not isinstance(to_step(reactivex.of(1), "probe"), Const)
-
-
-@pytest.mark.skipif(not _observable_steps_supported(),
-                    reason="flow.to_step does not yet turn an Observable into from_observable")
 def test_an_observable_directly_in_a_pipe_is_a_source():
+    assert not isinstance(to_step(reactivex.of(1), "probe"), Const)
     assert run(reactivex.of(1, 2, 3), lambda x: x * 2) == [2, 4, 6]
 
 

@@ -63,10 +63,7 @@ class Boundary:
             k += 1
             if g.blocked != 1:  # other boundaries (or a halt) keep this gate closed too
                 continue
-            try:
-                fut = g._fed
-            except AttributeError:  # a gate-like listener nothing waits at (engine.demand)
-                continue
+            fut = g._fed
             if fut is not None and not fut.done():
                 try:
                     if g.feeder():  # type: ignore[misc]
@@ -124,7 +121,7 @@ class Gate:
         this, every subscription of an operator subscribed again and again (``repeat``,
         ``retry``, a long polling loop) would leave its gate in the boundaries' lists,
         which every fill and drain walks. The lists are replaced, never changed in place
-        (a boundary may be walking one; see :mod:`rxbot.engine.demand`)."""
+        (a boundary may be walking one)."""
         for b in getattr(self, "boundaries", ()):
             if self in b.gates:
                 b.gates = [g for g in b.gates if g is not self]

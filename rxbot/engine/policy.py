@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
+from ..backoff import backoff
 from ..config import config
 from ..errors import StepError, annotate, short_repr
 from ..plan import counts_sync
@@ -117,9 +117,9 @@ class StepRuntime:
         self.in_blocked_join = False
 
     def backoff(self, attempt: int) -> float:
-        """Exponential backoff with jitter for the ``attempt``-th retry (1-based)."""
-        base = min(config.retry_max_backoff, config.retry_backoff * (2 ** (attempt - 1)))
-        return base * (1 + config.retry_jitter * random.random())
+        """Exponential backoff with jitter for the ``attempt``-th retry (1-based), the
+        formula HttpLoader and Insert use too (:func:`rxbot.backoff.backoff`)."""
+        return backoff(attempt, config.retry_backoff, config.retry_max_backoff, config.retry_jitter)
 
     def final(self, exc: BaseException, item: Any) -> tuple[str, Any]:
         """Decide the fate of an item whose step failed for good.
