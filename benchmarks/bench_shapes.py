@@ -220,8 +220,7 @@ def route_rxbot(route: str, kind: str) -> Callable[[int], int]:
 
 def route_plain(route: str, kind: str) -> Callable[[int], int]:
     def run(n: int) -> int:
-        acc, box = make_acc()
-        side, side_box = make_acc()
+        (acc, box), (side, side_box) = make_acc(), make_acc()
         source = SOURCES[kind](n)
         if route == "Join":
             for x in source:

@@ -52,17 +52,24 @@ def test_a_list_growing_while_iterated_is_followed_like_a_for_loop():
     assert out == [1, 2, 3, 11, 12]
 
 
-def test_a_long_sequence_into_fused_steps_still_lets_other_tasks_run():
-    """Slices of a list pushed through generated code yield to the loop at least every
-    millisecond (or every ``yield_every`` items when steps are slow): a task started
-    beside the pipe runs long before the list is done."""
-    from rxbot import BotFrame, Pipe
+@pytest.mark.parametrize("shape", ["list into sync steps", "generator into sync steps",
+                                   "generator, a Filter dropping most, an async step"])
+def test_a_long_source_into_fused_steps_still_lets_other_tasks_run(shape):
+    """Slices of a list or a generator pushed through generated code yield to the loop
+    at least every millisecond (or every ``yield_every`` items when steps are slow), and
+    so do workers drawing elements a Filter drops: a task started beside the pipe runs
+    long before the source is done."""
+    from rxbot import BotFrame, Filter, Pipe
 
     seen = []
     done = [0]
 
     def count(x):
         done[0] += 1
+        return x
+
+    async def sink(x):
+        await asyncio.sleep(0)
 
     async def watcher():
         while True:
@@ -71,11 +78,19 @@ def test_a_long_sequence_into_fused_steps_still_lets_other_tasks_run():
 
     async def main():
         task = asyncio.ensure_future(watcher())
-        Pipe(list(range(300_000)), lambda x: x + 1, count)
+        if shape == "list into sync steps":
+            Pipe(list(range(300_000)), lambda x: x + 1, count)
+        elif shape == "generator into sync steps":
+            Pipe((i for i in range(300_000)), lambda x: x + 1, count)
+        else:
+            # the first elements fill the slots (the workers draw), then the Filter drops
+            # all but the last few: the workers must not run through them in one go
+            Pipe((i for i in range(300_000)), count, Filter(route_func=lambda x: x < 50 or x > 299_990),
+                 Step(sink, concurrency=4))
         await BotFrame.run_async()
         task.cancel()
 
     asyncio.run(main())
     assert done[0] == 300_000
     during = [n for n in seen if 0 < n < 300_000]
-    assert len(during) >= 3  # it ran repeatedly while the list was pushed
+    assert len(during) >= 3  # it ran repeatedly while the source was pushed

@@ -10,20 +10,9 @@ import itertools
 
 import pytest
 
+from benchmarks.bench_core import inc, keep_even, triple
 from rxbot import BotFrame, Filter, Loop, Pipe, Step
 from rxbot.engine.gate import Boundary
-
-
-def inc(x: int) -> int:
-    return x + 1
-
-
-def keep_even(x: int) -> int | None:
-    return x if x % 2 == 0 else None
-
-
-def triple(x: int) -> int:
-    return x * 3
 
 
 def is_even(x: int) -> bool:
@@ -147,63 +136,3 @@ def test_a_generator_function_first_step_in_slices_gives_every_item():
     Pipe(numbers, inc, out.append)
     BotFrame.run()
     assert out == list(range(1, 2501))
-
-
-def test_a_slow_step_throttles_a_sliced_generator():
-    """A slice of 256 is never pulled ahead: the chunk entry looks at the gate before it
-    pulls each element."""
-    pulled = [0]
-    finished = [0]
-    worst = [0]
-
-    def source():
-        for i in range(2000):
-            pulled[0] += 1
-            worst[0] = max(worst[0], pulled[0] - finished[0])
-            yield i
-
-    async def slow(x):
-        await asyncio.sleep(0)
-        finished[0] += 1
-
-    Pipe(source(), inc, Step(slow, concurrency=4))
-    BotFrame.run()
-    assert finished[0] == 2000
-    assert worst[0] <= 5  # the step's 4 slots + the element being handed over
-
-
-@pytest.mark.parametrize("shape", ["sync chain", "filter dropping most before an async step"])
-def test_a_long_generator_lets_other_tasks_run(shape):
-    """Slices of a generator through fused code, or workers drawing elements a Filter
-    drops, yield to the loop regularly: a task beside the pipe runs while it is pushed."""
-    done = [0]
-    seen = []
-
-    def count(x):
-        done[0] += 1
-        return x
-
-    async def sink(x):
-        await asyncio.sleep(0)
-
-    async def watcher():
-        while True:
-            seen.append(done[0])
-            await asyncio.sleep(0)
-
-    async def main():
-        task = asyncio.ensure_future(watcher())
-        if shape == "sync chain":
-            Pipe((i for i in range(300_000)), inc, count)
-        else:
-            # the first elements fill the slots (the workers draw), then the Filter drops
-            # all but the last few: the workers must not run through them in one go
-            Pipe((i for i in range(300_000)), count, Filter(route_func=lambda x: x < 50 or x > 299_990),
-                 Step(sink, concurrency=4))
-        await BotFrame.run_async()
-        task.cancel()
-
-    asyncio.run(main())
-    assert done[0] == 300_000
-    during = [n for n in seen if 0 < n < 300_000]
-    assert len(during) >= 3
