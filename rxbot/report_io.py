@@ -213,6 +213,12 @@ def to_dict(report: Any) -> Dict[str, Any]:
         # nodes' own numbers (HttpLoader: per host), live mid-run
         "nodes": _node_numbers(report),
     })
+    # what only some runs have: a sharded run's shards (attempts, workers, re-runs), a
+    # resumed run's sinks (exactly-once / at-least-once), a redrive's numbers
+    for extra in ("shards", "delivery", "redrive"):
+        value = getattr(report, extra, None)
+        if value is not None:
+            data[extra] = redact_data(value)
     return data
 
 

@@ -3,6 +3,7 @@ and started again with resume ends with the same rows as an uninterrupted run, n
 lost, none twice, in SQLite and MariaDB, without a key declared by the user."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -180,6 +181,7 @@ def test_a_pipe_without_insert_keeps_its_checkpoint_in_a_file_at_least_once(tmp_
     assert report.delivery["P1"]["exactly_once"] == []
     assert report.delivery["P1"]["at_least_once"] == ["P1[3] list.append"]
     assert list((tmp_path / "d").rglob("checkpoint-*.json"))
+    assert json.loads(report.to_json())["delivery"]["P1"]["at_least_once"] == ["P1[3] list.append"]
     Pipe(range(50), inc, got.append)  # complete: nothing again
     BotFrame.run(resume=True)
     assert len(got) == 50
