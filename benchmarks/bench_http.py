@@ -274,6 +274,39 @@ def throttled(bases: Dict[str, str], n: int, rate: float) -> Dict[str, Any]:
             "reachable_ratio": settled_rate / min(rate, capacity)}
 
 
+def shard_status(response: Any) -> int:
+    return response.status
+
+
+def sharded(base: str, n: int) -> Dict[str, Any]:
+    """H4: the cost of dividing per-host limits among shards. ``n`` GETs to one host
+    answering in 50 ms, ``per_host=4``: a local run (4 in flight) against a run of 2
+    shards on a LocalCluster (2 in flight each, 4 in all), after a warm-up sharded run
+    of 8 GETs (workers import rxbot once). The floor of both is n / 4 × 50 ms; what the
+    sharded run takes beyond the local one is its fixed cost plus what the division
+    leaves unused (at the end, one shard's share is done while the other still has
+    URLs)."""
+    import distributed
+
+    from rxbot import BotFrame, HttpLoader, Pipe
+    from rxbot.engine.dask_boost import LOCAL_CLUSTER_OPTIONS
+
+    urls = [f"{base}/n/{i}?latency=0.05" for i in range(n)]
+    out: Dict[str, Any] = {"floor": n / 4 * 0.05}
+    started = time.perf_counter()
+    Pipe(urls, HttpLoader(per_host=4), shard_status)
+    BotFrame.run()
+    out["local"] = time.perf_counter() - started
+    with distributed.LocalCluster(**{**LOCAL_CLUSTER_OPTIONS, "n_workers": 2, "threads_per_worker": 1}) as cluster:
+        for name, count in (("fixed", 8), ("sharded", n)):
+            Pipe(urls[:count], HttpLoader(per_host=4), shard_status)
+            started = time.perf_counter()
+            BotFrame.run(cluster=cluster.scheduler_address, shards=2)
+            out[name] = time.perf_counter() - started
+    out["ratio"] = out["sharded"] / out["local"]
+    return out
+
+
 def politeness(args: argparse.Namespace) -> List[Dict[str, Any]]:
     results: List[Dict[str, Any]] = []
     n = args.n
@@ -308,6 +341,13 @@ def politeness(args: argparse.Namespace) -> List[Dict[str, Any]]:
               f"so {limit['reachable_ratio']:.2f} x what was reachable  "
               f"(target >= 0.90 x, < 1 %: {'ok' if ok else 'MISSED'})")
         results.append({"scenario": "throttle", **limit})
+    if args.shards:
+        with ServerProcess(["127.0.0.6"]) as base:
+            split = sharded(base, args.shards_n)
+        print(f"H4 per_host=4 divided among 2 shards, {args.shards_n} GETs of 50 ms to one host (floor "
+              f"{split['floor']:.2f} s): local {split['local']:.2f} s, 2 shards {split['sharded']:.2f} s "
+              f"(warm-up run of 8 GETs: {split['fixed']:.2f} s); sharded / local = {split['ratio']:.2f}")
+        results.append({"scenario": "shards", **split})
     return results
 
 
@@ -322,6 +362,9 @@ def main(argv: List[str] | None = None) -> List[Dict[str, Any]]:
     parser.add_argument("--throttle-n", type=int, default=2000, help="H3: pages crawled")
     parser.add_argument("--only", default="", help="'polite' for H1-H3 only, 'aiohttp' for the comparison only")
     parser.add_argument("--quick", action="store_true", help="small sizes (targets not judged)")
+    parser.add_argument("--shards", action="store_true", help="H4: per-host limits divided among 2 shards "
+                        "(starts a Dask LocalCluster)")
+    parser.add_argument("--shards-n", type=int, default=400, help="H4: GETs")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.repeat, args.throttle_n, args.rate = 300, 1, 150, 50.0
@@ -348,7 +391,7 @@ def main(argv: List[str] | None = None) -> List[Dict[str, Any]]:
     return results
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # (the guard also keeps H4's LocalCluster workers from running main)
     if sys.argv[1:2] == ["--serve"]:
         serve(sys.argv[2].split(","))
     else:

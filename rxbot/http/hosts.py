@@ -303,12 +303,17 @@ class HostGate:
             # initial burst, so it is high, never low: a later refusal corrects it
             # downwards, never leaves the crawl slow
             slower = 1.0 / (MARGIN * (accepted - 1) / (now - host.accepted[0]))
-        if not slower:  # nothing accepted lately: slow down by half, from at least 10 ms
-            slower = max(host.interval * 2, 0.01)
+        measured = bool(slower)
+        if not measured:
+            # too little accepted to measure (the first burst): half the pace the refused
+            # request was sent at, for now, and no floor learnt from so little: the next
+            # refusals find enough accepted responses to measure the limit
+            slower = max(paced * 2, 0.01)
         slower = min(self.max_delay, slower)
         host.interval = max(host.interval, slower)
-        host.floor = max(host.floor, slower)
-        host.floor_at = now
+        if measured:
+            host.floor = max(host.floor, slower)
+            host.floor_at = now
         host.next_start = max(host.next_start, now + host.interval)
 
     def report(self) -> Dict[str, Dict[str, Any]]:
