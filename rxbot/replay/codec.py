@@ -158,7 +158,7 @@ def _unsupported(t: type) -> ReplayEncodeError:
 
 # ---- encoding --------------------------------------------------------------------------------
 class _Encoder:
-    """Packs one item (``pack``). Extension types holding values of their own are packed
+    """Packs items (:meth:`function`). Extension types holding values of their own are packed
     with a packer one level deeper (a packer is not re-entrant), up to ``MAX_DEPTH``."""
 
     def __init__(self) -> None:
@@ -173,21 +173,22 @@ class _Encoder:
                                                datetime=False, autoreset=True))
         return self.packers[depth]
 
-    def pack(self, item: Any) -> bytes:
-        self.depth = 0
-        try:
-            out: bytes = self._packer(0).pack(item)
-        except (ReplayEncodeError, RecursionError):
-            raise
-        except Exception as exc:  # msgpack's own refusals, a registered encoder that failed, ...
-            raise ReplayEncodeError(f"cannot store an item of type {_type_name(type(item))} in the replay "
-                                    f"cache: {type(exc).__name__}: {exc}") from None
-        if len(out) > MAX_RECORD:
-            raise ReplayEncodeError(f"cannot store an item of type {_type_name(type(item))} in the replay "
-                                    f"cache: it takes {len(out):,} bytes, more than {MAX_RECORD:,}")
-        if len(out) > MAX_ITEMS:  # only then can a container hold more elements than a reader takes
-            _check_lengths(item)
-        return out
+    def function(self) -> Callable[[Any], bytes]:
+        """Packing as one function — msgpack's C packer, then a length test — since it is
+        called for every item a recorder sees."""
+        pack = self._packer(0).pack
+
+        def dumps(item: Any) -> bytes:
+            try:
+                out: bytes = pack(item)
+            except Exception as exc:
+                self.depth = 0
+                raise _refusal(item, exc) from None
+            if len(out) > MAX_ITEMS:
+                _check_size(item, out)
+            return out
+
+        return dumps
 
     def nested(self, value: Any) -> bytes:
         """``value`` packed on its own, one level deeper."""
@@ -253,6 +254,24 @@ class _Encoder:
         else:
             step = item = None
         return _ext(Ext.EXCEPTION, self.nested([ref, str(x), args, step, item]))
+
+
+def _refusal(item: Any, exc: Exception) -> ReplayEncodeError:
+    """What packing ``item`` raised, as the codec's own error."""
+    if isinstance(exc, ReplayEncodeError):
+        return exc
+    what = f"cannot store an item of type {_type_name(type(item))} in the replay cache"
+    if isinstance(exc, RecursionError):
+        return ReplayEncodeError(f"{what}: it is nested too deeply or contains itself")
+    # msgpack's own refusals ("recursion limit exceeded", ...), a registered encoder that failed, ...
+    return ReplayEncodeError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _check_size(item: Any, out: bytes) -> None:
+    if len(out) > MAX_RECORD:
+        raise ReplayEncodeError(f"cannot store an item of type {_type_name(type(item))} in the replay "
+                                f"cache: it takes {len(out):,} bytes, more than {MAX_RECORD:,}")
+    _check_lengths(item)  # only a record this long can hold more elements than a reader takes
 
 
 def _check_lengths(item: Any) -> None:
@@ -566,18 +585,10 @@ _local = threading.local()
 
 def encode(item: Any) -> bytes:
     """One item as one msgpack record (:class:`ReplayEncodeError` if it cannot be stored)."""
-    enc = getattr(_local, "encoder", None)
-    if enc is None:
-        enc = _local.encoder = _Encoder()
-    return _dumps(enc, item)
-
-
-def _dumps(enc: _Encoder, item: Any) -> bytes:
-    try:
-        return enc.pack(item)
-    except RecursionError:
-        raise ReplayEncodeError(f"cannot store an item of type {_type_name(type(item))} in the replay cache: "
-                                f"it is nested too deeply or contains itself") from None
+    dumps = getattr(_local, "dumps", None)
+    if dumps is None:
+        dumps = _local.dumps = _Encoder().function()
+    return dumps(item)
 
 
 def decode(payload: bytes) -> Any:
@@ -647,8 +658,7 @@ class MsgpackCodec:
 
     @staticmethod
     def encoder() -> Callable[[Any], bytes]:
-        enc = _Encoder()
-        return lambda item: _dumps(enc, item)
+        return _Encoder().function()
 
 
 _LEN = struct.Struct(">Q")
