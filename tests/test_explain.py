@@ -4,6 +4,7 @@ not fused or a fast path does not apply."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 
@@ -37,6 +38,7 @@ def numbers(_):
 
 @pytest.fixture(autouse=True)
 def _forget_pipes():
+    config.fusion = True  # the plan of the optimisation pass; tests that want it off say so
     yield
     BotFrame.clear()
 
@@ -168,8 +170,9 @@ def test_rxbot_explain_prints_a_scripts_plan_without_running_it(tmp_path):
         "async def fetch(x):\n    await asyncio.sleep(0)\n"
         f"def mark(x):\n    open({str(ran)!r}, 'w').close()\n    return x\n"
         "Pipe((i for i in range(5)), mark, fetch)\nBotFrame.run()\n")
+    env = {k: v for k, v in os.environ.items() if k != "RXBOT_NO_FUSION"}  # the default build
     proc = subprocess.run([sys.executable, "-m", "rxbot", "explain", str(script)], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "async P1[3] fetch (concurrency 32): drawn through the fused segment" in proc.stdout
     assert not ran.exists()

@@ -10,6 +10,7 @@ import traceback
 import pytest
 
 from rxbot import BotFrame, Pipe, config
+from rxbot.engine import fuse
 from rxbot.engine.fuse import FN, source_of
 from rxbot.plan import MAX_SEGMENT, plan_of
 
@@ -22,6 +23,11 @@ def boom(x):
     if x == 3:
         raise ValueError("boom at 3")
     return x
+
+
+@pytest.fixture(autouse=True)
+def _fused():
+    config.fusion = True  # what the optimisation pass generates; RXBOT_NO_FUSION=1 turns it off
 
 
 def generated_files():
@@ -39,8 +45,9 @@ def test_a_traceback_through_fused_code_shows_the_generated_line():
 
 
 def test_every_compiled_segment_is_in_linecache_under_its_own_name():
+    fuse._factory.cache_clear()  # compiled again, even if another test compiled these shapes
     before = generated_files()
-    Pipe(range(3), inc, lambda x: [x, x], inc, print)  # a shape no other test compiles
+    Pipe(range(3), inc, lambda x: [x, x], inc, print)
     Pipe(range(3), inc, inc, inc, inc, inc, inc, inc, lambda x: None, print)
     BotFrame.run()
     new = generated_files() - before

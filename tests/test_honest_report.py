@@ -62,6 +62,7 @@ def test_a_policy_other_than_raise_counts_its_segment():
 
 
 def test_progress_and_the_picture_show_a_dash_for_uncounted_steps():
+    config.fusion = True  # fused steps are the ones run uncounted
     report = run()
     key = report.find("inc").name
     assert step_text(report, next(k for k in report.steps if k == key)) == "->-"

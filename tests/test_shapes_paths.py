@@ -11,7 +11,7 @@ import itertools
 import pytest
 
 from benchmarks.bench_core import inc, keep_even, triple
-from rxbot import BotFrame, Filter, Loop, Pipe, Step
+from rxbot import BotFrame, Filter, Loop, Pipe, Step, config
 from rxbot.engine.gate import Boundary
 
 
@@ -90,6 +90,7 @@ def test_the_workers_draw_through_the_segment_instead_of_feeding(monkeypatch):
     """A generator -> sync step -> async step: once the step is full its workers run the
     source's next elements through the fused segment themselves, not through the
     source's feeder (``Boundary.feed`` once per element, as before)."""
+    config.fusion = True  # the fused segment's path; RXBOT_NO_FUSION=1 turns the pass off
     feeds = [0]
     original = Boundary.feed
 
