@@ -82,11 +82,11 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
                 live.close()
                 _stopped_report(pipes, live.report, started, exc)
             raise
-        shards = await _shard_attempts(client, attempts, count)
-    error = _named(error, shards)
+        ran = await _shard_attempts(client, attempts, count)  # per shard: attempts, workers
+    error = _named(error, ran)
     report = merge_reports(reports)
-    report.shards = shards  # type: ignore[attr-defined]
-    for shard in shards:
+    report.shards = ran  # type: ignore[attr-defined]
+    for shard in ran:
         if shard["attempts"] > 1:
             log.warning("rxbot: shard %d of %d re-ran %d time(s) (workers: %s); it went on from its "
                         "checkpoint (%s)", shard["shard"], count, shard["attempts"] - 1,
