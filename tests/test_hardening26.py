@@ -942,3 +942,16 @@ def test_item11_building_pipes_with_a_builtin_step_checks_its_signature_once():
     finally:
         inspect.signature = original
     assert calls.count(print) == 1  # parsing print's text signature costs ~2.5 ms a time
+
+
+def test_item10_an_http_item_is_shown_from_a_bounded_part():
+    from rxbot import HttpLoader
+
+    loader = HttpLoader()
+    huge = "http://h/x?token=abc&q=" + "a" * 20_000_000
+    shown: list = []
+    peak = _peak_while(lambda: shown.append(loader.describe_item(huge)))
+    assert shown[0].startswith("'http://h/x?token=***&q=aaaa") and shown[0].endswith("...'")
+    assert len(shown[0]) <= 300
+    assert peak < 1_000_000
+    assert loader.describe_item({"url": huge, "method": "post"}).startswith("{'method': 'POST', 'url': 'http://h/x?token=***")

@@ -36,7 +36,11 @@ from yarl import URL
 
 from ..config import config, policy_name
 from ..node import Node
+from ..preview import preview
 from ..redact import redact
+
+#: characters of a URL shown in messages about an item (redacted first)
+URL_SHOWN = 300
 from .cache import DEFAULT_CACHE_MAX_SIZE, HttpCache, cache_key, canonical_body, full_url
 from .encoding import decode, sniff_encoding, text_encoding
 from .hosts import REFUSING, HostGate, HostState, host_of
@@ -645,11 +649,12 @@ class HttpLoader(Node):
         """How an item may be shown in logs and error notes: method and redacted URL only,
         since request dicts can carry credentials in their headers or body."""
         if isinstance(item, HttpRequest):
-            return repr(item)
+            return preview(repr(item), URL_SHOWN)[1:-1]  # a bounded preview of the repr's text
         if isinstance(item, Mapping) and "url" in item:
-            return f"{{'method': {str(item.get('method') or 'GET').upper()!r}, 'url': {redact(item['url'])!r}, ...}}"
+            method = preview(str(item.get("method") or "GET").upper(), 20)
+            return f"{{'method': {method}, 'url': {preview(str(item['url']), URL_SHOWN)}, ...}}"
         if isinstance(item, (str, URL)):
-            return repr(redact(item))
+            return preview(str(item), URL_SHOWN)  # redacted, and bounded: never a 500 MB repr
         return f"<{_name(item)}>"
 
     # ---- requests -------------------------------------------------------------------
