@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..config import config
 from ..engine.hooks import RunHooks, RunOutcome
-from ..errors import short_repr
+from ..errors import message_of, short_repr
 from ..redact import redact
 from ..replay.codec import decode as decode_item, encode as encode_item
 from ..replay.store import _main_file, default_root, script_name
@@ -154,7 +154,7 @@ class LetterStore:
         cur = self.db.execute(
             "INSERT INTO letters (run_key, pipe_key, step, error_type, message, attempt, at, codec, item, shown, "
             "parent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_key, pipe_key, step, type(error).__name__, redact(str(error))[:2000], attempt, time.time(),
+            (run_key, pipe_key, step, type(error).__name__, message_of(error, 2000), attempt, time.time(),
              name if payload is not None else None, payload, redact(shown)[:500], parent))
         return int(cur.lastrowid or 0)
 
