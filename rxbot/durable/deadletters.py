@@ -17,6 +17,7 @@ report only.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -52,9 +53,20 @@ CREATE INDEX IF NOT EXISTS letters_open ON letters (run_key, status);
 """
 
 
-def _teach_codec() -> None:
+_taught = False
+
+
+def _teach_codec(load_http: bool) -> None:
     """The items a crawl fails on are mostly HTTP responses: let the codec store them
-    (status, body, URL, headers, the encoding found) so a redrive can parse them again."""
+    (status, body, URL, headers, the encoding found) so a redrive can parse them again.
+
+    Done on first use, not at import: importing rxbot.http (aiohttp) costs about 0.3 s,
+    which every run paid. Storing needs it only once HttpLoader is loaded (no response
+    can exist before); reading a letter back (``load_http``) loads it."""
+    global _taught
+    if _taught or not (load_http or "rxbot.http.http" in sys.modules):
+        return
+    _taught = True
     from ..http.http import HttpResponse
     from ..replay.codec import register_type
 
@@ -72,9 +84,6 @@ def _teach_codec() -> None:
         register_type(HttpResponse, encode, decode, name="rxbot.http:HttpResponse")
     except ValueError:  # taught already (by replay itself)
         pass
-
-
-_teach_codec()
 
 
 def safe_codec_name() -> str:
@@ -126,6 +135,7 @@ class Letter:
         if self.codec not in ("msgpack", "json"):
             raise ValueError(f"dead letter {self.id} (step {self.step}) was stored with codec {self.codec!r}, "
                              f"which this rxbot cannot read back")
+        _teach_codec(load_http=True)
         return decode_item(self.item)
 
 
@@ -146,6 +156,7 @@ class LetterStore:
     def add(self, run_key: str, pipe_key: str, step: str, error: BaseException, item: Any, shown: str,
             attempt: int = 1, parent: Optional[int] = None) -> int:
         name = safe_codec_name()
+        _teach_codec(load_http=False)
         try:
             payload: Optional[bytes] = encode_item(item)
         except Exception as exc:  # kept, listed, not re-drivable
