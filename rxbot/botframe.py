@@ -174,10 +174,14 @@ class BotFrame(metaclass=_FrameType):
             from .engine import RunReport
 
             return RunReport()
-        from .stopping import run_until_stopped, thread_loop
+        from .stopping import release_thread_loop, run_until_stopped, thread_loop
 
         if cls._dry_run is not None:
-            recorded: "RunReport" = run_until_stopped(cls.run_async(pipes), thread_loop(), _print_stop(()))
+            loop, made = thread_loop()
+            try:
+                recorded: "RunReport" = run_until_stopped(cls.run_async(pipes), loop, _print_stop(()))
+            finally:
+                release_thread_loop(loop, made)
             return recorded
         from . import errors_display
         from .stats import hooked
@@ -198,7 +202,7 @@ class BotFrame(metaclass=_FrameType):
         chosen = cls._take(pipes)
         # the thread's own loop, as databot: made and set when there is none, and left set
         # and open afterwards (rxbot.stopping)
-        loop = thread_loop()
+        loop, made = thread_loop()
         try:
             with hooked(stats, interval), _setting("resume", config.resume if resume is None else bool(resume)), \
                     _setting("redrive", config.redrive if redrive is None else bool(redrive)):
@@ -208,6 +212,8 @@ class BotFrame(metaclass=_FrameType):
                 return report
         except KeyboardInterrupt as exc:
             raise errors_display.mark_interrupted(exc, _report_of(chosen))
+        finally:
+            release_thread_loop(loop, made)
 
     @classmethod
     def render(cls, path: str, format: str | None = None, pipes: Sequence[Any] | None = None,

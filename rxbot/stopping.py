@@ -27,7 +27,7 @@ import signal
 import socket
 import threading
 import warnings
-from typing import Any, Callable, Coroutine, Dict, List, Optional
+from typing import Any, Callable, Coroutine, Dict, List, Optional, Tuple
 
 #: seconds the event loop has to act on a first SIGINT/SIGTERM before the stop is forced
 STOP_GRACE = 1.0
@@ -36,9 +36,17 @@ STOP_GRACE = 1.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def thread_loop() -> asyncio.AbstractEventLoop:
-    """The thread's current event loop; a new one, set as current, when there is none or
-    it is closed (never a running one: the caller has checked)."""
+#: the loop rxbot made for the main thread. Kept, so that it is used again (and set as
+#: current again) when something unset the current loop in between, e.g. ``asyncio.run``
+#: or a test framework: dropped unclosed, it would be garbage with a ResourceWarning
+_made: Optional[asyncio.AbstractEventLoop] = None
+
+
+def thread_loop() -> Tuple[asyncio.AbstractEventLoop, bool]:
+    """The thread's current event loop, and whether it was made here: a new one, set as
+    current, when there is none or it is closed (never a running one: the caller has
+    checked). In the main thread, the loop rxbot made before comes back first."""
+    global _made
     with warnings.catch_warnings():
         # 3.12-3.13 warn when get_event_loop() makes the loop implicitly; making and
         # setting one is what is wanted here, and 3.14 raises instead of making one
@@ -47,10 +55,26 @@ def thread_loop() -> asyncio.AbstractEventLoop:
             loop: Optional[asyncio.AbstractEventLoop] = asyncio.get_event_loop()
         except RuntimeError:  # no loop set (3.14+), or not the main thread
             loop = None
-    if loop is None or loop.is_closed():
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-    return loop
+    if loop is not None and not loop.is_closed():
+        return loop, False
+    main = threading.current_thread() is threading.main_thread()
+    if main and _made is not None and not _made.is_closed():
+        asyncio.set_event_loop(_made)
+        return _made, False
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    if main:
+        _made = loop
+    return loop, True
+
+
+def release_thread_loop(loop: asyncio.AbstractEventLoop, made: bool) -> None:
+    """After a run: a loop made for another thread than the main one is closed and unset
+    (databot ran on the main thread's loop only; a thread's loop left open would be
+    dropped unclosed when the thread ends). The main thread's stays set and open."""
+    if made and threading.current_thread() is not threading.main_thread() and not loop.is_closed():
+        loop.close()
+        asyncio.set_event_loop(None)
 
 
 class SignalStop:
@@ -241,4 +265,4 @@ def _cancel_leftovers(loop: asyncio.AbstractEventLoop, before: set, task: "async
         loop.run_until_complete(asyncio.wait(leftovers))
 
 
-__all__ = ["STOP_GRACE", "SignalStop", "interruption", "run_until_stopped", "thread_loop"]
+__all__ = ["STOP_GRACE", "SignalStop", "interruption", "release_thread_loop", "run_until_stopped", "thread_loop"]

@@ -139,3 +139,59 @@ def test_run_inside_a_running_loop_points_at_run_async(tmp_path):
     assert lines[0] == ("BotFrame.run() was called inside a running event loop; use "
                         "'await BotFrame.run_async()' (or 'await pipe.run_async()') there instead")
     assert lines[1:] == ["1", "ran"]
+
+
+def test_the_loop_rxbot_made_is_used_again_after_something_unset_it():
+    """``asyncio.run`` (or a test framework) unsets the current loop when it ends: the loop
+    rxbot made is set again at the next run instead of being dropped unclosed (which
+    would be garbage with a ResourceWarning) and a new one made."""
+    import asyncio
+    import gc
+    import warnings
+
+    from rxbot import BotFrame, Pipe
+
+    policy = asyncio.get_event_loop_policy()
+    kept = policy._local._loop  # whatever this test process had set (restored below)
+    out = []
+    try:
+        asyncio.set_event_loop(None)
+        Pipe([1], out.append)
+        BotFrame.run()
+        first = asyncio.get_event_loop()
+        asyncio.run(asyncio.sleep(0))  # leaves no current loop behind
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            gc.collect()
+            Pipe([2], out.append)
+            BotFrame.run()
+            gc.collect()
+        again = asyncio.get_event_loop()
+    finally:
+        asyncio.set_event_loop(kept)
+    assert again is first
+    assert not first.is_closed()
+    assert out == [1, 2]
+    assert [str(w.message) for w in caught if "unclosed event loop" in str(w.message)] == []
+
+
+def test_a_run_in_another_thread_closes_the_loop_it_made():
+    import asyncio
+    import threading
+
+    from rxbot import BotFrame, Pipe
+
+    seen = []
+
+    def job():
+        Pipe([1], seen.append)
+        BotFrame.run()
+        try:
+            asyncio.get_event_loop()
+        except RuntimeError as exc:  # none left set in this thread, none left open
+            seen.append(type(exc).__name__)
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    thread.join(60)
+    assert seen == [1, "RuntimeError"]
