@@ -16,6 +16,7 @@ import functools
 import hashlib
 import inspect
 import re
+import tokenize
 from typing import Any
 
 from ..flow import Route
@@ -75,7 +76,9 @@ def _captured(value: Any, depth: int = 0) -> str:
 def _source(obj: Any) -> str:
     try:
         text = inspect.getsource(obj)
-    except (OSError, TypeError):
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError):
+        # (3.13's inspect raises TokenError for a function whose "file" is not Python
+        # source, e.g. code compiled with a made-up filename that linecache resolves)
         code = getattr(obj, "__code__", None)
         text = "?" if code is None else f"{code.co_code.hex()}|{_value(code.co_consts)}|{code.co_names}"
     return hashlib.sha256(text.encode()).hexdigest()
