@@ -390,6 +390,48 @@ def _render(pipes: Sequence[Any], path: str, format: str | None = None, **kwargs
     return render(pipes, path, format=format, **kwargs)
 
 
+class _Watchers:
+    """The façade's run observer (see ``rxbot.engine.hooks.RunObserver``): the live
+    listing of ``BotFrame.bots``/``debug()``, then progress bars and the stats hook."""
+
+    def started(self, ctx: Any, pipes: Sequence[Any]) -> None:
+        from . import live
+
+        live.started(ctx, pipes)
+
+    def running(self, ctx: Any, pipes: Sequence[Any]) -> None:
+        from .stats import attach
+
+        attach(ctx, pipes)
+
+    def ended(self, ctx: Any) -> None:
+        from . import live
+
+        live.ended(ctx)
+
+
+def _report_view(name: str, report: Any, *args: Any) -> Any:
+    """How a run report reads (see ``rxbot.display.set_report_view``)."""
+    if name == "html":
+        from .report_html import report_html
+
+        return report_html(report)
+    from . import report_io
+
+    view = {"text": report_io.to_text, "dict": report_io.to_dict, "json": report_io.to_json,
+            "totals": report_io.totals, "summary": report_io.summary}[name]
+    return view(report, *args)
+
+
+def _observe_runs() -> None:
+    from .display import set_report_view
+    from .engine.hooks import observe_runs
+
+    observe_runs(_Watchers())  # type: ignore[arg-type]
+    set_report_view(_report_view)
+
+
+_observe_runs()
 registry.provide("run", BotFrame.run)
 registry.provide("run_async", BotFrame.run_async)
 registry.provide("render", _render)

@@ -15,6 +15,24 @@ Bundle = Dict[str, Any]
 _drawer: Optional[Callable[[Any], Optional[Bundle]]] = None
 
 
+_report_view: Optional[Callable[..., Any]] = None
+
+
+def set_report_view(view: Optional[Callable[..., Any]]) -> None:
+    """``view(name, report, *args)`` gives a run report's text, data, JSON, totals,
+    summary or HTML table (``name``: 'text', 'dict', 'json', 'totals', 'summary',
+    'html'). The engine's ``RunReport`` asks through here, so the engine imports no
+    module that presents it; the package registers the view when it is imported."""
+    global _report_view
+    _report_view = view
+
+
+def report_view(name: str, report: Any, *args: Any) -> Any:
+    if _report_view is None:
+        raise RuntimeError("rxbot: no report view registered; import rxbot (the package) first")
+    return _report_view(name, report, *args)
+
+
 def set_drawer(drawer: Optional[Callable[[Any], Optional[Bundle]]]) -> None:
     """``drawer(obj)`` returns the mime bundle (``{'image/svg+xml': ..., ...}``) of a tree
     object, or None when it cannot draw one (then the notebook shows its repr)."""
@@ -35,4 +53,4 @@ class Displayable:
         return None if bundle is None else bundle.get("image/svg+xml")
 
 
-__all__ = ["Displayable", "set_drawer"]
+__all__ = ["Displayable", "set_drawer", "set_report_view", "report_view"]

@@ -173,3 +173,35 @@ def test_the_plan_sits_between_the_tree_and_the_engine():
     façade read it)."""
     above = import_graph()["rxbot.plan"] - TREE - BELOW_TREE
     assert above == set(), f"rxbot.plan imports {sorted(above)}"
+
+
+#: what the engine may import besides itself: the tree, the base modules, the plan
+ENGINE_MAY_IMPORT = TREE | BELOW_TREE | {"rxbot.plan", "rxbot.backoff"}
+
+
+def test_the_engine_imports_only_the_tree_and_base_modules():
+    """The engine knows no screen: live listing, progress, the stats hook and the report's
+    text/HTML attach from the façade (rxbot.engine.hooks.observe_runs,
+    rxbot.display.set_report_view)."""
+    graph = import_graph()
+    above = {m: sorted(d for d in deps if not d.startswith("rxbot.engine") and d not in ENGINE_MAY_IMPORT)
+             for m, deps in graph.items() if m.startswith("rxbot.engine")}
+    assert {m: deps for m, deps in above.items() if deps} == {}
+
+
+def package_graph(graph: Dict[str, Set[str]]) -> Dict[str, Set[str]]:
+    """The import graph with every module collapsed to its package (``rxbot.engine.x`` ->
+    ``rxbot.engine``; a top-level module stays itself)."""
+    def part(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    packages: Dict[str, Set[str]] = {}
+    for module, deps in graph.items():
+        packages.setdefault(part(module), set()).update(part(d) for d in deps if part(d) != part(module))
+    return packages
+
+
+def test_no_package_level_cycle():
+    """Collapsed to packages, the import graph has no cycle either (the old {engine,
+    live, report_html, render} one included)."""
+    assert cycles(package_graph(import_graph())) == []

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from ..config import config
+from ..display import report_view
 from ..errors import StepError, short_repr
 from ..walk import StepId
 from .gate import Boundary, Gate, halt
@@ -80,40 +81,31 @@ class RunReport:
                 return self.steps[path]
         raise KeyError(label)
 
-    def totals(self) -> Dict[str, int]:
-        from ..report_io import totals
-
-        return totals(self)
+    # how the report reads (text, data, JSON, HTML) is above the engine
+    # (rxbot.report_io, rxbot.report_html), reached through rxbot.display's registry
+    def totals(self) -> Dict[str, Any]:
+        """``items`` and every event counter summed (see :func:`rxbot.report_io.totals`)."""
+        return report_view("totals", self)  # type: ignore[no-any-return]
 
     def summary(self) -> str:
         """One line — items, failures, rate and, while running, the ETA where the
         sources' sizes are known (see :func:`rxbot.report_io.summary`)."""
-        from ..report_io import summary
-
-        return summary(self)
+        return report_view("summary", self)  # type: ignore[no-any-return]
 
     def to_dict(self) -> Dict[str, Any]:
         """The report as plain data, ready for JSON (see :func:`rxbot.report_io.to_dict`)."""
-        from ..report_io import to_dict
-
-        return to_dict(self)
+        return report_view("dict", self)  # type: ignore[no-any-return]
 
     def to_json(self, indent: int | None = 2) -> str:
         """The report as JSON text (``rxbot run --report json`` prints this)."""
-        from ..report_io import to_json
-
-        return to_json(self, indent)
+        return report_view("json", self, indent)  # type: ignore[no-any-return]
 
     def _repr_html_(self) -> str:
         """A table of the steps' counts, for notebooks."""
-        from ..report_html import report_html
-
-        return report_html(self)
+        return report_view("html", self)  # type: ignore[no-any-return]
 
     def __str__(self) -> str:
-        from ..report_io import to_text
-
-        return to_text(self)
+        return report_view("text", self)  # type: ignore[no-any-return]
 
 
 def _order(path: str) -> tuple:

@@ -233,4 +233,38 @@ def finish(ctx: "RunContext", hooks: Optional[RunHooks], raised: Optional[BaseEx
         log.exception("rxbot: RunHooks.finished failed (the run's own outcome stands)")
 
 
-__all__ = ["RunHooks", "RunOutcome", "StepFailure", "Operator"]
+
+
+class RunObserver:
+    """Something above the engine that watches every run (the live listing of
+    ``BotFrame.bots``, progress bars, the stats hook): the façade registers it with
+    :func:`observe_runs`, so the engine imports nothing that watches or draws it.
+
+    ``started`` runs once the run's report exists, before any item flows; ``running``
+    once the pipes are built, inside the run (start watcher tasks with ``ctx.spawn``);
+    ``ended`` after the run has shut down."""
+
+    def started(self, ctx: Any, pipes: Sequence[Any]) -> None:
+        """The run's report exists; no item has flowed yet."""
+
+    def running(self, ctx: Any, pipes: Sequence[Any]) -> None:
+        """The pipes are built and subscribed."""
+
+    def ended(self, ctx: Any) -> None:
+        """The run has shut down."""
+
+
+_observers: List[RunObserver] = []
+
+
+def observe_runs(observer: RunObserver) -> None:
+    """Call ``observer`` for every run from now on (once, however often registered)."""
+    if observer not in _observers:
+        _observers.append(observer)
+
+
+def observers() -> Tuple[RunObserver, ...]:
+    return tuple(_observers)
+
+
+__all__ = ["RunHooks", "RunOutcome", "StepFailure", "Operator", "RunObserver", "observe_runs", "observers"]

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
-from .. import live
 from ..flow import Pipe
 from ..node import Node
 from ..walk import StepId, nodes_in
 from .compiler import Builder
 from .context import RunContext, RunReport
-from .hooks import RunHooks, attach, build_pipe, finish
+from .hooks import RunHooks, attach, build_pipe, finish, observers
 from .ledger import ledger_lines, settle_ledger
 from .lifecycle import close_nodes, init_nodes, make_room_for, run_scope, subscribe_until_end, until_end
 from .operators import trigger
@@ -37,15 +36,16 @@ async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None,
     attach(ctx, hooks, len(pipes))
     if observe is not None:
         observe(ctx.report)
-    live.started(ctx, pipes)  # BotFrame.bots / debug()
+    watching = observers()  # BotFrame.bots / debug(), progress, the stats hook (the façade's)
+    for observer in watching:
+        observer.started(ctx, pipes)
     raised: BaseException | None = None
     try:
-        async with run_scope(ctx, nodes_of(pipes), after_shutdown=lambda: live.ended(ctx)):
+        async with run_scope(ctx, nodes_of(pipes), after_shutdown=lambda: _ended(watching, ctx)):
             builder = Builder(ctx)
             ends = [_start(pipe, builder, ctx, root, hooks) for pipe, root in zip(pipes, roots)]
-            from ..stats import attach as attach_watchers  # progress bars, the stats hook
-
-            attach_watchers(ctx, pipes)
+            for observer in watching:
+                observer.running(ctx, pipes)
             await until_end(ctx, ends)
     except BaseException as exc:
         raised = exc
@@ -97,3 +97,8 @@ def _start(pipe: Pipe, builder: Builder, ctx: RunContext, root: StepId, hooks: R
 
 
 __all__ = ["run_pipes", "nodes_in", "nodes_of", "init_nodes", "close_nodes"]
+
+
+def _ended(watching: Sequence[Any], ctx: RunContext) -> None:
+    for observer in watching:
+        observer.ended(ctx)
