@@ -600,8 +600,8 @@ def _describe(nodes: Sequence[Lowered], ind: str, lines: List[str]) -> None:
         elif isinstance(n, RoutePlan):
             lines.append(f"{ind}route {_name(n.id)}: {n.kind}, share={n.share}, join={n.join}, matches {n.match}: "
                          f"{n.strategy} — not generated code: {n.reason}")
-            for b, branch in enumerate(n.branches):
-                lines.append(f"{ind}  branch {b + 1}:")
+            for number, branch in enumerate(n.branches, start=1):
+                lines.append(f"{ind}  branch {number}:")
                 _describe(branch, ind + "    ", lines)
         elif isinstance(n, BlockedJoinPlan):
             lines.append(f"{ind}BlockedJoin {_name(n.id)}: {n.strategy} — {n.reason}")

@@ -385,8 +385,8 @@ class _Program:
         self.uncounted_head = False
         out.append(f"        {ret}")
         out += self._pull()
-        pull = "pull" if self.pullable() else "None"
-        out.append(f"    return entry, many, [{', '.join(f'a{j}' for j in range(n))}], {pull}")
+        pulled = "pull" if self.pullable() else "None"
+        out.append(f"    return entry, many, [{', '.join(f'a{j}' for j in range(n))}], {pulled}")
         return "\n".join(out)
 
 
