@@ -41,6 +41,18 @@ def dask_cluster(tmp_path_factory):
     logs = [open(folder / f"dask{i}.log", "w") for i in range(3)]
     procs = [subprocess.Popen(["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
                                "--no-dashboard"], env=env, stdout=logs[0], stderr=subprocess.STDOUT)]
+    try:
+        yield from _started(procs, port, address, env, logs)
+    finally:  # also when starting failed: never leave a scheduler or worker behind
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=30)
+        for log in logs:
+            log.close()
+
+
+def _started(procs, port, address, env, logs):
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -59,12 +71,6 @@ def dask_cluster(tmp_path_factory):
         workers = client.run(os.getpid)  # address -> pid: the processes started here (no nanny)
     assert sorted(workers.values()) == sorted(p.pid for p in procs[1:])
     yield address, workers
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
-    for log in logs:
-        log.close()
 
 
 def test_preflight_uploads_the_scripts_own_modules(dask_cluster, tmp_path):
