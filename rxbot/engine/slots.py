@@ -206,9 +206,6 @@ class Slots:
                                 left -= 1
                                 if not left:  # the run's live counts, as at a source's pause
                                     left = every
-                                    publish = getattr(counts, "publish", None)
-                                    if publish is not None:  # a source's tally: into its stats
-                                        publish()
                                     if gate.on_pause is not None:
                                         gate.on_pause()
                                 continue
@@ -245,9 +242,6 @@ class Slots:
                                     left -= 1
                                     if not left:
                                         left = every
-                                        publish = getattr(counts, "publish", None)
-                                        if publish is not None:
-                                            publish()
                                         if gate.on_pause is not None:
                                             gate.on_pause()
                                     continue

@@ -74,10 +74,7 @@ class _Pulled(InputQueue):
                 # source with itself) may be adding to meanwhile
                 tally = _Tally(stats)
                 try:
-                    try:
-                        await self.produce(item, fast_on_next(self.observer), gate, tally)
-                    finally:
-                        tally.publish()
+                    await self.produce(item, fast_on_next(self.observer), gate, tally)
                 except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                     # its sequence was cut short: the run was cancelled, or a signal
                     # interrupted a step this push was in (rxbot.stopping)
@@ -107,25 +104,23 @@ class _Pulled(InputQueue):
 
 
 class _Tally:
-    """What one input's sequence has pushed so far (``out``, a plain counter: the hot
-    loops add to it per element), added to the step's own stats at each ``publish`` —
-    at the source's pauses and every ``yield_every`` drawn elements (live views read
-    those) and when the input is done."""
+    """What one input's sequence has pushed so far (``out``), added to the step's own
+    stats as it grows (live views read those)."""
 
-    __slots__ = ("stats", "out", "published")
+    __slots__ = ("stats", "n")
 
     def __init__(self, stats: Any) -> None:
         self.stats = stats
-        self.out = 0
-        self.published = 0
+        self.n = 0
 
-    def publish(self) -> None:
-        self.stats.out += self.out - self.published
-        self.published = self.out
+    @property
+    def out(self) -> int:
+        return self.n
 
-
-def _unpublished() -> None:
-    """``publish`` of stats that are the step's own (nothing to add)."""
+    @out.setter
+    def out(self, value: int) -> None:
+        self.stats.out += value - self.n
+        self.n = value
 
 
 async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats: Any) -> None:
@@ -159,7 +154,6 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
 async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, every: int) -> None:
     """:func:`iterate`'s loop over the source's iterator ``it``."""
     many = getattr(emit, "__rxbot_many__", None)
-    publish = getattr(stats, "publish", _unpublished)
     ended = False
     fed = 0
 
@@ -181,7 +175,6 @@ async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, ev
         fed += 1
         if fed >= every and gate.on_pause is not None:  # live counts, as at a pause
             fed = 0
-            publish()
             gate.on_pause()
         return True
 
@@ -217,7 +210,6 @@ async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, ev
                 stats.out += finished_in_slice(exc, many)
                 raise
             stats.out += taken  # published at each pause, as below
-            publish()
             if taken < every and not gate.blocked:
                 return  # the iterator ended
             if gate.blocked:
@@ -234,7 +226,6 @@ async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, ev
             n += 1
             if gate.blocked or n >= every:
                 stats.out += n  # published at each pause, so live views see it grow
-                publish()
                 n = 0
                 if not gate.blocked:
                     await gate.pause()
@@ -243,7 +234,6 @@ async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, ev
                     return
     finally:
         stats.out += n
-        publish()
 
 
 def finished_in_slice(exc: BaseException, many: Callable[..., int]) -> int:
