@@ -128,9 +128,9 @@ async def redrive(pipes: Sequence[Any], run: Callable[[Sequence[Any], RunHooks],
     path = store_path()
     if not path.exists():
         log.warning("rxbot: no dead letters to re-drive (looked in %s)", path)
-        report = RunReport()
-        report.redrive = {}  # type: ignore[attr-defined]
-        return report
+        empty = RunReport()
+        empty.redrive = {}  # type: ignore[attr-defined]
+        return empty
     store = LetterStore(path)
     summary = RedriveSummary()
     report: Any = None

@@ -438,7 +438,7 @@ class ResumeHooks(RunHooks):
             resume.run_key = f"{name}/{pipe.name or where}"
             self.pipes.append(resume)
 
-    def source(self, pipe: int) -> Optional[Tuple[int, Iterable[Any]]]:
+    def source(self, pipe: int) -> Optional[Tuple[int, Any]]:  # a feed (see RunHooks.source)
         return 1, _Feed(self.pipes[pipe - 1])
 
     def finished(self, outcome: RunOutcome) -> None:
