@@ -74,9 +74,16 @@ def test_an_editable_install_is_visible_to_mypy_from_any_folder(tmp_path):
     import os
 
     env_dir = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(env_dir)],
-                   check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
     python = str(env_dir / "bin" / "python")
+    # the test environment's packages (pip, setuptools, mypy, rxbot's dependencies) seen
+    # through a .pth file: --system-site-packages would show the base interpreter's
+    # packages instead, which a fresh machine's Python does not have
+    import site
+
+    child_site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    (Path(child_site) / "_test_environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIP_REQUIRE_VIRTUALENV")}
     install = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
                               "-q", "-e", str(ROOT)], capture_output=True, text=True, timeout=300, env=clean)
