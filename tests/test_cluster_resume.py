@@ -21,6 +21,7 @@ import pytest
 from rxbot import BotFrame, Pipe, Step
 
 ITEMS = 3000
+GATE_AT = 300  # items of a shard that pass before its worker may be killed
 
 
 def free_port() -> int:
@@ -135,7 +136,7 @@ def test_a_stopped_sharded_run_reports_the_shards_merged_counts(dask_cluster):
     assert pipe.report.find("slow").out > 0
 
 
-def test_a_worker_killed_mid_shard_costs_nothing(dask_cluster, mysql_params):
+def test_a_worker_killed_mid_shard_costs_nothing(dask_cluster, mysql_params, tmp_path, monkeypatch):
     import pymysql
 
     from rxbot.db.mysql import Insert
@@ -146,32 +147,52 @@ def test_a_worker_killed_mid_shard_costs_nothing(dask_cluster, mysql_params):
                           password=mysql_params["password"], database=mysql_params["db"], autocommit=True)
     with raw.cursor() as cur:
         cur.execute(f"CREATE TABLE {table} (n INT, part INT, pid INT)")  # no key: doubles show
-    killed = []
+    from rxbot.config import config
+
+    # a checkpoint every 100 source items: a shard's first GATE_AT items are committed in
+    # three epochs before it pauses at the gate (an item waiting there keeps its epoch open)
+    monkeypatch.setattr(config, "checkpoint_items", 100)
+    killed: list[int] = []
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    run_over = threading.Event()
+    seen: list = []  # what the killer saw last: paused workers, rows by worker
 
     def kill_one_worker_mid_shard():
-        """Once a quarter of the rows are in, kill (by pid) the worker that wrote the most of a shard still going."""
+        """When a shard has paused at its gate and its rows so far are committed, kill (by pid)
+        its worker, then open the gate. Driven by the shards' own progress, not by timing: on a
+        quiet machine a shard of 3,000 items is over in about a second."""
         con = pymysql.connect(host=mysql_params["host"], port=mysql_params["port"], user=mysql_params["user"],
                               password=mysql_params["password"], database=mysql_params["db"], autocommit=True)
         try:
-            end = time.time() + 120
-            while time.time() < end and not killed:
+            deadline = time.time() + 60
+            while not run_over.is_set() and time.time() < deadline:
+                paused = [int(p.name.split("-")[1]) for p in gate.glob("paused-*")]
                 with con.cursor() as cur:
                     cur.execute(f"SELECT pid, COUNT(*) FROM {table} GROUP BY pid")
                     by_pid = dict(cur.fetchall())
-                # a worker whose shard is still going (a shard writes ITEMS rows: half the
-                # items, two rows each); killing one that has finished its shard re-runs nothing
-                going = {p: n for p, n in by_pid.items() if n < ITEMS}
-                if sum(by_pid.values()) >= ITEMS // 2 and going:
-                    pid = max(going, key=going.get)
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
+                ready = [pid for pid in paused if by_pid.get(pid, 0) == 2 * GATE_AT]
+                seen[:] = [paused, by_pid]
+                if ready:
+                    os.kill(ready[0], signal.SIGKILL)
+                    killed.append(ready[0])
                     return
                 time.sleep(0.05)
         finally:
+            (gate / "open").touch()  # the survivor, and the re-run, go on
             con.close()
 
+    passed: list[int] = []  # per shard attempt: the pipe is unpickled once per attempt
+
     async def fetch(i):
+        """The first GATE_AT items of a shard pass; the rest wait at the gate until a worker
+        has been killed (the re-run finds the gate open)."""
         import asyncio
+        if len(passed) >= GATE_AT and not (gate / "open").exists():
+            (gate / f"paused-{os.getpid()}").touch()
+            while not (gate / "open").exists():
+                await asyncio.sleep(0.02)
+        passed.append(i)
         await asyncio.sleep(0.002)
         return i
 
@@ -184,9 +205,12 @@ def test_a_worker_killed_mid_shard_costs_nothing(dask_cluster, mysql_params):
              Insert(f"INSERT INTO {table} (n, part, pid) VALUES ({{n}}, {{part}}, {{pid}})", **mysql_params))
         killer = threading.Thread(target=kill_one_worker_mid_shard)
         killer.start()
-        report = BotFrame.run(cluster=address, shards=2)
-        killer.join()
-        assert killed and killed[0] in workers.values()
+        try:
+            report = BotFrame.run(cluster=address, shards=2)
+        finally:
+            run_over.set()
+            killer.join()
+        assert killed and killed[0] in workers.values(), f"no worker killed; paused, rows by pid: {seen}"
         with raw.cursor() as cur:
             cur.execute(f"SELECT n, part FROM {table}")
             rows = Counter(tuple(r) for r in cur.fetchall())
