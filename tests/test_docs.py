@@ -8,7 +8,10 @@
   :data:`CONTINUES` (``# ... continues the example above``, visible on the page) is run
   after the blocks it continues, in the same interpreter and namespace. A block
   directly followed by a ```` ```text ```` block must print exactly that (``...``
-  matches anything, as in doctest's ELLIPSIS). A block preceded by the MyST comment line
+  matches anything, as in doctest's ELLIPSIS); where the unfused build
+  (``RXBOT_NO_FUSION=1``) prints something else, a later ```` ```text ```` block
+  preceded by the MyST comment line :data:`UNFUSED` shows that, and is what the block
+  must print on that build. A block preceded by the MyST comment line
   ``% norun`` is not run (it needs MariaDB, or is a fragment).
 
 Run one page by hand: ``python tests/test_docs.py docs/concepts.md``.
@@ -70,6 +73,8 @@ def snippets(text: str) -> List[Snippet]:
                     while m < len(lines) and lines[m].rstrip() != "```":
                         m += 1
                     expected = "\n".join(lines[k + 1:m]) + "\n"
+                    if not fusion_on():
+                        expected = unfused_text(lines, m + 1) or expected
                 out.append((start, body, expected))
             i = j + 1
             previous = "```"
@@ -78,6 +83,36 @@ def snippets(text: str) -> List[Snippet]:
             previous = line
         i += 1
     return out
+
+
+#: the MyST comment line before a ```` ```text ```` block that shows what the block
+#: before it prints on the unfused build (``RXBOT_NO_FUSION=1``), where that differs
+UNFUSED = "% unfused build"
+
+
+def fusion_on() -> bool:
+    """The build the snippets run on (RXBOT_NO_FUSION=1 selects the unfused one)."""
+    from rxbot import config
+
+    return bool(config.fusion)
+
+
+def unfused_text(lines: List[str], after: int) -> Optional[str]:
+    """The output a block prints on the unfused build: the ```` ```text ```` block marked
+    :data:`UNFUSED` that follows the default output (at line ``after``) before the next
+    python block, if the page shows one."""
+    k = after
+    previous = ""
+    while k < len(lines) and lines[k].strip() != "```python":
+        if lines[k].strip() == "```text" and previous == UNFUSED:
+            m = k + 1
+            while m < len(lines) and lines[m].rstrip() != "```":
+                m += 1
+            return "\n".join(lines[k + 1:m]) + "\n"
+        if lines[k].strip():
+            previous = lines[k].strip()
+        k += 1
+    return None
 
 
 #: the first line of a block that builds on the block before it (and so on up)
@@ -241,6 +276,18 @@ def test_a_continuing_block_says_so_and_runs_after_the_ones_it_continues():
                       "```python", CONTINUES, "print(x + 1)", "```"])
     chains = groups(page)
     assert [[line for line, _, _ in chain] for chain in chains] == [[1], [5, 9]]
+
+
+def test_a_block_marked_unfused_build_is_the_expected_output_on_that_build():
+    from rxbot import config
+
+    page = "\n".join(["```python", "print(1)", "```", "", "```text", "fused", "```", "", "Off:", "",
+                      UNFUSED, "```text", "unfused", "```", "", "```python", "print(2)", "```", "",
+                      "```text", "two", "```"])
+    config.fusion = True
+    assert [expected for _, _, expected in snippets(page)] == ["fused\n", "two\n"]
+    config.fusion = False
+    assert [expected for _, _, expected in snippets(page)] == ["unfused\n", "two\n"]
 
 
 if __name__ == "__main__":
