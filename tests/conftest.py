@@ -23,6 +23,37 @@ def require_service(name: str, host: str, port: int) -> None:
         pytest.skip(msg)
 
 
+def require_distributed(pickle_by_value: str | None = None):
+    """Dask's ``distributed``, or a skip (laptop) / failure (CI) naming the extra to install.
+    ``pickle_by_value``: a test module whose functions the workers get by value, as they get
+    a script's (the workers cannot import a test module)."""
+    try:
+        import cloudpickle
+        import distributed
+    except ImportError as exc:
+        msg = f"Dask distributed is not installed ({exc}); pip install 'rxbot[test]'"
+        if REQUIRE_SERVICES:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    if pickle_by_value is not None:
+        import sys
+
+        cloudpickle.register_pickle_by_value(sys.modules[pickle_by_value])
+    return distributed
+
+
+def local_cluster(**options):
+    """A LocalCluster on loopback with rxbot's options (and ``options`` over them), its
+    scheduler address yielded, closed after: for module-scoped ``cluster`` fixtures."""
+    from rxbot.engine.dask_boost import LOCAL_CLUSTER_OPTIONS
+
+    local = require_distributed().LocalCluster(**{**LOCAL_CLUSTER_OPTIONS, **options})
+    try:
+        yield local.scheduler_address
+    finally:
+        local.close()
+
+
 @pytest.fixture
 def mysql_params():
     """Connection arguments for the local MariaDB (the project machines' real server)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REQUIRE_SERVICES
+from conftest import local_cluster, require_distributed
 from launch import kill_group, popen
 from rxbot import (BlockedJoin, BotFrame, Branch, Filter, Fork, Join, Loop, Node, Pipe, Return,
                    Step, Timer, aiofile, config, shard)
@@ -31,31 +31,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _require_distributed():
-    try:
-        import cloudpickle
-        import distributed
-    except ImportError as exc:
-        msg = f"Dask distributed is not installed ({exc}); pip install 'rxbot[test]'"
-        if REQUIRE_SERVICES:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    # the workers get this module's functions by value, as they get a script's
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    return distributed
+    return require_distributed(pickle_by_value=__name__)
 
 
 @pytest.fixture(scope="module")
 def cluster():
     """A LocalCluster on loopback shared by the module: 2 worker processes x 2 task slots,
     so 4 shards run at once."""
-    distributed = _require_distributed()
-    from rxbot.engine.dask_boost import LOCAL_CLUSTER_OPTIONS
-
-    local = distributed.LocalCluster(**{**LOCAL_CLUSTER_OPTIONS, "threads_per_worker": 2})
-    try:
-        yield local.scheduler_address
-    finally:
-        local.close()
+    _require_distributed()
+    yield from local_cluster(threads_per_worker=2)
 
 
 def read_outputs(folder: Path) -> collections.Counter:

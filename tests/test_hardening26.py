@@ -15,21 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REQUIRE_SERVICES
+from conftest import local_cluster, require_distributed
 from rxbot import BotFrame, Pipe, config
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _require_distributed():
-    try:
-        import distributed
-    except ImportError as exc:
-        msg = f"Dask distributed is not installed ({exc}); pip install 'rxbot[test]'"
-        if REQUIRE_SERVICES:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return distributed
 
 
 class SilentServer:
@@ -74,7 +63,7 @@ def _run_sharded_against(address: str):
 
 
 def test_item02_a_scheduler_that_never_answers_fails_the_run_within_the_connect_deadline():
-    _require_distributed()
+    require_distributed()
     server = SilentServer()
     config.connect_timeout = 1
     Pipe(range(3), double)
@@ -91,7 +80,7 @@ def test_item02_a_scheduler_that_never_answers_fails_the_run_within_the_connect_
 
 
 def test_item02_the_dashboard_port_given_for_the_scheduler_gets_a_hint():
-    _require_distributed()
+    require_distributed()
     try:
         server = SilentServer("127.0.0.26", 8787)  # a loopback host of its own
     except OSError:  # a real dashboard (another test's scheduler) listens on every interface
@@ -119,17 +108,8 @@ def test_item02_connect_timeout_comes_from_the_environment(monkeypatch):
 @pytest.fixture(scope="module")
 def dask_cluster():
     """A LocalCluster on loopback for the sharded-run tests of this module."""
-    distributed = _require_distributed()
-    import cloudpickle
-
-    from rxbot.engine.dask_boost import LOCAL_CLUSTER_OPTIONS
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # as a script's functions go
-    local = distributed.LocalCluster(**{**LOCAL_CLUSTER_OPTIONS, "threads_per_worker": 2})
-    try:
-        yield local.scheduler_address
-    finally:
-        local.close()
+    require_distributed(pickle_by_value=__name__)  # as a script's functions go
+    yield from local_cluster(threads_per_worker=2)
 
 
 class HoldsALock(Exception):
@@ -178,7 +158,7 @@ def test_item12_an_unpicklable_cause_does_not_cost_the_exception_itself(dask_clu
 
 @pytest.mark.parametrize("shards", [2, None])
 def test_item12_an_unpicklable_source_item_is_named_before_connecting(shards):
-    _require_distributed()
+    require_distributed()
     from rxbot.cluster import ShardingError
 
     server = SilentServer()  # would hang or fail if the run connected to it

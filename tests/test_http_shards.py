@@ -3,36 +3,19 @@ gets its share of the limits. A real Dask LocalCluster (2 worker processes), ser
 127.0.0.2/127.0.0.3 in a thread of this process, peaks measured server-side."""
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
+from conftest import local_cluster, require_distributed
 from hosts_http import HostsInThread
 from rxbot import BotFrame, HttpLoader, Pipe
 
 A, B = "127.0.0.2", "127.0.0.3"
-REQUIRE_SERVICES = os.environ.get("RXBOT_REQUIRE_SERVICES") == "1"
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    try:
-        import cloudpickle
-        import distributed
-    except ImportError as exc:
-        msg = f"Dask distributed is not installed ({exc}); pip install 'rxbot[test]'"
-        if REQUIRE_SERVICES:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    from rxbot.engine.dask_boost import LOCAL_CLUSTER_OPTIONS
-
-    local = distributed.LocalCluster(**{**LOCAL_CLUSTER_OPTIONS, "n_workers": 2, "threads_per_worker": 1})
-    try:
-        yield local.scheduler_address
-    finally:
-        local.close()
+    require_distributed(pickle_by_value=__name__)
+    yield from local_cluster(n_workers=2, threads_per_worker=1)
 
 
 def status(response):
