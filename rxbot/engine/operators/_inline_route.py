@@ -186,6 +186,12 @@ def branch_runner(entries: Sequence[Entry], counting: bool) -> Callable[[Any], A
 
 
 async def _collect(y: Any, rt: StepRuntime, item: Any, out: list, counting: bool) -> None:
+    """Await step ``rt``'s pending result ``y`` for ``item`` into ``out``. The input was
+    counted in when the step was called, so a stop that cancels the await here settles
+    it as cancelled (the items an async generator gave before are fan-out): otherwise
+    the ledger of a step inside a BlockedJoin's branch misses the item the stop cut off
+    (the correlating map only counts its own input as cancelled)."""
+    given = 0
     try:
         while True:
             if _take(y, rt, item, out, counting) is None:
@@ -195,9 +201,15 @@ async def _collect(y: Any, rt: StepRuntime, item: Any, out: list, counting: bool
                 continue
             async for v in y:  # AGEN
                 out.append(v)
+                given += 1
                 if counting:
                     rt.stats.out += 1
             return
+    except asyncio.CancelledError:
+        if counting:
+            rt.stats.cancelled += 1
+            rt.stats.fanout += given
+        raise
     except Exception as exc:
         _failed(rt, exc, item, out)
 
