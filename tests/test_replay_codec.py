@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rxbot.replay.codec import (MAX_DEPTH, MAX_FRACTION_BYTES, MAX_INT_BYTES, Ext, ReplayDecodeError,
-                                ReplayEncodeError, decode, encode, read_items)
+                                ReplayedError, ReplayEncodeError, decode, encode, read_items)
 
 FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 #: generating nested values costs hypothesis more than decoding them costs us
@@ -200,3 +200,33 @@ def test_the_replay_benchmark_checks_what_it_times():
     rows = bench_replay.bench_mode(50, repeat=1)
     assert [r.case for r in rows] == ["3 sync steps, replay mode off", "3 sync steps, replay mode on (recorded, deleted)"]
     assert "WRONG" not in rows[1].note
+
+
+# ---- what reaches the disk -----------------------------------------------------------------------
+class TokenRefused(Exception):
+    """A user's exception class (rebuilt as ReplayedError when not importable)."""
+
+
+@pytest.mark.parametrize("error", [
+    ValueError("GET https://api.example/items?api_key=s3cr3t-v4lue failed"),
+    TokenRefused("login failed: password=s3cr3t-v4lue"),
+    KeyError("Authorization: Bearer s3cr3t-v4lue"),
+], ids=["builtin-url", "user-class", "builtin-header"])
+def test_an_errors_text_reaches_the_replay_file_redacted(error):
+    """A failed item kept by the pipein policy carries its error into the replay cache: the
+    error's text leaves the process there, so it is redacted (items themselves replay
+    exactly); the rest of the error comes back as it was."""
+    from rxbot.errors import StepError
+
+    item = {"url": "https://shop.example/p/1", "n": 1}
+    for value in (error, StepError("parse", item, error)):
+        data = encode(value)
+        assert b"s3cr3t-v4lue" not in data
+        back = decode(data)
+        inner = back.exception if isinstance(back, StepError) else back
+        assert "s3cr3t-v4lue" not in str(inner) and "***" in str(inner)
+        # builtin errors are rebuilt as themselves, others stand in as ReplayedError
+        expected = type(error) if type(error).__module__ == "builtins" else ReplayedError
+        assert type(inner) is expected
+        if isinstance(back, StepError):
+            assert back.item == item and back.step == "parse"  # the item itself is exact

@@ -46,6 +46,7 @@ from typing import IO, Any, Callable, Dict, Iterator, List, Protocol, Tuple, Typ
 import msgpack
 
 from ..errors import StepError
+from ..redact import redact
 
 OPT_IN = ("config.replay_serializer = 'pickle' (the cache is then signed with an HMAC key "
           "kept beside it and refused if the signature does not match)")
@@ -244,16 +245,19 @@ class _Encoder:
     def _exception(self, x: BaseException) -> msgpack.ExtType:
         if type(x) is StepError:  # the pipein policy's items
             item = self._tuple_or_none([x.item])  # a 1-tuple: None is an item too
-            body = [x.step, item if item is not None else repr(x.item)[:1000], self._exception(x.exception)]
+            body = [x.step, item if item is not None else redact(repr(x.item)[:1000]), self._exception(x.exception)]
             return _ext(Ext.STEPERROR, self.nested(body))
         ref = f"{type(x).__module__}:{type(x).__qualname__}"
-        args = self._tuple_or_none(list(x.args)) if type(x).__module__ == "builtins" else None
+        # an error's text is what leaves the process (to disk) here, not an item that must
+        # replay exactly: its message and string arguments are redacted, as in every report
+        args = (self._tuple_or_none([redact(a) if isinstance(a, str) else a for a in x.args])
+                if type(x).__module__ == "builtins" else None)
         step = getattr(x, "rxbot_step", None)  # a pipein item: where it failed
         if isinstance(step, str):
             item = self._tuple_or_none([getattr(x, "rxbot_item", None)])
         else:
             step = item = None
-        return _ext(Ext.EXCEPTION, self.nested([ref, str(x), args, step, item]))
+        return _ext(Ext.EXCEPTION, self.nested([ref, redact(x), args, step, item]))
 
 
 def _refusal(item: Any, exc: Exception) -> ReplayEncodeError:
