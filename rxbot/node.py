@@ -7,7 +7,7 @@ the first item and ``close()`` once after the last, however many pipes share the
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, List, Mapping
 
 
 BOOST_TYPES = ("thread", "process", "cluster")
@@ -43,8 +43,8 @@ class Node:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.args = args
         self.kwargs = _DotDict(kwargs)  # databot nodes read self.kwargs.host
-        self._refs = 0
-        self._inited = False
+        # _refs/_inited start as the class defaults: an idle node holds no lifecycle
+        # state of its own (10,000 pipes are built before any runs; issue 26, item 11)
         self.init_param()
 
     def init_param(self) -> None:
@@ -195,6 +195,43 @@ class Timer(Node):
         d = f"{self.delay:g}s"
         extra = f", max_time={self.max_time}" if self.max_time is not None else ""
         return f"Timer({d}{extra})"
+
+
+class _NotRunning(list):
+    """The buffer a node keeps per run, before a run has opened it: always empty, and
+    adding to it is refused with a clear error (the node was called outside a run).
+    A class attribute, so an idle node holds no buffers of its own (issue 26, item 11)."""
+
+    def append(self, entry: Any) -> None:
+        raise RuntimeError("rxbot: a node was called outside a run (init() has not been called); "
+                           "put it in a Pipe and run it")
+
+    def extend(self, entries: Any) -> None:
+        self.append(None)
+
+
+#: shared by every node class that buffers per run: see :class:`_NotRunning`
+NOT_RUNNING: List[Any] = _NotRunning()
+
+_UNSET = object()
+
+
+def keep_settings(node: Any, settings: Mapping[str, Any]) -> None:
+    """Set each of ``settings`` on ``node``, except those equal to the class's default
+    (same type, equal value): those are read from the class, shared by every instance.
+
+    Why: CPython keeps an instance's attributes in a compact table shared by its class
+    only up to 29 names; from the 30th on each instance gets a dict of its own (~1.6 KiB).
+    A node with many options (HttpLoader has 30) then costs more than the rest of its
+    pipe; with its defaults on the class an idle one holds only what the user changed
+    (issue 26, item 11: 10,000 pipes)."""
+    cls = type(node)
+    for key, value in settings.items():
+        default = getattr(cls, key, _UNSET)
+        if value is default or (type(value) is type(default) and value == default):
+            node.__dict__.pop(key, None)
+        else:
+            setattr(node, key, value)
 
 
 class _DotDict(dict):

@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator, Callable, Deque
 
 import aiofiles
 
-from ..node import Node, pass_on
+from ..node import NOT_RUNNING, Node, pass_on
 
 log = logging.getLogger("rxbot")
 
@@ -82,15 +82,22 @@ class aiofile(Node):  # noqa: N801 - databot's name
         self.buffer_size = buffer_size
         self.name = name
         self._fmt: Callable[[Any], str] = _FORMATTERS[format]
-        self._reset()
+        # the buffers and the file are made by init(), per run (issue 26, item 11)
+
+    _fh: Any = None
+    _buf: list = NOT_RUNNING
+    _size = 0
+    _chunks: Deque[str] = deque(maxlen=0)  # full buffers waiting for the writer, in order
+    _writing: asyncio.Future | None = None
+    _lock: asyncio.Lock | None = None
 
     def _reset(self) -> None:
-        self._fh: Any = None
-        self._buf: list = []
+        self._fh = None
+        self._buf = []
         self._size = 0
-        self._chunks: Deque[str] = deque()  # full buffers waiting for the writer, in order
-        self._writing: asyncio.Future | None = None
-        self._lock: asyncio.Lock | None = None
+        self._chunks = deque()
+        self._writing = None
+        self._lock = None
 
     def label(self) -> str:
         return self.name or f"aiofile({os.path.basename(self.filename)})"

@@ -8,13 +8,14 @@ statement for every parameter set of a batch in one transaction, then commit).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 from collections import deque
 from typing import Any, AsyncIterator, Callable, Deque, Dict, Iterator, List, Sequence, Tuple
 
 from ..errors import short_repr
-from ..node import Node
+from ..node import NOT_RUNNING as _NOT_RUNNING, Node
 from .params import Statement
 from .values import ValueAdapter
 
@@ -105,9 +106,15 @@ class SqlNode(Node):
         self.statement = Statement.parse(sql, self.kind, self.backslash_escapes)
         self.statement.owner = self.label()
         self.driver_sql = self.statement.render(self.paramstyle)
-        #: converts each value exactly or refuses it (set by the back end's ``_setup``;
-        #: the MySQL nodes replace it at ``init()`` with one that knows the session zone)
-        self.values: ValueAdapter = self.make_values()
+
+    @functools.cached_property
+    def values(self) -> ValueAdapter:
+        """Converts each value exactly or refuses it: built on first use, not with the
+        node (its conversion tables cost ~1.5 KiB, and 10,000 idle pipes need none of them;
+        issue 26, item 11). The MySQL nodes replace it when a run opens its connections
+        with one that knows the session's time zone. Cached in the instance, so the row
+        path reads a plain attribute."""
+        return self.make_values()
 
     def make_values(self) -> ValueAdapter:  # pragma: no cover - back ends override
         """The back end's :class:`ValueAdapter` for this node."""
@@ -289,26 +296,46 @@ class InsertNode(SqlNode):
         super().__init__(sql, options)
         self.batch_size = _check_int(self.label(), "batch_size", batch_size, 1)
         self.flush_interval = _check_seconds(self.label(), "flush_interval", flush_interval, allow_none=True)
-        self._reset()
+        # the batching state below is made by init(), per run: an idle Insert holds none
+        # of it (a deque, two sets, six lists: ~1.5 KiB a node; issue 26, item 11)
+
+    # The state of a run, made by init(); the class gives what a node that never ran
+    # reports (settled_at_close, resume) and a clear error if it is called outside a run.
+    _buf: List[Tuple[Any, Any]] = _NOT_RUNNING
+    _unwritten: List[List[Tuple[Any, Any]]] = _NOT_RUNNING  # taken, not yet committed
+    _ready: List[Any]  # committed, not yet passed downstream
+    _lock: asyncio.Lock | None = None
+    _timer: asyncio.TimerHandle | None = None
+    _timed: set
+    _timed_failed: List[Tuple[Any, BaseException]]  # bad rows of timed batches
+    _timed_total: int
+    #: rows waiting for room, in arrival order, each with the future its call awaits
+    #: (the class's deque holds nothing: maxlen 0)
+    _waiting: Deque[Tuple[Tuple[Any, Any], asyncio.Future]] = deque(maxlen=0)
+    _committing: set  # ids of batches whose COMMIT has been sent
+    # what the last close() did with the rows the stopped run left here (settled_at_close)
+    _closed_written = 0
+    _closed_rejected: List[Tuple[Any, BaseException]] = _NOT_RUNNING
+    _cancelled_in_commit = 0  # calls cancelled while their own row was being written
+    _held_rows: List[Tuple[Any, Any]] = _NOT_RUNNING  # checkpointed: rows waiting for the checkpoint
+    _closed_discarded = 0  # checkpointed rows a stopped run left uncommitted
 
     def _reset(self) -> None:
-        self._buf: List[Tuple[Any, Any]] = []
-        self._unwritten: List[List[Tuple[Any, Any]]] = []  # taken, not yet committed
-        self._ready: List[Any] = []  # committed, not yet passed downstream
-        self._lock: asyncio.Lock | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timed: set = set()
-        self._timed_failed: List[Tuple[Any, BaseException]] = []  # bad rows of timed batches
+        self._buf = []
+        self._unwritten = []
+        self._ready = []
+        self._lock = None
+        self._timer = None
+        self._timed = set()
+        self._timed_failed = []
         self._timed_total = 0
-        #: rows waiting for room, in arrival order, each with the future its call awaits
-        self._waiting: Deque[Tuple[Tuple[Any, Any], asyncio.Future]] = deque()
-        self._committing: set = set()  # ids of batches whose COMMIT has been sent
-        # what the last close() did with the rows the stopped run left here (settled_at_close)
+        self._waiting = deque()
+        self._committing = set()
         self._closed_written = 0
-        self._closed_rejected: List[Tuple[Any, BaseException]] = []
-        self._cancelled_in_commit = 0  # calls cancelled while their own row was being written
-        self._held_rows: List[Tuple[Any, Any]] = []  # checkpointed: rows waiting for the checkpoint
-        self._closed_discarded = 0  # checkpointed rows a stopped run left uncommitted
+        self._closed_rejected = []
+        self._cancelled_in_commit = 0
+        self._held_rows = []
+        self._closed_discarded = 0
 
     async def init(self) -> None:
         self._reset()

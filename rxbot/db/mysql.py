@@ -53,9 +53,12 @@ class _MySQL(SqlNode):
             raise ValueError(f"{owner}: argument 'time_zone' must be a fixed UTC offset like '+00:00' or "
                              f"'-05:30' (the session is set to it), or None for the server's; got {time_zone!r}")
         self.time_zone = time_zone
-        self._pool: Any = None
-        self._tally = WarningTally()  # this run's warnings (Insert), reported at close
-        self.values = self.make_values()
+        # the pool, the warning tally and the value adapter are made when a run opens the
+        # node (_open), not here: an idle node holds none of them (issue 26, item 11)
+
+    _pool: Any = None
+    #: this run's warnings (Insert), reported at close; None until a run opens the node
+    _tally: WarningTally | None = None
 
     def make_values(self, offset: Any = None, zone: str = "not yet known (the node is not open)") -> MySQLValues:
         charset = getattr(self, "charset", "utf8mb4")
@@ -115,10 +118,10 @@ class _MySQL(SqlNode):
         return self.make_values(session_offset(str(zone), str(system)), shown)
 
     async def _close(self) -> None:
-        line = self._tally.summary(self.sql)
+        tally, self._tally = self._tally, None
+        line = tally.summary(self.sql) if tally is not None else None
         if line is not None:  # one line per run, not one per row (issue 26, item 16)
             log.warning("rxbot: %s: %s", self.label(), line)
-            self._tally = WarningTally()
         pool, self._pool = self._pool, None
         if pool is not None:
             # terminate, not close: a result stream abandoned by a failed run must not
@@ -176,7 +179,10 @@ class _MySQL(SqlNode):
         finally:
             pool.release(conn)
         # counted once committed: a batch rolled back and rewritten row by row is not counted twice
-        self._tally.add(len(params_list), affected, cur.warning_total, cur.first_warning)
+        tally = self._tally
+        if tally is None:  # written after close() (a straggler of a cancelled run)
+            tally = self._tally = WarningTally()
+        tally.add(len(params_list), affected, cur.warning_total, cur.first_warning)
 
     async def _insert_rows(self, cur: Any, conn: Any, parts: Tuple[str, str, str],
                            params_list: Sequence[Any]) -> int:

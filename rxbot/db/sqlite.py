@@ -56,8 +56,10 @@ class _SQLite(SqlNode):
             raise ValueError(f"{owner}: argument 'path' must be a database file path or ':memory:'; got {path!r}")
         self.path = path
         self.busy_timeout = _check_seconds(owner, "busy_timeout", busy_timeout)
-        self._shared: _Shared | None = None
-        self._slot: Tuple[int, str] | None = None
+
+    # the connection this node shares while a run has it open (set by _open)
+    _shared: _Shared | None = None
+    _slot: Tuple[int, str] | None = None
 
     def where(self) -> str:
         return self.path

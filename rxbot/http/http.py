@@ -35,7 +35,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ..config import config, policy_name
-from ..node import Node
+from ..node import Node, keep_settings
 from ..preview import preview
 from ..redact import redact
 
@@ -348,6 +348,44 @@ class HttpLoader(Node):
     retries. They are kept as ``http_retries`` and ``request_timeout``.
     """
 
+    # Each setting's default, on the class: an instance holds only the settings its
+    # user changed (see rxbot.node.keep_settings; issue 26, item 11).
+    delay: float = 0.0
+    request_timeout: aiohttp.ClientTimeout = aiohttp.ClientTimeout(total=None)
+    call_timeout: float | None = 20.0
+    max_size: int | None = DEFAULT_MAX_SIZE
+    max_field_size: int = 8190
+    headers: dict | None = None
+    proxy: str | None = None
+    concurrency: int = 32
+    max_in_flight: int = 32
+    http_retries: int = 3
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+    max_retry_after: float = 60.0
+    retry_statuses: frozenset | None = None
+    retry_non_idempotent: bool = False
+    verify_ssl: bool | _ssl.SSLContext = True
+    raise_for_status: bool = False
+    per_host: int | None = None
+    per_host_interval: float = 0.0
+    throttle: bool = False
+    throttle_target: float = 1.0
+    robots: bool = False
+    polite: bool = False
+    backlog: int = 1000
+    cache: str | None = None
+    cache_expire: float | None = None
+    cache_max_size: int = DEFAULT_CACHE_MAX_SIZE
+    # the state of a run, made by init() and dropped by close()
+    _gate: HostGate | None = None
+    _robots: RobotsRules | None = None
+    _cache: HttpCache | None = None
+    _session: aiohttp.ClientSession | None = None
+    #: per-host numbers of the last run (``host_report()``; read-only until a run ends)
+    hosts: Mapping[str, Any] = MappingProxyType({})
+    robots_disallowed: int = 0
+
     def __init__(
         self,
         delay: float = 0,
@@ -382,7 +420,7 @@ class HttpLoader(Node):
         session_policy: Any = None,
     ) -> None:
         super().__init__()
-        self.name = self._check_name(name)
+        name = self._check_name(name)
         if not _is_number(delay) or delay < 0:
             self._bad("delay", "a number of seconds >= 0", delay)
         call_timeout: float | None = None
@@ -469,47 +507,41 @@ class HttpLoader(Node):
             self._bad("cache_expire", "a positive number of seconds or None (never)", cache_expire)
         if isinstance(cache_max_size, bool) or not isinstance(cache_max_size, int) or cache_max_size < 1:
             self._bad("cache_max_size", "an int >= 1 (bytes)", cache_max_size)
-        self.per_host = per_host
-        self.per_host_interval = interval
-        self.throttle = throttle
-        self.throttle_target = float(throttle_target)
-        self.robots = robots
-        self.cache = os.fspath(cache) if cache is not None else None
-        self.cache_expire = cache_expire
-        self.cache_max_size = cache_max_size
-        #: the requests in flight at once (``concurrency``). With per-host limits the
-        #: engine gives the step ``backlog`` more slots: calls waiting for their host hold
-        #: those, never a request slot (see :mod:`rxbot.http.hosts`)
-        self.max_in_flight = concurrency
-        self.polite = bool(per_host or interval or throttle or robots)
-        if self.polite:
-            concurrency = concurrency + backlog
-        self.backlog = backlog
-        self._gate: HostGate | None = None
-        self._robots: RobotsRules | None = None
-        self._cache: HttpCache | None = None
-        #: per-host numbers of the last run (``host_report()``)
-        self.hosts: dict = {}
-        self.robots_disallowed = 0
-
-        self.delay = float(delay)
-        self.request_timeout = client_timeout
-        self.call_timeout = call_timeout
-        self.max_size = max_size
-        self.max_field_size = max_field_size
-        self.headers = headers
-        self.proxy = proxy
-        self.concurrency = concurrency
-        self.http_retries = retries
-        self.backoff = float(backoff)
-        self.max_backoff = float(max_backoff)
-        self.max_retry_after = float(max_retry_after)
-        self.retry_statuses = statuses
-        self.retry_non_idempotent = retry_non_idempotent
-        self.verify_ssl = verify_ssl
-        self.raise_for_status = raise_for_status
-        self.on_error = on_error
-        self._session: aiohttp.ClientSession | None = None
+        polite = bool(per_host or interval or throttle or robots)
+        keep_settings(self, {
+            "name": name,
+            "per_host": per_host,
+            "per_host_interval": interval,
+            "throttle": throttle,
+            "throttle_target": float(throttle_target),
+            "robots": robots,
+            "cache": os.fspath(cache) if cache is not None else None,
+            "cache_expire": cache_expire,
+            "cache_max_size": cache_max_size,
+            #: the requests in flight at once (``concurrency``). With per-host limits the
+            #: engine gives the step ``backlog`` more slots: calls waiting for their host
+            #: hold those, never a request slot (see :mod:`rxbot.http.hosts`)
+            "max_in_flight": concurrency,
+            "polite": polite,
+            "concurrency": concurrency + backlog if polite else concurrency,
+            "backlog": backlog,
+            "delay": float(delay),
+            "request_timeout": client_timeout,
+            "call_timeout": call_timeout,
+            "max_size": max_size,
+            "max_field_size": max_field_size,
+            "headers": headers,
+            "proxy": proxy,
+            "http_retries": retries,
+            "backoff": float(backoff),
+            "max_backoff": float(max_backoff),
+            "max_retry_after": float(max_retry_after),
+            "retry_statuses": statuses,
+            "retry_non_idempotent": retry_non_idempotent,
+            "verify_ssl": verify_ssl,
+            "raise_for_status": raise_for_status,
+            "on_error": on_error,
+        })
 
     # ---- argument checks ------------------------------------------------------------
     @staticmethod
@@ -623,7 +655,7 @@ class HttpLoader(Node):
         """Per-host numbers of the run going on (or of the last one): requests, statuses,
         bytes, latency percentiles (ms), current delay (s), in flight, queued, cache hits,
         URLs robots.txt disallowed."""
-        return self._gate.report() if self._gate is not None else self.hosts
+        return self._gate.report() if self._gate is not None else dict(self.hosts)
 
     def report_data(self) -> dict:
         """What this loader adds to the run report (``report.nodes[label]``)."""
