@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,60 +17,18 @@ from pathlib import Path
 
 import pytest
 
+from dask_procs import dask_processes
 from rxbot import BotFrame, Pipe, Step
 
 ITEMS = 3000
 GATE_AT = 300  # items of a shard that pass before its worker may be killed
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dask_cluster(tmp_path_factory):
     """A scheduler and two single-threaded workers, as subprocesses (killed by pid)."""
-    pytest.importorskip("distributed")
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in [str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")] if p))
-    folder = tmp_path_factory.mktemp("dask")
-    logs = [open(folder / f"dask{i}.log", "w") for i in range(3)]
-    procs = [subprocess.Popen(["dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], env=env, stdout=logs[0], stderr=subprocess.STDOUT)]
-    try:
-        yield from _started(procs, port, address, env, logs)
-    finally:  # also when starting failed: never leave a scheduler or worker behind
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=30)
-        for log in logs:
-            log.close()
-
-
-def _started(procs, port, address, env, logs):
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    for i in (1, 2):
-        procs.append(subprocess.Popen(["dask", "worker", address, "--nthreads", "1", "--no-nanny",
-                                       "--no-dashboard", "--host", "127.0.0.1", "--name", f"w{i}"],
-                                      env=env, stdout=logs[i], stderr=subprocess.STDOUT))
-    from distributed import Client
-
-    with Client(address, timeout=60) as client:
-        client.wait_for_workers(2, timeout=60)
-        workers = client.run(os.getpid)  # address -> pid: the processes started here (no nanny)
-    assert sorted(workers.values()) == sorted(p.pid for p in procs[1:])
-    yield address, workers
+    for procs in dask_processes(tmp_path_factory.mktemp("dask")):
+        yield procs.address, procs.workers
 
 
 def test_preflight_uploads_the_scripts_own_modules(dask_cluster, tmp_path):

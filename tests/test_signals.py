@@ -239,3 +239,40 @@ def test_an_ignored_sigint_stays_ignored_and_the_handlers_are_given_back():
     assert during[0] is signal.SIG_IGN
     assert during[1] == stop._on_signal
     assert after == (signal.SIG_IGN, before[1])
+
+
+CPU_BOUND = """
+    import time
+    from rxbot import BotFrame, Loop, Pipe, config
+
+    config.yield_every = 10 ** 9  # never by count: only time gives the loop its turns
+
+    def parse(x):
+        if x == 50:
+            print("spinning", flush=True)
+        try:
+            end = time.perf_counter() + 0.01  # 10 ms of CPU a page, never returning to the loop
+            while time.perf_counter() < end:
+                pass
+        except KeyboardInterrupt:
+            print("cut inside the step", flush=True)  # the stop was forced: the loop had no turn
+            raise
+        return x
+
+    Pipe(Loop(range(10 ** 6)), parse, lambda x: None)
+    BotFrame.run()
+"""
+
+
+@pytest.mark.parametrize("fusion", ["fused", "unfused"])
+def test_ctrl_c_stops_a_cpu_bound_run_gracefully(tmp_path, fusion):
+    """A CPU-bound run gives the loop a turn by time (issue 25.5), so the first Ctrl-C is
+    acted on by the loop (the graceful stop), never forced inside the step."""
+    env = child_env(RXBOT_NO_FUSION="1" if fusion == "unfused" else "0")
+    code, err, out, early = stop(_job(tmp_path, CPU_BOUND), signal.SIGINT, env=env)
+    assert code == -signal.SIGINT, err
+    assert "cut inside the step" not in out, err
+    line = re.match(r"rxbot: interrupted after (\d+) items", err)
+    assert line and int(line.group(1)) >= 50, err
+    assert "run finished in" in early, f"no report within {STOP_BOUND}s of the signal: {err}"
+    assert "Traceback" not in err

@@ -35,6 +35,7 @@ from typing import Any, AsyncIterator, Dict, Iterable, List, Optional, Sequence,
 
 from ..config import config
 from ..db.base import InsertNode, QueryNode
+from ..engine.gate import Pace
 from ..engine.hooks import RunHooks, RunOutcome
 from ..flow import Pipe, Route
 from ..node import Loop, Node, Timer
@@ -364,7 +365,8 @@ class PipeResume:
         forced = sorted({s.committed for s in self.inserts if s.committed > self.started_at})
         every_items = max(1, int(config.checkpoint_items))
         every_seconds = float(config.checkpoint_seconds)
-        yield_every = config.yield_every
+        pace = Pace(config.yield_every)  # a turn every ``yield_every`` items or TURN_SECONDS
+        look = pace.first
         offset = 0
         epoch_start = self.started_at
         clock = time.perf_counter
@@ -389,17 +391,24 @@ class PipeResume:
             stats.out += 1
             offset += 1
             n += 1
-            if (forced and offset == forced[0]) or offset - epoch_start >= every_items or (
-                    n >= 64 and clock() - epoch_began >= every_seconds):
-                n = 0
+            if (forced and offset == forced[0]) or offset - epoch_start >= every_items:
                 if not await barrier():
                     return
-            if gate.blocked or n >= yield_every:
+                n, look = 0, pace.turned()
+            elif gate.blocked or n >= look:
+                if not gate.blocked:
+                    look = pace.look(n)
+                    if look:
+                        continue
                 if gate.halted:
                     return
-                if n >= yield_every:
-                    n = 0
-                await (gate.wait() if gate.blocked else gate.pause())
+                # the epoch's time is looked at here, at most a turn apart: not per item
+                if clock() - epoch_began >= every_seconds:
+                    if not await barrier():
+                        return
+                else:
+                    await (gate.wait() if gate.blocked else gate.pause())
+                n, look = 0, pace.turned()
         if gate.halted or not await settled(ctx, self.index, source_rt):
             return
         await self.commit(ctx, offset, final=True)

@@ -10,6 +10,7 @@ upstream or sibling ones) keeps the wait graph acyclic, hence free of deadlocks.
 from __future__ import annotations
 
 import asyncio
+from time import perf_counter
 from typing import Callable, Iterable, List
 
 _ENDED = object()  # a gate's waiter result: the waiting source's feeder ran dry
@@ -164,6 +165,54 @@ class Gate:
                 fut.set_result(None)
 
 
+#: the longest a loop that pushes items (a source, a step's many results, an async step
+#: drawing from its source) keeps the event loop before it gives it a turn: a Dask
+#: worker's heartbeats, a cancel and a Ctrl-C are served within about this (issue 25.5)
+TURN_SECONDS = 0.05
+#: items before such a loop's first look at the clock (a step's result of fewer items,
+#: the common case, never looks)
+FIRST_LOOK = 32
+
+
+class Pace:
+    """When a loop that pushes items yields to the event loop: after ``most`` items
+    (``config.yield_every``), or once it has worked :data:`TURN_SECONDS` since its last
+    turn, whichever comes first. By time, so a CPU-bound step (a parse costing
+    milliseconds an item) never holds the loop for ``most`` times its cost.
+
+    The clock is read only every so many items, a number the pace learns (cheap items:
+    ``most``, so once per turn as the count check was; a step costing milliseconds: a
+    few). The loop compares its count with that number as it compared it with
+    ``yield_every``: nothing more per item.
+
+    ``look(n)`` at the count it was given; ``turned()`` after each turn it took."""
+
+    __slots__ = ("most", "first", "since")
+
+    def __init__(self, most: int) -> None:
+        self.most = max(1, most)
+        #: where the next turn's first look is: learned from the last turn
+        self.first = min(self.most, FIRST_LOOK)
+        self.since = perf_counter()
+
+    def look(self, n: int) -> int:
+        """``n`` items pushed since the last turn: 0 when the loop should yield now, else
+        the count at which to look again."""
+        spent = perf_counter() - self.since
+        if spent <= 0:
+            spent = 1e-9
+        fit = int(n * TURN_SECONDS / spent)  # items that fit in a turn at this rate
+        if n >= self.most or spent >= TURN_SECONDS:
+            self.first = max(1, min(self.most, fit))
+            return 0
+        return max(n + 1, min(self.most, 2 * n, fit))
+
+    def turned(self) -> int:
+        """The loop has just had its turn: the count of its next turn's first look."""
+        self.since = perf_counter()
+        return self.first
+
+
 def halt(gates: Iterable[Gate]) -> None:
     """Close every gate for good: sources stop at their next element (a failed run, a
     disposed subscription). A source waiting at a halted gate waits until its task is
@@ -175,4 +224,4 @@ def halt(gates: Iterable[Gate]) -> None:
             g.blocked += 1
 
 
-__all__ = ["Boundary", "Gate", "halt"]
+__all__ = ["Boundary", "Gate", "halt", "Pace", "TURN_SECONDS"]

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 from ..config import config
 from ..node import OneItem
+from .gate import FIRST_LOOK, Pace
 
 #: types whose instances are always exactly one item. Grows at run time with user
 #: types found to be neither iterable nor awaitable (see :func:`kind_of`).
@@ -93,6 +94,8 @@ async def deliver(result: Any, emit: Callable[[Any], None], gate: Any, counts: A
             continue
         every = config.yield_every
         n = 0
+        look = min(every, FIRST_LOOK)  # (the pace is made at the first look: most results are short)
+        pace: Pace | None = None
         total = 0  # items given (the ledger's fan-out)
         try:
             if kind == MANY:
@@ -100,11 +103,18 @@ async def deliver(result: Any, emit: Callable[[Any], None], gate: Any, counts: A
                     emit(v)
                     total += 1
                     n += 1
-                    if gate.blocked or n >= every:
+                    if gate.blocked or n >= look:
+                        if not gate.blocked:  # every ``yield_every`` items or a turn's time
+                            if pace is None:
+                                pace = Pace(every)
+                            look = pace.look(n)
+                            if look:
+                                continue
                         if gate.halted:  # the run failed, or take had enough: pull no further
                             break
                         n = 0
                         await gate.pause()
+                        look = pace.turned() if pace is not None else min(every, FIRST_LOOK)
             else:  # AGEN
                 try:
                     async for v in result:

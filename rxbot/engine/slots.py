@@ -9,7 +9,7 @@ from typing import Any, Awaitable, Callable
 
 from ..config import config
 from .fuse import ENDED, NOTHING
-from .gate import Boundary
+from .gate import FIRST_LOOK, Boundary, Pace
 
 _STOP = object()
 _COROUTINE = types.CoroutineType
@@ -143,7 +143,29 @@ class Slots:
     async def _worker(self, work: Any) -> None:
         runner, finish, fail, rt, pending = self.runner, self.finish, self.fail, self.rt, self.pending
         ctx, feed, boundary = self.ctx, self.feed, self.boundary
-        every = left = config.yield_every  # (left: elements this worker draws before a pause)
+        every = config.yield_every
+        # while drawing: elements this worker draws before its next look at its pace (a
+        # step that never suspends, e.g. an Insert holding rows, after a CPU-bound parse,
+        # must still give the loop a turn every ``yield_every`` items or TURN_SECONDS)
+        left = span = min(every, FIRST_LOOK)
+        drew = 0
+        pace: Pace | None = None
+
+        def due() -> bool:
+            """``span`` more elements drawn: is this worker's turn to yield due?"""
+            nonlocal left, span, drew, pace
+            if gate.on_pause is not None:  # the run's live counts, as at a source's pause
+                gate.on_pause()
+            drew += span
+            if pace is None:
+                pace = Pace(every)
+            look = pace.look(drew)
+            if look:
+                left = span = look - drew
+                return False
+            drew = 0
+            return True
+
         step_stats = rt.stats if rt is not None else None
         dropped = step_stats if self.count_none else None  # counts a None result
         self.handed -= 1
@@ -204,10 +226,9 @@ class Slots:
                                 if step_stats is not None:
                                     step_stats.inp += 1
                                 left -= 1
-                                if not left:  # the run's live counts, as at a source's pause
-                                    left = every
-                                    if gate.on_pause is not None:
-                                        gate.on_pause()
+                                if not left and due():
+                                    await self._turn(work)
+                                    left = span = pace.turned()  # type: ignore[union-attr]
                                 continue
                         else:
                             # through the fused segment between: its next output is this
@@ -240,10 +261,9 @@ class Slots:
                                     if step_stats is not None:
                                         step_stats.inp += 1
                                     left -= 1
-                                    if not left:
-                                        left = every
-                                        if gate.on_pause is not None:
-                                            gate.on_pause()
+                                    if not left and due():
+                                        await self._turn(work)
+                                        left = span = pace.turned()  # type: ignore[union-attr]
                                     continue
                     else:  # the source waits at its gate again, and opens with it
                         self._end_draw(False)
@@ -284,6 +304,15 @@ class Slots:
                 self.handed -= 1
         finally:
             self.workers -= 1
+
+    async def _turn(self, work: Any) -> None:
+        """A drawing worker gives the loop a turn, holding its next ``work``."""
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            self.stats_of(work).cancelled += 1
+            self._release()
+            raise
 
     def _release(self) -> None:
         """A work has ended (done, failed or cancelled): its slot is free."""

@@ -13,7 +13,7 @@ from typing import Any, Callable, List, Sequence
 
 from ...config import config
 from ..fuse import BLOCKED, Element, fuse, route_positions
-from ..gate import Boundary
+from ..gate import FIRST_LOOK, Boundary, Pace
 from ..policy import AT_FLUSH, StepRuntime, StepStats, counts_sync_steps
 from ..results import MANY, ONE, ONE_AS_IS, VALUES, deliver, kind_of
 from ..slots import Slots
@@ -275,6 +275,8 @@ class _Segment(Subscription):
         gate = self.gate
         every = config.yield_every
         n = 0
+        look = min(every, FIRST_LOOK)  # every ``yield_every`` items or a turn's time (Pace)
+        pace: Pace | None = None
         try:
             it = iter(x)
         except Exception as exc:
@@ -309,13 +311,20 @@ class _Segment(Subscription):
                         self.runtimes[j].stats.cancelled += 1
                     raise
             n += 1
-            if gate.blocked or n >= every:
+            if gate.blocked or n >= look:
+                if not gate.blocked:
+                    if pace is None:
+                        pace = Pace(every)
+                    look = pace.look(n)
+                    if look:
+                        continue
                 if gate.halted:  # the run failed, or take had enough: pull no further
                     self._unexpand(i)  # the input ends failed or cut short, not expanded
                     self.runtimes[i].stats.cancelled += 1
                     return
                 n = 0
                 await gate.pause()
+                look = pace.turned() if pace is not None else min(every, FIRST_LOOK)
 
     def fail(self, exc: Exception, i: int, item: Any, decided: bool = False) -> None:
         """Step ``i`` raised ``exc`` for ``item``. ``decided``: a raise that a step inside

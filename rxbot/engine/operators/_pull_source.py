@@ -4,7 +4,8 @@ only while the downstream has demand; and ``trigger``, the pipe's one-item sourc
 rxbot's own operator, not ``from_iterable``: RxPY's ``from_iterable`` runs the whole
 iterable in one scheduler callback and cannot be paused (DESIGN §3's measured trap).
 Here an asyncio task pulls the next element only while the downstream gate is open,
-and yields to the loop every ``config.yield_every`` elements.
+and yields to the loop every ``config.yield_every`` elements, or sooner when they
+take time (:class:`~rxbot.engine.gate.Pace`).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import reactivex
 from reactivex.disposable import Disposable
 
 from ...config import config
-from ..gate import Boundary, Gate
+from ..gate import FIRST_LOOK, TURN_SECONDS, Boundary, Gate, Pace
 from ..policy import StepRuntime
 from ..slots import Slots
 from ._subscription import InputQueue, Operator, fast_on_next, operator_of
@@ -199,41 +200,65 @@ async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, ev
     if many is not None:
         # a slice of plain sync work takes well under a millisecond: yielding after
         # every one would cost more than the work (a loop pass is ~3 µs). Yield when
-        # the gate closes, or once ``SLICE_SECONDS`` have passed: never later than a
-        # pause every ``yield_every`` items would, for steps that are slow.
+        # the gate closes, or once ``SLICE_SECONDS`` have passed. A slice is at most
+        # ``every`` items and at most about a turn's worth of work (``TURN_SECONDS``):
+        # the first ones are small, each one doubles while it takes under half a
+        # turn, so a step costing milliseconds an item still yields in time
         clock = time.perf_counter
-        paused = clock()
+        size = min(every, FIRST_LOOK)
+        paused = began = clock()
         while True:
             try:
-                taken = many(islice(it, every), gate)
+                taken = many(islice(it, size), gate)
             except (KeyboardInterrupt, SystemExit) as exc:
                 stats.out += finished_in_slice(exc, many)
                 raise
             stats.out += taken  # published at each pause, as below
-            if taken < every and not gate.blocked:
+            if taken < size and not gate.blocked:
                 return  # the iterator ended
+            now = clock()
+            size = next_slice(size, taken, now - began, every)
             if gate.blocked:
                 if await blocked():
                     return
-                paused = clock()
-            elif clock() - paused >= SLICE_SECONDS:
+                paused = now = clock()
+            elif now - paused >= SLICE_SECONDS:
                 await gate.pause()
-                paused = clock()
+                paused = now = clock()
+            began = now
+    pace: Pace | None = None  # made at the first look: most sequences are short
+    look = min(every, FIRST_LOOK)
     n = 0
     try:
         for v in it:
             emit(v)
             n += 1
-            if gate.blocked or n >= every:
+            if gate.blocked or n >= look:
+                if not gate.blocked:
+                    if pace is None:
+                        pace = Pace(every)
+                    look = pace.look(n)
+                    if look:  # neither ``every`` items nor a turn's time yet
+                        continue
                 stats.out += n  # published at each pause, so live views see it grow
                 n = 0
                 if not gate.blocked:
                     await gate.pause()
-                    continue
-                if await blocked():
+                elif await blocked():
                     return
+                look = pace.turned() if pace is not None else min(every, FIRST_LOOK)
     finally:
         stats.out += n
+
+
+def next_slice(size: int, taken: int, spent: float, most: int) -> int:
+    """The next slice's size after one of ``taken`` items took ``spent`` seconds: double
+    while under half a turn (at most ``most``), cut to a turn's worth when over one."""
+    if spent < TURN_SECONDS / 2:
+        return min(most, 2 * size)
+    if spent > TURN_SECONDS and taken:
+        return max(1, min(most, int(taken * TURN_SECONDS / spent)))
+    return size
 
 
 def finished_in_slice(exc: BaseException, many: Callable[..., int]) -> int:
