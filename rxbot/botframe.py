@@ -129,6 +129,8 @@ class BotFrame(metaclass=_FrameType):
             if config.redrive:  # only the stored dead letters, from their failing steps
                 return await _redrive(chosen, hooks)
             hooks = _with_letters(chosen, hooks)  # durable dead letters
+            if config.trace is not None:  # item traces: rxbot.trace
+                hooks = _with_trace(chosen, hooks)
             if watch is None or watch is False:
                 return await run_pipes(chosen, hooks=hooks)
             from .watch import follow
@@ -352,6 +354,20 @@ def _with_letters(pipes: Sequence[Any], hooks: Any) -> Any:
     from .durable.deadletters import with_letters
 
     return with_letters(pipes, hooks)
+
+
+def _with_trace(pipes: Sequence[Any], hooks: Any) -> Any:
+    """``hooks`` with an item tracer (``config.trace``), checked before the run starts; a
+    RunHooks that only watches when there were none (the build stays the fused one)."""
+    from .engine.hooks import RunHooks
+    from .trace import tracer_for
+
+    tracer = tracer_for(pipes, config.trace, "config.trace (env RXBOT_TRACE)")
+    if hooks is None:
+        hooks = RunHooks()
+        hooks.rebuilds = False
+    hooks.tracer = tracer
+    return hooks
 
 
 async def _redrive(pipes: Sequence[Any], hooks: Any) -> "RunReport":

@@ -313,6 +313,10 @@ def _run_command(sub: Any) -> None:
                    help="level of rxbot's log lines (default WARNING; env RXBOT_LOG_LEVEL)")
     p.add_argument("--debug", action="store_true",
                    help="print full tracebacks, rxbot and asyncio frames included (env RXBOT_DEBUG=1)")
+    p.add_argument("--trace", default=None, metavar="EXPR",
+                   help="follow the source items for which EXPR (Python over `item`, e.g. "
+                        "\"'product/13' in str(item)\") is true through every step; printed after "
+                        "the run and in the report (env RXBOT_TRACE; docs/when-items-fail.md)")
     p.add_argument("--watch", action="store_true",
                    help="serve a live view of the run (graph, counts, rates, failures) on "
                         "127.0.0.1 at a free port; its address is printed")
@@ -350,6 +354,14 @@ def _run(args: argparse.Namespace) -> int:
         config.log_level = args.log_level
     if args.debug:
         config.debug = True
+    if args.trace is not None:
+        from .trace import TraceExpressionError, compile_expression
+
+        try:  # before the script runs: a typo is one line, not a failed crawl
+            config.trace = compile_expression(args.trace, "--trace")
+        except TraceExpressionError as exc:
+            print(f"rxbot run: {exc}", file=sys.stderr)
+            return 2
     for option, path, picture in (("--render", args.render, True), ("--report-file", args.report_file, False)):
         problem = None if path is None else output_problem(path, picture=picture)
         if problem:  # before the script runs, not after an hour of crawling
@@ -369,6 +381,8 @@ def _run(args: argparse.Namespace) -> int:
         return _exec_and_status(args)
     finally:
         _write_report(args)
+        if args.trace is not None and args.report != "text":  # the text report ends with it
+            _print_trace(config.trace or args.trace)
         if args.render is not None:
             _render_last_run(args.render)
 
@@ -415,6 +429,20 @@ def _write_report(args: argparse.Namespace) -> None:
                   file=sys.stderr)
     else:
         print(text, file=sys.stderr)
+
+
+def _print_trace(expr: str) -> None:
+    """``--trace``: the traced items of the script's last run, after its report."""
+    from .botframe import BotFrame
+    from .trace import trace_lines
+
+    report = BotFrame.last_report
+    traces = getattr(report, "traces", None)
+    if traces is None:
+        print(f"rxbot run: --trace {expr!r}: the script ran no pipe with an iterable source to trace",
+              file=sys.stderr)
+        return
+    print("\n".join(trace_lines(traces, expr)), file=sys.stderr)
 
 
 def _render_last_run(out: str) -> None:

@@ -101,6 +101,10 @@ class Config:
     #: run only the stored dead letters, each from its failing step (``rxbot redrive``,
     #: ``BotFrame.run(redrive=True)``, docs/when-items-fail.md)
     redrive: bool = False
+    #: follow the source items for which this Python expression over ``item`` is true,
+    #: and everything derived from them, through every step (``rxbot run --trace``,
+    #: env ``RXBOT_TRACE``; see :mod:`rxbot.trace` and docs/when-items-fail.md)
+    trace: str | None = None
 
     #: multiprocessing start method for boost='process' pools (None: fork while the
     #: process has a single thread, else forkserver or spawn; see docs/boost.md)

@@ -20,6 +20,7 @@ variable                   setting                  values
 ``RXBOT_DASK_ADDRESS``     ``dask_address``         a Dask scheduler address
 ``RXBOT_CONNECT_TIMEOUT``  ``connect_timeout``      seconds (> 0)
 ``RXBOT_NO_FUSION``        ``fusion`` (inverted)    1/0: 1 turns fusion off
+``RXBOT_TRACE``            ``trace``                a Python expression over ``item``
 =========================  =======================  ===================================
 
 Booleans are ``1, true, yes, on`` or ``0, false, no, off`` (any case); anything else,
@@ -49,6 +50,7 @@ VARIABLES: Dict[str, str] = {
     "RXBOT_DEBUG": "debug",
     "RXBOT_DASK_ADDRESS": "dask_address",
     "RXBOT_CONNECT_TIMEOUT": "connect_timeout",
+    "RXBOT_TRACE": "trace",
 }
 
 _TRUE = ("1", "true", "yes", "on")

@@ -215,9 +215,11 @@ def to_dict(report: Any) -> Dict[str, Any]:
     })
     # what only some runs have: a sharded run's shards (attempts, workers, re-runs), a
     # resumed run's sinks (exactly-once / at-least-once), a redrive's numbers
-    for extra in ("shards", "delivery", "redrive"):
+    for extra in ("shards", "delivery", "redrive", "traces"):
         value = getattr(report, extra, None)
         if value is not None:
+            if extra == "traces":  # live Trace objects while the run goes on (rxbot.trace)
+                value = [t.as_dict() if hasattr(t, "as_dict") else t for t in value]
             data[extra] = redact_data(value)
     return data
 
@@ -310,6 +312,12 @@ def to_text(report: Any) -> str:
                          (f" robots_dropped={n['robots_dropped']}" if n.get("robots_dropped") else ""))
     for step, item in getattr(report, "abandoned", ()):
         lines.append(f"  abandoned after the shutdown grace: step {step!r} on item {short_repr(item)}")
+    traces = getattr(report, "traces", None)
+    if traces is not None:  # rxbot run --trace: after the steps
+        from .trace import trace_lines
+
+        lines += trace_lines([t.as_dict() if hasattr(t, "as_dict") else t for t in traces],
+                             getattr(report, "trace_expression", ""))
     from .redact import redact
 
     return redact("\n".join(lines))

@@ -231,6 +231,8 @@ class Builder:
         rt = self.ctx.runtime(where, label, **options_of(step))
         if isinstance(node, Loop):
             iterable = node.iterable
+            if self.ctx.tracer is not None and len(where.positions) == 1 and where.top == 1:
+                iterable = self.ctx.tracer.source(where, iterable)  # a pipe's source: --trace
 
             async def produce_loop(item: Any, emit: Callable[[Any], None], gate: Gate, stats: StepStats) -> None:
                 await iterate(iterable, emit, gate, stats)

@@ -137,6 +137,9 @@ class RunContext:
         self.deferrals: Deferrals | None = None  # set by hooks.attach when a RunHooks defers raises
         #: called with every dead letter (set by hooks.attach: durable dead letters, redrive)
         self.letter_hooks: List[Any] = []
+        #: an item trace (``rxbot run --trace``, :mod:`rxbot.trace`), set by hooks.attach;
+        #: None (the default) builds nothing for it: the hot paths do not change
+        self.tracer: Any = None
 
     def on_shutdown(self, fn: Any) -> None:
         """Call ``fn()`` when the run ends, however it ends (e.g. publish counters),

@@ -105,6 +105,12 @@ class RunHooks:
     #: are not asked
     rebuilds = True
 
+    #: an item tracer (:class:`rxbot.trace.Tracer`), or None: it is given the run
+    #: (``attach(ctx)``) before anything is built, wraps the source of each pipe that is
+    #: an iterable (``source(where, iterable)``) and every async step's calls
+    #: (``slots(runner, finish, fail, stats_of)``), and is told ``finished(ctx, error)``
+    tracer: Any = None
+
     def dead_letter(self, letter: Any) -> None:
         """A step failed on an item under ignore/retry/pipein (a :class:`~rxbot.errors.StepError`,
         its step's id in ``letter.path``); called as it happens. An exception raised here
@@ -162,6 +168,10 @@ def _valve(failed: Dict[Tuple[int, int], StepFailure], top: Tuple[int, int]) -> 
 def attach(ctx: "RunContext", hooks: Optional[RunHooks], count: int) -> None:
     """Set the run up for ``hooks`` (before any pipe is built)."""
     if hooks is not None:
+        tracer = getattr(hooks, "tracer", None)
+        if tracer is not None:  # watches the run from above: see RunHooks.tracer
+            ctx.tracer = tracer
+            tracer.attach(ctx)
         if hooks.rebuilds:
             ctx.deferrals = Deferrals(ctx, [i for i in range(1, count + 1) if hooks.defer_raise(i)])
         if type(hooks).dead_letter is not RunHooks.dead_letter:
@@ -225,6 +235,11 @@ def finish(ctx: "RunContext", hooks: Optional[RunHooks], raised: Optional[BaseEx
     the run ended otherwise) and tell the hooks."""
     if ctx.error is None and raised is None and ctx.report.failures:
         ctx.error = ctx.report.failures[0].error
+    if ctx.tracer is not None:
+        try:
+            ctx.tracer.finished(ctx, ctx.error or raised)
+        except Exception:
+            log.exception("rxbot: the item trace failed to finish (the run's own outcome stands)")
     if hooks is None:
         return
     try:

@@ -85,6 +85,9 @@ class Slots:
         self.workers = 0
         self.pending: deque = deque()
         self.parked: deque = deque()
+        tracer = getattr(ctx, "tracer", None)
+        if tracer is not None:  # --trace: the traced items' calls are watched (rxbot.trace)
+            runner, finish, fail = tracer.slots(runner, finish, fail, stats_of, rt)
         self.runner = runner
         self.finish = finish
         self.fail = fail
