@@ -471,7 +471,8 @@ class Tracer:
             node = node.fn if isinstance(node, Step) else node
             holds = isinstance(node, Node) and node.holds_items
             trace.add(sid, "held" if holds else "returned None", "")
-            trace.end(f"into {sid} (held)" if holds else f"filtered: {sid} returned None")
+            trace.end(f"into {sid} (held for its batch, written with it)" if holds
+                      else f"filtered: {sid} returned None")
         return result
 
     # -- the trace function ----------------------------------------------------------------------------
@@ -564,7 +565,7 @@ class _FrameWatch:
         if value is None:
             if place.kind == "holder":
                 trace.add(sid, "held", "kept for its batch")
-                trace.end(f"into {sid} (held for its batch, written when it is full or at the end)")
+                trace.end(f"into {sid} (held for its batch, written with it)")
             else:
                 trace.add(sid, "filtered", "the step returned None")
                 trace.end(f"filtered: {sid} returned None")

@@ -18,6 +18,8 @@ from ..report_io import COUNTERS, counters, eta, order, route_numbers, routes, s
 SMOOTHING = 0.5
 #: dead letters sent with each snapshot (the newest ones; the total is always sent)
 LAST_DEAD_LETTERS = 5
+#: traced items (``--trace``) the live view shows, the last ones
+LAST_TRACES = 5
 
 
 class Sampler:
@@ -80,6 +82,8 @@ class Sampler:
             "last_dead_letters": [_cut(str(e)) for e in letters[-LAST_DEAD_LETTERS:]],
             # nodes' own numbers, live (HttpLoader: requests, statuses, latency per host)
             "nodes": report.node_numbers() if hasattr(report, "node_numbers") else {},
+            # --trace: the traced items so far, as text (rxbot.trace; values already redacted)
+            "traces": _traces(report),
         }
 
     def _rate(self, path: str, now: float, items: int) -> float:
@@ -101,6 +105,16 @@ def holding_steps(pipes: Sequence[Any]) -> Set[str]:
     return {str(sid) for index, pipe in enumerate(pipes, 1)
             for sid, step in walk(pipe.steps, StepId.root(f"P{index}", index))
             if kind_of(step) in ("async", "boosted", "async node", "boosted node")}
+
+
+def _traces(report: Any) -> List[str]:
+    traces = getattr(report, "traces", None)
+    if not traces:
+        return []
+    from ..trace import trace_lines
+
+    return [_cut(line) for line in trace_lines([t.as_dict() if hasattr(t, "as_dict") else t
+                                                for t in traces[-LAST_TRACES:]])]
 
 
 def _cut(text: str, limit: int = 300) -> str:
