@@ -350,23 +350,29 @@ def instructions(row: str, side: str, n: int) -> float:
     """Instructions per item of one side of ``row``: callgrind counts a run of ``n // 10``
     items and one of ``n`` in one process; their difference over ``n - n // 10`` items
     leaves out every fixed cost of a run."""
+    return callgrind_per_item(["benchmarks.bench_shapes", "--one", row, "--side", side], n, f"{row} {side}")
+
+
+def callgrind_per_item(module_args: Sequence[str], n: int, what: str) -> float:
+    """``python -m *module_args --n n`` under callgrind, counting only inside
+    :func:`_measured` (its runs of ``n // 10`` and ``n`` items): instructions per item
+    of the difference (bench_trace uses it too)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "cg.out")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
         proc = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--toggle-collect=functools_reduce",
-             "--dump-after=functools_reduce", sys.executable, "-m", "benchmarks.bench_shapes", "--one", row,
-             "--side", side, "--n", str(n)],
+             "--dump-after=functools_reduce", sys.executable, "-m", *module_args, "--n", str(n)],
             cwd=str(REPO_ROOT), env=env, capture_output=True, text=True, timeout=3600)
         if proc.returncode != 0:
-            raise RuntimeError(f"callgrind {row} {side}: {proc.stderr[-2000:]}")
+            raise RuntimeError(f"callgrind {what}: {proc.stderr[-2000:]}")
         totals = []
         for dump in sorted(Path(tmp).glob("cg.out.*"), key=lambda p: int(p.name.rsplit(".", 1)[1])):
             match = re.search(r"^(?:summary|totals):\s*(\d+)", dump.read_text(), re.M)
             if match is not None:
                 totals.append(int(match.group(1)))
         if len(totals) < 2:
-            raise RuntimeError(f"callgrind {row} {side}: expected two dumps, found {totals}")
+            raise RuntimeError(f"callgrind {what}: expected two dumps, found {totals}")
         return (totals[-1] - totals[-2]) / (n - n // 10)
 
 

@@ -354,11 +354,12 @@ def _run(args: argparse.Namespace) -> int:
         config.log_level = args.log_level
     if args.debug:
         config.debug = True
-    if args.trace is not None:
+    trace = getattr(args, "trace", None)  # (rxbot redrive shares this handler, without --trace)
+    if trace is not None:
         from .trace import TraceExpressionError, compile_expression
 
         try:  # before the script runs: a typo is one line, not a failed crawl
-            config.trace = compile_expression(args.trace, "--trace")
+            config.trace = compile_expression(trace, "--trace")
         except TraceExpressionError as exc:
             print(f"rxbot run: {exc}", file=sys.stderr)
             return 2
@@ -381,8 +382,8 @@ def _run(args: argparse.Namespace) -> int:
         return _exec_and_status(args)
     finally:
         _write_report(args)
-        if args.trace is not None and args.report != "text":  # the text report ends with it
-            _print_trace(config.trace or args.trace)
+        if trace is not None and args.report != "text":  # the text report ends with it
+            _print_trace(config.trace or trace)
         if args.render is not None:
             _render_last_run(args.render)
 

@@ -92,20 +92,21 @@ def _source_generator(expr: str) -> Callable[..., Iterator[Any]]:
     element the expression fails on is not traced (``failed(item, exc)`` notes it)."""
     code = (
         "def traced_source(items, hit, next_one, failed):\n"
-        "    for item in items:\n"
-        "        try:\n"
-        f"            matched = ({expr})\n"
-        "        except Exception as exc:\n"
-        "            failed(item, exc)\n"
-        "            matched = False\n"
-        "        if matched:\n"
-        "            hit(item)\n"
+        "    try:\n"
+        "        for item in items:\n"
         "            try:\n"
+        f"                if not ({expr}):\n"
+        "                    yield item\n"
+        "                    continue\n"
+        "            except Exception as exc:\n"
+        "                failed(item, exc)\n"
         "                yield item\n"
-        "            finally:\n"
-        "                next_one()\n"
-        "        else:\n"
+        "                continue\n"
+        "            hit(item)\n"
         "            yield item\n"
+        "            next_one()\n"
+        "    finally:\n"
+        "        next_one()\n"
     )
     namespace: Dict[str, Any] = {}
     exec(compile(code, "<rxbot --trace>", "exec"), namespace)
@@ -257,10 +258,10 @@ class _Tree:
             return self.describe_next(nid, value, stopped)
         if isinstance(nstep, Route) and nstep.kind == "filter":
             if not isinstance(value, nstep.route_type):
-                return f"dropped by Filter {nid} (not a {nstep.route_type.__name__})"
+                return f"dropped by Filter {nid} (not a {_type_name(nstep.route_type)})"
             return f"dropped by Filter {nid} (its rule)"
         if isinstance(nstep, Route) and nstep.route_func is None and not isinstance(value, nstep.route_type):
-            return f"went past {nid} (not a {nstep.route_type.__name__}) and was not seen further"
+            return f"went past {nid} (not a {_type_name(nstep.route_type)}) and was not seen further"
         if stopped:
             return f"cut off by the stop before {nid}"
         code, _ = _code_of(nstep.fn if isinstance(nstep, Step) else nstep)
@@ -269,6 +270,12 @@ class _Tree:
                 return f"reached the end of the pipe: given to {nid}"
             return f"passed to {nid} (not a Python function: not followed further)"
         return f"not seen at {nid}"
+
+
+def _type_name(types: Any) -> str:
+    if isinstance(types, tuple):
+        return " or ".join(t.__name__ for t in types)
+    return str(types.__name__)
 
 
 # ---- the tracer --------------------------------------------------------------------------------------

@@ -39,9 +39,8 @@ PAGES = ["index.md", "quickstart.md", "migration.md", "concepts.md", "nodes.md",
          "visualization.md", "crawling.md", "boost.md", "replay.md", "resume.md", "when-items-fail.md"]
 #: pages that show only shell commands and outputs (checked by hand, see their text), or
 #: are generated (api.md: autodoc), or whose python is marked norun (boost.md: a sketch; replay.md: failing runs;
-#: resume.md: MariaDB and kills; when-items-fail.md: a script's stored dead letters; both tested in
-#: tests/test_resume.py and tests/test_deadletters.py)
-NO_PYTHON = {"index.md", "cli.md", "api.md", "boost.md", "replay.md", "resume.md", "when-items-fail.md"}
+#: resume.md: MariaDB and kills; tested in tests/test_resume.py)
+NO_PYTHON = {"index.md", "cli.md", "api.md", "boost.md", "replay.md", "resume.md"}
 #: the longest code line that fits the page without a scroll bar (alabaster, 1100px)
 CODE_WIDTH = 88
 

@@ -8,13 +8,13 @@ import os
 import subprocess
 import sys
 import textwrap
-import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from local_http import http_server  # noqa: F401  (the fixture)
+from test_deadletters import pages_table  # noqa: F401  (a MariaDB table (n, body), dropped after)
 from rxbot import BotFrame, Branch, Filter, HttpLoader, Pipe, Step, config
 from rxbot.trace import TraceExpressionError
 
@@ -28,36 +28,15 @@ def hops(trace):
     return [(h["step"], h["event"]) for h in trace["hops"]]
 
 
-@pytest.fixture
-def items_table(mysql_params):
-    import pymysql
-
-    table = f"t_{uuid.uuid4().hex[:8]}"
-    con = pymysql.connect(host=mysql_params["host"], port=mysql_params["port"], user=mysql_params["user"],
-                          password=mysql_params["password"], database=mysql_params["db"], autocommit=True)
-    with con.cursor() as cur:
-        cur.execute(f"CREATE TABLE {table} (n INT NOT NULL, kind VARCHAR(10))")
-
-    def rows():
-        with con.cursor() as cur:
-            cur.execute(f"SELECT n, kind FROM {table} ORDER BY n")
-            return list(cur.fetchall())
-
-    yield table, rows
-    with con.cursor() as cur:
-        cur.execute(f"DROP TABLE IF EXISTS {table}")
-    con.close()
-
-
-async def test_a_traced_url_shows_each_hop_from_httploader_to_insert(http_server, mysql_params, items_table):
+async def test_a_traced_url_shows_each_hop_from_httploader_to_insert(http_server, mysql_params, pages_table):
     from rxbot.db.mysql import Insert
 
-    table, rows = items_table
+    table, rows = pages_table
     seen_by_branch = []
 
     def parse(response):
         n = int(response.text)
-        return {"n": n, "kind": "odd" if n % 2 else "even"}
+        return {"n": n, "body": "odd" if n % 2 else "even"}
 
     def note(row):
         seen_by_branch.append(row["n"])
@@ -66,9 +45,9 @@ async def test_a_traced_url_shows_each_hop_from_httploader_to_insert(http_server
     config.trace = "item.endswith('/n/13')"
     urls = [http_server.url(f"/n/{i}") for i in range(20)]
     pipe = Pipe(urls, HttpLoader(), parse, Branch(note, route_func=lambda row: row["n"] % 2),
-                Insert(f"INSERT INTO {table} (n, kind) VALUES ({{n}}, {{kind}})", **mysql_params))
+                Insert(f"INSERT INTO {table} (n, body) VALUES ({{n}}, {{body}})", **mysql_params))
     report = await BotFrame.run_async()
-    assert [r[0] for r in rows()] == list(range(20))  # the trace changed nothing
+    assert rows() == list(range(20))  # the trace changed nothing
     (trace,) = report.traces
     assert trace["item"] == repr(urls[13])
     branch = next(str(k) for k in report.steps if str(k).startswith("P1[4] Branch") and "/" not in str(k))
@@ -87,7 +66,7 @@ async def test_a_traced_url_shows_each_hop_from_httploader_to_insert(http_server
         (insert, "held"),
     ]
     details = [h["detail"] for h in trace["hops"]]
-    assert "{'n': 13, 'kind': 'odd'}" in details[4]
+    assert "{'n': 13, 'body': 'odd'}" in details[4]
     assert "200" in details[2]  # the response's preview
     assert any(end.startswith("into P1[5] Insert") for end in trace["ended"])
     assert 13 in seen_by_branch

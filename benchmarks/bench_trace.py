@@ -1,0 +1,129 @@
+"""What an item trace (``config.trace`` / ``rxbot run --trace``, issue 29.4) costs on
+B1's shape (benchmarks/bench_core.py: N ints through ``x+1`` -> keep even -> ``x*3`` ->
+sum, fused).
+
+Rows, each against the same pipe without a trace, in the same run:
+
+* T0 — ``config.trace = None``: nothing is built for traces (the row checks the cost is
+  none: the same code runs);
+* T1 — a trace matching 1 item in 10,000 (``item % 10000 == 7``): the source evaluates
+  the expression per element in a generator and the matching items are followed.
+  Target: <= 1.05x (the issue's 5%).
+* T2 — a trace matching nothing (``item < 0``): the price of the per-element check alone.
+
+The machine is shared, so the default measure is CPU time (``time.process_time``, best
+of ``--repeat``, the sides interleaved); ``--instructions`` counts instructions per item
+under callgrind instead (needs valgrind), the steadiest measure.
+
+Run: ``python benchmarks/bench_trace.py [--quick] [--repeat N] [--instructions]``.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``rxbot`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.bench_core import b1_expected, b1_rxbot
+from benchmarks.bench_shapes import _measured, callgrind_per_item
+from benchmarks.common import Row, print_rows, quick_from_env, unjudged
+from rxbot import config
+
+#: row -> (what it traces, the expression or None, target ratio against no trace)
+ROWS: Dict[str, tuple] = {
+    "T0": ("no trace (config.trace None)", None, 1.0),
+    "T1": ("trace matching 1 in 10,000", "item % 10000 == 7", 1.05),
+    "T2": ("trace matching nothing", "item < 0", None),
+}
+
+
+def run(expr: Optional[str], n: int) -> int:
+    """B1 with ``config.trace = expr``; the sum (checked against the plain formula)."""
+    saved = config.trace
+    config.trace = expr
+    try:
+        return b1_rxbot(n)
+    finally:
+        config.trace = saved
+
+
+def cpu_times(n: int, repeat: int) -> Dict[str, float]:
+    """Best CPU seconds of each side (``base``: no trace; then each row), interleaved."""
+    sides: Dict[str, Optional[str]] = {"base": None, **{row: ROWS[row][1] for row in ROWS}}
+    best: Dict[str, float] = {}
+    for _ in range(repeat):
+        for side, expr in sides.items():
+            gc.collect()
+            t0 = time.process_time()
+            got = run(expr, n)
+            spent = time.process_time() - t0
+            if got != b1_expected(n):
+                raise SystemExit(f"bench_trace {side}: wrong sum {got}, want {b1_expected(n)}")
+            best[side] = min(spent, best.get(side, spent))
+    return best
+
+
+def one_side(side: str, n: int) -> None:
+    """One side under callgrind: warm up, then a run of ``n // 10`` and one of ``n``,
+    each counted (see :func:`benchmarks.bench_shapes.one_side`)."""
+    expr = None if side == "base" else ROWS[side][1]
+    run(expr, max(1, n // 10))
+    for size in (n // 10, n):
+        if _measured(lambda: run(expr, size)) != b1_expected(size):
+            raise SystemExit(f"bench_trace {side}: wrong sum")
+
+
+def instructions(side: str, n: int) -> float:
+    """Instructions per item of one side (see :func:`benchmarks.bench_shapes.callgrind_per_item`)."""
+    return callgrind_per_item(["benchmarks.bench_trace", "--one", side], n, f"trace {side}")
+
+
+def rows_from(per_item: Dict[str, float], unit: str, note: Callable[[str], str]) -> List[Row]:
+    rows = []
+    for row, (case, expr, target) in ROWS.items():
+        ratio = per_item[row] / per_item["base"]
+        rows.append(Row(row, case, per_item[row], unit, ratio, "B1 without a trace",
+                        f"<= {target:g}x" if target else "", (ratio <= target) if target else None,
+                        note(row)))
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> List[Row]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run, not a measurement)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per side; the best is kept (default 5)")
+    parser.add_argument("--n", type=int, default=None, help="items per run (default 500,000)")
+    parser.add_argument("--instructions", action="store_true", help="count instructions per item (callgrind)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
+    if args.one:
+        one_side(args.one, args.n or 200_000)
+        return []
+    quick = args.quick or quick_from_env()
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            raise SystemExit("--instructions needs valgrind on PATH")
+        n = args.n or (20_000 if quick else 200_000)
+        per = {side: instructions(side, n) for side in ("base", *ROWS)}
+        rows = rows_from(per, "instr/item", lambda row: f"{per['base']:.0f} instr/item without a trace")
+        print_rows(f"item traces on B1, instructions per item (callgrind, {n:,} items)", rows)
+        return rows
+    n = args.n or (20_000 if quick else 500_000)
+    repeat = 1 if quick else args.repeat
+    best = cpu_times(n, repeat)
+    per = {side: seconds / n * 1e9 for side, seconds in best.items()}
+    rows = rows_from(per, "ns/item", lambda row: f"{per['base']:.0f} ns/item without a trace (CPU time)")
+    print_rows(f"item traces on B1: {n:,} items, CPU time, best of {repeat}, interleaved"
+               + (" [--quick: sizes too small to judge targets]" if quick else ""),
+               unjudged(rows) if quick else rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
