@@ -5,7 +5,7 @@ sum, fused).
 Rows, each against the same pipe without a trace, in the same run:
 
 * T0 — ``config.trace = None``: nothing is built for traces (the row checks the cost is
-  none: the same code runs);
+  none: the same code runs; the 1% allows for the noise of two runs of it);
 * T1 — a trace matching 1 item in 10,000 (``item % 10000 == 7``): the source evaluates
   the expression per element in a generator and the matching items are followed.
   Target: <= 1.05x (the issue's 5%).
@@ -37,7 +37,7 @@ from rxbot import config
 
 #: row -> (what it traces, the expression or None, target ratio against no trace)
 ROWS: Dict[str, tuple] = {
-    "T0": ("no trace (config.trace None)", None, 1.0),
+    "T0": ("no trace (config.trace None)", None, 1.01),
     "T1": ("trace matching 1 in 10,000", "item % 10000 == 7", 1.05),
     "T2": ("trace matching nothing", "item < 0", None),
 }

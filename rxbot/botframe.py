@@ -112,6 +112,11 @@ class BotFrame(metaclass=_FrameType):
 
             return RunReport()
         watch = config.watch if watch is None else watch
+        if config.trace is not None and (config.redrive or sharding_requested(cluster, shards)):
+            raise PipelineError(
+                f"config.trace ({config.trace!r}) follows the items of the pipes' sources in this process; "
+                f"{'a redrive feeds stored dead letters instead' if config.redrive else 'a sharded run splits them over workers'}"
+                ", which are not traced: run it without --trace (RXBOT_TRACE, config.trace)")
         claim_pipes(chosen)
         try:
             if sharding_requested(cluster, shards):  # scale out: docs/scaling.md

@@ -435,15 +435,13 @@ def _write_report(args: argparse.Namespace) -> None:
 def _print_trace(expr: str) -> None:
     """``--trace``: the traced items of the script's last run, after its report."""
     from .botframe import BotFrame
-    from .trace import trace_lines
+    from .trace import report_trace_lines
 
-    report = BotFrame.last_report
-    traces = getattr(report, "traces", None)
-    if traces is None:
-        print(f"rxbot run: --trace {expr!r}: the script ran no pipe with an iterable source to trace",
-              file=sys.stderr)
+    lines = report_trace_lines(BotFrame.last_report)
+    if not lines:
+        print(f"rxbot run: --trace {expr!r}: the script ran no pipe to trace", file=sys.stderr)
         return
-    print("\n".join(trace_lines(traces, expr)), file=sys.stderr)
+    print("\n".join(lines), file=sys.stderr)
 
 
 def _render_last_run(out: str) -> None:

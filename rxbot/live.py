@@ -154,6 +154,9 @@ def snapshot() -> str:
         if any(not b.counted for b in entries):
             lines.append("  (in=- out=-: a sync step under the raise policy; set config.metrics = True "
                          "to count its items)")
+        from .trace import report_trace_lines
+
+        lines += ["  " + line for line in report_trace_lines(ctx.report)]  # --trace: the traced items so far
     return "\n".join(lines)
 
 

@@ -219,7 +219,9 @@ def to_dict(report: Any) -> Dict[str, Any]:
         value = getattr(report, extra, None)
         if value is not None:
             if extra == "traces":  # live Trace objects while the run goes on (rxbot.trace)
-                value = [t.as_dict() if hasattr(t, "as_dict") else t for t in value]
+                from .trace import report_traces
+
+                value = report_traces(report)
             data[extra] = redact_data(value)
     return data
 
@@ -312,12 +314,9 @@ def to_text(report: Any) -> str:
                          (f" robots_dropped={n['robots_dropped']}" if n.get("robots_dropped") else ""))
     for step, item in getattr(report, "abandoned", ()):
         lines.append(f"  abandoned after the shutdown grace: step {step!r} on item {short_repr(item)}")
-    traces = getattr(report, "traces", None)
-    if traces is not None:  # rxbot run --trace: after the steps
-        from .trace import trace_lines
+    from .trace import report_trace_lines
 
-        lines += trace_lines([t.as_dict() if hasattr(t, "as_dict") else t for t in traces],
-                             getattr(report, "trace_expression", ""))
+    lines += report_trace_lines(report)  # rxbot run --trace: after the steps
     from .redact import redact
 
     return redact("\n".join(lines))

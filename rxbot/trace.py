@@ -120,11 +120,12 @@ class Trace:
 
     number: int
     source: str
-    item: str
-    hops: List[Dict[str, str]] = field(default_factory=list)
+    item: Any  # the preview text, or the value itself until shown (see :func:`shown`)
+    hops: List[Dict[str, Any]] = field(default_factory=list)
     ends: List[str] = field(default_factory=list)
 
-    def add(self, step: Any, event: str, detail: str = "") -> None:
+    def add(self, step: Any, event: str, detail: Any = "") -> None:
+        """A hop; ``detail`` is text, or a :class:`Value` previewed when first shown."""
         if len(self.hops) < MAX_HOPS:
             self.hops.append({"step": str(step), "event": event, "detail": detail})
         elif len(self.hops) == MAX_HOPS:
@@ -134,8 +135,35 @@ class Trace:
         self.ends.append(text)
 
     def as_dict(self) -> Dict[str, Any]:
-        return {"number": self.number, "source": self.source, "item": self.item, "hops": list(self.hops),
-                "ended": list(self.ends)}
+        self.item = shown(self.item)
+        for hop in self.hops:
+            hop["detail"] = shown(hop["detail"])
+        return {"number": self.number, "source": self.source, "item": self.item,
+                "hops": [dict(hop) for hop in self.hops], "ended": list(self.ends)}
+
+
+class Value:
+    """A traced value whose preview is made when the trace is first shown, not while the
+    item is pushed (a preview costs microseconds: redaction's rules): only for values
+    that cannot change meanwhile (numbers, text, bytes); others are shown at once."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+#: types whose values cannot change after the hop (their preview may wait)
+_FIXED = frozenset({int, float, complex, bool, str, bytes, type(None)})
+
+
+def value_of(value: Any) -> Any:
+    """What a hop keeps of ``value``: a :class:`Value` to preview later, or the preview."""
+    return Value(value) if type(value) in _FIXED else preview(value, VALUE_LIMIT)
+
+
+def shown(detail: Any) -> str:
+    return preview(detail.value, VALUE_LIMIT) if isinstance(detail, Value) else str(detail)
 
 
 def trace_lines(traces: Sequence[Dict[str, Any]], expr: str = "") -> List[str]:
@@ -150,6 +178,24 @@ def trace_lines(traces: Sequence[Dict[str, Any]], expr: str = "") -> List[str]:
         for end in t["ended"]:
             lines.append(f"  ended: {end}")
     return lines
+
+
+def report_traces(report: Any, last: Optional[int] = None) -> Optional[List[Dict[str, Any]]]:
+    """The traces of ``report`` as plain dicts (mid-run too: the live Trace objects are
+    shown), the ``last`` ones only if given; None when the run had no trace."""
+    traces = getattr(report, "traces", None)
+    if traces is None:
+        return None
+    chosen = list(traces) if last is None else list(traces)[-last:]
+    return [t.as_dict() if isinstance(t, Trace) else t for t in chosen]
+
+
+def report_trace_lines(report: Any, last: Optional[int] = None) -> List[str]:
+    """:func:`trace_lines` of ``report``'s traces, redacted; [] when it had no trace."""
+    traces = report_traces(report, last)
+    if traces is None:
+        return []
+    return [redact(line) for line in trace_lines(traces, getattr(report, "trace_expression", ""))]
 
 
 # ---- the step tree, as the tracer sees it ----------------------------------------------------------
@@ -323,11 +369,11 @@ class Tracer:
             self.matched += 1
             if len(self.traces) >= MAX_TRACES:
                 return
-            trace = Trace(len(self.traces) + 1, label, preview(item, VALUE_LIMIT))
+            trace = Trace(len(self.traces) + 1, label, value_of(item))
             self.traces.append(trace)
             self.ctx.report.traces.append(trace)
             self._own(item, trace, where)
-            trace.add(where, "emitted", preview(item, VALUE_LIMIT))
+            trace.add(where, "emitted", trace.item)
             self._on()
 
         def failed(item: Any, exc: Exception) -> None:
@@ -351,7 +397,7 @@ class Tracer:
                 return runner(work)
             sid = self._step_of(stats_of(work))
             entry.taken = True
-            entry.trace.add(sid, "in", preview(work, VALUE_LIMIT))
+            entry.trace.add(sid, "in", value_of(work))
             return self._watched(runner, work, entry.trace, sid)
 
         def traced_finish(work: Any, value: Any) -> Any:
@@ -431,7 +477,7 @@ class Tracer:
                 return
             else:
                 outputs = [value]
-        trace.add(sid, "out", preview(outputs[0], VALUE_LIMIT))
+        trace.add(sid, "out", value_of(outputs[0]))
         self._own(outputs[0], trace, sid)
 
     def _failed(self, trace: Trace, sid: StepId, exc: BaseException, tb: Optional[TracebackType] = None) -> None:
@@ -520,7 +566,7 @@ class Tracer:
                     entry.taken = True
             else:
                 entry.taken = True
-            trace.add(place.sid, "in", preview(value, VALUE_LIMIT))
+            trace.add(place.sid, "in", value_of(value))
         return _FrameWatch(self, place, trace, value)
 
 
@@ -578,7 +624,7 @@ class _FrameWatch:
                 trace.end(f"filtered: {sid} returned None")
             return
         if place.kind == "holder":
-            trace.add(sid, "written", preview(value, VALUE_LIMIT))
+            trace.add(sid, "written", value_of(value))
         tracer._gave(trace, sid, value)
 
 
@@ -606,4 +652,5 @@ def tracer_for(pipes: Sequence[Any], expr: Any, origin: str = "config.trace") ->
     return Tracer(compile_expression(expr, origin), pipes)
 
 
-__all__ = ["Tracer", "Trace", "TraceExpressionError", "compile_expression", "trace_lines", "user_frame", "tracer_for"]
+__all__ = ["Tracer", "Trace", "TraceExpressionError", "compile_expression", "trace_lines", "user_frame", "tracer_for",
+           "report_traces", "report_trace_lines"]

@@ -132,6 +132,38 @@ def test_a_renamed_step_refuses_to_redrive(tmp_path):
         BotFrame.run(redrive=True)
 
 
+def test_letters_of_a_step_inside_a_route_refuse_to_redrive_naming_the_step_and_the_route(tmp_path):
+    from rxbot import Branch
+
+    config.durable_dir = str(tmp_path)
+    config.exception_policy = "ignore"
+    ran = []
+
+    def parse(x):
+        ran.append(x)
+        if x % 10 == 0:
+            raise ValueError("bad")
+        return x
+
+    def build():
+        Pipe(range(30), lambda x: x, Branch(parse, route_func=lambda x: x % 2 == 0), lambda x: None)
+
+    build()
+    assert len(BotFrame.run().dead_letters) == 3
+    ran.clear()
+    build()
+    with pytest.raises(RedriveRefused) as refused:
+        BotFrame.run(redrive=True)
+    message = str(refused.value)
+    assert message.startswith("P1[3] Branch(<lambda> line ")
+    assert "/1[1] parse: its dead letters (#1 ...) failed inside the route P1[3] Branch(" in message
+    assert "not supported yet" in message
+    assert ran == []  # nothing ran
+    store = LetterStore(store_path())
+    assert len(store.letters()) == 3  # still open
+    store.close()
+
+
 def test_letters_keep_the_item_with_the_codec_and_a_redacted_message(tmp_path):
     config.durable_dir = str(tmp_path)
     config.exception_policy = "pipein"

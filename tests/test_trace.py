@@ -228,6 +228,16 @@ def test_a_bad_expression_is_refused_before_the_run_naming_config_trace():
         BotFrame.run()
 
 
+def test_a_trace_with_a_redrive_is_refused_clearly(tmp_path):
+    from rxbot.errors import PipelineError
+
+    config.durable_dir = str(tmp_path)
+    config.trace = "item == 1"
+    Pipe(range(3), print)
+    with pytest.raises(PipelineError, match=r"config.trace \('item == 1'\) .* a redrive feeds stored dead letters"):
+        BotFrame.run(redrive=True)
+
+
 def test_an_expression_that_raises_on_an_item_does_not_trace_it_nor_fail_the_run():
     config.trace = "item['k'] == 1"
     out = []
@@ -255,11 +265,12 @@ def test_the_live_view_shows_the_traced_items_while_the_run_goes_on():
     from rxbot.watch.snapshot import Sampler
 
     config.trace = "item == 3"
-    snapshots = []
+    snapshots, debugs = [], []
 
     def watch(x):
         if x == 9:
             snapshots.append(Sampler(1, "g").snapshot(pipe.report))
+            debugs.append(BotFrame.debug())
         return x
 
     pipe = Pipe(range(10), lambda x: x + 1, watch, print)
@@ -268,6 +279,8 @@ def test_the_live_view_shows_the_traced_items_while_the_run_goes_on():
     assert snap["state"] == "running"
     assert snap["traces"][0] == "trace #1: 3 from P1[1] Loop(range(0, 10))"
     assert any(line.startswith("  P1[2] <lambda>") and line.endswith(": out 4") for line in snap["traces"])
+    (debug,) = debugs  # BotFrame.debug() / BotFrame.bots' text, mid-run
+    assert "\n  trace #1: 3 from P1[1] Loop(range(0, 10))\n" in debug
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -54,9 +54,11 @@ def plan(pipes: Sequence[Any], store: LetterStore) -> List[Group]:
                 position = ids.get(letter.step)
                 if position is None:
                     if "/" in letter.step:
+                        route = letter.step.split("/", 1)[0]
                         raise RedriveRefused(
-                            f"{letter.step}: items that failed inside a route cannot be re-driven yet "
-                            f"(dead letters #{letter.id} ...)")
+                            f"{letter.step}: its dead letters (#{letter.id} ...) failed inside the route "
+                            f"{route}; re-driving from a step inside a route is not supported yet. Run "
+                            f"the pipe again, or list them with 'rxbot deadletters SCRIPT'")
                     now = ", ".join(ids)
                     raise RedriveRefused(
                         f"{letter.step}: this step is not in the pipe any more (removed or renamed); its dead "

@@ -108,13 +108,9 @@ def holding_steps(pipes: Sequence[Any]) -> Set[str]:
 
 
 def _traces(report: Any) -> List[str]:
-    traces = getattr(report, "traces", None)
-    if not traces:
-        return []
-    from ..trace import trace_lines
+    from ..trace import report_trace_lines
 
-    return [_cut(line) for line in trace_lines([t.as_dict() if hasattr(t, "as_dict") else t
-                                                for t in traces[-LAST_TRACES:]])]
+    return [_cut(line) for line in report_trace_lines(report, LAST_TRACES)]
 
 
 def _cut(text: str, limit: int = 300) -> str:
