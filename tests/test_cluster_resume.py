@@ -178,7 +178,33 @@ def test_a_worker_killed_mid_shard_costs_nothing(dask_cluster, mysql_params, tmp
         assert len(set(reran[0]["workers"])) == 2
         assert all(s["checkpointed"] for s in report.shards)
         assert list(reran[0]["resumed_from"].values())[0] > 0  # it went on from its checkpoint
+        with raw.cursor() as cur:  # the run is over: its checkpoints are deleted
+            keys = [s["run_key"] for s in report.shards]
+            cur.execute(f"SELECT COUNT(*) FROM rxbot_checkpoints WHERE run_key IN ({', '.join(['%s'] * len(keys))})",
+                        keys)
+            assert cur.fetchone() == (0,)
     finally:
         with raw.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {table}")
         raw.close()
+
+
+def test_a_finished_sharded_run_deletes_its_checkpoints_sqlite(dask_cluster, tmp_path):
+    """Each shard commits its checkpoint (one row, updated every epoch); once the run is
+    over the rows are deleted: no later run has its run id, so they would only pile up."""
+    import sqlite3
+
+    from rxbot.config import config
+    from rxbot.db.sqlite import Insert
+
+    address, _ = dask_cluster
+    config.checkpoint_items = 100  # (the settings travel to the workers)
+    db = tmp_path / "out.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE t (n INT)")
+    Pipe(list(range(2000)), lambda x: {"n": x}, Insert("INSERT INTO t (n) VALUES ({n})", str(db)))
+    report = BotFrame.run(cluster=address, shards=2)
+    con = sqlite3.connect(db)
+    assert sorted(n for (n,) in con.execute("SELECT n FROM t")) == list(range(2000))
+    assert all(s["checkpointed"] for s in report.shards)
+    assert con.execute("SELECT COUNT(*) FROM rxbot_checkpoints").fetchone() == (0,)  # the table is there, empty

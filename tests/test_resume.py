@@ -203,3 +203,69 @@ def test_rxbot_run_resume_on_the_command_line(tmp_path):
         assert done.returncode == 0, done.stderr
     assert rows_of(db) == list(range(100))
     assert "nothing to resume" in done.stderr
+
+
+# ---- the checkpoint's lifecycle: one row per pipe and Insert, updated in place ----------------------
+def _one_row_per_insert_across_epochs(report, rows_for_key):
+    """A run of many epochs keeps one checkpoint row per Insert, the last epoch's."""
+    delivery = report.delivery["P1"]
+    assert delivery["checkpoints"] >= 10  # ten epochs committed (the rows are read after)
+    rows = rows_for_key(delivery["run_key"])
+    assert [(offset, complete) for _, offset, complete in rows] == [(1000, 1), (1000, 1)]
+    assert len({sink for sink, _, _ in rows}) == 2
+
+
+def test_the_checkpoint_table_keeps_one_row_per_insert_sqlite(tmp_path):
+    from rxbot.db.sqlite import Insert
+    config.checkpoint_items = 100
+    db = str(tmp_path / "x.db")
+    make_table(db)
+    make_table(db, "u")
+    Pipe(range(1000), lambda x: {"n": x},
+         Branch(Insert("INSERT INTO u (n) VALUES ({n})", path=db)), Insert("INSERT INTO t (n) VALUES ({n})", path=db))
+    report = BotFrame.run(resume=True)
+    assert rows_of(db) == rows_of(db, "u") == list(range(1000))
+
+    def rows_for_key(key):
+        return sqlite3.connect(db).execute(
+            "SELECT sink, source_offset, complete FROM rxbot_checkpoints WHERE run_key = ?", (key,)).fetchall()
+
+    _one_row_per_insert_across_epochs(report, rows_for_key)
+
+
+def test_the_checkpoint_table_keeps_one_row_per_insert_mariadb(mysql_params):
+    import pymysql
+
+    from rxbot.db.mysql import Insert
+    config.checkpoint_items = 100
+    raw = pymysql.connect(host=mysql_params["host"], port=mysql_params["port"], user=mysql_params["user"],
+                          password=mysql_params["password"], database=mysql_params["db"], autocommit=True)
+    tables = [f"lifecycle_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    key = None
+    try:
+        with raw.cursor() as cur:
+            for table in tables:
+                cur.execute(f"CREATE TABLE {table} (n INT)")
+        Pipe(range(1000), lambda x: {"n": x},
+             Branch(Insert(f"INSERT INTO {tables[0]} (n) VALUES ({{n}})", **mysql_params)),
+             Insert(f"INSERT INTO {tables[1]} (n) VALUES ({{n}})", **mysql_params))
+        report = BotFrame.run(resume=True)
+        key = report.delivery["P1"]["run_key"]
+
+        def rows_for_key(key):
+            with raw.cursor() as cur:
+                cur.execute("SELECT sink, source_offset, complete FROM rxbot_checkpoints WHERE run_key = %s", (key,))
+                return list(cur.fetchall())
+
+        _one_row_per_insert_across_epochs(report, rows_for_key)
+        for table in tables:
+            with raw.cursor() as cur:
+                cur.execute(f"SELECT COUNT(*), COUNT(DISTINCT n) FROM {table}")
+                assert cur.fetchone() == (1000, 1000)
+    finally:
+        with raw.cursor() as cur:
+            for table in tables:
+                cur.execute(f"DROP TABLE IF EXISTS {table}")
+            if key is not None:
+                cur.execute("DELETE FROM rxbot_checkpoints WHERE run_key = %s", (key,))
+        raw.close()

@@ -82,7 +82,11 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
                 live.close()
                 _stopped_report(pipes, live.report, started, exc)
             raise
-        ran = await _shard_attempts(client, attempts, count)  # per shard: attempts, workers
+        ran = await _shard_attempts(client, attempts, count, run_id)  # per shard: attempts, workers
+        if any(shard["checkpointed"] for shard in ran):
+            for future in futures:  # no shard can run again: its checkpoint has served
+                future.release()
+            await _forget(client, blob, shares[0], run_id)
     error = _named(error, ran)
     report = merge_reports(reports)
     report.shards = ran  # type: ignore[attr-defined]
@@ -184,11 +188,14 @@ def _stopped_report(pipes: Sequence[Any], summed: RunReport, started: float, exc
         pipe.report = summed
 
 
-async def _shard_attempts(client: Any, topic: str, count: int) -> List[Dict[str, Any]]:
+async def _shard_attempts(client: Any, topic: str, count: int, run_id: str) -> List[Dict[str, Any]]:
     """Per shard: attempts, the workers they ran on, where the last one resumed (from the
-    events each attempt logs on the scheduler)."""
+    events each attempt logs on the scheduler), the run key its checkpoints had."""
+    from .worker import shard_run_key
+
     shards: List[Dict[str, Any]] = [{"shard": k, "attempts": 0, "workers": [], "resumed_from": None,
-                                     "checkpointed": False} for k in range(count)]
+                                     "checkpointed": False, "run_key": shard_run_key(run_id, k, count)}
+                                    for k in range(count)]
     try:
         events = await _bounded(client.get_events(topic), "read the shards' attempts")
     except Exception as exc:  # the numbers are a report, never the run's outcome
@@ -203,6 +210,21 @@ async def _shard_attempts(client: Any, topic: str, count: int) -> List[Dict[str,
             shard["workers"].append(str(msg["worker"]))
             shard["checkpointed"] = bool(msg.get("checkpointed"))
     return shards
+
+
+async def _forget(client: Any, blob: bytes, share: bytes, run_id: str) -> None:
+    """Delete the run's checkpoints (one row per shard and Insert, filed under its run
+    id, which no later run uses) through a task on a worker; a failure is a warning."""
+    from .worker import forget_run, run_prefix
+
+    try:
+        problems = await _bounded(client.submit(forget_run, blob, share, run_id, pure=False),
+                                  "clear the shards' checkpoints")
+    except Exception as exc:
+        problems = [f"{type(exc).__name__}: {exc}"]
+    for problem in problems:
+        log.warning("rxbot: the sharded run's checkpoints (run_key '%s...' in table rxbot_checkpoints) "
+                    "could not be deleted: %s", run_prefix(run_id), problem)
 
 
 def _named(error: BaseException | None, shards: List[Dict[str, Any]]) -> BaseException | None:

@@ -101,13 +101,32 @@ def _checkpoints(pipes: Any, run: Dict[str, Any] | None, index: int, count: int,
 
         if any(isinstance(n, InsertNode) for p in pipes for n in nodes_in(p.steps)):
             try:
-                hooks = ResumeHooks(pipes, run_key=f"sharded-{run['id']}/shard{index}of{count}")
+                hooks = ResumeHooks(pipes, run_key=shard_run_key(run["id"], index, count))
             except ResumeRefused as exc:
                 log.warning("rxbot: shard %d of %d runs without checkpoints: %s", index, count, exc)
         if worker is not None and run.get("attempts"):
             worker.log_event(run["attempts"], {"shard": index, "worker": worker.address,
                                                "checkpointed": hooks is not None})
     return hooks
+
+
+def shard_run_key(run_id: str, index: int, count: int) -> str:
+    """What a shard's checkpoints are filed under: the run's id (no later run finds them)
+    and the shard (its re-run on another worker does)."""
+    return f"{run_prefix(run_id)}shard{index}of{count}"
+
+
+def run_prefix(run_id: str) -> str:
+    return f"sharded-{run_id}/"
+
+
+async def forget_run(pipes_blob: bytes, share_blob: bytes, run_id: str) -> list:
+    """The task that deletes a finished sharded run's checkpoints from the databases of
+    its Inserts (run on a worker: the workers reach the databases, the client may not).
+    Returns what could not be cleared."""
+    from ..durable.resume import forget_checkpoints
+
+    return await forget_checkpoints(load_pipes(pipes_blob, share_blob), run_prefix(run_id))
 
 
 def _announce_end(run: Dict[str, Any] | None, index: int, worker: Any, hooks: Any) -> None:
@@ -217,4 +236,4 @@ def _portable_chain(exc: BaseException, depth: int = 0) -> None:
             setattr(exc, name, stand_in(link))
 
 
-__all__ = ["run_shard"]
+__all__ = ["run_shard", "forget_run", "shard_run_key"]

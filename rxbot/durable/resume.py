@@ -235,6 +235,45 @@ def _write_sql(node: InsertNode) -> str:
             "updated = VALUES(updated)")
 
 
+def _forget_sql(node: InsertNode) -> str:
+    """The checkpoints whose run key starts with a prefix (no LIKE: no wildcards to escape)."""
+    p = _placeholder(node)
+    return f"DELETE FROM {TABLE} WHERE SUBSTR(run_key, 1, {p}) = {p}"
+
+
+async def forget_checkpoints(pipes: Sequence[Pipe], run_key: str) -> List[str]:
+    """Delete every checkpoint whose run key starts with ``run_key`` (``sharded-<id>/``) from the
+    database of each Insert of ``pipes``, outside a run (each Insert opened and closed
+    here); the Inserts whose database could not be cleared, with why (a warning's matter,
+    never a run's failure).
+
+    The checkpoint's lifecycle (docs/resume.md): each epoch *updates* its sink's one row
+    (``PRIMARY KEY (run_key, sink)``), so a run of any length keeps one row per pipe and
+    Insert. A local run's rows stay, the final one saying the run is complete (a resume
+    after that has nothing to redo). A sharded run's rows are filed under its run id,
+    which no later run uses: the client deletes them through this once the run is over
+    and no shard can run again."""
+    from ..walk import nodes_in
+
+    problems: List[str] = []
+    seen: set = set()
+    for node in nodes_in([step for pipe in pipes for step in pipe.steps]):
+        if not isinstance(node, InsertNode) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        try:
+            await node.init()
+            try:
+                await node.read_checkpoint(_forget_sql(node), (len(run_key), run_key))
+            finally:
+                await node.close()
+        except Exception as exc:
+            if TABLE in str(exc):  # no checkpoint was ever written there
+                continue
+            problems.append(f"{node.label()}: {type(exc).__name__}: {exc}")
+    return problems
+
+
 # ---- one pipe's checkpointing source ------------------------------------------------------------------
 @dataclass
 class PipeResume:
@@ -333,7 +372,9 @@ class PipeResume:
                 if rt is not None:
                     rt.stats.held -= held
                     rt.stats.filtered += held  # consumed (by the earlier run)
-                continue
+                if not final:
+                    continue
+                held = 0  # the last checkpoint still says the run is complete (rows: none)
             statement = (_write_sql(sink.node), (self.run_key, _sink_key(sink.step), self.key, json.dumps(self.hashes),
                                                  offset, int(final), time.time()))
             failed = await sink.node.commit_checkpoint([statement])
@@ -457,7 +498,7 @@ class ResumeHooks(RunHooks):
         """Which sinks of each pipe are exactly-once and which at-least-once."""
         return {str(p.where): {"exactly_once": [str(s.step) for s in p.inserts],
                                "at_least_once": p.others, "resumed_from": p.started_at, "checkpoints": p.checkpoints,
-                               "complete": p.complete}
+                               "complete": p.complete, "run_key": p.run_key}
                 for p in self.pipes}
 
 
@@ -476,4 +517,4 @@ def resume_hooks(pipes: Sequence[Pipe]) -> ResumeHooks:
     return ResumeHooks(pipes)
 
 
-__all__ = ["ResumeHooks", "ResumeRefused", "resume_hooks", "ordered_source", "durable_root", "TABLE"]
+__all__ = ["ResumeHooks", "ResumeRefused", "resume_hooks", "forget_checkpoints", "ordered_source", "durable_root", "TABLE"]
