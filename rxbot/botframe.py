@@ -248,12 +248,17 @@ class BotFrame(metaclass=_FrameType):
         """How the pending pipes (or ``pipes``) would run, in words: which steps run
         fused and whether they are counted, how each source hands its elements on, how
         each async step is fed, which executor each route and BlockedJoin gets, and why a
-        step is not fused or a fast path does not apply (see :mod:`rxbot.plan`). Nothing
-        is run or consumed."""
+        step is not fused or a fast path does not apply (see :mod:`rxbot.plan`), and which
+        sinks are exactly once and which at least once after a kill (``resume=True``) or a
+        lost worker (a sharded run). Nothing is run or consumed."""
+        from .durable.resume import delivery_of
         from .plan import explain, plan_of
+        from .report_io import delivery_lines
 
         chosen = list(cls._pending) if pipes is None else list(pipes)
-        return explain([plan_of(p, k + 1) for k, p in enumerate(chosen)])
+        delivery = delivery_of(chosen)
+        return "\n".join(line for k, p in enumerate(chosen) for line in
+                         [explain([plan_of(p, k + 1)]), *delivery_lines({f"P{k + 1}": delivery[f"P{k + 1}"]})])
 
     @classmethod
     def debug(cls) -> str:

@@ -314,6 +314,7 @@ def to_text(report: Any) -> str:
                          (f" robots_dropped={n['robots_dropped']}" if n.get("robots_dropped") else ""))
     for step, item in getattr(report, "abandoned", ()):
         lines.append(f"  abandoned after the shutdown grace: step {step!r} on item {short_repr(item)}")
+    lines += delivery_lines(getattr(report, "delivery", None) or {})
     from .trace import report_trace_lines
 
     lines += report_trace_lines(report)  # rxbot run --trace: after the steps
@@ -322,5 +323,22 @@ def to_text(report: Any) -> str:
     return redact("\n".join(lines))
 
 
-__all__ = ["to_dict", "to_json", "to_text", "summary", "elapsed", "eta", "totals", "counters", "source_items", "routes", "route_numbers",
+def delivery_lines(delivery: Dict[str, Any], ind: str = "  ") -> List[str]:
+    """A resumed or sharded run's sinks, per pipe: which are exactly once after a kill or
+    a lost worker (Inserts: their rows commit with the checkpoint) and which at least
+    once (:func:`rxbot.durable.resume.delivery_of`); the text report's and ``explain()``'s."""
+    lines = []
+    for pipe, d in delivery.items():
+        parts = [f"{word}: {', '.join(d[key])}" for key, word in (("exactly_once", "exactly once"),
+                                                                   ("at_least_once", "at least once")) if d.get(key)]
+        line = f"{ind}{pipe} after a kill (resume) or a lost worker (shards): {'; '.join(parts) or 'no sinks'}"
+        if d.get("refused"):
+            line += f" (no checkpoint: {d['refused']})"
+        if d.get("resumed_from"):
+            line += f"; this run resumed after {d['resumed_from']} source items"
+        lines.append(line)
+    return lines
+
+
+__all__ = ["to_dict", "to_json", "to_text", "delivery_lines", "summary", "elapsed", "eta", "totals", "counters", "source_items", "routes", "route_numbers",
            "step_parts", "order", "is_source", "COUNTERS"]

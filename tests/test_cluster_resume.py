@@ -207,4 +207,6 @@ def test_a_finished_sharded_run_deletes_its_checkpoints_sqlite(dask_cluster, tmp
     con = sqlite3.connect(db)
     assert sorted(n for (n,) in con.execute("SELECT n FROM t")) == list(range(2000))
     assert all(s["checkpointed"] for s in report.shards)
+    assert report.delivery["P1"] == {"exactly_once": ["P1[3] Insert: INSERT INTO t (n) VALUES ({n})"],
+                                     "at_least_once": []}
     assert con.execute("SELECT COUNT(*) FROM rxbot_checkpoints").fetchone() == (0,)  # the table is there, empty

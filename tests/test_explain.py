@@ -176,3 +176,36 @@ def test_rxbot_explain_prints_a_scripts_plan_without_running_it(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "async P1[3] fetch (concurrency 32): drawn through the fused segment" in proc.stdout
     assert not ran.exists()
+
+
+# ---- delivery after a kill or a lost worker (issue 25.1) ------------------------------------------
+def test_explain_names_the_exactly_once_and_at_least_once_sinks(tmp_path):
+    """An Insert commits its rows with the checkpoint: exactly once; print, a function,
+    the end of a branch: at least once (the open epoch's items go through again)."""
+    from rxbot.db.sqlite import Insert
+
+    got = []
+    pipe = Pipe(list(range(3)), inc, Branch(print), lambda x: {"n": x},
+                Branch(got.append), Insert("INSERT INTO t (n) VALUES ({n})", str(tmp_path / "x.db")))
+    last = pipe.explain().splitlines()[-1]
+    assert last == ("  P1 after a kill (resume) or a lost worker (shards): exactly once: P1[6] Insert: INSERT INTO t (n) "
+                    "VALUES ({n}); at least once: P1[3] Branch/1[1] print, P1[5] Branch/1[1] list.append")
+
+
+def test_explain_says_when_a_pipe_cannot_checkpoint_and_all_its_sinks_are_at_least_once():
+    text = Pipe(Timer(delay=1, max_time=1), inc, print).explain()
+    assert text.splitlines()[-1] == (
+        "  P1 after a kill (resume) or a lost worker (shards): at least once: P1[3] print (no checkpoint: P1[1] "
+        "Timer(1s, max_time=1): cannot resume this pipe: a Timer ticks with the clock: its items cannot be "
+        "replayed in order)")
+
+
+def test_botframe_explain_gives_each_pipe_its_own_delivery_line():
+    Pipe(range(3), print)
+    Pipe(range(3), inc, double)
+    lines = BotFrame.explain().splitlines()
+    assert [line for line in lines if "after a kill" in line] == [
+        "  P1 after a kill (resume) or a lost worker (shards): at least once: P1[2] print",
+        "  P2 after a kill (resume) or a lost worker (shards): at least once: P2[3] double"]
+    assert lines.index("P2 (Pipe): fusion on, policy 'raise'") > lines.index(
+        "  P1 after a kill (resume) or a lost worker (shards): at least once: P1[2] print")

@@ -158,6 +158,9 @@ def test_a_stopped_run_resumes_where_its_checkpoint_is_and_a_changed_pipe_refuse
     build(parse)
     report = BotFrame.run(resume=True)
     assert report.delivery["P1"]["resumed_from"] == 1200
+    assert str(report).splitlines()[-1] == (
+        "  P1 after a kill (resume) or a lost worker (shards): exactly once: P1[3] Insert: INSERT INTO t (n) VALUES "
+        "({n}); this run resumed after 1200 source items")
     assert rows_of(db) == list(range(3000))
 
     def parse2(x):
@@ -182,6 +185,8 @@ def test_a_pipe_without_insert_keeps_its_checkpoint_in_a_file_at_least_once(tmp_
     assert report.delivery["P1"]["at_least_once"] == ["P1[3] list.append"]
     assert list((tmp_path / "d").rglob("checkpoint-*.json"))
     assert json.loads(report.to_json())["delivery"]["P1"]["at_least_once"] == ["P1[3] list.append"]
+    assert str(report).splitlines()[-1] == ("  P1 after a kill (resume) or a lost worker (shards): at least once: "
+                                            "P1[3] list.append")
     Pipe(range(50), inc, got.append)  # complete: nothing again
     BotFrame.run(resume=True)
     assert len(got) == 50

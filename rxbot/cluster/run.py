@@ -90,6 +90,7 @@ async def run_sharded(pipes: Sequence[Any], cluster: Any = None, shards: int | N
     error = _named(error, ran)
     report = merge_reports(reports)
     report.shards = ran  # type: ignore[attr-defined]
+    report.delivery = _delivery(pipes)  # type: ignore[attr-defined]
     for shard in ran:
         if shard["attempts"] > 1:
             log.warning("rxbot: shard %d of %d re-ran %d time(s) (workers: %s); it went on from its "
@@ -210,6 +211,14 @@ async def _shard_attempts(client: Any, topic: str, count: int, run_id: str) -> L
             shard["workers"].append(str(msg["worker"]))
             shard["checkpointed"] = bool(msg.get("checkpointed"))
     return shards
+
+
+def _delivery(pipes: Sequence[Any]) -> Dict[str, Any]:
+    """Which sinks a re-run shard writes exactly once (Inserts, checkpointed) and which
+    at least once (the shard's open epoch again, or all of it without a checkpoint)."""
+    from ..durable.resume import delivery_of
+
+    return delivery_of(pipes)
 
 
 async def _forget(client: Any, blob: bytes, share: bytes, run_id: str) -> None:

@@ -183,15 +183,37 @@ def sinks_of(steps: Sequence[Any], where: StepId) -> Tuple[List[Sink], List[str]
     return inserts, others
 
 
+def delivery_of(pipes: Sequence[Pipe]) -> Dict[str, Dict[str, Any]]:
+    """Per pipe (``P1``, ...): which of its sinks are **exactly once** after a kill
+    (``resume=True``) or a lost worker (a sharded run) — its Inserts, whose rows commit
+    with the checkpoint — and which **at least once** (print, files, a user's function,
+    the pipe's end). A pipe that cannot be resumed says why; all its sinks are then at
+    least once. Decided from the pipes as built, before any run (``explain()`` shows it;
+    the run's report carries it as ``delivery``)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for index, pipe in enumerate(pipes, start=1):
+        where = StepId.root(f"P{index}", index)
+        steps = pipe.steps
+        try:
+            if len(steps) < 2:
+                raise ResumeRefused(f"{where}: a pipe of one step has nothing to resume")
+            ordered_source(steps[0], where)
+            inserts, others = sinks_of(steps, where)
+            out[str(where)] = {"exactly_once": [str(s.step) for s in inserts], "at_least_once": others}
+        except ResumeRefused as exc:
+            out[str(where)] = {"exactly_once": [], "at_least_once": [str(sid) for sid, _ in _ends(steps, where)],
+                               "refused": str(exc)}
+    return out
+
+
 def _ends(steps: Sequence[Any], where: StepId) -> Iterable[Tuple[StepId, Any]]:
-    """The last step of the pipe and of every branch (where items leave the pipe)."""
-    ids = list(walk(steps, where))
-    for k, (sid, step) in enumerate(ids):
-        nxt = ids[k + 1][0] if k + 1 < len(ids) else None
-        if isinstance(step, Route):
-            continue
-        parent = sid.rsplit("[", 1)[0]
-        if nxt is None or not (nxt.startswith(parent + "[") and nxt.rsplit("[", 1)[0] == parent):
+    """The last step of the pipe and of every branch (where items leave the pipe), in
+    flow order; a route there is not one (its branches' last steps are)."""
+    last: Dict[Tuple[int, ...], Tuple[StepId, Any]] = {}
+    for sid, step in walk(steps, where):  # a place's steps come in order
+        last[sid.positions[:-1]] = (sid, step)
+    for sid, step in sorted(last.values(), key=lambda end: end[0].order()):
+        if not isinstance(step, Route):
             yield sid, step
 
 
@@ -517,4 +539,4 @@ def resume_hooks(pipes: Sequence[Pipe]) -> ResumeHooks:
     return ResumeHooks(pipes)
 
 
-__all__ = ["ResumeHooks", "ResumeRefused", "resume_hooks", "forget_checkpoints", "ordered_source", "durable_root", "TABLE"]
+__all__ = ["ResumeHooks", "ResumeRefused", "resume_hooks", "forget_checkpoints", "delivery_of", "ordered_source", "durable_root", "TABLE"]
