@@ -262,16 +262,28 @@ class _Program:
             body = ind + "    "
         out += [*self._matched(j, body), f"{body}x{j} = x"]
         in_branch = tuple(_STOP_IF_FULL if line.startswith(_IF_FULL) else line for line in after_slow)
+        restore = False  # does the first branch start from a changed ``x``?
         if share:
             # the main stream first, as databot's queues did: the steps after the route
-            # see the item before a branch's steps can change it (one call per item)
-            out += [f"{body}a{j}(x)", *(body + line for line in in_branch)]
+            # see the item before a branch's steps can change it. A few plain steps are
+            # generated in place, as one more ``while True`` block (a None from them
+            # goes on with the branches); a longer or routed tail is one call away
+            psid, pidx = self.where[j]
+            if self._inline_after(j) and not self.chaining:
+                out += [f"{body}while True:", *self.run_from(psid, pidx + 1, body + "    ", ("break", in_branch)),
+                        f"{body}    break"]
+                restore = True
+            else:
+                out += [f"{body}a{j}(x)", *(body + line for line in in_branch)]
         for b, sid in enumerate(self.branches[j]):
             out.append(f"{body}while True:")
-            if b:
+            if b or restore:
                 out.append(f"{body}    x = x{j}")
             out += self.run_from(sid, 0, body + "    ", ("break", in_branch))
             out.append(f"{body}    break")
+        stops = [line[len(_IF_FULL):] for line in after_slow if line.startswith(_IF_FULL)]
+        if stops:  # a slow path in a branch asked to stop: before the next item
+            out.append(f"{body}if stop:{stops[0]}")
         out.append(f"{body}{leave}")
         if cond is None:
             return out  # every item matched and went its ways: no unmatched path
@@ -370,8 +382,8 @@ class _Program:
         pull = ["            for x in it:", "                break", "            else:", f"                {ret}"]
         if self.terminal and any(el[0] == ROUTE for el in self.elems):
             # inside a route's branch a slow path cannot end the item: it asks to stop
-            # before the next one
-            out += ["        stop = False", "        while not stop:", *pull]
+            # before the next one, which the route looks at once its branches are done
+            out += ["        stop = False", "        for x in it:"]
             ctx: _Ctx = ("continue", (full,))
         elif self.terminal:
             out += ["        for x in it:"]

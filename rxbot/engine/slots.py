@@ -157,6 +157,7 @@ class Slots:
         def due() -> bool:
             """``span`` more elements drawn: is this worker's turn to yield due?"""
             nonlocal left, span, drew, pace
+            counts.publish()  # the source's tally: the report grows while it is drawn
             if gate.on_pause is not None:  # the run's live counts, as at a source's pause
                 gate.on_pause()
             drew += span

@@ -50,6 +50,9 @@ class _Pulled(InputQueue):
         super().__init__(ctx, observer, plan.rt, plan.boundary, plan.downstream)
         self.produce = plan.produce
         self.running = False
+        #: what the input being iterated has pushed so far (one input at a time)
+        self.tally = _Tally(plan.rt.stats)
+        ctx.segments.add(self.tally)  # BotFrame.debug(), progress and pauses publish it
 
     def start(self) -> None:
         if not self.running:
@@ -73,9 +76,13 @@ class _Pulled(InputQueue):
                 # the ledger: this input's sequence is its fan-out. Counted apart from the
                 # step's stats, which another subscription of the step (a merge of the
                 # source with itself) may be adding to meanwhile
-                tally = _Tally(stats)
+                tally = self.tally
+                tally.start(stats)
                 try:
-                    await self.produce(item, fast_on_next(self.observer), gate, tally)
+                    try:
+                        await self.produce(item, fast_on_next(self.observer), gate, tally)
+                    finally:
+                        tally.publish()
                 except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                     # its sequence was cut short: the run was cancelled, or a signal
                     # interrupted a step this push was in (rxbot.stopping)
@@ -105,23 +112,39 @@ class _Pulled(InputQueue):
 
 
 class _Tally:
-    """What one input's sequence has pushed so far (``out``), added to the step's own
-    stats as it grows (live views read those)."""
+    """What the input a source is iterating has pushed so far: ``out``, a plain counter
+    the hot loops add to per element. Like a fused segment's counters it is added to the
+    step's stats on request — by the run's pauses, ``BotFrame.debug()``, progress and
+    the stats hook, which publish everything in ``RunContext.segments`` — and when the
+    input is done. Counted apart from those stats, which another subscription of the
+    step (a merge of the source with itself) may be adding to meanwhile: the input's
+    fan-out is ``out``."""
 
-    __slots__ = ("stats", "n")
+    __slots__ = ("stats", "out", "published", "__weakref__")
+    #: what the live views ask of a member of ``RunContext.segments``: these counts are real
+    counting = True
+    runtimes = ()
 
     def __init__(self, stats: Any) -> None:
         self.stats = stats
-        self.n = 0
+        self.out = 0
+        self.published = 0
 
-    @property
-    def out(self) -> int:
-        return self.n
+    def start(self, stats: Any) -> None:
+        """A new input: count from zero into ``stats``."""
+        self.stats = stats
+        self.out = self.published = 0
 
-    @out.setter
-    def out(self, value: int) -> None:
-        self.stats.out += value - self.n
-        self.n = value
+    def publish(self) -> None:
+        self.stats.out += self.out - self.published
+        self.published = self.out
+
+    def publish_counts(self, final: bool = True) -> None:
+        self.publish()
+
+
+def _unpublished() -> None:
+    """``publish`` of stats that are the step's own (nothing to add)."""
 
 
 async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats: Any) -> None:
@@ -155,6 +178,7 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
 async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, every: int) -> None:
     """:func:`iterate`'s loop over the source's iterator ``it``."""
     many = getattr(emit, "__rxbot_many__", None)
+    publish = getattr(stats, "publish", _unpublished)
     ended = False
     fed = 0
 
@@ -176,6 +200,7 @@ async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, ev
         fed += 1
         if fed >= every and gate.on_pause is not None:  # live counts, as at a pause
             fed = 0
+            publish()
             gate.on_pause()
         return True
 
@@ -187,6 +212,7 @@ async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, ev
         """The gate is closed: draw, or wait with the feeder. True: the source is done."""
         if gate.halted:
             return True
+        publish()
         if gate.on_pause is not None:
             gate.on_pause()
         if drawing is not None and drawing.drawable(gate, segment):
@@ -213,7 +239,8 @@ async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, ev
             except (KeyboardInterrupt, SystemExit) as exc:
                 stats.out += finished_in_slice(exc, many)
                 raise
-            stats.out += taken  # published at each pause, as below
+            stats.out += taken
+            publish()  # the report grows while the run goes on
             if taken < size and not gate.blocked:
                 return  # the iterator ended
             now = clock()
@@ -240,7 +267,8 @@ async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, ev
                     look = pace.look(n)
                     if look:  # neither ``every`` items nor a turn's time yet
                         continue
-                stats.out += n  # published at each pause, so live views see it grow
+                stats.out += n
+                publish()  # at each pause, so live views see it grow
                 n = 0
                 if not gate.blocked:
                     await gate.pause()
