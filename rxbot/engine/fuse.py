@@ -28,7 +28,10 @@ What the generated ``make(...)`` returns:
   of emitted (not at a pipe's end, not through a route): an async step right after
   the segment draws its works through it;
 * ``after`` — per position ``j``, the continuation taking one output of step ``j``
-  (what the slow paths, retries, flushes and pipein push into).
+  (what the slow paths, retries, flushes and pipein push into);
+* ``amany(ait, gate, k)`` — up to ``k`` items of an async iterator (an async step's
+  async generator result) in one coroutine, looking at the gate before each pull;
+  compiled apart, on first use (``entry.__rxbot_amany__()`` makes it).
 """
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ Push = Callable[[Any], None]
 #: in, out, returned-None per position
 Counters = Tuple[List[int], List[int], List[int]]
 #: ``(entry, many, after, pull)``
-Made = Tuple[Push, Callable[[Any, Any], int], List[Push], Callable[[Any, Any, int], Any] | None]  # (how to leave the item, lines after a slow-path call)
+Made = Tuple[Push, Callable[[Any, Any], int], List[Push], Callable[[Any, Any, int], Any] | None]
 
 
 class _Program:
@@ -316,6 +319,23 @@ class _Program:
         self.pulling = False
         return out + ["        return NOTHING"]
 
+    def _amany(self, learn: List[str]) -> List[str]:
+        """``amany(ait, gate, k)``: at most ``k`` items of an async iterator (an async
+        step's async generator result, a Query's rows) through the segment in one
+        coroutine, as a hand-written ``async for`` would run them, instead of one
+        ``entry`` call per item. It looks at the gate before pulling each item and
+        returns ``(taken, ended)``: the caller publishes the count, waits at the gate
+        and calls again."""
+        # ``at_pull`` is set only when the iterator itself raised (read from the frame
+        # by :func:`taken_in`): the item being pulled was never handed over
+        out = ["    async def amany(ait, gate, k):", *learn, "        n = 0",
+               "        anext_ = ait.__anext__", "        while n < k and not gate.blocked:",
+               "            try:", "                x = await anext_()", "            except StopAsyncIteration:",
+               "                return n, True", "            except BaseException:", "                at_pull = True",
+               "                raise", "            n += 1"]
+        out += self.run_from(0, 0, "            ", ("continue", ()))
+        return out + ["        return n, False"]
+
     @staticmethod
     def _learn(guard: str, ind: str, other: List[str]) -> List[str]:
         """After a guard missed: a single value's type becomes the guard, anything else
@@ -339,9 +359,12 @@ class _Program:
                 names += [f"t{j}_{b}_{k}" for b, length in enumerate(el[3]) for k in range(length)]
         return names
 
-    def source(self) -> str:
+    def source(self, part: str = "sync") -> str:
+        """The text of ``make``: for ``part='sync'`` it returns ``(entry, many, after,
+        pull)``; for ``part='async'`` (compiled only for a segment an async generator
+        feeds) it takes the sync part's continuations too and returns ``amany``."""
         n = len(self.elems)
-        out = ["def make(fns, consts, emit, spread, fail, VALUES, ci, co, cn, held, hold):"]
+        out = ["def make(fns, consts, emit, spread, fail, VALUES, ci, co, cn, held, hold, after=()):"]
         for j, el in enumerate(self.elems):
             if el[0] in (CONST, SPREAD_CONST):
                 out.append(f"    v{j} = consts[{j}]")
@@ -356,6 +379,9 @@ class _Program:
         out += [f"    {t} = NOTYPE" for t in guards]
         # every function below may learn any guard's type
         learn = [f"        nonlocal {', '.join(guards)}"] if guards else []
+        if part == "async":
+            out += [f"    a{j} = after[{j}]" for j in range(n)]
+            return "\n".join(out + self._amany(learn) + ["    return amany"])
         fn_ctx: _Ctx = ("return", ())
         out += ["    def entry(x):", *learn]
         out += self.run_from(0, 0, "        ", fn_ctx)
@@ -432,18 +458,33 @@ def _tag(shape: Sequence[Element]) -> str:
 
 
 @lru_cache(maxsize=None)
-def _factory(shape: Shape, terminal: bool, counting: bool) -> Callable[..., Made]:
-    text = _Program(shape, terminal, counting).source()
+def _factory(shape: Shape, terminal: bool, counting: bool, part: str = "sync") -> Callable[..., Any]:
+    text = _Program(shape, terminal, counting).source(part)
     namespace: Dict[str, Any] = {"ONE": _ONE, "NOTYPE": _NoType, "NOTHING": NOTHING, "ENDED": ENDED}
     tag = f"{_tag(shape)}{'.' if terminal else ''}{'#' if counting else ''}"
-    filename = f"<rxbot fused {tag} {next(_serial)}>"  # unique: one text per name
+    filename = f"<rxbot fused {tag}{' async' * (part == 'async')} {next(_serial)}>"  # unique: one text per name
     # attrs' pattern: a linecache entry under the code's own file name, so tracebacks,
     # pdb and inspect show the generated line (the entry has no mtime: never checked
     # against a file, never dropped by linecache.checkcache)
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
     exec(compile(text, filename, "exec"), namespace)
-    make: Callable[..., Made] = namespace["make"]
+    make: Callable[..., Any] = namespace["make"]
     return make
+
+
+def taken_in(exc: BaseException, fn: Callable[..., Any]) -> Tuple[int, bool]:
+    """How many items the generated ``many`` or ``amany`` (``fn``) had taken when ``exc``
+    escaped it, read from its frame in the traceback (the hot loop counts nothing
+    anywhere else), and whether it escaped while pulling the next item (``amany``'s
+    iterator raised) rather than while an item was on its way through the steps."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is fn.__code__:
+            local = tb.tb_frame.f_locals
+            taken = local.get("n")
+            return (taken if isinstance(taken, int) else 0), "at_pull" in local
+        tb = tb.tb_next
+    return 0, False
 
 
 #: numbers the generated code's file names
@@ -483,13 +524,24 @@ def fuse(shape: Sequence[Element], fns: Sequence[Any], consts: Sequence[Any], em
     downstream (see the fused segment's ordered lane).
     """
     ci, co, cn = counters if counters is not None else (None, None, None)
-    entry, many, after, pull = _factory(tuple(shape), terminal, counting and counters is not None)(
-        fns, consts, emit, spread, fail, values, ci, co, cn, held or [False], hold)
+    args = (fns, consts, emit, spread, fail, values, ci, co, cn, held or [False], hold)
+    key = (tuple(shape), terminal, counting and counters is not None)
+    entry, many, after, pull = _factory(*key)(*args)
     for c in (entry, *after):  # what fast_on_next and a slicing source look for
         setattr(c, "__rxbot_direct__", True)
     setattr(entry, "__rxbot_many__", many)
+
+    def amany() -> Callable[..., Any]:
+        """The segment's ``amany`` (compiled on first use: only a segment that an async
+        generator feeds needs it), sharing its counters, guards' slow paths and
+        continuations."""
+        made: Callable[..., Any] = _factory(*key, "async")(*args, after)
+        return made
+
+    # what an async step whose result is an async generator looks for
+    setattr(entry, "__rxbot_amany__", amany)
     return entry, many, after, pull
 
 
-__all__ = ["fuse", "source_of", "NOTHING", "ENDED", "route_positions", "FN", "CONST", "SPREAD_CONST", "FILTER", "ROUTE", "BLOCKED", "ALL", "TYPE",
+__all__ = ["fuse", "source_of", "taken_in", "NOTHING", "ENDED", "route_positions", "FN", "CONST", "SPREAD_CONST", "FILTER", "ROUTE", "BLOCKED", "ALL", "TYPE",
            "FUNC", "Element", "Shape"]

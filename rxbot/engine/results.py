@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 from ..config import config
 from ..node import OneItem
+from .fuse import taken_in
 from .gate import FIRST_LOOK, Pace
 
 #: types whose instances are always exactly one item. Grows at run time with user
@@ -137,4 +138,38 @@ async def deliver(result: Any, emit: Callable[[Any], None], gate: Any, counts: A
         return True
 
 
-__all__ = ["SINGLE", "VALUES", "blocked_tuple", "kind_of", "ONE", "MANY", "AWAIT", "AGEN", "ONE_AS_IS", "deliver"]
+async def deliver_through(agen: Any, amany: Callable[..., Any], gate: Any, counts: Any) -> None:
+    """:func:`deliver` of an async generator ``agen`` (an async step's result) whose
+    items go straight into a fused segment: its generated ``amany`` runs up to
+    ``yield_every`` of them per call in one coroutine, as a hand-written ``async for``
+    would, instead of one push per item. The rules are deliver's: the gate is looked at
+    before each pull (paused while closed, stopped when halted), the generator is
+    closed at the end, ``counts`` (the step's stats) gets ``out`` per call and the
+    ledger's fan-out."""
+    every = config.yield_every
+    total = 0
+    try:
+        try:
+            while True:
+                taken, ended = await amany(agen, gate, every)
+                total += taken
+                counts.out += taken
+                if ended:
+                    break
+                if gate.blocked:
+                    if gate.halted:
+                        break
+                    await gate.wait()
+        finally:
+            await agen.aclose()
+    except BaseException as exc:  # failing part-way: the failure settles the input itself
+        taken, at_pull = taken_in(exc, amany)
+        counts.out += taken
+        # an item cut on its way through the steps (a signal) was handed over, not given
+        counts.fanout += total + taken - (not at_pull and taken > 0)
+        raise
+    counts.fanout += total - 1
+
+
+__all__ = ["SINGLE", "VALUES", "blocked_tuple", "kind_of", "ONE", "MANY", "AWAIT", "AGEN", "ONE_AS_IS", "deliver",
+           "deliver_through"]

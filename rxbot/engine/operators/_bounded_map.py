@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from functools import partial
+from types import AsyncGeneratorType
 from typing import Any, Awaitable, Callable, List
 
 from ..gate import Boundary
 from ..policy import AT_FLUSH, StepRuntime
-from ..results import SINGLE, deliver
+from ..results import SINGLE, deliver, deliver_through
 from ..slots import Slots
 from ._subscription import Operator, Subscription, fast_on_next, operator_of
 
@@ -52,6 +53,8 @@ class _BoundedMap(Subscription):
         self.flush = plan.flush
         self.gate = ctx.gate(plan.downstream)
         self.downstream = fast_on_next(observer)
+        #: a fused segment right after the step runs an async generator's items itself
+        self.amany: Callable[..., Any] | None = None
         fn = plan.fn
         # the common case: the worker calls and awaits ``fn`` itself; else the
         # retry/timeout machinery, as before
@@ -89,6 +92,13 @@ class _BoundedMap(Subscription):
         return self._deliver(result)
 
     async def _deliver(self, result: Any) -> None:
+        if type(result) is AsyncGeneratorType:
+            if self.amany is None:
+                make = getattr(self.downstream, "__rxbot_amany__", None)
+                self.amany = make() if make is not None else _no_amany
+            if self.amany is not _no_amany:
+                await deliver_through(result, self.amany, self.gate, self.rt.stats)
+                return
         if not await deliver(result, self._emit, self.gate, self.rt.stats):
             self.rt.stats.filtered += self.count_none
 
@@ -116,6 +126,10 @@ class _BoundedMap(Subscription):
         finally:
             self.flushing = False
             super().maybe_complete()
+
+
+def _no_amany(*_: Any) -> None:
+    """No fused segment right after the step: its async generators go through ``deliver``."""
 
 
 __all__ = ["AsyncPlan", "bounded_map"]

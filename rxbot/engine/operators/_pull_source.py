@@ -20,6 +20,7 @@ import reactivex
 from reactivex.disposable import Disposable
 
 from ...config import config
+from ..fuse import taken_in
 from ..gate import FIRST_LOOK, TURN_SECONDS, Boundary, Gate, Pace
 from ..policy import StepRuntime
 from ..slots import Slots
@@ -295,13 +296,8 @@ def finished_in_slice(exc: BaseException, many: Callable[..., int]) -> int:
     :mod:`rxbot.stopping`): its count of items taken, read from its frame, less the one
     that was cut; so the report counts what went through without the hot loop counting
     anything more."""
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code is many.__code__:
-            taken = tb.tb_frame.f_locals.get("n")
-            return max(0, taken - 1) if isinstance(taken, int) else 0
-        tb = tb.tb_next
-    return 0
+    taken, _ = taken_in(exc, many)
+    return max(0, taken - 1)
 
 
 def _drawer(emit: Callable[[Any], None]) -> tuple:
