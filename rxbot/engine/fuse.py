@@ -223,7 +223,8 @@ class _Program:
         t, w = body + "    ", body + "        "
         out += [*self._matched(j, body), f"{body}x{j} = x", f"{body}try:"]
         for b, n in enumerate(lengths):
-            out += [f"{t}while True:", f"{w}x = x{j}"]
+            # the first branch starts from ``x`` as it is; the others from the item again
+            out += [f"{t}while True:", *([f"{w}x = x{j}"] if b else [])]
             for k in range(n):
                 t_ = f"t{j}_{b}_{k}"
                 out += [f"{w}try:", f"{w}    y = g{j}_{b}_{k}(x)", f"{w}except Exception as e:",
@@ -232,7 +233,11 @@ class _Program:
                         *self._learn(t_, w + "    ",
                                      [f"    r{b} = [] if y is None else sl{j}_{b}({k}, y, x)", "    break"]),
                         f"{w}x = y"]
-            out += [f"{w}r{b} = ONE", f"{w}s{b} = x", f"{w}break"]
+            if n:  # the last step's value is the branch's: no step after it reads ``x``
+                out[-1] = f"{w}s{b} = y"
+            else:
+                out.append(f"{w}s{b} = x")
+            out += [f"{w}r{b} = ONE", f"{w}break"]
         # what escapes the branches is a raise their step's policy already decided
         out += [f"{body}except Exception as e:", *self._slow(f"fail(e, {j}, x{j}, True)", t, ctx)]
         slots = ", ".join(f"[s{b}] if r{b} is ONE else r{b}" for b in range(len(lengths)))
