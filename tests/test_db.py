@@ -477,8 +477,8 @@ def test_insert_keeps_order_and_bounds_what_it_holds(db):
                                   batch_size=batch, flush_interval=None), after)
     assert out == [{"id": i, "name": f"r{i}"} for i in range(n)]
     assert db.count() == n
-    # two batches waiting for the database plus one item per slot (32), never the source
-    assert in_flight["max"] <= 3 * batch + 32
+    # two batches waiting for the database plus one item per slot, never the source
+    assert in_flight["max"] <= 3 * batch + db.module.Insert.concurrency
 
 
 def test_abandoned_result_stream_releases_its_connection(db):
