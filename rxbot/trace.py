@@ -54,6 +54,8 @@ VALUE_LIMIT = 160
 MAX_TRACES = 50
 #: hops kept per traced item
 MAX_HOPS = 200
+#: values followed at once (what the traced items became); more are not followed
+MAX_VALUES = 10_000
 
 
 class TraceExpressionError(ValueError):
@@ -83,7 +85,7 @@ def compile_expression(expr: Any, origin: str = "config.trace") -> str:
     if unknown:
         raise TraceExpressionError(f"{origin}: {expr!r} uses {', '.join(unknown)}; the expression sees "
                                    f"only `item` (each source item) and Python's builtins")
-    return expr.strip()
+    return ast.unparse(tree)  # one line, no comment: it is compiled into the source's loop
 
 
 def _source_generator(expr: str) -> Callable[..., Iterator[Any]]:
@@ -350,6 +352,7 @@ class Tracer:
         self.matched = 0
         self.expr_failures = 0
         self.owned: Dict[int, _Owned] = {}
+        self.full = False  # MAX_VALUES reached
         self.ctx: Any = None
         self.thread = threading.get_ident()
         self._depth = 0
@@ -447,6 +450,11 @@ class Tracer:
 
     # -- recording -----------------------------------------------------------------------------------
     def _own(self, value: Any, trace: Trace, sid: Optional[StepId]) -> None:
+        if len(self.owned) >= MAX_VALUES:  # a traced item that fans out enormously
+            if not self.full:
+                self.full = True
+                trace.add(sid or "", "...", f"more than {MAX_VALUES} traced values: the rest not followed")
+            return
         self.owned[id(value)] = _Owned(value, trace, sid)
 
     def _step_of(self, stats: Any) -> StepId:

@@ -238,6 +238,26 @@ def test_a_trace_with_a_redrive_is_refused_clearly(tmp_path):
         BotFrame.run(redrive=True)
 
 
+def test_an_expression_with_a_comment_or_lines_is_one_expression():
+    config.trace = "(item ==\n 2)  # the second"
+    Pipe(range(4), lambda x: x, print)
+    assert [t["item"] for t in BotFrame.run().traces] == ["2"]
+
+
+def test_a_traced_item_fanning_out_enormously_is_followed_up_to_a_bound(monkeypatch):
+    import rxbot.trace
+
+    monkeypatch.setattr(rxbot.trace, "MAX_VALUES", 5)
+    config.trace = "item == 1"
+    out = []
+    Pipe(range(3), lambda x: [x * 100 + k for k in range(20)], lambda y: y + 1, out.append)
+    (trace,) = BotFrame.run().traces
+    assert len(out) == 60
+    assert any(h["event"] == "..." and "more than 5 traced values" in h["detail"] for h in trace["hops"])
+    followed = [h for h in trace["hops"] if h["event"] == "in" and h["step"].startswith("P1[3] ")]
+    assert 1 <= len(followed) <= 5
+
+
 def test_an_expression_that_raises_on_an_item_does_not_trace_it_nor_fail_the_run():
     config.trace = "item['k'] == 1"
     out = []
