@@ -88,10 +88,16 @@ def compile_expression(expr: Any, origin: str = "config.trace") -> str:
     return ast.unparse(tree)  # one line, no comment: it is compiled into the source's loop
 
 
-def _source_generator(expr: str) -> Callable[..., Iterator[Any]]:
-    """A generator with ``expr`` compiled in: ``gen(items, hit, next_one)`` yields every
-    element; before a matching one it calls ``hit(item)``, after it ``next_one()``. An
-    element the expression fails on is not traced (``failed(item, exc)`` notes it)."""
+def _compiled(expr: str) -> Dict[str, Any]:
+    """``expr`` compiled into ``traced_source(items, hit, next_one, failed)`` (its text
+    inlined, so it costs what the expression costs): a generator yielding every element,
+    calling ``hit(item)`` before a matching one and ``next_one()`` after it; an element
+    the expression fails on is not traced (``failed(item, exc)``).
+
+    Measured (benchmarks/bench_trace.py, callgrind): the generator's step per element is
+    most of the cost with a cheap expression; reading a list or range in chunks through a
+    comprehension instead (one Python frame per chunk, not per element) cost more, not
+    less (the comprehension's own loop, and each element fetched twice)."""
     code = (
         "def traced_source(items, hit, next_one, failed):\n"
         "    try:\n"
@@ -112,7 +118,8 @@ def _source_generator(expr: str) -> Callable[..., Iterator[Any]]:
     )
     namespace: Dict[str, Any] = {}
     exec(compile(code, "<rxbot --trace>", "exec"), namespace)
-    return namespace["traced_source"]  # type: ignore[no-any-return]
+    return namespace
+
 
 
 # ---- what a trace holds ---------------------------------------------------------------------------
@@ -347,7 +354,7 @@ class Tracer:
     def __init__(self, expr: str, pipes: Sequence[Any]) -> None:
         self.expr = expr
         self.tree = _Tree(pipes)
-        self.generator = _source_generator(expr)
+        self.compiled = _compiled(expr)
         self.traces: List[Trace] = []
         self.matched = 0
         self.expr_failures = 0
@@ -385,7 +392,7 @@ class Tracer:
                             self.expr, type(exc).__name__, preview(item, 80))
             self.expr_failures += 1
 
-        return self.generator(iterable, hit, self._off, failed)
+        return self.compiled["traced_source"](iterable, hit, self._off, failed)
 
     def slots(self, runner: Any, finish: Any, fail: Any, stats_of: Callable[[Any], Any], rt: Any
               ) -> Tuple[Any, Any, Any]:
