@@ -282,6 +282,14 @@ class _Tree:
         code, arg = _code_of(fn)
         self._add(code, arg, lambda name: _Place(sid, step, kind, name))
 
+    def is_sink(self, sid: StepId) -> bool:
+        """Is ``sid`` the last step of a pipe, or of a branch that does not join (so what
+        it returns is consumed, as the report counts it)?"""
+        if self.following.get(sid) is not None:
+            return False
+        route = self.parent.get(sid)
+        return route is None or not route[1].join
+
     def pick(self, places: List[_Place], after: Optional[StepId]) -> _Place:
         """The place a call of a code used by several steps stands for: the step after
         the one that produced the value, else the first."""
@@ -634,6 +642,9 @@ class _FrameWatch:
             if place.kind == "holder":
                 trace.add(sid, "held", "kept for its batch")
                 trace.end(f"into {sid} (held for its batch, written with it)")
+            elif tracer.tree.is_sink(sid):  # what a pipe's last step returns goes nowhere
+                trace.add(sid, "consumed", "")
+                trace.end(f"reached the end of the pipe: consumed by {sid}")
             else:
                 trace.add(sid, "filtered", "the step returned None")
                 trace.end(f"filtered: {sid} returned None")

@@ -353,3 +353,17 @@ def test_rxbot_run_trace_prints_the_trace_after_the_report(tmp_path):
     assert bad.returncode == 2
     assert bad.stdout == ""  # the script never ran
     assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("rxbot run: --trace: 'item ==' is not")
+
+
+def test_rxbot_trace_in_the_environment_traces_a_script(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent("""
+        from rxbot import BotFrame, Pipe
+        report = BotFrame.run() if Pipe(range(5), lambda x: x * 10, lambda y: None) else None
+        print(report.traces[0]["item"], report.traces[0]["hops"][-3]["detail"], report.traces[0]["ended"][0])
+    """))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(HERE)), RXBOT_TRACE="item == 4")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:2] == ["4", "40"]
+    assert done.stdout.split(None, 2)[2].startswith("reached the end of the pipe: consumed by P1[3] <lambda>")
