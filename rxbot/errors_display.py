@@ -176,21 +176,29 @@ def interruption_line(report: Any, signame: str = "interrupted") -> str:
 
 def print_interruption(report: Any, signame: str = "interrupted", file: Optional[TextIO] = None) -> None:
     """The one line and the report (no traceback) for Ctrl-C or SIGTERM."""
-    out = file or sys.stderr
-    print(interruption_line(report, signame), file=out)
-    if report is not None:
-        print(str(report), file=out)
-    out.flush()
+    print(_interruption_text(report, signame), file=file or sys.stderr, flush=True)
 
 
 def mark_interrupted(exc: BaseException, report: Any) -> BaseException:
-    """Remember on a KeyboardInterrupt the report of the run it stopped; the excepthook
-    prints it if nobody catches the interrupt."""
+    """Remember on a KeyboardInterrupt the report of the run it stopped, and its text; the
+    excepthook prints it if nobody catches the interrupt.
+
+    The text is made here, not in the hook: CPython ends a script stopped by an uncaught
+    KeyboardInterrupt by SIGINT (exit status -2/130, what shells and supervisors expect)
+    only if nothing in the hook runs ``exec`` of a string, which resets that decision to
+    "exit 1" — and a module imported for the first time while the report is written
+    (a dataclass is made with ``exec``) does exactly that."""
     try:
         exc.rxbot_report = report  # type: ignore[attr-defined]
+        exc.rxbot_stopped_text = _interruption_text(report)  # type: ignore[attr-defined]
     except Exception:
         pass
     return exc
+
+
+def _interruption_text(report: Any, signame: str = "interrupted") -> str:
+    text = interruption_line(report, signame)
+    return text if report is None else f"{text}\n{report}"
 
 
 # -- the hook ----------------------------------------------------------------------------
@@ -215,7 +223,11 @@ def _hook(kind: Type[BaseException], exc: BaseException, tb: Optional[TracebackT
         previous(kind, exc, tb)
         return
     if isinstance(exc, KeyboardInterrupt):
-        print_interruption(getattr(exc, "rxbot_report", None))
+        text = getattr(exc, "rxbot_stopped_text", None)  # made before the hook (see mark_interrupted)
+        if text is None:
+            print_interruption(getattr(exc, "rxbot_report", None))
+        else:
+            print(text, file=sys.stderr, flush=True)
         if debug_enabled():
             previous(kind, exc, tb)
         return

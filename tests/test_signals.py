@@ -124,6 +124,25 @@ def test_ctrl_c_stops_a_step_spinning_forever(tmp_path, fusion):
     _assert_report(err, early, "interrupted", 12)
 
 
+def test_ctrl_c_ends_by_sigint_whatever_writing_the_report_runs(tmp_path):
+    """CPython ends a script by SIGINT after an uncaught KeyboardInterrupt only if nothing
+    in the excepthook runs ``exec`` of a string (it resets that to exit status 1); a module
+    first imported while the report is written does (dataclasses are made that way). Here
+    writing the report runs such an ``exec``: the script still ends by SIGINT."""
+    body = SPIN.replace("    import sys\n", (
+        "    import sys\n"
+        "    import rxbot.report_io as _io\n"
+        "    _to_text = _io.to_text\n"
+        "    def to_text(report):\n"
+        "        exec('first_import = True', {})  # what importing a module with a dataclass does\n"
+        "        return _to_text(report)\n"
+        "    _io.to_text = to_text\n"), 1)
+    assert body != SPIN
+    code, err, out, early = stop(_job(tmp_path, body), signal.SIGINT, args=("plain",))
+    assert code == -signal.SIGINT, err
+    _assert_report(err, early, "interrupted", 12)
+
+
 @pytest.mark.parametrize("sig, status, word", [(signal.SIGINT, 130, "interrupted"),
                                                (signal.SIGTERM, 143, "terminated")])
 def test_rxbot_run_stops_a_step_spinning_forever(tmp_path, sig, status, word):
