@@ -13,14 +13,24 @@
 
 MySQL cases run when 127.0.0.1:3306 (or RXBOT_MYSQL_*) answers, else they are skipped.
 Run: ``python benchmarks/bench_db.py [--quick] [--repeat N]``.
+
+``--instructions`` counts D1's client instructions per row under callgrind instead (the
+whole client process, the driver's threads included, the server not): what a loaded
+machine does not distort. Each side runs ``n // 10`` rows and ``n`` rows in one process;
+the difference over ``n - n // 10`` rows leaves out every fixed cost.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import glob
 import os
+import re
+import shutil
 import socket
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -231,6 +241,68 @@ def bench_insert_query(t: Target, n: int, repeat: int) -> List[Row]:
     return out
 
 
+# ------------------------------------------------------------------ D1 in instructions
+def insert_side(kind: str, side: str, n: int) -> None:
+    """One side of D1 at ``n // 10`` rows (twice: the first pays the first-time costs)
+    and at ``n`` rows, each inside ``functools.reduce``: callgrind dumps its counters
+    when a reduce ends (``--dump-after``), so each dump holds one run."""
+    with tempfile.TemporaryDirectory(prefix="rxbot-bench-") as folder:
+        t = Target(kind, folder)
+        sql = f"insert into {t.table} (id, name, score) values ({{id}}, {{name}}, {{score}})"
+
+        def run(rows: list) -> None:
+            t.reset()
+            if side == "rxbot":
+                Pipe(Loop(rows), t.mod.Insert(sql, **t.kw, batch_size=BATCH))
+                BotFrame.run()
+            elif kind == "sqlite":
+                asyncio.run(_raw_sqlite_insert(t.kw["path"], t.table, rows))
+            else:
+                asyncio.run(_raw_mysql_insert(t.table, rows))
+            if t.count() != len(rows):
+                raise SystemExit(f"D1 {kind} {side}: {t.count()} rows written of {len(rows)}")
+
+        try:
+            for size in (n // 10, n // 10, n):
+                rows = rows_of(size)
+                functools.reduce(lambda _, f: f(), [lambda: run(rows)], None)
+        finally:
+            t.drop()
+
+
+def insert_instructions(kind: str, side: str, n: int) -> float:
+    """Client instructions per row of one side of D1 (see :func:`insert_side`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "cg.out")
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-after=functools_reduce",
+             sys.executable, "-m", "benchmarks.bench_db", "--insert-side", kind, side, str(n)],
+            cwd=root, env=env, capture_output=True, text=True, timeout=3600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"callgrind D1 {kind} {side}: {proc.stderr[-2000:]}")
+        dumps = sorted(glob.glob(out + ".*"), key=lambda p: int(p.rsplit(".", 1)[1]))
+        totals = [int(m.group(1)) for m in (re.search(r"^(?:summary|totals):\s*(\d+)", Path(d).read_text(), re.M)
+                                            for d in dumps) if m is not None]
+        if len(totals) < 3:
+            raise RuntimeError(f"callgrind D1 {kind} {side}: expected three dumps, found {totals}")
+        return (totals[-1] - totals[-2]) / (n - n // 10)
+
+
+def bench_insert_instructions(n: int) -> List[Row]:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind on PATH")
+    rows: List[Row] = []
+    for kind in ["sqlite"] + (["mysql"] if mysql_up() else []):
+        per = {side: insert_instructions(kind, side, n) for side in ("raw", "rxbot")}
+        limit = 1.3 if kind == "mysql" else 1.5
+        rows += [Row("D1", f"{kind} insert raw driver", per["raw"], "instr/row"),
+                 Row("D1", f"{kind} insert rxbot", per["rxbot"], "instr/row", ratio=per["rxbot"] / per["raw"],
+                     vs="raw driver", target=f"<= {limit}x", ok=per["rxbot"] / per["raw"] <= limit)]
+    return rows
+
+
 # ------------------------------------------------------------------ D3 (fresh interpreters)
 def d3_baseline() -> list:
     import rxbot.db.mysql  # noqa: F401  (same imports as the measured children)
@@ -357,7 +429,19 @@ def main(argv: Sequence[str] | None = None) -> List[Row]:
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run, not a measurement)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is kept (default 3)")
     parser.add_argument("--no-memory", action="store_true", help="skip D3 (fresh interpreters)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="D1 only, in client instructions per row (callgrind)")
+    parser.add_argument("--insert-side", nargs=3, metavar=("KIND", "SIDE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
+    if args.insert_side:  # one side, run under callgrind by --instructions
+        kind, side, n = args.insert_side
+        insert_side(kind, side, int(n))
+        return []
+    if args.instructions:
+        n = 2_000 if args.quick or quick_from_env() else 20_000
+        rows = bench_insert_instructions(n)
+        print_rows(f"DB insert vs raw drivers, client instructions per row (callgrind, {n:,} rows)", rows)
+        return rows
     quick = args.quick or quick_from_env()
     repeat = 1 if quick else args.repeat
     rows = measure(quick, repeat, memory=not args.no_memory)
