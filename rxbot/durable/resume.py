@@ -428,7 +428,7 @@ class PipeResume:
         forced = sorted({s.committed for s in self.inserts if s.committed > self.started_at})
         every_items = max(1, int(config.checkpoint_items))
         every_seconds = float(config.checkpoint_seconds)
-        pace = Pace(config.yield_every)  # a turn every ``yield_every`` items or TURN_SECONDS
+        pace = Pace(config.yield_every, gate.beat)  # a turn every ``yield_every`` items or TURN_SECONDS
         look = pace.first
         offset = 0
         epoch_start = self.started_at

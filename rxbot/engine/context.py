@@ -14,7 +14,7 @@ from ..config import config
 from ..display import report_view
 from ..errors import StepError, short_repr
 from ..walk import StepId
-from .gate import Boundary, Gate, halt
+from .gate import Beat, Boundary, Gate, halt
 from .hooks import Deferrals, StepFailure
 from .policy import StepRuntime, StepStats
 
@@ -134,6 +134,9 @@ class RunContext:
         self.segments: "weakref.WeakSet[Any]" = weakref.WeakSet()
         self._closers: Dict[Any, None] = {}
         self._published = 0.0
+        #: when the event loop last had a turn: loops that push items yield by it (run_scope
+        #: starts and stops it)
+        self.beat = Beat(loop)
         self.deferrals: Deferrals | None = None  # set by hooks.attach when a RunHooks defers raises
         #: called with every dead letter (set by hooks.attach: durable dead letters, redrive)
         self.letter_hooks: List[Any] = []
@@ -152,6 +155,7 @@ class RunContext:
     def gate(self, downstream: List[Boundary]) -> Gate:
         """A gate over ``downstream`` that this run can close for good when it fails."""
         g = Gate(downstream)
+        g.beat = self.beat
         g.on_pause = self.publish_live_counts
         if self.stopped:
             halt([g])

@@ -99,7 +99,7 @@ class Gate:
     flag of its own because ``blocked`` alone cannot tell "downstream is full for now"
     from "nobody will ever want another element"."""
 
-    __slots__ = ("blocked", "halted", "_waiters", "on_pause", "feeder", "_fed", "boundaries", "__weakref__")
+    __slots__ = ("blocked", "halted", "_waiters", "on_pause", "feeder", "_fed", "boundaries", "beat", "__weakref__")
 
     def __init__(self, downstream: Iterable[Boundary]) -> None:
         self.blocked = 0
@@ -112,6 +112,8 @@ class Gate:
         self.feeder: Callable[[], bool] | None = None
         self._fed: asyncio.Future | None = None
         self.boundaries = tuple(downstream)
+        #: when the event loop last had a turn (the run's :class:`Beat`), for a :class:`Pace`
+        self.beat: Beat | None = None
         for b in self.boundaries:
             b.gates.append(self)
             if b.full:
@@ -174,6 +176,37 @@ TURN_SECONDS = 0.05
 FIRST_LOOK = 32
 
 
+#: how often a run's :class:`Beat` notes that the event loop had a turn
+BEAT_SECONDS = TURN_SECONDS / 2
+
+
+class Beat:
+    """When the event loop last ran its timers: a callback that the run re-arms every
+    :data:`BEAT_SECONDS` while it goes on (``start``/``stop``). A loop whose own awaits
+    suspend (an async step drawing from its source, each call a request) gives the
+    event loop its turns without pausing itself; its :class:`Pace` sees that here and
+    adds no pause of its own."""
+
+    __slots__ = ("last", "_loop", "_handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.last = perf_counter()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._tick()
+
+    def _tick(self) -> None:
+        self.last = perf_counter()
+        self._handle = self._loop.call_later(BEAT_SECONDS, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 class Pace:
     """When a loop that pushes items yields to the event loop: after ``most`` items
     (``config.yield_every``), or once it has worked :data:`TURN_SECONDS` since its last
@@ -187,18 +220,25 @@ class Pace:
 
     ``look(n)`` at the count it was given; ``turned()`` after each turn it took."""
 
-    __slots__ = ("most", "first", "since")
+    __slots__ = ("most", "first", "since", "beat")
 
-    def __init__(self, most: int) -> None:
+    def __init__(self, most: int, beat: Beat | None = None) -> None:
         self.most = max(1, most)
         #: where the next turn's first look is: learned from the last turn
         self.first = min(self.most, FIRST_LOOK)
         self.since = perf_counter()
+        #: the run's beat: a turn the event loop had meanwhile (this loop's awaits
+        #: suspended) counts as this loop's
+        self.beat = beat
 
     def look(self, n: int) -> int:
         """``n`` items pushed since the last turn: 0 when the loop should yield now, else
         the count at which to look again."""
-        spent = perf_counter() - self.since
+        since = self.since
+        beat = self.beat
+        if beat is not None and beat.last > since:
+            since = beat.last
+        spent = perf_counter() - since
         if spent <= 0:
             spent = 1e-9
         fit = int(n * TURN_SECONDS / spent)  # items that fit in a turn at this rate
@@ -224,4 +264,4 @@ def halt(gates: Iterable[Gate]) -> None:
             g.blocked += 1
 
 
-__all__ = ["Boundary", "Gate", "halt", "Pace", "TURN_SECONDS"]
+__all__ = ["Boundary", "Gate", "halt", "Pace", "Beat", "TURN_SECONDS"]

@@ -53,10 +53,12 @@ async def run_scope(ctx: Any, nodes: Sequence[Node],
     closed, and what holding nodes did with their items at close is counted."""
     inited: List[Node] = []
     try:
+        ctx.beat.start()
         await init_nodes(nodes, inited)
         ctx.watch_nodes(inited)
         yield
     finally:
+        ctx.beat.stop()
         await ctx.shutdown()
         if after_shutdown is not None:
             after_shutdown()

@@ -107,7 +107,7 @@ async def deliver(result: Any, emit: Callable[[Any], None], gate: Any, counts: A
                     if gate.blocked or n >= look:
                         if not gate.blocked:  # every ``yield_every`` items or a turn's time
                             if pace is None:
-                                pace = Pace(every)
+                                pace = Pace(every, gate.beat)
                             look = pace.look(n)
                             if look:
                                 continue

@@ -162,7 +162,7 @@ class Slots:
                 gate.on_pause()
             drew += span
             if pace is None:
-                pace = Pace(every)
+                pace = Pace(every, gate.beat)
             look = pace.look(drew)
             if look:
                 left = span = look - drew

@@ -314,7 +314,7 @@ class _Segment(Subscription):
             if gate.blocked or n >= look:
                 if not gate.blocked:
                     if pace is None:
-                        pace = Pace(every)
+                        pace = Pace(every, gate.beat)
                     look = pace.look(n)
                     if look:
                         continue

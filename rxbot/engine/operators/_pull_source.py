@@ -264,7 +264,7 @@ async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, ev
             if gate.blocked or n >= look:
                 if not gate.blocked:
                     if pace is None:
-                        pace = Pace(every)
+                        pace = Pace(every, gate.beat)
                     look = pace.look(n)
                     if look:  # neither ``every`` items nor a turn's time yet
                         continue
