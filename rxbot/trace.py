@@ -181,6 +181,9 @@ def trace_lines(traces: Sequence[Dict[str, Any]], expr: str = "") -> List[str]:
         return [f"trace {expr!r}: no source item matched" if expr else "trace: no source item matched"]
     lines = []
     for t in traces:
+        if not t["number"]:  # the note that more items matched than were followed
+            lines += [f"trace: {end}" for end in t["ended"]]
+            continue
         lines.append(f"trace #{t['number']}: {t['item']} from {t['source']}")
         for hop in t["hops"]:
             lines.append(f"  {hop['step']}: {hop['event']}" + (f" {hop['detail']}" if hop["detail"] else ""))

@@ -238,6 +238,18 @@ def test_a_trace_with_a_redrive_is_refused_clearly(tmp_path):
         BotFrame.run(redrive=True)
 
 
+def test_more_matches_than_followed_are_counted_and_said(monkeypatch):
+    import rxbot.trace
+
+    monkeypatch.setattr(rxbot.trace, "MAX_TRACES", 2)
+    config.trace = "item % 2 == 0"
+    Pipe(range(10), lambda x: x, print)
+    report = BotFrame.run()
+    assert [t["item"] for t in report.traces[:2]] == ["0", "2"]
+    assert report.traces[2]["ended"] == ["3 more items matched; the first 2 were followed"]
+    assert str(report).endswith("\ntrace: 3 more items matched; the first 2 were followed")
+
+
 def test_an_expression_with_a_comment_or_lines_is_one_expression():
     config.trace = "(item ==\n 2)  # the second"
     Pipe(range(4), lambda x: x, print)
