@@ -244,21 +244,25 @@ class BotFrame(metaclass=_FrameType):
         return frame_bundle(cls.pipes())
 
     @classmethod
-    def explain(cls, pipes: Sequence[Any] | None = None) -> str:
+    def explain(cls, pipes: Sequence[Any] | None = None, source: bool = False) -> str:
         """How the pending pipes (or ``pipes``) would run, in words: which steps run
         fused and whether they are counted, how each source hands its elements on, how
         each async step is fed, which executor each route and BlockedJoin gets, and why a
         step is not fused or a fast path does not apply (see :mod:`rxbot.plan`), and which
         sinks are exactly once and which at least once after a kill (``resume=True``) or a
-        lost worker (a sharded run). Nothing is run or consumed."""
+        lost worker (a sharded run). Nothing is run or consumed. ``source=True``: each
+        fused segment's generated code too, as the run compiles it (the text a traceback
+        through it shows)."""
         from .durable.resume import delivery_of
+        from .engine.compiler import segment_source
         from .plan import explain, plan_of
         from .report_io import delivery_lines
 
         chosen = list(cls._pending) if pipes is None else list(pipes)
         delivery = delivery_of(chosen)
+        code = segment_source if source else None
         return "\n".join(line for k, p in enumerate(chosen) for line in
-                         [explain([plan_of(p, k + 1)]), *delivery_lines({f"P{k + 1}": delivery[f"P{k + 1}"]})])
+                         [explain([plan_of(p, k + 1)], code), *delivery_lines({f"P{k + 1}": delivery[f"P{k + 1}"]})])
 
     @classmethod
     def debug(cls) -> str:
@@ -461,7 +465,7 @@ _observe_runs()
 registry.provide("run", BotFrame.run)
 registry.provide("run_async", BotFrame.run_async)
 registry.provide("render", _render)
-registry.provide("explain", lambda pipes: BotFrame.explain(pipes))
+registry.provide("explain", lambda pipes, source=False: BotFrame.explain(pipes, source))
 
 
 def _registered(pipe: Any) -> None:

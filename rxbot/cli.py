@@ -257,6 +257,8 @@ def _explain_command(sub: Any) -> None:
                     "and why a step is not fused or a fast path does not apply.",
     )
     p.add_argument("script", type=_existing_script, help="the Python script that builds the pipes")
+    p.add_argument("--source", action="store_true",
+                   help="also print each fused segment's generated code (what a traceback through it shows)")
     p.set_defaults(handler=_explain)
 
 
@@ -276,7 +278,7 @@ def _explain(args: argparse.Namespace) -> int:
     if not recorded:
         print(f"rxbot explain: {args.script} built no Pipe; nothing to explain", file=sys.stderr)
         return 1
-    print(BotFrame.explain(recorded))
+    print(BotFrame.explain(recorded, source=args.source))
     return 0
 
 

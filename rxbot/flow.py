@@ -253,9 +253,10 @@ class Pipe(Displayable):
         """Draw this pipe (see ``BotFrame.render``); it is not run."""
         return registry.service("render")([self], path, format=format, **kwargs)
 
-    def explain(self) -> str:
-        """How this pipe would run, in words (see ``BotFrame.explain``); it is not run."""
-        text: str = registry.service("explain")([self])
+    def explain(self, source: bool = False) -> str:
+        """How this pipe would run, in words (see ``BotFrame.explain``); it is not run.
+        ``source=True``: with each fused segment's generated code."""
+        text: str = registry.service("explain")([self], source)
         return text
 
     def label(self) -> str:

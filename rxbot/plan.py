@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, List, Sequence, Tuple, Union
 
 from .config import config
 from .flow import BlockedJoin, Route
 from .node import Loop, Node, Timer, is_async_callable
 from .step import Const, RxOp, Step
-from .walk import StepId
+from .walk import StepId, walk
 
 
 # ---------------------------------------------------------------- what a step is
@@ -300,6 +300,8 @@ class Fused:
     terminal: bool  # it ends its pipe or a side flow: its results go nowhere
     routes: Tuple["RoutePlan", ...] = ()  # all-sync routes generated into it
     blocked_joins: Tuple["BlockedJoinPlan", ...] = ()
+    #: the tree's steps it runs (what the compiler generates its code from)
+    steps: Tuple[Any, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def pullable(self) -> bool:
@@ -316,6 +318,8 @@ class Source:
     kind: str  # 'Loop', 'generator step', 'Timer'
     feed: str  # 'sliced', 'drawn', 'drawn through the fused segment', 'pulled', 'ticks'
     reason: str
+    #: the tree's step (a sharded run splits a Loop's items, see rxbot.cluster.plan)
+    step: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -380,6 +384,15 @@ class PipePlan:
     label: str
     nodes: Tuple[Lowered, ...]
     settings: Settings
+    #: the ``(first, last)`` top-level step indexes each node of ``nodes`` holds: what the
+    #: compiler builds as one operator (a fused run, or one step)
+    spans: Tuple[Tuple[int, int], ...] = ()
+    #: every step of the pipe with its id, nested ones too, in pre-order (a route before
+    #: the steps of its branches)
+    steps: Tuple[Tuple[StepId, Any], ...] = field(default=(), compare=False, repr=False)
+    #: each top-level step lowered alone (a run whose hooks put an operator between any
+    #: two, see rxbot.engine.hooks.build_pipe): sync steps are not fused across them
+    per_step: bool = False
 
     def ids(self) -> List[StepId]:
         """Every step id of the plan, in flow order (branches inside their routes)."""
@@ -429,9 +442,11 @@ class _Lowering:
     def __init__(self) -> None:
         self.fusion = bool(config.fusion)
 
-    def sequence(self, steps: Sequence[Any], path: StepId, terminal: bool) -> Tuple[Lowered, ...]:
+    def sequence(self, steps: Sequence[Any], path: StepId, terminal: bool,
+                 cuts: Sequence[Tuple[int, int]] | None = None) -> Tuple[Lowered, ...]:
         nodes: List[Lowered] = []
-        cuts = spans(steps) if self.fusion else [(k, k) for k in range(len(steps))]
+        if cuts is None:
+            cuts = cut(steps)
         for first, last in cuts:
             ends = terminal and last == len(steps) - 1
             if fusable(steps[first]):
@@ -466,7 +481,7 @@ class _Lowering:
         for k in range(first, last + 1):
             visit(steps[k], path.step(k + 1, steps[k].label()))
         counting, why = _counting_reason(policies)
-        return Fused(tuple(ids), counting, why, terminal, tuple(routes), tuple(blocked))
+        return Fused(tuple(ids), counting, why, terminal, tuple(routes), tuple(blocked), tuple(steps[first:last + 1]))
 
     def single(self, step: Any, where: StepId, terminal: bool) -> Lowered:
         if isinstance(step, RxOp):
@@ -487,10 +502,11 @@ class _Lowering:
         node = node_of(step)
         if isinstance(node, Timer):
             how = "a sleeping task" if self.fusion else "a gated reactivex.timer (fusion is off)"
-            return Source(where, "Timer", "ticks", f"ticks from {how}; a full step downstream delays the next tick")
+            return Source(where, "Timer", "ticks", f"ticks from {how}; a full step downstream delays the next tick",
+                          step)
         boost = step.option("boost") if isinstance(step, Step) else step.boost_kind
         if isinstance(node, Loop) or (not boost and is_generator_function(callable_of(step))):
-            return Source(where, "Loop" if isinstance(node, Loop) else "generator step", "pulled", "")
+            return Source(where, "Loop" if isinstance(node, Loop) else "generator step", "pulled", "", step)
         options = options_of(step)
         return Bounded(where, int(options.get("concurrency") or config.default_concurrency), boost,
                        options.get("timeout"), options.get("retries"), "queued", "")
@@ -504,7 +520,7 @@ class _Lowering:
             before = out[k - 1] if k else None
             if isinstance(n, Source) and n.kind != "Timer":
                 feed, reason = self.source_feed(after)
-                out[k] = Source(n.id, n.kind, feed, reason)
+                out[k] = Source(n.id, n.kind, feed, reason, n.step)
             elif isinstance(n, Bounded):
                 fed, reason = self.async_feed(before, out[k - 2] if k >= 2 else None)
                 out[k] = Bounded(n.id, n.concurrency, n.boost, n.timeout, n.retries, fed, reason)
@@ -541,34 +557,47 @@ class _Lowering:
                        "by its gate while the slots are full")
 
 
-def lower(steps: Sequence[Any], root: StepId, label: str = "Pipe") -> PipePlan:
-    """The plan of ``steps`` held at ``root`` under the current settings."""
-    return PipePlan(root, label, _Lowering().sequence(steps, root, terminal=True), Settings.now())
+def cut(steps: Sequence[Any], per_step: bool = False) -> List[Tuple[int, int]]:
+    """The ``(first, last)`` spans the compiler builds ``steps`` as: runs of fusable
+    steps (see :func:`spans`), or each step alone when fusion is off or ``per_step``."""
+    if config.fusion and not per_step:
+        return spans(steps)
+    return [(k, k) for k in range(len(steps))]
 
 
-def plan_of(pipe: Any, index: int = 1) -> PipePlan:
+def lower(steps: Sequence[Any], root: StepId, label: str = "Pipe", per_step: bool = False) -> PipePlan:
+    """The plan of ``steps`` held at ``root`` under the current settings (``per_step``:
+    each top-level step lowered alone)."""
+    cuts = cut(steps, per_step)
+    nodes = _Lowering().sequence(steps, root, terminal=True, cuts=cuts)
+    return PipePlan(root, label, nodes, Settings.now(), tuple(cuts), tuple(walk(steps, root)), per_step)
+
+
+def plan_of(pipe: Any, index: int = 1, per_step: bool = False) -> PipePlan:
     """The plan of ``pipe`` (its ``index``-th place in a run: ``P1``, ``P2`` ...), built
     once and cached on the pipe until the settings or its steps change."""
-    key = (Settings.now(), index, tuple(map(id, pipe.steps)))
+    key = (Settings.now(), index, tuple(map(id, pipe.steps)), per_step)
     cached = pipe.__dict__.get("_rxbot_plan")
     if cached is not None and cached[0] == key:
         plan: PipePlan = cached[1]
         return plan
-    plan = lower(pipe.steps, StepId.root(f"P{index}", index), pipe.label())
+    plan = lower(pipe.steps, StepId.root(f"P{index}", index), pipe.label(), per_step)
     pipe.__dict__["_rxbot_plan"] = (key, plan)
     return plan
 
 
 # ---------------------------------------------------------------- explain
-def explain(plans: Sequence[PipePlan]) -> str:
+def explain(plans: Sequence[PipePlan], source: Callable[[Fused], str] | None = None) -> str:
     """The plans in a user's words: what runs fused and whether it counts, how each
     source hands its elements on, how each async step is fed, which executor each route
-    and BlockedJoin gets, and why a step is not fused or a fast path does not apply."""
+    and BlockedJoin gets, and why a step is not fused or a fast path does not apply.
+    ``source``: the generated code of a fused segment (the engine's
+    ``compiler.segment_source``), shown under it."""
     lines: List[str] = []
     for plan in plans:
         s = plan.settings
         lines.append(f"{plan.root} ({plan.label}): fusion {'on' if s.fusion else 'off'}, policy {s.policy!r}")
-        _describe(plan.nodes, "  ", lines)
+        _describe(plan.nodes, "  ", lines, source)
     return "\n".join(lines)
 
 
@@ -576,7 +605,8 @@ def _name(sid: StepId) -> str:
     return str(sid)
 
 
-def _describe(nodes: Sequence[Lowered], ind: str, lines: List[str]) -> None:
+def _describe(nodes: Sequence[Lowered], ind: str, lines: List[str],
+              source: Callable[[Fused], str] | None = None) -> None:
     for n in nodes:
         if isinstance(n, Fused):
             where = "ends its flow" if n.terminal else "emits downstream"
@@ -589,6 +619,9 @@ def _describe(nodes: Sequence[Lowered], ind: str, lines: List[str]) -> None:
                              f"matches {r.match}: generated code")
             for b in n.blocked_joins:
                 lines.append(f"{ind}  BlockedJoin {_name(b.id)}: {b.strategy} ({b.reason})")
+            if source is not None:
+                lines.append(f"{ind}  generated code:")
+                lines.extend(f"{ind}    {line}" for line in source(n).splitlines())
         elif isinstance(n, Source):
             lines.append(f"{ind}source {_name(n.id)} ({n.kind}): {n.feed} — {n.reason}")
         elif isinstance(n, Bounded):
@@ -602,7 +635,7 @@ def _describe(nodes: Sequence[Lowered], ind: str, lines: List[str]) -> None:
                          f"{n.strategy} — not generated code: {n.reason}")
             for number, branch in enumerate(n.branches, start=1):
                 lines.append(f"{ind}  branch {number}:")
-                _describe(branch, ind + "    ", lines)
+                _describe(branch, ind + "    ", lines, source)
         elif isinstance(n, BlockedJoinPlan):
             lines.append(f"{ind}BlockedJoin {_name(n.id)}: {n.strategy} — {n.reason}")
         elif isinstance(n, RxStepPlan):
@@ -611,6 +644,6 @@ def _describe(nodes: Sequence[Lowered], ind: str, lines: List[str]) -> None:
 
 __all__ = ["runs_inline", "node_of", "callable_of", "overrides_flush", "is_generator_function", "options_of",
            "matcher", "counts_sync", "policy_of", "plain_sync", "inlinable_route", "plain_async", "evaluable_route",
-           "MAX_FUSED_DEPTH", "generated_depth", "fusable", "MAX_SEGMENT", "positions", "spans", "not_fused_because", "match_mode",
+           "MAX_FUSED_DEPTH", "generated_depth", "fusable", "MAX_SEGMENT", "positions", "spans", "cut", "not_fused_because", "match_mode",
            "blocked_join_strategy", "Settings", "Fused", "Source", "Bounded", "Unfused", "RoutePlan",
            "BlockedJoinPlan", "RxStepPlan", "Lowered", "PipePlan", "lower", "plan_of", "explain"]

@@ -209,3 +209,91 @@ def test_botframe_explain_gives_each_pipe_its_own_delivery_line():
         "  P2 after a kill (resume) or a lost worker (shards): at least once: P2[3] double"]
     assert lines.index("P2 (Pipe): fusion on, policy 'raise'") > lines.index(
         "  P1 after a kill (resume) or a lost worker (shards): at least once: P1[2] print")
+
+
+# ---------------------------------------------------------------- the plan, materialised
+def _blocks(text):
+    """The generated-code blocks of an explain(source=True) text, dedented."""
+    out, block, indent = [], None, 0
+    for line in text.splitlines():
+        if line.strip() == "generated code:":
+            block, indent = [], len(line) - len(line.lstrip()) + 2
+            out.append(block)
+        elif block is not None and line.startswith(" " * indent):
+            block.append(line[indent:])
+        else:
+            block = None
+    return ["\n".join(b) for b in out]
+
+
+def test_explain_source_shows_the_code_the_run_compiles_for_each_fused_segment():
+    import linecache
+
+    out = []
+    pipe = Pipe(range(6), inc, Filter(route_func=bool), Step(aslow), double, Branch(inc, out.append), out.append)
+    text = pipe.explain(source=True)
+    assert "generated code:" not in pipe.explain()
+    blocks = _blocks(text)
+    assert len(blocks) == 2  # inc + Filter, then double + Branch + out.append
+    assert blocks[0].startswith("def make(") and "def many(it, gate):" in blocks[0]
+    BotFrame.run()
+    doubled = [double(inc(x)) for x in range(6) if inc(x)]
+    assert sorted(out) == sorted(doubled + [inc(y) for y in doubled])
+    compiled = {"".join(lines).rstrip("\n") for name, (_, _, lines, _) in list(linecache.cache.items())
+                if name.startswith("<rxbot fused")}
+    assert all(block in compiled for block in blocks)
+
+
+def test_rxbot_explain_source_prints_the_generated_code(tmp_path):
+    script = tmp_path / "chain.py"
+    script.write_text("from rxbot import Pipe, BotFrame\nPipe(range(3), abs, print)\nBotFrame.run()\n")
+    env = {k: v for k, v in os.environ.items() if k != "RXBOT_NO_FUSION"}  # the default build
+    proc = subprocess.run([sys.executable, "-m", "rxbot", "explain", "--source", str(script)], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    (block,) = _blocks(proc.stdout)
+    assert "y = f0(x)" in block and "def entry(x):" in block
+
+
+def test_a_run_with_rebuilding_hooks_builds_the_per_step_plan():
+    """With hooks that put an operator between any two top-level steps (replay's
+    recorders), the run builds the pipe's per-step plan: each top-level step alone, so
+    a recorder after step 2 sees step 2's output even though steps 2-3 would fuse."""
+    from reactivex import operators as rx_ops
+
+    from rxbot.engine.hooks import RunHooks
+
+    seen = []
+
+    class Record(RunHooks):
+        def recorder(self, pipe, step):
+            if step != 2:
+                return None
+            return rx_ops.do_action(on_next=seen.append)
+
+    pipe = Pipe(range(3), inc, double, print)
+    plan = plan_of(pipe, 1, per_step=True)
+    assert plan.spans == ((0, 0), (1, 1), (2, 2), (3, 3))
+    assert kinds(plan) == ["Source", "Fused", "Fused", "Fused"]
+    assert plan_of(pipe).spans == ((0, 0), (1, 3))  # without hooks: one segment
+    from rxbot.engine.runner import run_pipes
+
+    asyncio.run(run_pipes([pipe], hooks=Record()))
+    assert seen == [1, 2, 3]
+
+
+def test_the_sharded_runs_splitter_reads_the_plan():
+    """rxbot.cluster.plan takes each pipe's source and the steps it checks from the
+    pipe's plan: the ids it names are the plan's (and the report's)."""
+    pytest.importorskip("cloudpickle")
+    from rxbot.cluster.plan import ShardingError, _leaves
+    from rxbot.cluster.plan import plan as shard_plan
+
+    pipe = Pipe(range(4), Branch(Step(aslow, boost="process")), print)
+    lowered = plan_of(pipe)
+    assert [w for w, _ in _leaves([lowered])] == ["P1[1] Loop(range(0, 4))", "P1[2] Branch/1[1] aslow",
+                                                  "P1[2] Branch", "P1[3] print"]
+    with pytest.raises(ShardingError, match=r"step 'P1\[2\] Branch/1\[1\] aslow': boost='process'"):
+        shard_plan([pipe])
+    ok = shard_plan([Pipe(range(4), inc, print)])
+    assert ok.sources[0].where == str(plan_of(ok.pipes[0]).steps[0][0]) == "P1[1] Loop(range(0, 4))"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections.abc
 import copy
 import io
+import math
 import pickle
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
@@ -26,6 +27,7 @@ import cloudpickle
 
 from ..flow import Pipe, Route
 from ..node import Loop, Node, Timer
+from ..plan import PipePlan, plan_of
 from ..shard import is_shard_aware
 from ..step import Const, RxOp, Step
 
@@ -129,19 +131,21 @@ def plan(pipes: Sequence[Pipe]) -> ShardPlan:
             "(config.replay_mode = False, no --replay) for the sharded run, or debug the pipe "
             "with replay in a local run first")
     result = ShardPlan(list(pipes))
-    for i, pipe in enumerate(pipes):
-        where = f"P{i + 1}[1] {pipe.steps[0].label()}"
-        source = _split(pipe.steps[0], where)
+    lowered = [plan_of(pipe, i + 1) for i, pipe in enumerate(pipes)]
+    for pipe_plan in lowered:
+        first, step = pipe_plan.steps[0]  # the pipe's source: its first step
+        where = str(first)
+        source = _split(step, where)
         if source is not None:
             source.where = where
         result.sources.append(source)
-    for where, step in _leaves(pipes):
+    for where, step in _leaves(lowered):
         _check_boost(step, where)
     replaced = result._replaced()
     try:
         result.blob = _dumps(result.pipes, replaced)
     except Exception as exc:
-        for where, step in _leaves(pipes):  # name the innermost step that cannot go
+        for where, step in _leaves(lowered):  # name the innermost step that cannot go
             _check_picklable(step, where, replaced)
         raise ShardingError(
             f"the pipes cannot be sent to the Dask workers: pickling them failed: "
@@ -221,19 +225,12 @@ def _every(items: Any, index: int, count: int) -> Any:
 
 
 # -- checks --------------------------------------------------------------------------
-def _leaves(pipes: Sequence[Pipe]) -> Iterator[Tuple[str, Any]]:
-    """Every step with the path the run report uses for it (routes after their steps,
-    so a failure names the innermost step)."""
-    def walk(steps: Sequence[Any], path: str) -> Iterator[Tuple[str, Any]]:
-        for k, step in enumerate(steps):
-            where = f"{path}[{k + 1}] {step.label()}"
-            if isinstance(step, Route):
-                for b, branch in enumerate(step.branches):
-                    yield from walk(branch, f"{where}/{b + 1}")
-            yield where, step
-
-    for i, pipe in enumerate(pipes):
-        yield from walk(pipe.steps, f"P{i + 1}")
+def _leaves(plans: Sequence[PipePlan]) -> Iterator[Tuple[str, Any]]:
+    """Every step of the pipes' plans with the id the run report uses for it, in flow
+    order with routes after their steps (so a failure names the innermost step)."""
+    for pipe_plan in plans:
+        for where, step in sorted(pipe_plan.steps, key=lambda pair: (*pair[0].positions, math.inf)):
+            yield str(where), step
 
 
 def _check_boost(step: Any, where: str) -> None:

@@ -17,11 +17,11 @@ from ..config import config
 from ..flow import BlockedJoin, Route
 from ..node import Loop, Timer
 from ..step import Const, RxOp, Step
-from ..plan import (callable_of, evaluable_route, fusable, is_generator_function, matcher, node_of, options_of,
-                    overrides_flush, runs_inline, spans)
+from ..plan import (Fused, blocked_join_strategy, callable_of, cut, evaluable_route, fusable, is_generator_function,
+                    matcher, node_of, options_of, overrides_flush, runs_inline)
 from ..walk import StepId, walk
 from .boost import boosted
-from .fuse import ALL, BLOCKED, CONST, FILTER, FN, FUNC, ROUTE, SPREAD_CONST, TYPE, Element
+from .fuse import ALL, BLOCKED, CONST, FILTER, FN, FUNC, ROUTE, SPREAD_CONST, TYPE, Element, source_of
 from .gate import Boundary, Gate
 from .operators import (AsyncPlan, BlockedParts, FlattenPlan, FusedPlan, Operator, PullPlan, bounded_map, flatten,
                         fork_join_each, fused_segment, gated_ticker, guarded, inline_blocked_join, inline_route,
@@ -55,9 +55,10 @@ class Builder:
 
     # -- public -----------------------------------------------------------------------
     def build(self, steps: Sequence[Any], downstream: List[Boundary], path: StepId | str,
-              terminal: bool = False) -> Tuple[Ops, List[Boundary]]:
+              terminal: bool = False, cuts: Sequence[Tuple[int, int]] | None = None) -> Tuple[Ops, List[Boundary]]:
         """Operators for ``steps`` (held at ``path``: a pipe's root or a route's branch)
-        and the boundaries at or below their head.
+        and the boundaries at or below their head, one per span of ``cuts`` (a pipe's
+        plan's ``spans``; a branch's are cut here, as the plan cuts them).
 
         ``terminal``: nothing consumes the output of the last step (end of a pipe or of
         a branch whose results are discarded)."""
@@ -66,7 +67,7 @@ class Builder:
         ops_rev: Ops = []
         bounds = list(downstream)
         # right to left, so each operator knows the boundaries below it
-        for first, last in reversed(spans(steps)):
+        for first, last in reversed(cut(steps) if cuts is None else cuts):
             op, bounds, _ = self.build_span(steps, first, last, bounds, path, terminal and last == len(steps) - 1)
             ops_rev.append(op)
         ops_rev.reverse()
@@ -118,10 +119,11 @@ class Builder:
         return FusedPlan(acc.runtimes, acc.shape, acc.fns, acc.consts, list(downstream), terminal, flushes)
 
     def _element(self, acc: "_Positions", step: Any, where: StepId) -> Element:
-        """The shape element for ``step`` (see :mod:`rxbot.engine.fuse`), its position's
-        runtime, function and constant added to ``acc`` (pre-order: a route before its
-        branches' steps)."""
+        """The shape element for ``step`` (:func:`shape_of`), its position's runtime,
+        function and constant added to ``acc`` (pre-order: a route before its branches'
+        steps)."""
         label = step.label()
+        element = shape_of(step)
         if isinstance(step, BlockedJoin):
             rt = self.ctx.runtime(where, label)
             known = set(self.ctx.runtimes)
@@ -129,39 +131,32 @@ class Builder:
             self._mark_blocked_join(known)
             if not counting:
                 self._uncounted(branches)
-            if not counting and not any(isinstance(s, Route) and s.kind != "filter"
-                                        for branch in step.branches for s in branch):
-                # plain steps, uncounted: generated code, its tuple built from locals
-                mode, test = _match_mode(step)
-                acc.add(rt, test, BlockedParts(step.share, branches))
-                return (BLOCKED, mode, step.share, tuple(len(b) for b in branches))
-            # one function, counting itself (in, tuples out)
-            acc.add(StepRuntime(label, where, self.ctx),
-                    inline_blocked_join(rt, matcher(step), step.share, branches, counting))
-            return (FN,)
+            if element[0] == BLOCKED:  # plain steps, uncounted: its tuple built from locals
+                acc.add(rt, _match_mode(step)[1], BlockedParts(step.share, branches))
+            else:  # one function, counting itself (in, tuples out)
+                acc.add(StepRuntime(label, where, self.ctx),
+                        inline_blocked_join(rt, matcher(step), step.share, branches, counting))
+            return element
         if isinstance(step, Route):
-            mode, test = _match_mode(step)
+            test = _match_mode(step)[1]
             if step.kind == "filter":
                 acc.add(self.ctx.runtime(where, label, **_sync_options(step, label)), test)
-                return (FILTER, mode)
+                return element
             acc.add(self.ctx.runtime(where, label), test)
-            shapes = []
             for b, branch in enumerate(step.branches):
                 place = where.branch(b + 1)
-                elements = []
                 for k, s in enumerate(branch):
                     sid = place.step(k + 1, s.label())
                     if not step.join and k == len(branch) - 1 and not isinstance(s, Route):
                         self.ctx.report.sinks.add(sid)  # what a side flow's last step drops is consumed
-                    elements.append(self._element(acc, s, sid))
-                shapes.append(tuple(elements))
-            return (ROUTE, mode, step.share, step.join, tuple(shapes))
+                    self._element(acc, s, sid)
+            return element
         rt = self.ctx.runtime(where, label, **_sync_options(step, label))
         if isinstance(step, Const):
             acc.add(rt, None, step.value)
-            return (CONST,) if type(step.value) in VALUES else (SPREAD_CONST,)
-        acc.add(rt, callable_of(step))
-        return (FN,)
+        else:
+            acc.add(rt, callable_of(step))
+        return element
 
     def _inline(self, step: Route, rt: StepRuntime, where: StepId) -> Callable[[Any], Any]:
         """An all-sync route as one function (see ``operators._inline_route``)."""
@@ -310,6 +305,31 @@ class Builder:
         return route(rt, matcher(step), step.share, branch_ops, counting=True), downstream + extra
 
 
+def shape_of(step: Any) -> Element:
+    """What ``step`` is in a fused segment's shape (see :mod:`rxbot.engine.fuse`): the
+    generated code depends on this, never on which function. A BlockedJoin is generated
+    inline when the plan says so (:func:`rxbot.plan.blocked_join_strategy`), else it is
+    one call."""
+    if isinstance(step, BlockedJoin):
+        if blocked_join_strategy(step)[0] != "generated code":
+            return (FN,)
+        return (BLOCKED, _match_mode(step)[0], step.share, tuple(len(b) for b in step.branches))
+    if isinstance(step, Route):
+        mode = _match_mode(step)[0]
+        if step.kind == "filter":
+            return (FILTER, mode)
+        return (ROUTE, mode, step.share, step.join, tuple(tuple(shape_of(s) for s in b) for b in step.branches))
+    if isinstance(step, Const):
+        return (CONST,) if type(step.value) in VALUES else (SPREAD_CONST,)
+    return (FN,)
+
+
+def segment_source(segment: Fused) -> str:
+    """The code generated for a fused segment of a plan (what ``explain(source=True)``
+    shows): the same text the run compiles for it."""
+    return source_of([shape_of(s) for s in segment.steps], segment.terminal, segment.counting)
+
+
 class _Positions:
     """What a fused segment holds per position, filled in pre-order."""
 
@@ -402,4 +422,4 @@ def _kept(match: Callable[[Any], bool], rt: StepRuntime) -> Callable[[Any], bool
     return keep
 
 
-__all__ = ["Builder", "matcher", "fusable"]
+__all__ = ["Builder", "matcher", "fusable", "shape_of", "segment_source"]

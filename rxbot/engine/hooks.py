@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional,
 
 import reactivex
 
-from ..walk import StepId
+from ..plan import plan_of
 from .gate import Boundary, Gate
 from .operators import PullPlan, iterate, pull_source, trigger
 
@@ -178,13 +178,16 @@ def attach(ctx: "RunContext", hooks: Optional[RunHooks], count: int) -> None:
             ctx.letter_hooks.append(hooks.dead_letter)
 
 
-def build_pipe(builder: "Builder", ctx: "RunContext", steps: Sequence[Any], index: int,
+def build_pipe(builder: "Builder", ctx: "RunContext", pipe: Any, index: int,
                hooks: RunHooks) -> Tuple[reactivex.Observable[Any], List[Operator]]:
     """The source and operators of pipe ``index`` with the hooks' source, recorders and
-    valves: each top-level step built alone, from the last to the first (the same
-    right-to-left threading of flow-control boundaries as ``Builder.build``)."""
-    path = StepId.root(f"P{index}", index)
-    m = len(steps)
+    valves: each top-level step built alone (the pipe's plan lowered ``per_step``), from
+    the last to the first (the same right-to-left threading of flow-control boundaries
+    as ``Builder.build``)."""
+    plan = plan_of(pipe, index, per_step=True)
+    steps = pipe.steps
+    path = plan.root
+    m = len(plan.spans)
     replacement = hooks.source(index)
     skip = 0
     if replacement is not None:
@@ -195,12 +198,13 @@ def build_pipe(builder: "Builder", ctx: "RunContext", steps: Sequence[Any], inde
     failed = deferrals.failed if deferrals is not None and index in deferrals.pipes else None
     ops_rev: List[Operator] = []
     bounds: List[Boundary] = []
-    for k in range(m, skip, -1):
+    for first, last in reversed(plan.spans[skip:]):
+        k = last + 1  # (one step per span)
         recorder = hooks.recorder(index, k)
         if recorder is not None:
             ops_rev.append(recorder)
         known = set(ctx.runtimes)
-        op, bounds, _ = builder.build_span(steps, k - 1, k - 1, bounds, path,
+        op, bounds, _ = builder.build_span(steps, first, last, bounds, path,
                                            terminal=k == m and recorder is None, sink=k == m)
         for where in ctx.runtimes.keys() - known:  # this step's runtimes, nested ones too
             if not ctx.runtimes[where].in_blocked_join:

@@ -6,6 +6,7 @@ from typing import Any, Callable, List, Optional, Sequence
 
 from ..flow import Pipe
 from ..node import Node
+from ..plan import plan_of
 from ..walk import StepId, nodes_in
 from .compiler import Builder
 from .context import RunContext, RunReport
@@ -84,9 +85,10 @@ def count_interrupted(ctx: RunContext, pipes: Sequence[Pipe]) -> None:
 def _start(pipe: Pipe, builder: Builder, ctx: RunContext, root: StepId, hooks: RunHooks | None) -> asyncio.Future:
     index = root.pipe_index
     if hooks is not None and hooks.rebuilds:
-        source, ops = build_pipe(builder, ctx, pipe.steps, index, hooks)
+        source, ops = build_pipe(builder, ctx, pipe, index, hooks)
     else:
-        source, ops = trigger(ctx, 0), builder.build(pipe.steps, [], root, terminal=True)[0]
+        source, ops = trigger(ctx, 0), builder.build(pipe.steps, [], root, terminal=True,
+                                                     cuts=plan_of(pipe, index).spans)[0]
 
     def on_end() -> None:
         pipe._finished = True
