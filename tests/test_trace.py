@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from test_properties import build_chain, chains  # noqa: E402  (the generated pipes)
 
 HERE = os.path.abspath(__file__)
+ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
 def hops(trace):
@@ -351,7 +352,7 @@ def test_rxbot_run_trace_prints_the_trace_after_the_report(tmp_path):
         Pipe(range(10), double, Filter(route_func=lambda x: x % 3, name="no threes"), print)
         BotFrame.run()
     """))
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(HERE)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, "-m", "rxbot", "run", "--trace", "item == 3", "--report", "text",
                            str(script)], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -374,7 +375,8 @@ def test_rxbot_trace_in_the_environment_traces_a_script(tmp_path):
         report = BotFrame.run() if Pipe(range(5), lambda x: x * 10, lambda y: None) else None
         print(report.traces[0]["item"], report.traces[0]["hops"][-3]["detail"], report.traces[0]["ended"][0])
     """))
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(HERE)), RXBOT_TRACE="item == 4")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+               RXBOT_TRACE="item == 4")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[:2] == ["4", "40"]
