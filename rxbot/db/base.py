@@ -131,16 +131,17 @@ class SqlNode(Node):
         """The bound values for ``item``, each converted exactly for the database (raises
         :class:`ParameterError`, or its :class:`~rxbot.db.values.UnsupportedValueError`,
         naming the node and the placeholder)."""
-        order = self.statement.order
-        if not order:  # positional placeholders (or none): a tuple already
-            return self.values.row(self.statement.values(item))
-        if type(item) is dict:  # the common case: read and converted in one pass
+        statement = self.statement
+        take = statement.take
+        if take is None:  # positional placeholders (or none): a tuple already
+            return self.values.row(statement.values(item))
+        if type(item) is dict:  # the common case: one C call reads the values in order
             try:
-                return self.values.ordered(item, order)
+                return self.values.row(take(item), statement.order)
             except KeyError:
                 pass  # the statement's message names the missing placeholder
         # an object's attributes or another mapping, read (and checked) by the statement
-        return self.values.ordered(self.statement.values(item), order)  # type: ignore[arg-type]
+        return self.values.row(take(statement.values(item)), statement.order)
 
     # -- back end hooks ------------------------------------------------------------------
     async def _open(self) -> None:  # pragma: no cover - back ends override

@@ -38,7 +38,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import re
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from pymysql.converters import _escape_table, escape_date, escape_datetime, escape_time
 
@@ -251,24 +251,24 @@ class Literals:
     def row(self, values: Union[dict, tuple]) -> Union[dict, tuple]:
         """The literals of one row, keyed or ordered like ``values`` (int and str, the
         common cases, inline: a call per value costs as much as the escaping)."""
+        if type(values) is dict:
+            return dict(zip(values, self.row(tuple(values.values()))))  # type: ignore[arg-type]
         by_type, text = self.by_type, self.by_type[str]
         table = None if self.no_backslash else _escape_table
+        out: List[str] = []
+        append = out.append
         try:
-            if type(values) is dict:
-                out: Dict[Any, str] = {}
-                for k, v in values.items():
-                    t = type(v)
-                    if t is int:
-                        out[k] = int.__repr__(v)
-                    elif t is str and table is not None:
-                        out[k] = "'" + v.translate(table) + "'"
-                    else:
-                        out[k] = text(v) if t is str else by_type[t](v)
-                return out
-            return tuple([by_type[type(v)](v) for v in values])
+            for v in values:
+                t = type(v)
+                if t is int:
+                    append(int.__repr__(v))
+                elif t is str and table is not None:
+                    append("'" + v.translate(table) + "'")
+                else:
+                    append(text(v) if t is str else by_type[t](v))
+            return tuple(out)
         except KeyError:
-            items = values.values() if isinstance(values, dict) else values
-            for v in items:
+            for v in values:
                 self.one(v)
             raise
 

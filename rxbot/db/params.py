@@ -20,10 +20,11 @@ a longer string literal (``'%{name}%'``) cannot be bound and is rejected with ad
 """
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, List, Sequence, Tuple, Union
+from typing import Any, Callable, List, Sequence, Tuple, Union
 
 from ..errors import short_repr
 
@@ -87,6 +88,14 @@ class Statement:
         #: the values when the statement is rendered ``positional`` (see :meth:`render`)
         self.order: Tuple[str, ...] = tuple(p.name for p in named)  # type: ignore[misc]
         self.positional = len(positional)
+        #: a dict item's values in :attr:`order`, as a tuple (KeyError for a missing
+        #: key): operator.itemgetter, one C call; a lone name gives a scalar, so wrapped
+        self.take: Callable[[Any], tuple] | None = None
+        if len(self.order) > 1:
+            self.take = operator.itemgetter(*self.order)
+        elif self.order:
+            only = self.order[0]
+            self.take = lambda item: (item[only],)
 
     @classmethod
     def parse(cls, sql: str, owner: str = "SQL", backslash_escapes: bool = True,

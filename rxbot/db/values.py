@@ -27,7 +27,7 @@ import enum
 import json
 import sys
 from collections.abc import Mapping
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from .params import ParameterError
 
@@ -347,55 +347,36 @@ class ValueAdapter:
         return ""
 
     # -- one execution ----------------------------------------------------------------------
-    def ordered(self, item: Mapping, order: Iterable[str]) -> tuple:
-        """The values of the named placeholders ``order`` (in order of appearance) read
-        from ``item`` (a dict), each converted, in one pass, as the tuple a positionally
-        rendered statement binds: an Insert's row costs one tuple and one loop, not a
-        dict of the raw values converted again (issue 26: Insert at the driver's speed).
-        Raises :class:`UnsupportedValueError`; a ``KeyError`` for a missing name (the
-        statement's own lookup names the placeholder and the item's keys)."""
-        if self._version != _registry.version:
-            self._sync()
-        table = self._table
-        low, high, inline_str = self._low, self._high, self._inline_str
-        out: list = []
-        append = out.append
-        key: Any = None
-        value: Any = None
-        try:
-            for key in order:
-                value = item[key]
-                t = type(value)
-                if t is str:  # inline: the two most common types need no call
-                    if inline_str and value.isascii():
-                        append(value)
-                        continue
-                elif t is int:
-                    if low <= value <= high:
-                        append(value)
-                        continue
-                conv = table.get(t, _MISSING)
-                if conv is _MISSING:
-                    conv = self.converter(t, value)
-                append(value if conv is None else conv(value))  # type: ignore[operator]
-            return tuple(out)
-        except Refused as refused:
-            raise UnsupportedValueError(self.owner, placeholder_name(key), type(value), self.database,
-                                        refused.args[0]) from refused.__cause__
+    def row(self, values: Union[dict, tuple], names: Optional[Tuple[str, ...]] = None) -> Union[dict, tuple]:
+        """The values of one execution, converted; raises :class:`UnsupportedValueError`
+        naming the placeholder: ``names[i]`` for the ``i``-th value of a statement with
+        named placeholders bound by position, else ``placeholder i+1 (positional)``.
 
-    def row(self, values: Union[dict, tuple]) -> Union[dict, tuple]:
-        """The values of one execution, converted; raises :class:`UnsupportedValueError`.
-        A dict's values are converted by :meth:`ordered`; a sequence's here (the loop is
-        repeated on purpose: it is the hot path, and a shared helper would cost a call
-        per value)."""
+        A tuple whose values all pass as they are (plain ASCII str, ints in range, None,
+        bool, bytes, ...: nearly every row) is returned itself, looked at once with no
+        copy; otherwise it is converted into a new tuple."""
         if type(values) is dict:
-            return dict(zip(values, self.ordered(values, values)))
+            keys = tuple(values)
+            return dict(zip(keys, self.row(tuple(values.values()), keys)))  # type: ignore[arg-type]
         if self._version != _registry.version:
             self._sync()
         table = self._table
         low, high, inline_str = self._low, self._high, self._inline_str
+        for value in values:  # the common case: nothing to convert
+            t = type(value)
+            if t is str:  # inline: the two most common types need no call
+                if inline_str and value.isascii():
+                    continue
+            elif t is int:
+                if low <= value <= high:
+                    continue
+            elif table.get(t, _MISSING) is None:
+                continue
+            break
+        else:
+            return values if type(values) is tuple else tuple(values)
         key: Any = None
-        value: Any = None
+        value = None
         try:
             out = list(values)
             for key, value in enumerate(out):
@@ -416,7 +397,8 @@ class ValueAdapter:
                 out[key] = conv(value)  # type: ignore[operator]
             return tuple(out)
         except Refused as refused:
-            raise UnsupportedValueError(self.owner, placeholder_name(key), type(value), self.database,
+            where = names[key] if names is not None and isinstance(key, int) else key
+            raise UnsupportedValueError(self.owner, placeholder_name(where), type(value), self.database,
                                         refused.args[0]) from refused.__cause__
 
     def one(self, value: Any) -> Any:
