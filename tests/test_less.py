@@ -48,6 +48,33 @@ def test_a_steps_retry_waits_the_one_formula():
     assert math.isclose(rt.backoff(2), 0.02)
 
 
+def test_httploaders_retry_waits_the_one_formula_with_equal_jitter():
+    import random
+
+    from rxbot.http import HttpLoader
+
+    loader = HttpLoader(backoff=0.1, max_backoff=0.3)
+    for attempt in (1, 2, 3, 4):
+        random.seed(attempt)
+        ours = loader._wait(attempt)
+        random.seed(attempt)
+        assert ours == backoff(attempt, 0.1, 0.3, jitter=-0.5)
+        assert min(0.3, 0.1 * 2 ** (attempt - 1)) / 2 < ours <= min(0.3, 0.1 * 2 ** (attempt - 1))
+
+
+def test_no_retry_delay_is_computed_outside_the_backoff_module():
+    """Steps, HttpLoader and Insert (and whatever retries next) wait what
+    rxbot.backoff.backoff says: no other module raises 2 to an attempt's power."""
+    import re
+
+    pattern = re.compile(r"\b2(\.0)?\s*\*\*\s*\(?\s*\w*attempt")
+    found = [f"{path.relative_to(ROOT)}:{n}" for path in sorted((ROOT / "rxbot").rglob("*.py"))
+             if path.name != "backoff.py" or path.parent.name != "rxbot"
+             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+             if pattern.search(line)]
+    assert found == []
+
+
 def test_the_private_reactivex_api_is_pinned_by_an_upper_bound():
     """fast_on_next reads AutoDetachObserver._on_next (private): setup.cfg bounds the
     reactivex versions, and the installed one is inside them and still has it."""

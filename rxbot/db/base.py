@@ -14,6 +14,7 @@ import logging
 from collections import deque
 from typing import Any, AsyncIterator, Callable, Deque, Dict, Iterator, List, Sequence, Tuple
 
+from ..backoff import backoff
 from ..errors import short_repr
 from ..node import NOT_RUNNING as _NOT_RUNNING, Node
 from .params import Statement
@@ -606,7 +607,7 @@ class InsertNode(SqlNode):
                     return exc
                 log.warning("rxbot: %s: transient failure writing %d row(s), retrying: %s: %s",
                             self.label(), len(params_list), type(exc).__name__, _short(exc))
-                await asyncio.sleep(self.write_backoff * (2 ** attempt))
+                await asyncio.sleep(backoff(attempt + 1, self.write_backoff))
         return None  # pragma: no cover - the loop always returns
 
     async def _write_batch(self, batch: List[Tuple[Any, Any]]

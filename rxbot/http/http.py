@@ -21,7 +21,6 @@ import email.utils
 import json as _json
 import logging
 import os
-import random
 import re
 import ssl as _ssl
 import time
@@ -34,6 +33,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from ..backoff import backoff
 from ..config import config, policy_name
 from ..node import Node, keep_settings
 from ..preview import preview
@@ -743,9 +743,9 @@ class HttpLoader(Node):
         return isinstance(exc, aiohttp.ClientConnectorError)
 
     def _wait(self, attempt: int) -> float:
-        """Exponential backoff with 'equal jitter' (half fixed, half random)."""
-        base = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
-        return base / 2 + random.random() * base / 2
+        """The wait before the ``attempt``-th retry: rxbot's one backoff formula
+        (:func:`rxbot.backoff.backoff`) with 'equal jitter' (half fixed, half random)."""
+        return backoff(attempt, self.backoff, self.max_backoff, jitter=-0.5)
 
     async def __call__(self, item: Any) -> HttpResponse:
         spec = self.request_of(item)
