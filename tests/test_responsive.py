@@ -45,7 +45,13 @@ def _pipe(shape: str, parsed: list, tmp_path) -> None:
     def pages(_):
         yield from range(ITEMS)
 
-    if shape == "loop":
+    async def rows(_):  # Query-like rows that never wait: the parse's CPU is all there is
+        for i in range(ITEMS):
+            yield i
+
+    if shape == "async generator step":
+        Pipe([0], rows, parse, lambda row: None)
+    elif shape == "loop":
         Pipe(Loop(range(ITEMS)), parse, lambda row: None)
     elif shape == "generator step":
         Pipe([0], pages, parse, lambda row: None)
@@ -56,7 +62,7 @@ def _pipe(shape: str, parsed: list, tmp_path) -> None:
         Pipe(list(range(ITEMS)), parse, Insert("INSERT INTO t (n) VALUES ({n})", str(db)))
 
 
-@pytest.mark.parametrize("shape", ["loop", "generator step", "insert", "resumed insert"])
+@pytest.mark.parametrize("shape", ["loop", "generator step", "async generator step", "insert", "resumed insert"])
 def test_a_cpu_bound_run_gives_the_loop_turns_by_time(shape, both_builds, tmp_path):
     config.yield_every = 10 * ITEMS  # never by count: only time can give the loop a turn
     config.durable_dir = str(tmp_path / "durable")

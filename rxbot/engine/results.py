@@ -21,6 +21,9 @@ from ..node import OneItem
 from .fuse import taken_in
 from .gate import FIRST_LOOK, Pace
 
+#: a pace that never counts items to a turn, only time (an async generator's items)
+BY_TIME = 1 << 62
+
 #: types whose instances are always exactly one item. Grows at run time with user
 #: types found to be neither iterable nor awaitable (see :func:`kind_of`).
 SINGLE: set = {
@@ -116,15 +119,24 @@ async def deliver(result: Any, emit: Callable[[Any], None], gate: Any, counts: A
                         n = 0
                         await gate.pause()
                         look = pace.turned() if pace is not None else min(every, FIRST_LOOK)
-            else:  # AGEN
+            else:  # AGEN: by time only (its own awaits may be all the turns the loop needs)
                 try:
                     async for v in result:
                         emit(v)
                         total += 1
+                        n += 1
                         if gate.blocked:
                             if gate.halted:
                                 break
                             await gate.wait()
+                            n, look = 0, pace.turned() if pace is not None else FIRST_LOOK
+                        elif n >= look:
+                            if pace is None:
+                                pace = Pace(BY_TIME, gate.beat)
+                            look = pace.look(n)
+                            if not look:
+                                await gate.pause()
+                                n, look = 0, pace.turned()
                 finally:
                     # an abandoned generator (failure, cancellation) runs its cleanup now,
                     # before the run closes the nodes it may be using
@@ -148,18 +160,27 @@ async def deliver_through(agen: Any, amany: Callable[..., Any], gate: Any, count
     ledger's fan-out."""
     every = config.yield_every
     total = 0
+    pace = Pace(BY_TIME, gate.beat)  # a turn by time only, as deliver's async for
+    n, look = 0, pace.first
     try:
         try:
             while True:
-                taken, ended = await amany(agen, gate, every)
+                taken, ended = await amany(agen, gate, min(every, look - n))
                 total += taken
                 counts.out += taken
                 if ended:
                     break
+                n += taken
                 if gate.blocked:
                     if gate.halted:
                         break
                     await gate.wait()
+                    n, look = 0, pace.turned()
+                elif n >= look:
+                    look = pace.look(n)
+                    if not look:
+                        await gate.pause()
+                        n, look = 0, pace.turned()
         finally:
             await agen.aclose()
     except BaseException as exc:  # failing part-way: the failure settles the input itself
