@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,11 @@ ITEMS = 5000
 KILLS = 5
 
 
-def kill_and_resume(args, env, rng):
+def kill_and_resume(args, env, rng, rows_written):
     """Start the job, SIGKILL it (by pid) at random moments while it runs, KILLS times,
-    then let it finish. Returns how many kills hit a running job."""
+    then let it finish. Returns how many kills hit a running job. The last kill comes
+    only once some rows are in (``rows_written()``), so that the final run has a
+    checkpoint to go on from however slowly the killed runs started (a loaded machine)."""
     kills = 0
     while True:
         proc = subprocess.Popen([sys.executable, str(CHILD), *args], env=env, stdout=subprocess.PIPE,
@@ -41,6 +44,10 @@ def kill_and_resume(args, env, rng):
             assert 0 < resumed_from < ITEMS, resumed_from
             return kills
         assert proc.stdout.readline().strip() == "READY"  # imported, the run starts now
+        if kills == KILLS - 1:
+            deadline = time.monotonic() + 60
+            while not rows_written() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
         time.sleep(rng.uniform(0.05, 0.6))  # then kill it at a random moment of the run
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
@@ -67,8 +74,15 @@ def test_sigkill_at_random_moments_then_resume_sqlite(tmp_path):
     con.execute("CREATE TABLE pages (n INT, part INT)")  # no key: a duplicate would show
     con.commit()
     con.close()
+    def rows_written():
+        try:
+            with closing(sqlite3.connect(db, timeout=5)) as reader:
+                return reader.execute("SELECT COUNT(*) FROM pages").fetchone()[0]
+        except sqlite3.OperationalError:  # locked by the writer just now
+            return 0
+
     kills = kill_and_resume(["sqlite", str(db), "pages", str(ITEMS), "0.05", str(tmp_path / "d")],
-                            child_env(tmp_path), random.Random(25))
+                            child_env(tmp_path), random.Random(25), rows_written)
     assert kills == KILLS
     rows = sqlite3.connect(db).execute("SELECT n, part FROM pages").fetchall()
     assert_exactly_once(rows)
@@ -83,8 +97,13 @@ def test_sigkill_at_random_moments_then_resume_mariadb(tmp_path, mysql_params):
         with con.cursor() as cur:
             cur.execute(f"CREATE TABLE {table} (n INT, part INT)")  # no key: a duplicate would show
         where = f"{mysql_params['host']}:{mysql_params['port']}"
+        def rows_written():
+            with con.cursor() as cur:
+                cur.execute(f"SELECT COUNT(*) FROM {table}")
+                return cur.fetchone()[0]
+
         kills = kill_and_resume(["mysql", where, table, str(ITEMS), "0.05", str(tmp_path / "d")],
-                                child_env(tmp_path), random.Random(26))
+                                child_env(tmp_path), random.Random(26), rows_written)
         assert kills == KILLS
         with con.cursor() as cur:
             cur.execute(f"SELECT n, part FROM {table}")
