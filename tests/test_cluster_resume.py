@@ -6,6 +6,7 @@ report names the re-run."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -210,3 +211,75 @@ def test_a_finished_sharded_run_deletes_its_checkpoints_sqlite(dask_cluster, tmp
     assert report.delivery["P1"] == {"exactly_once": ["P1[3] Insert: INSERT INTO t (n) VALUES ({n})"],
                                      "at_least_once": []}
     assert con.execute("SELECT COUNT(*) FROM rxbot_checkpoints").fetchone() == (0,)  # the table is there, empty
+
+
+@pytest.fixture
+def unforgiving_dask(tmp_path_factory):
+    """A scheduler that gives a task up when its first worker dies (Dask's
+    ``allowed-failures`` 0), so a shard cannot finish; two workers, killed by pid after."""
+    for procs in dask_processes(tmp_path_factory.mktemp("dask-unforgiving"),
+                                DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="0"):
+        yield procs.address, procs.workers
+
+
+def test_a_shard_that_cannot_finish_is_named_with_its_worker_and_how_far_it_got(unforgiving_dask, tmp_path,
+                                                                                monkeypatch):
+    """When Dask gives a shard up (its worker died and no re-run is allowed), the run's
+    error names the shard, the worker it ran on, the attempts, and what its checkpoint
+    settled; not Dask's bare KilledWorker."""
+    import sqlite3
+
+    from rxbot.config import config
+    from rxbot.db.sqlite import Insert
+
+    address, workers = unforgiving_dask
+    monkeypatch.setattr(config, "checkpoint_items", 100)
+    db = tmp_path / "out.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE t (n INT, pid INT)")
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    passed: list[int] = []
+
+    async def fetch(i):
+        """A shard's first GATE_AT items pass, the rest wait until the gate opens."""
+        import asyncio
+        if len(passed) >= GATE_AT:
+            (gate / f"paused-{os.getpid()}").touch()
+            while not (gate / "open").exists():
+                await asyncio.sleep(0.02)
+        passed.append(i)
+        return {"n": i, "pid": os.getpid()}
+
+    killed: list[int] = []
+
+    def kill_a_paused_worker():
+        deadline = time.time() + 60
+        try:
+            while time.time() < deadline:
+                paused = [int(p.name.split("-")[1]) for p in gate.glob("paused-*")]
+                with sqlite3.connect(db, timeout=5) as con:
+                    by_pid = dict(con.execute("SELECT pid, COUNT(*) FROM t GROUP BY pid").fetchall())
+                ready = [pid for pid in paused if by_pid.get(pid) == GATE_AT]  # its epochs committed
+                if ready:
+                    os.kill(ready[0], signal.SIGKILL)
+                    killed.append(ready[0])
+                    return
+                time.sleep(0.05)
+        finally:
+            (gate / "open").touch()
+
+    Pipe(list(range(ITEMS)), Step(fetch, concurrency=2), Insert("INSERT INTO t (n, pid) VALUES ({n}, {pid})", str(db)))
+    killer = threading.Thread(target=kill_a_paused_worker)
+    killer.start()
+    try:
+        with pytest.raises(RuntimeError) as caught:
+            BotFrame.run(cluster=address, shards=2)
+    finally:
+        killer.join()
+    assert killed, "no worker was killed"
+    dead = next(addr for addr, pid in workers.items() if pid == killed[0])
+    message = str(caught.value)
+    assert re.search(r"sharded run: shard [01] could not finish: KilledWorker after 1 attempt\(s\) on worker\(s\) "
+                     + re.escape(dead), message), message
+    assert f"its checkpoint settled {GATE_AT} of its source items" in message, message

@@ -206,6 +206,8 @@ async def _shard_attempts(client: Any, topic: str, count: int, run_id: str) -> L
         shard = shards[int(msg["shard"])]
         if "resumed_from" in msg:
             shard["resumed_from"] = msg["resumed_from"]
+        elif "settled" in msg:  # a checkpoint committed: source items settled so far, per pipe
+            shard.setdefault("settled", {}).update(msg["settled"])
         else:
             shard["attempts"] += 1
             shard["workers"].append(str(msg["worker"]))
@@ -247,10 +249,22 @@ def _named(error: BaseException | None, shards: List[Dict[str, Any]]) -> BaseExc
             named = RuntimeError(
                 f"sharded run: shard {shard['shard']} could not finish: {type(error).__name__} after "
                 f"{shard['attempts']} attempt(s) on worker(s) {', '.join(shard['workers']) or '(none started)'}; "
-                f"{'its checkpoint keeps what it settled' if shard['checkpointed'] else 'it had no checkpoint'}")
+                f"{_how_far(shard)}")
             named.__cause__ = error
             return named
     return error
+
+
+def _how_far(shard: Dict[str, Any]) -> str:
+    """What a shard that could not finish had settled (its checkpoint keeps it)."""
+    if not shard["checkpointed"]:
+        return "it had no checkpoint (its pipes write no Insert)"
+    settled = shard.get("settled") or {}
+    if not settled:
+        return "its checkpoint had settled none of its source items yet"
+    if len(settled) == 1:
+        return f"its checkpoint settled {next(iter(settled.values()))} of its source items"
+    return "its checkpoint settled " + ", ".join(f"{n} source items of {pipe}" for pipe, n in sorted(settled.items()))
 
 
 def _settings() -> Dict[str, Any]:

@@ -107,6 +107,14 @@ def _checkpoints(pipes: Any, run: Dict[str, Any] | None, index: int, count: int,
         if worker is not None and run.get("attempts"):
             worker.log_event(run["attempts"], {"shard": index, "worker": worker.address,
                                                "checkpointed": hooks is not None})
+            if hooks is not None:  # how far the shard has settled, for an error that must say so
+                topic = run["attempts"]
+
+                def settled(pipe: int, offset: int) -> None:
+                    worker.log_event(topic, {"shard": index, "settled": {f"P{pipe}": offset}})
+
+                for resume in hooks.pipes:
+                    resume.on_commit = settled
     return hooks
 
 

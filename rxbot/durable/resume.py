@@ -31,7 +31,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..config import config
 from ..db.base import InsertNode, QueryNode
@@ -313,6 +313,9 @@ class PipeResume:
     started_at: int = 0
     complete: bool = False
     checkpoints: int = 0
+    #: called with (pipe index, offset) once a checkpoint is committed: a sharded run's
+    #: worker tells the client how far its shard has settled (see rxbot.cluster.worker)
+    on_commit: Optional[Callable[[int, int], None]] = None
 
     @property
     def source_step(self) -> StepId:
@@ -384,6 +387,7 @@ class PipeResume:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, json.dumps({"pipe_hash": self.key, "steps": self.hashes, "offset": offset,
                                            "complete": final}).encode())
+            self._committed(offset)
             return
         for sink in self.inserts:
             holder = ctx.holders.get(id(sink.node))
@@ -411,6 +415,11 @@ class PipeResume:
                     ctx.fail(value)
                 elif action == "pipein":
                     rt.stats.out += len(value)  # nothing after a sink to send them to
+        self._committed(offset)
+
+    def _committed(self, offset: int) -> None:
+        if self.on_commit is not None:
+            self.on_commit(self.index, offset)
 
     # -- the source itself ---------------------------------------------------------------------------
     async def feed(self, ctx: Any, emit: Any, gate: Any, stats: Any) -> None:
