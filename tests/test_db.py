@@ -925,3 +925,40 @@ async def test_rows_waiting_for_room_are_buffered_in_order_and_a_cancelled_one_i
     assert passed == [0, 1, 2, 3, 4, 6, 7, 9]
     assert [r[0] for r in raw.execute("select id from t order by seq")] == [0, 1, 2, 3, 4, 6, 7, 9]
     raw.close()
+
+
+@pytest.mark.timeout(60)
+def test_closing_an_insert_never_waits_on_aiomysqls_bookkeeping(mysql_params, monkeypatch, caplog):
+    """At the end of a run the pool's connections are closed (terminate); aiomysql's
+    ``wait_closed`` then waits for a wake-up that a connect or release cut off by a stop
+    may never send. Here a connect is left "in progress" at close, as such a stop leaves
+    it: the run still ends (after the close deadline, with a warning), the row written."""
+    import aiomysql
+    import pymysql
+
+    from rxbot.db import mysql
+
+    table = f"close_{uuid.uuid4().hex[:10]}"
+    raw = pymysql.connect(host=mysql_params["host"], port=mysql_params["port"], user=mysql_params["user"],
+                          password=mysql_params["password"], database=mysql_params["db"], autocommit=True)
+    with raw.cursor() as cur:
+        cur.execute(f"CREATE TABLE {table} (n INT)")
+    terminate = aiomysql.Pool.terminate
+
+    def terminate_with_a_connect_in_flight(pool):
+        terminate(pool)
+        pool._acquiring += 1  # what a cancelled connect leaves for wait_closed to wait on
+
+    monkeypatch.setattr(aiomysql.Pool, "terminate", terminate_with_a_connect_in_flight)
+    monkeypatch.setattr(mysql, "POOL_CLOSE_SECONDS", 0.5)
+    try:
+        Pipe([{"n": 1}], mysql.Insert(f"INSERT INTO {table} (n) VALUES ({{n}})", **mysql_params))
+        BotFrame.run()
+        with raw.cursor() as cur:
+            cur.execute(f"SELECT n FROM {table}")
+            assert cur.fetchall() == ((1,),)
+        assert "the MySQL pool did not report closed within 0.5s" in caplog.text
+    finally:
+        with raw.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {table}")
+        raw.close()

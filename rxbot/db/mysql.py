@@ -23,6 +23,9 @@ from .params import PYFORMAT
 
 log = logging.getLogger("rxbot")
 
+#: how long closing waits for aiomysql to account for its closed connections
+POOL_CLOSE_SECONDS = 5.0
+
 
 class _MySQL(SqlNode):
     """Connection handling shared by Query and Insert."""
@@ -127,7 +130,15 @@ class _MySQL(SqlNode):
             # terminate, not close: a result stream abandoned by a failed run must not
             # keep wait_closed() waiting for its connection
             pool.terminate()
-            await pool.wait_closed()
+            try:
+                # every connection is closed by now; what is left is aiomysql's bookkeeping,
+                # which waits for a wake-up that a cancelled run's connect or release may
+                # never send (seen once: a stopped run's close waiting with nothing to wait
+                # for). A deadline, as on anything remote
+                await asyncio.wait_for(pool.wait_closed(), timeout=POOL_CLOSE_SECONDS)
+            except asyncio.TimeoutError:
+                log.warning("rxbot: %s: the MySQL pool did not report closed within %gs; its "
+                            "connections were closed, going on", self.label(), POOL_CLOSE_SECONDS)
 
     def _pool_now(self) -> Any:
         if self._pool is None:
