@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,28 @@ from rxbot import BotFrame, Pipe, Step
 
 ITEMS = 3000
 GATE_AT = 300  # items of a shard that pass before its worker may be killed
+
+
+def kill_a_paused_worker(gate: Path, rows_by_pid, ready_at: int, killed: list, seen: list,
+                         run_over: threading.Event) -> None:
+    """When a shard has paused at its gate (``gate/paused-PID``) and its ``ready_at`` rows are
+    committed (``rows_by_pid()``), kill (by pid) its worker, then open the gate. Driven by the
+    shards' own progress, not by timing: on a quiet machine a shard of 3,000 items is over in
+    about a second. ``seen``: what it saw last (paused workers, rows by worker)."""
+    deadline = time.time() + 60
+    try:
+        while not run_over.is_set() and time.time() < deadline:
+            paused = [int(p.name.split("-")[1]) for p in gate.glob("paused-*")]
+            by_pid = rows_by_pid()
+            seen[:] = [paused, by_pid]
+            ready = [pid for pid in paused if by_pid.get(pid, 0) == ready_at]
+            if ready:
+                os.kill(ready[0], signal.SIGKILL)
+                killed.append(ready[0])
+                return
+            time.sleep(0.05)
+    finally:
+        (gate / "open").touch()  # the survivor, and any re-run, go on
 
 
 @pytest.fixture(scope="module")
@@ -116,29 +139,10 @@ def test_a_worker_killed_mid_shard_costs_nothing(dask_cluster, mysql_params, tmp
     run_over = threading.Event()
     seen: list = []  # what the killer saw last: paused workers, rows by worker
 
-    def kill_one_worker_mid_shard():
-        """When a shard has paused at its gate and its rows so far are committed, kill (by pid)
-        its worker, then open the gate. Driven by the shards' own progress, not by timing: on a
-        quiet machine a shard of 3,000 items is over in about a second."""
-        con = pymysql.connect(host=mysql_params["host"], port=mysql_params["port"], user=mysql_params["user"],
-                              password=mysql_params["password"], database=mysql_params["db"], autocommit=True)
-        try:
-            deadline = time.time() + 60
-            while not run_over.is_set() and time.time() < deadline:
-                paused = [int(p.name.split("-")[1]) for p in gate.glob("paused-*")]
-                with con.cursor() as cur:
-                    cur.execute(f"SELECT pid, COUNT(*) FROM {table} GROUP BY pid")
-                    by_pid = dict(cur.fetchall())
-                ready = [pid for pid in paused if by_pid.get(pid, 0) == 2 * GATE_AT]
-                seen[:] = [paused, by_pid]
-                if ready:
-                    os.kill(ready[0], signal.SIGKILL)
-                    killed.append(ready[0])
-                    return
-                time.sleep(0.05)
-        finally:
-            (gate / "open").touch()  # the survivor, and the re-run, go on
-            con.close()
+    def rows_by_pid():
+        with con.cursor() as cur:
+            cur.execute(f"SELECT pid, COUNT(*) FROM {table} GROUP BY pid")
+            return dict(cur.fetchall())
 
     passed: list[int] = []  # per shard attempt: the pipe is unpickled once per attempt
 
@@ -161,13 +165,17 @@ def test_a_worker_killed_mid_shard_costs_nothing(dask_cluster, mysql_params, tmp
     try:
         Pipe(list(range(ITEMS)), Step(fetch, concurrency=4), parse,
              Insert(f"INSERT INTO {table} (n, part, pid) VALUES ({{n}}, {{part}}, {{pid}})", **mysql_params))
-        killer = threading.Thread(target=kill_one_worker_mid_shard)
+        con = pymysql.connect(host=mysql_params["host"], port=mysql_params["port"], user=mysql_params["user"],
+                              password=mysql_params["password"], database=mysql_params["db"], autocommit=True)
+        killer = threading.Thread(target=kill_a_paused_worker,
+                                  args=(gate, rows_by_pid, 2 * GATE_AT, killed, seen, run_over))
         killer.start()
         try:
             report = BotFrame.run(cluster=address, shards=2)
         finally:
             run_over.set()
             killer.join()
+            con.close()
         assert killed and killed[0] in workers.values(), f"no worker killed; paused, rows by pid: {seen}"
         with raw.cursor() as cur:
             cur.execute(f"SELECT n, part FROM {table}")
@@ -251,33 +259,25 @@ def test_a_shard_that_cannot_finish_is_named_with_its_worker_and_how_far_it_got(
         passed.append(i)
         return {"n": i, "pid": os.getpid()}
 
-    killed: list[int] = []
+    def rows_by_pid():
+        with closing(sqlite3.connect(db, timeout=5)) as con:
+            return dict(con.execute("SELECT pid, COUNT(*) FROM t GROUP BY pid").fetchall())
 
-    def kill_a_paused_worker():
-        deadline = time.time() + 60
-        try:
-            while time.time() < deadline:
-                paused = [int(p.name.split("-")[1]) for p in gate.glob("paused-*")]
-                with sqlite3.connect(db, timeout=5) as con:
-                    by_pid = dict(con.execute("SELECT pid, COUNT(*) FROM t GROUP BY pid").fetchall())
-                ready = [pid for pid in paused if by_pid.get(pid) == GATE_AT]  # its epochs committed
-                if ready:
-                    os.kill(ready[0], signal.SIGKILL)
-                    killed.append(ready[0])
-                    return
-                time.sleep(0.05)
-        finally:
-            (gate / "open").touch()
+    killed: list[int] = []
+    seen: list = []
+    run_over = threading.Event()
 
     Pipe(list(range(ITEMS)), Step(fetch, concurrency=2), Insert("INSERT INTO t (n, pid) VALUES ({n}, {pid})", str(db)))
-    killer = threading.Thread(target=kill_a_paused_worker)
+    killer = threading.Thread(target=kill_a_paused_worker,
+                              args=(gate, rows_by_pid, GATE_AT, killed, seen, run_over))  # its epochs committed
     killer.start()
     try:
         with pytest.raises(RuntimeError) as caught:
             BotFrame.run(cluster=address, shards=2)
     finally:
+        run_over.set()
         killer.join()
-    assert killed, "no worker was killed"
+    assert killed, f"no worker was killed; paused, rows by pid: {seen}"
     dead = next(addr for addr, pid in workers.items() if pid == killed[0])
     message = str(caught.value)
     assert re.search(r"sharded run: shard [01] could not finish: KilledWorker after 1 attempt\(s\) on worker\(s\) "
