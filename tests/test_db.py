@@ -962,3 +962,90 @@ def test_closing_an_insert_never_waits_on_aiomysqls_bookkeeping(mysql_params, mo
         with raw.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {table}")
         raw.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_failed_write_wakes_the_write_waiting_for_the_pools_only_connection(mysql_params):
+    """aiomysql's release() of a connection it closes (every failed write closes its own)
+    wakes nobody: a write waiting for a connection of the full pool waited forever with
+    nothing scheduled (seen as a stopped run's close hanging in CI). give_back() wakes it."""
+    import pymysql
+
+    from rxbot.db.mysql import Insert
+
+    table = f"rxbot_wake_{uuid.uuid4().hex[:12]}"
+    raw = pymysql.connect(**{k: mysql_params[k] for k in ("host", "port", "user", "password")},
+                          database=mysql_params["db"], autocommit=True)
+    raw.cursor().execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, CHECK (id <> 3))")
+    node = Insert(f"INSERT INTO {table} (id) VALUES (%s)", **mysql_params, pool_size=1, batch_size=1,
+                  flush_interval=None)
+    await node.node_init()
+    try:
+        failing = asyncio.create_task(node._write([(3,)]))  # holds the one connection, then fails
+        waiting = asyncio.create_task(node._write([(1,)]))  # waits for that connection
+        done, pending = await asyncio.wait([failing, waiting], timeout=30)
+        for task in pending:
+            task.cancel()
+        assert not pending, "the write waiting for the pool's connection was never woken"
+        assert isinstance(failing.exception(), pymysql.err.OperationalError)
+        assert waiting.exception() is None
+    finally:
+        await node.node_close()
+        cur = raw.cursor()
+        cur.execute(f"SELECT id FROM {table}")
+        stored = [r[0] for r in cur.fetchall()]
+        cur.execute(f"DROP TABLE {table}")
+        raw.close()
+    assert stored == [1]
+
+
+@pytest.mark.timeout(90)
+def test_rows_left_at_close_are_reported_when_the_database_does_not_answer_within_close_timeout(mysql_params):
+    """A stopped run writes the rows left in an Insert at close, but never waits on the
+    database forever: here another session holds a lock the write needs (MariaDB would
+    make it wait innodb_lock_wait_timeout, 50 s, then the write would be retried).
+    After close_timeout the rows are reported failed, each once, and none is stored."""
+    import pymysql
+
+    from rxbot.db.base import CloseTimeoutError
+    from rxbot.db.mysql import Insert
+
+    table = f"rxbot_deadline_{uuid.uuid4().hex[:12]}"
+    connect = {k: mysql_params[k] for k in ("host", "port", "user", "password")}
+    admin = pymysql.connect(**connect, database=mysql_params["db"], autocommit=True)
+    admin.cursor().execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY)")
+    holder = pymysql.connect(**connect, database=mysql_params["db"], autocommit=False)
+    holder.cursor().execute(f"INSERT INTO {table} (id) VALUES (5)")  # row lock on 5, not committed
+
+    def source():
+        yield from range(10)
+        raise RuntimeError("the source broke")  # the run stops with 10 rows buffered
+
+    insert = Insert(f"INSERT INTO {table} (id) VALUES (%s)", **mysql_params, batch_size=100,
+                    flush_interval=None, close_timeout=1, name="insert")
+    p = Pipe(source(), insert)
+    try:
+        with pytest.raises(RuntimeError, match="the source broke"):
+            p.run()
+    finally:
+        holder.rollback()
+        holder.close()
+        cur = admin.cursor()
+        cur.execute(f"SELECT id FROM {table}")
+        stored = [r[0] for r in cur.fetchall()]
+        cur.execute(f"DROP TABLE {table}")
+        admin.close()
+    s = p.report.find("insert")
+    letters = [e for e in p.report.dead_letters if e.step == "insert"]
+    assert stored == []
+    assert sorted(e.item for e in letters) == list(range(10))
+    assert all(isinstance(e.exception, CloseTimeoutError) for e in letters)
+    assert "close_timeout=1s" in str(letters[0].exception)
+    assert (s.inp, s.failed, s.out, s.closed) == (10, 10, 0, 0)
+
+
+def test_close_timeout_is_validated():
+    from rxbot.db.sqlite import Insert
+
+    with pytest.raises(ValueError, match="close_timeout"):
+        Insert("insert into t values ({a})", close_timeout=-1)

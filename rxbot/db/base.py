@@ -34,6 +34,11 @@ class InterruptedCommitError(Exception):
     be in the database, and it is not written again (that could write it twice)."""
 
 
+class CloseTimeoutError(TimeoutError):
+    """A row a stopped run left in an Insert that was not written because the database
+    did not answer within the node's ``close_timeout`` (it is not in the database)."""
+
+
 class InsertError(Exception):
     """Rows an Insert could not write, each named with its own error.
 
@@ -308,10 +313,14 @@ class InsertNode(SqlNode):
     #: seconds before the first repeat of a transient failure; doubled each time
     write_backoff = 0.05
 
-    def __init__(self, sql: str, batch_size: int, flush_interval: float | None, options: Dict[str, Any]) -> None:
+    def __init__(self, sql: str, batch_size: int, flush_interval: float | None, options: Dict[str, Any],
+                 close_timeout: float = 30.0) -> None:
         super().__init__(sql, options)
         self.batch_size = _check_int(self.label(), "batch_size", batch_size, 1)
         self.flush_interval = _check_seconds(self.label(), "flush_interval", flush_interval, allow_none=True)
+        #: seconds a stopped run's close() has to write the rows left here; what the
+        #: database has not confirmed by then is reported, never waited on forever
+        self.close_timeout = _check_seconds(self.label(), "close_timeout", close_timeout)
         # the batching state below is made by init(), per run: an idle Insert holds none
         # of it (a deque, two sets, six lists: ~1.5 KiB a node; issue 26, item 11)
 
@@ -521,31 +530,66 @@ class InsertNode(SqlNode):
                                                    "batches written by the flush_interval timer"))
             left = self._unwritten + ([self._buf] if self._buf else [])
             self._buf, self._unwritten = [], []
-            for batch in left:  # the run failed elsewhere: keep what was accepted
-                if not batch:
-                    continue
-                if id(batch) in self._committing:
-                    log.warning("rxbot: %s: the commit of %d row(s) was interrupted; not repeated (it may "
-                                "have completed)", self.label(), len(batch))
-                    unknown = InterruptedCommitError(
-                        f"{self.label()}: the run stopped while this row's COMMIT was in flight; "
-                        "it may or may not have been written (not repeated)")
-                    rejected.extend((item, unknown) for item, _ in batch)
-                    continue
-                total = len(batch)
-                ok, failed = await self._write_batch(batch)
-                written += len(ok)
-                rejected.extend(failed)
-                if failed:
-                    log.error("rxbot: %s", InsertError(self.label(), failed, total,
-                                                       "buffered rows written at close"))
-                else:
-                    log.info("rxbot: %s: committed %d buffered row(s) at close", self.label(), total)
+            ok_rows: List[Tuple[Any, Any]] = []
+            marks = len(self._ready), len(self._timed_failed)
+            try:
+                await asyncio.wait_for(self._write_left(left, ok_rows, rejected), self.close_timeout)
+            except asyncio.TimeoutError:
+                # a write cancelled row by row leaves what it settled in _ready/_timed_failed
+                written += len(self._ready) - marks[0]
+                rejected.extend(self._timed_failed[marks[1]:])
+                rejected.extend(self._unsettled_at_deadline(left))
+            written += len(ok_rows)
         finally:
             self._closed_written, self._closed_rejected = written, rejected
             self._ready = []
             self._timed_failed, self._timed_total = [], 0
             await self._close()
+
+    async def _write_left(self, left: List[List[Tuple[Any, Any]]], ok_rows: List[Tuple[Any, Any]],
+                          rejected: List[Tuple[Any, BaseException]]) -> None:
+        """Write the batches a stopped run left here, appending to ``ok_rows`` and
+        ``rejected`` as each settles (so what settled counts even if the deadline cuts
+        the rest short). A settled batch is emptied."""
+        for batch in left:  # the run failed elsewhere: keep what was accepted
+            if not batch:
+                continue
+            if id(batch) in self._committing:
+                log.warning("rxbot: %s: the commit of %d row(s) was interrupted; not repeated (it may "
+                            "have completed)", self.label(), len(batch))
+                unknown = InterruptedCommitError(
+                    f"{self.label()}: the run stopped while this row's COMMIT was in flight; "
+                    "it may or may not have been written (not repeated)")
+                rejected.extend((item, unknown) for item, _ in batch)
+                del batch[:]
+                continue
+            total = len(batch)
+            ok, failed = await self._write_batch(batch)
+            ok_rows.extend(ok)
+            rejected.extend(failed)
+            if failed:
+                log.error("rxbot: %s", InsertError(self.label(), failed, total,
+                                                   "buffered rows written at close"))
+            else:
+                log.info("rxbot: %s: committed %d buffered row(s) at close", self.label(), total)
+
+    def _unsettled_at_deadline(self, left: List[List[Tuple[Any, Any]]]) -> List[Tuple[Any, BaseException]]:
+        """The rows of ``left`` that ``close_timeout`` cut short, each with its error: a
+        batch whose COMMIT was sent may or may not be stored; any other row was not
+        written (its transaction was aborted with its connection, or never began)."""
+        rows = [(entry, id(batch) in self._committing) for batch in left for entry in batch]
+        if not rows:
+            return []
+        log.error("rxbot: %s: the database did not confirm %d row(s) left at close within "
+                  "close_timeout=%gs; they are reported failed, not waited on", self.label(),
+                  len(rows), self.close_timeout)
+        unknown = InterruptedCommitError(
+            f"{self.label()}: the database did not confirm this row's COMMIT within close_timeout="
+            f"{self.close_timeout:g}s; it may or may not have been written (not repeated)")
+        lost = CloseTimeoutError(
+            f"{self.label()}: not written: the database did not answer within close_timeout="
+            f"{self.close_timeout:g}s while the stopped run's rows were written at close")
+        return [(item, unknown if sent else lost) for (item, _), sent in rows]
 
     def settled_at_close(self) -> Tuple[int, List[Tuple[Any, BaseException]], int]:
         """What the last ``close()`` did with the rows a stopped run left here: rows

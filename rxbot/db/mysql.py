@@ -27,6 +27,36 @@ log = logging.getLogger("rxbot")
 POOL_CLOSE_SECONDS = 5.0
 
 
+#: the wake-up tasks give_back() starts (a task the loop holds only weakly must be kept)
+_WAKING: set = set()
+
+
+def give_back(pool: Any, conn: Any, broken: bool = False) -> None:
+    """Return ``conn`` to ``pool``; a ``broken`` one (an error or a cancellation
+    interrupted it) is closed first.
+
+    aiomysql's ``Pool.release()`` wakes the tasks waiting in ``acquire()`` or
+    ``wait_closed()`` only when the connection goes back to the free list. A connection
+    that is closed, or still inside a transaction (which release() closes), shrinks the
+    pool and tells nobody: a task waiting for a connection of a full pool then waits
+    forever, with nothing scheduled (asyncmy, derived from aiomysql, has the same bug:
+    long2ice/asyncmy#154). Every failed write closes its connection, so this is common:
+    here the waiters are woken as release() would for a free connection.
+    """
+    if broken:
+        conn.close()
+    shrinks = conn.closed or bool(conn.get_transaction_status())
+    pool.release(conn)
+    if shrinks and not pool.closed:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop left to wait on it: nobody is waiting
+            return
+        task = loop.create_task(pool._wakeup())  # the wake-up release() skips
+        _WAKING.add(task)
+        task.add_done_callback(_WAKING.discard)
+
+
 class _MySQL(SqlNode):
     """Connection handling shared by Query and Insert."""
 
@@ -162,11 +192,9 @@ class _MySQL(SqlNode):
             await cur.close()
             clean = True
         finally:
-            if not clean:
-                # unread rows or an interrupted read: dropping the connection is instant,
-                # draining the rest of the result could take as long as the whole query
-                conn.close()
-            pool.release(conn)  # after close(): the terminated pool just forgets it
+            # unread rows or an interrupted read: dropping the connection is instant,
+            # draining the rest of the result could take as long as the whole query
+            give_back(pool, conn, broken=not clean)
 
     async def _write(self, params_list: Sequence[Any], committing: Callable[[], None] = lambda: None) -> None:
         pool = self._pool_now()
@@ -185,10 +213,10 @@ class _MySQL(SqlNode):
             committing()
             await conn.commit()
         except BaseException:
-            conn.close()  # aborts the transaction server-side; the pool opens a fresh one
+            # closing aborts the transaction server-side; the pool opens a fresh one
+            give_back(pool, conn, broken=True)
             raise
-        finally:
-            pool.release(conn)
+        give_back(pool, conn)
         # counted once committed: a batch rolled back and rewritten row by row is not counted twice
         tally = self._tally
         if tally is None:  # written after close() (a straggler of a cancelled run)
@@ -263,10 +291,9 @@ class _MySQL(SqlNode):
                     await cur.execute(sql, params)
             await conn.commit()
         except BaseException:
-            conn.close()  # aborts the transaction server-side
+            give_back(pool, conn, broken=True)  # aborts the transaction server-side
             raise
-        finally:
-            pool.release(conn)
+        give_back(pool, conn)
         return failed
 
     async def read_checkpoint(self, sql: str, params: Any) -> list:
@@ -277,12 +304,11 @@ class _MySQL(SqlNode):
                 await cur.execute(sql, params)
                 rows = list(await cur.fetchall()) if cur.description is not None else []
             await conn.commit()
-            return rows
         except BaseException:
-            conn.close()
+            give_back(pool, conn, broken=True)
             raise
-        finally:
-            pool.release(conn)
+        give_back(pool, conn)
+        return rows
 
     def _many_sql(self) -> Tuple[str, bool, Tuple[str, str, str] | None]:
         """The statement for a batch, whether the driver's ``executemany`` may batch it,
@@ -442,8 +468,9 @@ class Insert(_MySQL, InsertNode):
     def __init__(self, sql: str, host: str = "127.0.0.1", port: int = 3306, user: str = "root",
                  password: str = "", db: str = "test", batch_size: int = 500,
                  flush_interval: float | None = 1.0, pool_size: int = 2, connect_timeout: float = 5.0,
-                 charset: str = "utf8mb4", time_zone: str | None = None, **options: Any) -> None:
-        InsertNode.__init__(self, sql, batch_size, flush_interval, options)
+                 charset: str = "utf8mb4", time_zone: str | None = None, close_timeout: float = 30.0,
+                 **options: Any) -> None:
+        InsertNode.__init__(self, sql, batch_size, flush_interval, options, close_timeout)
         self._setup(host, port, user, password, db, pool_size, connect_timeout, charset, time_zone)
 
 

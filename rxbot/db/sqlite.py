@@ -246,8 +246,9 @@ class Insert(_SQLite, InsertNode):
     pass downstream once their batch is committed."""
 
     def __init__(self, sql: str, path: Any = "data.db", batch_size: int = 500,
-                 flush_interval: float | None = 1.0, busy_timeout: float = 5.0, **options: Any) -> None:
-        InsertNode.__init__(self, sql, batch_size, flush_interval, options)
+                 flush_interval: float | None = 1.0, busy_timeout: float = 5.0, close_timeout: float = 30.0,
+                 **options: Any) -> None:
+        InsertNode.__init__(self, sql, batch_size, flush_interval, options, close_timeout)
         self._setup(path, busy_timeout)
 
 
