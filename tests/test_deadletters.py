@@ -132,35 +132,39 @@ def test_a_renamed_step_refuses_to_redrive(tmp_path):
         BotFrame.run(redrive=True)
 
 
-def test_letters_of_a_step_inside_a_route_refuse_to_redrive_naming_the_step_and_the_route(tmp_path):
+def test_letters_of_a_step_inside_a_branch_redrive_to_the_sides_end_only(tmp_path):
+    """A Branch's side flow ends at its last step: a re-driven item goes there and not
+    onto the main line, which had it already (tests/test_redrive_routes.py: every route)."""
     from rxbot import Branch
 
     config.durable_dir = str(tmp_path)
     config.exception_policy = "ignore"
-    ran = []
+    ran, side, main = [], [], []
+    broken = {"now": True}
 
     def parse(x):
         ran.append(x)
-        if x % 10 == 0:
+        if broken["now"] and x % 10 == 0:
             raise ValueError("bad")
         return x
 
     def build():
-        Pipe(range(30), lambda x: x, Branch(parse, route_func=lambda x: x % 2 == 0), lambda x: None)
+        Pipe(range(30), lambda x: x, Branch(parse, side.append, route_func=lambda x: x % 2 == 0), main.append)
 
     build()
     assert len(BotFrame.run().dead_letters) == 3
+    assert sorted(main) == list(range(30)) and sorted(side) == [x for x in range(30) if x % 2 == 0 and x % 10]
     ran.clear()
+    broken["now"] = False
     build()
-    with pytest.raises(RedriveRefused) as refused:
-        BotFrame.run(redrive=True)
-    message = str(refused.value)
-    assert message.startswith("P1[3] Branch(<lambda> line ")
-    assert "/1[1] parse: its dead letters (#1 ...) failed inside the route P1[3] Branch(" in message
-    assert "not supported yet" in message
-    assert ran == []  # nothing ran
+    report = BotFrame.run(redrive=True)
+    (step,) = report.redrive
+    assert step.startswith("P1[3] Branch(<lambda> line ") and step.endswith("/1[1] parse")
+    assert sorted(ran) == [0, 10, 20]
+    assert sorted(main) == list(range(30))  # the main line ran none of them again
+    assert sorted(side) == [x for x in range(30) if x % 2 == 0]  # each even item once at the side's end
     store = LetterStore(store_path())
-    assert len(store.letters()) == 3  # still open
+    assert store.letters() == [] and len(store.letters(status="done")) == 3
     store.close()
 
 

@@ -8,10 +8,23 @@ point. Items that now pass are marked done; an item failing again at the same st
 a new letter with the next attempt number (the old one is marked retried); items derived
 from it that fail further on get letters of their own.
 
-Limits, said clearly when met: a letter of a step inside a route (Branch, Fork, ...)
-or of a pipe's first step cannot be re-driven yet; a step that was removed or renamed
-refuses. A redrive killed half-way re-drives its open letters again: its sinks are
-at-least-once for the letters of that run (docs/when-items-fail.md).
+A letter of a step inside a route resumes *within its branch*: from the failing step
+to the branch's end, and then on as that branch's output goes in a normal run
+(:func:`continuation`): back onto the enclosing line after the route when the route
+joins (``Return``, ``Join``, ``Route(join=True)``), nowhere when it does not (the side
+flow of a ``Branch`` or ``Fork`` ends there), level by level out of nested routes. The
+route's own test is not asked again (the item matched it when it failed), and the other
+branches do not run (they had the item already). That run is one pipe made of those
+steps (:class:`Resumption`), whose step ids are mapped back to the original ones, so
+letters failing again keep their step and attempt.
+
+Refused, said clearly: a letter whose way on reaches a ``BlockedJoin``'s tuple (the
+tuple of that input was emitted already, with ``None`` for the failed branch: a second
+one would be a duplicate and this branch's result alone cannot rebuild it); a letter of a
+pipe's first step (its source); a step that was removed or renamed (its id, route and
+branch path included, is not in the pipe now). A redrive killed half-way re-drives its
+open letters again: its sinks are at-least-once for the letters of that run
+(docs/when-items-fail.md).
 """
 from __future__ import annotations
 
@@ -27,50 +40,125 @@ log = logging.getLogger("rxbot")
 
 
 class RedriveRefused(ValueError):
-    """These dead letters cannot be re-driven (a removed step, a nested step, ...)."""
+    """These dead letters cannot be re-driven (a removed step, a BlockedJoin's branch, ...)."""
 
 
 @dataclass
 class Group:
-    """The open letters of one top-level step of one pipe."""
+    """The open letters of one failing step of one pipe, and how they run again."""
 
     pipe_index: int
-    position: int  # 1-based top-level step
+    position: int  # 1-based top-level step (for a step inside a route: its route's)
     step: str
     letters: List[Letter] = field(default_factory=list)
+    #: None for a step on the main line (the pipe itself runs, its first position-1
+    #: steps skipped); for a step inside a route, the steps it goes on through
+    resumption: Optional["Resumption"] = None
+
+
+@dataclass
+class Resumption:
+    """The way on of an item that failed inside a route: the failing step, the rest of
+    its branch, then (level by level) the steps after each enclosing route that joins.
+    ``ids[k]`` is the original id of ``steps[k]``."""
+
+    steps: List[Any]
+    ids: List[StepId]
+
+    def pipe(self, original: Any) -> Any:
+        """A pipe of these steps behind a stand-in first step (the run's source is the
+        stored items), taken out of the run registry: it runs only in this redrive."""
+        from ..flow import Pipe
+
+        pipe = Pipe(_stored, *self.steps, name=original.name)
+        pipe._adopt()
+        return pipe
+
+    def original(self, path: StepId) -> StepId:
+        """The original id of ``path``, an id of the resumption pipe (``P1[k] ...``)."""
+        head = self.ids[path.positions[0] - 2]  # position 1 is the stand-in source
+        return StepId(head.pipe, head.positions + path.positions[1:], head.labels + path.labels[1:],
+                      head.pipe_index)
+
+
+def _stored(item: Any) -> Any:
+    """The stand-in first step of a resumption pipe; never run (the stored items replace it)."""
+    return item
+
+
+def continuation(pipe: Any, where: StepId) -> Resumption:
+    """The steps an item that failed at ``where`` (a step inside a route) goes on
+    through, as a normal run would take its branch's output (see the module's doc).
+    Raises :class:`RedriveRefused` if that way reaches a BlockedJoin's tuple."""
+    positions = where.positions
+    containers: List[Tuple[StepId, List[Any]]] = []  # (place id, its steps), outermost first
+    routes: List[Tuple[StepId, Any]] = []
+    place, steps = StepId.root(where.pipe, where.pipe_index), list(pipe.steps)
+    for level in range(0, len(positions) - 1, 2):
+        containers.append((place, steps))
+        route = steps[positions[level] - 1]
+        rid = place.step(positions[level], route.label())
+        routes.append((rid, route))
+        place, steps = rid.branch(positions[level + 1]), list(route.branches[positions[level + 1] - 1])
+    out: List[Any] = []
+    ids: List[StepId] = []
+
+    def take(at: StepId, from_steps: List[Any], start: int) -> None:
+        for k in range(start, len(from_steps)):
+            out.append(from_steps[k])
+            ids.append(at.step(k + 1, from_steps[k].label()))
+
+    take(place, steps, positions[-1] - 1)
+    for level in range(len(routes) - 1, -1, -1):
+        rid, route = routes[level]
+        if route.kind == "blockedjoin":
+            raise RedriveRefused(
+                f"{where}: its dead letters failed inside the BlockedJoin {rid}, whose output is one tuple of all "
+                f"its branches' results per input. That tuple was emitted already, with None in the place of this "
+                f"branch; a re-driven result of this branch alone cannot rebuild it, and re-running the BlockedJoin "
+                f"would emit a second tuple downstream. Run the pipe again for those items instead")
+        if not route.join:  # a side flow: its output is discarded at its end
+            break
+        outer, outer_steps = containers[level]
+        take(outer, outer_steps, positions[2 * level])
+    return Resumption(out, ids)
 
 
 def plan(pipes: Sequence[Any], store: LetterStore) -> List[Group]:
     """What a redrive runs: the open letters by pipe and failing step, checked against
-    the pipes as they are now."""
+    the pipes as they are now (every refusal before anything runs)."""
+    from ..walk import walk
+
     groups: List[Group] = []
     for index, pipe in enumerate(pipes, start=1):
         where = StepId.root(f"P{index}", index)
-        ids = {str(where.step(k + 1, step.label())): k + 1 for k, step in enumerate(pipe.steps)}
+        ids = {str(sid): sid for sid, _ in walk(pipe.steps, where)}
         by_step: Dict[str, Group] = {}
         for letter in store.letters(run_key_of(pipe, index)):
             group = by_step.get(letter.step)
             if group is None:
-                position = ids.get(letter.step)
-                if position is None:
-                    if "/" in letter.step:
-                        route = letter.step.split("/", 1)[0]
-                        raise RedriveRefused(
-                            f"{letter.step}: its dead letters (#{letter.id} ...) failed inside the route "
-                            f"{route}; re-driving from a step inside a route is not supported yet. Run "
-                            f"the pipe again, or list them with 'rxbot deadletters SCRIPT'")
-                    now = ", ".join(ids)
+                sid = ids.get(letter.step)
+                if sid is None:
+                    now = ", ".join(list(ids)[:40]) + (", ..." if len(ids) > 40 else "")
                     raise RedriveRefused(
                         f"{letter.step}: this step is not in the pipe any more (removed or renamed); its dead "
-                        f"letters cannot be re-driven. The pipe's steps now: {now}")
-                if position == 1:
+                        f"letters (#{letter.id} ...) cannot be re-driven. The pipe's steps now: {now}")
+                if sid.positions == (1,):
                     raise RedriveRefused(f"{letter.step}: the pipe's first step (its source) failed; run the "
                                          "pipe again instead of re-driving")
-                group = by_step[letter.step] = Group(index, position, letter.step)
+                group = by_step[letter.step] = Group(index, sid.top, letter.step)
+                if sid.depth:
+                    group.resumption = continuation(pipe, sid)
                 groups.append(group)
             group.letters.append(letter)
-    groups.sort(key=lambda g: (g.pipe_index, g.position))
+    groups.sort(key=lambda g: (g.pipe_index, _order(g)))
     return groups
+
+
+def _order(group: Group) -> Tuple[int, ...]:
+    """Groups run in pipe order, outer steps first, then by the step's place."""
+    first = group.resumption.ids[0].positions if group.resumption is not None else (group.position,)
+    return first
 
 
 class RedriveHooks(LetterHooks):
@@ -94,11 +182,22 @@ class RedriveHooks(LetterHooks):
             self.items.append(item)
             self.origin[id(item)] = letter
 
+    def pipe(self, pipes: Sequence[Any]) -> Any:
+        """What this round runs: the pipe itself, or the resumption of a step in a route."""
+        original = pipes[self.group.pipe_index - 1]
+        resumption = self.group.resumption
+        return original if resumption is None else resumption.pipe(original)
+
     def step_name(self, path: Any) -> str:
+        resumption = self.group.resumption
+        if resumption is not None and isinstance(path, StepId) and path.positions:
+            return str(resumption.original(path))
         text = str(path)
         return f"P{self.group.pipe_index}{text[2:]}" if text.startswith("P1") else text
 
     def source(self, pipe: int) -> Optional[Tuple[int, Any]]:
+        if self.group.resumption is not None:
+            return 1, self.items
         return self.group.position - 1, self.items
 
     def finished(self, outcome: RunOutcome) -> None:
@@ -143,7 +242,7 @@ async def redrive(pipes: Sequence[Any], run: Callable[[Sequence[Any], RunHooks],
         for group in groups:
             hooks = RedriveHooks(pipes, store, group)
             try:
-                report = await run([pipes[group.pipe_index - 1]], hooks)
+                report = await run([hooks.pipe(pipes)], hooks)
             finally:
                 summary.steps[group.step] = {
                     "redriven": len(hooks.items), "failed_again": len(hooks.refailed),
@@ -156,4 +255,4 @@ async def redrive(pipes: Sequence[Any], run: Callable[[Sequence[Any], RunHooks],
     return report
 
 
-__all__ = ["redrive", "plan", "RedriveHooks", "RedriveRefused", "Group"]
+__all__ = ["redrive", "plan", "continuation", "RedriveHooks", "RedriveRefused", "Group", "Resumption"]
