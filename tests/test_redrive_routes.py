@@ -405,3 +405,68 @@ def test_property_redrive_completes_a_clean_run_exactly(line, data, policy, tmp_
     again = World()
     shape(again)
     assert BotFrame.run(redrive=True).redrive == {} and not again.calls
+
+
+def test_a_route_letter_of_the_second_pipe_keeps_its_pipe(tmp_path):
+    """Each pipe re-drives alone; a letter of P2's Return is stored, re-failed and
+    marked under P2's ids and key, P1 does not run."""
+    use("ignore", tmp_path)
+    ones, twos = World(), World(broken={"r2": {4, 6}})
+    Pipe(range(N), str, ones.tag("p1"), ones.sink("one"))
+    return_shape(twos)
+    BotFrame.run()
+    assert {l.step for l in open_letters()} == {"P2[4] Return(even)/1[2] r2"}
+    ones, twos = World(), World(broken={"r2": {6}})
+    Pipe(range(N), str, ones.tag("p1"), ones.sink("one"))
+    return_shape(twos)
+    report = BotFrame.run(redrive=True)
+    assert report.redrive == {"P2[4] Return(even)/1[2] r2": {"redriven": 2, "failed_again": 1, "passed": 1, "skipped": 0}}
+    assert not ones.calls
+    assert twos.records == [("main", "4.a.r1.r2.r3.m")]  # 4 now passes; 6 fails again
+    assert [(l.step, l.attempt, l.run_key.endswith("/P2")) for l in open_letters()] == [
+        ("P2[4] Return(even)/1[2] r2", 2, True)]
+
+
+def test_a_redrive_inside_a_fork_reaches_a_real_mariadb_table_at_the_sides_end_once(tmp_path, mysql_params):
+    """The sink is a MariaDB Insert at the end of a Fork's branch (a side flow); the
+    failing step is the branch's middle one. The table then holds each row once."""
+    import pymysql
+
+    from rxbot.db.mysql import Insert
+
+    use("retry", tmp_path)
+    table = f"redrive_fork_{uuid.uuid4().hex[:10]}"
+    con = pymysql.connect(host=mysql_params["host"], port=mysql_params["port"], user=mysql_params["user"],
+                          password=mysql_params["password"], database=mysql_params["db"], autocommit=True)
+    try:
+        with con.cursor() as cur:
+            cur.execute(f"CREATE TABLE {table} (n INT NOT NULL, path VARCHAR(100))")  # no key: doubles show
+        broken = {"f2": set(FAILING)}
+
+        def build() -> World:
+            w = World(broken=broken)
+            Pipe(range(N), str, Fork(Pipe(w.tag("f1"), w.tag("f2"), lambda x: {"n": source_of(x), "path": x},
+                                          Insert(f"INSERT INTO {table} (n, path) VALUES ({{n}}, {{path}})",
+                                                 **mysql_params))),
+                 w.tag("m"), w.sink("main"))
+            return w
+
+        first = build()
+        BotFrame.run()
+        assert len(open_letters()) == len(FAILING)
+        broken["f2"] = set()
+        fixed = build()
+        BotFrame.run(redrive=True)
+        assert dict(fixed.calls) == {"f2": len(FAILING)}  # from the failing step on, nothing before it
+        assert fixed.records == []  # the main line had them all already
+        assert len(first.records) == N
+        build()
+        assert BotFrame.run(redrive=True).redrive == {}
+        with con.cursor() as cur:
+            cur.execute(f"SELECT n, path FROM {table}")
+            rows = sorted(cur.fetchall())
+        assert rows == [(n, f"{n}.f1.f2") for n in range(N)]
+    finally:
+        with con.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {table}")
+        con.close()

@@ -76,7 +76,9 @@ class Resumption:
 
     def original(self, path: StepId) -> StepId:
         """The original id of ``path``, an id of the resumption pipe (``P1[k] ...``)."""
-        head = self.ids[path.positions[0] - 2]  # position 1 is the stand-in source
+        if path.positions[0] < 2:  # the stand-in source (never run): no step of the pipe
+            return path
+        head = self.ids[path.positions[0] - 2]
         return StepId(head.pipe, head.positions + path.positions[1:], head.labels + path.labels[1:],
                       head.pipe_index)
 
