@@ -165,6 +165,27 @@ def open_letters() -> List[Any]:
         store.close()
 
 
+def fail_fix_redrive(shape: Callable[[World], None], broken: Dict[str, Set[int]]) -> Any:
+    """Run ``shape`` with ``broken``, fix it, redrive: what both runs' sinks got must be
+    a clean run's, item for item; the open letters are then none and a second redrive
+    runs nothing. Returns the broken run's open letters and the redrive's report."""
+    clean = clean_records(shape)
+    first = World(broken={k: set(v) for k, v in broken.items()})
+    shape(first)
+    report = BotFrame.run()
+    letters = open_letters()
+    assert len(letters) == len(report.dead_letters)
+    fixed = World()
+    shape(fixed)
+    report = BotFrame.run(redrive=True)
+    assert Counter(first.records) + Counter(fixed.records) == clean
+    assert open_letters() == []
+    again = World()
+    shape(again)
+    assert BotFrame.run(redrive=True).redrive == {} and not again.calls
+    return letters, report
+
+
 def letters_by_status(status: str | None) -> List[Any]:
     store = LetterStore(store_path())
     try:
@@ -206,21 +227,10 @@ def test_a_letter_anywhere_is_redriven_to_where_its_branch_goes(shape, step, whe
 def test_letters_from_many_places_in_one_redrive(tmp_path, both_builds):
     use("ignore", tmp_path)
     broken = {"n1": {3}, "n3": {4, 10}, "n4": {8}, "n5": {15}, "n7": {22, 4}, "n9": {10}, "m": {1, 2}}
-    clean = clean_records(nested_shape)
-    first = World(broken={k: set(v) for k, v in broken.items()})
-    nested_shape(first)
-    BotFrame.run()
-    steps = {l.step for l in open_letters()}
+    letters, report = fail_fix_redrive(nested_shape, broken)
+    steps = {l.step for l in letters}
     assert len(steps) == len(broken)  # a letter at every one of the seven places
-    fixed = World()
-    nested_shape(fixed)
-    report = BotFrame.run(redrive=True)
     assert set(report.redrive) == steps
-    assert Counter(first.records) + Counter(fixed.records) == clean
-    assert open_letters() == []
-    again = World()
-    nested_shape(again)
-    assert BotFrame.run(redrive=True).redrive == {} and not again.calls
 
 
 def test_an_item_failing_again_inside_a_route_keeps_its_step_and_attempt(tmp_path):
@@ -391,20 +401,7 @@ def test_property_redrive_completes_a_clean_run_exactly(line, data, policy, tmp_
     def shape(w: World) -> None:
         Pipe(range(N), str, *build_tree(w, line, [], sink=True))
 
-    clean = clean_records(shape)
-    first = World(broken={k: set(v) for k, v in broken.items()})
-    shape(first)
-    report = BotFrame.run()
-    letters = open_letters()
-    assert len(letters) == len(report.dead_letters)
-    fixed = World()
-    shape(fixed)
-    BotFrame.run(redrive=True)
-    assert Counter(first.records) + Counter(fixed.records) == clean
-    assert open_letters() == []
-    again = World()
-    shape(again)
-    assert BotFrame.run(redrive=True).redrive == {} and not again.calls
+    fail_fix_redrive(shape, broken)
 
 
 def test_a_route_letter_of_the_second_pipe_keeps_its_pipe(tmp_path):
