@@ -28,8 +28,9 @@ import reactivex
 from reactivex import operators as ops
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
-from benchmarks.common import Row, best_of_each, compared, print_rows, quick_from_env, run_in_subprocess, unjudged
-from rxbot import BotFrame, Pipe, Step, config
+from benchmarks.common import (Row, best_of_each, compared, configured, print_rows, quick_from_env, run_in_subprocess,
+                               unjudged)
+from rxbot import BotFrame, Pipe, Step
 
 # ============================================================================ B1
 # The same four functions serve every implementation, so only the plumbing differs.
@@ -83,12 +84,8 @@ def b1_rxbot(n: int) -> int:
 def unfused(f: Callable[[int], int]) -> Callable[[int], int]:
     """``f`` run on the honest unfused graph (``config.fusion = False``)."""
     def run(n: int) -> int:
-        saved = config.fusion
-        config.fusion = False
-        try:
+        with configured(fusion=False):
             return f(n)
-        finally:
-            config.fusion = saved
 
     run.__name__ = f"{f.__name__}_unfused"
     return run

@@ -21,13 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
-import os
-import re
 import shutil
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Sequence
@@ -37,7 +32,8 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``rxbo
 
 from benchmarks.bench_core import inc, keep_even, make_acc, triple
 from benchmarks.bench_routes import f1, f2, f3, pair_sum
-from benchmarks.common import REPO_ROOT, Row, best_of_each, print_rows, quick_from_env, unjudged
+from benchmarks.common import (Row, best_of_each, callgrind_per_item, measured, print_rows, quick_from_env, steady_turns,
+                               unjudged)
 from rxbot import BlockedJoin, BotFrame, Branch, Filter, Join, Loop, Pipe
 
 #: the hand-written async baseline's worker count (rxbot's default concurrency)
@@ -326,57 +322,30 @@ def bench_shapes(n: int = 200_000, repeat: int = 5, only: Iterable[str] | None =
 
 
 # ------------------------------------------------------------------- instructions
-def _measured(run: Callable[[], Any]) -> Any:
-    """Call ``run`` inside ``functools.reduce``: under callgrind
-    (``--toggle-collect=functools_reduce``) only what runs in there is counted, not the
-    interpreter's start or the imports."""
-    return functools.reduce(lambda _, f: f(), [run], None)
-
-
 def one_side(row: str, side: str, n: int) -> None:
     """Run one side of one row: once uncounted (first-time costs: imports, the fused
     code's compilation), then at ``n // 10`` and at ``n`` items, each counted (what
     ``--instructions`` runs under callgrind)."""
+    steady_turns()
     shape = BY_ROW[row]
     fn = shape.rxbot if side == "rxbot" else shape.baseline
     fn(max(1, n // 10))
     for size in (n // 10, n):
-        result = _measured(lambda: fn(size))
+        result = measured(lambda: fn(size))
         if result != shape.expected(size):
             raise SystemExit(f"{row} {side}: wrong result {result}")
 
 
-def instructions(row: str, side: str, n: int) -> float:
+def instructions(row: str, side: str, n: int, steady: bool = False) -> float:
     """Instructions per item of one side of ``row``: callgrind counts a run of ``n // 10``
     items and one of ``n`` in one process; their difference over ``n - n // 10`` items
-    leaves out every fixed cost of a run."""
-    return callgrind_per_item(["benchmarks.bench_shapes", "--one", row, "--side", side], n, f"{row} {side}")
+    leaves out every fixed cost of a run. ``steady``: with the time-based turns off
+    (:func:`benchmarks.common.steady_turns`); off by default, as docs/performance.md's
+    table was counted."""
+    return callgrind_per_item(["benchmarks.bench_shapes", "--one", row, "--side", side], n, f"{row} {side}", steady)
 
 
-def callgrind_per_item(module_args: Sequence[str], n: int, what: str) -> float:
-    """``python -m *module_args --n n`` under callgrind, counting only inside
-    :func:`_measured` (its runs of ``n // 10`` and ``n`` items): instructions per item
-    of the difference (bench_trace uses it too)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "cg.out")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-        proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--toggle-collect=functools_reduce",
-             "--dump-after=functools_reduce", sys.executable, "-m", *module_args, "--n", str(n)],
-            cwd=str(REPO_ROOT), env=env, capture_output=True, text=True, timeout=3600)
-        if proc.returncode != 0:
-            raise RuntimeError(f"callgrind {what}: {proc.stderr[-2000:]}")
-        totals = []
-        for dump in sorted(Path(tmp).glob("cg.out.*"), key=lambda p: int(p.name.rsplit(".", 1)[1])):
-            match = re.search(r"^(?:summary|totals):\s*(\d+)", dump.read_text(), re.M)
-            if match is not None:
-                totals.append(int(match.group(1)))
-        if len(totals) < 2:
-            raise RuntimeError(f"callgrind {what}: expected two dumps, found {totals}")
-        return (totals[-1] - totals[-2]) / (n - n // 10)
-
-
-def bench_instructions(n: int, only: Iterable[str] | None = None) -> List[Row]:
+def bench_instructions(n: int, only: Iterable[str] | None = None, steady: bool = False) -> List[Row]:
     """Instructions per item of each side (see :func:`instructions`) and their ratio."""
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind on PATH")
@@ -384,7 +353,7 @@ def bench_instructions(n: int, only: Iterable[str] | None = None) -> List[Row]:
     for shape in SHAPES:
         if only is not None and shape.row not in only:
             continue
-        per = {side: instructions(shape.row, side, n) for side in ("base", "rxbot")}
+        per = {side: instructions(shape.row, side, n, steady) for side in ("base", "rxbot")}
         ratio = per["rxbot"] / per["base"]
         rows.append(Row(shape.row, shape.case, per["rxbot"], "instr/item", ratio, shape.baseline_name,
                         f"<= {shape.target:g}x", ratio <= shape.target, f"{per['base']:.0f} instr/item baseline"))
@@ -399,6 +368,8 @@ def main(argv: Sequence[str] | None = None) -> List[Row]:
     parser.add_argument("--n", type=int, default=None, help="items per run (default 200,000)")
     parser.add_argument("--only", default="", help="comma-separated rows, e.g. S3,A3,R1g")
     parser.add_argument("--instructions", action="store_true", help="count instructions per item (callgrind)")
+    parser.add_argument("--steady-turns", action="store_true",
+                        help="with --instructions: the counted runs without time-based turns (see common.steady_turns)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--side", default="rxbot", help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
@@ -411,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> List[Row]:
     quick = args.quick or quick_from_env()
     if args.instructions:
         n = args.n or (2_000 if quick else 20_000)
-        rows = bench_instructions(n, only)
+        rows = bench_instructions(n, only, args.steady_turns)
         print_rows(f"shape matrix, instructions per item (callgrind, {n:,} items)", rows)
         return rows
     n = args.n or (2_000 if quick else 200_000)

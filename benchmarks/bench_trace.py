@@ -16,14 +16,15 @@ Rows, each against the same pipe without a trace, in the same run:
 
 The machine is shared, so the default measure is CPU time (``time.process_time``, best
 of ``--repeat``, the sides interleaved); ``--instructions`` counts instructions per item
-under callgrind instead (needs valgrind), the steadiest measure.
+under callgrind instead (needs valgrind), the steadiest measure, with the time-based
+turns off in the counted process (:func:`benchmarks.common.steady_turns`: under
+callgrind they would come ~50 times more often per item than in a real run).
 
 Run: ``python benchmarks/bench_trace.py [--quick] [--repeat N] [--instructions]``.
 """
 from __future__ import annotations
 
 import argparse
-import gc
 import shutil
 import sys
 import time
@@ -34,9 +35,8 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` and ``rxbo
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_core import b1_expected, b1_rxbot
-from benchmarks.bench_shapes import _measured, callgrind_per_item
-from benchmarks.common import Row, print_rows, quick_from_env, unjudged
-from rxbot import config
+from benchmarks.common import (Row, best_of_each, callgrind_per_item, configured, measured, print_rows,
+                               quick_from_env, steady_turns, unjudged)
 
 #: row -> (what it traces, the expression or None, target ratio against no trace)
 ROWS: Dict[str, tuple] = {
@@ -49,42 +49,34 @@ ROWS: Dict[str, tuple] = {
 
 def run(expr: Optional[str], n: int) -> int:
     """B1 with ``config.trace = expr``; the sum (checked against the plain formula)."""
-    saved = config.trace
-    config.trace = expr
-    try:
+    with configured(trace=expr):
         return b1_rxbot(n)
-    finally:
-        config.trace = saved
 
 
 def cpu_times(n: int, repeat: int) -> Dict[str, float]:
     """Best CPU seconds of each side (``base``: no trace; then each row), interleaved."""
     sides: Dict[str, Optional[str]] = {"base": None, **{row: ROWS[row][1] for row in ROWS}}
-    best: Dict[str, float] = {}
-    for _ in range(repeat):
-        for side, expr in sides.items():
-            gc.collect()
-            t0 = time.process_time()
-            got = run(expr, n)
-            spent = time.process_time() - t0
-            if got != b1_expected(n):
-                raise SystemExit(f"bench_trace {side}: wrong sum {got}, want {b1_expected(n)}")
-            best[side] = min(spent, best.get(side, spent))
-    return best
+    timings = best_of_each({side: (lambda expr=expr: run(expr, n)) for side, expr in sides.items()}, repeat,
+                           clock=time.process_time)
+    for side, timing in timings.items():
+        if timing.result != b1_expected(n):
+            raise SystemExit(f"bench_trace {side}: wrong sum {timing.result}, want {b1_expected(n)}")
+    return {side: timing.best for side, timing in timings.items()}
 
 
 def one_side(side: str, n: int) -> None:
     """One side under callgrind: warm up, then a run of ``n // 10`` and one of ``n``,
-    each counted (see :func:`benchmarks.bench_shapes.one_side`)."""
+    each counted (see :func:`benchmarks.common.callgrind_per_item`)."""
+    steady_turns()
     expr = None if side == "base" else ROWS[side][1]
     run(expr, max(1, n // 10))
     for size in (n // 10, n):
-        if _measured(lambda: run(expr, size)) != b1_expected(size):
+        if measured(lambda: run(expr, size)) != b1_expected(size):
             raise SystemExit(f"bench_trace {side}: wrong sum")
 
 
 def instructions(side: str, n: int) -> float:
-    """Instructions per item of one side (see :func:`benchmarks.bench_shapes.callgrind_per_item`)."""
+    """Instructions per item of one side (see :func:`benchmarks.common.callgrind_per_item`)."""
     return callgrind_per_item(["benchmarks.bench_trace", "--one", side], n, f"trace {side}")
 
 

@@ -7,15 +7,19 @@ targets in PEERS.md are stated as such ratios.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import gc
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: set to "1" by ``run_all --quick`` so benchmarks whose ``main()`` takes no argument
@@ -68,12 +72,15 @@ def best_of(run: Callable[[], Any], repeat: int = 3, check: bool = True) -> Timi
     return Timing(min(times), times, result)
 
 
-def best_of_each(runs: Dict[str, Callable[[], Any]], repeat: int = 3, check: bool = True) -> Dict[str, Timing]:
+def best_of_each(runs: Dict[str, Callable[[], Any]], repeat: int = 3, check: bool = True,
+                 clock: Callable[[], float] = time.perf_counter) -> Dict[str, Timing]:
     """:func:`best_of` for several implementations, interleaved round-robin.
 
     Other work on the machine (a test suite on the other core, a CPU frequency step)
     then hits every implementation alike instead of whichever ran during the spike,
-    so the ratios between them stay honest.
+    so the ratios between them stay honest. ``clock``: wall time by default;
+    ``time.process_time`` counts this process's CPU time only (a shared machine's
+    other processes then cost nothing, a sleep neither).
     """
     if repeat < 1:
         raise ValueError(f"best_of_each: argument 'repeat' must be >= 1; got {repeat!r}")
@@ -82,14 +89,86 @@ def best_of_each(runs: Dict[str, Callable[[], Any]], repeat: int = 3, check: boo
     for k in range(repeat):
         for name, run in runs.items():
             gc.collect()
-            t0 = time.perf_counter()
+            t0 = clock()
             r = run()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
             if k == 0:
                 results[name] = r
             elif check and r != results[name]:
                 raise AssertionError(f"best_of_each: {name} run {k + 1} returned {r!r}, run 1 returned {results[name]!r}")
     return {name: Timing(min(times[name]), times[name], results[name]) for name in runs}
+
+
+@contextlib.contextmanager
+def configured(**settings: Any) -> Iterator[None]:
+    """``rxbot.config`` with ``settings`` for the block, restored after (a benchmark's
+    side that differs from its baseline by a setting: ``fusion=False``, ``trace=...``)."""
+    from rxbot import config
+
+    saved = {name: getattr(config, name) for name in settings}
+    for name, value in settings.items():
+        setattr(config, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(config, name, value)
+
+
+# ------------------------------------------------------------------- instructions
+def measured(run: Callable[[], Any]) -> Any:
+    """Call ``run`` inside ``functools.reduce``: under callgrind
+    (``--toggle-collect=functools_reduce``, see :func:`callgrind_per_item`) only what
+    runs in there is counted, not the interpreter's start or the imports."""
+    return functools.reduce(lambda _, f: f(), [run], None)
+
+
+#: set to "1" in the process :func:`callgrind_per_item` counts: see :func:`steady_turns`
+STEADY_ENV = "RXBOT_BENCH_STEADY_TURNS"
+
+
+def steady_turns() -> None:
+    """Switch off the time-based turns of the loops that push items (``TURN_SECONDS``,
+    the pace's clock, a slice's ``SLICE_SECONDS``) in this process, when
+    :func:`callgrind_per_item` asked for it. Under callgrind a run is about 50 times
+    slower, so turns that come by time come ~50 times more often per item than in a
+    real run and each one counts an event loop pass; with them off the count-based
+    turns (``config.yield_every``) remain, as in a real run of cheap items. Call it in
+    the counted process before the first run."""
+    if os.environ.get(STEADY_ENV, "") in ("", "0"):
+        return
+    from rxbot.engine import gate
+    from rxbot.engine.operators import _pull_source
+
+    never = 1e9
+    gate.TURN_SECONDS = gate.BEAT_SECONDS = never
+    _pull_source.TURN_SECONDS = _pull_source.SLICE_SECONDS = never
+
+
+def callgrind_per_item(module_args: Sequence[str], n: int, what: str, steady: bool = True) -> float:
+    """``python -m *module_args --n n`` under callgrind, counting only inside
+    :func:`measured`, whose runs of ``n // 10`` and ``n`` items the module makes:
+    instructions per item of the difference, which leaves out every fixed cost of a
+    run. ``steady``: the counted process switches the time-based turns off (see
+    :func:`steady_turns`; the module calls it)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "cg.out")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+        env[STEADY_ENV] = "1" if steady else "0"
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--toggle-collect=functools_reduce",
+             "--dump-after=functools_reduce", sys.executable, "-m", *module_args, "--n", str(n)],
+            cwd=str(REPO_ROOT), env=env, capture_output=True, text=True, timeout=3600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"callgrind {what}: {proc.stderr[-2000:]}")
+        totals = []
+        for dump in sorted(Path(tmp).glob("cg.out.*"), key=lambda p: int(p.name.rsplit(".", 1)[1])):
+            match = re.search(r"^(?:summary|totals):\s*(\d+)", dump.read_text(), re.M)
+            if match is not None:
+                totals.append(int(match.group(1)))
+        if len(totals) < 2:
+            raise RuntimeError(f"callgrind {what}: expected two dumps, found {totals}")
+        return (totals[-1] - totals[-2]) / (n - n // 10)
 
 
 # ------------------------------------------------------------------ subprocess + RSS
@@ -265,6 +344,7 @@ def print_rows(title: str, rows: Sequence[Any]) -> None:
 
 __all__ = [
     "REPO_ROOT", "QUICK_ENV", "ensure_repo_on_path", "quick_from_env", "Timing", "best_of", "best_of_each",
+    "configured", "measured", "STEADY_ENV", "steady_turns", "callgrind_per_item",
     "ChildRun", "run_in_subprocess", "peak_rss_kb", "Row", "as_row", "unjudged", "WRONG_MARKERS", "compared",
     "format_table", "print_rows",
 ]
