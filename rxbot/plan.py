@@ -16,6 +16,7 @@ Nothing here imports the engine.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from dataclasses import dataclass, field
@@ -284,10 +285,12 @@ class Settings:
     watched: bool  # progress or a stats hook reads the counters live
     policy: str  # the run's exception policy
     yield_every: int
+    trace: str | None = None  # config.trace: an item trace's expression (rxbot.trace)
 
     @classmethod
     def now(cls) -> "Settings":
-        return cls(bool(config.fusion), config.metrics, config.counting(), config.policy(), int(config.yield_every))
+        return cls(bool(config.fusion), config.metrics, config.counting(), config.policy(), int(config.yield_every),
+                   config.trace)
 
 
 @dataclass(frozen=True)
@@ -302,6 +305,10 @@ class Fused:
     blocked_joins: Tuple["BlockedJoinPlan", ...] = ()
     #: the tree's steps it runs (what the compiler generates its code from)
     steps: Tuple[Any, ...] = field(default=(), compare=False, repr=False)
+    #: an item trace's expression over ``x``, checked inline where each element of the
+    #: pipe's source enters its chunk entry (a traced source slices into it; see
+    #: rxbot.trace), else None
+    check: str | None = None
 
     @property
     def pullable(self) -> bool:
@@ -320,6 +327,8 @@ class Source:
     reason: str
     #: the tree's step (a sharded run splits a Loop's items, see rxbot.cluster.plan)
     step: Any = field(default=None, compare=False, repr=False)
+    #: how an item trace checks its elements (a pipe's Loop under ``config.trace``), else ""
+    trace: str = ""
 
 
 @dataclass(frozen=True)
@@ -441,6 +450,7 @@ def _inner(route: Route, where: StepId) -> Tuple[StepId, ...]:
 class _Lowering:
     def __init__(self) -> None:
         self.fusion = bool(config.fusion)
+        self.trace = config.trace
 
     def sequence(self, steps: Sequence[Any], path: StepId, terminal: bool,
                  cuts: Sequence[Tuple[int, int]] | None = None) -> Tuple[Lowered, ...]:
@@ -520,11 +530,34 @@ class _Lowering:
             before = out[k - 1] if k else None
             if isinstance(n, Source) and n.kind != "Timer":
                 feed, reason = self.source_feed(after)
-                out[k] = Source(n.id, n.kind, feed, reason, n.step)
+                check, how = self.traced(n, after)
+                out[k] = Source(n.id, n.kind, feed, reason, n.step, how)
+                if check is not None and isinstance(after, Fused):
+                    out[k + 1] = dataclasses.replace(after, check=check)
             elif isinstance(n, Bounded):
                 fed, reason = self.async_feed(before, out[k - 2] if k >= 2 else None)
                 out[k] = Bounded(n.id, n.concurrency, n.boost, n.timeout, n.retries, fed, reason)
         return tuple(out)
+
+    def traced(self, source: Source, after: Lowered | None) -> Tuple[str | None, str]:
+        """How ``config.trace`` checks the elements of ``source`` (the engine decides
+        the same at run time, rxbot.engine.operators._pull_source.iterate): inline in the
+        fused steps it slices into — the check's text over ``x`` — or through a
+        generator wrapping it (None); and the words ``explain()`` says. Only a pipe's
+        first step, a Loop, is traced."""
+        if self.trace is None or source.kind != "Loop" or len(source.id.positions) != 1 or source.id.top != 1:
+            return None, ""
+        from .trace import TraceExpressionError, compile_expression, inline_check
+
+        try:
+            expr = compile_expression(self.trace)
+        except TraceExpressionError as exc:
+            return None, f"trace: {exc}"
+        wrapped = f"trace {expr!r}: checked by a generator wrapping the source (one generator step per element): "
+        if not isinstance(after, Fused):
+            return None, wrapped + "the source does not slice into fused steps"
+        check, why = inline_check(expr)
+        return check, (f"trace {expr!r}: {why}" if check is not None else wrapped + why)
 
     def source_feed(self, after: Lowered | None) -> Tuple[str, str]:
         if isinstance(after, Fused):
@@ -624,6 +657,8 @@ def _describe(nodes: Sequence[Lowered], ind: str, lines: List[str],
                 lines.extend(f"{ind}    {line}" for line in source(n).splitlines())
         elif isinstance(n, Source):
             lines.append(f"{ind}source {_name(n.id)} ({n.kind}): {n.feed} — {n.reason}")
+            if n.trace:
+                lines.append(f"{ind}  {n.trace}")
         elif isinstance(n, Bounded):
             opts = [f"concurrency {n.concurrency}"]
             opts += [f"{k} {v}" for k, v in (("boost", n.boost), ("timeout", n.timeout), ("retries", n.retries)) if v]

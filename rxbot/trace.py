@@ -9,13 +9,22 @@ How it stays free when no trace is asked: nothing here is built, and the engine'
 builds are what they always are. With a trace, the run is the same fused build; the
 tracer only watches it:
 
-* the source of each pipe (an iterable) is wrapped once in a generator whose code has
-  ``EXPR`` compiled into it, so every element costs one generator step and the
-  expression; the items that do not match go on exactly as before;
+* where a pipe's source (a Loop) hands its elements to fused steps in slices (the
+  common case: ``explain()`` says "checked inline"), ``EXPR`` is compiled into the
+  fused segment's chunk entry (:func:`inline_check`, rxbot.engine.fuse's part
+  ``'traced'``), right where each element enters its loop: an element that does not
+  match costs the expression's own bytecodes and one jump, nothing else;
+* elsewhere (the source feeds an async step, a route operator, the unfused graph; an
+  element the source pushes one at a time while it waits at its gate; an expression
+  with a lambda, a comprehension or ``:=``) the source's iterator is wrapped in a
+  generator with ``EXPR`` compiled into it (:func:`_compiled`): one generator step and
+  the expression per element. Both read the one iterator, so each element is checked
+  once, by whichever takes it;
 * a matching item turns Python's trace function on (:func:`sys.settrace`) while it is
   pushed through the synchronous steps (the fused code calls the user's functions, so
-  their calls are seen), and off when the source is asked for its next element; only
-  calls whose argument *is* a traced value (by identity) are recorded;
+  their calls are seen), and off once that push returns (inline) or when the source is
+  asked for its next element (the wrapper); only calls whose argument *is* a traced
+  value (by identity) are recorded;
 * each async step's calls (:class:`rxbot.engine.slots.Slots`) are wrapped, once per
   step, with a look-up of the work in the traced values: a traced call is watched to
   its result, which is pushed on with the trace function on again;
@@ -88,6 +97,39 @@ def compile_expression(expr: Any, origin: str = "config.trace") -> str:
     return ast.unparse(tree)  # one line, no comment: it is compiled into the source's loop
 
 
+#: names the generated code of a fused segment binds (rxbot.engine.fuse): an inlined
+#: expression must not read one of them as a builtin
+_GENERATED = frozenset({"x", "y", "m", "e", "n", "it", "gate", "emit", "spread", "fail", "VALUES", "ci", "co", "cn",
+                        "held", "hold", "after", "trace", "entry", "many", "pull", "stop", "hitting", "thit", "toff",
+                        "tfail", "ONE", "NOTYPE", "NOTHING", "ENDED", "make", "fns", "consts"})
+#: what an inlined expression may not contain: each binds names of its own (or suspends)
+_OWN_SCOPE = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.NamedExpr, ast.Await,
+              ast.Yield, ast.YieldFrom)
+
+
+class _Renamed(ast.NodeTransformer):
+    """``item`` read as ``x``, the generated loop's variable."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        return ast.copy_location(ast.Name("x", node.ctx), node) if node.id == "item" else node
+
+
+def inline_check(expr: str) -> Tuple[Optional[str], str]:
+    """``expr`` (checked by :func:`compile_expression`) as the fused code's check on its
+    loop variable ``x`` — the text compiled into a fused segment's chunk entry — or
+    None when it cannot be inlined; and how or why not, in a user's words (what
+    ``explain()`` says). An expression with a lambda, a comprehension or ``:=`` binds names of its
+    own, which could clash with the generated code's: it goes through the wrapper."""
+    tree = ast.parse(expr, mode="eval")
+    own = sorted({type(node).__name__ for node in ast.walk(tree) if isinstance(node, _OWN_SCOPE)})
+    if own:
+        return None, f"the expression has {', '.join(own)} (names of its own)"
+    clash = sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} & (_GENERATED - {"x"}))
+    if clash:
+        return None, f"the expression reads {', '.join(clash)}, a name the fused code binds"
+    return ast.unparse(_Renamed().visit(tree)), "checked inline where each element enters the fused steps' loop"
+
+
 def _compiled(expr: str) -> Dict[str, Any]:
     """``expr`` compiled into ``traced_source(items, hit, next_one, failed)`` (its text
     inlined, so it costs what the expression costs): a generator yielding every element,
@@ -120,6 +162,18 @@ def _compiled(expr: str) -> Dict[str, Any]:
     exec(compile(code, "<rxbot --trace>", "exec"), namespace)
     return namespace
 
+
+
+@dataclass(frozen=True)
+class TracedSource:
+    """How a traced pipe source's elements are checked (see the module docstring):
+    ``check``, the expression over ``x`` that a fused segment's traced chunk entry
+    compiles inline (None: it cannot be inlined), with ``hooks = (hit, off, failed)``;
+    ``wrap(iterator)``, the generator every other way of taking an element goes through."""
+
+    check: Optional[str]
+    hooks: Tuple[Callable[[Any], None], Callable[[], None], Callable[[Any, Exception], bool]]
+    wrap: Callable[[Iterator[Any]], Iterator[Any]]
 
 
 # ---- what a trace holds ---------------------------------------------------------------------------
@@ -382,8 +436,18 @@ class Tracer:
         ctx.report.traces = []  # the live list the watch view reads; the dicts at the end
         ctx.letter_hooks.append(self._letter)
 
-    def source(self, where: StepId, iterable: Iterable[Any]) -> Iterator[Any]:
-        """The pipe's source, with the expression evaluated per element."""
+    def source(self, where: StepId) -> "TracedSource":
+        """What the pipe's source at ``where`` hands its elements through (see
+        :class:`TracedSource`)."""
+        hit, failed = self._hooks(where)
+        check, _ = inline_check(self.expr)
+        return TracedSource(check, (hit, self._off, failed),
+                            partial(self.compiled["traced_source"], hit=hit, next_one=self._off, failed=failed))
+
+    def _hooks(self, where: StepId) -> Tuple[Callable[[Any], None], Callable[[Any, Exception], bool]]:
+        """``hit(item)`` (a source item matched: follow it and turn the trace function
+        on) and ``failed(item, exc)`` (the expression raised on it: not traced; returns
+        False, what the inline check takes as its result)."""
         label = str(where)
 
         def hit(item: Any) -> None:
@@ -397,13 +461,14 @@ class Tracer:
             trace.add(where, "emitted", trace.item)
             self._on()
 
-        def failed(item: Any, exc: Exception) -> None:
+        def failed(item: Any, exc: Exception) -> bool:
             if not self.expr_failures:
                 log.warning("rxbot: the trace expression %r raised %s on %s; such items are not traced",
                             self.expr, type(exc).__name__, preview(item, 80))
             self.expr_failures += 1
+            return False
 
-        return self.compiled["traced_source"](iterable, hit, self._off, failed)
+        return hit, failed
 
     def slots(self, runner: Any, finish: Any, fail: Any, stats_of: Callable[[Any], Any], rt: Any
               ) -> Tuple[Any, Any, Any]:
@@ -681,5 +746,5 @@ def tracer_for(pipes: Sequence[Any], expr: Any, origin: str = "config.trace") ->
     return Tracer(compile_expression(expr, origin), pipes)
 
 
-__all__ = ["Tracer", "Trace", "TraceExpressionError", "compile_expression", "trace_lines", "user_frame", "tracer_for",
+__all__ = ["Tracer", "Trace", "TracedSource", "TraceExpressionError", "compile_expression", "inline_check", "trace_lines", "user_frame", "tracer_for",
            "report_traces", "report_trace_lines"]

@@ -381,3 +381,139 @@ def test_rxbot_trace_in_the_environment_traces_a_script(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[:2] == ["4", "40"]
     assert done.stdout.split(None, 2)[2].startswith("reached the end of the pipe: consumed by P1[3] <lambda>")
+
+
+# ---- where the expression is checked: inline in the fused loop, or a wrapper ---------------------
+def _b1(out):
+    """B1's shape (benchmarks/bench_core.py): a range sliced into four fused steps."""
+    return Pipe(range(30), lambda x: x + 1, lambda x: x if x % 2 == 0 else None, lambda x: x * 3, out.append)
+
+
+def _generated(text):
+    """The generated code blocks ``explain(source=True)`` shows, one string each."""
+    blocks, current = [], None
+    for line in text.splitlines():
+        if line.strip() == "generated code:":
+            current = []
+            blocks.append(current)
+        elif current is not None and line.startswith("      "):
+            current.append(line)
+        else:
+            current = None
+    return ["\n".join(b) for b in blocks]
+
+
+def test_without_a_trace_the_generated_code_has_no_trace_check_and_a_trace_adds_a_separate_entry():
+    """No trace asked: the code a run compiles is the untraced one, not a line of it
+    changed. With a trace, that same code stays, and the chunk entry the traced source
+    slices into is a separate function with the check inline."""
+    out = []
+    pipe = _b1(out)
+    (plain,) = _generated(pipe.explain(source=True))
+    for name in ("thit", "toff", "tfail", "hitting", "trace=()", "traced"):
+        assert name not in plain
+    config.trace = "item % 10000 == 7"
+    (traced,) = _generated(pipe.explain(source=True))
+    marker = "      # a traced source slices into this instead of many:"
+    untraced_part, _, traced_part = traced.partition("\n" + marker + "\n")
+    assert untraced_part == plain
+    assert "if (x % 10000 == 7):" in [line.strip() for line in traced_part.splitlines()]
+    assert traced_part.rstrip().endswith("return many")
+    BotFrame.run()
+    assert sorted(out) == sorted(3 * (x + 1) for x in range(30) if (x + 1) % 2 == 0)
+
+
+def test_the_fused_loop_checks_the_expression_inline_and_explain_says_so():
+    """The elements that do not match go straight from the traced chunk entry into the
+    first step (its caller is that generated function); the one that matches is pushed
+    through the segment's entry with the trace function on."""
+    config.trace = "item == 5"
+    callers, out = [], []
+
+    def look(x):
+        callers.append((x, sys._getframe(1).f_code.co_filename))
+        return x
+
+    def keep(x):
+        out.append(x)
+
+    pipe = Pipe(range(10), look, keep)
+    assert "trace 'item == 5': checked inline where each element enters the fused steps' loop" in pipe.explain()
+    report = BotFrame.run()
+    assert out == list(range(10))
+    assert [x for x, f in callers if " traced " in f] == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+    (trace,) = report.traces
+    assert hops(trace) == [("P1[1] Loop(range(0, 10))", "emitted"), ("P1[2] look", "in"), ("P1[2] look", "out"),
+                           ("P1[3] keep", "in"), ("P1[3] keep", "consumed")]
+
+
+@pytest.mark.parametrize("why,expr,steps", [
+    ("the expression has GeneratorExp", "any(c == '5' for c in str(item))", "sync"),
+    ("the source does not slice into fused steps", "item == 5", "async first"),
+])
+def test_a_source_that_cannot_check_inline_goes_through_the_wrapper_and_explain_says_why(why, expr, steps):
+    config.trace = expr
+    callers, out = [], []
+
+    def look(x):
+        callers.append(sys._getframe(1).f_code.co_filename)
+        return x
+
+    async def hop(x):
+        return x
+
+    pipe = Pipe(range(10), *([Step(hop)] if steps == "async first" else []), look, out.append)
+    text = pipe.explain()
+    assert f": checked by a generator wrapping the source (one generator step per element)" in text
+    assert why in text
+    (trace,) = BotFrame.run().traces
+    assert sorted(out) == list(range(10))
+    assert not any(" traced " in f for f in callers)
+    assert ("P1[2] look", "in") in hops(trace) or ("P1[3] look", "in") in hops(trace)
+
+
+def test_elements_taken_inline_and_through_the_wrapper_are_each_checked_once():
+    """An async step after the fused steps draws the source's next elements through
+    them while its slots are full (the wrapper), the source slices the rest into the
+    traced chunk entry (inline): both read one iterator, so every matching item is
+    followed exactly once, and the trace function is off after the run."""
+    config.trace = "item % 10 == 3"
+    out = []
+
+    async def slow(x):
+        await asyncio.sleep(0)
+        return x
+
+    callers = []
+
+    def look(x):
+        callers.append(sys._getframe(1).f_code.co_name)
+        return x
+
+    before = sys.gettrace()
+    Pipe(range(200), look, Step(slow, concurrency=2), out.append)
+    report = BotFrame.run()
+    assert sorted(out) == list(range(200))
+    assert {"many", "pull"} <= set(callers)  # both ways of taking an element were used
+    assert sorted(int(t["item"]) for t in report.traces if t["number"]) == list(range(3, 200, 10))[:20]
+    for trace in report.traces[:20]:
+        assert [e for s, e in hops(trace) if s == "P1[3] slow"] == ["in", "out"]
+        assert [e for s, e in hops(trace) if s == "P1[2] look"] == ["in", "out"]
+    assert sys.gettrace() is before
+
+
+def test_a_traced_item_failing_inline_under_raise_stops_the_run_with_its_error_and_the_trace_function_off():
+    config.trace = "item == 4"
+    before = sys.gettrace()
+
+    def boom(x):
+        if x == 4:
+            raise KeyError("four")
+        return x
+
+    Pipe(range(10), boom, print)
+    with pytest.raises(KeyError, match="four"):
+        BotFrame.run()
+    assert sys.gettrace() is before
+    (trace,) = BotFrame.last_report.traces
+    assert trace["ended"] == ["failed in P1[2] boom: the run stopped (policy raise)"]

@@ -226,11 +226,12 @@ class Builder:
         rt = self.ctx.runtime(where, label, **options_of(step))
         if isinstance(node, Loop):
             iterable = node.iterable
+            traced = None
             if self.ctx.tracer is not None and len(where.positions) == 1 and where.top == 1:
-                iterable = self.ctx.tracer.source(where, iterable)  # a pipe's source: --trace
+                traced = self.ctx.tracer.source(where)  # a pipe's source: --trace (rxbot.trace)
 
             async def produce_loop(item: Any, emit: Callable[[Any], None], gate: Gate, stats: StepStats) -> None:
-                await iterate(iterable, emit, gate, stats)
+                await iterate(iterable, emit, gate, stats, traced)
 
             plan = PullPlan(rt, produce_loop, list(downstream))
             return pull_source(self.ctx, plan), plan
@@ -326,8 +327,9 @@ def shape_of(step: Any) -> Element:
 
 def segment_source(segment: Fused) -> str:
     """The code generated for a fused segment of a plan (what ``explain(source=True)``
-    shows): the same text the run compiles for it."""
-    return source_of([shape_of(s) for s in segment.steps], segment.terminal, segment.counting)
+    shows): the same text the run compiles for it; for the segment a traced source
+    slices into, followed by the chunk entry with the trace's check inline."""
+    return source_of([shape_of(s) for s in segment.steps], segment.terminal, segment.counting, segment.check)
 
 
 class _Positions:

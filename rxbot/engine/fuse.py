@@ -364,12 +364,16 @@ class _Program:
                 names += [f"t{j}_{b}_{k}" for b, length in enumerate(el[3]) for k in range(length)]
         return names
 
-    def source(self, part: str = "sync") -> str:
+    def source(self, part: str = "sync", check: str | None = None) -> str:
         """The text of ``make``: for ``part='sync'`` it returns ``(entry, many, after,
         pull)``; for ``part='async'`` (compiled only for a segment an async generator
-        feeds) it takes the sync part's continuations too and returns ``amany``."""
+        feeds) it takes the sync part's continuations too and returns ``amany``; for
+        ``part='traced'`` (compiled only for a segment a traced source slices into) it
+        takes the continuations and ``trace = (thit, toff, tfail, entry)`` and returns
+        a ``many`` with the trace's expression ``check`` (over ``x``) inline."""
         n = len(self.elems)
-        out = ["def make(fns, consts, emit, spread, fail, VALUES, ci, co, cn, held, hold, after=()):"]
+        signature = "def make(fns, consts, emit, spread, fail, VALUES, ci, co, cn, held, hold, after=()"
+        out = [signature + (", trace=()):" if part == "traced" else "):")]
         for j, el in enumerate(self.elems):
             if el[0] in (CONST, SPREAD_CONST):
                 out.append(f"    v{j} = consts[{j}]")
@@ -387,6 +391,10 @@ class _Program:
         if part == "async":
             out += [f"    a{j} = after[{j}]" for j in range(n)]
             return "\n".join(out + self._amany(learn) + ["    return amany"])
+        if part == "traced":
+            assert check is not None, "a traced part needs its check"
+            out += [f"    a{j} = after[{j}]" for j in range(n)] + ["    thit, toff, tfail, entry = trace"]
+            return "\n".join(out + self._many(learn, check) + ["    return many"])
         fn_ctx: _Ctx = ("return", ())
         out += ["    def entry(x):", *learn]
         out += self.run_from(0, 0, "        ", fn_ctx)
@@ -400,17 +408,30 @@ class _Program:
             out += self.run_from(sid, idx + 1, "        ", fn_ctx)
             out.append("        return")
         self.chaining = False
-        # the chunk entry: a slice of a source's iterator (``itertools.islice``). It
-        # returns how many items it took, and stops before pulling an item the
-        # downstream has no room for (a generator's side effects run exactly as far as
-        # item by item)
-        out += ["    def many(it, gate):", *learn, "        n = 0"]
+        out += self._many(learn)
+        out += self._pull()
+        pulled = "pull" if self.pullable() else "None"
+        out.append(f"    return entry, many, [{', '.join(f'a{j}' for j in range(n))}], {pulled}")
+        return "\n".join(out)
+
+    def _many(self, learn: List[str], check: str | None = None) -> List[str]:
+        """``many(it, gate)``, the chunk entry: a slice of a source's iterator
+        (``itertools.islice``). It returns how many items it took, and stops before
+        pulling an item the downstream has no room for (a generator's side effects run
+        exactly as far as item by item).
+
+        ``check``: an item trace's expression over ``x`` (see :meth:`source`'s part
+        ``'traced'``), evaluated where each element enters; a matching one goes through
+        ``entry`` between the tracer's ``thit`` and ``toff``, the others on as ever."""
+        out = ["    def many(it, gate):", *learn, "        n = 0"]
         # a route (or BlockedJoin) matching every item at the head of the segment sees
         # every item the chunk takes: it is counted once per chunk, not per item
         head = self.elems[0][0] in (ROUTE, BLOCKED) and self.elems[0][1] == ALL
         ret = "co[0] += n; return n" if head else "return n"
         full = f"if gate.blocked: {ret}"
         pull = ["            for x in it:", "                break", "            else:", f"                {ret}"]
+        if check is not None:  # a traced item pushed by the wrapper before this slice is done
+            out += ["        toff()", "        hitting = False"]
         if self.terminal and any(el[0] == ROUTE for el in self.elems):
             # inside a route's branch a slow path cannot end the item: it asks to stop
             # before the next one, which the route looks at once its branches are done
@@ -423,14 +444,32 @@ class _Program:
             out += ["        while not gate.blocked:", *pull]
             ctx = ("continue", ())
         out.append("            n += 1")
+        if check is not None:
+            out += self._check(check, head, full if self.terminal else "")
         self.uncounted_head = head
         out += self.run_from(0, 0, "            ", ctx)
         self.uncounted_head = False
         out.append(f"        {ret}")
-        out += self._pull()
-        pulled = "pull" if self.pullable() else "None"
-        out.append(f"    return entry, many, [{', '.join(f'a{j}' for j in range(n))}], {pulled}")
-        return "\n".join(out)
+        return out
+
+    @staticmethod
+    def _check(check: str, head: bool, full: str) -> List[str]:
+        """An item trace's check on the element ``x`` as it enters ``many``: an element
+        that does not match costs the expression's own bytecodes and one jump (the
+        expression is the ``if``'s test itself, so a comparison specializes into its
+        jump; a result stored first would not); one that matches is pushed by ``entry``
+        with the trace function on (``thit``) and off again after (``toff``), then the
+        loop goes on with the next element (or returns, ``full``, when that push filled
+        the downstream). An expression that raises does not trace the element
+        (``tfail`` says so once); what the traced push raises (``hitting``) goes on as
+        it would from the untraced code."""
+        ind = "            "
+        return [f"{ind}try:", f"{ind}    if ({check}):", f"{ind}        hitting = True", f"{ind}        thit(x)",
+                # the chunk counts a head route per chunk, and entry counts it per item
+                *([f"{ind}        co[0] -= 1"] if head else []),
+                f"{ind}        try:", f"{ind}            entry(x)", f"{ind}        finally:", f"{ind}            toff()",
+                f"{ind}        hitting = False", *([f"{ind}        {full}"] if full else []), f"{ind}        continue",
+                f"{ind}except Exception as e:", f"{ind}    if hitting:", f"{ind}        raise", f"{ind}    tfail(x, e)"]
 
 
 #: a BlockedJoin branch's straight path ended with exactly one value
@@ -463,11 +502,12 @@ def _tag(shape: Sequence[Element]) -> str:
 
 
 @lru_cache(maxsize=None)
-def _factory(shape: Shape, terminal: bool, counting: bool, part: str = "sync") -> Callable[..., Any]:
-    text = _Program(shape, terminal, counting).source(part)
+def _factory(shape: Shape, terminal: bool, counting: bool, part: str = "sync",
+             check: str | None = None) -> Callable[..., Any]:
+    text = _Program(shape, terminal, counting).source(part, check)
     namespace: Dict[str, Any] = {"ONE": _ONE, "NOTYPE": _NoType, "NOTHING": NOTHING, "ENDED": ENDED}
     tag = f"{_tag(shape)}{'.' if terminal else ''}{'#' if counting else ''}"
-    filename = f"<rxbot fused {tag}{' async' * (part == 'async')} {next(_serial)}>"  # unique: one text per name
+    filename = f"<rxbot fused {tag}{'' if part == 'sync' else ' ' + part} {next(_serial)}>"  # unique: one text per name
     # attrs' pattern: a linecache entry under the code's own file name, so tracebacks,
     # pdb and inspect show the generated line (the entry has no mtime: never checked
     # against a file, never dropped by linecache.checkcache)
@@ -496,9 +536,16 @@ def taken_in(exc: BaseException, fn: Callable[..., Any]) -> Tuple[int, bool]:
 _serial = itertools.count(1)
 
 
-def source_of(shape: Sequence[Element], terminal: bool = False, counting: bool = False) -> str:
-    """The generated text for ``shape`` (for reading and for tests)."""
-    return _Program(tuple(shape), terminal, counting).source()
+def source_of(shape: Sequence[Element], terminal: bool = False, counting: bool = False,
+              check: str | None = None) -> str:
+    """The generated text for ``shape`` (for reading and for tests); with ``check`` (an
+    item trace's expression over ``x``), followed by the traced chunk entry a traced
+    source slices into instead."""
+    program = _Program(tuple(shape), terminal, counting)
+    text = program.source()
+    if check is None:
+        return text
+    return text + "\n# a traced source slices into this instead of many:\n" + program.source("traced", check)
 
 
 def route_positions(shape: Sequence[Element], kind: str = ROUTE) -> List[int]:
@@ -545,6 +592,16 @@ def fuse(shape: Sequence[Element], fns: Sequence[Any], consts: Sequence[Any], em
 
     # what an async step whose result is an async generator looks for
     setattr(entry, "__rxbot_amany__", amany)
+
+    def traced_many(check: str, hooks: Tuple[Any, Any, Any]) -> Callable[[Any, Any], int]:
+        """The segment's ``many`` with an item trace's ``check`` (an expression over
+        ``x``) inline, calling ``hooks = (thit, toff, tfail)`` (compiled on first use:
+        only a segment a traced source slices into needs it; see :mod:`rxbot.trace`)."""
+        made: Callable[[Any, Any], int] = _factory(*key, "traced", check)(*args, after, (*hooks, entry))
+        return made
+
+    # what a traced source (rxbot.engine.operators._pull_source.iterate) looks for
+    setattr(entry, "__rxbot_traced_many__", traced_many)
     return entry, many, after, pull
 
 

@@ -148,7 +148,7 @@ def _unpublished() -> None:
     """``publish`` of stats that are the step's own (nothing to add)."""
 
 
-async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats: Any) -> None:
+async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, trace: Any = None) -> None:
     """Push every element of ``iterable``, yielding to the loop regularly and pausing
     whenever the downstream gate closes (the hot loop of every Loop source); return
     without pulling another element once the gate is halted (the run failed, or the
@@ -163,22 +163,37 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
 
     While the gate is closed by an async step's full slots alone, that step's workers
     take the elements themselves (:meth:`Slots.draw`): right after the source, or
-    through the fused segment between them."""
+    through the fused segment between them.
+
+    ``trace``: the pipe's source is traced (:class:`rxbot.trace.TracedSource`): a fused
+    segment slices the source's own iterator with the trace's check inline; every
+    other way of taking an element goes through the trace's wrapping generator."""
     every = config.yield_every
-    it = iter(iterable)
+    it = raw = iter(iterable)
+    many = None
+    if trace is not None:
+        it = trace.wrap(raw)
+        traced_many = getattr(emit, "__rxbot_traced_many__", None)
+        if traced_many is not None and trace.check is not None:
+            many = traced_many(trace.check, trace.hooks)
     try:
-        await _pull(it, emit, gate, stats, every)
+        await _pull(it, emit, gate, stats, every, many, raw)
     finally:
-        if isinstance(it, GeneratorType):
-            # a generator given as the source (or returned by a step) that the run stops
-            # early (take had enough, a failure, a cancel) runs its finally/with blocks
-            # now, as a ``for`` loop's break would leave them to the garbage collector
-            it.close()
+        for made in (it, raw) if it is not raw else (it,):
+            if isinstance(made, GeneratorType):
+                # a generator given as the source (or returned by a step) that the run stops
+                # early (take had enough, a failure, a cancel) runs its finally/with blocks
+                # now, as a ``for`` loop's break would leave them to the garbage collector
+                made.close()
 
 
-async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, every: int) -> None:
-    """:func:`iterate`'s loop over the source's iterator ``it``."""
-    many = getattr(emit, "__rxbot_many__", None)
+async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, every: int,
+                many: Any = None, sliced: Any = None) -> None:
+    """:func:`iterate`'s loop over the source's iterator ``it``; ``many`` (default: the
+    fused segment's chunk entry, if ``emit`` is one) takes its slices of ``sliced``
+    (default ``it``): a traced source's own iterator, ``it`` its wrapper."""
+    if many is None:
+        many, sliced = getattr(emit, "__rxbot_many__", None), it
     publish = getattr(stats, "publish", _unpublished)
     ended = False
     fed = 0
@@ -236,7 +251,7 @@ async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, ev
         paused = began = clock()
         while True:
             try:
-                taken = many(islice(it, size), gate)
+                taken = many(islice(sliced, size), gate)
             except (KeyboardInterrupt, SystemExit) as exc:
                 stats.out += finished_in_slice(exc, many)
                 raise
