@@ -185,6 +185,48 @@ def test_best_of_each_interleaves_runs():
     assert timings["a"].result == 1 and timings["b"].result == 2
 
 
+def test_best_of_each_measures_with_the_clock_it_is_given():
+    ticks = iter(range(100))
+    timings = best_of_each({"a": lambda: 1}, repeat=2, clock=lambda: next(ticks) * 2.0)
+    assert timings["a"].times == [2.0, 2.0]
+
+
+def test_configured_sets_the_settings_for_the_block_and_restores_them_after_a_failure():
+    from benchmarks.common import configured
+    from rxbot import config
+
+    before = (config.trace, config.fusion)
+    with pytest.raises(RuntimeError):
+        with configured(trace="item == 1", fusion=False):
+            assert (config.trace, config.fusion) == ("item == 1", False)
+            raise RuntimeError("inside")
+    assert (config.trace, config.fusion) == before
+
+
+def test_steady_turns_switches_the_time_based_turns_off_only_when_the_counted_process_asks(monkeypatch):
+    from benchmarks.common import STEADY_ENV, steady_turns
+    from rxbot.engine import gate
+    from rxbot.engine.operators import _pull_source
+
+    for module, name in ((gate, "TURN_SECONDS"), (gate, "BEAT_SECONDS"), (_pull_source, "TURN_SECONDS"),
+                         (_pull_source, "SLICE_SECONDS")):
+        monkeypatch.setattr(module, name, getattr(module, name))  # restored after the test
+    monkeypatch.delenv(STEADY_ENV, raising=False)
+    steady_turns()
+    assert gate.TURN_SECONDS == 0.05 and _pull_source.SLICE_SECONDS == 0.001
+    monkeypatch.setenv(STEADY_ENV, "1")
+    steady_turns()
+    assert min(gate.TURN_SECONDS, gate.BEAT_SECONDS, _pull_source.TURN_SECONDS, _pull_source.SLICE_SECONDS) >= 1e6
+
+
+def test_bench_trace_rows_compare_each_trace_with_b1_and_every_sum_is_right():
+    from benchmarks import bench_trace
+
+    rows = bench_trace.main(["--quick", "--n", "3000"])
+    assert [r.bench for r in rows] == ["T0", "T1", "T2", "T3"]
+    assert all(r.vs == "B1 without a trace" and r.ratio > 0 for r in rows)
+
+
 def test_unjudged_clears_targets_but_keeps_wrong_results():
     rows = unjudged([Row("B", "slow", 1, "s", ok=False), Row("B", "bad", 1, "s", ok=False, note="WRONG SUM"),
                      Row("B", "fine", 1, "s", ok=True)])
