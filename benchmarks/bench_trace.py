@@ -6,21 +6,22 @@ Rows, each against the same pipe without a trace, in the same run:
 
 * T0 — ``config.trace = None``: nothing is built for traces (the row checks the cost is
   none: the same code runs; the 1% allows for the noise of two runs of it);
-* T1 — a trace matching 1 item in 10,000 (``item % 10000 == 7``): the source evaluates
-  the expression per element in a generator and the matching items are followed.
-  Target: <= 1.05x (the issue's 5%).
+* T1 — a trace matching 1 item in 10,000 (``item % 10000 == 7``): the fused steps'
+  chunk entry evaluates the expression inline per element (see :mod:`rxbot.trace`)
+  and the matching items are followed. Target: <= 1.05x (the issue's 5%).
 * T2 — the same expression matching nothing (``item % 10000 == -1``): the price of the
   per-element check alone (T1 - T2 is what following the matching items costs);
 * T3 — a trivial expression matching nothing (``item is None``): the floor of the
-  mechanism (one generator step per element around the source).
+  mechanism (the cheapest test and its jump, per element).
 
 The machine is shared, so the default measure is CPU time (``time.process_time``, best
-of ``--repeat``, the sides interleaved); ``--instructions`` counts instructions per item
-under callgrind instead (needs valgrind), the steadiest measure, with the time-based
-turns off in the counted process (:func:`benchmarks.common.steady_turns`: under
-callgrind they would come ~50 times more often per item than in a real run).
+of ``--repeat``, the sides interleaved; ``--wall`` for wall time); ``--instructions``
+counts instructions per item under callgrind instead (needs valgrind), the steadiest
+measure, with the time-based turns off in the counted process
+(:func:`benchmarks.common.steady_turns`: under callgrind they would come ~50 times more
+often per item than in a real run).
 
-Run: ``python benchmarks/bench_trace.py [--quick] [--repeat N] [--instructions]``.
+Run: ``python benchmarks/bench_trace.py [--quick] [--repeat N] [--wall] [--instructions]``.
 """
 from __future__ import annotations
 
@@ -53,11 +54,12 @@ def run(expr: Optional[str], n: int) -> int:
         return b1_rxbot(n)
 
 
-def cpu_times(n: int, repeat: int) -> Dict[str, float]:
-    """Best CPU seconds of each side (``base``: no trace; then each row), interleaved."""
+def cpu_times(n: int, repeat: int, clock: Callable[[], float] = time.process_time) -> Dict[str, float]:
+    """Best seconds of each side (``base``: no trace; then each row), interleaved; CPU
+    time unless ``clock`` says otherwise."""
     sides: Dict[str, Optional[str]] = {"base": None, **{row: ROWS[row][1] for row in ROWS}}
     timings = best_of_each({side: (lambda expr=expr: run(expr, n)) for side, expr in sides.items()}, repeat,
-                           clock=time.process_time)
+                           clock=clock)
     for side, timing in timings.items():
         if timing.result != b1_expected(n):
             raise SystemExit(f"bench_trace {side}: wrong sum {timing.result}, want {b1_expected(n)}")
@@ -96,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> List[Row]:
     parser.add_argument("--repeat", type=int, default=5, help="runs per side; the best is kept (default 5)")
     parser.add_argument("--n", type=int, default=None, help="items per run (default 500,000)")
     parser.add_argument("--instructions", action="store_true", help="count instructions per item (callgrind)")
+    parser.add_argument("--wall", action="store_true", help="wall time (time.perf_counter) instead of CPU time")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
     if args.one:
@@ -112,10 +115,11 @@ def main(argv: Sequence[str] | None = None) -> List[Row]:
         return rows
     n = args.n or (20_000 if quick else 500_000)
     repeat = 1 if quick else args.repeat
-    best = cpu_times(n, repeat)
+    clock, what = (time.perf_counter, "wall time") if args.wall else (time.process_time, "CPU time")
+    best = cpu_times(n, repeat, clock)
     per = {side: seconds / n * 1e9 for side, seconds in best.items()}
-    rows = rows_from(per, "ns/item", lambda row: f"{per['base']:.0f} ns/item without a trace (CPU time)")
-    print_rows(f"item traces on B1: {n:,} items, CPU time, best of {repeat}, interleaved"
+    rows = rows_from(per, "ns/item", lambda row: f"{per['base']:.0f} ns/item without a trace ({what})")
+    print_rows(f"item traces on B1: {n:,} items, {what}, best of {repeat}, interleaved"
                + (" [--quick: sizes too small to judge targets]" if quick else ""),
                unjudged(rows) if quick else rows)
     return rows
