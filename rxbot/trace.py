@@ -48,6 +48,7 @@ from functools import partial
 from types import CodeType, FrameType, TracebackType
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from .engine.results import MANY, ONE_AS_IS, SINGLE, kind_of  # loaded with rxbot: no cost, no cycle
 from .flow import Route
 from .node import Loop, Node
 from .preview import preview
@@ -546,8 +547,6 @@ class Tracer:
 
     def _gave(self, trace: Trace, sid: StepId, value: Any) -> None:
         """Step ``sid`` returned ``value`` for a traced item: its outputs are traced too."""
-        from .engine.results import MANY, ONE_AS_IS, SINGLE, kind_of
-
         if value is None:
             return
         if type(value) in SINGLE:
