@@ -628,7 +628,7 @@ class Tracer:
         self._depth += 1
 
     def _off(self, force: bool = False) -> None:
-        if threading.get_ident() != self.thread or self._depth == 0:
+        if self._depth == 0 or threading.get_ident() != self.thread:  # the common case first: off already
             return
         self._depth = 0 if force else self._depth - 1
         if self._depth == 0:
