@@ -21,7 +21,8 @@ measure, with the time-based turns off in the counted process
 (:func:`benchmarks.common.steady_turns`: under callgrind they would come ~50 times more
 often per item than in a real run).
 
-Run: ``python benchmarks/bench_trace.py [--quick] [--repeat N] [--wall] [--instructions]``.
+Run: ``python benchmarks/bench_trace.py [--quick] [--repeat N] [--wall] [--instructions] [--expr EXPR]``
+(``--expr``: one more row, TX, tracing with ``EXPR``).
 """
 from __future__ import annotations
 
@@ -79,7 +80,8 @@ def one_side(side: str, n: int) -> None:
 
 def instructions(side: str, n: int) -> float:
     """Instructions per item of one side (see :func:`benchmarks.common.callgrind_per_item`)."""
-    return callgrind_per_item(["benchmarks.bench_trace", "--one", side], n, f"trace {side}")
+    extra = ["--expr", ROWS["TX"][1]] if side == "TX" else []
+    return callgrind_per_item(["benchmarks.bench_trace", "--one", side, *extra], n, f"trace {side}")
 
 
 def rows_from(per_item: Dict[str, float], unit: str, note: Callable[[str], str]) -> List[Row]:
@@ -99,8 +101,11 @@ def main(argv: Sequence[str] | None = None) -> List[Row]:
     parser.add_argument("--n", type=int, default=None, help="items per run (default 500,000)")
     parser.add_argument("--instructions", action="store_true", help="count instructions per item (callgrind)")
     parser.add_argument("--wall", action="store_true", help="wall time (time.perf_counter) instead of CPU time")
+    parser.add_argument("--expr", help="one more row, TX: a trace with this expression (no target)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
+    if args.expr:
+        ROWS["TX"] = (f"trace {args.expr!r}", args.expr, None)
     if args.one:
         one_side(args.one, args.n or 200_000)
         return []
