@@ -48,7 +48,6 @@ from functools import partial
 from types import CodeType, FrameType, TracebackType
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from .engine.results import MANY, ONE_AS_IS, SINGLE, kind_of  # loaded with rxbot: no cost, no cycle
 from .flow import Route
 from .node import Loop, Node
 from .preview import preview
@@ -549,6 +548,7 @@ class Tracer:
         """Step ``sid`` returned ``value`` for a traced item: its outputs are traced too."""
         if value is None:
             return
+        MANY, ONE_AS_IS, SINGLE, kind_of = _result_kinds()
         if type(value) in SINGLE:
             outputs = [value]
         else:
@@ -658,6 +658,22 @@ class Tracer:
                 entry.taken = True
             trace.add(place.sid, "in", value_of(value))
         return _FrameWatch(self, place, trace, value)
+
+
+_KINDS: Optional[Tuple[Any, Any, Any, Callable[[Any], Any]]] = None
+
+
+def _result_kinds() -> Tuple[Any, Any, Any, Callable[[Any], Any]]:
+    """The engine's result kinds (rxbot.engine.results), imported on the first traced
+    result, not per result (an import statement per step result was a third of a
+    followed item's cost) nor with this module (rxbot.plan reads it, and imports no
+    engine)."""
+    global _KINDS
+    if _KINDS is None:
+        from .engine.results import MANY, ONE_AS_IS, SINGLE, kind_of
+
+        _KINDS = (MANY, ONE_AS_IS, SINGLE, kind_of)
+    return _KINDS
 
 
 class _FrameWatch:
