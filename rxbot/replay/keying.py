@@ -17,7 +17,7 @@ import hashlib
 import inspect
 import re
 import tokenize
-from typing import Any
+from typing import Any, Dict, Tuple
 
 from ..flow import Route
 from ..node import Loop, Node, Timer
@@ -73,7 +73,29 @@ def _captured(value: Any, depth: int = 0) -> str:
     return f"<{_ref(t)}>"
 
 
+#: hashes of source already read, by the identity of the code object (a function's) or
+#: the class: every run that writes a dead letter hashes its pipe's steps, and reading a
+#: source (``inspect.getsource``: a class's parses its whole module) cost ~2 ms a step,
+#: most of a short run. Kept per object, not per text: the code a process runs does not
+#: change while it lives (an edited file is new code only once it is imported again,
+#: which makes new code objects and classes). Bounded: cleared past ``_SOURCES_MAX``.
+_SOURCES: Dict[int, Tuple[Any, str]] = {}
+_SOURCES_MAX = 4096
+
+
 def _source(obj: Any) -> str:
+    key = getattr(obj, "__code__", None) if inspect.isfunction(obj) else obj
+    known = _SOURCES.get(id(key))
+    if known is not None and known[0] is key:
+        return known[1]
+    digest = _read_source(obj)
+    if len(_SOURCES) >= _SOURCES_MAX:
+        _SOURCES.clear()
+    _SOURCES[id(key)] = (key, digest)
+    return digest
+
+
+def _read_source(obj: Any) -> str:
     try:
         text = inspect.getsource(obj)
     except (OSError, TypeError, SyntaxError, tokenize.TokenError):
