@@ -607,9 +607,15 @@ def _redrive_command(sub: Any) -> None:
         description="Runs the script with BotFrame.run(redrive=True): the stored failed items go through "
                     "the step they failed in and on to the end; nothing before that step runs again.")
     p.add_argument("script", type=_existing_script, help="the script to re-drive")
+    # the report of the last round names each step by its id in the script's pipe, a step
+    # inside a route too (P1[3] Join/1[2] parse), as `rxbot deadletters` lists its letters
+    p.add_argument("--report", choices=("text", "json"), default=None,
+                   help="print the report of the last redrive round to stderr when it ends")
+    p.add_argument("--report-file", default=None, metavar="PATH",
+                   help="write that report to PATH (JSON unless --report text)")
     p.set_defaults(script_args=[], replay=False, resume=False, policy=None, progress=False, cluster=None,
                    shards=None, log_level=None, debug=False, watch=False, watch_address=None, render=None,
-                   report=None, report_file=None, handler=_redrive)
+                   handler=_redrive)
 
 
 def _redrive(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from .config import config
 from .flow import BlockedJoin, Route
 from .node import Loop, Node, Timer, is_async_callable
 from .step import Const, RxOp, Step
-from .walk import StepId, walk
+from .walk import StepId, root_of, walk
 
 
 # ---------------------------------------------------------------- what a step is
@@ -609,12 +609,12 @@ def lower(steps: Sequence[Any], root: StepId, label: str = "Pipe", per_step: boo
 def plan_of(pipe: Any, index: int = 1, per_step: bool = False) -> PipePlan:
     """The plan of ``pipe`` (its ``index``-th place in a run: ``P1``, ``P2`` ...), built
     once and cached on the pipe until the settings or its steps change."""
-    key = (Settings.now(), index, tuple(map(id, pipe.steps)), per_step)
+    key = (Settings.now(), index, tuple(map(id, pipe.steps)), per_step, getattr(pipe, "step_root", None))
     cached = pipe.__dict__.get("_rxbot_plan")
     if cached is not None and cached[0] == key:
         plan: PipePlan = cached[1]
         return plan
-    plan = lower(pipe.steps, StepId.root(f"P{index}", index), pipe.label(), per_step)
+    plan = lower(pipe.steps, root_of(pipe, index), pipe.label(), per_step)
     pipe.__dict__["_rxbot_plan"] = (key, plan)
     return plan
 

@@ -31,7 +31,7 @@ from .layout import INSTALL_HINT, GraphvizUnavailable, draw
 from .node import Loop, Node, Timer
 from .redact import redact
 from .step import Const, RxOp, Step
-from .walk import StepId, walk
+from .walk import StepId, root_of, walk
 
 #: what identifies a step across a run and a drawing: (pipe, positions, labels) of its StepId
 Parts = Tuple[str, Tuple[int, ...], Tuple[str, ...]]
@@ -432,7 +432,7 @@ def outline(pipes: Sequence[Any]) -> Tuple[Tuple[str, bool, str, bool, bool], ..
     picture and its count lines by it)."""
     rows: List[Tuple[str, bool, str, bool, bool]] = []
     for index, pipe in enumerate(pipes, 1):
-        for sid, step in walk(pipe.steps, StepId.root(f"P{index}", index)):
+        for sid, step in walk(pipe.steps, root_of(pipe, index)):
             route = isinstance(step, Route)
             rows.append((sid, _counted(step), kind_of(step), route and step.share, route and step.join))
     return tuple(rows)

@@ -88,6 +88,16 @@ class StepId(str):
         return (StepId, (self.pipe, self.positions, self.labels, self.pipe_index))
 
 
+def root_of(pipe: Any, index: int) -> StepId:
+    """The root id of ``pipe`` run as the ``index``-th pipe (``P{index}``), or the root
+    the pipe carries as ``step_root``: a redrive that resumes inside a route runs a pipe
+    of its own whose root names each step by its id in the original pipe
+    (:class:`rxbot.durable.redrive.Resumption`), so the report, the ledger and the live
+    view show the ids the user knows. Everything that numbers a run's steps asks here."""
+    own = getattr(pipe, "step_root", None)
+    return own if own is not None else StepId.root(f"P{index}", index)
+
+
 def unwrap(step: Any) -> Any:
     """What a tree element calls per item: the function or Node inside a ``Step``."""
     return step.fn if isinstance(step, Step) else step
@@ -120,4 +130,4 @@ def nodes_in(steps: Sequence[Any]) -> list:
     return list(seen.values())
 
 
-__all__ = ["StepId", "walk", "unwrap", "nodes_in"]
+__all__ = ["StepId", "root_of", "walk", "unwrap", "nodes_in"]

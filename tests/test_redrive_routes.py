@@ -5,13 +5,34 @@ branch's output would (onto the line after a joining route, nowhere after a side
 Every case: a run where some steps fail on known items, the fix, a redrive, then the
 union of what the sinks got in both runs must equal a clean run's, item for item
 (so each failed item reaches every sink exactly once), and a second redrive runs
-nothing. A BlockedJoin branch's letter, whose way on reaches the tuple, is refused."""
+nothing. A BlockedJoin branch's letter, whose way on reaches the tuple, is refused.
+
+The matrix (``test_a_letter_anywhere_...``): 30 places (first, middle and last step of
+a branch, the main line after the route, a Join's second branch, six nesting depths and
+kinds, a side flow inside a BlockedJoin branch) under each of ignore/retry/pipein on the
+fused build, and each place once on the unfused build with the policy taking turns
+(120 cases; it was every place x policy x build, 180). That is enough because what a
+redrive does with a letter (where it resumes, where its branch's output goes) is decided
+above the engine, by the place alone; the build and the policy only change how the steps
+run, which the fused-build column checks for every policy and the unfused column at
+every place, a third of them per policy; the property test draws random route shapes
+under ignore and pipein on top. Each case also costs less: the clean run's records are
+computed once per shape and build (no step fails in it, so the policy does not matter),
+and the steps' source hashes (a dead letter's pipe key) are read once per process
+(rxbot.replay.keying), which was ~40% of a case. The file went from ~13-25 s (191
+tests; CPU 6.5-7.5 s user) to ~7-9 s (144 tests, with the report, ledger and
+command-line tests added; CPU ~4 s user), measured interleaved on the same machine."""
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Set
 
 import pytest
@@ -194,12 +215,33 @@ def letters_by_status(status: str | None) -> List[Any]:
         store.close()
 
 
-@pytest.mark.parametrize("policy", ["ignore", "retry", "pipein"])
-@pytest.mark.parametrize("shape,step,where", CASES, ids=[f"{s}-{st}" for s, st, _ in CASES])
-def test_a_letter_anywhere_is_redriven_to_where_its_branch_goes(shape, step, where, policy, tmp_path, both_builds):
+POLICIES = ["ignore", "retry", "pipein"]
+#: every place under every policy on the fused build (the default), and every place on
+#: the unfused build with the policy taking turns (each policy at a third of the places)
+MATRIX = ([(True, policy, case) for case in CASES for policy in POLICIES]
+          + [(False, POLICIES[k % 3], case) for k, case in enumerate(CASES)])
+
+
+def clean_of(shape: str) -> Counter:
+    """A clean run's records of ``shape`` on the current build, run once per shape and
+    build (no step fails, so the policy does not matter)."""
+    key = (shape, bool(config.fusion))
+    if key not in CLEAN:
+        CLEAN[key] = clean_records(SHAPES[shape])
+    return CLEAN[key]
+
+
+CLEAN: Dict[Any, Counter] = {}
+
+
+@pytest.mark.parametrize("fusion,policy,case", MATRIX,
+                         ids=[f"{'fused' if f else 'unfused'}-{c[0]}-{c[1]}-{p}" for f, p, c in MATRIX])
+def test_a_letter_anywhere_is_redriven_to_where_its_branch_goes(fusion, policy, case, tmp_path):
+    shape, step, _ = case
+    config.fusion = fusion
     use(policy, tmp_path)
     build = SHAPES[shape]
-    clean = clean_records(build)
+    clean = clean_of(shape)
     first = World(broken={step: set(FAILING)})
     build(first)
     report = BotFrame.run()
@@ -422,6 +464,30 @@ def test_a_route_letter_of_the_second_pipe_keeps_its_pipe(tmp_path):
     assert twos.records == [("main", "4.a.r1.r2.r3.m")]  # 4 now passes; 6 fails again
     assert [(l.step, l.attempt, l.run_key.endswith("/P2")) for l in open_letters()] == [
         ("P2[4] Return(even)/1[2] r2", 2, True)]
+    assert list(report.steps) == ["P2[4] Return(even)/1[0] dead letters", "P2[4] Return(even)/1[2] r2",
+                                  "P2[4] Return(even)/1[3] r3", "P2[5] m", "P2[6] sink_main"]
+    assert "P2[4] Return(even)/1[2] r2: in=2 out=1 dropped=1 failed=1" in str(report)
+
+
+def test_a_main_line_letter_of_the_second_pipe_reports_under_p2(tmp_path):
+    """A letter on P2's main line re-drives P2 alone; its round's report, ledger and
+    new letters say P2 (not P1, the number of the one pipe the round runs), and the
+    pipe itself is left as it was (a later normal run numbers it by its place again)."""
+    use("ignore", tmp_path)
+    config.metrics = True
+    ones, twos = World(), World(broken={"m": {4, 6}})
+    Pipe(range(N), str, ones.tag("p1"), ones.sink("one"))
+    return_shape(twos)
+    BotFrame.run()
+    ones, twos = World(), World(broken={"m": {6}})
+    Pipe(range(N), str, ones.tag("p1"), ones.sink("one"))
+    return_shape(twos)
+    report = BotFrame.run(redrive=True)
+    assert not ones.calls and twos.records == [("main", "4.a.r1.r2.r3.m")]
+    assert set(report.steps) == {"P2 replayed", "P2[5] m", "P2[6] sink_main"}
+    assert report.ledger["P2[5] m"].balanced and report.ledger["P2[5] m"].dead_lettered == 1
+    assert [(l.step, l.attempt) for l in open_letters()] == [("P2[5] m", 2)]
+    assert len(BotFrame.last_run[0]) == 2 and not any(hasattr(p, "step_root") for p in BotFrame.last_run[0])
 
 
 def test_a_redrive_inside_a_fork_reaches_a_real_mariadb_table_at_the_sides_end_once(tmp_path, mysql_params):
@@ -467,3 +533,195 @@ def test_a_redrive_inside_a_fork_reaches_a_real_mariadb_table_at_the_sides_end_o
         with con.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {table}")
         con.close()
+
+
+# -- the round's report names the steps by their original ids ------------------------------------------
+#: (shape, failing step, the steps the redrive round runs, by their original ids): the
+#: stand-in source of the stored items first (``[0] dead letters`` in the failing step's place)
+REPORTED = [
+    (join_shape, "j2", ["P1[4] Join/1[0] dead letters", "P1[4] Join/1[2] j2", "P1[4] Join/1[3] j3", "P1[5] m",
+                        "P1[6] sink_main"]),
+    (branch_shape, "b2", ["P1[4] Branch(even)/1[0] dead letters", "P1[4] Branch(even)/1[2] b2",
+                          "P1[4] Branch(even)/1[3] b3", "P1[4] Branch(even)/1[4] sink_side"]),
+    # a nested route: the Fork's branch goes on through a Join, whose branches' steps are
+    # named under the original ids too
+    (nested_shape, "n1", ["P1[3] Fork/1[0] dead letters", "P1[3] Fork/1[1] n1", "P1[3] Fork/1[2] Join",
+                          "P1[3] Fork/1[2] Join/1[1] n2", "P1[3] Fork/1[2] Join/1[2] n3",
+                          "P1[3] Fork/1[2] Join/2[1] n4", "P1[3] Fork/1[3] n5", "P1[3] Fork/1[4] sink_fork"]),
+    (nested_shape, "n8", ["P1[4] Return(even)/1[2] Branch(not_div3)/1[0] dead letters",
+                          "P1[4] Return(even)/1[2] Branch(not_div3)/1[2] n8",
+                          "P1[4] Return(even)/1[2] Branch(not_div3)/1[3] sink_deep"]),
+]
+
+
+@pytest.mark.parametrize("shape,step,expected", REPORTED, ids=[f"{s.__name__}-{st}" for s, st, _ in REPORTED])
+def test_the_redrive_rounds_report_and_ledger_use_the_original_step_ids(shape, step, expected, tmp_path,
+                                                                          both_builds):
+    """report.steps, the text report, to_json(), the ledger and BotFrame.debug() (the
+    live listing) of a round that starts inside a route name its steps as the first run
+    did (``P1[4] Join/1[2] j2``), never by the resumption pipe's own numbering
+    (``P1[2] j2``); every counted line balances."""
+    use("ignore", tmp_path)
+    config.metrics = True  # every sync step counted: each line of the ledger is checked
+    letters, report = fail_fix_redrive(shape, {step: {2, 4, 6, 8}})
+    failed = {letter.step for letter in letters}
+    assert failed == {expected[1]}
+    assert list(report.steps) == expected
+    shown = [line.strip().split(": ")[0] for line in str(report).splitlines() if line.startswith("  P")]
+    assert shown == expected
+    data = report.to_json()
+    data = json.loads(data) if isinstance(data, str) else data
+    assert [entry["step"] for entry in data["steps"]] == expected
+    first = next(entry for entry in data["steps"] if entry["step"] == expected[1])
+    assert first["inp"] == first["out"] == len(letters)
+    assert first["label"] == step and first["position"] == list(StepId_of(report, expected[1]).positions)
+    ledger = {entry["step"]: entry["ledger"] for entry in data["steps"]}
+    counted = {sid: line for sid, line in ledger.items() if line is not None}
+    assert set(counted) >= set(expected) - {e for e in expected if e.endswith((" Join", "] Join"))}
+    assert all(line["balanced"] and line["step"] == sid for sid, line in counted.items())
+    assert set(report.ledger) == set(expected)
+    listed = [line.strip().split(": ")[0] for line in BotFrame.debug().splitlines()[1:]]
+    assert listed == expected
+
+
+def StepId_of(report: Any, text: str) -> Any:
+    """The report's own key (a StepId) for ``text``."""
+    return next(key for key in report.steps if key == text)
+
+
+def test_a_broken_count_in_a_redrive_round_names_the_step_by_its_original_id(tmp_path, monkeypatch):
+    """A test double of the async step operator that forgets to count one output of a
+    step inside a Join branch after the failing one: the round fails with LedgerError
+    naming ``P1[4] Join/1[3] leaky``, the id the user knows."""
+    from rxbot import Step
+    from rxbot.engine.ledger import LedgerError
+    from rxbot.engine.operators import _bounded_map
+
+    class LosesOne(_bounded_map._BoundedMap):
+        lost = False
+
+        def _emit(self, value: Any) -> None:
+            if self.rt.label.endswith("leaky") and not LosesOne.lost:
+                LosesOne.lost = True
+                self.downstream(value)  # passed on, never counted
+                return
+            super()._emit(value)
+
+    async def leaky(x: Any) -> Any:
+        return x
+
+    def build(w: World) -> None:
+        Pipe(range(N), str, w.tag("a"), Join(Pipe(w.tag("j1"), w.tag("j2"), Step(leaky)), w.tag("k1")),
+             w.tag("m"), w.sink("main"))
+
+    use("ignore", tmp_path)
+    build(World(broken={"j2": {2, 4, 6}}))
+    BotFrame.run()
+    monkeypatch.setattr(_bounded_map, "_BoundedMap", LosesOne)
+    build(World())
+    with pytest.raises(LedgerError) as caught:
+        BotFrame.run(redrive=True)
+    message = str(caught.value)
+    assert "step P1[4] Join/1[3] leaky: in 3 + fan-out 0 = 3, but out 2" in message
+    assert "P1[3] leaky" not in message and "P1[4] leaky" not in message
+
+
+# -- the command line: a failing step inside a Join branch, the script fixed, redriven -----------------
+SCRIPT = """\
+from rxbot import BotFrame, Join, Pipe, config
+from rxbot.db.sqlite import Insert
+
+config.exception_policy = "ignore"
+CALLS = {calls!r}
+BAD = {{3, 8, 15}}
+
+
+def noted(name, x):
+    with open(CALLS, "a") as f:
+        f.write(f"{{name}} {{x}}\\n")
+
+
+def fetch(x):
+    noted("fetch", x)
+    return str(x)
+
+
+def clean(s):
+    noted("clean", s)
+    return s + ".clean"
+
+
+def parse(s):
+    noted("parse", s)
+{parse_body}
+    return s + ".parse"
+
+
+def other(s):
+    noted("other", s)
+    return s + ".other"
+
+
+def row(s):
+    n, kind = s.split(".")[0], s.split(".")[-1]
+    return {{"n": int(n), "kind": kind}}
+
+
+Pipe(range(20), fetch, Join(Pipe(clean, parse), other), row,
+     Insert("INSERT INTO rows (n, kind) VALUES ({{n}}, {{kind}})", path={db!r}))
+BotFrame.run()
+"""
+
+
+def test_rxbot_redrive_on_the_command_line_from_a_join_branch(tmp_path):
+    """``rxbot run``: parse (step 2 of the Join's first branch) fails on 3 items under
+    ignore; the script is rewritten with parse fixed; ``rxbot redrive`` runs exactly
+    those 3 items through parse and on (nothing before it: no fetch, no clean, no other),
+    the SQLite table then holds each row once, and a second redrive runs nothing.
+    ``rxbot deadletters`` lists the letters by parse's full id."""
+    script, calls, db = tmp_path / "job.py", tmp_path / "calls.txt", tmp_path / "rows.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE rows (n INTEGER NOT NULL, kind TEXT)")  # no key: a double would show
+    con.commit()
+    con.close()
+    broken = "    if int(s.split('.')[0]) in BAD:\n        raise ValueError(f'cannot parse {s}')"
+    script.write_text(SCRIPT.format(calls=str(calls), db=str(db), parse_body=broken))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent))
+
+    def rxbot(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "rxbot", *args], env=env, capture_output=True, text=True,
+                              timeout=120, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done.stdout + done.stderr
+
+    def calls_since(mark: int) -> Counter:
+        lines = calls.read_text().splitlines()[mark:]
+        return Counter(tuple(line.split(" ", 1)) for line in lines)
+
+    def rows() -> List[tuple]:
+        con = sqlite3.connect(db)
+        try:
+            return sorted(con.execute("SELECT n, kind FROM rows"))
+        finally:
+            con.close()
+
+    rxbot("run", str(script))
+    assert rows() == sorted([(n, "parse") for n in range(20) if n not in {3, 8, 15}]
+                            + [(n, "other") for n in range(20)])
+    listed = rxbot("deadletters", str(script))
+    assert "3  P1[3] Join/1[2] parse  ValueError" in listed
+    mark = len(calls.read_text().splitlines())
+    script.write_text(SCRIPT.format(calls=str(calls), db=str(db), parse_body="    pass"))
+    rxbot("redrive", str(script), "--report-file", str(tmp_path / "report.json"))
+    assert calls_since(mark) == Counter({("parse", "3.clean"): 1, ("parse", "8.clean"): 1,
+                                         ("parse", "15.clean"): 1})
+    report = json.loads((tmp_path / "report.json").read_text())
+    # the round's report names the steps as the pipe does (not the resumption's P1[2] parse)
+    assert [(entry["step"].split(":")[0], entry["inp"]) for entry in report["steps"]] == [
+        ("P1[3] Join/1[0] dead letters", 1), ("P1[3] Join/1[2] parse", 3), ("P1[4] row", 3), ("P1[5] Insert", 3)]
+    assert rows() == sorted([(n, "parse") for n in range(20)] + [(n, "other") for n in range(20)])
+    assert "no open dead letters" in rxbot("deadletters", str(script))
+    mark = len(calls.read_text().splitlines())
+    rxbot("redrive", str(script))
+    assert calls_since(mark) == Counter()
+    assert len(rows()) == 40

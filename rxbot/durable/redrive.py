@@ -15,8 +15,10 @@ joins (``Return``, ``Join``, ``Route(join=True)``), nowhere when it does not (th
 flow of a ``Branch`` or ``Fork`` ends there), level by level out of nested routes. The
 route's own test is not asked again (the item matched it when it failed), and the other
 branches do not run (they had the item already). That run is one pipe made of those
-steps (:class:`Resumption`), whose step ids are mapped back to the original ones, so
-letters failing again keep their step and attempt.
+steps (:class:`Resumption`) whose root names every step by its id in the original
+pipe (:func:`rxbot.walk.root_of`): letters failing again keep their step and attempt,
+and the round's report (its steps, text and JSON), its ledger and the live view say
+``P1[4] Join/1[2] j2`` as the first run did, never the resumption's own numbering.
 
 Refused, said clearly: a letter whose way on reaches a ``BlockedJoin``'s tuple (the
 tuple of that input was emitted already, with ``None`` for the failed branch: a second
@@ -67,20 +69,53 @@ class Resumption:
 
     def pipe(self, original: Any) -> Any:
         """A pipe of these steps behind a stand-in first step (the run's source is the
-        stored items), taken out of the run registry: it runs only in this redrive."""
+        stored items), taken out of the run registry: it runs only in this redrive. Its
+        ``step_root`` gives each step its original id (steps nested in them follow)."""
         from ..flow import Pipe
 
         pipe = Pipe(_stored, *self.steps, name=original.name)
         pipe._adopt()
+        pipe.step_root = _ResumptionRoot(self)  # type: ignore[attr-defined]
         return pipe
 
-    def original(self, path: StepId) -> StepId:
-        """The original id of ``path``, an id of the resumption pipe (``P1[k] ...``)."""
-        if path.positions[0] < 2:  # the stand-in source (never run): no step of the pipe
-            return path
-        head = self.ids[path.positions[0] - 2]
-        return StepId(head.pipe, head.positions + path.positions[1:], head.labels + path.labels[1:],
-                      head.pipe_index)
+    @property
+    def stand_in(self) -> StepId:
+        """The id of the stand-in first step: ``[0] dead letters`` in the failing step's
+        place (``P1[4] Join/1[0] dead letters``), before its first step, unlike any real one."""
+        head = self.ids[0]
+        return StepId(head.pipe, head.positions[:-1] + (0,), head.labels[:-1] + ("dead letters",), head.pipe_index)
+
+
+class _ResumptionRoot(StepId):
+    """The root of a resumption pipe: step ``k`` of it is ``ids[k - 2]`` (step 1 the
+    stand-in), so everything the run builds, counts and shows from this root carries the
+    original ids; a route among those steps gives its branches' steps their original
+    ids too (``StepId.branch``/``step`` of an original id)."""
+
+    def __new__(cls, resumption: Resumption) -> "_ResumptionRoot":
+        head = resumption.ids[0]
+        self = super().__new__(cls, head.pipe, (), (), head.pipe_index)
+        self.resumption = resumption  # type: ignore[attr-defined]
+        return self
+
+    def step(self, position: int, label: str) -> StepId:
+        resumption: Resumption = self.resumption  # type: ignore[attr-defined]
+        return resumption.stand_in if position == 1 else resumption.ids[position - 2]
+
+
+class _Letters:
+    """The stored items of a resumption, fed into its first step under the stand-in's
+    id (its report line then says ``P1[4] Join/1[0] dead letters: out=N``, in the
+    failing step's place, not ``P1 replayed``)."""
+
+    def __init__(self, items: List[Any], source_step: StepId) -> None:
+        self.items = items
+        self.source_step = source_step
+
+    async def feed(self, ctx: Any, emit: Callable[[Any], None], gate: Any, stats: Any) -> None:
+        from ..engine.operators import iterate
+
+        await iterate(self.items, emit, gate, stats)
 
 
 def _stored(item: Any) -> Any:
@@ -171,7 +206,8 @@ class RedriveHooks(LetterHooks):
     def __init__(self, pipes: Sequence[Any], store: LetterStore, group: Group) -> None:
         super().__init__(pipes, store)
         self.group = group
-        self.keys = {1: self.keys[group.pipe_index]}  # the pipe runs alone, as P1
+        # the pipe runs alone, but named as in the script (P2 stays P2): see pipe()
+        self.keys = {group.pipe_index: self.keys[group.pipe_index]}
         self.items: List[Any] = []
         self.skipped: List[Letter] = []
         for letter in group.letters:
@@ -185,21 +221,21 @@ class RedriveHooks(LetterHooks):
             self.origin[id(item)] = letter
 
     def pipe(self, pipes: Sequence[Any]) -> Any:
-        """What this round runs: the pipe itself, or the resumption of a step in a route."""
-        original = pipes[self.group.pipe_index - 1]
+        """What this round runs: the pipe itself, or the resumption of a step in a route.
+        Either carries a ``step_root`` naming its steps as in the script's run (the round
+        runs one pipe alone, which would otherwise be numbered P1): the pipe itself until
+        :func:`redrive` takes it off after the round."""
+        index = self.group.pipe_index
+        original = pipes[index - 1]
         resumption = self.group.resumption
-        return original if resumption is None else resumption.pipe(original)
-
-    def step_name(self, path: Any) -> str:
-        resumption = self.group.resumption
-        if resumption is not None and isinstance(path, StepId) and path.positions:
-            return str(resumption.original(path))
-        text = str(path)
-        return f"P{self.group.pipe_index}{text[2:]}" if text.startswith("P1") else text
+        if resumption is not None:
+            return resumption.pipe(original)
+        original.step_root = StepId.root(f"P{index}", index)
+        return original
 
     def source(self, pipe: int) -> Optional[Tuple[int, Any]]:
         if self.group.resumption is not None:
-            return 1, self.items
+            return 1, _Letters(self.items, self.group.resumption.stand_in)
         return self.group.position - 1, self.items
 
     def finished(self, outcome: RunOutcome) -> None:
@@ -243,9 +279,15 @@ async def redrive(pipes: Sequence[Any], run: Callable[[Sequence[Any], RunHooks],
             log.warning("rxbot: no open dead letters to re-drive in %s", path)
         for group in groups:
             hooks = RedriveHooks(pipes, store, group)
+            ran = hooks.pipe(pipes)
             try:
-                report = await run([hooks.pipe(pipes)], hooks)
+                report = await run([ran], hooks)
             finally:
+                # the pipe's last run is this round (a resumption's own pipe ran it): its
+                # report is BotFrame.last_report, what `rxbot redrive --report` shows
+                pipes[group.pipe_index - 1].report = ran.report
+                if ran is pipes[group.pipe_index - 1]:  # the script's own pipe: as it was
+                    del ran.step_root
                 summary.steps[group.step] = {
                     "redriven": len(hooks.items), "failed_again": len(hooks.refailed),
                     "passed": len(hooks.items) - len(hooks.refailed), "skipped": len(hooks.skipped)}

@@ -100,15 +100,19 @@ def conserves(step: Any) -> bool:
 
 
 def ledger_lines(runtimes: Dict[str, StepRuntime], pipes: Iterable[Sequence[Any]],
-                 dead_letters: Iterable[Any] = ()) -> Dict[str, Optional[LedgerLine]]:
+                 dead_letters: Iterable[Any] = (), roots: Optional[Sequence[StepId]] = None
+                 ) -> Dict[str, Optional[LedgerLine]]:
     """Every step's ledger line (None: not counted), keyed by the step's id. ``pipes``:
-    each pipe's steps, numbered from 1 as the run numbers them."""
+    each pipe's steps, numbered from 1 as the run numbers them; ``roots``: each pipe's
+    root id when it is not ``P{n}`` (:func:`rxbot.walk.root_of`: a redrive inside a
+    route names its steps by their original ids), else None."""
     lettered: Dict[str, int] = {}
     for letter in dead_letters:
         lettered[str(letter.step)] = lettered.get(str(letter.step), 0) + 1
     kinds: Dict[str, bool] = {}
     for index, steps in enumerate(pipes, start=1):
-        for sid, step in walk(steps, StepId.root(f"P{index}", index)):
+        root = roots[index - 1] if roots is not None else StepId.root(f"P{index}", index)
+        for sid, step in walk(steps, root):
             kinds[sid] = conserves(step)
     lines: Dict[str, Optional[LedgerLine]] = {}
     for path, rt in runtimes.items():
@@ -131,25 +135,26 @@ def _uncounted(rt: StepRuntime) -> bool:
 
 
 def check(runtimes: Dict[str, StepRuntime], pipes: Iterable[Sequence[Any]],
-          dead_letters: Iterable[Any] = ()) -> Dict[str, Optional[LedgerLine]]:
+          dead_letters: Iterable[Any] = (), roots: Optional[Sequence[StepId]] = None
+          ) -> Dict[str, Optional[LedgerLine]]:
     """The ledger of a finished run; raises :class:`LedgerError` naming every step whose
     line does not balance."""
-    lines = ledger_lines(runtimes, pipes, dead_letters)
+    lines = ledger_lines(runtimes, pipes, dead_letters, roots)
     wrong = [line for line in lines.values() if line is not None and not line.balanced]
     if wrong:
         raise LedgerError(wrong)
     return lines
 
 
-def settle_ledger(ctx: Any, pipes: Sequence[Sequence[Any]], raised: Optional[BaseException]
-                  ) -> Optional[LedgerError]:
+def settle_ledger(ctx: Any, pipes: Sequence[Sequence[Any]], raised: Optional[BaseException],
+                  roots: Optional[Sequence[StepId]] = None) -> Optional[LedgerError]:
     """At the end of a run (``ctx``'s tasks ended, nodes closed): put the ledger in the
     report and check it. Returns the :class:`LedgerError` the run must raise (it ended
     well otherwise), or None; when the run ends with an error of its own (a step's
     failure, Ctrl-C/SIGTERM) a mismatch is logged and noted on that error, which stays
     the run's outcome."""
     report = ctx.report
-    lines = ledger_lines(ctx.runtimes, pipes, report.dead_letters)
+    lines = ledger_lines(ctx.runtimes, pipes, report.dead_letters, roots)
     report.ledger = lines
     wrong = [line for line in lines.values() if line is not None and not line.balanced]
     if not wrong:

@@ -7,7 +7,7 @@ from typing import Any, Callable, List, Optional, Sequence
 from ..flow import Pipe
 from ..node import Node
 from ..plan import plan_of
-from ..walk import StepId, nodes_in
+from ..walk import StepId, nodes_in, root_of
 from .compiler import Builder
 from .context import RunContext, RunReport
 from .hooks import RunHooks, attach, build_pipe, finish, observers
@@ -27,7 +27,7 @@ async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None,
     ``hooks``: see :mod:`rxbot.engine.hooks` (replay mode joins a run through them).
     ``observe(report)`` is called once the run's report exists, before any item flows
     (the live view, :mod:`rxbot.watch`, reads the counts from it while the run goes on)."""
-    roots = [StepId.root(f"P{index + 1}", index + 1) for index in range(len(pipes))]
+    roots = [root_of(pipe, index) for index, pipe in enumerate(pipes, start=1)]
     for pipe, root in zip(pipes, roots):
         make_room_for(pipe.steps, root)
     loop = asyncio.get_running_loop()
@@ -44,7 +44,8 @@ async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None,
     try:
         async with run_scope(ctx, nodes_of(pipes), after_shutdown=lambda: _ended(watching, ctx)):
             builder = Builder(ctx)
-            ends = [_start(pipe, builder, ctx, root, hooks) for pipe, root in zip(pipes, roots)]
+            ends = [_start(pipe, builder, ctx, root, hooks, index)
+                    for index, (pipe, root) in enumerate(zip(pipes, roots), start=1)]
             for observer in watching:
                 observer.running(ctx, pipes)
             await until_end(ctx, ends)
@@ -62,7 +63,7 @@ async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None,
         ctx.report.error = ctx.error
         if isinstance(ctx.error or raised, (KeyboardInterrupt, SystemExit)):
             count_interrupted(ctx, pipes)
-        unbalanced = settle_ledger(ctx, [pipe.steps for pipe in pipes], raised)
+        unbalanced = settle_ledger(ctx, [pipe.steps for pipe in pipes], raised, roots)
     if ctx.error is not None:
         raise ctx.error
     if unbalanced is not None:
@@ -77,13 +78,18 @@ def count_interrupted(ctx: RunContext, pipes: Sequence[Pipe]) -> None:
     the steps' ledgers are short of: count them cancelled, as a graceful stop counts what
     it cuts short. (Only a shortfall; a step that counts more than it accepted stays a
     ledger error.)"""
-    for path, line in ledger_lines(ctx.runtimes, [pipe.steps for pipe in pipes], ctx.report.dead_letters).items():
+    roots = [root_of(pipe, index) for index, pipe in enumerate(pipes, start=1)]
+    steps = [pipe.steps for pipe in pipes]
+    for path, line in ledger_lines(ctx.runtimes, steps, ctx.report.dead_letters, roots).items():
         if line is not None and line.inp + line.fanout > line.accounted:
             ctx.runtimes[path].stats.cancelled += line.inp + line.fanout - line.accounted
 
 
-def _start(pipe: Pipe, builder: Builder, ctx: RunContext, root: StepId, hooks: RunHooks | None) -> asyncio.Future:
-    index = root.pipe_index
+def _start(pipe: Pipe, builder: Builder, ctx: RunContext, root: StepId, hooks: RunHooks | None,
+           index: int) -> asyncio.Future:
+    """Build and subscribe the ``index``-th pipe of the run (``root``: its steps' root
+    id, which names another pipe for a redrive's resumption: the run's numbering of
+    hooks and deferred raises stays ``index``)."""
     if hooks is not None and hooks.rebuilds:
         source, ops = build_pipe(builder, ctx, pipe, index, hooks)
     else:

@@ -100,10 +100,10 @@ def holding_steps(pipes: Sequence[Any]) -> Set[str]:
     """The report keys of the steps of ``pipes`` that hold items up to a concurrency:
     async and boosted steps and nodes (sync steps run inline and hold none)."""
     from ..render import kind_of
-    from ..walk import StepId, walk
+    from ..walk import root_of, walk
 
     return {str(sid) for index, pipe in enumerate(pipes, 1)
-            for sid, step in walk(pipe.steps, StepId.root(f"P{index}", index))
+            for sid, step in walk(pipe.steps, root_of(pipe, index))
             if kind_of(step) in ("async", "boosted", "async node", "boosted node")}
 
 
