@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 from ..engine.hooks import RunHooks, RunOutcome
 from ..walk import StepId
@@ -94,7 +94,7 @@ class _ResumptionRoot(StepId):
 
     def __new__(cls, resumption: Resumption) -> "_ResumptionRoot":
         head = resumption.ids[0]
-        self = super().__new__(cls, head.pipe, (), (), head.pipe_index)
+        self = cast("_ResumptionRoot", super().__new__(cls, head.pipe, (), (), head.pipe_index))
         self.resumption = resumption  # type: ignore[attr-defined]
         return self
 
