@@ -19,9 +19,10 @@ every place, a third of them per policy; the property test draws random route sh
 under ignore and pipein on top. Each case also costs less: the clean run's records are
 computed once per shape and build (no step fails in it, so the policy does not matter),
 and the steps' source hashes (a dead letter's pipe key) are read once per process
-(rxbot.replay.keying), which was ~40% of a case. The file went from ~13-25 s (191
-tests; CPU 6.5-7.5 s user) to ~7-9 s (144 tests, with the report, ledger and
-command-line tests added; CPU ~4 s user), measured interleaved on the same machine."""
+(rxbot.replay.keying), which was ~40% of a case. The file went from 7.6-30 s wall
+(192 tests; 6.8-7.5 s user CPU on 3.11) to 5-9 s wall (143 tests, the report, ledger
+and command-line tests added; 4.0-4.6 s user CPU), measured interleaved on the same
+(loaded) machine; on 3.13 wall 8-29 s before, 13-16 s after under that load, ~6 s quiet."""
 from __future__ import annotations
 
 import json
