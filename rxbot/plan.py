@@ -16,11 +16,13 @@ Nothing here imports the engine.
 """
 from __future__ import annotations
 
+import ast
+import builtins
 import dataclasses
 import functools
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, List, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .config import config
 from .flow import BlockedJoin, Route
@@ -273,6 +275,74 @@ def blocked_join_strategy(step: BlockedJoin) -> Tuple[str, str]:
         return "evaluated per item", "plain sync and async steps: the async ones awaited together per item"
     return "a subscription per item", ("a step is boosted, retried, timed out or otherwise needs the operator "
                                        "graph: each item subscribes its branches afresh")
+
+
+# ---------------------------------------------------------------- item traces
+# (rxbot.trace follows the items; what the expression may be and where it is checked is
+# decided here, once, from its text)
+class TraceExpressionError(ValueError):
+    """The trace expression does not compile, or names something other than ``item``
+    (raised before the run; also :mod:`rxbot.trace`'s)."""
+
+
+def compile_expression(expr: Any, origin: str = "config.trace") -> str:
+    """Check ``expr`` before the run: it must be one Python expression over ``item``
+    (builtins allowed). Returns the expression; raises :class:`TraceExpressionError`
+    with a one-line message naming ``origin`` (``--trace`` or ``config.trace``)."""
+    if not isinstance(expr, str) or not expr.strip():
+        raise TraceExpressionError(f"{origin}: expected a Python expression over `item` as text, "
+                                   f"e.g. \"'product/13' in str(item)\"; got {expr!r}")
+    try:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise TraceExpressionError(f"{origin}: {expr!r} is not a Python expression over `item` "
+                                   f"({exc.msg} at column {exc.offset})") from None
+    bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    for node in ast.walk(tree):  # names a comprehension binds are its own
+        if isinstance(node, ast.comprehension):
+            bound |= {n.id for n in ast.walk(node.target) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.Lambda):
+            bound |= {a.arg for a in node.args.args}
+    unknown = sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+                     - bound - {"item"} - set(dir(builtins)))
+    if unknown:
+        raise TraceExpressionError(f"{origin}: {expr!r} uses {', '.join(unknown)}; the expression sees "
+                                   f"only `item` (each source item) and Python's builtins")
+    return ast.unparse(tree)  # one line, no comment: it is compiled into the source's loop
+
+
+#: names the generated code of a fused segment binds (rxbot.engine.fuse): an inlined
+#: expression must not read one of them as a builtin
+_GENERATED = frozenset({"x", "y", "m", "e", "n", "it", "gate", "emit", "spread", "fail", "VALUES", "ci", "co", "cn",
+                        "held", "hold", "after", "trace", "entry", "many", "pull", "stop", "hitting", "thit", "toff",
+                        "tfail", "ONE", "NOTYPE", "NOTHING", "ENDED", "make", "fns", "consts"})
+#: what an inlined expression may not contain: each binds names of its own (or suspends)
+_OWN_SCOPE = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.NamedExpr, ast.Await,
+              ast.Yield, ast.YieldFrom)
+
+
+class _Renamed(ast.NodeTransformer):
+    """``item`` read as ``x``, the generated loop's variable."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        return ast.copy_location(ast.Name("x", node.ctx), node) if node.id == "item" else node
+
+
+def inline_check(expr: str) -> Tuple[Optional[str], str]:
+    """``expr`` (checked by :func:`compile_expression`) as the fused code's check on its
+    loop variable ``x`` — the text compiled into a fused segment's chunk entry — or
+    None when it cannot be inlined; and how or why not, in a user's words (what
+    ``explain()`` says). An expression with a lambda, a comprehension or ``:=`` binds names of its
+    own, which could clash with the generated code's: it goes through the wrapper."""
+    tree = ast.parse(expr, mode="eval")
+    own = sorted({type(node).__name__ for node in ast.walk(tree) if isinstance(node, _OWN_SCOPE)})
+    if own:
+        return None, f"the expression has {', '.join(own)} (names of its own)"
+    clash = sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} & (_GENERATED - {"x"}))
+    if clash:
+        return None, f"the expression reads {', '.join(clash)}, a name the fused code binds"
+    return ast.unparse(_Renamed().visit(tree)), "checked inline where each element enters the fused steps' loop"
+
 
 
 # ---------------------------------------------------------------- the plan
@@ -547,8 +617,6 @@ class _Lowering:
         first step, a Loop, is traced."""
         if self.trace is None or source.kind != "Loop" or len(source.id.positions) != 1 or source.id.top != 1:
             return None, ""
-        from .trace import TraceExpressionError, compile_expression, inline_check
-
         try:
             expr = compile_expression(self.trace)
         except TraceExpressionError as exc:
@@ -681,4 +749,5 @@ __all__ = ["runs_inline", "node_of", "callable_of", "overrides_flush", "is_gener
            "matcher", "counts_sync", "policy_of", "plain_sync", "inlinable_route", "plain_async", "evaluable_route",
            "MAX_FUSED_DEPTH", "generated_depth", "fusable", "MAX_SEGMENT", "positions", "spans", "cut", "not_fused_because", "match_mode",
            "blocked_join_strategy", "Settings", "Fused", "Source", "Bounded", "Unfused", "RoutePlan",
-           "BlockedJoinPlan", "RxStepPlan", "Lowered", "PipePlan", "lower", "plan_of", "explain"]
+           "BlockedJoinPlan", "RxStepPlan", "Lowered", "PipePlan", "lower", "plan_of", "explain",
+           "TraceExpressionError", "compile_expression", "inline_check"]

@@ -36,8 +36,6 @@ value may pick up a hop of an equal untraced one: trace objects, URLs, records.
 """
 from __future__ import annotations
 
-import ast
-import builtins
 import logging
 import os
 import sys
@@ -50,6 +48,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 from .flow import Route
 from .node import Loop, Node
+from .plan import TraceExpressionError, compile_expression, inline_check  # the plan decides where the check goes
 from .preview import preview
 from .redact import redact
 from .step import Const, Step
@@ -65,69 +64,6 @@ MAX_TRACES = 50
 MAX_HOPS = 200
 #: values followed at once (what the traced items became); more are not followed
 MAX_VALUES = 10_000
-
-
-class TraceExpressionError(ValueError):
-    """The trace expression does not compile, or names something other than ``item``."""
-
-
-def compile_expression(expr: Any, origin: str = "config.trace") -> str:
-    """Check ``expr`` before the run: it must be one Python expression over ``item``
-    (builtins allowed). Returns the expression; raises :class:`TraceExpressionError`
-    with a one-line message naming ``origin`` (``--trace`` or ``config.trace``)."""
-    if not isinstance(expr, str) or not expr.strip():
-        raise TraceExpressionError(f"{origin}: expected a Python expression over `item` as text, "
-                                   f"e.g. \"'product/13' in str(item)\"; got {expr!r}")
-    try:
-        tree = ast.parse(expr.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise TraceExpressionError(f"{origin}: {expr!r} is not a Python expression over `item` "
-                                   f"({exc.msg} at column {exc.offset})") from None
-    bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-    for node in ast.walk(tree):  # names a comprehension binds are its own
-        if isinstance(node, ast.comprehension):
-            bound |= {n.id for n in ast.walk(node.target) if isinstance(n, ast.Name)}
-        elif isinstance(node, ast.Lambda):
-            bound |= {a.arg for a in node.args.args}
-    unknown = sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-                     - bound - {"item"} - set(dir(builtins)))
-    if unknown:
-        raise TraceExpressionError(f"{origin}: {expr!r} uses {', '.join(unknown)}; the expression sees "
-                                   f"only `item` (each source item) and Python's builtins")
-    return ast.unparse(tree)  # one line, no comment: it is compiled into the source's loop
-
-
-#: names the generated code of a fused segment binds (rxbot.engine.fuse): an inlined
-#: expression must not read one of them as a builtin
-_GENERATED = frozenset({"x", "y", "m", "e", "n", "it", "gate", "emit", "spread", "fail", "VALUES", "ci", "co", "cn",
-                        "held", "hold", "after", "trace", "entry", "many", "pull", "stop", "hitting", "thit", "toff",
-                        "tfail", "ONE", "NOTYPE", "NOTHING", "ENDED", "make", "fns", "consts"})
-#: what an inlined expression may not contain: each binds names of its own (or suspends)
-_OWN_SCOPE = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.NamedExpr, ast.Await,
-              ast.Yield, ast.YieldFrom)
-
-
-class _Renamed(ast.NodeTransformer):
-    """``item`` read as ``x``, the generated loop's variable."""
-
-    def visit_Name(self, node: ast.Name) -> ast.AST:
-        return ast.copy_location(ast.Name("x", node.ctx), node) if node.id == "item" else node
-
-
-def inline_check(expr: str) -> Tuple[Optional[str], str]:
-    """``expr`` (checked by :func:`compile_expression`) as the fused code's check on its
-    loop variable ``x`` — the text compiled into a fused segment's chunk entry — or
-    None when it cannot be inlined; and how or why not, in a user's words (what
-    ``explain()`` says). An expression with a lambda, a comprehension or ``:=`` binds names of its
-    own, which could clash with the generated code's: it goes through the wrapper."""
-    tree = ast.parse(expr, mode="eval")
-    own = sorted({type(node).__name__ for node in ast.walk(tree) if isinstance(node, _OWN_SCOPE)})
-    if own:
-        return None, f"the expression has {', '.join(own)} (names of its own)"
-    clash = sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} & (_GENERATED - {"x"}))
-    if clash:
-        return None, f"the expression reads {', '.join(clash)}, a name the fused code binds"
-    return ast.unparse(_Renamed().visit(tree)), "checked inline where each element enters the fused steps' loop"
 
 
 def _compiled(expr: str) -> Dict[str, Any]:
@@ -666,8 +602,7 @@ _KINDS: Optional[Tuple[Any, Any, Any, Callable[[Any], Any]]] = None
 def _result_kinds() -> Tuple[Any, Any, Any, Callable[[Any], Any]]:
     """The engine's result kinds (rxbot.engine.results), imported on the first traced
     result, not per result (an import statement per step result was a third of a
-    followed item's cost) nor with this module (rxbot.plan reads it, and imports no
-    engine)."""
+    followed item's cost)."""
     global _KINDS
     if _KINDS is None:
         from .engine.results import MANY, ONE_AS_IS, SINGLE, kind_of
