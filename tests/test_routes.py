@@ -151,6 +151,30 @@ def test_filter_keeps_matched_drops_rest():
     assert out == [0, 3, 6, 9]
 
 
+class Vague:
+    """A route_func result whose truth is even-ness, and raises for 3."""
+
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+    def __bool__(self) -> bool:
+        if self.x == 3:
+            raise ValueError("no truth for 3")
+        return self.x % 2 == 0
+
+
+def test_a_filter_result_whose_truth_raises_fails_the_filter(both_builds):
+    """The fused code calls a Filter's route_func itself (no wrapper per item) and tests
+    the result's truth inside the step's try: a truth that raises is the Filter's
+    failure (counted on it, its policy applies), exactly as unfused."""
+    out = []
+    Pipe(range(6), Filter(route_func=Vague), out.append)
+    with pytest.raises(ValueError, match="no truth for 3"):
+        BotFrame.run()
+    assert out == [0, 2]
+    assert BotFrame.last_report.find("Filter(Vague)").failed == 1
+
+
 def test_multi_step_branches_from_pipes():
     out = []
     Pipe(range(4), Join(Pipe(lambda x: x + 1, lambda x: x * 10), Pipe(lambda x: -x)), out.append)

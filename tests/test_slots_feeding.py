@@ -246,3 +246,25 @@ def test_a_run_cancelled_while_drawn_counts_and_stops():
     with pytest.raises(KeyboardInterrupt):
         BotFrame.run()
     assert 5_000 < len(pulled) < 5_000 + 4 * 256
+
+
+@pytest.mark.parametrize("between", [(), (lambda x: x + 1,)], ids=["after the source", "through a segment"])
+def test_a_run_stopped_while_drawn_balances_the_step_s_counts(both_builds, between, caplog):
+    """The works a worker draws are counted into the step's input at its pace's looks
+    and when it stops drawing, not one by one: a run stopped (Ctrl-C) while eight
+    workers are out with drawn works still accounts for every one of them: each
+    accepted work finished, was filtered or was cancelled (the ledger balances, nothing
+    is noted on the interrupt)."""
+    async def sink(x: int) -> None:
+        await asyncio.sleep(0)
+        if x == 5_000:
+            raise KeyboardInterrupt
+
+    Pipe((i for i in range(100_000)), *between, Step(sink, concurrency=8))
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        BotFrame.run()
+    assert not getattr(stopped.value, "__notes__", None)
+    assert "ledger does not balance" not in caplog.text
+    sink_stats = BotFrame.last_report.find("sink")
+    assert sink_stats.inp >= 5_000
+    assert sink_stats.inp == sink_stats.filtered + sink_stats.cancelled + sink_stats.failed

@@ -352,6 +352,8 @@ def _match_mode(route: Route) -> Tuple[str, Any]:
     the route's type, or its matcher function."""
     if route.route_func is None:
         return (ALL, None) if route.route_type is object else (TYPE, route.route_type)
+    if route.route_type is object:  # the route_func itself: no wrapper call per item
+        return FUNC, route.route_func  # (the generated code tests its truth, see fuse._match)
     return FUNC, matcher(route)
 
 

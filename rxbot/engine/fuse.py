@@ -158,7 +158,9 @@ class _Program:
             return [], None
         if mode == TYPE:
             return [], f"isinstance(x, f{j})"
-        return [f"{ind}try:", f"{ind}    m = f{j}(x)", f"{ind}except Exception as e:",
+        # the truth test inside the try: a result whose truth raises fails the match as
+        # ``matcher``'s ``bool(...)`` does (``f<j>`` is the route_func itself, no wrapper)
+        return [f"{ind}try:", f"{ind}    m = True if f{j}(x) else False", f"{ind}except Exception as e:",
                 *([f"{ind}    ci[{j}] += 1"] if count_failure else []),
                 *self._slow(f"fail(e, {j}, x)", ind + "    ", ctx)], "m"
 
