@@ -188,12 +188,13 @@ class Slots:
         step_stats = rt.stats if rt is not None else None
         dropped = step_stats if self.count_none else None  # counts a None result
         mine = it = gate = counts = segment = pull = None  # what this worker draws from (see below)
+        coroutine, ended, nothing = _COROUTINE, ENDED, NOTHING  # (locals: read per work)
         self.handed -= 1
         try:
             while True:
                 try:
                     value = runner(work)
-                    if type(value) is _COROUTINE or inspect.isawaitable(value):
+                    if type(value) is coroutine or inspect.isawaitable(value):
                         value = await value
                     if finish is not None:
                         if value is None:  # dropped by the step's own rule
@@ -276,9 +277,9 @@ class Slots:
                             except Exception as exc:  # raised in the source's task, as when it pushes
                                 self._end_draw(exc)
                             else:
-                                if work is ENDED:
+                                if work is ended:
                                     self._end_draw(True)
-                                elif work is not NOTHING:
+                                elif work is not nothing:
                                     left -= 1
                                     if not left and due():
                                         await self._turn(work)
