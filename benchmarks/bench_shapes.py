@@ -336,16 +336,19 @@ def one_side(row: str, side: str, n: int) -> None:
             raise SystemExit(f"{row} {side}: wrong result {result}")
 
 
-def instructions(row: str, side: str, n: int, steady: bool = False) -> float:
+def instructions(row: str, side: str, n: int, steady: bool = True) -> float:
     """Instructions per item of one side of ``row``: callgrind counts a run of ``n // 10``
     items and one of ``n`` in one process; their difference over ``n - n // 10`` items
-    leaves out every fixed cost of a run. ``steady``: with the time-based turns off
-    (:func:`benchmarks.common.steady_turns`); off by default, as docs/performance.md's
-    table was counted."""
+    leaves out every fixed cost of a run. ``steady`` (the default): with the time-based
+    turns off in the counted process (:func:`benchmarks.common.steady_turns`). Under
+    callgrind a run is ~50x slower, so turns by time (50 ms) come ~50x more often per
+    item than in a real run, where these rows' cheap items only ever take the count-based
+    turns; counted with them on, A4/A5 showed 2.31x/2.44x instead of 1.31x/1.33x, a cost
+    no real run pays. docs/performance.md's table is counted this way."""
     return callgrind_per_item(["benchmarks.bench_shapes", "--one", row, "--side", side], n, f"{row} {side}", steady)
 
 
-def bench_instructions(n: int, only: Iterable[str] | None = None, steady: bool = False) -> List[Row]:
+def bench_instructions(n: int, only: Iterable[str] | None = None, steady: bool = True) -> List[Row]:
     """Instructions per item of each side (see :func:`instructions`) and their ratio."""
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind on PATH")
@@ -368,8 +371,10 @@ def main(argv: Sequence[str] | None = None) -> List[Row]:
     parser.add_argument("--n", type=int, default=None, help="items per run (default 200,000)")
     parser.add_argument("--only", default="", help="comma-separated rows, e.g. S3,A3,R1g")
     parser.add_argument("--instructions", action="store_true", help="count instructions per item (callgrind)")
-    parser.add_argument("--steady-turns", action="store_true",
-                        help="with --instructions: the counted runs without time-based turns (see common.steady_turns)")
+    parser.add_argument("--timed-turns", action="store_true",
+                        help="with --instructions: count with the engine's time-based turns on (by default the "
+                             "counted runs have them off, see common.steady_turns: under callgrind they come ~50x "
+                             "more often per item than in a real run)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--side", default="rxbot", help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
@@ -382,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> List[Row]:
     quick = args.quick or quick_from_env()
     if args.instructions:
         n = args.n or (2_000 if quick else 20_000)
-        rows = bench_instructions(n, only, args.steady_turns)
+        rows = bench_instructions(n, only, not args.timed_turns)
         print_rows(f"shape matrix, instructions per item (callgrind, {n:,} items)", rows)
         return rows
     n = args.n or (2_000 if quick else 200_000)
