@@ -91,3 +91,30 @@ def python(script: str | Path, *args: str, timeout: float = 60, **kwargs: Any) -
 
 
 __all__ = ["REPO", "child_env", "popen", "kill_group", "started", "run", "python"]
+
+
+async def ended_or_explained(task: "asyncio.Future", seconds: float, what: str) -> None:
+    """Await ``task``; if it has not ended within ``seconds`` (a hang, not a slow
+    machine: callers give far more than it needs), fail with the stack of every task
+    of the loop and every thread, so that a hang seen once in CI can be diagnosed.
+    The task's own outcome (a result or an exception, a cancellation included) is
+    raised as awaiting it would."""
+    import asyncio
+    import traceback
+
+    import pytest
+
+    try:
+        await asyncio.wait_for(asyncio.shield(task), seconds)
+    except asyncio.TimeoutError:
+        if task.done():
+            raise
+        lines = [f"{what}: not ended after {seconds:g}s; the loop's tasks:"]
+        for other in asyncio.all_tasks():
+            lines.append(repr(other))
+            lines.extend(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+                         for frame in other.get_stack())
+        for ident, frame in sys._current_frames().items():
+            lines.append(f"thread {ident}:")
+            lines.extend(line.rstrip() for line in traceback.format_stack(frame))
+        pytest.fail("\n".join(lines))

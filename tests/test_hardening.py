@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from launch import kill_group, popen, run
+from launch import ended_or_explained, kill_group, popen, run
 from rxbot import BlockedJoin, BotFrame, Branch, Fork, Join, Pipe, Return, Step, config
 from rxbot.db.base import InterruptedCommitError
 from rxbot.engine.policy import rejected_by
@@ -411,7 +411,9 @@ async def test_rows_committed_at_close_after_a_stop_are_counted(stoppable_insert
     await reached.wait()
     run.cancel()  # what Ctrl-C and SIGTERM do to a run
     with pytest.raises(asyncio.CancelledError):
-        await run
+        # ends in well under a second; a hang (seen once on 3.13 in CI, not reproduced
+        # in 2,000 runs since) fails with every task's stack instead of a bare timeout
+        await ended_or_explained(run, 90, "the stopped run")
     s = p.report.find("insert")
     rows = set(stored())
     letters = [e for e in p.report.dead_letters if e.step == "insert"]
