@@ -14,7 +14,7 @@ import decimal
 import fractions
 import inspect
 import uuid
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, Tuple
 
 from ..config import config
 from ..node import OneItem
@@ -125,18 +125,11 @@ async def deliver(result: Any, emit: Callable[[Any], None], gate: Any, counts: A
                         emit(v)
                         total += 1
                         n += 1
-                        if gate.blocked:
-                            if gate.halted:
+                        if gate.blocked or n >= look:
+                            turn = await turn_by_time(gate, pace, n)
+                            if turn is None:
                                 break
-                            await gate.wait()
-                            n, look = 0, pace.turned() if pace is not None else FIRST_LOOK
-                        elif n >= look:
-                            if pace is None:
-                                pace = Pace(BY_TIME, gate.beat)
-                            look = pace.look(n)
-                            if not look:
-                                await gate.pause()
-                                n, look = 0, pace.turned()
+                            n, look, pace = turn
                 finally:
                     # an abandoned generator (failure, cancellation) runs its cleanup now,
                     # before the run closes the nodes it may be using
@@ -148,6 +141,28 @@ async def deliver(result: Any, emit: Callable[[Any], None], gate: Any, counts: A
         if counts is not None:  # beyond the one input they stand for (a flush's: none)
             counts.fanout += total - owned
         return True
+
+
+async def turn_by_time(gate: Any, pace: Pace | None, n: int) -> Tuple[int, int, Pace] | None:
+    """The turn-taking of a loop over an async iterator (deliver's ``async for``,
+    :func:`deliver_through`), called once its gate is closed or its count ``n`` (items
+    since its last turn) reached its next look: wait while the gate is closed, else ask
+    the pace (made here at the first look: most results are short) and yield when a
+    turn's time has passed. Its own awaits may be all the turns the loop needs, so it
+    turns by time only (``BY_TIME``). Returns the loop's ``(n, look, pace)`` to go on
+    with, or None when the gate is halted (pull no further)."""
+    if gate.blocked:
+        if gate.halted:
+            return None
+        await gate.wait()
+        return 0, (pace.turned() if pace is not None else FIRST_LOOK), pace  # type: ignore[return-value]
+    if pace is None:
+        pace = Pace(BY_TIME, gate.beat)
+    look = pace.look(n)
+    if not look:
+        await gate.pause()
+        return 0, pace.turned(), pace
+    return n, look, pace
 
 
 async def deliver_through(agen: Any, amany: Callable[..., Any], gate: Any, counts: Any) -> None:
@@ -171,16 +186,11 @@ async def deliver_through(agen: Any, amany: Callable[..., Any], gate: Any, count
                 if ended:
                     break
                 n += taken
-                if gate.blocked:
-                    if gate.halted:
+                if gate.blocked or n >= look:
+                    turn = await turn_by_time(gate, pace, n)
+                    if turn is None:
                         break
-                    await gate.wait()
-                    n, look = 0, pace.turned()
-                elif n >= look:
-                    look = pace.look(n)
-                    if not look:
-                        await gate.pause()
-                        n, look = 0, pace.turned()
+                    n, look, pace = turn
         finally:
             await agen.aclose()
     except BaseException as exc:  # failing part-way: the failure settles the input itself
@@ -192,5 +202,5 @@ async def deliver_through(agen: Any, amany: Callable[..., Any], gate: Any, count
     counts.fanout += total - 1
 
 
-__all__ = ["SINGLE", "VALUES", "blocked_tuple", "kind_of", "ONE", "MANY", "AWAIT", "AGEN", "ONE_AS_IS", "deliver",
+__all__ = ["SINGLE", "VALUES", "blocked_tuple", "kind_of", "ONE", "MANY", "AWAIT", "AGEN", "ONE_AS_IS", "deliver", "turn_by_time",
            "deliver_through"]
