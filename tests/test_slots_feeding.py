@@ -250,11 +250,10 @@ def test_a_run_cancelled_while_drawn_counts_and_stops():
 
 @pytest.mark.parametrize("between", [(), (lambda x: x + 1,)], ids=["after the source", "through a segment"])
 def test_a_run_stopped_while_drawn_balances_the_step_s_counts(both_builds, between, caplog):
-    """The works a worker draws are counted into the step's input at its pace's looks
-    and when it stops drawing, not one by one: a run stopped (Ctrl-C) while eight
-    workers are out with drawn works still accounts for every one of them: each
-    accepted work finished, was filtered or was cancelled (the ledger balances, nothing
-    is noted on the interrupt)."""
+    """A run stopped (Ctrl-C) while eight workers are out with works they drew (from
+    the source, or through the fused step between) accounts for every one of them:
+    each accepted work finished, was filtered or was cancelled (the ledger balances,
+    nothing is noted on the interrupt)."""
     async def sink(x: int) -> None:
         await asyncio.sleep(0)
         if x == 5_000:

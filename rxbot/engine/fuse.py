@@ -318,13 +318,16 @@ class _Program:
         if not self.pullable():
             return []
         guards = self._guards()
+        # the items pulled are counted once per call (``k0 - k``, in ``finally``: a step
+        # that raises counts its item too), not by one ``stats.out += 1`` each
         out = ["    def pull(it, stats, k):", *([f"        nonlocal {', '.join(guards)}"] if guards else []),
-               "        while k:", "            k -= 1", "            for x in it:", "                break",
-               "            else:", "                return ENDED", "            stats.out += 1"]
+               "        k0 = k", "        try:",
+               "            while k:", "                for x in it:", "                    break",
+               "                else:", "                    return ENDED", "                k -= 1"]
         self.pulling = True
-        out += self.run_from(0, 0, "            ", ("continue", ("return NOTHING",)))
+        out += self.run_from(0, 0, "                ", ("continue", ("return NOTHING",)))
         self.pulling = False
-        return out + ["        return NOTHING"]
+        return out + ["            return NOTHING", "        finally:", "            stats.out += k0 - k"]
 
     def _amany(self, learn: List[str]) -> List[str]:
         """``amany(ait, gate, k)``: at most ``k`` items of an async iterator (an async

@@ -5,7 +5,7 @@ import asyncio
 import inspect
 import types
 from collections import deque
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, cast
 
 from ..config import config
 from .fuse import ENDED, NOTHING
@@ -157,8 +157,6 @@ class Slots:
         def due() -> bool:
             """``span`` more elements drawn: is this worker's turn to yield due?"""
             nonlocal left, span, drew, pace
-            if step_stats is not None:  # the step's input: counted per span (see settle)
-                step_stats.inp += span
             counts.publish()  # the source's tally: the report grows while it is drawn
             if gate.on_pause is not None:  # the run's live counts, as at a source's pause
                 gate.on_pause()
@@ -172,22 +170,10 @@ class Slots:
             drew = 0
             return True
 
-        def settle() -> None:
-            """This worker stops drawing (for now): the works it drew since its last look
-            at its pace (``span - left``) are counted into the step's input now. While it
-            draws they are counted at each look (:func:`due`), so the hot loop adds to no
-            shared counter per work (an ``int`` attribute past 256 allocates at each
-            ``+= 1``; ~420 instructions per item on A1)."""
-            nonlocal span, drew
-            took = span - left
-            if step_stats is not None:
-                step_stats.inp += took
-            drew += took
-            span = left
-
         step_stats = rt.stats if rt is not None else None
         dropped = step_stats if self.count_none else None  # counts a None result
-        mine = it = gate = counts = segment = pull = None  # what this worker draws from (see below)
+        # what this worker draws from (see below; Any: unset until its first draw)
+        mine = it = gate = counts = segment = pull = cast(Any, None)
         coroutine, ended, nothing = _COROUTINE, ENDED, NOTHING  # (locals: read per work)
         self.handed -= 1
         try:
@@ -236,8 +222,7 @@ class Slots:
                         pull = segment.pull if segment is not None else None
                     # only this step holds the source (a halted gate, a failed run, a later
                     # full step close it more), and no handed work is to start first. The
-                    # slots are full all along (see set_full). A drawn work is counted into
-                    # the step's input by ``left`` (see due and settle)
+                    # slots are full all along (see set_full)
                     if gate.blocked == 1 and not self.handed:
                         if segment is None:  # the source's elements are this step's works
                             try:
@@ -248,6 +233,8 @@ class Slots:
                                 self._end_draw(exc)
                             else:
                                 counts.out += 1  # the source's
+                                if step_stats is not None:
+                                    step_stats.inp += 1
                                 left -= 1
                                 if not left and due():
                                     await self._turn(work)
@@ -280,6 +267,8 @@ class Slots:
                                 if work is ended:
                                     self._end_draw(True)
                                 elif work is not nothing:
+                                    if step_stats is not None:
+                                        step_stats.inp += 1
                                     left -= 1
                                     if not left and due():
                                         await self._turn(work)
@@ -287,8 +276,6 @@ class Slots:
                                     continue
                     else:  # the source waits at its gate again, and opens with it
                         self._end_draw(False)
-                if left != span:
-                    settle()
                 self._release()
                 if ctx.stopped:
                     return
@@ -325,8 +312,6 @@ class Slots:
                     return
                 self.handed -= 1
         finally:
-            if left != span:  # cancelled while drawing
-                settle()
             self.workers -= 1
 
     async def _turn(self, work: Any) -> None:
