@@ -7,7 +7,7 @@ Rows, each against the same pipe without a trace, in the same run:
 * T0 — ``config.trace = None``: nothing is built for traces (the row checks the cost is
   none: the same code runs; the 1% allows for the noise of two runs of it);
 * T1 — a trace matching 1 item in 10,000 (``item % 10000 == 7``): the fused steps'
-  chunk entry evaluates the expression inline per element (see :mod:`rxbot.trace`)
+  chunk entry evaluates the expression inline per element (see :mod:`rxbot.observe.trace`)
   and the matching items are followed. Target: <= 1.05x (the issue's 5%).
 * T2 — the same expression matching nothing (``item % 10000 == -1``): the price of the
   per-element check alone (T1 - T2 is what following the matching items costs);

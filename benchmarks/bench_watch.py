@@ -100,7 +100,7 @@ class Viewer:
 def start_server() -> tuple:
     """Start the process's live-view server (as a first watched run would); return the
     server and the seconds it took."""
-    from rxbot.watch import server_for
+    from rxbot.draw.watch import server_for
 
     t0 = time.perf_counter()
     server, _ = server_for(True)

@@ -2,7 +2,7 @@
 
     python docs/make_images.py [OUT_DIR]      # default OUT_DIR: docs/images
 
-Each picture is rxbot's own drawing (``rxbot.render.render``) of the pipe printed next
+Each picture is rxbot's own drawing (``rxbot.draw.render.render``) of the pipe printed next
 to it on the page; nothing is run. Graphviz comes with pygraphviz (an install requirement).
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import sys
 
 from rxbot import BlockedJoin, BotFrame, Branch, Filter, Fork, Join, Pipe, Return
-from rxbot.render import render
+from rxbot.draw.render import render
 
 
 def double(x):

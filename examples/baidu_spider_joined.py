@@ -22,7 +22,7 @@ import sqlite3
 import sys
 from urllib.parse import quote_plus
 
-from rxbot.flow import Pipe, Branch, Timer
+from rxbot.tree.flow import Pipe, Branch, Timer
 from rxbot.botframe import BotFrame
 from rxbot.http.http import HttpLoader, HttpResponse
 from rxbot.db.sqlite import Insert

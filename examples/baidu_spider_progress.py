@@ -15,7 +15,7 @@ Run: ``python examples/baidu_spider_progress.py``. Prints lines like
 import asyncio
 from urllib.parse import quote_plus
 
-from rxbot.flow import Pipe, Branch, Loop, Timer
+from rxbot.tree.flow import Pipe, Branch, Loop, Timer
 from rxbot.botframe import BotFrame
 from rxbot.http.http import HttpLoader
 from rxbot.config import config

@@ -2,7 +2,7 @@
 graph of the pipe rendered next to this script (DOT source + PNG when graphviz is there)."""
 import os
 
-from rxbot.flow import Pipe, Loop, BlockedJoin
+from rxbot.tree.flow import Pipe, Loop, BlockedJoin
 from rxbot.botframe import BotFrame
 
 

@@ -19,7 +19,7 @@ import sys
 import time
 
 from rxbot import BotFrame, Branch, Pipe, Step, Timer
-from rxbot.node import Node
+from rxbot.tree.node import Node
 
 SLEEP = 1.0
 

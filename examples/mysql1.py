@@ -14,7 +14,7 @@ import sys
 import tempfile
 
 from rxbot.botframe import BotFrame
-from rxbot.flow import Loop, Pipe
+from rxbot.tree.flow import Loop, Pipe
 
 if "--sqlite" in sys.argv:
     from rxbot.db.sqlite import Insert, Query

@@ -13,7 +13,7 @@ import sys
 import tempfile
 
 from rxbot.botframe import BotFrame
-from rxbot.flow import Fork, Loop, Pipe
+from rxbot.tree.flow import Fork, Loop, Pipe
 
 if "--sqlite" in sys.argv:
     from rxbot.db.sqlite import Insert, Query

@@ -1,5 +1,5 @@
 """databot's examples/route1.py: route items by type with Branch and Fork."""
-from rxbot.flow import Pipe, Loop, Fork, Branch
+from rxbot.tree.flow import Pipe, Loop, Fork, Branch
 from rxbot.botframe import BotFrame
 
 

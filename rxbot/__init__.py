@@ -5,15 +5,15 @@ import logging as _logging
 from .botframe import BotFrame
 from .config import config
 from .errors import StepError
-from .flow import (B, BlockedJoin, Branch, F, Fi, Filter, Fork, J, Join, Loop, P, Pipe,
-                   Return, Route, T, Timer)
-from .node import Node
+from .tree.flow import (B, BlockedJoin, Branch, F, Fi, Filter, Fork, J, Join, Loop, P, Pipe,
+                        Return, Route, T, Timer)
+from .tree.node import Node
 from .redact import install_log_filter as _install_log_filter
-from .step import Step
+from .tree.step import Step
 from . import shard  # rxbot.shard.index / .count: which share of a sharded run this is
 
 _install_log_filter(_logging.getLogger("rxbot"))  # every rxbot log line is redacted
-from . import logs as _logs  # noqa: E402,F401 - and carries one 'rxbot:' prefix
+from .observe import logs as _logs  # noqa: E402,F401 - and carries one 'rxbot:' prefix
 from .errors_display import install as _install_excepthook  # noqa: E402
 
 # uncaught errors that went through rxbot print the short way, those of building a Pipe
@@ -27,7 +27,8 @@ def _setup_display() -> None:
     """Pipes draw themselves in notebooks; BotFrame too inside a running IPython."""
     import sys
 
-    from . import display, notebook
+    from . import display
+    from .draw import notebook
 
     display.set_drawer(notebook.draw_tree)
     if "IPython" in sys.modules:
@@ -49,7 +50,25 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers (mypy, IDE
     from .http import HttpLoader, HttpRequest, HttpResponse
 
 
+# --- relayout: old module paths as attributes (written by relayout.py) ---
+#: old submodule names -> the modules (the same objects as at the old paths)
+_MOVED_MODULES = {
+    'flow': 'rxbot.tree.flow',
+    'step': 'rxbot.tree.step',
+    'node': 'rxbot.tree.node',
+    'render': 'rxbot.draw.render',
+    'report_io': 'rxbot.observe.report_io',
+    'stats': 'rxbot.observe.stats',
+    'trace': 'rxbot.observe.trace',
+}
+# --- relayout: end ---
+
+
 def __getattr__(name: str) -> Any:
+    if name in _MOVED_MODULES:  # a moved module by its old name (flow, render, ...)
+        import importlib
+
+        return importlib.import_module(_MOVED_MODULES[name])
     # HTTP and file nodes import aiohttp/aiofiles; load them on first use only.
     if name in ("HttpLoader", "HttpRequest", "HttpResponse"):
         from . import http

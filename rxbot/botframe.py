@@ -16,17 +16,17 @@ if TYPE_CHECKING:
 
 
 class _LiveBots:
-    """``BotFrame.bots``: read on the class, a fresh list each time (see rxbot.live)."""
+    """``BotFrame.bots``: read on the class, a fresh list each time (see rxbot.observe.live)."""
 
     def __get__(self, obj: Any, owner: Any = None) -> List[Any]:
-        from .live import bots
+        from .observe.live import bots
 
         return bots()
 
 
 class _FrameType(type):
     """BotFrame's metaclass: gives notebooks a type to attach BotFrame's picture to
-    (see :mod:`rxbot.notebook`), since BotFrame is used as a class."""
+    (see :mod:`rxbot.draw.notebook`), since BotFrame is used as a class."""
 
 
 class BotFrame(metaclass=_FrameType):
@@ -87,7 +87,7 @@ class BotFrame(metaclass=_FrameType):
 
         ``cluster``/``shards``: run sharded on a Dask cluster (see :meth:`run`).
         ``watch=True`` (or ``'HOST:PORT'``; default ``config.watch``) serves the live
-        view of the run on 127.0.0.1 and prints its address (see :mod:`rxbot.watch`)."""
+        view of the run on 127.0.0.1 and prints its address (see :mod:`rxbot.draw.watch`)."""
         if resume is not None:  # for this run only (docs/resume.md)
             with _setting("resume", bool(resume)):
                 return await cls.run_async(pipes, cluster=cluster, shards=shards, watch=watch, redrive=redrive)
@@ -122,7 +122,7 @@ class BotFrame(metaclass=_FrameType):
             if sharding_requested(cluster, shards):  # scale out: docs/scaling.md
                 if watch is None or watch is False:
                     return await run_sharded(chosen, cluster, shards)
-                from .watch import follow  # the shards' counts, summed on this side
+                from .draw.watch import follow  # the shards' counts, summed on this side
 
                 sharded: "RunReport" = await follow(
                     watch, chosen, lambda observe: run_sharded(chosen, cluster, shards, observe=observe))
@@ -134,11 +134,11 @@ class BotFrame(metaclass=_FrameType):
             if config.redrive:  # only the stored dead letters, from their failing steps
                 return await _redrive(chosen, hooks)
             hooks = _with_letters(chosen, hooks)  # durable dead letters
-            if config.trace is not None:  # item traces: rxbot.trace
+            if config.trace is not None:  # item traces: rxbot.observe.trace
                 hooks = _with_trace(chosen, hooks)
             if watch is None or watch is False:
                 return await run_pipes(chosen, hooks=hooks)
-            from .watch import follow
+            from .draw.watch import follow
 
             report: "RunReport" = await follow(
                 watch, chosen, lambda observe: run_pipes(chosen, hooks=hooks, observe=observe))
@@ -168,7 +168,7 @@ class BotFrame(metaclass=_FrameType):
         line and the report instead of a traceback.
 
         ``stats``: a callable given the per-step counters every ``interval`` seconds
-        and once at the end (see :mod:`rxbot.stats`); same as ``config.stats_hook``.
+        and once at the end (see :mod:`rxbot.observe.stats`); same as ``config.stats_hook``.
 
         ``cluster`` (a Dask scheduler address, a ``distributed.Client``, or True for a
         local cluster) and/or ``shards=N`` run every pipe as N shards on the cluster's
@@ -191,10 +191,10 @@ class BotFrame(metaclass=_FrameType):
                 release_thread_loop(loop, made)
             return recorded
         from . import errors_display
-        from .stats import hooked
+        from .observe.stats import hooked
 
         errors_display.install()
-        from .logs import apply
+        from .observe.logs import apply
 
         apply(config.log_level)
         try:
@@ -226,8 +226,8 @@ class BotFrame(metaclass=_FrameType):
     def render(cls, path: str, format: str | None = None, pipes: Sequence[Any] | None = None,
                **kwargs: Any) -> "str | tuple[str, str]":
         """Draw every pending pipe (they are not run or consumed); the path(s) written,
-        see :func:`rxbot.render.render`."""
-        from .render import render
+        see :func:`rxbot.draw.render.render`."""
+        from .draw.render import render
 
         chosen = list(cls._pending) if pipes is None else list(pipes)
         if cls._dry_run is not None:  # ``rxbot render`` draws what the script would draw
@@ -239,7 +239,7 @@ class BotFrame(metaclass=_FrameType):
     @classmethod
     def _repr_mimebundle_(cls, include: Any = None, exclude: Any = None) -> Any:
         """The graph of the pending pipes, for notebooks."""
-        from .notebook import frame_bundle
+        from .draw.notebook import frame_bundle
 
         return frame_bundle(cls.pipes())
 
@@ -256,7 +256,7 @@ class BotFrame(metaclass=_FrameType):
         from .durable.resume import delivery_of
         from .engine.compiler import segment_source
         from .plan import explain, plan_of
-        from .report_io import delivery_lines
+        from .observe.report_io import delivery_lines
 
         chosen = list(cls._pending) if pipes is None else list(pipes)
         delivery = delivery_of(chosen)
@@ -269,7 +269,7 @@ class BotFrame(metaclass=_FrameType):
         """Log (INFO, ``rxbot`` logger) and return a snapshot of the live run: every
         step with its in/out/failed counts and the items it holds. Safe to call from a
         step, e.g. a Timer's, as databot's examples do; after a run it describes that run."""
-        from .live import debug
+        from .observe.live import debug
 
         return debug()
 
@@ -374,7 +374,7 @@ def _with_trace(pipes: Sequence[Any], hooks: Any) -> Any:
     """``hooks`` with an item tracer (``config.trace``), checked before the run starts; a
     RunHooks that only watches when there were none (the build stays the fused one)."""
     from .engine.hooks import RunHooks
-    from .trace import tracer_for
+    from .observe.trace import tracer_for
 
     tracer = tracer_for(pipes, config.trace, "config.trace (env RXBOT_TRACE)")
     if hooks is None:
@@ -415,7 +415,7 @@ def _report_of(pipes: Sequence[Any]) -> "RunReport | None":
 
 
 def _render(pipes: Sequence[Any], path: str, format: str | None = None, **kwargs: Any) -> Any:
-    from .render import render
+    from .draw.render import render
 
     return render(pipes, path, format=format, **kwargs)
 
@@ -425,17 +425,17 @@ class _Watchers:
     listing of ``BotFrame.bots``/``debug()``, then progress bars and the stats hook."""
 
     def started(self, ctx: Any, pipes: Sequence[Any]) -> None:
-        from . import live
+        from .observe import live
 
         live.started(ctx, pipes)
 
     def running(self, ctx: Any, pipes: Sequence[Any]) -> None:
-        from .stats import attach
+        from .observe.stats import attach
 
         attach(ctx, pipes)
 
     def ended(self, ctx: Any) -> None:
-        from . import live
+        from .observe import live
 
         live.ended(ctx)
 
@@ -443,10 +443,10 @@ class _Watchers:
 def _report_view(name: str, report: Any, *args: Any) -> Any:
     """How a run report reads (see ``rxbot.display.set_report_view``)."""
     if name == "html":
-        from .report_html import report_html
+        from .draw.report_html import report_html
 
         return report_html(report)
-    from . import report_io
+    from .observe import report_io
 
     view = {"text": report_io.to_text, "dict": report_io.to_dict, "json": report_io.to_json,
             "totals": report_io.totals, "summary": report_io.summary}[name]

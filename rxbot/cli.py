@@ -130,14 +130,14 @@ def output_problem(path: str, picture: bool = False, format: Optional[str] = Non
     script runs. A ``picture`` needs an extension rxbot draws (``render -o x.jpg`` is
     refused at once); every output needs a folder that exists."""
     if picture:
-        from .render import _targets
+        from .draw.render import _targets
 
         try:
             _targets(path, format)
         except ValueError as exc:
             return str(exc).replace("render: argument 'path'", repr(path), 1).replace(
                 "pass format=...", "pass --format")
-    from .render import _targets, check_writable
+    from .draw.render import _targets, check_writable
 
     try:  # every file the output makes (a path without extension: the DOT source and the picture)
         _, dot_path, picture_path = _targets(path, format) if picture else (None, path, None)
@@ -189,7 +189,7 @@ def _script_failed(command: str, script: str) -> int:
 # -- render ----------------------------------------------------------------------------
 @subcommand
 def _render_command(sub: Any) -> None:
-    from .render import FORMATS
+    from .draw.render import FORMATS
 
     p = sub.add_parser(
         "render",
@@ -209,7 +209,7 @@ def _render_command(sub: Any) -> None:
 
 def _render(args: argparse.Namespace) -> int:
     from .botframe import BotFrame
-    from .render import render
+    from .draw.render import render
 
     out = args.output
     if out is None:
@@ -346,7 +346,7 @@ def _run(args: argparse.Namespace) -> int:
         config.exception_policy = args.policy
     if args.progress:
         config.progress = True
-        from .progress import check_library
+        from .observe.progress import check_library
 
         check_library()  # before the script starts: a missing tqdm means plain text
     if args.cluster is not None or args.shards is not None:
@@ -358,7 +358,7 @@ def _run(args: argparse.Namespace) -> int:
         config.debug = True
     trace = getattr(args, "trace", None)  # (rxbot redrive shares this handler, without --trace)
     if trace is not None:
-        from .trace import TraceExpressionError, compile_expression
+        from .observe.trace import TraceExpressionError, compile_expression
 
         try:  # before the script runs: a typo is one line, not a failed crawl
             config.trace = compile_expression(trace, "--trace")
@@ -371,7 +371,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"rxbot run: {option}: {problem}", file=sys.stderr)
             return 2
     if args.watch or args.watch_address is not None or args.render is not None:
-        from .watch import parse_address
+        from .draw.watch import parse_address
 
         try:
             parse_address(args.watch_address)
@@ -437,7 +437,7 @@ def _write_report(args: argparse.Namespace) -> None:
 def _print_trace(expr: str) -> None:
     """``--trace``: the traced items of the script's last run, after its report."""
     from .botframe import BotFrame
-    from .trace import report_trace_lines
+    from .observe.trace import report_trace_lines
 
     lines = report_trace_lines(BotFrame.last_report)
     if not lines:
@@ -449,7 +449,7 @@ def _print_trace(expr: str) -> None:
 def _render_last_run(out: str) -> None:
     """``--render``: the script's last run (finished or failed) with its numbers."""
     from .botframe import BotFrame
-    from .render import render
+    from .draw.render import render
 
     if BotFrame.last_run is None:
         print("rxbot run: the script ran no pipe; nothing to draw", file=sys.stderr)

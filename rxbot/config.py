@@ -61,7 +61,7 @@ class Config:
     watch: Any = None
 
     #: called with the per-step counters every ``stats_interval`` seconds and at the end
-    #: of a run (see :mod:`rxbot.stats`); turns per-step counting on
+    #: of a run (see :mod:`rxbot.observe.stats`); turns per-step counting on
     stats_hook: Any = None
     stats_interval: float = 5.0
 
@@ -103,7 +103,7 @@ class Config:
     redrive: bool = False
     #: follow the source items for which this Python expression over ``item`` is true,
     #: and everything derived from them, through every step (``rxbot run --trace``,
-    #: env ``RXBOT_TRACE``; see :mod:`rxbot.trace` and docs/when-items-fail.md)
+    #: env ``RXBOT_TRACE``; see :mod:`rxbot.observe.trace` and docs/when-items-fail.md)
     trace: str | None = None
 
     #: multiprocessing start method for boost='process' pools (None: fork while the

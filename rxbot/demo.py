@@ -21,10 +21,10 @@ from .config import config
 from .db.aiofile import aiofile
 from .db.sqlite import Insert
 from .demo_server import PriceServer
-from .flow import Fork, Pipe
+from .tree.flow import Fork, Pipe
 from .http import HttpLoader
-from .node import Timer
-from .render import render
+from .tree.node import Timer
+from .draw.render import render
 
 
 @dataclass

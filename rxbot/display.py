@@ -1,7 +1,7 @@
 """The notebook display hook of the step tree.
 
 A ``Pipe`` shows its graph when it is the value of a notebook cell (Jupyter calls
-``_repr_mimebundle_``). Drawing needs :mod:`rxbot.render`, which sits above the step tree
+``_repr_mimebundle_``). Drawing needs :mod:`rxbot.draw.render`, which sits above the step tree
 (``flow.py``, ``step.py``, ``node.py`` import nothing above them), so the tree only
 inherits :class:`Displayable` from this module, which imports nothing of rxbot; the
 package registers the drawer (:func:`set_drawer`) when it is imported.

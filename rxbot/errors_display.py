@@ -167,7 +167,7 @@ def print_short(exc: BaseException, file: Optional[TextIO] = None) -> None:
 def interruption_line(report: Any, signame: str = "interrupted") -> str:
     """``rxbot: interrupted after 12 items; 4 in flight cancelled``: items read from the
     sources, and items that were accepted by a step but never finished."""
-    from .report_io import source_items
+    from .observe.report_io import source_items
 
     items = source_items(report) if report is not None else 0
     cancelled = report.totals().get("cancelled", 0) if report is not None else 0

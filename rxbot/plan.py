@@ -1,6 +1,6 @@
 """The plan: a pipe lowered once into what the engine will build, and why.
 
-Between the step tree (:mod:`rxbot.flow`, :mod:`rxbot.step`, :mod:`rxbot.node`) and both
+Between the step tree (:mod:`rxbot.tree.flow`, :mod:`rxbot.tree.step`, :mod:`rxbot.tree.node`) and both
 the engine and rendering. Every decision the optimisation pass makes is taken here, in
 one place, from the tree and the settings read once: which steps fuse into generated
 code (and whether they count their items), how each source hands its elements on
@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .config import config
-from .flow import BlockedJoin, Route
-from .node import Loop, Node, Timer, is_async_callable
-from .step import Const, RxOp, Step
-from .walk import StepId, root_of, walk
+from .tree.flow import BlockedJoin, Route
+from .tree.node import Loop, Node, Timer, is_async_callable
+from .tree.step import Const, RxOp, Step
+from .tree.walk import StepId, root_of, walk
 
 
 # ---------------------------------------------------------------- what a step is
@@ -278,11 +278,11 @@ def blocked_join_strategy(step: BlockedJoin) -> Tuple[str, str]:
 
 
 # ---------------------------------------------------------------- item traces
-# (rxbot.trace follows the items; what the expression may be and where it is checked is
+# (rxbot.observe.trace follows the items; what the expression may be and where it is checked is
 # decided here, once, from its text)
 class TraceExpressionError(ValueError):
     """The trace expression does not compile, or names something other than ``item``
-    (raised before the run; also :mod:`rxbot.trace`'s)."""
+    (raised before the run; also :mod:`rxbot.observe.trace`'s)."""
 
 
 def compile_expression(expr: Any, origin: str = "config.trace") -> str:
@@ -355,7 +355,7 @@ class Settings:
     watched: bool  # progress or a stats hook reads the counters live
     policy: str  # the run's exception policy
     yield_every: int
-    trace: str | None = None  # config.trace: an item trace's expression (rxbot.trace)
+    trace: str | None = None  # config.trace: an item trace's expression (rxbot.observe.trace)
 
     @classmethod
     def now(cls) -> "Settings":
@@ -377,7 +377,7 @@ class Fused:
     steps: Tuple[Any, ...] = field(default=(), compare=False, repr=False)
     #: an item trace's expression over ``x``, checked inline where each element of the
     #: pipe's source enters its chunk entry (a traced source slices into it; see
-    #: rxbot.trace), else None
+    #: rxbot.observe.trace), else None
     check: str | None = None
 
     @property

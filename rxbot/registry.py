@@ -1,7 +1,7 @@
 """Where the plain-data tree meets the layers above it, without importing them.
 
 ``Pipe(...)`` registers itself for the next ``BotFrame.run()`` and ``pipe.run()`` /
-``pipe.render()`` are conveniences for the façade; the tree (:mod:`rxbot.flow`) reaches
+``pipe.render()`` are conveniences for the façade; the tree (:mod:`rxbot.tree.flow`) reaches
 them only through this module, which the façade (:mod:`rxbot.botframe`) plugs into at
 import time. So the tree imports nothing above it and the import graph has no cycle.
 """

@@ -92,10 +92,10 @@ from reactivex.disposable import Disposable
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from .errors import PipelineError
-from .flow import Pipe, _to_steps
-from .rx_source import FromObservable, from_observable
-from .step import RxOp, callable_label
-from .walk import StepId
+from .tree.flow import Pipe, _to_steps
+from .tree.rx_source import FromObservable, from_observable
+from .tree.step import RxOp, callable_label
+from .tree.walk import StepId
 
 Operator = Callable[[Observable], Observable]
 
@@ -154,12 +154,12 @@ def _subscribe_run(steps: Sequence[Any], path: str, observer: Any, scheduler: An
     """Start one run of ``steps`` for one subscriber; see the module docstring for the
     lifecycle. ``source`` None means "a Pipe": the steps are fed the trigger ``item``.
     ``pipes``: the Pipe the steps came from, if any (what ``BotFrame.bots`` shows)."""
-    from . import live
+    from .observe import live
     from .engine.compiler import Builder
     from .engine.context import RunContext
     from .engine.lifecycle import make_room_for, run_scope, subscribe_until_end
     from .engine.operators import trigger
-    from .walk import nodes_in
+    from .tree.walk import nodes_in
 
     loop = _loop_of(scheduler)
     state = {"disposed": False, "ended": False}

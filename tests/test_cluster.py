@@ -626,7 +626,7 @@ def test_a_signal_on_the_client_cancels_every_shard(cluster, tmp_path, sig):
 
 # -------------------------------------------------------------------------- progress
 def test_progress_shows_the_shards_counts_summed_while_they_run(cluster, tmp_path, monkeypatch):
-    import rxbot.progress as progress
+    import rxbot.observe.progress as progress
 
     seen = []
     original = progress.Progress.update

@@ -166,7 +166,7 @@ def test_sphinx_build_has_no_warnings(tmp_path):
         assert (tmp_path / "html" / page.replace(".md", ".html")).exists(), page
     # the API reference is generated from the docstrings
     api = (tmp_path / "html" / "api.html").read_text(encoding="utf-8")
-    for name in ("rxbot.botframe.BotFrame", "rxbot.flow.Pipe", "rxbot.node.Timer",
+    for name in ("rxbot.botframe.BotFrame", "rxbot.tree.flow.Pipe", "rxbot.tree.node.Timer",
                  "rxbot.engine.context.RunReport", "rxbot.http.HttpLoader", "rxbot.db.mysql.Query"):
         assert f'id="{name}"' in api, name
     assert "Run every pending pipe to completion" in api  # BotFrame.run's docstring

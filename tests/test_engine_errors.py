@@ -8,7 +8,7 @@ from reactivex import operators as ops
 from rxbot import BotFrame, Join, Pipe, Return, Step, config
 from rxbot.engine.lifecycle import MAX_DEPTH
 from rxbot.errors import PipelineError
-from rxbot.node import OneItem
+from rxbot.tree.node import OneItem
 from rxbot.rx import op
 
 

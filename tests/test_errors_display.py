@@ -288,4 +288,4 @@ def test_build_time_errors_print_the_short_way_message_first(tmp_path, body, lin
     assert lines[-1] == "TypeError: " + message
     assert f"{os.sep}rxbot{os.sep}" not in proc.stderr and len(lines) <= 6
     full = python(job, RXBOT_DEBUG="1")
-    assert f"{os.sep}rxbot{os.sep}flow.py" in full.stderr and full.stderr.splitlines()[0] == "Traceback (most recent call last):"
+    assert f"{os.sep}rxbot{os.sep}tree{os.sep}flow.py" in full.stderr and full.stderr.splitlines()[0] == "Traceback (most recent call last):"

@@ -278,7 +278,7 @@ def test_a_url_constant_step_is_redacted_in_its_label_and_repr():
 
 
 def test_a_url_constant_is_redacted_in_the_rendered_graph():
-    from rxbot.render import build_graph
+    from rxbot.draw.render import build_graph
 
     p = Pipe(range(1), SECRET_URL, print)
     source = build_graph([p]).source

@@ -206,7 +206,7 @@ async def _printed_url(capsys) -> str:
 
 
 async def test_item15_watch_with_shards_shows_the_shards_counts_summed(dask_cluster, capsys):
-    from rxbot.watch import close_all
+    from rxbot.draw.watch import close_all
 
     Pipe(range(40), slow_double)
     run = asyncio.ensure_future(BotFrame.run_async(cluster=dask_cluster, shards=2, watch=True))
@@ -243,7 +243,7 @@ def _raw_get(port: int, path: str, headers: dict, host: str = "127.0.0.1") -> tu
 
 @pytest.fixture
 def watch_server():
-    from rxbot.watch import close_all, server_for
+    from rxbot.draw.watch import close_all, server_for
 
     server, _ = server_for(True)
     server.publish({"run": 1, "graph": "", "state": "running", "steps": [], "dead_letters": 0,
@@ -277,7 +277,7 @@ def test_item06_live_view_refuses_another_origin(watch_server):
 
 
 def test_item06_an_ipv6_live_view_answers_its_bracketed_name():
-    from rxbot.watch import close_all, server_for
+    from rxbot.draw.watch import close_all, server_for
 
     if not socket.has_ipv6:
         pytest.fail("this machine has no IPv6 loopback")
@@ -326,7 +326,7 @@ def test_item09_a_client_that_never_reads_holds_at_most_one_snapshot(watch_serve
 
 
 def test_item09_stopping_the_server_with_a_stalled_client_ends_its_thread():
-    from rxbot.watch import close_all, server_for
+    from rxbot.draw.watch import close_all, server_for
 
     server, _ = server_for(True)
     sock = _stalled_stream(server.port)
@@ -349,7 +349,7 @@ def test_item09_a_script_with_a_stalled_page_exits_without_a_traceback(tmp_path)
     script.write_text(
         "import socket\n"
         "from rxbot import BotFrame, Pipe\n"
-        "from rxbot.watch import server_for\n"
+        "from rxbot.draw.watch import server_for\n"
         "server, _ = server_for(True)\n"
         "sock = socket.socket(); sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)\n"
         "sock.connect(('127.0.0.1', server.port))\n"
@@ -377,7 +377,7 @@ def test_item09_a_script_with_a_stalled_page_exits_without_a_traceback(tmp_path)
     (":8765", ("127.0.0.1", 8765)),
 ])
 def test_item18_watch_addresses_with_ipv6_literals_parse(given, expected):
-    from rxbot.watch import parse_address
+    from rxbot.draw.watch import parse_address
 
     assert parse_address(given) == expected
 
@@ -388,7 +388,7 @@ def test_item18_watch_addresses_with_ipv6_literals_parse(given, expected):
     ("[::1]:http", "port in '[::1]:http' is not a number"),
 ])
 def test_item18_bad_bracketed_watch_addresses_are_named(given, words):
-    from rxbot.watch import parse_address
+    from rxbot.draw.watch import parse_address
 
     with pytest.raises(ValueError, match=words.replace("[", r"\[").replace("]", r"\]")):
         parse_address(given)
@@ -582,8 +582,8 @@ def fails_naming_a_secret(x):
 def _surfaces(report, errors) -> dict:
     """Every text about a run that leaves the process, by where it goes."""
     from rxbot.errors_display import format_short
-    from rxbot.watch.server import _json
-    from rxbot.watch.snapshot import Sampler
+    from rxbot.draw.watch.server import _json
+    from rxbot.draw.watch.snapshot import Sampler
 
     texts = {"report text": str(report), "report json": report.to_json(),
              "live view": _json(Sampler(1, "g").snapshot(report, "failed", error=errors[0])).decode()}
@@ -1005,7 +1005,7 @@ def test_item11_an_insert_called_outside_a_run_says_so():
 def test_item11_building_pipes_with_a_builtin_step_checks_its_signature_once():
     import inspect
 
-    from rxbot import step as step_module
+    from rxbot.tree import step as step_module
 
     calls = []
     original = inspect.signature

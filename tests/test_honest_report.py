@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 
-from rxbot import BotFrame, Pipe, Step, config, report_io
-from rxbot.progress import step_text
-from rxbot.render import count_lines
+from rxbot import BotFrame, Pipe, Step, config
+from rxbot.observe import report_io
+from rxbot.observe.progress import step_text
+from rxbot.draw.render import count_lines
 
 
 def inc(x):

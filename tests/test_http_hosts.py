@@ -314,8 +314,8 @@ async def test_per_host_numbers_in_the_report_its_json_and_text():
 
 
 async def test_per_host_numbers_live_in_stats_progress_and_the_live_view(monkeypatch):
-    from rxbot.progress import node_text
-    from rxbot.watch.snapshot import Sampler
+    from rxbot.observe.progress import node_text
+    from rxbot.draw.watch.snapshot import Sampler
 
     async with Hosts([A]) as hosts:
         live: list = []

@@ -9,9 +9,9 @@ CONTRACT = {
     "rxbot": ["Pipe", "Loop", "Timer", "Branch", "Return", "Filter", "Fork", "Join", "BlockedJoin",
               "Step", "Node", "BotFrame", "config", "HttpLoader", "HttpRequest", "HttpResponse",
               "aiofile", "P", "B", "T", "F", "J", "Fi"],
-    "rxbot.flow": ["Pipe", "Loop", "Timer", "Branch", "Return", "Filter", "Fork", "Join", "BlockedJoin"],
+    "rxbot.tree.flow": ["Pipe", "Loop", "Timer", "Branch", "Return", "Filter", "Fork", "Join", "BlockedJoin"],
     "rxbot.botframe": ["BotFrame"],
-    "rxbot.node": ["Node"],
+    "rxbot.tree.node": ["Node"],
     "rxbot.config": ["config"],
     "rxbot.http": ["HttpLoader", "HttpRequest", "HttpResponse"],
     "rxbot.http.http": ["HttpLoader", "HttpRequest", "HttpResponse"],
@@ -41,10 +41,10 @@ def test_databot_compatibility_names_are_the_real_classes():
 
 def test_same_objects_under_every_path():
     import rxbot
-    import rxbot.flow
+    import rxbot.tree.flow
     import rxbot.http.http
 
-    assert rxbot.Pipe is rxbot.flow.Pipe and rxbot.Loop is rxbot.flow.Loop
+    assert rxbot.Pipe is rxbot.tree.flow.Pipe and rxbot.Loop is rxbot.tree.flow.Loop
     assert rxbot.HttpLoader is rxbot.http.http.HttpLoader
     assert rxbot.P is rxbot.Pipe and rxbot.Fi is rxbot.Filter and rxbot.J is rxbot.Join
     assert rxbot.BotFrame.run and rxbot.BotFrame.render and rxbot.Node.boost

@@ -15,7 +15,7 @@ from rxbot import BotFrame, Pipe
 PACKAGE = Path(__file__).resolve().parent.parent / "rxbot"
 
 #: the plain-data step tree, and the few modules below it that it may use
-TREE = {"rxbot.flow", "rxbot.step", "rxbot.node", "rxbot.walk", "rxbot.rx_source"}
+TREE = {"rxbot.tree.flow", "rxbot.tree.step", "rxbot.tree.node", "rxbot.tree.walk", "rxbot.tree.rx_source"}
 BELOW_TREE = {"rxbot.config", "rxbot.errors", "rxbot.registry", "rxbot.redact", "rxbot.display"}
 IO_PACKAGES = ("rxbot.db", "rxbot.http")
 
@@ -128,7 +128,7 @@ def cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
 
 def test_the_analysis_sees_imports_inside_functions():
     graph = import_graph()
-    assert "rxbot.render" in graph["rxbot.botframe"]  # imported inside BotFrame.render
+    assert "rxbot.draw.render" in graph["rxbot.botframe"]  # imported inside BotFrame.render
     assert "rxbot.engine" in graph["rxbot.botframe"]  # inside run_async
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     typed = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import x\ndef f():\n    import y\n")
@@ -164,8 +164,8 @@ def test_the_tree_reaches_the_facade_through_the_registry():
 def test_render_imports_no_engine_module():
     """Render draws the plan (rxbot.plan), never the engine's internals."""
     graph = import_graph()
-    engine = sorted(d for d in graph["rxbot.render"] if d.startswith("rxbot.engine"))
-    assert engine == [], f"rxbot.render imports {engine}"
+    engine = sorted(d for d in graph["rxbot.draw.render"] if d.startswith("rxbot.engine"))
+    assert engine == [], f"rxbot.draw.render imports {engine}"
 
 
 def test_the_plan_sits_between_the_tree_and_the_engine():
@@ -205,3 +205,97 @@ def test_no_package_level_cycle():
     """Collapsed to packages, the import graph has no cycle either (the old {engine,
     live, report_html, render} one included)."""
     assert cycles(package_graph(import_graph())) == []
+
+# --- relayout: old module paths (written by relayout.py; re-run it, do not edit) ---
+#: public module paths from before the layout by parts (the docs', databot 0.1.8's) -> the
+#: module that lives there now; each old path must stay importable as that very module
+OLD_PUBLIC_PATHS = {
+    'rxbot.flow': 'rxbot.tree.flow',
+    'rxbot.step': 'rxbot.tree.step',
+    'rxbot.node': 'rxbot.tree.node',
+    'rxbot.render': 'rxbot.draw.render',
+    'rxbot.report_io': 'rxbot.observe.report_io',
+    'rxbot.stats': 'rxbot.observe.stats',
+    'rxbot.trace': 'rxbot.observe.trace',
+}
+#: every module that moved into a package, public or not
+MOVED_MODULES = {
+    'rxbot.flow': 'rxbot.tree.flow',
+    'rxbot.step': 'rxbot.tree.step',
+    'rxbot.node': 'rxbot.tree.node',
+    'rxbot.walk': 'rxbot.tree.walk',
+    'rxbot.rx_source': 'rxbot.tree.rx_source',
+    'rxbot.report_io': 'rxbot.observe.report_io',
+    'rxbot.stats': 'rxbot.observe.stats',
+    'rxbot.progress': 'rxbot.observe.progress',
+    'rxbot.live': 'rxbot.observe.live',
+    'rxbot.trace': 'rxbot.observe.trace',
+    'rxbot.logs': 'rxbot.observe.logs',
+    'rxbot.render': 'rxbot.draw.render',
+    'rxbot.layout': 'rxbot.draw.layout',
+    'rxbot.report_html': 'rxbot.draw.report_html',
+    'rxbot.notebook': 'rxbot.draw.notebook',
+    'rxbot.watch': 'rxbot.draw.watch',
+}
+
+
+@pytest.mark.parametrize("old", sorted(OLD_PUBLIC_PATHS))
+def test_an_old_public_path_is_the_moved_module_itself(old, monkeypatch):
+    """``import rxbot.flow`` gives rxbot.tree.flow itself, not a copy: the package's
+    attribute, ``from`` imports and a monkeypatch through the old path all reach it."""
+    import importlib
+    import sys
+
+    import rxbot
+
+    new = importlib.import_module(OLD_PUBLIC_PATHS[old])
+    assert importlib.import_module(old) is new and sys.modules[old] is new
+    short = old.rsplit(".", 1)[1]
+    assert getattr(rxbot, short) is new
+    assert getattr(importlib.import_module(old), "__all__", ()) == getattr(new, "__all__", ())
+    name = next(iter(getattr(new, "__all__", ()) or [n for n in vars(new) if not n.startswith("_")]))
+    marker = object()
+    monkeypatch.setattr(f"{old}.{name}", marker)
+    assert getattr(new, name) is marker
+
+
+def test_old_paths_imported_first_in_a_fresh_interpreter_are_the_new_modules():
+    """The same in a process that imports the old paths before anything else (a user's
+    script), and ``from rxbot.<old> import *`` gives the module's public names."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, sys\n"
+            f"pairs = {sorted(OLD_PUBLIC_PATHS.items())!r}\n"
+            "for old, new in pairs:\n"
+            "    a = importlib.import_module(old)\n"
+            "    ns = {}\n"
+            "    exec(f'from {old} import *', ns)\n"
+            "    b = importlib.import_module(new)\n"
+            "    assert a is b, (old, a, b)\n"
+            "    assert all(ns[n] is getattr(b, n) for n in getattr(b, '__all__', ())), old\n"
+            "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=PACKAGE.parent)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_no_module_in_rxbot_imports_through_an_old_path():
+    """Code inside rxbot/ names the new modules; the old paths are for users only (and
+    import nothing themselves but the module they stand for, at run time)."""
+    graph = import_graph()
+    through = {m: sorted(set(deps) & set(OLD_PUBLIC_PATHS)) for m, deps in graph.items()}
+    assert {m: d for m, d in through.items() if d} == {}
+    assert {old: sorted(graph[old]) for old in OLD_PUBLIC_PATHS if graph[old]} == {}
+
+
+def test_moved_modules_left_the_top_level():
+    """Only the public old paths stay (as shims); the others are gone from rxbot/."""
+    mods = modules()
+    for old, new in MOVED_MODULES.items():
+        assert new in mods, f"{new} is missing"
+        if old in OLD_PUBLIC_PATHS:
+            assert "sys.modules[__name__]" in mods[old].read_text(), f"{old} is not a shim"
+        else:
+            assert old not in mods, f"{old} is still at its old path"
+# --- relayout: end ---

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from rxbot import BotFrame, Loop, Pipe, Step, config, live
+from rxbot import BotFrame, Loop, Pipe, Step, config
+from rxbot.observe import live
 
 
 def inc(x):

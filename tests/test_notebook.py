@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 from IPython.core.formatters import DisplayFormatter
 
 from rxbot import BotFrame, Fork, Loop, Pipe, Step
-from rxbot.notebook import register_ipython
-from rxbot.render import rate_text
+from rxbot.draw.notebook import register_ipython
+from rxbot.draw.render import rate_text
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 

@@ -8,7 +8,7 @@ from rxbot import BotFrame, Pipe, Step, config
 
 
 def test_progress_bars_show_items_and_step_counts(monkeypatch):
-    import rxbot.progress as progress
+    import rxbot.observe.progress as progress
 
     stream = io.StringIO()
     made = []
@@ -43,7 +43,7 @@ def test_progress_bars_show_items_and_step_counts(monkeypatch):
 
 
 def test_steps_in_pipe_order_with_total_from_the_source():
-    import rxbot.progress as progress
+    import rxbot.observe.progress as progress
     from rxbot import Fork, Loop, Timer
     from rxbot.engine.context import RunReport
     from rxbot.engine.policy import StepStats
@@ -129,11 +129,11 @@ def test_plain_text_without_tqdm_said_before_the_script_starts(tmp_path):
 def test_a_bars_total_grows_with_fan_out_and_is_unknown_for_a_source_of_unknown_size():
     """The crawler of the issue: 3 list pages read of 3, yet 19 of 25 product pages to
     come. The bar counts step calls, done when finished, so it is not at 3/3."""
-    import rxbot.progress as progress
+    import rxbot.observe.progress as progress
     from rxbot import Loop
     from rxbot.engine.policy import StepStats
     from rxbot.engine.context import RunReport
-    from rxbot.walk import StepId
+    from rxbot.tree.walk import StepId
 
     report = RunReport()
     root = StepId.root("P1", 1)
@@ -165,7 +165,7 @@ def test_a_bars_total_grows_with_fan_out_and_is_unknown_for_a_source_of_unknown_
 
 
 def test_labels_are_shortened_at_a_word_boundary():
-    from rxbot.progress import shorten
+    from rxbot.observe.progress import shorten
 
     assert shorten("short") == "short"
     label = "Insert: insert into products (name, price, url) values ({name}, {price}, {url})"
@@ -175,7 +175,7 @@ def test_labels_are_shortened_at_a_word_boundary():
 
 
 def test_a_finished_pipe_collapses_to_one_line_while_another_runs():
-    import rxbot.progress as progress
+    import rxbot.observe.progress as progress
     from rxbot import Timer
 
     stream = io.StringIO()

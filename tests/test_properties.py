@@ -9,7 +9,7 @@ from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 
 from rxbot import BlockedJoin, BotFrame, Branch, Filter, Fork, Join, Pipe, Return, Step, config
-from rxbot.step import Const
+from rxbot.tree.step import Const
 
 # an op is (kind, is_async, param)
 ops = st.one_of(

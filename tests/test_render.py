@@ -1,4 +1,4 @@
-"""rxbot.render: the drawn graph is checked node by node and edge by edge.
+"""rxbot.draw.render: the drawn graph is checked node by node and edge by edge.
 
 The DOT source is laid out by Graphviz (the one bundled with pygraphviz, as rxbot itself
 does: no system ``dot`` is needed or used) as JSON and the drawn text is read back; the
@@ -26,7 +26,7 @@ import reactivex.operators as rx_ops
 
 from rxbot import (BlockedJoin, BotFrame, Branch, Filter, Fork, Join, Loop, Pipe, Return, Step, config,
                    Timer)
-from rxbot.render import INSTALL_HINT, KINDS, build_graph, rate_text, render, to_svg
+from rxbot.draw.render import INSTALL_HINT, KINDS, build_graph, rate_text, render, to_svg
 
 
 # ---------------------------------------------------------------------------- readers
@@ -372,7 +372,7 @@ def test_pictures_render_with_path_reduced_to_the_interpreter_bin(tmp_path):
     code = textwrap.dedent(f"""
         import shutil, sys
         from rxbot import Fork, Loop, Pipe
-        from rxbot.render import render
+        from rxbot.draw.render import render
         assert shutil.which("dot") is None, "a dot program is on PATH"
         p = Pipe(Loop([1]), Fork(abs, str, join=True), print)
         for name in ("g.svg", "g.png", "g.pdf"):
@@ -712,8 +712,8 @@ def test_counts_of_same_labelled_steps_in_nested_routes_land_on_their_own_nodes(
 
 
 def test_drawn_nodes_name_their_steps_by_step_id():
-    from rxbot.render import node_paths
-    from rxbot.walk import StepId
+    from rxbot.draw.render import node_paths
+    from rxbot.tree.walk import StepId
 
     p = Pipe(Loop([1]), Fork(double, Branch(double)), triple)
     nodes, counted = node_paths([p])

@@ -121,7 +121,7 @@ class Failing:
 #: databot's examples/replayex.py (kkyon/botflow) with its imports renamed to rxbot; only
 #: time.sleep(1) is shortened, and double's calls are also counted in a file
 DATABOT_REPLAYEX = """\
-    from rxbot.flow import Pipe, Loop, Fork
+    from rxbot.tree.flow import Pipe, Loop, Fork
     from rxbot.botframe import BotFrame
     from rxbot.config import config
     import time

@@ -127,7 +127,7 @@ def test_prometheus_exporter_serves_the_counters():
 
 
 def test_a_long_string_constant_keeps_its_closing_quote():
-    from rxbot.step import Const
+    from rxbot.tree.step import Const
 
     assert Const("http://127.0.0.1:45515/v1/bpi/currentprice.json").label() == "'http://127.0.0.1:45515/v1/...'"
     assert Const("short").label() == "'short'"
@@ -135,7 +135,7 @@ def test_a_long_string_constant_keeps_its_closing_quote():
 
 
 def test_step_keys_as_text_or_identity_objects():
-    from rxbot.report_io import order, step_parts
+    from rxbot.observe.report_io import order, step_parts
 
     class Id(str):  # the shape of a step identity object: a str with its parts
         def __new__(cls, text, pipe, positions, labels):
@@ -189,9 +189,9 @@ def test_a_route_reports_what_it_matched_and_what_went_on_in_every_view():
     and, as ``out``, what went on along the pipe (the issue's ``Branch(...): in=25 out=1``
     while 24 went on)."""
     from rxbot import Branch, Join, Return
-    from rxbot.render import build_graph
-    from rxbot.report_html import report_html
-    from rxbot.watch.snapshot import Sampler
+    from rxbot.draw.render import build_graph
+    from rxbot.draw.report_html import report_html
+    from rxbot.draw.watch.snapshot import Sampler
 
     config.metrics = True  # the branches' steps are counted: a Return's output is known
     got = []

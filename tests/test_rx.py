@@ -13,9 +13,9 @@ from reactivex.scheduler.eventloop import AsyncIOScheduler
 
 from rxbot import BotFrame, Filter, Loop, Node, Pipe, Step, Timer, config
 from rxbot.errors import PipelineError
-from rxbot.flow import to_step
+from rxbot.tree.flow import to_step
 from rxbot.rx import as_operator, from_observable, op, to_observable
-from rxbot.step import Const, RxOp
+from rxbot.tree.step import Const, RxOp
 
 GAP = 0.2      # quiet time between bursts
 WINDOW = 0.05  # the time operators' window: GAP leaves a 0.15 s margin either side

@@ -131,7 +131,7 @@ def test_ctrl_c_ends_by_sigint_whatever_writing_the_report_runs(tmp_path):
     writing the report runs such an ``exec``: the script still ends by SIGINT."""
     body = SPIN.replace("    import sys\n", (
         "    import sys\n"
-        "    import rxbot.report_io as _io\n"
+        "    import rxbot.observe.report_io as _io\n"
         "    _to_text = _io.to_text\n"
         "    def to_text(report):\n"
         "        exec('first_import = True', {})  # what importing a module with a dataclass does\n"

@@ -206,7 +206,7 @@ def test_a_full_later_step_stops_the_drawing_workers():
 def test_counts_of_drawn_elements_are_live_and_exact(both_builds):
     """Elements drawn by the workers are counted in batches (as a source counts at its
     pauses): the run's report grows while it runs and is exact at the end."""
-    from rxbot import live
+    from rxbot.observe import live
 
     seen = []
 

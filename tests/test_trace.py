@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from local_http import http_server  # noqa: F401  (the fixture)
 from test_deadletters import pages_table  # noqa: F401  (a MariaDB table (n, body), dropped after)
 from rxbot import BotFrame, Branch, Filter, HttpLoader, Pipe, Step, config
-from rxbot.trace import TraceExpressionError
+from rxbot.observe.trace import TraceExpressionError
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_properties import build_chain, chains  # noqa: E402  (the generated pipes)
@@ -240,9 +240,9 @@ def test_a_trace_with_a_redrive_is_refused_clearly(tmp_path):
 
 
 def test_more_matches_than_followed_are_counted_and_said(monkeypatch):
-    import rxbot.trace
+    import rxbot.observe.trace
 
-    monkeypatch.setattr(rxbot.trace, "MAX_TRACES", 2)
+    monkeypatch.setattr(rxbot.observe.trace, "MAX_TRACES", 2)
     config.trace = "item % 2 == 0"
     Pipe(range(10), lambda x: x, print)
     report = BotFrame.run()
@@ -258,9 +258,9 @@ def test_an_expression_with_a_comment_or_lines_is_one_expression():
 
 
 def test_a_traced_item_fanning_out_enormously_is_followed_up_to_a_bound(monkeypatch):
-    import rxbot.trace
+    import rxbot.observe.trace
 
-    monkeypatch.setattr(rxbot.trace, "MAX_VALUES", 5)
+    monkeypatch.setattr(rxbot.observe.trace, "MAX_VALUES", 5)
     config.trace = "item == 1"
     out = []
     Pipe(range(3), lambda x: [x * 100 + k for k in range(20)], lambda y: y + 1, out.append)
@@ -295,7 +295,7 @@ def test_without_a_trace_the_report_has_none_and_the_run_installs_no_trace_funct
 
 
 def test_the_live_view_shows_the_traced_items_while_the_run_goes_on():
-    from rxbot.watch.snapshot import Sampler
+    from rxbot.draw.watch.snapshot import Sampler
 
     config.trace = "item == 3"
     snapshots, debugs = [], []

@@ -24,8 +24,8 @@ import aiohttp
 import pytest
 
 from rxbot import BotFrame, Loop, Pipe, Step, config
-from rxbot.report_io import counters
-from rxbot.watch import close_all, parse_address
+from rxbot.observe.report_io import counters
+from rxbot.draw.watch import close_all, parse_address
 
 from browser import Browser, find_browser
 from launch import kill_group, popen
@@ -81,7 +81,7 @@ def counts(snapshot: dict) -> dict:
 
 
 def reported(report) -> dict:
-    """The report's own counters (a sink's None is 'consumed', see rxbot.report_io)."""
+    """The report's own counters (a sink's None is 'consumed', see rxbot.observe.report_io)."""
     return {str(key): {k: v for k, v in counters(report, key).items() if k in KEYS} for key in report.steps}
 
 
@@ -164,7 +164,7 @@ def test_addresses_default_to_loopback_and_bad_ones_are_named():
 def test_without_watch_nothing_is_imported_or_started():
     code = ("import sys, threading; from rxbot import BotFrame, Loop, Pipe; "
             "Pipe(Loop(range(3)), print); BotFrame.run(); "
-            "print(sorted(m for m in sys.modules if m.startswith(('rxbot.watch', 'rxbot.render', 'aiohttp.web'))), "
+            "print(sorted(m for m in sys.modules if m.startswith(('rxbot.draw.watch', 'rxbot.draw.render', 'aiohttp.web'))), "
             "[t.name for t in threading.enumerate() if t.name.startswith('rxbot')])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
@@ -176,7 +176,7 @@ def test_without_watch_nothing_is_imported_or_started():
 SCRIPT = """
     import asyncio, json, os, sys
     from rxbot import BotFrame, Loop, Pipe, Step
-    from rxbot.report_io import counters
+    from rxbot.observe.report_io import counters
 
     GO, OUT = sys.argv[1], sys.argv[2]
 

@@ -25,11 +25,11 @@ from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import cloudpickle
 
-from ..flow import Pipe, Route
-from ..node import Loop, Node, Timer
+from ..tree.flow import Pipe, Route
+from ..tree.node import Loop, Node, Timer
 from ..plan import PipePlan, plan_of
 from ..shard import is_shard_aware
-from ..step import Const, RxOp, Step
+from ..tree.step import Const, RxOp, Step
 
 #: the persistent-id tag of a split source inside the pickled pipes
 SOURCE_TAG = "rxbot-shard-source"

@@ -466,7 +466,7 @@ class _LiveCounts:
         self.watch: Any = None
         self.ticking: Any = None
         if hook is not None:
-            from ..stats import StatsWatch
+            from ..observe.stats import StatsWatch
 
             self.watch = StatsWatch(self.report, hook, float(config.stats_interval), started)
             self.ticking = asyncio.ensure_future(self.watch.run())
@@ -478,7 +478,7 @@ class _LiveCounts:
         self.show(_summed(self.latest.values()))
 
     def show(self, steps: Dict[str, Any]) -> None:
-        from ..progress import Progress
+        from ..observe.progress import Progress
 
         self.report.steps.clear()
         self.report.steps.update(steps)

@@ -97,7 +97,7 @@ def _checkpoints(pipes: Any, run: Dict[str, Any] | None, index: int, count: int,
     if run is not None:
         from ..db.base import InsertNode
         from ..durable.resume import ResumeHooks, ResumeRefused
-        from ..walk import nodes_in
+        from ..tree.walk import nodes_in
 
         if any(isinstance(n, InsertNode) for p in pipes for n in nodes_in(p.steps)):
             try:

@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator, Callable, Deque
 
 import aiofiles
 
-from ..node import NOT_RUNNING, Node, pass_on
+from ..tree.node import NOT_RUNNING, Node, pass_on
 
 log = logging.getLogger("rxbot")
 

@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator, Callable, Deque, Dict, Iterator, List, Se
 
 from ..backoff import backoff
 from ..errors import short_repr
-from ..node import NOT_RUNNING as _NOT_RUNNING, Node
+from ..tree.node import NOT_RUNNING as _NOT_RUNNING, Node
 from .params import Statement
 from .values import ValueAdapter
 
@@ -595,7 +595,7 @@ class InsertNode(SqlNode):
         """What the last ``close()`` did with the rows a stopped run left here: rows
         committed (at close, or before it but never passed downstream), rows rejected
         (with their errors), and how many of those rows belong to calls the engine
-        counted as cancelled (see :meth:`rxbot.node.Node.settled_at_close`)."""
+        counted as cancelled (see :meth:`rxbot.tree.node.Node.settled_at_close`)."""
         if self._checkpointed:  # the rows a stopped run left here were dropped: no longer held
             return 0, [], 0, self._closed_discarded  # type: ignore[return-value]
         return self._closed_written, list(self._closed_rejected), self._cancelled_in_commit

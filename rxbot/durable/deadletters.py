@@ -29,7 +29,7 @@ from ..errors import message_of, short_repr
 from ..redact import redact
 from ..replay.codec import decode as decode_item, encode as encode_item
 from ..replay.store import _main_file, default_root, script_name
-from ..walk import StepId
+from ..tree.walk import StepId
 
 FILE = "deadletters.sqlite"
 

@@ -16,7 +16,7 @@ flow of a ``Branch`` or ``Fork`` ends there), level by level out of nested route
 route's own test is not asked again (the item matched it when it failed), and the other
 branches do not run (they had the item already). That run is one pipe made of those
 steps (:class:`Resumption`) whose root names every step by its id in the original
-pipe (:func:`rxbot.walk.root_of`): letters failing again keep their step and attempt,
+pipe (:func:`rxbot.tree.walk.root_of`): letters failing again keep their step and attempt,
 and the round's report (its steps, text and JSON), its ledger and the live view say
 ``P1[4] Join/1[2] j2`` as the first run did, never the resumption's own numbering.
 
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 from ..engine.hooks import RunHooks, RunOutcome
-from ..walk import StepId
+from ..tree.walk import StepId
 from .deadletters import Letter, LetterHooks, LetterStore, run_key_of, store_path
 
 log = logging.getLogger("rxbot")
@@ -71,7 +71,7 @@ class Resumption:
         """A pipe of these steps behind a stand-in first step (the run's source is the
         stored items), taken out of the run registry: it runs only in this redrive. Its
         ``step_root`` gives each step its original id (steps nested in them follow)."""
-        from ..flow import Pipe
+        from ..tree.flow import Pipe
 
         pipe = Pipe(_stored, *self.steps, name=original.name)
         pipe._adopt()
@@ -164,7 +164,7 @@ def continuation(pipe: Any, where: StepId) -> Resumption:
 def plan(pipes: Sequence[Any], store: LetterStore) -> List[Group]:
     """What a redrive runs: the open letters by pipe and failing step, checked against
     the pipes as they are now (every refusal before anything runs)."""
-    from ..walk import walk
+    from ..tree.walk import walk
 
     groups: List[Group] = []
     for index, pipe in enumerate(pipes, start=1):

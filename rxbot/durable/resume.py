@@ -37,13 +37,13 @@ from ..config import config
 from ..db.base import InsertNode, QueryNode
 from ..engine.gate import Pace
 from ..engine.hooks import RunHooks, RunOutcome
-from ..flow import Pipe, Route
-from ..node import Loop, Node, Timer
+from ..tree.flow import Pipe, Route
+from ..tree.node import Loop, Node, Timer
 from ..db.params import SQLITE
 from ..replay.keying import step_hash
 from ..replay.store import atomic_write, default_root, script_name
-from ..step import Const, RxOp, Step
-from ..walk import StepId, unwrap, walk
+from ..tree.step import Const, RxOp, Step
+from ..tree.walk import StepId, unwrap, walk
 from .settle import settled
 
 log = logging.getLogger("rxbot")
@@ -275,7 +275,7 @@ async def forget_checkpoints(pipes: Sequence[Pipe], run_key: str) -> List[str]:
     after that has nothing to redo). A sharded run's rows are filed under its run id,
     which no later run uses: the client deletes them through this once the run is over
     and no shard can run again."""
-    from ..walk import nodes_in
+    from ..tree.walk import nodes_in
 
     problems: List[str] = []
     seen: set = set()

@@ -27,7 +27,7 @@ from typing import Any, Awaitable, Callable, List
 
 from ..config import config
 from ..errors import short_repr
-from ..node import BOOST_TYPES, is_async_callable
+from ..tree.node import BOOST_TYPES, is_async_callable
 from .daemon_pool import DaemonThreadPool
 from .picklable import check_picklable
 

@@ -14,12 +14,12 @@ from typing import Any, Callable, Dict, List, Sequence, Set, Tuple
 from reactivex import operators as rx_ops
 
 from ..config import config
-from ..flow import BlockedJoin, Route
-from ..node import Loop, Timer
-from ..step import Const, RxOp, Step
+from ..tree.flow import BlockedJoin, Route
+from ..tree.node import Loop, Timer
+from ..tree.step import Const, RxOp, Step
 from ..plan import (Fused, blocked_join_strategy, callable_of, cut, evaluable_route, fusable, is_generator_function,
                     matcher, node_of, options_of, overrides_flush, runs_inline)
-from ..walk import StepId, walk
+from ..tree.walk import StepId, walk
 from .boost import boosted
 from .fuse import ALL, BLOCKED, CONST, FILTER, FN, FUNC, ROUTE, SPREAD_CONST, TYPE, Element, source_of
 from .gate import Boundary, Gate
@@ -37,7 +37,7 @@ Ops = List[Operator]
 def note_routes(report: Any, steps: Sequence[Any], path: StepId | str, tops: Any = None) -> None:
     """Tell the report which steps held at a pipe's root (those at positions ``tops``)
     are routes whose counter ``out`` is what they matched, with their share and join,
-    so that it can show what went on after them (:mod:`rxbot.report_io`)."""
+    so that it can show what went on after them (:mod:`rxbot.observe.report_io`)."""
     root = StepId.of(path)
     if root.positions:  # a branch: its routes were noted with the pipe's
         return
@@ -228,7 +228,7 @@ class Builder:
             iterable = node.iterable
             traced = None
             if self.ctx.tracer is not None and len(where.positions) == 1 and where.top == 1:
-                traced = self.ctx.tracer.source(where)  # a pipe's source: --trace (rxbot.trace)
+                traced = self.ctx.tracer.source(where)  # a pipe's source: --trace (rxbot.observe.trace)
 
             async def produce_loop(item: Any, emit: Callable[[Any], None], gate: Gate, stats: StepStats) -> None:
                 await iterate(iterable, emit, gate, stats, traced)

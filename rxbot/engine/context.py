@@ -13,7 +13,7 @@ from reactivex.scheduler.eventloop import AsyncIOScheduler
 from ..config import config
 from ..display import report_view
 from ..errors import StepError, short_repr
-from ..walk import StepId
+from ..tree.walk import StepId
 from .gate import Beat, Boundary, Gate, halt
 from .hooks import Deferrals, StepFailure
 from .policy import StepRuntime, StepStats
@@ -36,7 +36,7 @@ class RunReport:
     #: None they return is an item consumed, not filtered
     sinks: Set[str] = field(default_factory=set)
     #: (step, share, join) of each route whose counter ``out`` is what it matched, not
-    #: what went on after it (the report's views show both, see :mod:`rxbot.report_io`)
+    #: what went on after it (the report's views show both, see :mod:`rxbot.observe.report_io`)
     routes: Set[Tuple[str, bool, bool]] = field(default_factory=set)
     #: (step, item) of every boosted call still running when the shutdown grace ran out
     abandoned: List[Tuple[str, Any]] = field(default_factory=list)
@@ -82,18 +82,18 @@ class RunReport:
         raise KeyError(label)
 
     # how the report reads (text, data, JSON, HTML) is above the engine
-    # (rxbot.report_io, rxbot.report_html), reached through rxbot.display's registry
+    # (rxbot.observe.report_io, rxbot.draw.report_html), reached through rxbot.display's registry
     def totals(self) -> Dict[str, Any]:
-        """``items`` and every event counter summed (see :func:`rxbot.report_io.totals`)."""
+        """``items`` and every event counter summed (see :func:`rxbot.observe.report_io.totals`)."""
         return report_view("totals", self)  # type: ignore[no-any-return]
 
     def summary(self) -> str:
         """One line — items, failures, rate and, while running, the ETA where the
-        sources' sizes are known (see :func:`rxbot.report_io.summary`)."""
+        sources' sizes are known (see :func:`rxbot.observe.report_io.summary`)."""
         return report_view("summary", self)  # type: ignore[no-any-return]
 
     def to_dict(self) -> Dict[str, Any]:
-        """The report as plain data, ready for JSON (see :func:`rxbot.report_io.to_dict`)."""
+        """The report as plain data, ready for JSON (see :func:`rxbot.observe.report_io.to_dict`)."""
         return report_view("dict", self)  # type: ignore[no-any-return]
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -140,7 +140,7 @@ class RunContext:
         self.deferrals: Deferrals | None = None  # set by hooks.attach when a RunHooks defers raises
         #: called with every dead letter (set by hooks.attach: durable dead letters, redrive)
         self.letter_hooks: List[Any] = []
-        #: an item trace (``rxbot run --trace``, :mod:`rxbot.trace`), set by hooks.attach;
+        #: an item trace (``rxbot run --trace``, :mod:`rxbot.observe.trace`), set by hooks.attach;
         #: None (the default) builds nothing for it: the hot paths do not change
         self.tracer: Any = None
 

@@ -601,7 +601,7 @@ def fuse(shape: Sequence[Element], fns: Sequence[Any], consts: Sequence[Any], em
     def traced_many(check: str, hooks: Tuple[Any, Any, Any]) -> Callable[[Any, Any], int]:
         """The segment's ``many`` with an item trace's ``check`` (an expression over
         ``x``) inline, calling ``hooks = (thit, toff, tfail)`` (compiled on first use:
-        only a segment a traced source slices into needs it; see :mod:`rxbot.trace`)."""
+        only a segment a traced source slices into needs it; see :mod:`rxbot.observe.trace`)."""
         made: Callable[[Any, Any], int] = _factory(*key, "traced", check)(*args, after, (*hooks, entry))
         return made
 

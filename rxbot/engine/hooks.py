@@ -85,7 +85,7 @@ class RunHooks:
         ``items`` may instead be a *feed*: an object with ``async feed(ctx, emit, gate,
         stats)`` that pushes the items itself (``emit`` each one, count ``stats.out``,
         wait at ``gate`` while it is blocked) and may pause between them, and an optional
-        ``source_step`` (a :class:`~rxbot.walk.StepId`) whose counts it keeps (resume's
+        ``source_step`` (a :class:`~rxbot.tree.walk.StepId`) whose counts it keeps (resume's
         checkpointing source, :mod:`rxbot.durable.resume`)."""
         return None
 
@@ -105,7 +105,7 @@ class RunHooks:
     #: are not asked
     rebuilds = True
 
-    #: an item tracer (:class:`rxbot.trace.Tracer`), or None: it is given the run
+    #: an item tracer (:class:`rxbot.observe.trace.Tracer`), or None: it is given the run
     #: (``attach(ctx)``) before anything is built, wraps the source of each pipe that is
     #: an iterable (``source(where, iterable)``) and every async step's calls
     #: (``slots(runner, finish, fail, stats_of)``), and is told ``finished(ctx, error)``

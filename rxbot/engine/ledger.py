@@ -32,10 +32,10 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Iterable, Optional, Sequence
 
-from ..flow import Route
-from ..node import Timer
-from ..step import RxOp
-from ..walk import StepId, unwrap, walk
+from ..tree.flow import Route
+from ..tree.node import Timer
+from ..tree.step import RxOp
+from ..tree.walk import StepId, unwrap, walk
 from .policy import StepRuntime
 
 log = logging.getLogger("rxbot")
@@ -104,7 +104,7 @@ def ledger_lines(runtimes: Dict[str, StepRuntime], pipes: Iterable[Sequence[Any]
                  ) -> Dict[str, Optional[LedgerLine]]:
     """Every step's ledger line (None: not counted), keyed by the step's id. ``pipes``:
     each pipe's steps, numbered from 1 as the run numbers them; ``roots``: each pipe's
-    root id when it is not ``P{n}`` (:func:`rxbot.walk.root_of`: a redrive inside a
+    root id when it is not ``P{n}`` (:func:`rxbot.tree.walk.root_of`: a redrive inside a
     route names its steps by their original ids), else None."""
     lettered: Dict[str, int] = {}
     for letter in dead_letters:

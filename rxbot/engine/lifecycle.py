@@ -12,8 +12,8 @@ from typing import Any, AsyncIterator, Callable, List, Sequence, Tuple
 import reactivex
 
 from ..errors import PipelineError, annotate
-from ..node import Node
-from ..walk import walk
+from ..tree.node import Node
+from ..tree.walk import walk
 
 log = logging.getLogger("rxbot")
 

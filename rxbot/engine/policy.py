@@ -170,14 +170,14 @@ class StepRuntime:
 
     def letter(self, item: Any, error: BaseException, shown: str) -> StepError:
         """The dead letter of ``item``: its step's label, and in ``.path`` the step's
-        :class:`~rxbot.walk.StepId` (durable dead letters and redrive find the step by it)."""
+        :class:`~rxbot.tree.walk.StepId` (durable dead letters and redrive find the step by it)."""
         letter = StepError(self.label, item, error, shown)
         letter.path = self.path  # type: ignore[attr-defined]
         return letter
 
     def settle_close(self, finished: int, rejected: list, reclaimed: int, discarded: int = 0) -> None:
         """Count what this step's node did at close with the items it held when the run
-        stopped (see :meth:`rxbot.node.Node.settled_at_close`): finished ones as
+        stopped (see :meth:`rxbot.tree.node.Node.settled_at_close`): finished ones as
         ``closed``, rejected ones as ``failed`` and dead letters; ``reclaimed`` items had
         been counted ``cancelled`` and are counted here instead."""
         self.stats.closed += finished

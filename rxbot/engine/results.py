@@ -17,7 +17,7 @@ import uuid
 from typing import Any, Callable, Sequence, Tuple
 
 from ..config import config
-from ..node import OneItem
+from ..tree.node import OneItem
 from .fuse import taken_in
 from .gate import FIRST_LOOK, Pace
 
@@ -37,7 +37,7 @@ SINGLE: set = {
 VALUES: set = SINGLE - {type(None)}
 
 ONE, MANY, AWAIT, AGEN = 0, 1, 2, 3
-#: a :class:`~rxbot.node.OneItem`: pass its ``.item`` on as one item
+#: a :class:`~rxbot.tree.node.OneItem`: pass its ``.item`` on as one item
 ONE_AS_IS = 4
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable, List, Optional, Sequence
 
-from ..flow import Pipe
-from ..node import Node
+from ..tree.flow import Pipe
+from ..tree.node import Node
 from ..plan import plan_of
-from ..walk import StepId, nodes_in, root_of
+from ..tree.walk import StepId, nodes_in, root_of
 from .compiler import Builder
 from .context import RunContext, RunReport
 from .hooks import RunHooks, attach, build_pipe, finish, observers
@@ -26,7 +26,7 @@ async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None,
 
     ``hooks``: see :mod:`rxbot.engine.hooks` (replay mode joins a run through them).
     ``observe(report)`` is called once the run's report exists, before any item flows
-    (the live view, :mod:`rxbot.watch`, reads the counts from it while the run goes on)."""
+    (the live view, :mod:`rxbot.draw.watch`, reads the counts from it while the run goes on)."""
     roots = [root_of(pipe, index) for index, pipe in enumerate(pipes, start=1)]
     for pipe, root in zip(pipes, roots):
         make_room_for(pipe.steps, root)

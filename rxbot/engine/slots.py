@@ -86,7 +86,7 @@ class Slots:
         self.pending: deque = deque()
         self.parked: deque = deque()
         tracer = getattr(ctx, "tracer", None)
-        if tracer is not None:  # --trace: the traced items' calls are watched (rxbot.trace)
+        if tracer is not None:  # --trace: the traced items' calls are watched (rxbot.observe.trace)
             runner, finish, fail = tracer.slots(runner, finish, fail, stats_of, rt)
         self.runner = runner
         self.finish = finish

@@ -1,6 +1,6 @@
 """Prometheus metrics from the stats hook (``pip install -e '.[prometheus]'`` in rxbot's repository).
 
-:class:`PrometheusStats` is a stats hook (see :mod:`rxbot.stats`) *and* a Prometheus
+:class:`PrometheusStats` is a stats hook (see :mod:`rxbot.observe.stats`) *and* a Prometheus
 collector: the hook keeps the latest snapshot, and each scrape turns it into counter
 families. The run's counters only grow, so they are exposed as Prometheus counters
 (``rxbot_step_in_total{pipe="1",step="parse"}``, ``_out_``, ``_filtered_``,
@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterator, Optional
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from ..report_io import COUNTERS
+from ..observe.report_io import COUNTERS
 
 _HELP = {
     "inp": "items a step received",

@@ -35,7 +35,7 @@ from yarl import URL
 
 from ..backoff import backoff
 from ..config import config, policy_name
-from ..node import Node, keep_settings
+from ..tree.node import Node, keep_settings
 from ..preview import preview
 from ..redact import redact
 
@@ -349,7 +349,7 @@ class HttpLoader(Node):
     """
 
     # Each setting's default, on the class: an instance holds only the settings its
-    # user changed (see rxbot.node.keep_settings; issue 26, item 11).
+    # user changed (see rxbot.tree.node.keep_settings; issue 26, item 11).
     delay: float = 0.0
     request_timeout: aiohttp.ClientTimeout = aiohttp.ClientTimeout(total=None)
     call_timeout: float | None = 20.0

@@ -19,9 +19,9 @@ import re
 import tokenize
 from typing import Any, Dict, Tuple
 
-from ..flow import Route
-from ..node import Loop, Node, Timer
-from ..step import Const, RxOp, Step
+from ..tree.flow import Route
+from ..tree.node import Loop, Node, Timer
+from ..tree.step import Const, RxOp, Step
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _VALUES = (int, float, complex, str, bytes, bool, type(None), range)

@@ -18,9 +18,9 @@ import reactivex
 from ..config import config
 from ..engine import RunHooks, RunOutcome, StepFailure
 from ..engine.hooks import Operator
-from ..flow import Pipe, TreeStep
-from ..node import Timer
-from ..step import Step
+from ..tree.flow import Pipe, TreeStep
+from ..tree.node import Timer
+from ..tree.step import Step
 from .codec import CODECS, Codec, ReplayDecodeError, ReplayEncodeError, codec
 from .keying import step_hash
 from .store import (MANIFEST, CacheLock, atomic_write, fsync_dir, is_ours, load_key, make_dirs, open_new,

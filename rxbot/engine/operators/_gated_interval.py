@@ -27,7 +27,7 @@ from typing import Any, List, Optional
 import reactivex
 from reactivex.abc import DisposableBase
 
-from ...node import Timer
+from ...tree.node import Timer
 from ..gate import Boundary
 from ..policy import StepRuntime
 from ._subscription import InputQueue, Operator, fast_on_next, operator_of

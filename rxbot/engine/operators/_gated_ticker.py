@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
-from ...node import Timer
+from ...tree.node import Timer
 from ..gate import Gate
 from ._pull_source import Produce
 

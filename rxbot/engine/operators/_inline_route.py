@@ -19,7 +19,7 @@ import asyncio
 from functools import lru_cache
 from typing import Any, Callable, List, Sequence, Tuple
 
-from ...node import OneItem
+from ...tree.node import OneItem
 from ..policy import PIPEIN, RAISE, StepRuntime
 from ..results import AGEN, AWAIT, MANY, ONE, ONE_AS_IS, SINGLE, blocked_tuple, kind_of
 

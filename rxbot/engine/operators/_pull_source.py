@@ -165,7 +165,7 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
     take the elements themselves (:meth:`Slots.draw`): right after the source, or
     through the fused segment between them.
 
-    ``trace``: the pipe's source is traced (:class:`rxbot.trace.TracedSource`): a fused
+    ``trace``: the pipe's source is traced (:class:`rxbot.observe.trace.TracedSource`): a fused
     segment slices the source's own iterator with the trace's check inline; every
     other way of taking an element goes through the trace's wrapping generator."""
     every = config.yield_every

@@ -57,8 +57,8 @@ def check_library(file: Optional[TextIO] = None) -> bool:
 
 def source_size(pipe: Any) -> Optional[int]:
     """How many items the pipe's first step will emit, when that is known up front."""
-    from .node import Loop, Timer
-    from .step import Step
+    from ..tree.node import Loop, Timer
+    from ..tree.step import Step
 
     if not getattr(pipe, "steps", None):
         return None

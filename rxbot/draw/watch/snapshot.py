@@ -1,6 +1,6 @@
 """What the live view shows at one instant: every step's counts, rate, items in flight
 and failures, the dead letters and the run's state, read from the run's own report and
-from :func:`rxbot.live.bots` (which also brings fused sync steps' counts up to date and
+from :func:`rxbot.observe.live.bots` (which also brings fused sync steps' counts up to date and
 knows the items each step holds).
 
 Built on the run's event loop (so the counters are read where they are written) twice a
@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from ..live import bots
+from ...observe.live import bots
 from ..render import count_lines, rate_text
-from ..report_io import COUNTERS, counters, eta, order, route_numbers, routes, source_items, summary
+from ...observe.report_io import COUNTERS, counters, eta, order, route_numbers, routes, source_items, summary
 #: weight of the newest interval in the smoothed rate (the rest is the previous rate)
 SMOOTHING = 0.5
 #: dead letters sent with each snapshot (the newest ones; the total is always sent)
@@ -71,7 +71,7 @@ class Sampler:
             "state": state,
             "seconds": round(seconds, 3),
             # what the sources emitted, of how many when every source's size is known,
-            # and the time left at the rate so far (see rxbot.report_io.summary)
+            # and the time left at the rate so far (see rxbot.observe.report_io.summary)
             "items": source_items(report),
             "expected": sum(sizes) if sizes and None not in sizes else None,
             "eta": None if left is None else round(left, 1),
@@ -82,7 +82,7 @@ class Sampler:
             "last_dead_letters": [_cut(str(e)) for e in letters[-LAST_DEAD_LETTERS:]],
             # nodes' own numbers, live (HttpLoader: requests, statuses, latency per host)
             "nodes": report.node_numbers() if hasattr(report, "node_numbers") else {},
-            # --trace: the traced items so far, as text (rxbot.trace; values already redacted)
+            # --trace: the traced items so far, as text (rxbot.observe.trace; values already redacted)
             "traces": _traces(report),
         }
 
@@ -100,7 +100,7 @@ def holding_steps(pipes: Sequence[Any]) -> Set[str]:
     """The report keys of the steps of ``pipes`` that hold items up to a concurrency:
     async and boosted steps and nodes (sync steps run inline and hold none)."""
     from ..render import kind_of
-    from ..walk import root_of, walk
+    from ...tree.walk import root_of, walk
 
     return {str(sid) for index, pipe in enumerate(pipes, 1)
             for sid, step in walk(pipe.steps, root_of(pipe, index))
@@ -108,7 +108,7 @@ def holding_steps(pipes: Sequence[Any]) -> Set[str]:
 
 
 def _traces(report: Any) -> List[str]:
-    from ..trace import report_trace_lines
+    from ...observe.trace import report_trace_lines
 
     return [_cut(line) for line in report_trace_lines(report, LAST_TRACES)]
 

@@ -5,7 +5,7 @@ import html
 from typing import Any
 
 from .render import rate_text
-from .report_io import COUNTERS, counters, order, routes
+from ..observe.report_io import COUNTERS, counters, order, routes
 
 HEADINGS = {"inp": "in"}
 #: the table's columns: the counters and, for a route, what it matched
@@ -13,7 +13,7 @@ COLUMNS = COUNTERS + ("matched",)
 
 
 def report_html(report: Any) -> str:
-    """One row per step in pipe order (its counters as in :mod:`rxbot.report_io` — a
+    """One row per step in pipe order (its counters as in :mod:`rxbot.observe.report_io` — a
     route's ``out`` is what went on, ``matched`` beside it — and its throughput over the
     run); the caption has the run time, the items the sources emitted, the failures,
     the dead letters and the error if the run failed. No row of sums: one item passes

@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any, List, Optional, Sequence, Set
 
-from .engine.context import RunContext
+from ..engine.context import RunContext
 from .report_io import order as _order
 
 log = logging.getLogger("rxbot")

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from aiohttp import web
 
-from ..redact import redact_data
+from ...redact import redact_data
 
 PAGE = "page.html"
 #: SSE comment sent when nothing changed for this long, so proxies keep the stream open
@@ -145,7 +145,7 @@ class WatchServer:
     # -- called from the run's thread ----------------------------------------------------
     def new_run(self, run: int, pipes: Sequence[Any], shape: Any) -> None:
         """A run starts: the page redraws the graph of ``pipes`` (drawn on request, once
-        per distinct ``shape``, see :func:`rxbot.render.outline`)."""
+        per distinct ``shape``, see :func:`rxbot.draw.render.outline`)."""
         self.loop.call_soon_threadsafe(self._new_run, run, list(pipes), shape)
 
     def publish(self, snapshot: Dict[str, Any]) -> None:
@@ -353,7 +353,7 @@ class _ZeroReport:
     live = True  # placeholder count lines, no run time in the pipes' titles
 
     def __init__(self, paths: Any) -> None:
-        from ..engine.policy import StepStats
+        from ...engine.policy import StepStats
 
         self.steps = {p: StepStats(p) for p in paths}
         self.seconds = 1.0
