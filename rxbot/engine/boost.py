@@ -187,8 +187,10 @@ async def stop_boosted(ctx: Any) -> None:
             await _join_manager(ex)  # not race the interpreter's exit hook on its pipe
 
 
-#: the least time to wait for a killed process pool's manager thread
-MANAGER_JOIN_SECONDS = 5.0
+#: the least time to wait for a killed process pool's manager thread (it returns as soon
+#: as the thread ends: milliseconds on a quiet machine; 5 s was once too short on 3.13
+#: with four other processes busy, and the exit hook then printed its traceback)
+MANAGER_JOIN_SECONDS = 15.0
 
 
 async def _join_manager(pool: Any) -> None:
@@ -198,7 +200,7 @@ async def _join_manager(pool: Any) -> None:
     thread = getattr(pool, "_executor_manager_thread", None)
     if thread is not None and thread.is_alive():
         # it ends within milliseconds once the workers are dead, but on a loaded machine
-        # 0.5 s (the default grace) was seen to be too short: bound it by 5 s at least
+        # 0.5 s (the default grace) was seen to be too short: bound it by MANAGER_JOIN_SECONDS
         await asyncio.to_thread(thread.join, max(config.shutdown_grace, MANAGER_JOIN_SECONDS))
 
 
