@@ -55,6 +55,8 @@ def _pipe(shape: str, parsed: list, tmp_path) -> None:
         Pipe(Loop(range(ITEMS)), parse, lambda row: None)
     elif shape == "generator step":
         Pipe([0], pages, parse, lambda row: None)
+    elif shape == "list step":  # one item whose step returns a list: its elements go on at once
+        Pipe([0], lambda _: list(range(ITEMS)), parse, lambda row: None)
     else:  # an Insert drawing from the source through the fused parse; resumed: its checkpoints
         db = tmp_path / "out.db"
         with sqlite3.connect(db) as con:
@@ -62,7 +64,8 @@ def _pipe(shape: str, parsed: list, tmp_path) -> None:
         Pipe(list(range(ITEMS)), parse, Insert("INSERT INTO t (n) VALUES ({n})", str(db)))
 
 
-@pytest.mark.parametrize("shape", ["loop", "generator step", "async generator step", "insert", "resumed insert"])
+@pytest.mark.parametrize("shape", ["loop", "generator step", "list step", "async generator step", "insert",
+                                   "resumed insert"])
 def test_a_cpu_bound_run_gives_the_loop_turns_by_time(shape, both_builds, tmp_path):
     config.yield_every = 10 * ITEMS  # never by count: only time can give the loop a turn
     config.durable_dir = str(tmp_path / "durable")
@@ -148,3 +151,36 @@ def test_a_cpu_bound_shard_keeps_its_worker_responsive_and_stops_when_cancelled(
     assert "unresponsive" not in said, said
     assert 500 <= _counted(pipe.report) < 100_000
     print(f"cancelled shard stopped after {stopped['seconds']:.2f} s")  # (the report's number, -s)
+
+
+def test_a_long_list_handed_on_by_time_keeps_the_order_of_a_plain_nested_loop(both_builds):
+    """A step's long list result whose elements each cost time downstream is pushed in
+    runs between looks at the clock and, once a turn's time has passed, the rest goes on
+    from the segment's ordered lane: the outputs keep the order of a plain nested loop
+    (the next source item's list comes after all of this one's), the other task on the
+    loop gets turns meanwhile, and every element is counted once (the run's ledger is
+    checked at its end)."""
+    config.yield_every = 10 * ITEMS
+    out: list = []
+
+    def rows(k):
+        return [(k, j) for j in range(ITEMS // 2)]
+
+    def parse(row):
+        burn(COST)
+        return row
+
+    Pipe([0, 1, 2], rows, parse, out.append)
+    seen: list = []
+
+    async def main():
+        run = asyncio.ensure_future(BotFrame.run_async())
+        while not run.done():
+            seen.append(len(out))
+            await asyncio.sleep(0)
+        return await run
+
+    report = asyncio.run(main())
+    assert out == [(k, j) for k in range(3) for j in range(ITEMS // 2)]
+    assert [n for n in seen if 0 < n < len(out)], "the loop had no turn while the lists were pushed"
+    assert report.error is None

@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, List
 
-from ..gate import Boundary
+from ..gate import FIRST_LOOK, Boundary
 from ..policy import AT_FLUSH, StepRuntime
 from ..results import MANY, ONE, ONE_AS_IS, SINGLE, deliver, kind_of
 from ._subscription import Operator, Subscription, fast_on_next, operator_of
@@ -113,7 +113,9 @@ class _Flatten(Subscription):
                 if kind == ONE or kind == ONE_AS_IS:
                     self.emit(value if kind == ONE else value.item)
                     return
-                if kind == MANY and isinstance(value, _EAGER):
+                # a short list at once; a longer one is delivered, which takes turns by
+                # count and time (its elements may each cost a parse downstream)
+                if kind == MANY and isinstance(value, _EAGER) and len(value) <= FIRST_LOOK:
                     for v in value:
                         self.emit(v)
                     self.rt.stats.fanout += len(value) - 1

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Callable, List, Sequence
 
 from ...config import config
 from ..fuse import BLOCKED, Element, fuse, route_positions
 from ..gate import FIRST_LOOK, Boundary, Pace
 from ..policy import AT_FLUSH, StepRuntime, StepStats, counts_sync_steps
-from ..results import MANY, ONE, ONE_AS_IS, VALUES, deliver, kind_of
+from ..results import BY_TIME, MANY, ONE, ONE_AS_IS, VALUES, deliver, kind_of
 from ..slots import Slots
 from ._subscription import Operator, Subscription, fast_on_next, operator_of
 
@@ -231,14 +232,50 @@ class _Segment(Subscription):
         order. When an element's own results include a lazy one (which waits in the lane,
         or for the lane worker), the elements left wait behind it, so the order stays
         that of a plain nested loop: ``[a, b]`` where ``a`` leads to a generator gives
-        ``a``'s generated items before anything of ``b``."""
+        ``a``'s generated items before anything of ``b``.
+
+        A long result (more than ``FIRST_LOOK`` elements: a page's rows, each parsed
+        downstream) is pushed in runs between looks at the clock (:class:`Pace`, by time
+        only: a cheap list of any length stays on this path for a turn's time); once a
+        turn's time has passed, the rest goes to the lane, which takes its turns. The runs
+        are ``islice``s of the result's known length, so an element costs nothing more."""
+        it = iter(x)
+        if len(x) <= FIRST_LOOK:
+            self._push_run(it, it, i, a)
+            return
+        pace: Pace | None = None
+        done, look = 0, FIRST_LOOK
+        while True:
+            run = islice(it, look - done)
+            if self._push_run(run, it, i, a):
+                return  # the rest went to the lane (or the lane worker) behind an element
+            done = look
+            if done >= len(x):
+                # the result's own length reached: whatever it still yields (a list the
+                # steps appended to while it was pushed) goes on as it did before
+                self._push_run(it, it, i, a)
+                return
+            if pace is None:
+                pace = Pace(BY_TIME, self.gate.beat)
+            look = pace.look(done)
+            if not look:  # a turn's time has passed: the rest waits in the lane, in order
+                if self.captures:
+                    self.captures[-1].append((it, i, a))
+                else:
+                    self.held[0] = True  # what comes after waits behind the rest
+                    self.lane.submit((_LAZY, it, i, a))
+                return
+
+    def _push_run(self, run: Any, it: Any, i: int, a: Any) -> bool:
+        """Push the elements of ``run`` (``it`` or a slice of it) on after position ``i``;
+        True when an element's results went to the lane and the rest of ``it`` was put
+        behind them (see :meth:`_push_each`)."""
         cont = self.after[i]
         counters = self.step_counters
         held = self.held
         captures = self.captures
-        it = iter(x)
         stats = self.runtimes[i].stats
-        for v in it:
+        for v in run:
             if counters is not None:
                 counters[1][i] += 1
                 stats.fanout += 1
@@ -246,10 +283,11 @@ class _Segment(Subscription):
             if captures:
                 if captures[-1]:  # the lane worker expands it after this element: the rest too
                     captures[-1].append((it, i, a))
-                    return
+                    return True
             elif held[0]:  # it went to the lane: the rest queues behind it
                 self.lane.submit((_LAZY, it, i, a))
-                return
+                return True
+        return False
 
     # -- the ordered lane -------------------------------------------------------------
     def hold(self, x: Any) -> None:
