@@ -62,7 +62,7 @@ async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None,
         # cancellation
         ctx.report.error = ctx.error
         if isinstance(ctx.error or raised, (KeyboardInterrupt, SystemExit)):
-            count_interrupted(ctx, pipes)
+            count_interrupted(ctx, pipes, roots)
         unbalanced = settle_ledger(ctx, [pipe.steps for pipe in pipes], raised, roots)
     if ctx.error is not None:
         raise ctx.error
@@ -71,14 +71,13 @@ async def run_pipes(pipes: Sequence[Pipe], hooks: RunHooks | None = None,
     return ctx.report
 
 
-def count_interrupted(ctx: RunContext, pipes: Sequence[Pipe]) -> None:
+def count_interrupted(ctx: RunContext, pipes: Sequence[Pipe], roots: Sequence[StepId]) -> None:
     """A signal interrupted a step in the main thread (``KeyboardInterrupt``/``SystemExit``
     raised where it ran, see :mod:`rxbot.stopping`): the items on the interrupted call
     stack, one per step the push was in, were accepted and never settled. They are what
     the steps' ledgers are short of: count them cancelled, as a graceful stop counts what
     it cuts short. (Only a shortfall; a step that counts more than it accepted stays a
-    ledger error.)"""
-    roots = [root_of(pipe, index) for index, pipe in enumerate(pipes, start=1)]
+    ledger error.) ``roots``: each pipe's root id, as the run numbered its steps."""
     steps = [pipe.steps for pipe in pipes]
     for path, line in ledger_lines(ctx.runtimes, steps, ctx.report.dead_letters, roots).items():
         if line is not None and line.inp + line.fanout > line.accounted:
