@@ -50,7 +50,6 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers (mypy, IDE
     from .http import HttpLoader, HttpRequest, HttpResponse
 
 
-# --- relayout: old module paths as attributes (written by relayout.py) ---
 #: old submodule names -> the modules (the same objects as at the old paths)
 _MOVED_MODULES = {
     'flow': 'rxbot.tree.flow',
@@ -61,7 +60,6 @@ _MOVED_MODULES = {
     'stats': 'rxbot.observe.stats',
     'trace': 'rxbot.observe.trace',
 }
-# --- relayout: end ---
 
 
 def __getattr__(name: str) -> Any:

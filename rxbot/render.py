@@ -1,9 +1,7 @@
 """Old path of :mod:`rxbot.draw.render`, kept for code written against it (the docs named it:
 rxbot.render.render(pipes, path, report=...)). Importing this path gives that very module
 object (``rxbot.render is rxbot.draw.render``), so a monkeypatch through either path reaches
-the same code. Code inside rxbot imports the new path (tests/test_layers.py).
-
-(relayout: compatibility path; written by relayout.py)"""
+the same code. Code inside rxbot imports the new path (tests/test_layers.py)."""
 import importlib
 import sys
 from typing import TYPE_CHECKING

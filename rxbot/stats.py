@@ -1,9 +1,7 @@
 """Old path of :mod:`rxbot.observe.stats`, kept for code written against it (the API docs named
 it (the stats hook)). Importing this path gives that very module object (``rxbot.stats is
 rxbot.observe.stats``), so a monkeypatch through either path reaches the same code. Code
-inside rxbot imports the new path (tests/test_layers.py).
-
-(relayout: compatibility path; written by relayout.py)"""
+inside rxbot imports the new path (tests/test_layers.py)."""
 import importlib
 import sys
 from typing import TYPE_CHECKING

@@ -1,9 +1,7 @@
 """Old path of :mod:`rxbot.tree.step`, kept for code written against it (the API docs named
 it). Importing this path gives that very module object (``rxbot.step is rxbot.tree.step``),
 so a monkeypatch through either path reaches the same code. Code inside rxbot imports the
-new path (tests/test_layers.py).
-
-(relayout: compatibility path; written by relayout.py)"""
+new path (tests/test_layers.py)."""
 import importlib
 import sys
 from typing import TYPE_CHECKING

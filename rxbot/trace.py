@@ -1,9 +1,7 @@
 """Old path of :mod:`rxbot.observe.trace`, kept for code written against it (the docs named it:
 from rxbot.trace import trace_lines). Importing this path gives that very module object
 (``rxbot.trace is rxbot.observe.trace``), so a monkeypatch through either path reaches the
-same code. Code inside rxbot imports the new path (tests/test_layers.py).
-
-(relayout: compatibility path; written by relayout.py)"""
+same code. Code inside rxbot imports the new path (tests/test_layers.py)."""
 import importlib
 import sys
 from typing import TYPE_CHECKING

@@ -206,7 +206,7 @@ def test_no_package_level_cycle():
     live, report_html, render} one included)."""
     assert cycles(package_graph(import_graph())) == []
 
-# --- relayout: old module paths (written by relayout.py; re-run it, do not edit) ---
+# --- the old module paths (the package layout of issue 24, item 5) ---
 #: public module paths from before the layout by parts (the docs', databot 0.1.8's) -> the
 #: module that lives there now; each old path must stay importable as that very module
 OLD_PUBLIC_PATHS = {
@@ -298,4 +298,3 @@ def test_moved_modules_left_the_top_level():
             assert "sys.modules[__name__]" in mods[old].read_text(), f"{old} is not a shim"
         else:
             assert old not in mods, f"{old} is still at its old path"
-# --- relayout: end ---
