@@ -40,8 +40,9 @@ def test_a_traceback_through_fused_code_shows_the_generated_line():
         BotFrame.run()
     frames = [f for f in traceback.extract_tb(info.value.__traceback__) if f.filename.startswith("<rxbot fused")]
     assert frames, "the failure passed through no generated code"
-    assert frames[-1].line == "y = f1(x)"  # boom is the segment's second position
-    assert "y = f1(x)" in "".join(traceback.format_exception(info.value))
+    # boom is the segment's second position; the first step's result is in ``y``
+    assert frames[-1].line == "x = f1(y)"
+    assert "x = f1(y)" in "".join(traceback.format_exception(info.value))
 
 
 def test_every_compiled_segment_is_in_linecache_under_its_own_name():

@@ -76,6 +76,10 @@ class _Program:
         self.uncounted_head = False  # generating the chunk entry, which counts the head route
         self.pulling = False  # generating ``pull``
         self.chaining = False  # generating the continuations ``a<j>``
+        #: the variable holding the item where code is being generated: a step reads it
+        #: and writes its result into the other one (``x``/``y``), so the common path
+        #: moves no value between them (the guard and the slow paths still see both)
+        self.cur = "x"
         self._number(shape, None)
 
     def _number(self, seq: Sequence[Element], parent: int | None) -> int:
@@ -131,19 +135,20 @@ class _Program:
             if self.elems[j][0] == ROUTE:
                 return out + self._route(j, ind, ctx)  # the route's code runs the rest
             if k and self.chaining:  # a continuation: one step, then the next one's
-                return out + [f"{ind}a{positions[idx + k - 1]}(x)", f"{ind}{ctx[0]}"]
+                return out + [f"{ind}a{positions[idx + k - 1]}({self.cur})", f"{ind}{ctx[0]}"]
             out += self._step(j, ind, ctx)
+        x = self.cur
         if parent is None:
             if self.pulling:  # ``pull``: the output is the caller's next work
-                out += [f"{ind}if held[0]:", f"{ind}    hold(x)", f"{ind}    return NOTHING", f"{ind}return x"]
+                out += [f"{ind}if held[0]:", f"{ind}    hold({x})", f"{ind}    return NOTHING", f"{ind}return {x}"]
             elif not self.terminal:  # at the end of a pipe nothing listens: no call at all
-                out += [f"{ind}if held[0]:", f"{ind}    hold(x)", f"{ind}else:", f"{ind}    emit(x)"]
+                out += [f"{ind}if held[0]:", f"{ind}    hold({x})", f"{ind}else:", f"{ind}    emit({x})"]
         elif self.elems[parent][3]:  # a joining branch: continue after the route
             if self._inline_after(parent):
                 psid, pidx = self.where[parent]
                 out += self.run_from(psid, pidx + 1, ind, ctx)
             else:
-                out.append(f"{ind}a{parent}(x)")
+                out.append(f"{ind}a{parent}({x})")
         return out
 
     def _slow(self, call: str, ind: str, ctx: _Ctx) -> List[str]:
@@ -154,49 +159,53 @@ class _Program:
         """Lines computing whether the item matches element ``j``, and the condition
         (None: every item matches)."""
         mode = self.elems[j][1]
+        x = self.cur
         if mode == ALL:
             return [], None
         if mode == TYPE:
-            return [], f"isinstance(x, f{j})"
+            return [], f"isinstance({x}, f{j})"
         # the truth test inside the try: a result whose truth raises fails the match as
         # ``matcher``'s ``bool(...)`` does (``f<j>`` is the route_func itself, no wrapper)
-        return [f"{ind}try:", f"{ind}    m = True if f{j}(x) else False", f"{ind}except Exception as e:",
+        return [f"{ind}try:", f"{ind}    m = True if f{j}({x}) else False", f"{ind}except Exception as e:",
                 *([f"{ind}    ci[{j}] += 1"] if count_failure else []),
-                *self._slow(f"fail(e, {j}, x)", ind + "    ", ctx)], "m"
+                *self._slow(f"fail(e, {j}, {x})", ind + "    ", ctx)], "m"
 
     def _step(self, j: int, ind: str, ctx: _Ctx) -> List[str]:
         kind = self.elems[j][0]
         leave = ctx[0]
         counting = self.counting
         out = [f"{ind}ci[{j}] += 1"] if counting else []
+        x = self.cur
+        y = "y" if x == "x" else "x"  # the step's result: the item's variable from here on
         if kind == FN and not counting and self._discarded(j):
             # what the last step of a pipe or side flow returns goes nowhere: only a
             # result that is more than one value (a generator, a coroutine) is looked at
-            return [f"{ind}try:", f"{ind}    y = f{j}(x)", f"{ind}except Exception as e:",
-                    *self._slow(f"fail(e, {j}, x)", ind + "    ", ctx),
-                    f"{ind}if y is not None and type(y) is not t{j}:",
-                    *self._learn(f"t{j}", ind + "    ", self._slow(f"spread(y, {j}, x)", "    ", ctx))]
+            self.cur = y
+            return [f"{ind}try:", f"{ind}    {y} = f{j}({x})", f"{ind}except Exception as e:",
+                    *self._slow(f"fail(e, {j}, {x})", ind + "    ", ctx),
+                    f"{ind}if {y} is not None and type({y}) is not t{j}:",
+                    *self._learn(f"t{j}", y, ind + "    ", self._slow(f"spread({y}, {j}, {x})", "    ", ctx))]
         if kind == FN:
             # one try per call: free in 3.11 when nothing raises, and the handler knows
             # the step and its input without per-item bookkeeping
-            out += [f"{ind}try:", f"{ind}    y = f{j}(x)", f"{ind}except Exception as e:",
-                    *self._slow(f"fail(e, {j}, x)", ind + "    ", ctx),
+            out += [f"{ind}try:", f"{ind}    {y} = f{j}({x})", f"{ind}except Exception as e:",
+                    *self._slow(f"fail(e, {j}, {x})", ind + "    ", ctx),
                     # the type this step returned last: one identity test while it keeps
                     # returning values of one type (see _guards)
-                    f"{ind}if type(y) is not t{j}:",
-                    f"{ind}    if y is None:",
+                    f"{ind}if type({y}) is not t{j}:",
+                    f"{ind}    if {y} is None:",
                     *([f"{ind}        cn[{j}] += 1"] if counting else []),
                     f"{ind}        {leave}",
-                    *self._learn(f"t{j}", ind + "    ", self._slow(f"spread(y, {j}, x)", "    ", ctx))]
+                    *self._learn(f"t{j}", y, ind + "    ", self._slow(f"spread({y}, {j}, {x})", "    ", ctx))]
             if counting:
                 out.append(f"{ind}co[{j}] += 1")
-            out.append(f"{ind}x = y")
+            self.cur = y
         elif kind == CONST:
             if counting:
                 out.append(f"{ind}co[{j}] += 1")
-            out.append(f"{ind}x = v{j}")
+            out.append(f"{ind}{x} = v{j}")
         elif kind == SPREAD_CONST:
-            out += self._slow(f"spread(v{j}, {j}, x)", ind, ctx)
+            out += self._slow(f"spread(v{j}, {j}, {x})", ind, ctx)
         elif kind == BLOCKED:
             out += self._blocked(j, ind, ctx)
         else:  # FILTER
@@ -210,12 +219,18 @@ class _Program:
         return out
 
     def _blocked(self, j: int, ind: str, ctx: _Ctx) -> List[str]:
-        """An all-sync BlockedJoin of plain steps: each branch a ``while True`` block
-        whose straight path leaves one value in ``s<b>`` (``r<b> is ONE``); a branch that
-        leaves it (None, a list, a coroutine, a failure) hands its general continuation's
-        result to ``r<b>`` and the item's tuple is finished by ``B<j>.finish``. A failure
-        under the raise policy propagates from there and fails the BlockedJoin's item."""
+        """An all-sync BlockedJoin of plain steps. Each branch starts from the item in
+        ``x<j>``; its straight path leaves one value in ``s<b>``. A branch that leaves it
+        (None, a list, a coroutine, a failure) puts ``SLOW`` in ``s<b>``, its general
+        continuation's result in ``r<b>``, and clears ``whole``: the item's tuple is then
+        finished by ``B<j>.finish``. A failure under the raise policy propagates from
+        there and fails the BlockedJoin's item.
+
+        A branch of one step is a ``try``/``else``; a longer one a ``while True`` block
+        its slow paths ``break``. So the straight path of ``BlockedJoin(f1, f2)`` is the
+        two calls, their guards, one flag and the tuple."""
         _, mode, share, lengths = self.elems[j]
+        item = self.cur  # an unmatched item goes on here; a matched one's tuple too
         lines, cond = self._match(j, ind, ctx)
         out = list(lines)
         body = ind
@@ -223,32 +238,39 @@ class _Program:
             out.append(f"{ind}if {cond}:")
             body = ind + "    "
         t, w = body + "    ", body + "        "
-        out += [*self._matched(j, body), f"{body}x{j} = x", f"{body}try:"]
+        out += [*self._matched(j, body), f"{body}x{j} = {item}", f"{body}whole = True", f"{body}try:"]
         for b, n in enumerate(lengths):
-            # the first branch starts from ``x`` as it is; the others from the item again
-            out += [f"{t}while True:", *([f"{w}x = x{j}"] if b else [])]
-            for k in range(n):
-                t_ = f"t{j}_{b}_{k}"
-                out += [f"{w}try:", f"{w}    y = g{j}_{b}_{k}(x)", f"{w}except Exception as e:",
-                        f"{w}    r{b} = fl{j}_{b}({k}, e, x)", f"{w}    break",
-                        f"{w}if type(y) is not {t_}:",
-                        *self._learn(t_, w + "    ",
-                                     [f"    r{b} = [] if y is None else sl{j}_{b}({k}, y, x)", "    break"]),
-                        f"{w}x = y"]
-            if n:  # the last step's value is the branch's: no step after it reads ``x``
-                out[-1] = f"{w}s{b} = y"
+            def slow(k: int, failed: bool, y: str, x: str, then: Tuple[str, ...] = ()) -> List[str]:
+                general = f"fl{j}_{b}({k}, e, {x})" if failed else f"[] if {y} is None else sl{j}_{b}({k}, {y}, {x})"
+                return [f"    r{b} = {general}", f"    s{b} = SLOW", "    whole = False", *then]
+
+            if n == 0:
+                out.append(f"{t}s{b} = x{j}")
+            elif n == 1:
+                t_ = f"t{j}_{b}_0"
+                out += [f"{t}try:", f"{t}    s{b} = g{j}_{b}_0(x{j})", f"{t}except Exception as e:",
+                        *(t + line for line in slow(0, True, "", f"x{j}")),
+                        f"{t}else:", f"{t}    if type(s{b}) is not {t_}:",
+                        *self._learn(t_, f"s{b}", t + "        ", slow(0, False, f"s{b}", f"x{j}"))]
             else:
-                out.append(f"{w}s{b} = x")
-            out += [f"{w}r{b} = ONE", f"{w}break"]
+                out.append(f"{t}while True:")
+                x = f"x{j}"
+                for k in range(n):
+                    t_, y = f"t{j}_{b}_{k}", "y" if x != "y" else "x"
+                    out += [f"{w}try:", f"{w}    {y} = g{j}_{b}_{k}({x})", f"{w}except Exception as e:",
+                            *(w + line for line in slow(k, True, "", x, ("    break",))),
+                            f"{w}if type({y}) is not {t_}:",
+                            *self._learn(t_, y, w + "    ", slow(k, False, y, x, ("    break",)))]
+                    x = y
+                out += [f"{w}s{b} = {x}", f"{w}break"]
         # what escapes the branches is a raise their step's policy already decided
         out += [f"{body}except Exception as e:", *self._slow(f"fail(e, {j}, x{j}, True)", t, ctx)]
-        slots = ", ".join(f"[s{b}] if r{b} is ONE else r{b}" for b in range(len(lengths)))
+        slots = ", ".join(f"r{b} if s{b} is SLOW else [s{b}]" for b in range(len(lengths)))
         finish = self._slow(f"spread(B{j}.finish(x{j}, [{slots}]), {j}, x{j})", t, ctx)
         if share:  # the tuple, then the item itself: the general path
             return out + [f"{body}if True:", *finish]
-        every = " and ".join(f"r{b} is ONE" for b in range(len(lengths)))
         values = "".join(f"s{b}, " for b in range(len(lengths)))
-        return out + [f"{body}if {every}:", f"{t}x = ({values})", f"{body}else:", *finish]
+        return out + [f"{body}if whole:", f"{t}{item} = ({values})", f"{body}else:", *finish]
 
     def _matched(self, j: int, ind: str) -> List[str]:
         """Count a matched item of the route (or BlockedJoin) at ``j`` — unless the chunk
@@ -270,7 +292,8 @@ class _Program:
         if cond is not None:
             out.append(f"{ind}if {cond}:")
             body = ind + "    "
-        out += [*self._matched(j, body), f"{body}x{j} = x"]
+        at_route = self.cur
+        out += [*self._matched(j, body), f"{body}x{j} = {at_route}"]
         in_branch = tuple(_STOP_IF_FULL if line.startswith(_IF_FULL) else line for line in after_slow)
         restore = False  # does the first branch start from a changed ``x``?
         if share:
@@ -284,11 +307,13 @@ class _Program:
                         f"{body}    break"]
                 restore = True
             else:
-                out += [f"{body}a{j}(x)", *(body + line for line in in_branch)]
+                out += [f"{body}a{j}({at_route})", *(body + line for line in in_branch)]
         for b, sid in enumerate(self.branches[j]):
             out.append(f"{body}while True:")
+            self.cur = at_route
             if b or restore:
                 out.append(f"{body}    x = x{j}")
+                self.cur = "x"
             out += self.run_from(sid, 0, body + "    ", ("break", in_branch))
             out.append(f"{body}    break")
         stops = [line[len(_IF_FULL):] for line in after_slow if line.startswith(_IF_FULL)]
@@ -300,6 +325,7 @@ class _Program:
         if cond is not None:
             out += [f"{ind}else:", f"{ind}    cn[{j}] += 1"]
         psid, pidx = self.where[j]
+        self.cur = at_route
         return out + self.run_from(psid, pidx + 1, ind, ctx)
 
     def pullable(self) -> bool:
@@ -325,6 +351,7 @@ class _Program:
                "            while k:", "                for x in it:", "                    break",
                "                else:", "                    return ENDED", "                k -= 1"]
         self.pulling = True
+        self.cur = "x"
         out += self.run_from(0, 0, "                ", ("continue", ("return NOTHING",)))
         self.pulling = False
         return out + ["            return NOTHING", "        finally:", "            stats.out += k0 - k"]
@@ -343,14 +370,15 @@ class _Program:
                "            try:", "                x = await anext_()", "            except StopAsyncIteration:",
                "                return n, True", "            except BaseException:", "                at_pull = True",
                "                raise", "            n += 1"]
+        self.cur = "x"
         out += self.run_from(0, 0, "            ", ("continue", ()))
         return out + ["        return n, False"]
 
     @staticmethod
-    def _learn(guard: str, ind: str, other: List[str]) -> List[str]:
-        """After a guard missed: a single value's type becomes the guard, anything else
-        runs ``other`` (lines indented relative to the ``else``)."""
-        return [f"{ind}if type(y) in VALUES:", f"{ind}    {guard} = type(y)", f"{ind}else:",
+    def _learn(guard: str, y: str, ind: str, other: List[str]) -> List[str]:
+        """After a guard missed on the result in ``y``: a single value's type becomes
+        the guard, anything else runs ``other`` (lines indented relative to the ``else``)."""
+        return [f"{ind}if type({y}) in VALUES:", f"{ind}    {guard} = type({y})", f"{ind}else:",
                 *(ind + line for line in other)]
 
     def _guards(self) -> List[str]:
@@ -402,6 +430,7 @@ class _Program:
             return "\n".join(out + self._many(learn, check) + ["    return many"])
         fn_ctx: _Ctx = ("return", ())
         out += ["    def entry(x):", *learn]
+        self.cur = "x"
         out += self.run_from(0, 0, "        ", fn_ctx)
         out.append("        return")
         # the continuations run one step and call the next one's (slow paths only: a
@@ -410,6 +439,7 @@ class _Program:
         for j in range(n):
             sid, idx = self.where[j]
             out += [f"    def a{j}(x):", *learn]
+            self.cur = "x"
             out += self.run_from(sid, idx + 1, "        ", fn_ctx)
             out.append("        return")
         self.chaining = False
@@ -452,6 +482,7 @@ class _Program:
         if check is not None:
             out += self._check(check, head, full if self.terminal else "")
         self.uncounted_head = head
+        self.cur = "x"
         out += self.run_from(0, 0, "            ", ctx)
         self.uncounted_head = False
         out.append(f"        {ret}")
@@ -477,8 +508,8 @@ class _Program:
                 f"{ind}except Exception as e:", f"{ind}    if hitting:", f"{ind}        raise", f"{ind}    tfail(x, e)"]
 
 
-#: a BlockedJoin branch's straight path ended with exactly one value
-_ONE = object()
+#: a BlockedJoin branch left its straight path: its outputs are in ``r<b>``, not ``s<b>``
+_SLOW = object()
 
 
 class _Mark:
@@ -510,7 +541,7 @@ def _tag(shape: Sequence[Element]) -> str:
 def _factory(shape: Shape, terminal: bool, counting: bool, part: str = "sync",
              check: str | None = None) -> Callable[..., Any]:
     text = _Program(shape, terminal, counting).source(part, check)
-    namespace: Dict[str, Any] = {"ONE": _ONE, "NOTYPE": _NoType, "NOTHING": NOTHING, "ENDED": ENDED}
+    namespace: Dict[str, Any] = {"SLOW": _SLOW, "NOTYPE": _NoType, "NOTHING": NOTHING, "ENDED": ENDED}
     tag = f"{_tag(shape)}{'.' if terminal else ''}{'#' if counting else ''}"
     filename = f"<rxbot fused {tag}{'' if part == 'sync' else ' ' + part} {next(_serial)}>"  # unique: one text per name
     # attrs' pattern: a linecache entry under the code's own file name, so tracebacks,
