@@ -518,9 +518,11 @@ def _inner(route: Route, where: StepId) -> Tuple[StepId, ...]:
 
 
 class _Lowering:
-    def __init__(self) -> None:
+    def __init__(self, per_step: bool = False) -> None:
         self.fusion = bool(config.fusion)
         self.trace = config.trace
+        #: each top-level step lowered alone: a run's hooks put an operator between any two
+        self.per_step = per_step
 
     def sequence(self, steps: Sequence[Any], path: StepId, terminal: bool,
                  cuts: Sequence[Tuple[int, int]] | None = None) -> Tuple[Lowered, ...]:
@@ -610,9 +612,9 @@ class _Lowering:
         return tuple(out)
 
     def traced(self, source: Source, after: Lowered | None) -> Tuple[str | None, str]:
-        """How ``config.trace`` checks the elements of ``source`` (the engine decides
-        the same at run time, rxbot.engine.operators._pull_source.iterate): inline in the
-        fused steps it slices into — the check's text over ``x`` — or through a
+        """How ``config.trace`` checks the elements of ``source``: inline in the fused
+        steps it slices into — the check's text over ``x``, which the compiler hands to
+        the source's tracer (rxbot.engine.compiler ``Builder.follow``) — or through a
         generator wrapping it (None); and the words ``explain()`` says. Only a pipe's
         first step, a Loop, is traced."""
         if self.trace is None or source.kind != "Loop" or len(source.id.positions) != 1 or source.id.top != 1:
@@ -624,6 +626,8 @@ class _Lowering:
         wrapped = f"trace {expr!r}: checked by a generator wrapping the source (one generator step per element): "
         if not isinstance(after, Fused):
             return None, wrapped + "the source does not slice into fused steps"
+        if self.per_step:
+            return None, wrapped + "the run's hooks (replay) put an operator between the source and the steps after it"
         check, why = inline_check(expr)
         return check, (f"trace {expr!r}: {why}" if check is not None else wrapped + why)
 
@@ -670,7 +674,7 @@ def lower(steps: Sequence[Any], root: StepId, label: str = "Pipe", per_step: boo
     """The plan of ``steps`` held at ``root`` under the current settings (``per_step``:
     each top-level step lowered alone)."""
     cuts = cut(steps, per_step)
-    nodes = _Lowering().sequence(steps, root, terminal=True, cuts=cuts)
+    nodes = _Lowering(per_step).sequence(steps, root, terminal=True, cuts=cuts)
     return PipePlan(root, label, nodes, Settings.now(), tuple(cuts), tuple(walk(steps, root)), per_step)
 
 

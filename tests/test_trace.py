@@ -472,6 +472,32 @@ def test_a_source_that_cannot_check_inline_goes_through_the_wrapper_and_explain_
     assert ("P1[2] look", "in") in hops(trace) or ("P1[3] look", "in") in hops(trace)
 
 
+def test_under_replay_the_plan_puts_the_check_in_the_wrapper_and_the_run_does_as_it_says(tmp_path):
+    """Replay's hooks put an operator between every two top-level steps, so the source
+    does not reach the fused steps' chunk entry: the per-step plan the run builds says
+    the check is in the wrapper, and why, and the compiler hands the tracer no inline
+    check (the decision is the plan's, not re-derived at run time)."""
+    from rxbot.plan import plan_of
+
+    config.replay_mode = True
+    config.replay_dir = str(tmp_path / "cache")
+    config.trace = "item == 5"
+    callers, out = [], []
+
+    def look(x):
+        callers.append(sys._getframe(1).f_code.co_filename)
+        return x
+
+    pipe = Pipe(range(10), look, out.append)
+    (source, *_) = plan_of(pipe, 1, per_step=True).nodes
+    assert "checked by a generator wrapping the source" in source.trace
+    assert "the run's hooks (replay) put an operator between the source and the steps after it" in source.trace
+    (trace,) = BotFrame.run().traces
+    assert out == list(range(10))
+    assert callers and not any(" traced " in f for f in callers)
+    assert ("P1[2] look", "in") in hops(trace)
+
+
 def test_elements_taken_inline_and_through_the_wrapper_are_each_checked_once():
     """An async step after the fused steps draws the source's next elements through
     them while its slots are full (the wrapper), the source slices the rest into the

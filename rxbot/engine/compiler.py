@@ -17,8 +17,8 @@ from ..config import config
 from ..tree.flow import BlockedJoin, Route
 from ..tree.node import Loop, Timer
 from ..tree.step import Const, RxOp, Step
-from ..plan import (Fused, blocked_join_strategy, callable_of, cut, evaluable_route, fusable, is_generator_function,
-                    matcher, node_of, options_of, overrides_flush, runs_inline)
+from ..plan import (Fused, PipePlan, Source, blocked_join_strategy, callable_of, cut, evaluable_route, fusable,
+                    is_generator_function, matcher, node_of, options_of, overrides_flush, runs_inline)
 from ..tree.walk import StepId, walk
 from .boost import boosted
 from .fuse import ALL, BLOCKED, CONST, FILTER, FN, FUNC, ROUTE, SPREAD_CONST, TYPE, Element, source_of
@@ -52,6 +52,19 @@ class Builder:
         self.ctx = ctx
         #: building a BlockedJoin's branches (each item gets a fresh subscription of them)
         self.per_item = 0
+        #: per traced pipe source, the trace's check its plan put into the fused steps
+        #: after it (see :meth:`follow`)
+        self.trace_checks: Dict[StepId, str] = {}
+
+    def follow(self, plan: PipePlan) -> PipePlan:
+        """Take what the pipe's ``plan`` decided that the tree alone does not say:
+        where an item trace checks each traced source's elements (inline in the fused
+        steps it slices into, else through the tracer's wrapping generator)."""
+        nodes = plan.nodes
+        for source, after in zip(nodes, nodes[1:]):
+            if isinstance(source, Source) and isinstance(after, Fused) and after.check is not None:
+                self.trace_checks[source.id] = after.check
+        return plan
 
     # -- public -----------------------------------------------------------------------
     def build(self, steps: Sequence[Any], downstream: List[Boundary], path: StepId | str,
@@ -228,7 +241,8 @@ class Builder:
             iterable = node.iterable
             traced = None
             if self.ctx.tracer is not None and len(where.positions) == 1 and where.top == 1:
-                traced = self.ctx.tracer.source(where)  # a pipe's source: --trace (rxbot.observe.trace)
+                # a pipe's source: --trace (rxbot.observe.trace), checked where its plan says
+                traced = self.ctx.tracer.source(where, self.trace_checks.get(where))
 
             async def produce_loop(item: Any, emit: Callable[[Any], None], gate: Gate, stats: StepStats) -> None:
                 await iterate(iterable, emit, gate, stats, traced)

@@ -184,7 +184,7 @@ def build_pipe(builder: "Builder", ctx: "RunContext", pipe: Any, index: int,
     valves: each top-level step built alone (the pipe's plan lowered ``per_step``), from
     the last to the first (the same right-to-left threading of flow-control boundaries
     as ``Builder.build``)."""
-    plan = plan_of(pipe, index, per_step=True)
+    plan = builder.follow(plan_of(pipe, index, per_step=True))
     steps = pipe.steps
     path = plan.root
     m = len(plan.spans)

@@ -92,8 +92,8 @@ def _start(pipe: Pipe, builder: Builder, ctx: RunContext, root: StepId, hooks: R
     if hooks is not None and hooks.rebuilds:
         source, ops = build_pipe(builder, ctx, pipe, index, hooks)
     else:
-        source, ops = trigger(ctx, 0), builder.build(pipe.steps, [], root, terminal=True,
-                                                     cuts=plan_of(pipe, index).spans)[0]
+        plan = builder.follow(plan_of(pipe, index))
+        source, ops = trigger(ctx, 0), builder.build(pipe.steps, [], root, terminal=True, cuts=plan.spans)[0]
 
     def on_end() -> None:
         pipe._finished = True

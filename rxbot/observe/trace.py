@@ -372,11 +372,12 @@ class Tracer:
         ctx.report.traces = []  # the live list the watch view reads; the dicts at the end
         ctx.letter_hooks.append(self._letter)
 
-    def source(self, where: StepId) -> "TracedSource":
+    def source(self, where: StepId, check: str | None = None) -> "TracedSource":
         """What the pipe's source at ``where`` hands its elements through (see
-        :class:`TracedSource`)."""
+        :class:`TracedSource`); ``check``: the expression the pipe's plan put inline into
+        the fused steps the source slices into (:func:`rxbot.plan.inline_check`), else
+        None (every element goes through the wrapping generator)."""
         hit, failed = self._hooks(where)
-        check, _ = inline_check(self.expr)
         return TracedSource(check, (hit, self._off, failed),
                             partial(self.compiled["traced_source"], hit=hit, next_one=self._off, failed=failed))
 

@@ -165,17 +165,18 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
     take the elements themselves (:meth:`Slots.draw`): right after the source, or
     through the fused segment between them.
 
-    ``trace``: the pipe's source is traced (:class:`rxbot.observe.trace.TracedSource`): a fused
-    segment slices the source's own iterator with the trace's check inline; every
-    other way of taking an element goes through the trace's wrapping generator."""
+    ``trace``: the pipe's source is traced (:class:`rxbot.observe.trace.TracedSource`).
+    Where its plan put the trace's check into the fused segment ``emit`` enters
+    (``trace.check``), the segment slices the source's own iterator with the check
+    inline; every other way of taking an element goes through the trace's wrapping
+    generator."""
     every = config.yield_every
     it = raw = iter(iterable)
     many = None
     if trace is not None:
         it = trace.wrap(raw)
-        traced_many = getattr(emit, "__rxbot_traced_many__", None)
-        if traced_many is not None and trace.check is not None:
-            many = traced_many(trace.check, trace.hooks)
+        if trace.check is not None:  # the plan put the check into the fused steps ``emit`` enters
+            many = emit.__rxbot_traced_many__(trace.check, trace.hooks)
     try:
         await _pull(it, emit, gate, stats, every, many, raw)
     finally:
