@@ -261,6 +261,10 @@ def _nested_route(route: Route) -> bool:
     return any(isinstance(s, Route) and s.kind != "filter" for branch in route.branches for s in branch)
 
 
+#: the BlockedJoin strategies that subscribe its branches' operators per item
+PER_ITEM = ("a subscription per item", "fork_join per item")
+
+
 def blocked_join_strategy(step: BlockedJoin) -> Tuple[str, str]:
     """Which executor runs a BlockedJoin, and why (see :class:`BlockedJoinPlan`)."""
     if not config.fusion:
@@ -434,6 +438,9 @@ class RoutePlan:
     strategy: str  # 'generated code', 'route operator', 'publish + merge'
     reason: str
     branches: Tuple[Tuple["Lowered", ...], ...] = ()
+    #: per branch, the ``(first, last)`` step indexes each of its operators holds (an
+    #: operator route's; the compiler builds its branches so)
+    spans: Tuple[Tuple[Tuple[int, int], ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -445,6 +452,15 @@ class BlockedJoinPlan:
     strategy: str  # 'generated code', 'inline function', 'evaluated per item', 'a subscription per item', 'fork_join per item'
     reason: str
     steps: Tuple[StepId, ...] = ()  # the steps of its branches (nested routes' too)
+    #: subscribed per item: its branches lowered, and per branch the ``(first, last)``
+    #: step indexes each of their operators holds (what the compiler builds)
+    branches: Tuple[Tuple["Lowered", ...], ...] = ()
+    spans: Tuple[Tuple[Tuple[int, int], ...], ...] = ()
+
+    @property
+    def subscribed(self) -> bool:
+        """Does every item subscribe its branches' operators afresh?"""
+        return self.strategy in PER_ITEM
 
 
 @dataclass(frozen=True)
@@ -565,20 +581,28 @@ class _Lowering:
         counting, why = _counting_reason(policies)
         return Fused(tuple(ids), counting, why, terminal, tuple(routes), tuple(blocked), tuple(steps[first:last + 1]))
 
+    def branches(self, route: Route, where: StepId,
+                 terminal: bool) -> Tuple[Tuple[Tuple[Lowered, ...], ...], Tuple[Tuple[Tuple[int, int], ...], ...]]:
+        """An operator route's branches lowered, and how each is cut into operators."""
+        spans = tuple(tuple(cut(branch)) for branch in route.branches)
+        return tuple(self.sequence(branch, where.branch(b + 1), terminal, cuts=spans[b])
+                     for b, branch in enumerate(route.branches)), spans
+
     def single(self, step: Any, where: StepId, terminal: bool) -> Lowered:
         if isinstance(step, RxOp):
             return RxStepPlan(where)
         if isinstance(step, BlockedJoin):
             strategy, reason = blocked_join_strategy(step)
-            return BlockedJoinPlan(where, match_mode(step), strategy, reason, _inner(step, where))
+            branches, spans = self.branches(step, where, False) if strategy in PER_ITEM else ((), ())
+            return BlockedJoinPlan(where, match_mode(step), strategy, reason, _inner(step, where), branches, spans)
         if isinstance(step, Route) and step.kind != "filter":
             if not self.fusion:
                 strategy, reason = "publish + merge", "fusion is off: the honest graph"
             else:
                 strategy, reason = "route operator", not_fused_because(step)
-            branches = tuple(self.sequence(branch, where.branch(b + 1), not step.join)
-                             for b, branch in enumerate(step.branches))
-            return RoutePlan(where, step.kind, step.share, step.join, match_mode(step), strategy, reason, branches)
+            branches, spans = self.branches(step, where, not step.join)
+            return RoutePlan(where, step.kind, step.share, step.join, match_mode(step), strategy, reason, branches,
+                             spans)
         if runs_inline(step):
             return Unfused(where, not_fused_because(step))
         node = node_of(step)
@@ -678,6 +702,12 @@ def lower(steps: Sequence[Any], root: StepId, label: str = "Pipe", per_step: boo
     return PipePlan(root, label, nodes, Settings.now(), tuple(cuts), tuple(walk(steps, root)), per_step)
 
 
+def lower_route(step: Route, where: StepId, terminal: bool = False) -> Lowered:
+    """The plan of one route operator (or BlockedJoin) at ``where`` under the current
+    settings: for a build that has no pipe plan around it."""
+    return _Lowering().single(step, where, terminal)
+
+
 def plan_of(pipe: Any, index: int = 1, per_step: bool = False) -> PipePlan:
     """The plan of ``pipe`` (its ``index``-th place in a run: ``P1``, ``P2`` ...), built
     once and cached on the pipe until the settings or its steps change."""
@@ -752,6 +782,6 @@ def _describe(nodes: Sequence[Lowered], ind: str, lines: List[str],
 __all__ = ["runs_inline", "node_of", "callable_of", "overrides_flush", "is_generator_function", "options_of",
            "matcher", "counts_sync", "policy_of", "plain_sync", "inlinable_route", "plain_async", "evaluable_route",
            "MAX_FUSED_DEPTH", "generated_depth", "fusable", "MAX_SEGMENT", "positions", "spans", "cut", "not_fused_because", "match_mode",
-           "blocked_join_strategy", "Settings", "Fused", "Source", "Bounded", "Unfused", "RoutePlan",
+           "blocked_join_strategy", "PER_ITEM", "lower_route", "Settings", "Fused", "Source", "Bounded", "Unfused", "RoutePlan",
            "BlockedJoinPlan", "RxStepPlan", "Lowered", "PipePlan", "lower", "plan_of", "explain",
            "TraceExpressionError", "compile_expression", "inline_check"]

@@ -156,6 +156,7 @@ def _subscribe_run(steps: Sequence[Any], path: str, observer: Any, scheduler: An
     ``pipes``: the Pipe the steps came from, if any (what ``BotFrame.bots`` shows)."""
     from .observe import live
     from .engine.compiler import Builder
+    from .plan import lower
     from .engine.context import RunContext
     from .engine.lifecycle import make_room_for, run_scope, subscribe_until_end
     from .engine.operators import trigger
@@ -182,7 +183,9 @@ def _subscribe_run(steps: Sequence[Any], path: str, observer: Any, scheduler: An
             live.started(ctx, pipes)  # BotFrame.bots / debug() list its steps, as run_pipes does
             async with run_scope(ctx, nodes_in(steps), after_shutdown=lambda: live.ended(ctx)):
                 try:
-                    ops, _ = Builder(ctx).build(steps, [], root)
+                    builder = Builder(ctx)
+                    plan = builder.follow(lower(steps, root))  # decided once, as a run's pipes are
+                    ops, _ = builder.build(steps, [], root, cuts=plan.spans)
                     head = trigger(ctx, item) if source is None else source
                     done, inner = subscribe_until_end(ctx, head.pipe(*ops), forward)
                     await asyncio.wait([done, ctx.failed], return_when=asyncio.FIRST_COMPLETED)

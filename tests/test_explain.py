@@ -297,3 +297,46 @@ def test_the_sharded_runs_splitter_reads_the_plan():
         shard_plan([pipe])
     ok = shard_plan([Pipe(range(4), inc, print)])
     assert ok.sources[0].where == str(plan_of(ok.pipes[0]).steps[0][0]) == "P1[1] Loop(range(0, 4))"
+
+
+@pytest.mark.parametrize("fusion", [True, False])
+def test_route_operators_and_blockedjoins_are_built_as_their_pipes_plan_says_nothing_decided_again(
+        fusion, monkeypatch):
+    """Routes whose branches become operators (async steps in them), nested in each
+    other and in a BlockedJoin that subscribes its branches per item: the compiler
+    builds every one of them from the run's plan (its strategy and the cuts of each
+    branch) and never lowers a route itself; the run's result is a plain loop's."""
+    import rxbot.engine.compiler as compiler
+
+    config.fusion = fusion
+
+    def lowered_again(step, where, terminal=False):
+        raise AssertionError(f"the compiler lowered {where} itself")
+
+    def cut_again(steps, per_step=False):
+        raise AssertionError(f"the compiler cut {steps} itself")
+
+    monkeypatch.setattr(compiler, "lower_route", lowered_again)
+    monkeypatch.setattr(compiler, "cut", cut_again)
+    out = []
+    pipe = Pipe(range(6),
+                Branch(inc, Step(aslow), Join(double, Step(aslow)), out.append, share=True),
+                BlockedJoin(Step(aslow, retries=1), Join(inc, Step(aslow))),
+                out.append)
+    plan = plan_of(pipe)
+    routes = [n for n in plan.nodes if isinstance(n, (RoutePlan, BlockedJoinPlan))]
+    assert [type(n) for n in routes] == [RoutePlan, BlockedJoinPlan]
+    branch, blocked = routes
+    assert blocked.strategy == ("a subscription per item" if fusion else "fork_join per item")
+    assert branch.strategy == ("route operator" if fusion else "publish + merge")
+    assert len(blocked.spans) == len(blocked.branches) == 2
+    nested = [n for n in branch.branches[0] if isinstance(n, RoutePlan)]
+    assert len(nested) == 1 and nested[0].spans  # the Join inside the Branch is planned too
+    BotFrame.run()
+    expected = []
+    for x in range(6):
+        y = inc(x)
+        expected += [2 * y, y]  # Join(double, aslow) of the Branch, then its side end
+    for x in range(6):
+        expected.append((x, [x + 1, x]))  # BlockedJoin: aslow, then Join(inc, aslow)'s two outputs
+    assert sorted(map(repr, out)) == sorted(map(repr, expected))

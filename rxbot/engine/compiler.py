@@ -17,8 +17,8 @@ from ..config import config
 from ..tree.flow import BlockedJoin, Route
 from ..tree.node import Loop, Timer
 from ..tree.step import Const, RxOp, Step
-from ..plan import (Fused, PipePlan, Source, blocked_join_strategy, callable_of, cut, evaluable_route, fusable,
-                    is_generator_function, matcher, node_of, options_of, overrides_flush, runs_inline)
+from ..plan import (BlockedJoinPlan, Fused, PipePlan, RoutePlan, Source, blocked_join_strategy, callable_of, cut,
+                    fusable, is_generator_function, lower_route, matcher, node_of, options_of, overrides_flush, runs_inline)
 from ..tree.walk import StepId, walk
 from .boost import boosted
 from .fuse import ALL, BLOCKED, CONST, FILTER, FN, FUNC, ROUTE, SPREAD_CONST, TYPE, Element, source_of
@@ -55,16 +55,35 @@ class Builder:
         #: per traced pipe source, the trace's check its plan put into the fused steps
         #: after it (see :meth:`follow`)
         self.trace_checks: Dict[StepId, str] = {}
+        #: the plans of the route operators and BlockedJoins to build, by id
+        self.planned: Dict[StepId, Any] = {}
 
     def follow(self, plan: PipePlan) -> PipePlan:
-        """Take what the pipe's ``plan`` decided that the tree alone does not say:
-        where an item trace checks each traced source's elements (inline in the fused
-        steps it slices into, else through the tracer's wrapping generator)."""
-        nodes = plan.nodes
+        """Take what the pipe's ``plan`` decided that the tree alone does not say: where
+        an item trace checks each traced source's elements (inline in the fused steps it
+        slices into, else through the tracer's wrapping generator), and how each route
+        operator and BlockedJoin runs and is cut into operators."""
+        self._follow(plan.nodes)
+        return plan
+
+    def _follow(self, nodes: Sequence[Any]) -> None:
         for source, after in zip(nodes, nodes[1:]):
             if isinstance(source, Source) and isinstance(after, Fused) and after.check is not None:
                 self.trace_checks[source.id] = after.check
-        return plan
+        for node in nodes:
+            if isinstance(node, (RoutePlan, BlockedJoinPlan)):
+                self.planned[node.id] = node
+                for branch in node.branches:
+                    self._follow(branch)
+
+    def _plan_of_route(self, step: Route, where: StepId) -> Any:
+        """The route's plan: its pipe's, or (a build with no pipe plan around it, e.g. a
+        pipe used as an Rx operator) lowered now by the same rules."""
+        planned = self.planned.get(where)
+        if planned is None:
+            planned = self.planned[where] = lower_route(step, where)
+            self._follow([planned])
+        return planned
 
     # -- public -----------------------------------------------------------------------
     def build(self, steps: Sequence[Any], downstream: List[Boundary], path: StepId | str,
@@ -280,10 +299,11 @@ class Builder:
     # -- routes -----------------------------------------------------------------------
     def _route(self, step: Route, downstream: List[Boundary], where: StepId) -> Tuple[Operator, List[Boundary]]:
         rt = self.ctx.runtime(where, step.label())
+        planned = self._plan_of_route(step, where)
         if isinstance(step, BlockedJoin):
             known = set(self.ctx.runtimes)
             correlate: Callable[[Any], Any]
-            if config.fusion and evaluable_route(step):
+            if not planned.subscribed:
                 # plain sync and async steps: evaluated per item, the async ones awaited
                 # together, instead of a fresh subscription of every branch per item
                 branches, _ = self._entries(step, where)
@@ -296,11 +316,12 @@ class Builder:
             else:
                 self.per_item += 1
                 try:
-                    per_branch = [self.build(steps, [], where.branch(b + 1))[0]
+                    per_branch = [self.build(steps, [], where.branch(b + 1), cuts=planned.spans[b])[0]
                                   for b, steps in enumerate(step.branches)]
                 finally:
                     self.per_item -= 1
-                correlate = (per_item_join if config.fusion else fork_join_each)(self.ctx, per_branch)
+                subscribe = per_item_join if planned.strategy == "a subscription per item" else fork_join_each
+                correlate = subscribe(self.ctx, per_branch)
             self._mark_blocked_join(known)
             plan = AsyncPlan(self.ctx.runtime(where, step.label()), correlate, list(downstream))
             # one "branch": the correlating map, which counts its own items
@@ -310,12 +331,13 @@ class Builder:
         extra: List[Boundary] = []
         base = downstream if step.join else []
         for b, steps in enumerate(step.branches):
-            ops_b, bounds_b = self.build(steps, base, where.branch(b + 1), terminal=not step.join)
+            ops_b, bounds_b = self.build(steps, base, where.branch(b + 1), terminal=not step.join,
+                                         cuts=planned.spans[b])
             branch_ops.append(ops_b)
             extra.extend(bounds_b[len(base):])
         if not step.join:
             branch_ops = [ops_b + [rx_ops.ignore_elements()] for ops_b in branch_ops]
-        if not config.fusion:  # the honest graph: publish + merge
+        if planned.strategy == "publish + merge":  # fusion is off: the honest graph
             return publish_route(rt, matcher(step), step.share, branch_ops), downstream + extra
         return route(rt, matcher(step), step.share, branch_ops, counting=True), downstream + extra
 
