@@ -176,7 +176,7 @@ async def iterate(iterable: Any, emit: Callable[[Any], None], gate: Gate, stats:
     if trace is not None:
         it = trace.wrap(raw)
         if trace.check is not None:  # the plan put the check into the fused steps ``emit`` enters
-            many = emit.__rxbot_traced_many__(trace.check, trace.hooks)
+            many = getattr(emit, "__rxbot_traced_many__")(trace.check, trace.hooks)
     try:
         await _pull(it, emit, gate, stats, every, many, raw)
     finally:
