@@ -226,20 +226,26 @@ class Slots:
                     if gate.blocked == 1 and not self.handed:
                         if segment is None:  # the source's elements are this step's works
                             try:
-                                work = next(it)
-                            except StopIteration:
-                                self._end_draw(True)
+                                # ``next(it)`` without a call: the loop's own FOR_ITER, as
+                                # a hand-written worker's ``for`` takes its next element
+                                for work in it:
+                                    break
+                                else:
+                                    work = ended
                             except Exception as exc:  # the source's failure, raised in its task
                                 self._end_draw(exc)
                             else:
-                                counts.out += 1  # the source's
-                                if step_stats is not None:
-                                    step_stats.inp += 1
-                                left -= 1
-                                if not left and due():
-                                    await self._turn(work)
-                                    left = span = pace.turned()  # type: ignore[union-attr]
-                                continue
+                                if work is ended:
+                                    self._end_draw(True)
+                                else:
+                                    counts.out += 1  # the source's
+                                    if step_stats is not None:
+                                        step_stats.inp += 1
+                                    left -= 1
+                                    if not left and due():
+                                        await self._turn(work)
+                                        left = span = pace.turned()  # type: ignore[union-attr]
+                                    continue
                         else:
                             # through the fused segment between: its next output is this
                             # slot's next work (``pull``), or, through a route, it lands in
