@@ -24,9 +24,9 @@ What the generated ``make(...)`` returns:
   flow control holds per item. At the
   end of a pipe the gate can only close through a slow path (a result the segment
   defers, a failure), so only those check it;
-* ``pull(it, stats, k)`` — the next output for the items of ``it``, returned instead
-  of emitted (not at a pipe's end, not through a route): an async step right after
-  the segment draws its works through it;
+* ``pull(it, stats, k)`` — a generator of the outputs for the items of ``it``,
+  yielded instead of emitted (not at a pipe's end, not through a route): an async
+  step right after the segment draws its works from it;
 * ``after`` — per position ``j``, the continuation taking one output of step ``j``
   (what the slow paths, retries, flushes and pipein push into);
 * ``amany(ait, gate, k)`` — up to ``k`` items of an async iterator (an async step's
@@ -140,7 +140,8 @@ class _Program:
         x = self.cur
         if parent is None:
             if self.pulling:  # ``pull``: the output is the caller's next work
-                out += [f"{ind}if held[0]:", f"{ind}    hold({x})", f"{ind}    return NOTHING", f"{ind}return {x}"]
+                out += [f"{ind}if held[0]:", f"{ind}    hold({x})", f"{ind}    yield NOTHING", f"{ind}    continue",
+                        f"{ind}yield {x}", f"{ind}room = k"]
             elif not self.terminal:  # at the end of a pipe nothing listens: no call at all
                 out += [f"{ind}if held[0]:", f"{ind}    hold({x})", f"{ind}else:", f"{ind}    emit({x})"]
         elif self.elems[parent][3]:  # a joining branch: continue after the route
@@ -335,26 +336,30 @@ class _Program:
         return not self.terminal and all(el[0] != ROUTE for el in self.elems)
 
     def _pull(self) -> List[str]:
-        """``pull(it, stats, k)``: the next output of the segment for the items of the
-        source's iterator ``it`` (at most ``k`` of them, counted into the source's
-        ``stats``), *returned* instead of emitted — what the workers of an async step
-        right after the segment take as their next work (``Slots.draw``). Returns
-        ``ENDED`` when ``it`` ended, ``NOTHING`` when ``k`` items gave no output or an
-        output went its general way (a slow path, the ordered lane)."""
+        """``pull(it, stats, k)``: a generator of the segment's outputs for the items of
+        the source's iterator ``it`` (each counted into the source's ``stats`` as it is
+        taken, before the steps: a step that raises counts its item too), *yielded*
+        instead of emitted — what the workers of an async step right after the segment
+        take as their next works (``Slots.draw``): each worker resumes its own
+        generator, one resumption per work, where a call per work would set up a frame
+        and its ``try``/``finally`` each time. It yields ``NOTHING`` when ``k`` items in
+        a row gave no output (``room`` counts them down) or an output went its general way (a slow path, the
+        ordered lane), and ``ENDED`` (for ever) once ``it`` ended; it never pulls an
+        item before it is asked for the next output, so a worker that stops drawing
+        leaves the rest of ``it`` untouched."""
         if not self.pullable():
             return []
         guards = self._guards()
-        # the items pulled are counted once per call (``k0 - k``, in ``finally``: a step
-        # that raises counts its item too), not by one ``stats.out += 1`` each
         out = ["    def pull(it, stats, k):", *([f"        nonlocal {', '.join(guards)}"] if guards else []),
-               "        k0 = k", "        try:",
-               "            while k:", "                for x in it:", "                    break",
-               "                else:", "                    return ENDED", "                k -= 1"]
+               "        room = k", "        while True:",
+               "            if not room:", "                yield NOTHING", "                room = k",
+               "            for x in it:", "                break", "            else:", "                break",
+               "            room -= 1", "            stats.out += 1"]
         self.pulling = True
         self.cur = "x"
-        out += self.run_from(0, 0, "                ", ("continue", ("return NOTHING",)))
+        out += self.run_from(0, 0, "            ", ("continue", ("yield NOTHING",)))
         self.pulling = False
-        return out + ["            return NOTHING", "        finally:", "            stats.out += k0 - k"]
+        return out + ["        while True:", "            yield ENDED"]
 
     def _amany(self, learn: List[str]) -> List[str]:
         """``amany(ait, gate, k)``: at most ``k`` items of an async iterator (an async

@@ -219,7 +219,9 @@ class Slots:
                     if drawn is not mine:  # a draw this worker has not drawn from yet
                         mine = drawn
                         it, gate, counts, _, segment = drawn
-                        pull = segment.pull if segment is not None else None
+                        # this worker's own generator of the fused segment's outputs
+                        pulling = segment.pull if segment is not None else None
+                        pull = pulling(it, counts, every).__next__ if pulling is not None else None
                     # only this step holds the source (a halted gate, a failed run, a later
                     # full step close it more), and no handed work is to start first. The
                     # slots are full all along (see set_full)
@@ -255,7 +257,7 @@ class Slots:
                             # its own task
                             try:
                                 if pull is not None:
-                                    work = pull(it, counts, every)
+                                    work = pull()
                                 else:
                                     work = NOTHING
                                     entry = segment.entry
