@@ -226,62 +226,48 @@ class Slots:
                     # full step close it more), and no handed work is to start first. The
                     # slots are full all along (see set_full)
                     if gate.blocked == 1 and not self.handed:
-                        if segment is None:  # the source's elements are this step's works
-                            try:
+                        # the next work: the source's next element itself, or the fused
+                        # segment's next output for the elements after it: its next
+                        # output is this slot's next work (``pull``), or, through a route,
+                        # it lands in ``pending`` (submit) and is taken below. At most
+                        # ``every`` elements per freed slot (a segment that drops them all
+                        # must not keep the loop), then the slot frees and the source goes
+                        # on in its own task
+                        try:
+                            if segment is None:
                                 # ``next(it)`` without a call: the loop's own FOR_ITER, as
                                 # a hand-written worker's ``for`` takes its next element
                                 for work in it:
+                                    counts.out += 1  # the source's
                                     break
                                 else:
                                     work = ended
-                            except Exception as exc:  # the source's failure, raised in its task
-                                self._end_draw(exc)
+                            elif pull is not None:
+                                work = pull()
                             else:
-                                if work is ended:
-                                    self._end_draw(True)
-                                else:
-                                    counts.out += 1  # the source's
-                                    if step_stats is not None:
-                                        step_stats.inp += 1
-                                    left -= 1
-                                    if not left and due():
-                                        await self._turn(work)
-                                        left = span = pace.turned()  # type: ignore[union-attr]
-                                    continue
+                                work = NOTHING
+                                entry = segment.entry
+                                for _ in range(every):
+                                    v = next(it)
+                                    counts.out += 1
+                                    entry(v)
+                                    if pending or gate.blocked != 1:
+                                        break
+                        except StopIteration:
+                            self._end_draw(True)
+                        except Exception as exc:  # raised in the source's task, as when it pushes
+                            self._end_draw(exc)
                         else:
-                            # through the fused segment between: its next output is this
-                            # slot's next work (``pull``), or, through a route, it lands in
-                            # ``pending`` (submit) and is taken below. At most ``every``
-                            # elements per freed slot (a segment that drops them all must not
-                            # keep the loop), then the slot frees and the source goes on in
-                            # its own task
-                            try:
-                                if pull is not None:
-                                    work = pull()
-                                else:
-                                    work = NOTHING
-                                    entry = segment.entry
-                                    for _ in range(every):
-                                        v = next(it)
-                                        counts.out += 1
-                                        entry(v)
-                                        if pending or gate.blocked != 1:
-                                            break
-                            except StopIteration:
+                            if work is ended:
                                 self._end_draw(True)
-                            except Exception as exc:  # raised in the source's task, as when it pushes
-                                self._end_draw(exc)
-                            else:
-                                if work is ended:
-                                    self._end_draw(True)
-                                elif work is not nothing:
-                                    if step_stats is not None:
-                                        step_stats.inp += 1
-                                    left -= 1
-                                    if not left and due():
-                                        await self._turn(work)
-                                        left = span = pace.turned()  # type: ignore[union-attr]
-                                    continue
+                            elif work is not nothing:
+                                if step_stats is not None:
+                                    step_stats.inp += 1
+                                left -= 1
+                                if not left and due():
+                                    await self._turn(work)
+                                    left = span = pace.turned()  # type: ignore[union-attr]
+                                continue
                     else:  # the source waits at its gate again, and opens with it
                         self._end_draw(False)
                 self._release()
