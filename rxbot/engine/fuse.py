@@ -126,6 +126,13 @@ class _Program:
         return len(tail) <= INLINE_TAIL and all(self.elems[j][0] != ROUTE for j in tail)
 
     # -- code -----------------------------------------------------------------------------
+    def body(self, sid: int, idx: int, ind: str, ctx: _Ctx) -> List[str]:
+        """A generated function's code from element ``idx`` of sequence ``sid``: every
+        one of them (``entry``, ``a<j>``, ``many``, ``pull``, ``amany``) takes its item
+        in ``x``."""
+        self.cur = "x"
+        return self.run_from(sid, idx, ind, ctx)
+
     def run_from(self, sid: int, idx: int, ind: str, ctx: _Ctx) -> List[str]:
         """Elements ``idx..`` of sequence ``sid`` for the item in ``x``, then the end of
         the sequence (emit, a joining route's tail, or nothing)."""
@@ -240,28 +247,31 @@ class _Program:
             body = ind + "    "
         t, w = body + "    ", body + "        "
         out += [*self._matched(j, body), f"{body}x{j} = {item}", f"{body}whole = True", f"{body}try:"]
-        for b, n in enumerate(lengths):
-            def slow(k: int, failed: bool, y: str, x: str, then: Tuple[str, ...] = ()) -> List[str]:
-                general = f"fl{j}_{b}({k}, e, {x})" if failed else f"[] if {y} is None else sl{j}_{b}({k}, {y}, {x})"
-                return [f"    r{b} = {general}", f"    s{b} = SLOW", "    whole = False", *then]
 
+        def slow(b: int, k: int, failed: bool, y: str, x: str, then: Tuple[str, ...] = ()) -> List[str]:
+            """Branch ``b`` left its straight path at its step ``k`` (input in ``x``):
+            failed, or its result in ``y`` is not one value."""
+            general = f"fl{j}_{b}({k}, e, {x})" if failed else f"[] if {y} is None else sl{j}_{b}({k}, {y}, {x})"
+            return [f"    r{b} = {general}", f"    s{b} = SLOW", "    whole = False", *then]
+
+        for b, n in enumerate(lengths):
             if n == 0:
                 out.append(f"{t}s{b} = x{j}")
             elif n == 1:
                 t_ = f"t{j}_{b}_0"
                 out += [f"{t}try:", f"{t}    s{b} = g{j}_{b}_0(x{j})", f"{t}except Exception as e:",
-                        *(t + line for line in slow(0, True, "", f"x{j}")),
+                        *(t + line for line in slow(b, 0, True, "", f"x{j}")),
                         f"{t}else:", f"{t}    if type(s{b}) is not {t_}:",
-                        *self._learn(t_, f"s{b}", t + "        ", slow(0, False, f"s{b}", f"x{j}"))]
+                        *self._learn(t_, f"s{b}", t + "        ", slow(b, 0, False, f"s{b}", f"x{j}"))]
             else:
                 out.append(f"{t}while True:")
                 x = f"x{j}"
                 for k in range(n):
                     t_, y = f"t{j}_{b}_{k}", "y" if x != "y" else "x"
                     out += [f"{w}try:", f"{w}    {y} = g{j}_{b}_{k}({x})", f"{w}except Exception as e:",
-                            *(w + line for line in slow(k, True, "", x, ("    break",))),
+                            *(w + line for line in slow(b, k, True, "", x, ("    break",))),
                             f"{w}if type({y}) is not {t_}:",
-                            *self._learn(t_, y, w + "    ", slow(k, False, y, x, ("    break",)))]
+                            *self._learn(t_, y, w + "    ", slow(b, k, False, y, x, ("    break",)))]
                     x = y
                 out += [f"{w}s{b} = {x}", f"{w}break"]
         # what escapes the branches is a raise their step's policy already decided
@@ -343,10 +353,10 @@ class _Program:
         take as their next works (``Slots.draw``): each worker resumes its own
         generator, one resumption per work, where a call per work would set up a frame
         and its ``try``/``finally`` each time. It yields ``NOTHING`` when ``k`` items in
-        a row gave no output (``room`` counts them down) or an output went its general way (a slow path, the
-        ordered lane), and ``ENDED`` (for ever) once ``it`` ended; it never pulls an
-        item before it is asked for the next output, so a worker that stops drawing
-        leaves the rest of ``it`` untouched."""
+        a row gave no output (``room`` counts them down) or an output went its general
+        way (a slow path, the ordered lane), and ``ENDED`` (for ever) once ``it``
+        ended; it never pulls an item before it is asked for the next output, so a
+        worker that stops drawing leaves the rest of ``it`` untouched."""
         if not self.pullable():
             return []
         guards = self._guards()
@@ -356,8 +366,7 @@ class _Program:
                "            for x in it:", "                break", "            else:", "                break",
                "            room -= 1", "            stats.out += 1"]
         self.pulling = True
-        self.cur = "x"
-        out += self.run_from(0, 0, "            ", ("continue", ("yield NOTHING",)))
+        out += self.body(0, 0, "            ", ("continue", ("yield NOTHING",)))
         self.pulling = False
         return out + ["        while True:", "            yield ENDED"]
 
@@ -375,8 +384,7 @@ class _Program:
                "            try:", "                x = await anext_()", "            except StopAsyncIteration:",
                "                return n, True", "            except BaseException:", "                at_pull = True",
                "                raise", "            n += 1"]
-        self.cur = "x"
-        out += self.run_from(0, 0, "            ", ("continue", ()))
+        out += self.body(0, 0, "            ", ("continue", ()))
         return out + ["        return n, False"]
 
     @staticmethod
@@ -435,8 +443,7 @@ class _Program:
             return "\n".join(out + self._many(learn, check) + ["    return many"])
         fn_ctx: _Ctx = ("return", ())
         out += ["    def entry(x):", *learn]
-        self.cur = "x"
-        out += self.run_from(0, 0, "        ", fn_ctx)
+        out += self.body(0, 0, "        ", fn_ctx)
         out.append("        return")
         # the continuations run one step and call the next one's (slow paths only: a
         # call per step there keeps the code linear in the segment's length)
@@ -444,8 +451,7 @@ class _Program:
         for j in range(n):
             sid, idx = self.where[j]
             out += [f"    def a{j}(x):", *learn]
-            self.cur = "x"
-            out += self.run_from(sid, idx + 1, "        ", fn_ctx)
+            out += self.body(sid, idx + 1, "        ", fn_ctx)
             out.append("        return")
         self.chaining = False
         out += self._many(learn)
@@ -487,8 +493,7 @@ class _Program:
         if check is not None:
             out += self._check(check, head, full if self.terminal else "")
         self.uncounted_head = head
-        self.cur = "x"
-        out += self.run_from(0, 0, "            ", ctx)
+        out += self.body(0, 0, "            ", ctx)
         self.uncounted_head = False
         out.append(f"        {ret}")
         return out
