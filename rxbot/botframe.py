@@ -261,8 +261,10 @@ class BotFrame(metaclass=_FrameType):
         chosen = list(cls._pending) if pipes is None else list(pipes)
         delivery = delivery_of(chosen)
         code = segment_source if source else None
+        per_step = _builds_per_step()  # the plan the run builds, not another one
         return "\n".join(line for k, p in enumerate(chosen) for line in
-                         [explain([plan_of(p, k + 1)], code), *delivery_lines({f"P{k + 1}": delivery[f"P{k + 1}"]})])
+                         [explain([plan_of(p, k + 1, per_step)], code),
+                          *delivery_lines({f"P{k + 1}": delivery[f"P{k + 1}"]})])
 
     @classmethod
     def debug(cls) -> str:
@@ -351,6 +353,21 @@ def _setting(name: str, value: Any) -> Iterator[None]:
         yield
     finally:
         setattr(config, name, saved)
+
+
+def _builds_per_step() -> bool:
+    """Would :meth:`BotFrame.run` under the current settings build each top-level step
+    alone? It does when the hooks it chooses (see ``run_async``) put an operator between
+    any two steps (``RunHooks.rebuilds``): replay mode's, a resumed run's, a redrive's."""
+    from .durable.redrive import RedriveHooks
+    from .durable.resume import ResumeHooks
+    from .replay.session import ReplaySession
+
+    if config.redrive:
+        return RedriveHooks.rebuilds
+    if config.replay_mode:
+        return ReplaySession.rebuilds
+    return bool(config.resume) and ResumeHooks.rebuilds
 
 
 def _resume_hooks(pipes: Sequence[Any], hooks: Any) -> Any:

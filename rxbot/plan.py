@@ -533,6 +533,11 @@ def _inner(route: Route, where: StepId) -> Tuple[StepId, ...]:
     return tuple(out)
 
 
+#: why a run lowered ``per_step`` takes none of the fast paths between two top-level steps
+_BETWEEN_STEPS = ("the run's hooks (replay mode, a resumed run, a redrive) put an operator between each two "
+                  "of its steps")
+
+
 class _Lowering:
     def __init__(self, per_step: bool = False) -> None:
         self.fusion = bool(config.fusion)
@@ -651,11 +656,13 @@ class _Lowering:
         if not isinstance(after, Fused):
             return None, wrapped + "the source does not slice into fused steps"
         if self.per_step:
-            return None, wrapped + "the run's hooks (replay) put an operator between the source and the steps after it"
+            return None, wrapped + _BETWEEN_STEPS
         check, why = inline_check(expr)
         return check, (f"trace {expr!r}: {why}" if check is not None else wrapped + why)
 
     def source_feed(self, after: Lowered | None) -> Tuple[str, str]:
+        if self.per_step and after is not None:
+            return "pulled", f"pulled one element at a time: {_BETWEEN_STEPS}"
         if isinstance(after, Fused):
             return "sliced", (f"handed to the fused steps after it in slices of up to {config.yield_every} "
                               f"(itertools.islice), one call per slice")
@@ -670,6 +677,8 @@ class _Lowering:
         return "pulled", f"pulled one element at a time: the next step is {what}"
 
     def async_feed(self, before: Lowered | None, source: Lowered | None) -> Tuple[str, str]:
+        if self.per_step and before is not None:
+            return "fed", f"upstream pushes into its queue, paused by its gate while the slots are full: {_BETWEEN_STEPS}"
         if isinstance(before, Source) and before.kind != "Timer":
             return "drawn", "its workers take the source's next elements themselves while its slots are full"
         if isinstance(before, Fused) and isinstance(source, Source) and source.kind != "Timer":

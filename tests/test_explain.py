@@ -340,3 +340,50 @@ def test_route_operators_and_blockedjoins_are_built_as_their_pipes_plan_says_not
     for x in range(6):
         expected.append((x, [x + 1, x]))  # BlockedJoin: aslow, then Join(inc, aslow)'s two outputs
     assert sorted(map(repr, out)) == sorted(map(repr, expected))
+
+
+@pytest.mark.parametrize("setting", ["replay_mode", "resume"])
+def test_explain_shows_the_plan_a_run_with_hooks_builds_and_the_run_takes_no_fast_path_it_does_not_show(
+        setting, tmp_path, monkeypatch):
+    """Replay mode and a resumed run put an operator between each two top-level steps:
+    explain() shows that plan (each step alone, the source pulled, the async step fed)
+    and says why, and the run indeed neither slices its source into fused code nor
+    lets the async step's workers draw from it. (Before, explain() showed the plan of a
+    run without hooks: 'sliced', 'drawn', a trace 'checked inline'.)"""
+    import rxbot.engine.operators._pull_source as pull_source
+    from rxbot.engine.operators._pull_source import _drawer
+
+    if setting == "replay_mode":
+        config.replay_mode = True
+        config.replay_dir = str(tmp_path / "cache")
+    else:
+        config.resume = True
+        config.durable_dir = str(tmp_path / "durable")
+    taken = []
+    pulled = pull_source._pull
+
+    async def watched(it, emit, gate, stats, every, many=None, sliced=None):
+        taken.append((getattr(emit, "__rxbot_many__", None) is not None, _drawer(emit)[0] is not None))
+        await pulled(it, emit, gate, stats, every, many, sliced)
+
+    monkeypatch.setattr(pull_source, "_pull", watched)
+    out = []
+
+    async def keep(x):
+        await asyncio.sleep(0)
+        out.append(x)
+
+    Pipe(range(40), inc, double)
+    Pipe(range(40), Step(keep))
+    text = BotFrame.explain()
+    why = "the run's hooks (replay mode, a resumed run, a redrive) put an operator between each two of its steps"
+    assert text.count(f"pulled one element at a time: {why}") == 2
+    assert f"upstream pushes into its queue, paused by its gate while the slots are full: {why}" in text
+    assert "fused (generated code, 1 step" in text and "fused (generated code, 2 steps" not in text
+    assert "in slices of up to" not in text and "take the source's next elements themselves" not in text
+    BotFrame.run()
+    if setting == "replay_mode":  # the Loop iterates, through the valve after it: no slice, no draw
+        assert taken == [(False, False), (False, False)]
+    else:  # resume's checkpointing feed replaces the Loop and pushes each element itself
+        assert taken == []
+    assert sorted(out) == list(range(40))

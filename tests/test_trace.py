@@ -491,7 +491,8 @@ def test_under_replay_the_plan_puts_the_check_in_the_wrapper_and_the_run_does_as
     pipe = Pipe(range(10), look, out.append)
     (source, *_) = plan_of(pipe, 1, per_step=True).nodes
     assert "checked by a generator wrapping the source" in source.trace
-    assert "the run's hooks (replay) put an operator between the source and the steps after it" in source.trace
+    assert "the run's hooks (replay mode, a resumed run, a redrive) put an operator between each two of its steps" \
+        in source.trace
     (trace,) = BotFrame.run().traces
     assert out == list(range(10))
     assert callers and not any(" traced " in f for f in callers)
