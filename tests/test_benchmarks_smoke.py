@@ -363,3 +363,19 @@ def test_the_shape_matrix_covers_the_issue_rows_with_targets_and_ratios():
 
 def test_run_all_finds_the_shape_matrix():
     assert "shapes" in run_all.discover()
+
+
+def test_the_shape_matrix_over_processes_reports_each_rows_median_and_range():
+    from benchmarks import bench_shapes
+
+    seen = []
+    rows = bench_shapes.in_processes(3, n=300, repeat=1, only={"A1", "S2"}, progress=seen.append)
+    assert [r.bench for r in rows] == ["S2", "A1"]  # the matrix's order, whatever order ``only`` has
+    assert len(seen) == 3 and all(line.lstrip().startswith(f"process {k}/3:") for k, line in enumerate(seen, 1))
+    for row in rows:
+        per_process = [float(part.split()[1].rstrip("x")) for line in seen for part in line.split(": ", 1)[1].split("  ")
+                       if part.split()[0] == row.bench]
+        assert len(per_process) == 3
+        assert row.ratio == pytest.approx(sorted(per_process)[1], abs=0.006)  # the median (printed to 2 places)
+        assert row.note.startswith(f"median of 3 processes: {min(per_process):.2f}-{max(per_process):.2f}x, ")
+        assert row.ok == (row.ratio <= bench_shapes.TARGETS[bench_shapes.BY_ROW[row.bench].group])
