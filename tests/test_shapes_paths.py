@@ -137,3 +137,44 @@ def test_a_generator_function_first_step_in_slices_gives_every_item():
     Pipe(numbers, inc, out.append)
     BotFrame.run()
     assert out == list(range(1, 2501))
+
+
+# ------------------------------------------- an async generator's items through fused steps
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(length=st.sampled_from([0, 1, 2, 255, 256, 257, 511, 512, 700]),
+       breaks_at=st.one_of(st.none(), st.integers(0, 700)),
+       bad_every=st.integers(2, 40))
+def test_an_async_generators_items_through_fused_steps_are_counted_exactly(both_builds, length, breaks_at,
+                                                                             bad_every):
+    """An async generator step (a Query's rows) into sync steps: the fused segment takes
+    its items ``yield_every`` at a time in one coroutine (``amany``), counting them with
+    its loop's own counter. Whatever the length (around the chunk's 256), wherever the
+    generator itself raises and however many items a step fails on: every item yielded
+    is counted out of the generator and into the next step once, fused or not, and the
+    ones that did not fail reach the end in order."""
+    out = []
+
+    async def rows(_):
+        for i in range(length):
+            if i == breaks_at:
+                raise LookupError(f"row {i}")
+            if i % 97 == 0:
+                await asyncio.sleep(0)
+            yield i
+
+    def picky(x):
+        if x % bad_every == 0:
+            raise ValueError(x)
+        return x
+
+    Pipe(Step(rows, on_error="ignore"), Step(picky, on_error="ignore"), inc, out.append)
+    report = BotFrame.run()
+    yielded = length if breaks_at is None or breaks_at >= length else breaks_at
+    assert out == [x + 1 for x in range(yielded) if x % bad_every]
+    assert report.find("rows").out == yielded
+    assert report.find("picky").inp == yielded
+    assert report.find("picky").failed == len(range(0, yielded, bad_every))
+    assert report.find("rows").failed == (yielded < length)

@@ -379,11 +379,14 @@ class _Program:
         and calls again."""
         # ``at_pull`` is set only when the iterator itself raised (read from the frame
         # by :func:`taken_in`): the item being pulled was never handed over
+        # ``n`` counts the item being pulled too (the loop's own counter: no ``n += 1``
+        # and ``n < k`` per item), one less where the pull did not give one
         out = ["    async def amany(ait, gate, k):", *learn, "        n = 0",
-               "        anext_ = ait.__anext__", "        while n < k and not gate.blocked:",
+               "        anext_ = ait.__anext__", "        for n in range(1, k + 1):",
+               "            if gate.blocked:", "                return n - 1, False",
                "            try:", "                x = await anext_()", "            except StopAsyncIteration:",
-               "                return n, True", "            except BaseException:", "                at_pull = True",
-               "                raise", "            n += 1"]
+               "                return n - 1, True", "            except BaseException:", "                n -= 1",
+               "                at_pull = True", "                raise"]
         out += self.body(0, 0, "            ", ("continue", ()))
         return out + ["        return n, False"]
 
