@@ -7,6 +7,7 @@ the first item and ``close()`` once after the last, however many pipes share the
 from __future__ import annotations
 
 import inspect
+import types
 from typing import Any, Callable, Iterable, List, Mapping
 
 
@@ -249,8 +250,17 @@ def _is_iterable(obj: Any) -> bool:
     return True
 
 
+#: the code flags of an ``async def`` function and of an async generator function
+_ASYNC_CODE = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
 def is_async_callable(fn: Any) -> bool:
     """True for ``async def`` functions, async generators and objects whose ``__call__`` is one."""
+    if type(fn) is types.FunctionType and not fn.__dict__:
+        # a plain function (the common step): its code flags say it, where the general
+        # test below costs four inspect calls, paid per step of every Pipe built. Not
+        # one with attributes: 3.12's inspect.markcoroutinefunction marks one there
+        return bool(fn.__code__.co_flags & _ASYNC_CODE)
     target = fn
     while hasattr(target, "func") and hasattr(target, "args"):  # functools.partial
         target = target.func

@@ -1,0 +1,136 @@
+"""What the per-run fixed cost's shortcuts must keep: the same decisions and the same
+errors as the general code they skip (a step's arity and async-ness read from its code
+object, its label read once, the tree walked fewer times). No timing here: the measured
+effect is in the commit messages."""
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+
+import pytest
+
+from rxbot import BotFrame, Node, Pipe, Step
+from rxbot.tree.node import is_async_callable
+from rxbot.tree.step import takes_one_item
+
+
+def _binds_one(fn) -> bool:
+    """What the arity check decided before its shortcut: inspect binds one item."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return True
+    try:
+        sig.bind(object())
+    except TypeError:
+        return False
+    return True
+
+
+def _functions():
+    def one(x): return x
+    def two(a, b): return a
+    def defaulted(a, b=1, *, k=2): return a
+    def required_keyword(a, *, k): return a
+    def star(*args): return args
+    def star_keyword(*args, k): return args
+    def keywords(**kw): return kw
+    def nothing(): return 0
+    def positional_only(a, /): return a
+    def positional_only_two(a, b, /, c=3): return a
+    def all_defaults(a=1, b=2): return a
+    async def coro(x): return x
+    async def agen(x): yield x
+    def gen(x): yield x
+
+    def defaults_by_hand(a, b): return a
+    defaults_by_hand.__defaults__ = (1, 2, 3)  # more defaults than parameters
+
+    def kwdefaults_by_hand(a, *, k): return a
+    kwdefaults_by_hand.__kwdefaults__ = {"k": 1}
+
+    @functools.wraps(two)
+    def wraps_two(*args): return two(*args)  # inspect follows __wrapped__: two's signature
+
+    def signed(*args): return args
+    signed.__signature__ = inspect.signature(two)
+
+    return [one, two, defaulted, required_keyword, star, star_keyword, keywords, nothing, positional_only,
+            positional_only_two, all_defaults, coro, agen, gen, defaults_by_hand, kwdefaults_by_hand,
+            wraps_two, signed, lambda x: x, lambda: 0, lambda x, y=1: x]
+
+
+@pytest.mark.parametrize("fn", _functions(), ids=lambda f: f.__name__)
+def test_the_arity_shortcut_accepts_only_what_inspect_accepts(fn):
+    # the shortcut may say "not known here" (False) for anything; when it accepts, so did
+    # inspect; for a plain function without attributes it decides exactly as inspect did
+    if takes_one_item(fn):
+        assert _binds_one(fn)
+    if not fn.__dict__ and len(fn.__defaults__ or ()) <= fn.__code__.co_argcount:
+        assert takes_one_item(fn) == _binds_one(fn)
+    if _binds_one(fn):
+        Step(fn)
+    else:
+        with pytest.raises(TypeError, match="must accept one positional argument"):
+            Step(fn)
+
+
+def test_a_wrong_arity_is_still_refused_with_the_same_words():
+    def two(a, b):
+        return a
+
+    with pytest.raises(TypeError) as info:
+        Pipe(range(3), two)
+    assert str(info.value) == ("step 'two' must accept one positional argument (the item); "
+                               "its signature is two(a, b)")
+
+    @functools.wraps(two)
+    def wrapper(*args):  # looks like it takes one; inspect reads the wrapped signature
+        return two(*args)
+
+    with pytest.raises(TypeError, match=r"step 'two' must accept one positional argument"):
+        Pipe(range(3), wrapper)
+    BotFrame.clear()
+
+
+@pytest.mark.parametrize("fn", _functions(), ids=lambda f: f.__name__)
+def test_the_async_shortcut_decides_as_inspect(fn):
+    expected = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+    assert is_async_callable(fn) == expected
+    assert is_async_callable(functools.partial(fn)) == expected
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="inspect.markcoroutinefunction is 3.12+")
+def test_a_function_marked_as_a_coroutine_function_is_async():
+    def returns_awaitable(x):
+        return x
+
+    marked = inspect.markcoroutinefunction(returns_awaitable)
+    assert is_async_callable(marked)
+    assert Step(marked).is_async
+
+
+def test_a_step_label_is_the_function_s_name_and_its_own_name_wins():
+    def parse(x):
+        return x
+
+    step = Step(parse)
+    assert step.label() == "parse"
+    assert Step(parse, name="Parser").label() == "Parser"
+    assert Step(step, name="outer").label() == "outer"
+    lam = Step(lambda x: x)
+    assert lam.label().startswith("<lambda> line ")
+    assert Step(functools.partial(parse)).label() == "partial(parse)"
+
+
+def test_a_node_step_label_follows_the_node():
+    class Shout(Node):
+        def __call__(self, x):
+            return x
+
+    node = Shout()
+    step = Step(node)
+    assert step.label() == "Shout"
+    node.name = "loud"  # a Node's label may describe its state: asked each time
+    assert step.label() == "loud"
