@@ -134,3 +134,53 @@ def test_a_node_step_label_follows_the_node():
     assert step.label() == "Shout"
     node.name = "loud"  # a Node's label may describe its state: asked each time
     assert step.label() == "loud"
+
+
+# ---------------------------------------------------------------- the tree walked fewer times
+def _nested_pipe():
+    from rxbot import BlockedJoin, Branch, Filter, Fork, Join, Return
+
+    def f(x): return x
+    def g(x): return x
+    def h(x): return x
+
+    pipe = Pipe(range(3), f, Fork(Branch(f, Return(g, Filter(int))), Join(h, BlockedJoin(f, Fork(g, Branch(h))))),
+                Filter(int), Branch(Branch(Branch(g))), h)
+    BotFrame.clear()
+    return pipe
+
+
+def test_the_id_less_traversals_see_what_the_walk_sees():
+    from rxbot.engine.lifecycle import route_depth
+    from rxbot.tree.walk import StepId, elements, walk
+
+    pipe = _nested_pipe()
+    walked = list(walk(pipe.steps, StepId.root("P1", 1)))
+    assert [step for _, step in walked] == list(elements(pipe.steps))
+    assert route_depth(pipe.steps) == max(sid.depth for sid, _ in walked) == 5
+    for sid, _ in walked:  # an id made from its parent spells what its data spells
+        rebuilt = StepId(sid.pipe, sid.positions, sid.labels, sid.pipe_index)
+        assert (str(sid), sid.positions, sid.labels, sid.pipe_index) == \
+            (str(rebuilt), rebuilt.positions, rebuilt.labels, rebuilt.pipe_index)
+
+
+def test_the_report_notes_the_same_routes_whichever_way_a_pipe_is_cut():
+    from rxbot.engine.compiler import note_routes
+    from rxbot.tree.flow import BlockedJoin, Route
+    from rxbot.tree.walk import StepId, walk
+
+    class Report:
+        def __init__(self):
+            self.routes = set()
+
+    pipe = _nested_pipe()
+    root = StepId.root("P1", 1)
+    expected = {(sid, s.share, s.join) for sid, s in walk(pipe.steps, root)
+                if isinstance(s, Route) and s.kind != "filter" and not isinstance(s, BlockedJoin)}
+    whole, by_step, branch = Report(), Report(), Report()
+    note_routes(whole, pipe.steps, root)
+    for k in range(len(pipe.steps)):
+        note_routes(by_step, pipe.steps, root, range(k + 1, k + 2))
+    note_routes(branch, pipe.steps, root.step(3, "Fork").branch(1))  # a branch: noted with its pipe
+    assert whole.routes == by_step.routes == expected
+    assert len(expected) == 9 and branch.routes == set()

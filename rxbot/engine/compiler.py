@@ -41,10 +41,17 @@ def note_routes(report: Any, steps: Sequence[Any], path: StepId | str, tops: Any
     root = StepId.of(path)
     if root.positions:  # a branch: its routes were noted with the pipe's
         return
-    for sid, step in walk(steps, root):
-        if isinstance(step, Route) and step.kind != "filter" and not isinstance(step, BlockedJoin) \
-                and (tops is None or sid.top in tops):
-            report.routes.add((sid, step.share, step.join))
+    # only the routes' subtrees are walked: a pipe's other steps hold no route
+    for k in range(len(steps)) if tops is None else (t - 1 for t in tops if 0 < t <= len(steps)):
+        top = steps[k]
+        if not isinstance(top, Route):
+            continue
+        held = [(root.step(k + 1, top.label()), top)]
+        for b, branch in enumerate(top.branches):
+            held.extend(walk(branch, held[0][0].branch(b + 1)))
+        for sid, step in held:
+            if isinstance(step, Route) and step.kind != "filter" and not isinstance(step, BlockedJoin):
+                report.routes.add((sid, step.share, step.join))
 
 
 class Builder:

@@ -13,7 +13,7 @@ import reactivex
 
 from ..errors import PipelineError, annotate
 from ..tree.node import Node
-from ..tree.walk import walk
+from ..tree.flow import Route
 
 log = logging.getLogger("rxbot")
 
@@ -104,7 +104,7 @@ def make_room_for(steps: Sequence[Any], where: str) -> None:
     """Routes nest by Python calls (wiring, every push, completion), about
     ``FRAMES_PER_LEVEL`` frames a level: raise the recursion limit enough for the
     deepest route of ``steps``, or refuse clearly beyond ``MAX_DEPTH`` levels."""
-    depth = max((sid.depth for sid, _ in walk(steps, where)), default=0)
+    depth = route_depth(steps)
     if depth > MAX_DEPTH:
         raise PipelineError(
             f"{where}: routes are nested {depth} deep; rxbot builds at most {MAX_DEPTH} levels "
@@ -113,6 +113,21 @@ def make_room_for(steps: Sequence[Any], where: str) -> None:
     if needed > sys.getrecursionlimit():
         log.debug("rxbot: routes nested %d deep in %s: recursion limit raised to %d", depth, where, needed)
         sys.setrecursionlimit(needed)
+
+
+def route_depth(steps: Sequence[Any]) -> int:
+    """How many routes the most deeply nested step of ``steps`` is inside (the largest
+    ``StepId.depth`` of :func:`~rxbot.tree.walk.walk`, without making the ids).
+    Iterative: it runs before the depth is known to be safe."""
+    deepest = 0
+    todo = [(steps, 0)]
+    while todo:
+        held, depth = todo.pop()
+        for step in held:
+            deepest = max(deepest, depth)
+            if isinstance(step, Route):
+                todo.extend((branch, depth + 1) for branch in step.branches)
+    return deepest
 
 
 def _ignore(_: Any) -> None:

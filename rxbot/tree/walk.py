@@ -52,15 +52,28 @@ class StepId(str):
         """``where`` as a StepId; a plain string is a pipe's root named by it."""
         return where if isinstance(where, StepId) else cls.root(str(where))
 
+    @classmethod
+    def _extended(cls, parent: "StepId", text: str, positions: Tuple[int, ...],
+                  labels: Tuple[str, ...]) -> "StepId":
+        """A child of ``parent`` whose text is ``parent``'s plus ``text``: what
+        :meth:`__new__` would spell, without spelling every level again (ids are made
+        several times a step per run, by the walk, the plan and the compiler)."""
+        self = str.__new__(cls, parent + text)
+        self.pipe = parent.pipe
+        self.pipe_index = parent.pipe_index
+        self.positions = positions
+        self.labels = labels
+        return self
+
     def step(self, position: int, label: str) -> "StepId":
         """The step at 1-based ``position`` of the place this id names."""
         assert len(self.positions) % 2 == 0, "a step holds branches, not steps"
-        return StepId(self.pipe, self.positions + (position,), self.labels + (label,), self.pipe_index)
+        return StepId._extended(self, f"[{position}] {label}", self.positions + (position,), self.labels + (label,))
 
     def branch(self, index: int) -> "StepId":
         """The 1-based branch ``index`` of the route this id names."""
         assert len(self.positions) % 2 == 1, "only a step has branches"
-        return StepId(self.pipe, self.positions + (index,), self.labels, self.pipe_index)
+        return StepId._extended(self, f"/{index}", self.positions + (index,), self.labels)
 
     @property
     def top(self) -> int:
@@ -120,14 +133,28 @@ def walk(steps: Sequence[Any], where: Any = "") -> Iterator[Tuple[StepId, Any]]:
             todo.pop()
 
 
+def elements(steps: Sequence[Any]) -> Iterator[Any]:
+    """Every element of a step tree in :func:`walk`'s order, without ids: for what needs
+    only the elements (no id, no label is made)."""
+    todo = [iter(steps)]
+    while todo:
+        for step in todo[-1]:
+            yield step
+            if isinstance(step, Route):
+                todo.extend(iter(branch) for branch in reversed(step.branches))
+                break
+        else:
+            todo.pop()
+
+
 def nodes_in(steps: Sequence[Any]) -> list:
     """Every distinct Node of a step tree (one init/close each, however often used)."""
     seen: dict = {}
-    for _, step in walk(steps):
+    for step in elements(steps):
         node = unwrap(step)
         if isinstance(node, Node):
             seen.setdefault(id(node), node)
     return list(seen.values())
 
 
-__all__ = ["StepId", "root_of", "walk", "unwrap", "nodes_in"]
+__all__ = ["StepId", "root_of", "walk", "elements", "unwrap", "nodes_in"]
