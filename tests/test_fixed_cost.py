@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from rxbot import BotFrame, Node, Pipe, Step
+from rxbot import BotFrame, Node, Pipe, Step, config
 from rxbot.tree.node import is_async_callable
 from rxbot.tree.step import takes_one_item
 
@@ -184,3 +184,33 @@ def test_the_report_notes_the_same_routes_whichever_way_a_pipe_is_cut():
     note_routes(branch, pipe.steps, root.step(3, "Fork").branch(1))  # a branch: noted with its pipe
     assert whole.routes == by_step.routes == expected
     assert len(expected) == 9 and branch.routes == set()
+
+
+# ---------------------------------------------------------------- the running script, found once
+def test_the_running_script_is_found_again_when_main_or_the_folder_changes(tmp_path, monkeypatch):
+    import types
+
+    from rxbot.durable.deadletters import enabled
+    from rxbot.replay.store import _main_file
+
+    def main_named(name):
+        module = types.ModuleType("__main__")
+        module.__file__ = name
+        monkeypatch.setitem(sys.modules, "__main__", module)
+
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    main_named(str(tmp_path / "one" / "job.py"))
+    assert _main_file() == (tmp_path / "one" / "job.py").resolve()
+    assert _main_file() == (tmp_path / "one" / "job.py").resolve()  # asked twice, same answer
+    main_named(str(tmp_path / "two" / "job.py"))
+    assert _main_file() == (tmp_path / "two" / "job.py").resolve()
+    main_named("job.py")  # relative: resolved from the working directory
+    monkeypatch.chdir(tmp_path / "one")
+    assert _main_file() == (tmp_path / "one" / "job.py").resolve()
+    monkeypatch.chdir(tmp_path / "two")
+    assert _main_file() == (tmp_path / "two" / "job.py").resolve()
+    monkeypatch.setattr(config, "durable_dir", None)
+    assert enabled()
+    main_named(str(tmp_path / "lib" / "site-packages" / "tool" / "cli.py"))  # a tool's launcher
+    assert _main_file() is None and not enabled()

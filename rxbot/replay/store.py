@@ -43,13 +43,34 @@ def is_ours(name: str) -> bool:
 
 
 # ---- location ---------------------------------------------------------------------------------
+#: the last answer of :func:`_main_file` and what it was worked out from
+_main_seen: tuple = (None, None)
+
+
 def _main_file() -> Optional[Path]:
-    """The running script, unless it is a tool (pytest, ``python -m package``)."""
+    """The running script, unless it is a tool (pytest, ``python -m package``).
+
+    Asked at the start of every run (are dead letters durable?): the answer is kept for
+    as long as ``__main__`` names the same file from the same working directory, since
+    resolving the path costs a system call per folder (~15 µs, a fair part of a small
+    job's run). ``rxbot run SCRIPT`` sets another ``__main__``: asked again then."""
+    global _main_seen
     main = sys.modules.get("__main__")
     name = getattr(main, "__file__", None)
     spec = getattr(main, "__spec__", None)
     if not name or (spec is not None and spec.name.endswith(".__main__")):
         return None
+    key = (name, None if os.path.isabs(name) else os.getcwd())
+    if _main_seen[0] == key:
+        seen: Optional[Path] = _main_seen[1]
+        return seen
+    found = _script_at(name)
+    _main_seen = (key, found)
+    return found
+
+
+def _script_at(name: str) -> Optional[Path]:
+    """``__main__``'s file resolved, or None when it is a tool's launcher."""
     path = Path(name).resolve()
     if {"site-packages", "dist-packages"} & set(path.parts) or (
             path.parent.name in ("bin", "Scripts") and path.suffix != ".py"):
