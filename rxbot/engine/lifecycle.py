@@ -97,7 +97,11 @@ async def until_end(ctx: Any, ends: Sequence[asyncio.Future]) -> None:
     finally:
         if not everything.done():
             everything.cancel()
-        await asyncio.gather(everything, return_exceptions=True)
+            await asyncio.gather(everything, return_exceptions=True)
+        elif not everything.cancelled():
+            # ended: its outcome is read here, not awaited (a gather of a done future
+            # still costs two turns of the loop, a tenth of a small job's run)
+            everything.exception()
 
 
 def make_room_for(steps: Sequence[Any], where: str) -> None:
