@@ -214,3 +214,33 @@ def test_the_running_script_is_found_again_when_main_or_the_folder_changes(tmp_p
     assert enabled()
     main_named(str(tmp_path / "lib" / "site-packages" / "tool" / "cli.py"))  # a tool's launcher
     assert _main_file() is None and not enabled()
+
+
+# ---------------------------------------------------------------- the plan's questions, asked directly
+@pytest.mark.parametrize("fn", _functions(), ids=lambda f: f.__name__)
+def test_a_generator_step_is_told_as_inspect_tells_it(fn):
+    from rxbot.plan import is_generator_function
+
+    assert is_generator_function(fn) == inspect.isgeneratorfunction(fn)
+    assert is_generator_function(functools.partial(fn)) == inspect.isgeneratorfunction(fn)
+
+
+def test_a_step_s_policy_is_what_its_options_say(monkeypatch):
+    from rxbot import Filter
+    from rxbot.plan import options_of, policy_of
+    from rxbot.tree.step import Const
+
+    class Quiet(Node):
+        on_error = "ignore"
+
+        def __call__(self, x):
+            return x
+
+    def f(x):
+        return x
+
+    monkeypatch.setattr(config, "exception_policy", "pipein")
+    for step in (Step(f), Step(f, on_error="retry"), Step(Quiet()), Step(Quiet(), on_error="raise"), Quiet(),
+                 Const(3), Filter(int)):
+        assert policy_of(step) == config.policy(options_of(step).get("on_error"))
+    assert [policy_of(s) for s in (Step(f), Step(Quiet()), Const(3))] == ["pipein", "ignore", "pipein"]
