@@ -101,14 +101,19 @@ def test_the_async_shortcut_decides_as_inspect(fn):
     assert is_async_callable(functools.partial(fn)) == expected
 
 
-@pytest.mark.skipif(sys.version_info < (3, 12), reason="inspect.markcoroutinefunction is 3.12+")
-def test_a_function_marked_as_a_coroutine_function_is_async():
+def test_a_function_with_attributes_is_decided_as_inspect_decides_it():
+    """The code-flag shortcut skips a function with attributes: Python 3.12's
+    ``inspect.markcoroutinefunction`` marks a plain function as a coroutine function
+    there, and a step made of one must be async. On 3.11 (no marking) inspect says it
+    is not, and so must the step."""
     def returns_awaitable(x):
         return x
 
-    marked = inspect.markcoroutinefunction(returns_awaitable)
-    assert is_async_callable(marked)
-    assert Step(marked).is_async
+    returns_awaitable.note = "an attribute"
+    mark = getattr(inspect, "markcoroutinefunction", None)
+    marked = mark(returns_awaitable) if mark is not None else returns_awaitable
+    assert is_async_callable(marked) == Step(marked).is_async == inspect.iscoroutinefunction(marked)
+    assert is_async_callable(marked) is (mark is not None)
 
 
 def test_a_step_label_is_the_function_s_name_and_its_own_name_wins():
