@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 
 import pytest
 
@@ -178,3 +179,42 @@ def test_an_async_generators_items_through_fused_steps_are_counted_exactly(both_
     assert report.find("picky").inp == yielded
     assert report.find("picky").failed == len(range(0, yielded, bad_every))
     assert report.find("rows").failed == (yielded < length)
+
+
+def test_a_long_stretch_the_steps_drop_gives_the_loop_turns_while_the_workers_draw(both_builds):
+    """While an async step's workers draw through the fused steps before it, a stretch of
+    items those steps drop (a Filter matching none of them) is not run in one go: after
+    ``config.yield_every`` items in a row without an output the worker lets go of the
+    source, which goes on pushing and pausing as a source does (by time: every
+    ``SLICE_SECONDS``, at the latest ``TURN_SECONDS``), so the other tasks on the loop
+    get turns along the stretch. Each dropped item costs ~5 µs here, the stretch about
+    0.1 s: a worker that ran it in one go would give no turn at all."""
+    stretch = 20_000
+    turns = 0
+    seen: list = []  # the other task's turns so far, as each item is looked at
+
+    def wanted(x: int) -> bool:
+        seen.append(turns)
+        if x < 64 or x >= 64 + stretch:
+            return True
+        until = time.perf_counter() + 5e-6
+        while time.perf_counter() < until:
+            pass
+        return False
+
+    async def sink(x: int) -> None:
+        await asyncio.sleep(0)
+
+    Pipe((i for i in range(stretch + 128)), Filter(route_func=wanted), Step(sink, concurrency=4))
+
+    async def main():
+        nonlocal turns
+        run = asyncio.ensure_future(BotFrame.run_async())
+        while not run.done():
+            turns += 1
+            await asyncio.sleep(0)
+        return await run
+
+    report = asyncio.run(main())
+    assert report.error is None and report.find("sink").inp == 128
+    assert seen[64 + stretch - 1] - seen[64] >= 2  # the TURN_SECONDS guarantee, at least

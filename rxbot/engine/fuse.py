@@ -159,6 +159,17 @@ class _Program:
                 out.append(f"{ind}a{parent}({x})")
         return out
 
+    def _dropped(self, ind: str, leave: str) -> List[str]:
+        """An item a step dropped (None) or a Filter did not match: on to the next one.
+        In ``pull`` it counts down ``room`` first: after ``k`` items in a row without an
+        output it yields ``NOTHING`` before taking the next, so a segment that drops
+        everything never keeps the worker (an output resets ``room``; a slow path yields
+        anyway)."""
+        if not self.pulling:
+            return [f"{ind}{leave}"]
+        return [f"{ind}room -= 1", f"{ind}if not room:", f"{ind}    room = k", f"{ind}    yield NOTHING",
+                f"{ind}{leave}"]
+
     def _slow(self, call: str, ind: str, ctx: _Ctx) -> List[str]:
         leave, after_slow = ctx
         return [f"{ind}{call}", *(ind + s for s in after_slow), f"{ind}{leave}"]
@@ -203,7 +214,7 @@ class _Program:
                     f"{ind}if type({y}) is not t{j}:",
                     f"{ind}    if {y} is None:",
                     *([f"{ind}        cn[{j}] += 1"] if counting else []),
-                    f"{ind}        {leave}",
+                    *self._dropped(ind + "        ", leave),
                     *self._learn(f"t{j}", y, ind + "    ", self._slow(f"spread({y}, {j}, {x})", "    ", ctx))]
             if counting:
                 out.append(f"{ind}co[{j}] += 1")
@@ -221,7 +232,7 @@ class _Program:
             out += lines
             if cond is not None:
                 out += [f"{ind}if not {cond}:", *([f"{ind}    cn[{j}] += 1"] if counting else []),
-                        f"{ind}    {leave}"]
+                        *self._dropped(ind + "    ", leave)]
             if counting:
                 out.append(f"{ind}co[{j}] += 1")
         return out
@@ -360,11 +371,10 @@ class _Program:
         if not self.pullable():
             return []
         guards = self._guards()
+        # the loop's own FOR_ITER takes the next item when the worker resumes the
+        # generator; ``room`` is counted down only where an item is dropped
         out = ["    def pull(it, stats, k):", *([f"        nonlocal {', '.join(guards)}"] if guards else []),
-               "        room = k", "        while True:",
-               "            if not room:", "                yield NOTHING", "                room = k",
-               "            for x in it:", "                break", "            else:", "                break",
-               "            room -= 1", "            stats.out += 1"]
+               "        room = k", "        for x in it:", "            stats.out += 1"]
         self.pulling = True
         out += self.body(0, 0, "            ", ("continue", ("yield NOTHING",)))
         self.pulling = False
