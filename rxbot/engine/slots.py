@@ -221,7 +221,7 @@ class Slots:
                         it, gate, counts, _, segment = drawn
                         # this worker's own generator of the fused segment's outputs
                         pulling = segment.pull if segment is not None else None
-                        pull = pulling(it, counts, every).__next__ if pulling is not None else None
+                        pull = pulling(it, counts, every) if pulling is not None else None
                     # only this step holds the source (a halted gate, a failed run, a later
                     # full step close it more), and no handed work is to start first. The
                     # slots are full all along (see set_full)
@@ -243,7 +243,13 @@ class Slots:
                                 else:
                                     work = ended
                             elif pull is not None:
-                                work = pull()
+                                # resumed by the loop's own FOR_ITER (3.12+ runs a
+                                # generator's frame inline there), not a __next__ call;
+                                # it yields ENDED for ever once the source ended
+                                for work in pull:
+                                    break
+                                else:  # it raised before: nothing more comes from it
+                                    work = ended
                             else:
                                 work = NOTHING
                                 entry = segment.entry
