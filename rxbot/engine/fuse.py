@@ -227,7 +227,16 @@ class _Program:
             out += self._slow(f"spread(v{j}, {j}, {x})", ind, ctx)
         elif kind == BLOCKED:
             out += self._blocked(j, ind, ctx)
-        else:  # FILTER
+        elif self.elems[j][1] == FUNC:  # a Filter's route_func: its truth test is the if itself
+            # inside the try, as ``matcher``'s ``bool(...)``: a result whose truth raises
+            # fails the match; the matched item goes on after the try (a later step's
+            # failure is that step's). No ``m`` stored and tested per item
+            out += [f"{ind}try:", f"{ind}    if not f{j}({x}):", *([f"{ind}        cn[{j}] += 1"] if counting else []),
+                    *self._dropped(ind + "        ", leave), f"{ind}except Exception as e:",
+                    *self._slow(f"fail(e, {j}, {x})", ind + "    ", ctx)]
+            if counting:
+                out.append(f"{ind}co[{j}] += 1")
+        else:  # FILTER matching every item or by type
             lines, cond = self._match(j, ind, ctx)
             out += lines
             if cond is not None:
