@@ -261,7 +261,8 @@ async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, ev
             if taken < size and not gate.blocked:
                 return  # the iterator ended
             now = clock()
-            size = next_slice(size, taken, now - began, every)
+            if size < every or now - began >= TURN_SECONDS / 2:  # else next_slice keeps it
+                size = next_slice(size, taken, now - began, every)
             if gate.blocked:
                 if await blocked():
                     return
