@@ -161,7 +161,8 @@ def test_the_id_less_traversals_see_what_the_walk_sees():
 
     pipe = _nested_pipe()
     walked = list(walk(pipe.steps, StepId.root("P1", 1)))
-    assert [step for _, step in walked] == list(elements(pipe.steps))
+    assert [step for _, step in walked] == [step for _, step in elements(pipe.steps)]
+    assert [sid.depth for sid, _ in walked] == [depth for depth, _ in elements(pipe.steps)]
     assert route_depth(pipe.steps) == max(sid.depth for sid, _ in walked) == 5
     for sid, _ in walked:  # an id made from its parent spells what its data spells
         rebuilt = StepId(sid.pipe, sid.positions, sid.labels, sid.pipe_index)

@@ -13,7 +13,7 @@ import reactivex
 
 from ..errors import PipelineError, annotate
 from ..tree.node import Node
-from ..tree.flow import Route
+from ..tree.walk import elements
 
 log = logging.getLogger("rxbot")
 
@@ -121,17 +121,9 @@ def make_room_for(steps: Sequence[Any], where: str) -> None:
 
 def route_depth(steps: Sequence[Any]) -> int:
     """How many routes the most deeply nested step of ``steps`` is inside (the largest
-    ``StepId.depth`` of :func:`~rxbot.tree.walk.walk`, without making the ids).
-    Iterative: it runs before the depth is known to be safe."""
-    deepest = 0
-    todo = [(steps, 0)]
-    while todo:
-        held, depth = todo.pop()
-        for step in held:
-            deepest = max(deepest, depth)
-            if isinstance(step, Route):
-                todo.extend((branch, depth + 1) for branch in step.branches)
-    return deepest
+    ``StepId.depth`` of :func:`~rxbot.tree.walk.walk`, without making the ids; the
+    traversal is iterative: it runs before the depth is known to be safe)."""
+    return max((depth for depth, _ in elements(steps)), default=0)
 
 
 def _ignore(_: Any) -> None:

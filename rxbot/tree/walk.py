@@ -133,15 +133,17 @@ def walk(steps: Sequence[Any], where: Any = "") -> Iterator[Tuple[StepId, Any]]:
             todo.pop()
 
 
-def elements(steps: Sequence[Any]) -> Iterator[Any]:
-    """Every element of a step tree in :func:`walk`'s order, without ids: for what needs
-    only the elements (no id, no label is made)."""
-    todo = [iter(steps)]
+def elements(steps: Sequence[Any]) -> Iterator[Tuple[int, Any]]:
+    """Every element of a step tree in :func:`walk`'s order with how many routes it is
+    nested in (its id's ``depth``), without ids: for what needs only the elements or
+    their depth (no id, no label is made)."""
+    todo = [(0, iter(steps))]
     while todo:
-        for step in todo[-1]:
-            yield step
+        depth, rest = todo[-1]
+        for step in rest:
+            yield depth, step
             if isinstance(step, Route):
-                todo.extend(iter(branch) for branch in reversed(step.branches))
+                todo.extend((depth + 1, iter(branch)) for branch in reversed(step.branches))
                 break
         else:
             todo.pop()
@@ -150,7 +152,7 @@ def elements(steps: Sequence[Any]) -> Iterator[Any]:
 def nodes_in(steps: Sequence[Any]) -> list:
     """Every distinct Node of a step tree (one init/close each, however often used)."""
     seen: dict = {}
-    for step in elements(steps):
+    for _, step in elements(steps):
         node = unwrap(step)
         if isinstance(node, Node):
             seen.setdefault(id(node), node)

@@ -299,7 +299,9 @@ async def _pull(it: Any, emit: Callable[[Any], None], gate: Gate, stats: Any, ev
 
 def next_slice(size: int, taken: int, spent: float, most: int) -> int:
     """The next slice's size after one of ``taken`` items took ``spent`` seconds: double
-    while under half a turn (at most ``most``), cut to a turn's worth when over one."""
+    while under half a turn (at most ``most``), cut to a turn's worth when over one.
+    (:func:`_pull` asks only when this may change the size: below ``most``, or once a
+    slice took half a turn.)"""
     if spent < TURN_SECONDS / 2:
         return min(most, 2 * size)
     if spent > TURN_SECONDS and taken:
