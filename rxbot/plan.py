@@ -323,7 +323,7 @@ def compile_expression(expr: Any, origin: str = "config.trace") -> str:
 #: names the generated code of a fused segment binds (rxbot.engine.fuse): an inlined
 #: expression must not read one of them as a builtin
 _GENERATED = frozenset({"x", "y", "m", "e", "n", "it", "gate", "emit", "spread", "fail", "VALUES", "ci", "co", "cn",
-                        "held", "hold", "after", "trace", "entry", "many", "pull", "stop", "hitting", "thit", "toff",
+                        "held", "hold", "after", "trace", "entry", "many", "cycle", "stop", "hitting", "thit", "toff",
                         "tfail", "ONE", "NOTYPE", "NOTHING", "ENDED", "make", "fns", "consts"})
 #: what an inlined expression may not contain: each binds names of its own (or suspends)
 _OWN_SCOPE = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.NamedExpr, ast.Await,

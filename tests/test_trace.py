@@ -521,7 +521,7 @@ def test_elements_taken_inline_and_through_the_wrapper_are_each_checked_once():
     Pipe(range(200), look, Step(slow, concurrency=2), out.append)
     report = BotFrame.run()
     assert sorted(out) == list(range(200))
-    assert {"many", "pull"} <= set(callers)  # both ways of taking an element were used
+    assert {"many", "cycle"} <= set(callers)  # both ways of taking an element were used
     assert sorted(int(t["item"]) for t in report.traces if t["number"]) == list(range(3, 200, 10))[:20]
     for trace in report.traces[:20]:
         assert [e for s, e in hops(trace) if s == "P1[3] slow"] == ["in", "out"]

@@ -24,9 +24,10 @@ What the generated ``make(...)`` returns:
   flow control holds per item. At the
   end of a pipe the gate can only close through a slow path (a result the segment
   defers, a failure), so only those check it;
-* ``pull(it, stats, k)`` — a generator of the outputs for the items of ``it``,
-  yielded instead of emitted (not at a pipe's end, not through a route): an async
-  step right after the segment draws its works from it;
+* ``cycle(...)`` — the drawing cycle of an async step right after the segment (not
+  at a pipe's end, not through a route): a coroutine that runs the source's next items
+  through the steps and calls the async step on each output, until drawing stops;
+  compiled apart, on first use (see :meth:`_Program._cycle`);
 * ``after`` — per position ``j``, the continuation taking one output of step ``j``
   (what the slow paths, retries, flushes and pipein push into);
 * ``amany(ait, gate, k)`` — up to ``k`` items of an async iterator (an async step's
@@ -35,8 +36,10 @@ What the generated ``make(...)`` returns:
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 import linecache
+import types
 from functools import lru_cache
 from typing import Any, Callable, Dict, List, Sequence, Set, Tuple
 
@@ -59,8 +62,8 @@ _STOP_IF_FULL = "if gate.blocked: stop = True"
 Push = Callable[[Any], None]
 #: in, out, returned-None per position
 Counters = Tuple[List[int], List[int], List[int]]
-#: ``(entry, many, after, pull)``
-Made = Tuple[Push, Callable[[Any, Any], int], List[Push], Callable[[Any, Any, int], Any] | None]
+#: ``(entry, many, after, cycle)``: ``cycle`` compiles the drawing cycle on first use
+Made = Tuple[Push, Callable[[Any, Any], int], List[Push], Callable[[], Callable[..., Any]] | None]
 
 
 class _Program:
@@ -74,7 +77,7 @@ class _Program:
         self.seqs: List[Tuple[List[int], int | None]] = []  # sequence -> (positions, parent route)
         self.branches: Dict[int, List[int]] = {}  # route position -> its branch sequences
         self.uncounted_head = False  # generating the chunk entry, which counts the head route
-        self.pulling = False  # generating ``pull``
+        self.cycling = False  # generating ``cycle``
         self.chaining = False  # generating the continuations ``a<j>``
         #: the variable holding the item where code is being generated: a step reads it
         #: and writes its result into the other one (``x``/``y``), so the common path
@@ -128,7 +131,7 @@ class _Program:
     # -- code -----------------------------------------------------------------------------
     def body(self, sid: int, idx: int, ind: str, ctx: _Ctx) -> List[str]:
         """A generated function's code from element ``idx`` of sequence ``sid``: every
-        one of them (``entry``, ``a<j>``, ``many``, ``pull``, ``amany``) takes its item
+        one of them (``entry``, ``a<j>``, ``many``, ``cycle``, ``amany``) takes its item
         in ``x``."""
         self.cur = "x"
         return self.run_from(sid, idx, ind, ctx)
@@ -146,9 +149,10 @@ class _Program:
             out += self._step(j, ind, ctx)
         x = self.cur
         if parent is None:
-            if self.pulling:  # ``pull``: the output is the caller's next work
-                out += [f"{ind}if held[0]:", f"{ind}    hold({x})", f"{ind}    yield NOTHING", f"{ind}    continue",
-                        f"{ind}yield {x}", f"{ind}room = k"]
+            if self.cycling:  # ``cycle``: the output is the async step's next work
+                if self.elems:  # (the plain cycle has no lane)
+                    out += [f"{ind}if held[0]:", f"{ind}    hold({x})", f"{ind}    return NOTHING, left"]
+                out += [f"{ind}work = {x}", f"{ind}break"]
             elif not self.terminal:  # at the end of a pipe nothing listens: no call at all
                 out += [f"{ind}if held[0]:", f"{ind}    hold({x})", f"{ind}else:", f"{ind}    emit({x})"]
         elif self.elems[parent][3]:  # a joining branch: continue after the route
@@ -161,18 +165,18 @@ class _Program:
 
     def _dropped(self, ind: str, leave: str) -> List[str]:
         """An item a step dropped (None) or a Filter did not match: on to the next one.
-        In ``pull`` it counts down ``room`` first: after ``k`` items in a row without an
-        output it yields ``NOTHING`` before taking the next, so a segment that drops
-        everything never keeps the worker (an output resets ``room``; a slow path yields
-        anyway)."""
-        if not self.pulling:
+        In ``cycle`` it counts down ``room`` first: after ``k`` items in a row without an
+        output it returns ``NOTHING``, so a segment that drops everything never keeps
+        the worker (``room`` starts again at each output; a slow path returns at once)."""
+        if not self.cycling:
             return [f"{ind}{leave}"]
-        return [f"{ind}room -= 1", f"{ind}if not room:", f"{ind}    room = k", f"{ind}    yield NOTHING",
-                f"{ind}{leave}"]
+        return [f"{ind}room -= 1", f"{ind}if not room:", f"{ind}    return NOTHING, left", f"{ind}{leave}"]
 
     def _slow(self, call: str, ind: str, ctx: _Ctx) -> List[str]:
         leave, after_slow = ctx
-        return [f"{ind}{call}", *(ind + s for s in after_slow), f"{ind}{leave}"]
+        # after a slow path that returns (``cycle``'s), ``leave`` would never run
+        ends = bool(after_slow) and after_slow[-1].startswith("return ")
+        return [f"{ind}{call}", *(ind + s for s in after_slow), *([] if ends else [f"{ind}{leave}"])]
 
     def _match(self, j: int, ind: str, ctx: _Ctx, count_failure: bool = False) -> Tuple[List[str], str | None]:
         """Lines computing whether the item matches element ``j``, and the condition
@@ -360,34 +364,60 @@ class _Program:
         return out + self.run_from(psid, pidx + 1, ind, ctx)
 
     def pullable(self) -> bool:
-        """Can an async step right after this segment pull its works through it
-        (``pull``)? Not at a pipe's end, and not through a route (whose branches
-        cannot return one output)."""
+        """Can an async step right after this segment draw its works through it
+        (``cycle``)? Not at a pipe's end, and not through a route (whose branches
+        cannot give one output)."""
         return not self.terminal and all(el[0] != ROUTE for el in self.elems)
 
-    def _pull(self) -> List[str]:
-        """``pull(it, stats, k)``: a generator of the segment's outputs for the items of
-        the source's iterator ``it`` (each counted into the source's ``stats`` as it is
-        taken, before the steps: a step that raises counts its item too), *yielded*
-        instead of emitted — what the workers of an async step right after the segment
-        take as their next works (``Slots.draw``): each worker resumes its own
-        generator, one resumption per work, where a call per work would set up a frame
-        and its ``try``/``finally`` each time. It yields ``NOTHING`` when ``k`` items in
-        a row gave no output (``room`` counts them down) or an output went its general
-        way (a slow path, the ordered lane), and ``ENDED`` (for ever) once ``it``
-        ended; it never pulls an item before it is asked for the next output, so a
-        worker that stops drawing leaves the rest of ``it`` untouched."""
-        if not self.pullable():
-            return []
-        guards = self._guards()
-        # the loop's own FOR_ITER takes the next item when the worker resumes the
-        # generator; ``room`` is counted down only where an item is dropped
-        out = ["    def pull(it, stats, k):", *([f"        nonlocal {', '.join(guards)}"] if guards else []),
-               "        room = k", "        for x in it:", "            stats.out += 1"]
-        self.pulling = True
-        out += self.body(0, 0, "            ", ("continue", ("yield NOTHING",)))
-        self.pulling = False
-        return out + ["        while True:", "            yield ENDED"]
+    def _cycle(self, learn: List[str]) -> List[str]:
+        """``cycle(slots, mine, it, gate, stats, k, runner, finish, ctx, dropped, inp,
+        left, due, turned)``: the drawing cycle of the async step right after this
+        segment (:meth:`rxbot.engine.slots.Slots.draw`), awaited by one of its workers
+        once its call has ended. Round and round, in one coroutine: take the source's
+        next items (each counted into the source's ``stats`` as it is taken, before the
+        steps) through the steps until one gives an output, count it into the step's
+        ``inp``, give the loop its turn when ``due()`` says so, call the step
+        (``runner``), await it, settle the result, and go on while the worker may still
+        draw. It is the worker's own cycle with the steps inline: a hand-written worker
+        pulling from one iterator does the same in one ``for`` loop, and resuming a
+        generator of outputs per work (what this replaced) cost 3.11 a C-level
+        re-entry of the interpreter each time.
+
+        It settles a result exactly as ``Slots._worker`` does after its own calls (a
+        None dropped and counted, any other result through ``finish``, an exception
+        through ``Slots.call_failed``); the two must stay in step.
+
+        It returns ``(how, left)``, ``left`` the works still to draw before the worker's
+        next look at its pace: ``how`` is ``STOPPED`` when the worker may no longer draw
+        (it looks again itself), ``NOTHING`` when ``k`` items in a row gave no output or
+        an output went its general way (a slow path, the ordered lane), ``ENDED`` when
+        the source ended, or the exception the source (or a step's slow path) raised.
+        It never takes an item before its call is due, so a worker that stops drawing
+        leaves the rest of ``it`` untouched."""
+        # the loop's own FOR_ITER takes the next item; ``room`` counts down only where
+        # an item is dropped
+        i1, i2, i3, i4, i5, i6 = (" " * (4 * d) for d in range(3, 9))
+        out = ["    async def cycle(slots, mine, it, gate, stats, k, runner, finish, ctx, dropped, inp, left, due,"
+               " turned):", *learn, "        pending = slots.pending", "        while True:",
+               # the loop's own counter counts the works down to the next look at the pace
+               f"{i1}for left in range(left, 0, -1):", f"{i2}try:",
+               *([f"{i3}room = k"] if self.elems else []), f"{i3}for x in it:", f"{i4}stats.out += 1"]
+        self.cycling = True
+        out += self.body(0, 0, i4, ("continue", ("return NOTHING, left",)))
+        self.cycling = False
+        return out + [
+            f"{i3}else:", f"{i4}return ENDED, left", f"{i2}except Exception as e:", f"{i3}return e, left",
+            f"{i2}inp.inp += 1", f"{i2}try:", f"{i3}value = runner(work)",
+            f"{i3}if type(value) is COROUTINE or isawaitable(value):", f"{i4}value = await value",
+            f"{i3}if value is None:", f"{i4}if dropped is not None:", f"{i5}if not ctx.stopped:",
+            f"{i6}dropped.filtered += 1", f"{i5}else:", f"{i6}dropped.cancelled += 1", f"{i4}else:",
+            f"{i5}inp.held += 1", f"{i3}else:", f"{i4}value = finish(work, value)", f"{i4}if value is not None:",
+            f"{i5}await value", f"{i2}except BaseException as e:", f"{i3}slots.call_failed(work, e)",
+            f"{i2}if slots.drawn is not mine or pending or gate.blocked != 1 or slots.handed:",
+            f"{i3}return STOPPED, left - 1",
+            # ``left`` works drawn since the last look: a turn now, or the next look later
+            "            left = due()", "            if not left:", "                await slots.give_turn()",
+            "                left = turned()"]
 
     def _amany(self, learn: List[str]) -> List[str]:
         """``amany(ait, gate, k)``: at most ``k`` items of an async iterator (an async
@@ -433,8 +463,9 @@ class _Program:
         return names
 
     def source(self, part: str = "sync", check: str | None = None) -> str:
-        """The text of ``make``: for ``part='sync'`` it returns ``(entry, many, after,
-        pull)``; for ``part='async'`` (compiled only for a segment an async generator
+        """The text of ``make``: for ``part='sync'`` it returns ``(entry, many,
+        after)``; for ``part='cycle'`` (compiled only for a segment an async step draws
+        through) it returns ``cycle``; for ``part='async'`` (compiled only for a segment an async generator
         feeds) it takes the sync part's continuations too and returns ``amany``; for
         ``part='traced'`` (compiled only for a segment a traced source slices into) it
         takes the continuations and ``trace = (thit, toff, tfail, entry)`` and returns
@@ -459,6 +490,8 @@ class _Program:
         if part == "async":
             out += [f"    a{j} = after[{j}]" for j in range(n)]
             return "\n".join(out + self._amany(learn) + ["    return amany"])
+        if part == "cycle":
+            return "\n".join(out + self._cycle(learn) + ["    return cycle"])
         if part == "traced":
             assert check is not None, "a traced part needs its check"
             out += [f"    a{j} = after[{j}]" for j in range(n)] + ["    thit, toff, tfail, entry = trace"]
@@ -477,9 +510,7 @@ class _Program:
             out.append("        return")
         self.chaining = False
         out += self._many(learn)
-        out += self._pull()
-        pulled = "pull" if self.pullable() else "None"
-        out.append(f"    return entry, many, [{', '.join(f'a{j}' for j in range(n))}], {pulled}")
+        out.append(f"    return entry, many, [{', '.join(f'a{j}' for j in range(n))}]")
         return "\n".join(out)
 
     def _many(self, learn: List[str], check: str | None = None) -> List[str]:
@@ -497,7 +528,7 @@ class _Program:
         head = self.elems[0][0] in (ROUTE, BLOCKED) and self.elems[0][1] == ALL
         ret = "co[0] += n; return n" if head else "return n"
         full = f"if gate.blocked: {ret}"
-        pull = ["            for x in it:", "                break", "            else:", f"                {ret}"]
+        take = ["            for x in it:", "                break", "            else:", f"                {ret}"]
         if check is not None:  # a traced item pushed by the wrapper before this slice is done
             out += ["        toff()", "        hitting = False"]
         if self.terminal and any(el[0] == ROUTE for el in self.elems):
@@ -509,7 +540,7 @@ class _Program:
             out += ["        for x in it:"]
             ctx = ("continue", (full,))
         else:  # the emit may fill the downstream: look before pulling the next item
-            out += ["        while not gate.blocked:", *pull]
+            out += ["        while not gate.blocked:", *take]
             ctx = ("continue", ())
         out.append("            n += 1")
         if check is not None:
@@ -545,7 +576,7 @@ _SLOW = object()
 
 
 class _Mark:
-    """A named marker ``pull`` returns instead of an item."""
+    """A named marker ``cycle`` returns."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -554,10 +585,12 @@ class _Mark:
         return self.name
 
 
-#: ``pull`` found no output to return (none came, or it went its general way)
+#: ``cycle`` found no output to call the step on (none came, or it went its general way)
 NOTHING = _Mark("NOTHING")
-#: ``pull``'s iterator ended
+#: ``cycle``'s iterator ended
 ENDED = _Mark("ENDED")
+#: ``cycle``'s worker may no longer draw (it looks again itself)
+STOPPED = _Mark("STOPPED")
 
 
 
@@ -573,7 +606,8 @@ def _tag(shape: Sequence[Element]) -> str:
 def _factory(shape: Shape, terminal: bool, counting: bool, part: str = "sync",
              check: str | None = None) -> Callable[..., Any]:
     text = _Program(shape, terminal, counting).source(part, check)
-    namespace: Dict[str, Any] = {"SLOW": _SLOW, "NOTYPE": _NoType, "NOTHING": NOTHING, "ENDED": ENDED}
+    namespace: Dict[str, Any] = {"SLOW": _SLOW, "NOTYPE": _NoType, "NOTHING": NOTHING, "ENDED": ENDED,
+                                 "STOPPED": STOPPED, "COROUTINE": types.CoroutineType, "isawaitable": inspect.isawaitable}
     tag = f"{_tag(shape)}{'.' if terminal else ''}{'#' if counting else ''}"
     filename = f"<rxbot fused {tag}{'' if part == 'sync' else ' ' + part} {next(_serial)}>"  # unique: one text per name
     # attrs' pattern: a linecache entry under the code's own file name, so tracebacks,
@@ -634,7 +668,8 @@ def fuse(shape: Sequence[Element], fns: Sequence[Any], consts: Sequence[Any], em
          spread: Callable[..., None], fail: Callable[..., None], values: Set[type], terminal: bool = False,
          counters: Counters | None = None, counting: bool = False,
          held: List[bool] | None = None, hold: Push | None = None) -> Made:
-    """Return ``(entry, many, after, pull)`` for one segment instance (see the module docstring).
+    """Return ``(entry, many, after, cycle)`` for one segment instance (see the module
+    docstring; ``cycle`` is None where no async step can draw through the segment).
 
     ``terminal``: the segment ends a pipe, so its results go nowhere and are not emitted.
     ``counters``: lists (in, out, returned-None) per position; routes always count into
@@ -646,7 +681,7 @@ def fuse(shape: Sequence[Element], fns: Sequence[Any], consts: Sequence[Any], em
     ci, co, cn = counters if counters is not None else (None, None, None)
     args = (fns, consts, emit, spread, fail, values, ci, co, cn, held or [False], hold)
     key = (tuple(shape), terminal, counting and counters is not None)
-    entry, many, after, pull = _factory(*key)(*args)
+    entry, many, after = _factory(*key)(*args)
     for c in (entry, *after):  # what fast_on_next and a slicing source look for
         setattr(c, "__rxbot_direct__", True)
     setattr(entry, "__rxbot_many__", many)
@@ -670,8 +705,30 @@ def fuse(shape: Sequence[Element], fns: Sequence[Any], consts: Sequence[Any], em
 
     # what a traced source (rxbot.engine.operators._pull_source.iterate) looks for
     setattr(entry, "__rxbot_traced_many__", traced_many)
-    return entry, many, after, pull
+    made_cycle: List[Callable[..., Any]] = []
+
+    def cycle() -> Callable[..., Any]:
+        """The segment's drawing cycle (compiled on first use: only a segment an async
+        step draws through needs it), sharing its counters and its lane."""
+        if not made_cycle:
+            made_cycle.append(_factory(*key, "cycle")(*args))
+        return made_cycle[0]
+
+    return entry, many, after, (cycle if _pullable(key[0], terminal) else None)
 
 
-__all__ = ["fuse", "source_of", "taken_in", "NOTHING", "ENDED", "route_positions", "FN", "CONST", "SPREAD_CONST", "FILTER", "ROUTE", "BLOCKED", "ALL", "TYPE",
+@lru_cache(maxsize=None)
+def _pullable(shape: Shape, terminal: bool) -> bool:
+    return _Program(shape, terminal, False).pullable()
+
+
+@lru_cache(maxsize=None)
+def plain_cycle() -> Callable[..., Any]:
+    """The drawing cycle of an async step right after its source (no steps between)."""
+    made: Callable[..., Any] = _factory((), False, False, "cycle")(None, (), None, None, None, None, None, None,
+                                                                   None, [False], None)
+    return made
+
+
+__all__ = ["fuse", "source_of", "taken_in", "plain_cycle", "NOTHING", "ENDED", "STOPPED", "route_positions", "FN", "CONST", "SPREAD_CONST", "FILTER", "ROUTE", "BLOCKED", "ALL", "TYPE",
            "FUNC", "Element", "Shape"]

@@ -8,7 +8,7 @@ from collections import deque
 from typing import Any, Awaitable, Callable, cast
 
 from ..config import config
-from .fuse import ENDED, NOTHING
+from .fuse import ENDED, NOTHING, STOPPED, plain_cycle
 from .gate import FIRST_LOOK, Boundary, Pace
 
 _STOP = object()
@@ -45,9 +45,14 @@ class Slots:
 
     **Drawing** (:meth:`draw`). When the source's elements go straight into these
     slots (a Loop or generator right before an async step), the source hands over its
-    iterator instead and each worker calls ``next()`` on it when its call ends, keeping
+    iterator instead and each worker takes its next element when its call ends, keeping
     its slot for the element: no feeder, queue or wake-up per element.
-    The bounds and the order of calls are those of feeding.
+    The bounds and the order of calls are those of feeding. A worker that may draw
+    awaits the *drawing cycle* (``rxbot.engine.fuse``, generated per fused segment, or
+    the plain one right after a source): one coroutine that takes the next elements
+    (through the segment's steps), calls this step on each output and settles the
+    result, round and round, until the worker may no longer draw; the worker then
+    looks again itself.
 
     **A work** is ``runner(work)``'s result, awaited when it is awaitable. Without
     ``finish`` that is all (the runner is a coroutine that settles its own errors; an
@@ -147,16 +152,17 @@ class Slots:
         runner, finish, fail, rt, pending = self.runner, self.finish, self.fail, self.rt, self.pending
         ctx, feed, boundary = self.ctx, self.feed, self.boundary
         every = config.yield_every
-        # while drawing: elements this worker draws before its next look at its pace (a
+        # while drawing: works this worker draws before its next look at its pace (a
         # step that never suspends, e.g. an Insert holding rows, after a CPU-bound parse,
         # must still give the loop a turn every ``yield_every`` items or TURN_SECONDS)
         left = span = min(every, FIRST_LOOK)
         drew = 0
         pace: Pace | None = None
 
-        def due() -> bool:
-            """``span`` more elements drawn: is this worker's turn to yield due?"""
-            nonlocal left, span, drew, pace
+        def due() -> int:
+            """``span`` more works drawn: 0 when this worker's turn to yield is due,
+            else how many to draw before its next look."""
+            nonlocal span, drew, pace
             counts.publish()  # the source's tally: the report grows while it is drawn
             if gate.on_pause is not None:  # the run's live counts, as at a source's pause
                 gate.on_pause()
@@ -165,19 +171,27 @@ class Slots:
                 pace = Pace(every, gate.beat)
             look = pace.look(drew)
             if look:
-                left = span = look - drew
-                return False
+                span = look - drew
+                return span
             drew = 0
-            return True
+            return 0
+
+        def turned() -> int:
+            """The worker has had its turn: the works to draw before its next look."""
+            nonlocal span
+            span = pace.turned()  # type: ignore[union-attr]
+            return span
 
         step_stats = rt.stats if rt is not None else None
         dropped = step_stats if self.count_none else None  # counts a None result
         # what this worker draws from (see below; Any: unset until its first draw)
-        mine = it = gate = counts = segment = pull = cast(Any, None)
-        coroutine, ended, nothing = _COROUTINE, ENDED, NOTHING  # (locals: read per work)
+        mine = it = gate = counts = segment = cycle = cast(Any, None)
+        coroutine = _COROUTINE  # (a local: read per work)
         self.handed -= 1
         try:
             while True:
+                # a work's call (the same settling as the drawing cycle's, see
+                # rxbot.engine.fuse._Program._cycle)
                 try:
                     value = runner(work)
                     if type(value) is coroutine or inspect.isawaitable(value):
@@ -195,87 +209,57 @@ class Slots:
                             value = finish(work, value)
                             if value is not None:  # a delivery that waits for room downstream
                                 await value
-                except asyncio.CancelledError:
-                    self.stats_of(work).cancelled += 1
-                    self._release()
-                    raise
-                except Exception as exc:
-                    if fail is None:
-                        self._release()
-                        raise
-                    try:
-                        fail(work, exc)
-                    except BaseException:
-                        self._release()
-                        raise
-                except BaseException:
-                    self._release()
-                    raise
+                except BaseException as exc:
+                    self.call_failed(work, exc)
                 # the call has ended. While the workers draw from a source, its slot goes
                 # straight to the source's next element (busy and in flight stay as they
                 # are: one call ended, the next starts)
-                drawn = self.drawn
-                if drawn is not None and not pending:
+                while True:
+                    drawn = self.drawn
+                    if drawn is None or pending:
+                        break
                     if drawn is not mine:  # a draw this worker has not drawn from yet
                         mine = drawn
                         it, gate, counts, _, segment = drawn
-                        # this worker's own generator of the fused segment's outputs
-                        pulling = segment.pull if segment is not None else None
-                        pull = pulling(it, counts, every) if pulling is not None else None
+                        # the cycle running the source's next elements (through the fused
+                        # segment's steps) into this step; None through a route
+                        cycle = plain_cycle() if segment is None else segment.cycle and segment.cycle()
                     # only this step holds the source (a halted gate, a failed run, a later
                     # full step close it more), and no handed work is to start first. The
                     # slots are full all along (see set_full)
-                    if gate.blocked == 1 and not self.handed:
-                        # the next work: the source's next element itself, or the fused
-                        # segment's next output for the elements after it: its next
-                        # output is this slot's next work (``pull``), or, through a route,
-                        # it lands in ``pending`` (submit) and is taken below. At most
-                        # ``every`` elements per freed slot (a segment that drops them all
-                        # must not keep the loop), then the slot frees and the source goes
-                        # on in its own task
+                    if gate.blocked != 1 or self.handed:
+                        self._end_draw(False)  # the source waits at its gate again, and opens with it
+                        break
+                    if cycle is None:
+                        # through a route: the segment's outputs land in ``pending``
+                        # (submit), taken below. At most ``every`` elements per freed
+                        # slot (a segment that drops them all must not keep the loop),
+                        # then the slot frees and the source goes on in its own task
                         try:
-                            if segment is None:
-                                # ``next(it)`` without a call: the loop's own FOR_ITER, as
-                                # a hand-written worker's ``for`` takes its next element
-                                for work in it:
-                                    counts.out += 1  # the source's
+                            entry = segment.entry
+                            for _ in range(every):
+                                v = next(it)
+                                counts.out += 1
+                                entry(v)
+                                if pending or gate.blocked != 1:
                                     break
-                                else:
-                                    work = ended
-                            elif pull is not None:
-                                # resumed by the loop's own FOR_ITER (3.12+ runs a
-                                # generator's frame inline there), not a __next__ call;
-                                # it yields ENDED for ever once the source ended
-                                for work in pull:
-                                    break
-                                else:  # it raised before: nothing more comes from it
-                                    work = ended
-                            else:
-                                work = NOTHING
-                                entry = segment.entry
-                                for _ in range(every):
-                                    v = next(it)
-                                    counts.out += 1
-                                    entry(v)
-                                    if pending or gate.blocked != 1:
-                                        break
                         except StopIteration:
                             self._end_draw(True)
                         except Exception as exc:  # raised in the source's task, as when it pushes
                             self._end_draw(exc)
-                        else:
-                            if work is ended:
-                                self._end_draw(True)
-                            elif work is not nothing:
-                                if step_stats is not None:
-                                    step_stats.inp += 1
-                                left -= 1
-                                if not left and due():
-                                    await self._turn(work)
-                                    left = span = pace.turned()  # type: ignore[union-attr]
-                                continue
-                    else:  # the source waits at its gate again, and opens with it
-                        self._end_draw(False)
+                        break
+                    # the next works, each the source's next element through the
+                    # segment's steps, called and settled in one coroutine until this
+                    # worker may no longer draw
+                    how, left = await cycle(self, mine, it, gate, counts, every, runner, finish, ctx, dropped,
+                                            step_stats, left, due, turned)
+                    if how is STOPPED:  # look again
+                        continue
+                    if how is ENDED:
+                        self._end_draw(True)
+                    elif how is not NOTHING:  # raised in the source's task, as when it pushes
+                        self._end_draw(how)
+                    break
                 self._release()
                 if ctx.stopped:
                     return
@@ -314,12 +298,30 @@ class Slots:
         finally:
             self.workers -= 1
 
-    async def _turn(self, work: Any) -> None:
-        """A drawing worker gives the loop a turn, holding its next ``work``."""
+    def call_failed(self, work: Any, exc: BaseException) -> None:
+        """A work's call (or the settling of its result) raised ``exc``, in the worker or
+        its drawing cycle: an Exception goes to ``fail`` (which may re-raise); a
+        cancellation counts the work cancelled and frees its slot; anything else frees
+        the slot too. Each of these but a settled failure is raised again, ending the
+        worker (and, but for a cancellation, failing the run through its task)."""
+        if isinstance(exc, asyncio.CancelledError):
+            self.stats_of(work).cancelled += 1
+        elif isinstance(exc, Exception) and self.fail is not None:
+            try:
+                self.fail(work, exc)
+                return
+            except BaseException:
+                self._release()
+                raise
+        self._release()
+        raise exc
+
+    async def give_turn(self) -> None:
+        """A drawing worker gives the loop a turn between two works, holding its slot
+        (a cancellation frees it: no work of the step is out)."""
         try:
             await asyncio.sleep(0)
         except asyncio.CancelledError:
-            self.stats_of(work).cancelled += 1
             self._release()
             raise
 
@@ -356,7 +358,8 @@ class Slots:
         iterator's order.
 
         ``segment``: a fused segment sits between the source and these slots; a worker
-        runs the source's next elements through it until one reaches these slots.
+        runs the source's next elements through it (its drawing cycle) until one
+        reaches these slots.
 
         Returns True when the iterator ended, False when drawing stopped first (the gate
         closed for another reason, a work handed to a parked worker must start first,

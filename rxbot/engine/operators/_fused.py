@@ -101,7 +101,7 @@ class _Segment(Subscription):
         if self.counters is not None:
             ctx.on_shutdown(self.publish_counts)
         self.emit = emit = _discard if plan.terminal else fast_on_next(observer)
-        self.entry, self.many, self.after, self.pull = fuse(
+        self.entry, self.many, self.after, self.cycle = fuse(
             plan.shape, self.fns, plan.consts, emit, self.spread, self.fail, VALUES, plan.terminal,
             self.counters, bool(counting), self.held, self.hold)
         # what a source in front of this segment looks for: the async step this
