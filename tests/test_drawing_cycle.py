@@ -38,6 +38,10 @@ def _fan_every_7(x: int) -> object:
     return [x, -x] if x % 7 == 0 else x
 
 
+def _fan_every_3(x: int) -> object:
+    return [x, -x] if x % 3 == 0 else x
+
+
 class Boom(Exception):
     pass
 
@@ -137,24 +141,32 @@ def test_a_source_that_raises_while_drawn_fails_the_run_with_its_error(both_buil
     assert len(called) == len(set(called)) and set(called) <= set(range(1, at + 1))
 
 
-def test_a_run_cancelled_while_the_workers_draw_and_take_turns_balances_its_ledger(both_builds):
-    """Cancelled from outside while the workers draw (``yield_every=1``: a turn between
-    any two works, so the cancellation lands in turns and in calls): nothing is counted
-    twice or lost, every element taken is in flight, finished or cancelled."""
-    config.yield_every = 1
-    started = asyncio.Event()
+@pytest.mark.parametrize("every", [1, 256])
+@pytest.mark.parametrize("turns", range(40))
+def test_a_run_cancelled_while_the_workers_draw_balances_its_ledger(both_builds, every, turns):
+    """Cancelled from outside ``turns`` loop turns after the step's fourth call started:
+    while workers hand their slots to their drawing cycles' tasks (a cycle cancelled
+    before it started), mid-call, or in a turn between two works (``yield_every=1``: a
+    turn between any two). Nothing is counted twice or lost: every element the step
+    took is finished or cancelled, and the ledger balances with nothing left in flight."""
+    config.yield_every = every
+    full = asyncio.Event()
+    calls = [0]
 
     async def work(x: int) -> None:
-        if x > 100:
-            started.set()
+        calls[0] += 1
+        if calls[0] == 4:  # the slots are full (where the source pushes faster than that)
+            full.set()
         await asyncio.sleep(0)
 
-    pipe = Pipe((i for i in range(100_000)), _inc, Step(work, concurrency=4))
+    # a list every third element: the cycles stop drawing (the list goes its general
+    # way) and the workers hand their slots to new cycles all along
+    pipe = Pipe((i for i in range(100_000)), _fan_every_3, Step(work, concurrency=4))
 
     async def main():
         run = asyncio.ensure_future(pipe.run_async())
-        await started.wait()
-        for _ in range(7):  # some turns in, mid-draw
+        await full.wait()
+        for _ in range(turns):
             await asyncio.sleep(0)
         run.cancel()  # what Ctrl-C and SIGTERM do to a run
         with pytest.raises(asyncio.CancelledError):
@@ -163,6 +175,8 @@ def test_a_run_cancelled_while_the_workers_draw_and_take_turns_balances_its_ledg
     asyncio.run(main())
     report = pipe.report
     stats = report.find("work")
-    assert stats.inp > 100
+    assert stats.inp >= 4
     assert stats.inp == stats.filtered + stats.cancelled
-    assert report.find("Loop(generator)").out >= stats.inp
+    lines = [line for line in report.ledger.values() if line is not None]
+    assert lines and all(line.balanced and line.in_flight == 0 for line in lines), lines
+

@@ -151,7 +151,7 @@ class _Program:
         if parent is None:
             if self.cycling:  # ``cycle``: the output is the async step's next work
                 if self.elems:  # (the plain cycle has no lane)
-                    out += [f"{ind}if held[0]:", f"{ind}    hold({x})", f"{ind}    return NOTHING, left"]
+                    out += [f"{ind}if held[0]:", f"{ind}    hold({x})", f"{ind}    how = NOTHING", f"{ind}    break"]
                 out += [f"{ind}work = {x}", f"{ind}break"]
             elif not self.terminal:  # at the end of a pipe nothing listens: no call at all
                 out += [f"{ind}if held[0]:", f"{ind}    hold({x})", f"{ind}else:", f"{ind}    emit({x})"]
@@ -166,16 +166,16 @@ class _Program:
     def _dropped(self, ind: str, leave: str) -> List[str]:
         """An item a step dropped (None) or a Filter did not match: on to the next one.
         In ``cycle`` it counts down ``room`` first: after ``k`` items in a row without an
-        output it returns ``NOTHING``, so a segment that drops everything never keeps
-        the worker (``room`` starts again at each output; a slow path returns at once)."""
+        output it stops drawing (``NOTHING``), so a segment that drops everything never
+        keeps the worker (``room`` starts again at each output; a slow path stops at once)."""
         if not self.cycling:
             return [f"{ind}{leave}"]
-        return [f"{ind}room -= 1", f"{ind}if not room:", f"{ind}    return NOTHING, left", f"{ind}{leave}"]
+        return [f"{ind}room -= 1", f"{ind}if not room:", f"{ind}    how = NOTHING", f"{ind}    break", f"{ind}{leave}"]
 
     def _slow(self, call: str, ind: str, ctx: _Ctx) -> List[str]:
         leave, after_slow = ctx
-        # after a slow path that returns (``cycle``'s), ``leave`` would never run
-        ends = bool(after_slow) and after_slow[-1].startswith("return ")
+        # after a slow path that leaves the loop (``cycle``'s), ``leave`` would never run
+        ends = bool(after_slow) and after_slow[-1].split()[0] in ("return", "break")
         return [f"{ind}{call}", *(ind + s for s in after_slow), *([] if ends else [f"{ind}{leave}"])]
 
     def _match(self, j: int, ind: str, ctx: _Ctx, count_failure: bool = False) -> Tuple[List[str], str | None]:
@@ -371,53 +371,61 @@ class _Program:
 
     def _cycle(self, learn: List[str]) -> List[str]:
         """``cycle(slots, mine, it, gate, stats, k, runner, finish, ctx, dropped, inp,
-        left, due, turned)``: the drawing cycle of the async step right after this
-        segment (:meth:`rxbot.engine.slots.Slots.draw`), awaited by one of its workers
-        once its call has ended. Round and round, in one coroutine: take the source's
-        next items (each counted into the source's ``stats`` as it is taken, before the
-        steps) through the steps until one gives an output, count it into the step's
-        ``inp``, give the loop its turn when ``due()`` says so, call the step
-        (``runner``), await it, settle the result, and go on while the worker may still
-        draw. It is the worker's own cycle with the steps inline: a hand-written worker
-        pulling from one iterator does the same in one ``for`` loop, and resuming a
-        generator of outputs per work (what this replaced) cost 3.11 a C-level
-        re-entry of the interpreter each time.
+        left, due, turned, started)``: the drawing cycle of the async step right after
+        this segment (:meth:`rxbot.engine.slots.Slots.draw`), run as the task of a slot a
+        worker handed over once its call had ended. Round and round, in one coroutine:
+        look whether it may still draw, take the source's next items (each counted into
+        the source's ``stats`` as it is taken, before the steps) through the steps until
+        one gives an output, count it into the step's ``inp``, call the step
+        (``runner``), await it, settle the result, and after ``left`` works look at the
+        pace (``due()``; a turn holds no work). It is the worker's own cycle with the
+        steps inline, one coroutine between the event loop and each call, as a
+        hand-written worker pulling from one iterator: resuming a generator of outputs
+        per work from the worker's coroutine (what this replaced) cost 3.11 a C-level
+        re-entry of the interpreter per work and a coroutine more per suspension.
 
         It settles a result exactly as ``Slots._worker`` does after its own calls (a
         None dropped and counted, any other result through ``finish``, an exception
         through ``Slots.call_failed``); the two must stay in step.
 
-        It returns ``(how, left)``, ``left`` the works still to draw before the worker's
-        next look at its pace: ``how`` is ``STOPPED`` when the worker may no longer draw
-        (it looks again itself), ``NOTHING`` when ``k`` items in a row gave no output or
-        an output went its general way (a slow path, the ordered lane), ``ENDED`` when
-        the source ended, or the exception the source (or a step's slow path) raised.
-        It never takes an item before its call is due, so a worker that stops drawing
-        leaves the rest of ``it`` untouched."""
+        ``started`` is the handing worker's future: the cycle sets it as it starts, or,
+        finding it done (the worker's task was cancelled first, which cancels it), ends
+        at once, the slot freed by that worker. When drawing stops the task goes on as a
+        worker (``Slots.after_cycle``) with how it stopped: ``STOPPED`` (it may no longer
+        draw; the worker looks again itself), ``NOTHING`` (``k`` items in a row gave no
+        output, or an output went its general way: a slow path, the ordered lane),
+        ``ENDED``, or the exception the source (or a step's slow path) raised. Either
+        way the task's end counts the worker off (``workers``). It never takes an item
+        before its call is due, so drawing that stops leaves the rest of ``it``
+        untouched."""
         # the loop's own FOR_ITER takes the next item; ``room`` counts down only where
         # an item is dropped
-        i1, i2, i3, i4, i5, i6 = (" " * (4 * d) for d in range(3, 9))
+        i1, i2, i3, i4, i5, i6, i7 = (" " * (4 * d) for d in range(3, 10))
         out = ["    async def cycle(slots, mine, it, gate, stats, k, runner, finish, ctx, dropped, inp, left, due,"
-               " turned):", *learn, "        pending = slots.pending", "        while True:",
+               " turned, started):", *learn,
+               # the worker that spawned this task cancelled it first: its slot is freed
+               "        if started.done():", "            return", "        started.set_result(None)",
+               "        pending = slots.pending", "        how = None", "        try:", "            while True:",
                # the loop's own counter counts the works down to the next look at the pace
-               f"{i1}for left in range(left, 0, -1):", f"{i2}try:",
-               *([f"{i3}room = k"] if self.elems else []), f"{i3}for x in it:", f"{i4}stats.out += 1"]
+               f"{i2}for left in range(left, 0, -1):",
+               f"{i3}if slots.drawn is not mine or pending or gate.blocked != 1 or slots.handed:",
+               f"{i4}return await slots.after_cycle(STOPPED, left)",
+               f"{i3}try:", *([f"{i4}room = k"] if self.elems else []), f"{i4}for x in it:", f"{i5}stats.out += 1"]
         self.cycling = True
-        out += self.body(0, 0, i4, ("continue", ("return NOTHING, left",)))
+        out += self.body(0, 0, i5, ("continue", ("how = NOTHING", "break")))
         self.cycling = False
         return out + [
-            f"{i3}else:", f"{i4}return ENDED, left", f"{i2}except Exception as e:", f"{i3}return e, left",
-            f"{i2}inp.inp += 1", f"{i2}try:", f"{i3}value = runner(work)",
-            f"{i3}if type(value) is COROUTINE or isawaitable(value):", f"{i4}value = await value",
-            f"{i3}if value is None:", f"{i4}if dropped is not None:", f"{i5}if not ctx.stopped:",
-            f"{i6}dropped.filtered += 1", f"{i5}else:", f"{i6}dropped.cancelled += 1", f"{i4}else:",
-            f"{i5}inp.held += 1", f"{i3}else:", f"{i4}value = finish(work, value)", f"{i4}if value is not None:",
-            f"{i5}await value", f"{i2}except BaseException as e:", f"{i3}slots.call_failed(work, e)",
-            f"{i2}if slots.drawn is not mine or pending or gate.blocked != 1 or slots.handed:",
-            f"{i3}return STOPPED, left - 1",
+            f"{i4}else:", f"{i5}how = ENDED", f"{i3}except Exception as e:", f"{i4}how = e",
+            f"{i3}if how is not None:", f"{i4}return await slots.after_cycle(how, left)",
+            f"{i3}inp.inp += 1", f"{i3}try:", f"{i4}value = runner(work)",
+            f"{i4}if type(value) is COROUTINE or isawaitable(value):", f"{i5}value = await value",
+            f"{i4}if value is None:", f"{i5}if dropped is not None:", f"{i6}if not ctx.stopped:",
+            f"{i7}dropped.filtered += 1", f"{i6}else:", f"{i7}dropped.cancelled += 1", f"{i5}else:",
+            f"{i6}inp.held += 1", f"{i4}else:", f"{i5}value = finish(work, value)", f"{i5}if value is not None:",
+            f"{i6}await value", f"{i3}except BaseException as e:", f"{i4}slots.call_failed(work, e)",
             # ``left`` works drawn since the last look: a turn now, or the next look later
-            "            left = due()", "            if not left:", "                await slots.give_turn()",
-            "                left = turned()"]
+            f"{i2}left = due()", f"{i2}if not left:", f"{i3}await slots.give_turn()", f"{i3}left = turned()",
+            "        finally:", "            slots.workers -= 1"]
 
     def _amany(self, learn: List[str]) -> List[str]:
         """``amany(ait, gate, k)``: at most ``k`` items of an async iterator (an async

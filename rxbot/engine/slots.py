@@ -5,7 +5,7 @@ import asyncio
 import inspect
 import types
 from collections import deque
-from typing import Any, Awaitable, Callable, cast
+from typing import Any, Awaitable, Callable, Coroutine, cast
 
 from ..config import config
 from .fuse import ENDED, NOTHING, STOPPED, plain_cycle
@@ -148,32 +148,36 @@ class Slots:
         if not self.full and self.busy + len(self.pending) >= self.limit:
             self.set_full(True)
 
-    async def _worker(self, work: Any) -> None:
+    async def _worker(self, work: Any, drew: Any = None, drew_left: int = 0) -> None:
+        """A worker: ``work``'s call first, then the next works (see the class's
+        docstring). With ``drew`` it goes on after a drawing cycle instead, inside the
+        cycle's own task (see :meth:`after_cycle`): no work in hand, ``drew`` says how
+        drawing ended, ``drew_left`` the works to its next look at its pace."""
         runner, finish, fail, rt, pending = self.runner, self.finish, self.fail, self.rt, self.pending
         ctx, feed, boundary = self.ctx, self.feed, self.boundary
         every = config.yield_every
         # while drawing: works this worker draws before its next look at its pace (a
         # step that never suspends, e.g. an Insert holding rows, after a CPU-bound parse,
         # must still give the loop a turn every ``yield_every`` items or TURN_SECONDS)
-        left = span = min(every, FIRST_LOOK)
-        drew = 0
+        left = span = drew_left if drew_left > 0 else min(every, FIRST_LOOK)
+        drew_so_far = 0
         pace: Pace | None = None
 
         def due() -> int:
             """``span`` more works drawn: 0 when this worker's turn to yield is due,
             else how many to draw before its next look."""
-            nonlocal span, drew, pace
+            nonlocal span, drew_so_far, pace
             counts.publish()  # the source's tally: the report grows while it is drawn
             if gate.on_pause is not None:  # the run's live counts, as at a source's pause
                 gate.on_pause()
-            drew += span
+            drew_so_far += span
             if pace is None:
                 pace = Pace(every, gate.beat)
-            look = pace.look(drew)
+            look = pace.look(drew_so_far)
             if look:
-                span = look - drew
+                span = look - drew_so_far
                 return span
-            drew = 0
+            drew_so_far = 0
             return 0
 
         def turned() -> int:
@@ -187,34 +191,43 @@ class Slots:
         # what this worker draws from (see below; Any: unset until its first draw)
         mine = it = gate = counts = segment = cycle = cast(Any, None)
         coroutine = _COROUTINE  # (a local: read per work)
-        self.handed -= 1
+        how = drew  # how the last drawing cycle ended (None: a work is in hand)
+        if how is None:
+            self.handed -= 1
         try:
             while True:
-                # a work's call (the same settling as the drawing cycle's, see
-                # rxbot.engine.fuse._Program._cycle)
-                try:
-                    value = runner(work)
-                    if type(value) is coroutine or inspect.isawaitable(value):
-                        value = await value
-                    if finish is not None:
-                        if value is None:  # dropped by the step's own rule
-                            if dropped is not None:
-                                if not ctx.stopped:
-                                    dropped.filtered += 1
-                                else:  # the run stopped while it was out (ledger: cancelled)
-                                    dropped.cancelled += 1
-                            elif step_stats is not None:  # a holding node keeps it for now
-                                step_stats.held += 1
-                        else:
-                            value = finish(work, value)
-                            if value is not None:  # a delivery that waits for room downstream
-                                await value
-                except BaseException as exc:
-                    self.call_failed(work, exc)
+                if how is None:
+                    # a work's call (the same settling as the drawing cycle's, see
+                    # rxbot.engine.fuse._Program._cycle)
+                    try:
+                        value = runner(work)
+                        if type(value) is coroutine or inspect.isawaitable(value):
+                            value = await value
+                        if finish is not None:
+                            if value is None:  # dropped by the step's own rule
+                                if dropped is not None:
+                                    if not ctx.stopped:
+                                        dropped.filtered += 1
+                                    else:  # the run stopped while it was out (ledger: cancelled)
+                                        dropped.cancelled += 1
+                                elif step_stats is not None:  # a holding node keeps it for now
+                                    step_stats.held += 1
+                            else:
+                                value = finish(work, value)
+                                if value is not None:  # a delivery that waits for room downstream
+                                    await value
+                    except BaseException as exc:
+                        self.call_failed(work, exc)
+                elif how is ENDED:  # how the drawing cycle before this one ended
+                    self._end_draw(True)
+                elif how is STOPPED:  # it may no longer draw: the worker looks again itself
+                    how = None
+                elif how is not NOTHING:  # raised in the source's task, as when it pushes
+                    self._end_draw(how)
                 # the call has ended. While the workers draw from a source, its slot goes
                 # straight to the source's next element (busy and in flight stay as they
                 # are: one call ended, the next starts)
-                while True:
+                while how is None:
                     drawn = self.drawn
                     if drawn is None or pending:
                         break
@@ -249,17 +262,25 @@ class Slots:
                             self._end_draw(exc)
                         break
                     # the next works, each the source's next element through the
-                    # segment's steps, called and settled in one coroutine until this
-                    # worker may no longer draw
-                    how, left = await cycle(self, mine, it, gate, counts, every, runner, finish, ctx, dropped,
-                                            step_stats, left, due, turned)
-                    if how is STOPPED:  # look again
-                        continue
-                    if how is ENDED:
-                        self._end_draw(True)
-                    elif how is not NOTHING:  # raised in the source's task, as when it pushes
-                        self._end_draw(how)
-                    break
+                    # segment's steps, are called and settled by the drawing cycle, in a
+                    # task of its own (one coroutine fewer between the event loop and
+                    # each call than awaiting it here), which this slot passes to
+                    started = ctx.loop.create_future()
+                    self.workers += 1
+                    self.spawn(cycle(self, mine, it, gate, counts, every, runner, finish, ctx, dropped, step_stats,
+                                     left, due, turned, started))
+                    try:
+                        await started
+                    except asyncio.CancelledError:
+                        # the cancellation cancels ``started`` too, unless the cycle had
+                        # started (and set it) first: then the slot is the cycle's
+                        if started.cancelled() or not started.done():  # never started: still ours
+                            started.cancel()  # (and the cycle, should it start, returns at once)
+                            self.workers -= 1
+                            self._release()
+                        raise
+                    return
+                how = None
                 self._release()
                 if ctx.stopped:
                     return
@@ -296,7 +317,13 @@ class Slots:
                     return
                 self.handed -= 1
         finally:
-            self.workers -= 1
+            if drew is None:  # a cycle's continuation is counted off by the cycle's task
+                self.workers -= 1
+
+    def after_cycle(self, how: Any, left: int) -> Coroutine[Any, Any, None]:
+        """A drawing cycle has stopped drawing (``how``: ``STOPPED``, ``NOTHING``,
+        ``ENDED`` or the source's exception): its task goes on as a worker."""
+        return self._worker(None, how, left)
 
     def call_failed(self, work: Any, exc: BaseException) -> None:
         """A work's call (or the settling of its result) raised ``exc``, in the worker or
