@@ -75,12 +75,17 @@ def _outcome(kind: str, x: int) -> object:
     return None
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(length=st.sampled_from([0, 1, 31, 32, 33, 255, 256, 257, 600]),
        between=st.sampled_from(sorted(BETWEEN)), outcome=st.sampled_from(OUTCOMES),
-       concurrency=st.sampled_from([1, 2, 5]), fusion=st.booleans(), every=st.sampled_from([4, 256]))
-def test_what_the_workers_draw_is_what_a_plain_loop_gives(length, between, outcome, concurrency, fusion, every):
+       concurrency=st.sampled_from([1, 2, 5]), fusion=st.booleans(), every=st.sampled_from([4, 256]),
+       as_object=st.booleans())
+def test_what_the_workers_draw_is_what_a_plain_loop_gives(length, between, outcome, concurrency, fusion, every,
+                                                          as_object):
+    """``as_object``: the step is an object with an async ``__call__``, whose call the
+    cycle looks at before awaiting it, instead of an ``async def`` function, whose
+    call it awaits as it is."""
     config.fusion = fusion
     config.yield_every = every  # small: many pace looks, turns and drop runs per run
     steps, expected = BETWEEN[between]
@@ -90,11 +95,16 @@ def test_what_the_workers_draw_is_what_a_plain_loop_gives(length, between, outco
 
     async def work(x: int) -> object:
         called.append(x)
-        callers.add(sys._getframe(1).f_code.co_name)
+        callers.add(sys._getframe(2 if as_object else 1).f_code.co_name)
         await asyncio.sleep(0)
         return _outcome(outcome, x)
 
-    Pipe((i for i in range(length)), *steps, Step(work, concurrency=concurrency, on_error="ignore"), out.append)
+    class Work:
+        async def __call__(self, x: int) -> object:
+            return await work(x)
+
+    step = Step(Work() if as_object else work, concurrency=concurrency, on_error="ignore", name="work")
+    Pipe((i for i in range(length)), *steps, step, out.append)
     report = BotFrame.run()
 
     inputs = [y for x in range(length) for y in expected(x)]

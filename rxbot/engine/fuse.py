@@ -63,7 +63,7 @@ Push = Callable[[Any], None]
 #: in, out, returned-None per position
 Counters = Tuple[List[int], List[int], List[int]]
 #: ``(entry, many, after, cycle)``: ``cycle`` compiles the drawing cycle on first use
-Made = Tuple[Push, Callable[[Any, Any], int], List[Push], Callable[[], Callable[..., Any]] | None]
+Made = Tuple[Push, Callable[[Any, Any], int], List[Push], Callable[[bool], Callable[..., Any]] | None]
 
 
 class _Program:
@@ -369,7 +369,7 @@ class _Program:
         cannot give one output)."""
         return not self.terminal and all(el[0] != ROUTE for el in self.elems)
 
-    def _cycle(self, learn: List[str]) -> List[str]:
+    def _cycle(self, learn: List[str], awaits: bool) -> List[str]:
         """``cycle(slots, mine, it, gate, stats, k, runner, finish, ctx, dropped, inp,
         left, due, turned, started)``: the drawing cycle of the async step right after
         this segment (:meth:`rxbot.engine.slots.Slots.draw`), run as the task of a slot a
@@ -397,7 +397,10 @@ class _Program:
         ``ENDED``, or the exception the source (or a step's slow path) raised. Either
         way the task's end counts the worker off (``workers``). It never takes an item
         before its call is due, so drawing that stops leaves the rest of ``it``
-        untouched."""
+        untouched.
+
+        ``awaits``: the step's ``runner`` is an ``async def`` function, whose call always
+        gives a coroutine: it is awaited as it is, without looking at what it gave."""
         # the loop's own FOR_ITER takes the next item; ``room`` counts down only where
         # an item is dropped
         i1, i2, i3, i4, i5, i6, i7 = (" " * (4 * d) for d in range(3, 10))
@@ -417,8 +420,10 @@ class _Program:
         return out + [
             f"{i4}else:", f"{i5}how = ENDED", f"{i3}except Exception as e:", f"{i4}how = e",
             f"{i3}if how is not None:", f"{i4}return await slots.after_cycle(how, left)",
-            f"{i3}inp.inp += 1", f"{i3}try:", f"{i4}value = runner(work)",
-            f"{i4}if type(value) is COROUTINE or isawaitable(value):", f"{i5}value = await value",
+            f"{i3}inp.inp += 1", f"{i3}try:",
+            *([f"{i4}value = await runner(work)"] if awaits else [
+                f"{i4}value = runner(work)", f"{i4}if type(value) is COROUTINE or isawaitable(value):",
+                f"{i5}value = await value"]),
             f"{i4}if value is None:", f"{i5}if dropped is not None:", f"{i6}if not ctx.stopped:",
             f"{i7}dropped.filtered += 1", f"{i6}else:", f"{i7}dropped.cancelled += 1", f"{i5}else:",
             f"{i6}inp.held += 1", f"{i4}else:", f"{i5}value = finish(work, value)", f"{i5}if value is not None:",
@@ -498,8 +503,8 @@ class _Program:
         if part == "async":
             out += [f"    a{j} = after[{j}]" for j in range(n)]
             return "\n".join(out + self._amany(learn) + ["    return amany"])
-        if part == "cycle":
-            return "\n".join(out + self._cycle(learn) + ["    return cycle"])
+        if part in ("cycle", "cycle awaiting"):
+            return "\n".join(out + self._cycle(learn, part == "cycle awaiting") + ["    return cycle"])
         if part == "traced":
             assert check is not None, "a traced part needs its check"
             out += [f"    a{j} = after[{j}]" for j in range(n)] + ["    thit, toff, tfail, entry = trace"]
@@ -713,14 +718,16 @@ def fuse(shape: Sequence[Element], fns: Sequence[Any], consts: Sequence[Any], em
 
     # what a traced source (rxbot.engine.operators._pull_source.iterate) looks for
     setattr(entry, "__rxbot_traced_many__", traced_many)
-    made_cycle: List[Callable[..., Any]] = []
+    made_cycle: Dict[bool, Callable[..., Any]] = {}
 
-    def cycle() -> Callable[..., Any]:
+    def cycle(awaits: bool) -> Callable[..., Any]:
         """The segment's drawing cycle (compiled on first use: only a segment an async
-        step draws through needs it), sharing its counters and its lane."""
-        if not made_cycle:
-            made_cycle.append(_factory(*key, "cycle")(*args))
-        return made_cycle[0]
+        step draws through needs it), sharing its counters and its lane; ``awaits``: the
+        step's runner is an ``async def`` function (see :meth:`_Program._cycle`)."""
+        made = made_cycle.get(awaits)
+        if made is None:
+            made = made_cycle[awaits] = _factory(*key, "cycle awaiting" if awaits else "cycle")(*args)
+        return made
 
     return entry, many, after, (cycle if _pullable(key[0], terminal) else None)
 
@@ -731,10 +738,11 @@ def _pullable(shape: Shape, terminal: bool) -> bool:
 
 
 @lru_cache(maxsize=None)
-def plain_cycle() -> Callable[..., Any]:
-    """The drawing cycle of an async step right after its source (no steps between)."""
-    made: Callable[..., Any] = _factory((), False, False, "cycle")(None, (), None, None, None, None, None, None,
-                                                                   None, [False], None)
+def plain_cycle(awaits: bool) -> Callable[..., Any]:
+    """The drawing cycle of an async step right after its source (no steps between);
+    ``awaits`` as for a segment's."""
+    made: Callable[..., Any] = _factory((), False, False, "cycle awaiting" if awaits else "cycle")(
+        None, (), None, None, None, None, None, None, None, [False], None)
     return made
 
 

@@ -191,6 +191,9 @@ class Slots:
         # what this worker draws from (see below; Any: unset until its first draw)
         mine = it = gate = counts = segment = cycle = cast(Any, None)
         coroutine = _COROUTINE  # (a local: read per work)
+        # an ``async def`` runner's call is always a coroutine: the drawing cycle awaits it
+        # as it is (a traced or retrying runner is a plain function: it looks first)
+        awaits = type(runner) is types.FunctionType and bool(runner.__code__.co_flags & inspect.CO_COROUTINE)
         how = drew  # how the last drawing cycle ended (None: a work is in hand)
         if how is None:
             self.handed -= 1
@@ -236,7 +239,7 @@ class Slots:
                         it, gate, counts, _, segment = drawn
                         # the cycle running the source's next elements (through the fused
                         # segment's steps) into this step; None through a route
-                        cycle = plain_cycle() if segment is None else segment.cycle and segment.cycle()
+                        cycle = plain_cycle(awaits) if segment is None else segment.cycle and segment.cycle(awaits)
                     # only this step holds the source (a halted gate, a failed run, a later
                     # full step close it more), and no handed work is to start first. The
                     # slots are full all along (see set_full)
