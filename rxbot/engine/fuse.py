@@ -363,12 +363,6 @@ class _Program:
         self.cur = at_route
         return out + self.run_from(psid, pidx + 1, ind, ctx)
 
-    def pullable(self) -> bool:
-        """Can an async step right after this segment draw its works through it
-        (``cycle``)? Not at a pipe's end, and not through a route (whose branches
-        cannot give one output)."""
-        return not self.terminal and all(el[0] != ROUTE for el in self.elems)
-
     def _cycle(self, learn: List[str], awaits: bool) -> List[str]:
         """``cycle(slots, mine, it, gate, stats, k, runner, finish, ctx, dropped, inp,
         left, due, turned, started)``: the drawing cycle of the async step right after
@@ -589,7 +583,7 @@ _SLOW = object()
 
 
 class _Mark:
-    """A named marker ``cycle`` returns."""
+    """A named marker: how a drawing cycle stopped drawing (see ``Slots.after_cycle``)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -729,12 +723,15 @@ def fuse(shape: Sequence[Element], fns: Sequence[Any], consts: Sequence[Any], em
             made = made_cycle[awaits] = _factory(*key, "cycle awaiting" if awaits else "cycle")(*args)
         return made
 
-    return entry, many, after, (cycle if _pullable(key[0], terminal) else None)
+    return entry, many, after, (cycle if drawable_through(shape, terminal) else None)
 
 
-@lru_cache(maxsize=None)
-def _pullable(shape: Shape, terminal: bool) -> bool:
-    return _Program(shape, terminal, False).pullable()
+def drawable_through(shape: Sequence[Element], terminal: bool) -> bool:
+    """Can an async step right after a segment of ``shape`` draw its works through it
+    (its ``cycle``)? Not at a pipe's end, and not through a route, whose branches
+    cannot give one output (a route is nested only in a route: the top level says it;
+    ``rxbot.plan.Fused.pullable`` is the same rule, for ``explain()``)."""
+    return not terminal and all(el[0] != ROUTE for el in shape)
 
 
 @lru_cache(maxsize=None)

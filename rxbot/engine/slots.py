@@ -48,11 +48,11 @@ class Slots:
     iterator instead and each worker takes its next element when its call ends, keeping
     its slot for the element: no feeder, queue or wake-up per element.
     The bounds and the order of calls are those of feeding. A worker that may draw
-    awaits the *drawing cycle* (``rxbot.engine.fuse``, generated per fused segment, or
-    the plain one right after a source): one coroutine that takes the next elements
-    (through the segment's steps), calls this step on each output and settles the
-    result, round and round, until the worker may no longer draw; the worker then
-    looks again itself.
+    hands its slot to a task running the *drawing cycle* (``rxbot.engine.fuse``,
+    generated per fused segment, or the plain one right after a source): one coroutine
+    that takes the next elements (through the segment's steps), calls this step on each
+    output and settles the result, round and round; when it may no longer draw, the
+    task goes on as a worker (:meth:`after_cycle`).
 
     **A work** is ``runner(work)``'s result, awaited when it is awaitable. Without
     ``finish`` that is all (the runner is a coroutine that settles its own errors; an
@@ -72,7 +72,7 @@ class Slots:
 
     __slots__ = ("limit", "feed", "handed", "busy", "workers", "pending", "parked", "runner", "finish", "fail",
                  "rt", "count_none", "ctx", "on_idle", "closed", "stats_of", "boundary", "full", "spawn",
-                 "drawn")
+                 "drawn", "awaits")
 
     def __init__(self, limit: int, runner: Callable[[Any], Any], ctx: Any, on_idle: Callable[[], None],
                  stats_of: Callable[[Any], Any], boundary: Boundary,
@@ -94,6 +94,9 @@ class Slots:
         if tracer is not None:  # --trace: the traced items' calls are watched (rxbot.observe.trace)
             runner, finish, fail = tracer.slots(runner, finish, fail, stats_of, rt)
         self.runner = runner
+        #: an ``async def`` runner's call is always a coroutine: the drawing cycle awaits
+        #: it as it is (a traced or retrying runner is a plain function: it looks first)
+        self.awaits = type(runner) is types.FunctionType and bool(runner.__code__.co_flags & inspect.CO_COROUTINE)
         self.finish = finish
         self.fail = fail
         self.ctx = ctx
@@ -191,9 +194,6 @@ class Slots:
         # what this worker draws from (see below; Any: unset until its first draw)
         mine = it = gate = counts = segment = cycle = cast(Any, None)
         coroutine = _COROUTINE  # (a local: read per work)
-        # an ``async def`` runner's call is always a coroutine: the drawing cycle awaits it
-        # as it is (a traced or retrying runner is a plain function: it looks first)
-        awaits = type(runner) is types.FunctionType and bool(runner.__code__.co_flags & inspect.CO_COROUTINE)
         how = drew  # how the last drawing cycle ended (None: a work is in hand)
         if how is None:
             self.handed -= 1
@@ -229,7 +229,8 @@ class Slots:
                     self._end_draw(how)
                 # the call has ended. While the workers draw from a source, its slot goes
                 # straight to the source's next element (busy and in flight stay as they
-                # are: one call ended, the next starts)
+                # are: one call ended, the next starts). A block run at most once, left by
+                # ``break`` (no drawing now) or ``return`` (the slot went to a cycle)
                 while how is None:
                     drawn = self.drawn
                     if drawn is None or pending:
@@ -239,6 +240,7 @@ class Slots:
                         it, gate, counts, _, segment = drawn
                         # the cycle running the source's next elements (through the fused
                         # segment's steps) into this step; None through a route
+                        awaits = self.awaits
                         cycle = plain_cycle(awaits) if segment is None else segment.cycle and segment.cycle(awaits)
                     # only this step holds the source (a halted gate, a failed run, a later
                     # full step close it more), and no handed work is to start first. The
